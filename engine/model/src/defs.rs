@@ -1,0 +1,236 @@
+//! The typed definition model: what the YAML files say, with positions.
+
+use crate::condition::Condition;
+use crate::diagnostic::Pos;
+use crate::label::Label;
+use crate::reader::Sp;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Roles everyone may name without declaring them: they relate the actor to the
+/// instance instead of to the organisation.
+pub const RELATIONAL_ROLES: &[&str] = &["requester", "assignee"];
+
+/// Everything the definition files declare, checked.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub app: App,
+    pub roles: BTreeMap<String, RoleDef>,
+    pub teams: BTreeMap<String, TeamDef>,
+    pub workflows: BTreeMap<String, WorkflowDef>,
+    pub forms: BTreeMap<String, FormDef>,
+    pub scripts: BTreeMap<String, ScriptSource>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct App {
+    pub name: String,
+    pub title: Label,
+    pub default_language: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoleDef {
+    pub name: String,
+    pub label: Label,
+    pub file: String,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug)]
+pub struct TeamDef {
+    pub name: String,
+    pub label: Label,
+    pub file: String,
+    pub pos: Pos,
+}
+
+/// A Rhai script file under `rules/`, named by its path without `.rhai`.
+#[derive(Clone, Debug)]
+pub struct ScriptSource {
+    pub name: String,
+    pub file: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkflowDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    pub description: Label,
+    pub record: Option<String>,
+    pub start: StartDef,
+    pub initial: Sp<String>,
+    /// In file order.
+    pub states: Vec<StateDef>,
+    /// In file order.
+    pub transitions: Vec<TransitionDef>,
+}
+
+impl WorkflowDef {
+    pub fn state(&self, name: &str) -> Option<&StateDef> {
+        self.states.iter().find(|s| s.name == name)
+    }
+    pub fn transition(&self, name: &str) -> Option<&TransitionDef> {
+        self.transitions.iter().find(|t| t.name == name)
+    }
+}
+
+/// The rules a command may run, each naming a script under `rules/`.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub validate: Option<Sp<String>>,
+    pub route: Option<Sp<String>>,
+    pub compute: Option<Sp<String>>,
+}
+
+impl Hooks {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Sp<String>)> {
+        [("validate", &self.validate), ("route", &self.route), ("compute", &self.compute)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StartDef {
+    pub pos: Pos,
+    pub form: Option<Sp<String>>,
+    pub roles: Vec<Sp<String>>,
+    pub hooks: Hooks,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDef {
+    pub name: String,
+    pub pos: Pos,
+    pub label: Label,
+    pub description: Label,
+    pub is_final: bool,
+    /// Shown in dashboards and lists, e.g. `warning`, `success`.
+    pub color: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assign {
+    /// The actor becomes the assignee.
+    Actor,
+    /// The assignee is cleared (the team stays).
+    Nobody,
+}
+
+#[derive(Clone, Debug)]
+pub struct TransitionDef {
+    pub name: String,
+    pub pos: Pos,
+    pub label: Label,
+    pub from: Vec<Sp<String>>,
+    /// `None`: the instance stays in its state (e.g. a check-in).
+    pub to: Option<Sp<String>>,
+    pub roles: Vec<Sp<String>>,
+    pub teams: Vec<Sp<String>>,
+    /// A Rhai expression that must be true.
+    pub when: Option<Sp<String>>,
+    pub form: Option<Sp<String>>,
+    pub hooks: Hooks,
+    pub assign: Option<Assign>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FormDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    pub fields: Vec<FieldDef>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Text,
+    Integer,
+    Number,
+    Boolean,
+    Enum,
+    Date,
+    Datetime,
+    Ref,
+    Files,
+    Location,
+    Signature,
+    Group,
+}
+
+impl FieldType {
+    pub const ALL: &[(&str, FieldType)] = &[
+        ("string", FieldType::String),
+        ("text", FieldType::Text),
+        ("integer", FieldType::Integer),
+        ("number", FieldType::Number),
+        ("boolean", FieldType::Boolean),
+        ("enum", FieldType::Enum),
+        ("date", FieldType::Date),
+        ("datetime", FieldType::Datetime),
+        ("ref", FieldType::Ref),
+        ("files", FieldType::Files),
+        ("location", FieldType::Location),
+        ("signature", FieldType::Signature),
+        ("group", FieldType::Group),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, t)| *t == self).map_or("string", |(n, _)| n)
+    }
+
+    /// Keys that only some types accept.
+    pub fn specific_keys(self) -> &'static [&'static str] {
+        match self {
+            FieldType::String | FieldType::Text => &["min_length", "max_length", "pattern"],
+            FieldType::Integer | FieldType::Number => &["min", "max", "unit"],
+            FieldType::Enum => &["options", "multiple"],
+            FieldType::Date | FieldType::Datetime => &[],
+            FieldType::Ref => &["record"],
+            FieldType::Files => &["accept", "max", "max_size"],
+            FieldType::Group => &["fields", "min", "max"],
+            FieldType::Boolean | FieldType::Location | FieldType::Signature => &[],
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EnumOption {
+    pub value: String,
+    pub label: Label,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug)]
+pub struct FieldDef {
+    pub name: String,
+    pub pos: Pos,
+    pub field_type: FieldType,
+    pub label: Label,
+    pub help: Label,
+    pub placeholder: Label,
+    pub widget: Option<String>,
+    pub required: bool,
+    pub default: Option<Sp<Value>>,
+    pub visible_when: Option<(Sp<String>, Condition)>,
+    pub required_when: Option<(Sp<String>, Condition)>,
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub pattern: Option<Sp<String>>,
+    /// For numbers: the value; for files and groups: the count of items.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub unit: Option<String>,
+    pub options: Vec<EnumOption>,
+    pub multiple: bool,
+    pub record: Option<Sp<String>>,
+    pub accept: Option<String>,
+    pub max_size: Option<u64>,
+    pub fields: Vec<FieldDef>,
+}
