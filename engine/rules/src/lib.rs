@@ -1,1 +1,202 @@
-//! placeholder
+//! Flowform rules: Rhai scripts in a hardened sandbox.
+//!
+//! Every script of a bundle is compiled once, with strict variables, so a typo in
+//! a variable name is a `flowform check` error rather than a run-time surprise.
+//! Scripts see `record`, `input`, `actor` and `now` and a few pure helpers; they
+//! cannot read files, reach the network, `eval` or import modules, and every run
+//! is bounded in operations, call depth, expression depth, data sizes and wall
+//! time. A script failure is a [`RuleError`] naming the script, file and line.
+
+mod helpers;
+mod sandbox;
+
+use flowform_model::{Diagnostic, Model, Pos};
+use rhai::{AST, Dynamic, Engine, Scope};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use sandbox::Limits;
+
+/// What a script sees. All values are plain JSON.
+#[derive(Clone, Debug, Default)]
+pub struct ScriptContext {
+    /// The instance's data plus `id`, `state`, `team`, `assignee`, `vendor`, `requester`.
+    pub record: Value,
+    /// The form data of this command (validated).
+    pub input: Value,
+    /// `{id, roles, teams}`.
+    pub actor: Value,
+    /// The command's time, RFC 3339.
+    pub now: String,
+}
+
+/// Which script failed, where, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("rule `{script}` failed at {file}:{line}:{column}: {message}")]
+pub struct RuleError {
+    pub script: String,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub kind: RuleErrorKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleErrorKind {
+    /// Ran past its operation, depth, size or time limit.
+    Limit,
+    /// Raised an error while running (`throw`, a type mismatch, ...).
+    Runtime,
+    /// Returned something the caller cannot use.
+    BadResult,
+}
+
+/// One compiled script, with where its text came from (for error positions).
+#[derive(Debug)]
+struct Compiled {
+    ast: AST,
+    file: String,
+    /// Added to Rhai's 1-based line/column: non-zero for expressions inline in YAML.
+    origin: Pos,
+}
+
+/// All scripts of a bundle, compiled.
+#[derive(Debug)]
+pub struct RuleSet {
+    engine: Engine,
+    scripts: HashMap<String, Compiled>,
+    wall_limit: Duration,
+}
+
+/// The key of an inline `when` guard.
+pub fn guard_key(workflow: &str, transition: &str) -> String {
+    format!("{workflow}.{transition}.when")
+}
+
+impl RuleSet {
+    /// Compiles every script and inline guard of the model; syntax errors become
+    /// diagnostics pointing into the `.rhai` file or the YAML line.
+    pub fn compile(model: &Model, limits: Limits) -> (RuleSet, Vec<Diagnostic>) {
+        let engine = sandbox::engine(&limits);
+        let scope = declared_scope();
+        let mut scripts = HashMap::new();
+        let mut diags = Vec::new();
+        for script in model.scripts.values() {
+            match engine.compile_with_scope(&scope, &script.text) {
+                Ok(ast) => {
+                    scripts.insert(script.name.clone(), Compiled { ast, file: script.file.clone(), origin: Pos::new(0, 0) });
+                }
+                Err(e) => {
+                    let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
+                    diags.push(Diagnostic::new(&script.file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0)).with_hint(syntax_hint(&e.0.to_string())));
+                }
+            }
+        }
+        for wf in model.workflows.values() {
+            for t in &wf.transitions {
+                let Some(when) = &t.when else { continue };
+                match engine.compile_expression_with_scope(&scope, &when.value) {
+                    Ok(ast) => {
+                        let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
+                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast, file: wf.file.clone(), origin });
+                    }
+                    Err(e) => {
+                        let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
+                        diags.push(Diagnostic::new(&wf.file, pos, "rhai_syntax", format!("`when` of transition `{}` cannot be read: {}", t.name, e.0)).with_hint(syntax_hint(&e.0.to_string())));
+                    }
+                }
+            }
+        }
+        (RuleSet { engine, scripts, wall_limit: limits.wall_time }, diags)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.scripts.contains_key(name)
+    }
+
+    /// Runs a script and returns its value as JSON.
+    pub fn run(&self, name: &str, ctx: &ScriptContext) -> Result<Value, RuleError> {
+        let Some(compiled) = self.scripts.get(name) else {
+            return Err(RuleError { script: name.into(), file: String::new(), line: 0, column: 0, kind: RuleErrorKind::Runtime, message: "no such script in this bundle".into() });
+        };
+        let mut scope = Scope::new();
+        for (k, v) in [("record", &ctx.record), ("input", &ctx.input), ("actor", &ctx.actor)] {
+            let d = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
+            scope.push_constant_dynamic(k, d);
+        }
+        scope.push_constant("now", ctx.now.clone());
+        let result = sandbox::with_deadline(self.wall_limit, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast));
+        let error_at = |pos: rhai::Position, kind, message: String| {
+            let (line, column) = (pos.line().unwrap_or(1) as u32, pos.position().unwrap_or(1) as u32);
+            RuleError {
+                script: name.into(),
+                file: compiled.file.clone(),
+                line: compiled.origin.line + line,
+                column: if line == 1 { compiled.origin.column + column } else { column },
+                kind,
+                message,
+            }
+        };
+        match result {
+            Ok(value) => {
+                if value.is_unit() {
+                    return Ok(Value::Null);
+                }
+                rhai::serde::from_dynamic::<Value>(&value).map_err(|e| error_at(rhai::Position::NONE, RuleErrorKind::BadResult, format!("the result cannot be used: {e}")))
+            }
+            Err(e) => {
+                let pos = e.position();
+                let (kind, message) = sandbox::describe(&e, self.wall_limit);
+                Err(error_at(pos, kind, message))
+            }
+        }
+    }
+
+    /// Runs a guard; anything but `true` or `false` is an error.
+    pub fn run_guard(&self, name: &str, ctx: &ScriptContext) -> Result<bool, RuleError> {
+        match self.run(name, ctx)? {
+            Value::Bool(b) => Ok(b),
+            other => {
+                let compiled = self.scripts.get(name);
+                Err(RuleError {
+                    script: name.into(),
+                    file: compiled.map(|c| c.file.clone()).unwrap_or_default(),
+                    line: compiled.map_or(0, |c| c.origin.line + 1),
+                    column: compiled.map_or(0, |c| c.origin.column + 1),
+                    kind: RuleErrorKind::BadResult,
+                    message: format!("a `when` condition must be true or false, it gave {other}"),
+                })
+            }
+        }
+    }
+}
+
+/// The variables every script may use; with strict variables on, anything else
+/// is a compile error.
+fn declared_scope() -> Scope<'static> {
+    // Plain variables, not constants: the optimizer would inline constant values.
+    let mut scope = Scope::new();
+    scope.push_dynamic("record", Dynamic::from_map(Default::default()));
+    scope.push_dynamic("input", Dynamic::from_map(Default::default()));
+    scope.push_dynamic("actor", Dynamic::from_map(Default::default()));
+    scope.push("now", String::new());
+    scope
+}
+
+fn syntax_hint(message: &str) -> Option<String> {
+    if message.contains("Variable not found") || message.contains("Undefined variable") {
+        Some("scripts can use `record`, `input`, `actor`, `now` and variables they define with `let`".into())
+    } else if message.contains("eval") {
+        Some("`eval` is disabled in rules".into())
+    } else if message.contains("import") {
+        Some("rules cannot import modules".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use super::*;
+use flowform_model::{Sources, load_and_check};
+use serde_json::json;
+use std::time::Instant;
+
+fn rules(files: &[(&str, &str)]) -> (RuleSet, Vec<Diagnostic>) {
+    let mut sources = Sources::new();
+    for (p, t) in files {
+        sources.insert(*p, *t);
+    }
+    let (model, _) = load_and_check(&sources);
+    RuleSet::compile(&model, Limits::default())
+}
+
+fn ctx() -> ScriptContext {
+    ScriptContext {
+        record: json!({"category": "hvac", "priority": "urgent", "team": "hvac_team"}),
+        input: json!({}),
+        actor: json!({"id": "u1", "roles": ["technician"], "teams": ["hvac_team"]}),
+        now: "2026-11-25T08:00:00Z".into(),
+    }
+}
+
+#[test]
+fn runs_a_routing_script() {
+    let (set, diags) = rules(&[("rules/dispatch.rhai", "let team = switch record.category { \"hvac\" => \"hvac_team\", _ => \"general_team\" };\n#{ team: team, sla_minutes: if record.priority == \"urgent\" { 30 } else { 240 }, due: add_minutes(now, 30) }")]);
+    assert!(diags.is_empty(), "{diags:?}");
+    let out = set.run("dispatch", &ctx()).unwrap();
+    assert_eq!(out, json!({"team": "hvac_team", "sla_minutes": 30, "due": "2026-11-25T08:30:00Z"}));
+}
+
+#[test]
+fn syntax_errors_point_into_the_file() {
+    let (_, diags) = rules(&[("rules/bad.rhai", "let x = 1;\nlet y = ;\n")]);
+    assert_eq!(diags.len(), 1);
+    assert_eq!((diags[0].file.as_str(), diags[0].line, diags[0].code), ("rules/bad.rhai", 2, "rhai_syntax"));
+}
+
+#[test]
+fn undefined_variables_are_compile_errors() {
+    let (_, diags) = rules(&[("rules/typo.rhai", "recrod.category")]);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].line, 1);
+}
+
+#[test]
+fn eval_and_import_are_refused() {
+    let (_, diags) = rules(&[("rules/e.rhai", "eval(\"1\")"), ("rules/i.rhai", "import \"x\" as y; 1")]);
+    assert_eq!(diags.len(), 2, "{diags:?}");
+}
+
+#[test]
+fn hostile_scripts_stop_quickly_with_a_clear_error() {
+    let cases = [
+        ("spin", "loop {}"),
+        ("recurse", "fn f(x) { f(x + 1) } f(0)"),
+        ("big_string", "let s = \"x\"; loop { s += s; }"),
+        ("big_array", "let a = []; loop { a.push(1); }"),
+        ("throw", "throw \"no\""),
+    ];
+    let files: Vec<(String, &str)> = cases.iter().map(|(n, t)| (format!("rules/{n}.rhai"), *t)).collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+    let (set, diags) = rules(&refs);
+    assert!(diags.is_empty(), "{diags:?}");
+    for (name, _) in cases {
+        let started = Instant::now();
+        let err = set.run(name, &ctx()).unwrap_err();
+        assert!(started.elapsed().as_millis() < 500, "{name} took {:?}", started.elapsed());
+        assert_eq!(err.script, name);
+        assert!(err.file.ends_with(".rhai"));
+        let expected = if name == "throw" { RuleErrorKind::Runtime } else { RuleErrorKind::Limit };
+        assert_eq!(err.kind, expected, "{name}: {err}");
+    }
+}
+
+#[test]
+fn guards_must_be_booleans() {
+    let yaml = "workflow: w\nstart: {}\ninitial: a\nstates: { a: {}, b: { final: true } }\ntransitions:\n  - { name: go, from: a, to: b, when: \"actor.teams.contains(record.team)\" }\n  - { name: odd, from: a, to: b, when: \"1 + 1\" }\n";
+    let (set, diags) = rules(&[("definitions/w.yaml", yaml)]);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert!(set.run_guard(&guard_key("w", "go"), &ctx()).unwrap());
+    let err = set.run_guard(&guard_key("w", "odd"), &ctx()).unwrap_err();
+    assert_eq!(err.kind, RuleErrorKind::BadResult);
+    assert_eq!(err.line, 7);
+}
