@@ -1,1 +1,17 @@
-//! placeholder
+//! The Flowform core: the one definition pipeline ([`compile`]) that turns
+//! sources into an immutable [`Bundle`], and the pure decision function of the
+//! state machine ([`decide`]).
+//!
+//! Invariant: nothing here does I/O or reads a clock or a random source. Time,
+//! identifiers and the actor are passed in, so every decision is deterministic
+//! and replayable. The runtime commits what the core decides.
+
+pub mod bundle;
+pub mod decide;
+pub mod graph;
+pub mod instance;
+
+pub use bundle::{Bundle, compile};
+pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};
+pub use flowform_forms::{FieldError, Lang};
+pub use instance::{Actor, Assignment, Change, Effect, Event, EventKind, Instance};

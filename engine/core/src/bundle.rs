@@ -1,0 +1,71 @@
+//! Sources → [`Bundle`]: the one pipeline shared by `serve`, hot reload and `check`.
+
+use flowform_forms::CompiledForm;
+use flowform_model::{Diagnostic, Model, Sources, WorkflowDef, diagnostic};
+use flowform_rules::{Limits, RuleSet};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The loaded, checked, immutable set of all definitions of an application,
+/// identified by a hash of its sources. Everything that runs reads one bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Hex content hash (first 16 digits of SHA-256 over paths and texts).
+    pub version: String,
+    pub sources: Sources,
+    pub model: Model,
+    pub forms: BTreeMap<String, CompiledForm>,
+    pub rules: RuleSet,
+}
+
+impl Bundle {
+    pub fn workflow(&self, name: &str) -> Option<&WorkflowDef> {
+        self.model.workflows.get(name)
+    }
+
+    pub fn form(&self, name: &str) -> Option<&CompiledForm> {
+        self.forms.get(name)
+    }
+}
+
+/// The content hash of a set of sources.
+pub fn version_of(sources: &Sources) -> String {
+    let mut hasher = Sha256::new();
+    for (path, text) in sources.iter() {
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())[..16].to_string()
+}
+
+/// Runs every stage and collects every problem. A bundle is returned only when
+/// there is none: a running system never sees a half-valid bundle.
+pub fn compile(sources: Sources) -> Result<Bundle, Vec<Diagnostic>> {
+    compile_with_limits(sources, Limits::default())
+}
+
+pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, Vec<Diagnostic>> {
+    let (model, mut diags) = flowform_model::load_and_check(&sources);
+    if model.workflows.is_empty() && diags.is_empty() {
+        diags.push(Diagnostic::new("definitions", flowform_model::Pos::new(1, 1), "no_workflows", "no workflow is defined").with_hint(Some("add a file under definitions/ that starts with `workflow:`".into())));
+    }
+    let mut forms = BTreeMap::new();
+    for def in model.forms.values() {
+        match CompiledForm::compile(def) {
+            Ok(form) => {
+                forms.insert(def.name.clone(), form);
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    let (rules, rule_diags) = RuleSet::compile(&model, limits);
+    diags.extend(rule_diags);
+    if !diags.is_empty() {
+        diagnostic::sort(&mut diags);
+        diags.dedup();
+        return Err(diags);
+    }
+    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules })
+}

@@ -1,0 +1,306 @@
+//! The pure decision: `(bundle, instance, command, actor, now) → outcome | rejection`.
+
+use crate::bundle::Bundle;
+use crate::instance::{Actor, Assignment, Effect, Event, EventKind, Instance, diff};
+use flowform_forms::{FieldError, Lang};
+use flowform_model::{Assign, Hooks, Label, RELATIONAL_ROLES, Sp, TransitionDef, WorkflowDef};
+use flowform_rules::{RuleError, ScriptContext, guard_key};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// The new instance, the event to append and the effects for the runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub instance: Instance,
+    pub event: Event,
+    pub effects: Vec<Effect>,
+}
+
+/// Why a command was refused. Each maps to one HTTP status and error code.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("unknown workflow `{0}`")]
+    UnknownWorkflow(String),
+    #[error("workflow `{workflow}` has no transition `{name}`")]
+    UnknownTransition { workflow: String, name: String, available: Vec<String> },
+    #[error("`{transition}` cannot be done while the instance is `{state}`")]
+    NotInThisState { transition: String, state: String, allowed_from: Vec<String> },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the condition of `{transition}` is not met: {condition}")]
+    GuardFailed { transition: String, condition: String },
+    #[error("the submitted data is not valid")]
+    InvalidInput(Vec<FieldError>),
+    #[error("{0}")]
+    Rule(RuleError),
+}
+
+impl From<RuleError> for Rejection {
+    fn from(e: RuleError) -> Self {
+        Rejection::Rule(e)
+    }
+}
+
+/// A transition the actor may take now, for clients to offer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AvailableTransition {
+    pub name: String,
+    pub label: Label,
+    pub to: Option<String>,
+    pub form: Option<String>,
+}
+
+fn workflow<'b>(bundle: &'b Bundle, name: &str) -> Result<&'b WorkflowDef, Rejection> {
+    bundle.workflow(name).ok_or_else(|| Rejection::UnknownWorkflow(name.to_string()))
+}
+
+fn actor_json(actor: &Actor) -> Value {
+    json!({"id": actor.id, "name": actor.name, "roles": actor.roles, "teams": actor.teams})
+}
+
+/// What scripts see as `record`: the data plus the instance's own fields.
+fn record_json(instance: &Instance) -> Value {
+    let mut m = instance.data.clone();
+    m.insert("id".into(), json!(instance.id));
+    m.insert("state".into(), json!(instance.state));
+    m.insert("team".into(), json!(instance.assignment.team));
+    m.insert("assignee".into(), json!(instance.assignment.assignee));
+    m.insert("vendor".into(), json!(instance.assignment.vendor));
+    m.insert("requester".into(), json!(instance.requester));
+    m.insert("created_at".into(), json!(instance.created_at));
+    Value::Object(m)
+}
+
+fn roles_allow(roles: &[Sp<String>], actor: &Actor, instance: Option<&Instance>) -> bool {
+    roles.is_empty()
+        || roles.iter().any(|r| match r.value.as_str() {
+            "requester" => instance.is_some_and(|i| i.requester == actor.id),
+            "assignee" => instance.is_some_and(|i| i.assignment.assignee.as_deref() == Some(actor.id.as_str())),
+            other => actor.has_role(other),
+        })
+}
+
+fn role_list(roles: &[Sp<String>]) -> String {
+    roles.iter().map(|r| format!("`{}`", r.value)).collect::<Vec<_>>().join(", ")
+}
+
+/// Starts an instance. `id` comes from the caller (the runtime generates it).
+pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor, now: &str, id: &str, lang: Lang) -> Result<Outcome, Rejection> {
+    let wf = workflow(bundle, workflow_name)?;
+    if !roles_allow(&wf.start.roles, actor, None) {
+        return Err(Rejection::Forbidden(format!("starting `{}` needs one of the roles {}", wf.name, role_list(&wf.start.roles))));
+    }
+    let before = Instance {
+        id: id.to_string(),
+        workflow: wf.name.clone(),
+        bundle_version: bundle.version.clone(),
+        version: 0,
+        state: wf.initial.value.clone(),
+        data: Map::new(),
+        assignment: Assignment::default(),
+        requester: actor.id.clone(),
+        created_at: now.to_string(),
+        updated_at: now.to_string(),
+    };
+    let form = wf.start.form.as_ref().map(|f| f.value.as_str());
+    let after = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
+    finish(bundle, before, after, EventKind::Started, None, None, input_of(bundle, form, input, lang), actor, now)
+}
+
+/// Takes a named transition on an instance.
+pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Outcome, Rejection> {
+    let wf = workflow(bundle, &instance.workflow)?;
+    let Some(t) = wf.transition(name) else {
+        return Err(Rejection::UnknownTransition { workflow: wf.name.clone(), name: name.to_string(), available: wf.transitions.iter().map(|t| t.name.clone()).collect() });
+    };
+    if !t.from.iter().any(|f| f.value == instance.state) {
+        return Err(Rejection::NotInThisState { transition: t.name.clone(), state: instance.state.clone(), allowed_from: t.from.iter().map(|f| f.value.clone()).collect() });
+    }
+    permitted(bundle, wf, t, instance, actor, now)?;
+    let form = t.form.as_ref().map(|f| f.value.as_str());
+    let mut after = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang)?;
+    if let Some(to) = &t.to {
+        after.state = to.value.clone();
+    }
+    let from = Some(instance.state.clone());
+    finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, input_of(bundle, form, input, lang), actor, now)
+}
+
+/// Roles, teams and the `when` guard.
+fn permitted(bundle: &Bundle, wf: &WorkflowDef, t: &TransitionDef, instance: &Instance, actor: &Actor, now: &str) -> Result<(), Rejection> {
+    if !roles_allow(&t.roles, actor, Some(instance)) {
+        let relational: Vec<&str> = t.roles.iter().map(|r| r.value.as_str()).filter(|r| RELATIONAL_ROLES.contains(r)).collect();
+        let mut msg = format!("`{}` needs one of the roles {}", t.name, role_list(&t.roles));
+        if !relational.is_empty() {
+            msg.push_str(" (`requester` is who reported it, `assignee` who it is assigned to)");
+        }
+        return Err(Rejection::Forbidden(msg));
+    }
+    if !t.teams.is_empty() && !t.teams.iter().any(|team| actor.teams.contains(&team.value)) {
+        return Err(Rejection::Forbidden(format!("`{}` is for members of {}", t.name, role_list(&t.teams))));
+    }
+    if let Some(when) = &t.when {
+        let ctx = ScriptContext { record: record_json(instance), input: Value::Object(Map::new()), actor: actor_json(actor), now: now.to_string() };
+        if !bundle.rules.run_guard(&guard_key(&wf.name, &t.name), &ctx)? {
+            return Err(Rejection::GuardFailed { transition: t.name.clone(), condition: when.value.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The input as recorded in the event: validated and cleaned when there is a form.
+fn input_of(bundle: &Bundle, form: Option<&str>, input: &Value, lang: Lang) -> Value {
+    match form.and_then(|f| bundle.form(f)) {
+        Some(f) => f.validate(input, lang).unwrap_or(Value::Null),
+        None => Value::Object(Map::new()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(bundle: &Bundle, before: &Instance, form: Option<&str>, hooks: &Hooks, t: Option<&TransitionDef>, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Instance, Rejection> {
+    let cleaned = match form.and_then(|f| bundle.form(f)) {
+        Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
+        None => {
+            let empty = match input {
+                Value::Null => true,
+                Value::Object(m) => m.is_empty(),
+                _ => false,
+            };
+            if !empty {
+                let what = t.map_or("starting this workflow".to_string(), |t| format!("`{}`", t.name));
+                return Err(Rejection::InvalidInput(vec![FieldError { field: String::new(), code: "no_form", message: format!("{what} takes no data") }]));
+            }
+            Value::Object(Map::new())
+        }
+    };
+    let mut after = before.clone();
+    if let Value::Object(fields) = &cleaned {
+        for (k, v) in fields {
+            after.data.insert(k.clone(), v.clone());
+        }
+    }
+    let ctx = |inst: &Instance| ScriptContext { record: record_json(inst), input: cleaned.clone(), actor: actor_json(actor), now: now.to_string() };
+    if let Some(script) = &hooks.validate {
+        let errors = field_errors(bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?;
+        if !errors.is_empty() {
+            return Err(Rejection::InvalidInput(errors));
+        }
+    }
+    if let Some(script) = &hooks.route {
+        let out = bundle.rules.run(&script.value, &ctx(&after))?;
+        apply_route(bundle, &mut after, out, &script.value)?;
+    }
+    if let Some(script) = &hooks.compute {
+        let out = bundle.rules.run(&script.value, &ctx(&after))?;
+        match out {
+            Value::Null => {}
+            Value::Object(fields) => after.data.extend(fields),
+            other => return Err(bad_result(&script.value, format!("a `compute` rule must return a map of fields, it gave {other}"))),
+        }
+    }
+    match t.and_then(|t| t.assign) {
+        Some(Assign::Actor) => after.assignment.assignee = Some(actor.id.clone()),
+        Some(Assign::Nobody) => after.assignment.assignee = None,
+        None => {}
+    }
+    Ok(after)
+}
+
+fn bad_result(script: &str, message: String) -> Rejection {
+    Rejection::Rule(RuleError { script: script.to_string(), file: format!("rules/{script}.rhai"), line: 0, column: 0, kind: flowform_rules::RuleErrorKind::BadResult, message })
+}
+
+/// `validate` may return nothing, a message, a list of `#{field, message}` or a map field → message.
+fn field_errors(out: Value, script: &str) -> Result<Vec<FieldError>, Rejection> {
+    let one = |field: &str, message: &Value| FieldError { field: field.to_string(), code: "rule", message: message.as_str().map_or_else(|| message.to_string(), str::to_string) };
+    Ok(match out {
+        Value::Null | Value::Bool(true) => Vec::new(),
+        Value::String(s) if s.is_empty() => Vec::new(),
+        Value::String(s) => vec![one("", &Value::String(s))],
+        Value::Object(m) => m.iter().map(|(k, v)| one(k, v)).collect(),
+        Value::Array(items) => {
+            let mut errors = Vec::new();
+            for item in items {
+                match item {
+                    Value::Object(m) => errors.push(one(m.get("field").and_then(Value::as_str).unwrap_or_default(), m.get("message").unwrap_or(&Value::Null))),
+                    Value::String(s) => errors.push(one("", &Value::String(s))),
+                    other => return Err(bad_result(script, format!("a `validate` rule returned {other} in its list; use #{{field: \"..\", message: \"..\"}}"))),
+                }
+            }
+            errors
+        }
+        other => return Err(bad_result(script, format!("a `validate` rule must return nothing, a message, a list or a map; it gave {other}"))),
+    })
+}
+
+fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -> Result<(), Rejection> {
+    let fields = match out {
+        Value::Null => return Ok(()),
+        Value::Object(fields) => fields,
+        other => return Err(bad_result(script, format!("a `route` rule must return a map such as #{{ team: \"hvac_team\" }}, it gave {other}"))),
+    };
+    let mut assignment = Assignment::default();
+    for (k, v) in fields {
+        let text = || match &v {
+            Value::String(s) if !s.is_empty() => Ok(Some(s.clone())),
+            Value::Null => Ok(None),
+            other => Err(bad_result(script, format!("`{k}` must be a name, it gave {other}"))),
+        };
+        match k.as_str() {
+            "team" => {
+                let team = text()?;
+                if let Some(t) = &team
+                    && !bundle.model.teams.contains_key(t)
+                {
+                    let known: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
+                    let hint = flowform_model::diagnostic::did_you_mean(t, known.iter().copied()).unwrap_or_default();
+                    return Err(bad_result(script, format!("routed to team `{t}`, which is not declared under `teams:` {hint}").trim_end().to_string()));
+                }
+                assignment.team = team;
+            }
+            "assignee" => assignment.assignee = text()?,
+            "vendor" => assignment.vendor = text()?,
+            _ => {
+                inst.data.insert(k, v);
+            }
+        }
+    }
+    inst.assignment = assignment;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(bundle: &Bundle, before: Instance, mut after: Instance, kind: EventKind, transition: Option<String>, from_state: Option<String>, input: Value, actor: &Actor, now: &str) -> Result<Outcome, Rejection> {
+    after.version = before.version + 1;
+    after.updated_at = now.to_string();
+    let changes = diff(&before, &after);
+    let mut effects = Vec::new();
+    if before.assignment != after.assignment {
+        effects.push(Effect::Assigned { assignment: after.assignment.clone() });
+    }
+    let event = Event {
+        instance_id: after.id.clone(),
+        seq: after.version,
+        kind,
+        transition,
+        actor: actor.id.clone(),
+        at: now.to_string(),
+        bundle_version: bundle.version.clone(),
+        from_state,
+        to_state: after.state.clone(),
+        input,
+        changes,
+    };
+    Ok(Outcome { instance: after, event, effects })
+}
+
+/// The transitions `actor` may take on `instance` now (state, roles, teams and guard).
+pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor, now: &str) -> Vec<AvailableTransition> {
+    let Some(wf) = bundle.workflow(&instance.workflow) else { return Vec::new() };
+    wf.transitions
+        .iter()
+        .filter(|t| t.from.iter().any(|f| f.value == instance.state))
+        .filter(|t| permitted(bundle, wf, t, instance, actor, now).is_ok())
+        .map(|t| AvailableTransition { name: t.name.clone(), label: t.label.clone(), to: t.to.as_ref().map(|s| s.value.clone()), form: t.form.as_ref().map(|s| s.value.clone()) })
+        .collect()
+}

@@ -1,0 +1,112 @@
+//! Instances, actors and events: the data the core reads and produces.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Who acts: a user with roles and team memberships.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+}
+
+impl Actor {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Who is responsible for an instance now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub team: Option<String>,
+    pub assignee: Option<String>,
+    pub vendor: Option<String>,
+}
+
+/// A running (or finished) workflow instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub workflow: String,
+    /// The bundle version the instance started under; it keeps running on it.
+    pub bundle_version: String,
+    /// Incremented by every accepted command; the optimistic-concurrency token.
+    pub version: u64,
+    pub state: String,
+    pub data: Map<String, Value>,
+    pub assignment: Assignment,
+    /// The user who started it (the `requester` relational role).
+    pub requester: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Transition,
+}
+
+/// One field's value before and after a command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub before: Value,
+    pub after: Value,
+}
+
+/// One accepted command, as recorded in the append-only event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub instance_id: String,
+    /// Equals the instance version the event produced (1 for the start).
+    pub seq: u64,
+    pub kind: EventKind,
+    pub transition: Option<String>,
+    pub actor: String,
+    pub at: String,
+    pub bundle_version: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    /// The validated form data of the command.
+    pub input: Value,
+    /// Every data field (and `assignment.*`) the command changed.
+    pub changes: BTreeMap<String, Change>,
+}
+
+/// What the runtime must do besides storing the new instance and the event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    /// The assignment changed; later: notify the new assignee or team.
+    Assigned { assignment: Assignment },
+}
+
+pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {
+    let mut changes = BTreeMap::new();
+    let keys: std::collections::BTreeSet<&String> = before.data.keys().chain(after.data.keys()).collect();
+    for k in keys {
+        let (b, a) = (before.data.get(k).cloned().unwrap_or(Value::Null), after.data.get(k).cloned().unwrap_or(Value::Null));
+        if b != a {
+            changes.insert(k.clone(), Change { before: b, after: a });
+        }
+    }
+    let pairs = [
+        ("assignment.team", &before.assignment.team, &after.assignment.team),
+        ("assignment.assignee", &before.assignment.assignee, &after.assignment.assignee),
+        ("assignment.vendor", &before.assignment.vendor, &after.assignment.vendor),
+    ];
+    for (k, b, a) in pairs {
+        if b != a {
+            changes.insert(k.into(), Change { before: b.clone().map_or(Value::Null, Value::String), after: a.clone().map_or(Value::Null, Value::String) });
+        }
+    }
+    changes
+}
