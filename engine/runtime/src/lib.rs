@@ -1,1 +1,255 @@
-//! placeholder
+//! The Flowform runtime: holds the current [`Bundle`], executes commands
+//! through the pure core and commits them to the [`Store`].
+//!
+//! The core decides, the runtime does: it loads the instance, picks the bundle
+//! version the instance runs on, asks the core for the outcome, and commits the
+//! new instance and its event in one store transaction, with optimistic
+//! concurrency and idempotency keys. Time comes from a [`Clock`] so tests can
+//! move it.
+
+pub mod clock;
+pub mod demo;
+pub mod sources;
+pub mod tokens;
+
+use arc_swap::ArcSwap;
+use flowform_core::{Actor, AvailableTransition, Bundle, Event, Instance, Lang, Rejection};
+use flowform_model::Diagnostic;
+use flowform_store::{CommandWrite, CommitOutcome, IdempotencyKey, InstanceFilter, Page, Store, StoreError};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+
+/// Why a command or query did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("no instance `{0}`")]
+    InstanceNotFound(String),
+    #[error("the instance is at version {current}, not {expected}: reload it and try again")]
+    StaleVersion { expected: u64, current: u64 },
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("bundle version `{0}` of this instance is not in the store")]
+    BundleMissing(String),
+    #[error("bundle version `{version}` no longer compiles: {count} problem(s)")]
+    BundleBroken { version: String, count: usize },
+    #[error("the instance kept changing; try again")]
+    TooMuchContention,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why the application could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Read(#[from] sources::ReadError),
+    #[error("the definitions have {} problem(s)", .0.len())]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// The one pipeline used by `serve`, `check` and reload: read the directory,
+/// compile the bundle.
+pub fn load_bundle(dir: &Path) -> Result<Bundle, LoadError> {
+    let sources = sources::read_dir(dir)?;
+    flowform_core::compile(sources).map_err(LoadError::Invalid)
+}
+
+/// How many times a command without `expected_version` is re-decided when
+/// another command changed the instance in between.
+const MAX_RETRIES: usize = 8;
+
+pub struct Runtime {
+    current: ArcSwap<Bundle>,
+    /// Older bundle versions that instances still run on, compiled on demand.
+    pinned: Mutex<HashMap<String, Arc<Bundle>>>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ids: Mutex<ulid::Generator>,
+    loaded_at: ArcSwap<String>,
+}
+
+/// The options of one command from an API client.
+#[derive(Clone, Debug, Default)]
+pub struct CommandOptions {
+    pub lang: Lang,
+    pub idempotency_key: Option<String>,
+    pub expected_version: Option<u64>,
+}
+
+impl Runtime {
+    /// Starts a runtime on `bundle`, recording the bundle's sources in the store.
+    pub fn new(bundle: Bundle, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Runtime, StoreError> {
+        store.put_bundle(&bundle.version, &bundle.sources)?;
+        let loaded_at = clock.now_rfc3339();
+        Ok(Runtime {
+            current: ArcSwap::from_pointee(bundle),
+            pinned: Mutex::new(HashMap::new()),
+            store,
+            clock,
+            ids: Mutex::new(ulid::Generator::new()),
+            loaded_at: ArcSwap::from_pointee(loaded_at),
+        })
+    }
+
+    /// The bundle new instances start on.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.current.load_full()
+    }
+
+    pub fn loaded_at(&self) -> String {
+        self.loaded_at.load().as_ref().clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> String {
+        self.clock.now_rfc3339()
+    }
+
+    /// The bundle an instance runs on: the current one, or the version it started under.
+    pub fn bundle_for(&self, version: &str) -> Result<Arc<Bundle>, CommandError> {
+        let current = self.bundle();
+        if current.version == version {
+            return Ok(current);
+        }
+        let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
+        if let Some(b) = pinned.get(version) {
+            return Ok(b.clone());
+        }
+        let sources = self.store.bundle(version)?.ok_or_else(|| CommandError::BundleMissing(version.to_string()))?;
+        let bundle = flowform_core::compile(sources).map_err(|d| CommandError::BundleBroken { version: version.to_string(), count: d.len() })?;
+        let bundle = Arc::new(bundle);
+        pinned.insert(version.to_string(), bundle.clone());
+        Ok(bundle)
+    }
+
+    fn new_id(&self) -> String {
+        let mut ids = match self.ids.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match ids.generate() {
+            Ok(id) => id.to_string(),
+            Err(overflow) => overflow.commit_overflow_increment().to_string(),
+        }
+    }
+
+    /// Starts an instance of `workflow` with the start form's data.
+    pub async fn start(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+        let idem = idempotency(actor, &format!("start:{workflow}"), input, opts)?;
+        if let Some(replay) = self.replay(&idem)? {
+            return Ok(replay);
+        }
+        let bundle = self.bundle();
+        let now = self.now();
+        let id = self.new_id();
+        let outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
+        let write = CommandWrite { instance: outcome.instance, expected_version: 0, event: outcome.event, idempotency: idem };
+        match self.commit(write).await? {
+            (CommitOutcome::Committed, instance) => Ok(instance),
+            (CommitOutcome::Replay(first), _) => Ok(first.instance),
+            (CommitOutcome::Conflict { .. }, _) => Err(CommandError::Internal(format!("instance id {id} was generated twice"))),
+        }
+    }
+
+    /// Takes transition `name` on instance `id`.
+    pub async fn transition(&self, id: &str, name: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+        let idem = idempotency(actor, &format!("transition:{id}:{name}"), input, opts)?;
+        if let Some(replay) = self.replay(&idem)? {
+            return Ok(replay);
+        }
+        for _ in 0..MAX_RETRIES {
+            let instance = self.instance(id)?;
+            if let Some(expected) = opts.expected_version
+                && expected != instance.version
+            {
+                return Err(CommandError::StaleVersion { expected, current: instance.version });
+            }
+            let bundle = self.bundle_for(&instance.bundle_version)?;
+            let now = self.now();
+            let outcome = flowform_core::transition(&bundle, &instance, name, input, actor, &now, opts.lang)?;
+            let write = CommandWrite { instance: outcome.instance, expected_version: instance.version, event: outcome.event, idempotency: idem.clone() };
+            match self.commit(write).await? {
+                (CommitOutcome::Committed, instance) => return Ok(instance),
+                (CommitOutcome::Replay(first), _) => return Ok(first.instance),
+                (CommitOutcome::Conflict { current_version }, _) => {
+                    if let Some(expected) = opts.expected_version {
+                        return Err(CommandError::StaleVersion { expected, current: current_version });
+                    }
+                    // Someone else changed it between our read and our write: decide again.
+                }
+            }
+        }
+        Err(CommandError::TooMuchContention)
+    }
+
+    fn replay(&self, idem: &Option<IdempotencyKey>) -> Result<Option<Instance>, CommandError> {
+        let Some(idem) = idem else { return Ok(None) };
+        match self.store.idempotent(&idem.key)? {
+            Some(first) if first.fingerprint == idem.fingerprint => Ok(Some(first.instance)),
+            Some(_) => Err(CommandError::IdempotencyKeyReused),
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(&self, write: CommandWrite) -> Result<(CommitOutcome, Instance), CommandError> {
+        let store = self.store.clone();
+        let idem = write.idempotency.clone();
+        let instance = write.instance.clone();
+        let outcome = tokio::task::spawn_blocking(move || store.commit(write)).await.map_err(|e| CommandError::Internal(e.to_string()))??;
+        if let (CommitOutcome::Replay(first), Some(idem)) = (&outcome, &idem)
+            && first.fingerprint != idem.fingerprint
+        {
+            return Err(CommandError::IdempotencyKeyReused);
+        }
+        Ok((outcome, instance))
+    }
+
+    pub fn instance(&self, id: &str) -> Result<Instance, CommandError> {
+        self.store.instance(id)?.ok_or_else(|| CommandError::InstanceNotFound(id.to_string()))
+    }
+
+    pub fn instances(&self, filter: &InstanceFilter) -> Result<Page, CommandError> {
+        Ok(self.store.instances(filter)?)
+    }
+
+    pub fn history(&self, id: &str) -> Result<Vec<Event>, CommandError> {
+        self.instance(id)?;
+        Ok(self.store.history(id)?)
+    }
+
+    /// What `actor` may do on `instance` now.
+    pub fn available_transitions(&self, instance: &Instance, actor: &Actor) -> Vec<AvailableTransition> {
+        match self.bundle_for(&instance.bundle_version) {
+            Ok(bundle) => flowform_core::available_transitions(&bundle, instance, actor, &self.now()),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The user a bearer token belongs to.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Actor>, StoreError> {
+        self.store.user_for_token(&tokens::hash(token))
+    }
+}
+
+fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &CommandOptions) -> Result<Option<IdempotencyKey>, CommandError> {
+    let Some(key) = &opts.idempotency_key else { return Ok(None) };
+    let mut h = Sha256::new();
+    h.update(operation.as_bytes());
+    h.update([0]);
+    h.update(input.to_string().as_bytes());
+    h.update([0]);
+    h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
+    Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
+}

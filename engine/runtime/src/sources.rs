@@ -35,7 +35,9 @@ pub fn read_dir(dir: &Path) -> Result<Sources, ReadError> {
 }
 
 fn walk(base: &Path, dir: &Path, sources: &mut Sources) -> Result<(), ReadError> {
-    let io = |path: &Path| move |source| ReadError::Io { path: path.to_path_buf(), source };
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
+        move |source| ReadError::Io { path: path.to_path_buf(), source }
+    }
     let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {

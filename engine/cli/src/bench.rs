@@ -1,0 +1,127 @@
+//! `flowform bench`: core transitions/s in memory and durable commands/s through
+//! the redb store with concurrent clients (group commit). It drives the
+//! application's first workflow whose transitions match the hospital repair
+//! lifecycle (start → accept → check_in → complete → confirm); see
+//! docs/performance.md.
+
+use anyhow::{Context, Result, bail};
+use flowform_core::{Actor, Lang};
+use flowform_runtime::{CommandOptions, Runtime, SystemClock};
+use flowform_store::{RedbStore, Store};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "other"];
+
+fn report(i: usize) -> Value {
+    json!({
+        "asset": format!("EQ-{:06}", i % 1_000_000),
+        "category": CATEGORIES[i % CATEGORIES.len()],
+        "department": "inpatient_ward",
+        "location": "住院楼 5 层",
+        "priority": if i % 3 == 0 { "urgent" } else { "normal" },
+        "urgent_reason": "影响病人",
+        "description": "空调不制冷,室温过高",
+    })
+}
+
+fn steps() -> Vec<(&'static str, Value, bool)> {
+    vec![
+        ("accept", json!({}), false),
+        ("check_in", json!({"location": {"tag": "RFID-0001"}}), false),
+        ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
+        ("confirm", json!({"rating": 5}), true),
+    ]
+}
+
+fn actors(bundle: &flowform_core::Bundle) -> (Actor, Actor) {
+    let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
+    let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
+    let requester = Actor { id: "bench_requester".into(), name: "requester".into(), roles: roles.clone(), teams: vec![] };
+    let tech = Actor { id: "bench_tech".into(), name: "technician".into(), roles, teams };
+    (requester, tech)
+}
+
+pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usize) -> Result<()> {
+    let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow::anyhow!("{e}")).context("cannot load the bundle")?;
+    let Some(workflow) = bundle.model.workflows.keys().find(|w| bundle.workflow(w).is_some_and(|wf| steps().iter().all(|(t, _, _)| wf.transition(t).is_some()))).cloned() else {
+        bail!("no workflow in {} has the transitions accept, check_in, complete, confirm", dir.display());
+    };
+    let (requester, tech) = actors(&bundle);
+    println!("flowform bench: workflow `{workflow}`, bundle {}", bundle.version);
+
+    // 1. The pure core, in memory.
+    let now = "2026-11-25T08:00:00.000Z";
+    let started = Instant::now();
+    let mut transitions = 0u64;
+    for i in 0..instances {
+        let mut instance = flowform_core::start(&bundle, &workflow, &report(i), &requester, now, &format!("i{i}"), Lang::En)?.instance;
+        for (name, input, by_requester) in steps() {
+            let actor = if by_requester { &requester } else { &tech };
+            instance = flowform_core::transition(&bundle, &instance, name, &input, actor, now, Lang::En)?.instance;
+            transitions += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "core (in memory):   {instances} work orders, {transitions} transitions in {secs:.2} s = {:.0} transitions/s, {:.0} work orders/s (each with form validation and Rhai rules)",
+        transitions as f64 / secs,
+        instances as f64 / secs
+    );
+
+    // 2. Durable commands through the store, many concurrent clients.
+    let data = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
+    let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (latencies, secs) = rt.block_on(async {
+        let started = Instant::now();
+        let per_client = durable_instances.div_ceil(clients.max(1));
+        let mut tasks = Vec::new();
+        for c in 0..clients.max(1) {
+            let runtime = runtime.clone();
+            let (requester, tech, workflow) = (requester.clone(), tech.clone(), workflow.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let opts = CommandOptions::default();
+                for k in 0..per_client {
+                    let i = c * per_client + k;
+                    if i >= durable_instances {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let instance = runtime.start(&workflow, &report(i), &requester, &opts).await?;
+                    latencies.push(t.elapsed());
+                    for (name, input, by_requester) in steps() {
+                        let actor = if by_requester { &requester } else { &tech };
+                        let t = Instant::now();
+                        runtime.transition(&instance.id, name, &input, actor, &opts).await?;
+                        latencies.push(t.elapsed());
+                    }
+                }
+                anyhow::Ok(latencies)
+            }));
+        }
+        let mut all: Vec<Duration> = Vec::new();
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        anyhow::Ok((all, started.elapsed().as_secs_f64()))
+    })?;
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let pct = |p: f64| sorted.get(((sorted.len() as f64 - 1.0) * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let size = std::fs::metadata(data.path().join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "durable (redb, fsync per commit, {clients} clients): {} commands in {secs:.2} s = {:.0} commands/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {:.1} KiB on disk per work order",
+        latencies.len(),
+        latencies.len() as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        size as f64 / 1024.0 / durable_instances.max(1) as f64
+    );
+    Ok(())
+}

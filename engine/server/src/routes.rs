@@ -1,0 +1,163 @@
+//! Routes of the API; see docs/api.md.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, Auth, IdempotencyKey, UserLang};
+use crate::views;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowform_core::{Actor, Instance};
+use flowform_runtime::CommandOptions;
+use flowform_store::InstanceFilter;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/bundle", get(bundle))
+        .route("/api/v1/workflows", get(workflows))
+        .route("/api/v1/workflows/{name}", get(workflow))
+        .route("/api/v1/workflows/{name}/instances", post(start))
+        .route("/api/v1/forms/{name}", get(form))
+        .route("/api/v1/instances", get(instances))
+        .route("/api/v1/instances/{id}", get(instance))
+        .route("/api/v1/instances/{id}/history", get(history))
+        .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
+        .route("/api/v1/me", get(me))
+        .fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see docs/api.md")
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn me(Auth(actor): Auth) -> Json<Actor> {
+    Json(actor)
+}
+
+async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
+    let b = s.runtime.bundle();
+    Json(json!({
+        "version": b.version,
+        "loaded_at": s.runtime.loaded_at(),
+        "app": {"name": b.model.app.name, "title": b.model.app.title, "default_language": b.model.app.default_language},
+        "workflows": b.model.workflows.keys().collect::<Vec<_>>(),
+        "forms": b.model.forms.keys().collect::<Vec<_>>(),
+        "roles": b.model.roles.iter().map(|(k, r)| json!({"name": k, "label": r.label})).collect::<Vec<_>>(),
+        "teams": b.model.teams.iter().map(|(k, t)| json!({"name": k, "label": t.label})).collect::<Vec<_>>(),
+    }))
+}
+
+async fn workflows(State(s): State<AppState>, _: Auth) -> Json<Value> {
+    let b = s.runtime.bundle();
+    Json(b.model.workflows.values().map(views::workflow_summary).collect())
+}
+
+async fn workflow(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let b = s.runtime.bundle();
+    let wf = b.workflow(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_workflow", format!("unknown workflow `{name}`")))?;
+    Ok(Json(views::workflow_detail(wf, &b)))
+}
+
+async fn form(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let b = s.runtime.bundle();
+    let f = b.form(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("unknown form `{name}`")))?;
+    Ok(Json(json!({"name": f.name(), "json_schema": f.json_schema, "ui": f.ui})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+}
+
+async fn start(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    UserLang(lang): UserLang,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<StartBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let opts = CommandOptions { lang, idempotency_key: key, expected_version: None };
+    let data = Value::Object(body.data.unwrap_or_default());
+    let instance = s.runtime.start(&name, &data, &actor, &opts).await?;
+    Ok((StatusCode::CREATED, Json(render(&s, &instance, &actor))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionBody {
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+    #[serde(default)]
+    expected_version: Option<u64>,
+}
+
+async fn transition(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    UserLang(lang): UserLang,
+    IdempotencyKey(key): IdempotencyKey,
+    Path((id, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<TransitionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let opts = CommandOptions { lang, idempotency_key: key, expected_version: body.expected_version };
+    let data = Value::Object(body.data.unwrap_or_default());
+    let instance = s.runtime.transition(&id, &name, &data, &actor, &opts).await?;
+    Ok(Json(render(&s, &instance, &actor)))
+}
+
+fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
+    let available = s.runtime.available_transitions(instance, actor);
+    let bundle = s.runtime.bundle_for(&instance.bundle_version).ok();
+    views::instance(instance, available, bundle.as_deref())
+}
+
+async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let instance = s.runtime.instance(&id)?;
+    Ok(Json(render(&s, &instance, &actor)))
+}
+
+async fn history(State(s): State<AppState>, _: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let events = s.runtime.history(&id)?;
+    Ok(Json(json!(events)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    workflow: Option<String>,
+    state: Option<String>,
+    team: Option<String>,
+    assignee: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`limit` must be between 1 and 500"));
+    }
+    let filter = InstanceFilter {
+        workflow: q.workflow,
+        state: q.state,
+        team: q.team,
+        assignee: q.assignee.map(|a| if a == "me" { actor.id.clone() } else { a }),
+        before: q.cursor,
+        limit,
+    };
+    let runtime = s.runtime.clone();
+    let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
+    let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
+    Ok(Json(json!({"items": items, "next_cursor": page.next})))
+}
