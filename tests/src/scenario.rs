@@ -1,0 +1,155 @@
+//! YAML scenario tests: given/when/then over the API, readable by business staff.
+//!
+//! ```yaml
+//! scenario: 空调报修全流程 / HVAC repair from report to close-out
+//! steps:
+//!   - as: nurse_li
+//!     start: repair
+//!     data: { category: hvac, ... }
+//!     expect: { status: 201, state: unaccepted, assignment: { team: hvac_team } }
+//!   - wait: 20m
+//!   - as: tech_wang
+//!     do: accept
+//!     expect: { state: in_progress }
+//! ```
+//!
+//! `expect` matches a subset of the response body (objects by key, lists item by
+//! item); `status` is the HTTP status (default 200, or 201 for `start`).
+
+use crate::TestApp;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub scenario: String,
+    /// A fixture directory under tests/fixtures; the hospital app when absent.
+    #[serde(default)]
+    pub app: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    #[serde(rename = "as")]
+    pub actor: Option<String>,
+    pub start: Option<String>,
+    #[serde(rename = "do")]
+    pub transition: Option<String>,
+    pub data: Option<Map<String, Value>>,
+    pub expected_version: Option<u64>,
+    pub expect: Option<Map<String, Value>>,
+    /// Move the clock: `30s`, `20m`, `4h`, `3d`.
+    pub wait: Option<String>,
+    /// `history: N` checks the current instance has N events.
+    pub history: Option<usize>,
+    /// `en` or `zh-CN` for messages.
+    pub lang: Option<String>,
+}
+
+fn duration(text: &str) -> Result<jiff::SignedDuration, String> {
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = n.trim().parse().map_err(|_| format!("`wait: {text}` must look like 30s, 20m, 4h or 3d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("`wait: {text}`: unit must be s, m, h or d")),
+    };
+    Ok(jiff::SignedDuration::from_secs(secs))
+}
+
+/// Whether `actual` contains everything `expected` says; the path of the first difference otherwise.
+pub fn matches(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let av = a.get(k).unwrap_or(&Value::Null);
+                matches(ev, av, &format!("{path}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if e.len() != a.len() {
+                return Err(format!("{path}: expected {} items, got {}: {}", e.len(), a.len(), Value::Array(a.clone())));
+            }
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                matches(ev, av, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        (Value::Number(e), Value::Number(a)) if e.as_f64() == a.as_f64() => Ok(()),
+        (e, a) if e == a => Ok(()),
+        (e, a) => Err(format!("{path}: expected {e}, got {a}")),
+    }
+}
+
+pub async fn run_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let scenario: Scenario = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut app = match &scenario.app {
+        None => TestApp::hospital(),
+        Some(name) => {
+            let dir = crate::fixture(name);
+            TestApp::start(&dir, Some(&dir), tempfile::tempdir().map_err(|e| e.to_string())?)
+        }
+    };
+    let mut current: Option<String> = None;
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let at = format!("{} — step {} ", scenario.scenario, i + 1);
+        run_step(&mut app, step, &mut current).await.map_err(|e| format!("{at}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) -> Result<(), String> {
+    if let Some(wait) = &step.wait {
+        app.clock.advance(duration(wait)?);
+    }
+    let lang = step.lang.as_deref().unwrap_or("zh-CN");
+    let headers = [("accept-language", lang)];
+    let data = Value::Object(step.data.clone().unwrap_or_default());
+    let response = if let Some(workflow) = &step.start {
+        let user = step.actor.as_deref().ok_or("`start` needs `as`")?;
+        let body = serde_json::json!({ "data": data });
+        Some((app.request(axum::http::Method::POST, &format!("/api/v1/workflows/{workflow}/instances"), Some(user), Some(body), &headers).await, 201))
+    } else if let Some(name) = &step.transition {
+        let user = step.actor.as_deref().ok_or("`do` needs `as`")?;
+        let id = current.clone().ok_or("`do` before any `start`")?;
+        let mut body = serde_json::json!({ "data": data });
+        if let Some(v) = step.expected_version {
+            body["expected_version"] = v.into();
+        }
+        Some((app.request(axum::http::Method::POST, &format!("/api/v1/instances/{id}/transitions/{name}"), Some(user), Some(body), &headers).await, 200))
+    } else {
+        None
+    };
+    if let Some((response, default_status)) = response {
+        let mut expect = step.expect.clone().unwrap_or_default();
+        let status = expect.remove("status").and_then(|s| s.as_u64()).unwrap_or(default_status);
+        if response.status.as_u16() as u64 != status {
+            return Err(format!("expected status {status}, got {}: {}", response.status, response.body));
+        }
+        matches(&Value::Object(expect), &response.body, "")?;
+        if step.start.is_some()
+            && status == 201
+            && let Some(id) = response.body.get("id").and_then(Value::as_str)
+        {
+            *current = Some(id.to_string());
+        }
+    }
+    if let Some(n) = step.history {
+        let id = current.clone().ok_or("`history` before any `start`")?;
+        let user = step.actor.as_deref().unwrap_or("admin");
+        let events = app.get(&format!("/api/v1/instances/{id}/history"), user).await.body;
+        let count = events.as_array().map_or(0, Vec::len);
+        if count != n {
+            return Err(format!("expected {n} history events, got {count}: {events}"));
+        }
+    }
+    Ok(())
+}
