@@ -20,11 +20,16 @@ use tower::ServiceExt;
 
 /// The repository root (where definitions/, forms/, rules/ of the hospital live).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 pub struct TestApp {
@@ -44,7 +49,12 @@ pub struct Response {
 impl Response {
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", serde_json::to_string_pretty(&self.body).unwrap());
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            serde_json::to_string_pretty(&self.body).unwrap()
+        );
         self.body
     }
 }
@@ -53,7 +63,11 @@ impl TestApp {
     /// The hospital application with its demo users.
     pub fn hospital() -> TestApp {
         let root = repo_root();
-        Self::start(&root, Some(&root.join("examples/hospital")), tempfile::tempdir().unwrap())
+        Self::start(
+            &root,
+            Some(&root.join("examples/hospital")),
+            tempfile::tempdir().unwrap(),
+        )
     }
 
     /// The application in `app_dir`, with users from `users_dir/users.yaml`.
@@ -68,12 +82,26 @@ impl TestApp {
         }
         let clock = Arc::new(ManualClock::new("2026-11-25T01:00:00Z".parse().unwrap()));
         let runtime = Arc::new(Runtime::new(bundle, store, clock.clone()).unwrap());
-        TestApp { app_dir: app_dir.to_path_buf(), router: flowform_server::app(runtime.clone()), runtime, data, clock, tokens: HashMap::new() }
+        TestApp {
+            app_dir: app_dir.to_path_buf(),
+            router: flowform_server::app(runtime.clone()),
+            runtime,
+            data,
+            clock,
+            tokens: HashMap::new(),
+        }
     }
 
     /// Stops everything and starts again on the same data directory.
     pub fn restart(self) -> TestApp {
-        let TestApp { app_dir, data, runtime, router, tokens, clock } = self;
+        let TestApp {
+            app_dir,
+            data,
+            runtime,
+            router,
+            tokens,
+            clock,
+        } = self;
         drop(router);
         let now = flowform_runtime::Clock::now(clock.as_ref());
         drop(runtime);
@@ -89,12 +117,25 @@ impl TestApp {
             return t.clone();
         }
         let store = self.runtime.store().clone();
-        let token = tokens::issue(user, |u| Ok(store.user(u)?.is_some()), |h, u| store.add_token(h, u)).unwrap().unwrap_or_else(|| panic!("no user {user}"));
+        let token = tokens::issue(
+            user,
+            |u| Ok(store.user(u)?.is_some()),
+            |h, u| store.add_token(h, u),
+        )
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {user}"));
         self.tokens.insert(user.to_string(), token.clone());
         token
     }
 
-    pub async fn request(&mut self, method: Method, path: &str, user: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Response {
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(user) = user {
             req = req.header("authorization", format!("Bearer {}", self.token(user)));
@@ -103,13 +144,21 @@ impl TestApp {
             req = req.header(*k, *v);
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
             None => req.body(Body::empty()).unwrap(),
         };
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         Response { status, body }
     }
 
@@ -118,16 +167,26 @@ impl TestApp {
     }
 
     pub async fn post(&mut self, path: &str, user: &str, body: Value) -> Response {
-        self.request(Method::POST, path, Some(user), Some(body), &[]).await
+        self.request(Method::POST, path, Some(user), Some(body), &[])
+            .await
     }
 
     /// Starts an instance of `workflow` as `user`.
     pub async fn start_instance(&mut self, workflow: &str, user: &str, data: Value) -> Response {
-        self.post(&format!("/api/v1/workflows/{workflow}/instances"), user, serde_json::json!({ "data": data })).await
+        self.post(
+            &format!("/api/v1/workflows/{workflow}/instances"),
+            user,
+            serde_json::json!({ "data": data }),
+        )
+        .await
     }
 
     pub async fn transition(&mut self, id: &str, name: &str, user: &str, data: Value) -> Response {
-        self.post(&format!("/api/v1/instances/{id}/transitions/{name}"), user, serde_json::json!({ "data": data })).await
+        self.post(
+            &format!("/api/v1/instances/{id}/transitions/{name}"),
+            user,
+            serde_json::json!({ "data": data }),
+        )
+        .await
     }
 }
-

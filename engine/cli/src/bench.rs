@@ -21,7 +21,7 @@ fn report(i: usize) -> Value {
         "category": CATEGORIES[i % CATEGORIES.len()],
         "department": "inpatient_ward",
         "location": "住院楼 5 层",
-        "priority": if i % 3 == 0 { "urgent" } else { "normal" },
+        "priority": if i.is_multiple_of(3) { "urgent" } else { "normal" },
         "urgent_reason": "影响病人",
         "description": "空调不制冷,室温过高",
     })
@@ -31,7 +31,11 @@ fn steps() -> Vec<(&'static str, Value, bool)> {
     vec![
         ("accept", json!({}), false),
         ("check_in", json!({"location": {"tag": "RFID-0001"}}), false),
-        ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
+        (
+            "complete",
+            json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}),
+            false,
+        ),
         ("confirm", json!({"rating": 5}), true),
     ]
 }
@@ -39,28 +43,67 @@ fn steps() -> Vec<(&'static str, Value, bool)> {
 fn actors(bundle: &flowform_core::Bundle) -> (Actor, Actor) {
     let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
-    let requester = Actor { id: "bench_requester".into(), name: "requester".into(), roles: roles.clone(), teams: vec![] };
-    let tech = Actor { id: "bench_tech".into(), name: "technician".into(), roles, teams };
+    let requester = Actor {
+        id: "bench_requester".into(),
+        name: "requester".into(),
+        roles: roles.clone(),
+        teams: vec![],
+    };
+    let tech = Actor {
+        id: "bench_tech".into(),
+        name: "technician".into(),
+        roles,
+        teams,
+    };
     (requester, tech)
 }
 
 pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usize) -> Result<()> {
-    let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow::anyhow!("{e}")).context("cannot load the bundle")?;
-    let Some(workflow) = bundle.model.workflows.keys().find(|w| bundle.workflow(w).is_some_and(|wf| steps().iter().all(|(t, _, _)| wf.transition(t).is_some()))).cloned() else {
-        bail!("no workflow in {} has the transitions accept, check_in, complete, confirm", dir.display());
+    let bundle = flowform_runtime::load_bundle(dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot load the bundle")?;
+    let Some(workflow) = bundle
+        .model
+        .workflows
+        .keys()
+        .find(|w| {
+            bundle
+                .workflow(w)
+                .is_some_and(|wf| steps().iter().all(|(t, _, _)| wf.transition(t).is_some()))
+        })
+        .cloned()
+    else {
+        bail!(
+            "no workflow in {} has the transitions accept, check_in, complete, confirm",
+            dir.display()
+        );
     };
     let (requester, tech) = actors(&bundle);
-    println!("flowform bench: workflow `{workflow}`, bundle {}", bundle.version);
+    println!(
+        "flowform bench: workflow `{workflow}`, bundle {}",
+        bundle.version
+    );
 
     // 1. The pure core, in memory.
     let now = "2026-11-25T08:00:00.000Z";
     let started = Instant::now();
     let mut transitions = 0u64;
     for i in 0..instances {
-        let mut instance = flowform_core::start(&bundle, &workflow, &report(i), &requester, now, &format!("i{i}"), Lang::En)?.instance;
+        let mut instance = flowform_core::start(
+            &bundle,
+            &workflow,
+            &report(i),
+            &requester,
+            now,
+            &format!("i{i}"),
+            Lang::En,
+        )?
+        .instance;
         for (name, input, by_requester) in steps() {
             let actor = if by_requester { &requester } else { &tech };
-            instance = flowform_core::transition(&bundle, &instance, name, &input, actor, now, Lang::En)?.instance;
+            instance =
+                flowform_core::transition(&bundle, &instance, name, &input, actor, now, Lang::En)?
+                    .instance;
             transitions += 1;
         }
     }
@@ -75,7 +118,9 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     let data = tempfile::tempdir()?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
     let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (latencies, secs) = rt.block_on(async {
         let started = Instant::now();
         let per_client = durable_instances.div_ceil(clients.max(1));
@@ -92,12 +137,16 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
                         break;
                     }
                     let t = Instant::now();
-                    let instance = runtime.start(&workflow, &report(i), &requester, &opts).await?;
+                    let instance = runtime
+                        .start(&workflow, &report(i), &requester, &opts)
+                        .await?;
                     latencies.push(t.elapsed());
                     for (name, input, by_requester) in steps() {
                         let actor = if by_requester { &requester } else { &tech };
                         let t = Instant::now();
-                        runtime.transition(&instance.id, name, &input, actor, &opts).await?;
+                        runtime
+                            .transition(&instance.id, name, &input, actor, &opts)
+                            .await?;
                         latencies.push(t.elapsed());
                     }
                 }
@@ -112,8 +161,14 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     })?;
     let mut sorted = latencies.clone();
     sorted.sort();
-    let pct = |p: f64| sorted.get(((sorted.len() as f64 - 1.0) * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    let size = std::fs::metadata(data.path().join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
+    let pct = |p: f64| {
+        sorted
+            .get(((sorted.len() as f64 - 1.0) * p) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let size = std::fs::metadata(data.path().join("flowform.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
         "durable (redb, fsync per commit, {clients} clients): {} commands in {secs:.2} s = {:.0} commands/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {:.1} KiB on disk per work order",
         latencies.len(),

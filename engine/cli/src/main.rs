@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "flowform", version, about = "Flowform: a low-code workflow engine driven by YAML and Rhai")]
+#[command(
+    name = "flowform",
+    version,
+    about = "Flowform: a low-code workflow engine driven by YAML and Rhai"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,10 +98,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { dir, format } => check(&dir, format),
-        Command::Graph { workflow, dir, format, lang } => graph_cmd(&dir, &workflow, format, &lang).map(|_| ExitCode::SUCCESS),
+        Command::Graph {
+            workflow,
+            dir,
+            format,
+            lang,
+        } => graph_cmd(&dir, &workflow, format, &lang).map(|_| ExitCode::SUCCESS),
         Command::Token { user, data } => token(&user, &data).map(|_| ExitCode::SUCCESS),
-        Command::Serve { dir, data, addr, demo, demo_dir } => serve(dir, data, addr, demo, demo_dir).map(|_| ExitCode::SUCCESS),
-        Command::Bench { dir, instances, clients, durable_instances } => bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS),
+        Command::Serve {
+            dir,
+            data,
+            addr,
+            demo,
+            demo_dir,
+        } => serve(dir, data, addr, demo, demo_dir).map(|_| ExitCode::SUCCESS),
+        Command::Bench {
+            dir,
+            instances,
+            clients,
+            durable_instances,
+        } => bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -112,7 +132,10 @@ fn check(dir: &Path, format: Format) -> Result<ExitCode> {
     match load_bundle(dir) {
         Ok(bundle) => {
             match format {
-                Format::Json => println!("{}", serde_json::json!({"ok": true, "version": bundle.version, "diagnostics": []})),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "version": bundle.version, "diagnostics": []})
+                ),
                 Format::Text => println!(
                     "ok: {} workflow(s), {} form(s), {} rule(s); bundle version {}",
                     bundle.model.workflows.len(),
@@ -125,7 +148,9 @@ fn check(dir: &Path, format: Format) -> Result<ExitCode> {
         }
         Err(LoadError::Invalid(diags)) => {
             match format {
-                Format::Json => println!("{}", serde_json::json!({"ok": false, "diagnostics": diags})),
+                Format::Json => {
+                    println!("{}", serde_json::json!({"ok": false, "diagnostics": diags}))
+                }
                 Format::Text => {
                     let sources = flowform_runtime::sources::read_dir(dir).unwrap_or_default();
                     for d in &diags {
@@ -144,7 +169,10 @@ fn graph_cmd(dir: &Path, workflow: &str, format: GraphFormat, lang: &str) -> Res
     let bundle = load(dir)?;
     let Some(wf) = bundle.workflow(workflow) else {
         let names: Vec<&str> = bundle.model.workflows.keys().map(String::as_str).collect();
-        bail!("unknown workflow `{workflow}`; workflows: {}", names.join(", "));
+        bail!(
+            "unknown workflow `{workflow}`; workflows: {}",
+            names.join(", ")
+        );
     };
     match format {
         GraphFormat::Mermaid => print!("{}", graph::mermaid(wf, lang)),
@@ -159,8 +187,16 @@ fn load(dir: &Path) -> Result<flowform_core::Bundle> {
         Ok(b) => Ok(b),
         Err(LoadError::Invalid(diags)) => {
             let sources = flowform_runtime::sources::read_dir(dir).unwrap_or_default();
-            let text: String = diags.iter().map(|d| d.render(sources.get(&d.file))).collect();
-            bail!("the definitions in {} have {} problem(s):\n{text}run `flowform check --dir {}` after fixing them", dir.display(), diags.len(), dir.display())
+            let text: String = diags
+                .iter()
+                .map(|d| d.render(sources.get(&d.file)))
+                .collect();
+            bail!(
+                "the definitions in {} have {} problem(s):\n{text}run `flowform check --dir {}` after fixing them",
+                dir.display(),
+                diags.len(),
+                dir.display()
+            )
         }
         Err(e) => Err(e).with_context(|| format!("cannot load {}", dir.display())),
     }
@@ -169,16 +205,38 @@ fn load(dir: &Path) -> Result<flowform_core::Bundle> {
 fn token(user: &str, data: &Path) -> Result<()> {
     let auth = RedbStore::auth_only(data);
     let users = auth.users().context("cannot read the users")?;
-    let token = tokens::issue(user, |u| Ok(users.iter().any(|x| x.id == u)), |h, u| auth.add_token(h, u))?;
+    let token = tokens::issue(
+        user,
+        |u| Ok(users.iter().any(|x| x.id == u)),
+        |h, u| auth.add_token(h, u),
+    )?;
     match token {
         Some(token) => {
-            let roles = users.iter().find(|u| u.id == user).map(|u| u.roles.join(", ")).unwrap_or_default();
-            println!("API token for `{user}` (roles: {roles}). Send it as `Authorization: Bearer <token>`:");
+            let roles = users
+                .iter()
+                .find(|u| u.id == user)
+                .map(|u| u.roles.join(", "))
+                .unwrap_or_default();
+            println!(
+                "API token for `{user}` (roles: {roles}). Send it as `Authorization: Bearer <token>`:"
+            );
             println!("{token}");
             Ok(())
         }
-        None if users.is_empty() => bail!("there are no users in {}; start the server once with `flowform serve --demo --data {}` to load the demo users", data.display(), data.display()),
-        None => bail!("no user `{user}` in {}; users: {}", data.display(), users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", ")),
+        None if users.is_empty() => bail!(
+            "there are no users in {}; start the server once with `flowform serve --demo --data {}` to load the demo users",
+            data.display(),
+            data.display()
+        ),
+        None => bail!(
+            "no user `{user}` in {}; users: {}",
+            data.display(),
+            users
+                .iter()
+                .map(|u| u.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -186,35 +244,73 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FLOWFORM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if std::env::var("FLOWFORM_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
 }
 
-fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option<PathBuf>) -> Result<()> {
+fn serve(
+    dir: PathBuf,
+    data: PathBuf,
+    addr: String,
+    demo: bool,
+    demo_dir: Option<PathBuf>,
+) -> Result<()> {
     init_logging();
     let bundle = load(&dir)?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&data).with_context(|| format!("cannot open the store in {}", data.display()))?);
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open(&data)
+            .with_context(|| format!("cannot open the store in {}", data.display()))?,
+    );
     if demo {
         let demo_dir = demo_dir.unwrap_or_else(|| dir.join("examples/hospital"));
-        let loaded = flowform_runtime::demo::load(&demo_dir, &bundle, store.as_ref()).context("cannot load the demo data")?;
+        let loaded = flowform_runtime::demo::load(&demo_dir, &bundle, store.as_ref())
+            .context("cannot load the demo data")?;
         if loaded.is_empty() {
             println!("demo: the store already has users; nothing loaded");
         } else {
-            println!("demo: loaded {} users from {}: {}", loaded.len(), demo_dir.display(), loaded.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", "));
+            println!(
+                "demo: loaded {} users from {}: {}",
+                loaded.len(),
+                demo_dir.display(),
+                loaded
+                    .iter()
+                    .map(|u| u.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     let version = bundle.version.clone();
-    let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock)).context("cannot record the bundle in the store")?);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = Arc::new(
+        Runtime::new(bundle, store, Arc::new(SystemClock))
+            .context("cannot record the bundle in the store")?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        println!("flowform: serving {} (bundle {version}) on http://{local}", dir.display());
-        println!("get an API token with: flowform token --user admin --data {}", data.display());
+        println!(
+            "flowform: serving {} (bundle {version}) on http://{local}",
+            dir.display()
+        );
+        println!(
+            "get an API token with: flowform token --user admin --data {}",
+            data.display()
+        );
         tracing::info!(%local, bundle = %version, "listening");
-        flowform_server::serve(listener, flowform_server::app(runtime), shutdown_signal()).await.context("server failed")?;
+        flowform_server::serve(listener, flowform_server::app(runtime), shutdown_signal())
+            .await
+            .context("server failed")?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -12,6 +12,8 @@ pub mod graph;
 pub mod instance;
 
 pub use bundle::{Bundle, compile};
-pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};
+pub use decide::{
+    AvailableTransition, Outcome, Rejection, available_transitions, start, transition,
+};
 pub use flowform_forms::{FieldError, Lang};
 pub use instance::{Actor, Assignment, Change, Effect, Event, EventKind, Instance};

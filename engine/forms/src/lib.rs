@@ -43,8 +43,20 @@ impl CompiledForm {
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&json_schema)
-            .map_err(|e| Diagnostic::new(&def.file, def.pos, "invalid_form", format!("form `{}` does not make a valid schema: {e}", def.name)))?;
-        Ok(CompiledForm { ui: ui::form_ui(def), json_schema, validator, def: def.clone() })
+            .map_err(|e| {
+                Diagnostic::new(
+                    &def.file,
+                    def.pos,
+                    "invalid_form",
+                    format!("form `{}` does not make a valid schema: {e}", def.name),
+                )
+            })?;
+        Ok(CompiledForm {
+            ui: ui::form_ui(def),
+            json_schema,
+            validator,
+            def: def.clone(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -55,20 +67,27 @@ impl CompiledForm {
     /// empty values and hidden fields removed) or every field error.
     pub fn validate(&self, input: &Value, lang: Lang) -> Result<Value, Vec<FieldError>> {
         let Value::Object(obj) = input else {
-            return Err(vec![FieldError { field: String::new(), code: "not_an_object", message: lang.msg_not_object() }]);
+            return Err(vec![FieldError {
+                field: String::new(),
+                code: "not_an_object",
+                message: lang.msg_not_object(),
+            }]);
         };
         let mut errors = Vec::new();
         let cleaned = clean(&self.def.fields, obj, "", lang, &mut errors);
         let cleaned = Value::Object(cleaned);
         for e in self.validator.iter_errors(&cleaned) {
             let path = pointer_to_path(&e.instance_path().to_string());
-            if let Some(fe) = messages::describe(&path, e.kind(), &self.def.fields, lang) {
-                if !errors.iter().any(|x: &FieldError| x.field == fe.field) {
-                    errors.push(fe);
-                }
+            let fe = messages::describe(&path, e.kind(), &self.def.fields, lang);
+            if !errors.iter().any(|x: &FieldError| x.field == fe.field) {
+                errors.push(fe);
             }
         }
-        if errors.is_empty() { Ok(cleaned) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(cleaned)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -83,7 +102,13 @@ fn is_empty(v: &Value) -> bool {
 
 /// Applies defaults, drops empty values and hidden fields, checks `required_when`.
 /// Unknown keys are kept so that the schema reports them.
-fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang, errors: &mut Vec<FieldError>) -> Map<String, Value> {
+fn clean(
+    fields: &[FieldDef],
+    obj: &Map<String, Value>,
+    prefix: &str,
+    lang: Lang,
+    errors: &mut Vec<FieldError>,
+) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in obj {
         if !is_empty(v) {
@@ -100,15 +125,29 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
     // Conditions read the data as submitted (with defaults).
     let snapshot = Value::Object(out.clone());
     for f in fields {
-        let path = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
-        let visible = f.visible_when.as_ref().is_none_or(|(_, c)| c.eval(&snapshot));
+        let path = if prefix.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{prefix}.{}", f.name)
+        };
+        let visible = f
+            .visible_when
+            .as_ref()
+            .is_none_or(|(_, c)| c.eval(&snapshot));
         if !visible {
             out.remove(&f.name);
             continue;
         }
-        let required_now = f.required_when.as_ref().is_some_and(|(_, c)| c.eval(&snapshot));
+        let required_now = f
+            .required_when
+            .as_ref()
+            .is_some_and(|(_, c)| c.eval(&snapshot));
         if required_now && !out.contains_key(&f.name) {
-            errors.push(FieldError { field: path.clone(), code: "required", message: lang.msg_required(&f.label) });
+            errors.push(FieldError {
+                field: path.clone(),
+                code: "required",
+                message: lang.msg_required(&f.label),
+            });
         }
         if f.field_type == FieldType::Group
             && let Some(Value::Array(items)) = out.get(&f.name)
@@ -117,7 +156,9 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::Object(o) => Value::Object(clean(&f.fields, o, &format!("{path}[{i}]"), lang, errors)),
+                    Value::Object(o) => {
+                        Value::Object(clean(&f.fields, o, &format!("{path}[{i}]"), lang, errors))
+                    }
                     other => other.clone(),
                 })
                 .collect();

@@ -88,9 +88,13 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Sp<String>)> {
-        [("validate", &self.validate), ("route", &self.route), ("compute", &self.compute)]
-            .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        [
+            ("validate", &self.validate),
+            ("route", &self.route),
+            ("compute", &self.compute),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     }
 }
 
@@ -182,7 +186,10 @@ impl FieldType {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map_or("string", |(n, _)| n)
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("string", |(n, _)| n)
     }
 
     /// Keys that only some types accept.

@@ -14,7 +14,12 @@ pub struct Label(BTreeMap<String, String>);
 impl Label {
     /// The same text for every language.
     pub fn plain(text: &str) -> Self {
-        Label(LANGUAGES.iter().map(|l| (l.to_string(), text.to_string())).collect())
+        Label(
+            LANGUAGES
+                .iter()
+                .map(|l| (l.to_string(), text.to_string()))
+                .collect(),
+        )
     }
 
     pub fn set(&mut self, lang: &str, text: String) {
@@ -36,6 +41,10 @@ impl Label {
 
     /// The label, or the name itself in every language when none was written.
     pub fn or_name(&self, name: &str) -> Label {
-        if self.is_empty() { Label::plain(name) } else { self.clone() }
+        if self.is_empty() {
+            Label::plain(name)
+        } else {
+            self.clone()
+        }
     }
 }

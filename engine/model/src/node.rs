@@ -50,7 +50,10 @@ impl Node {
     /// Looks up a key in a mapping node.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -107,11 +110,24 @@ fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
         Some((_, rest)) if first.starts_with("error: line") => rest.to_string(),
         _ => first.trim_start_matches("error: ").to_string(),
     };
-    let message = message.split(", set DuplicateKeyPolicy").next().unwrap_or(&message).to_string();
+    let message = message
+        .split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(&message)
+        .to_string();
     let (code, hint) = if message.contains("duplicate mapping key") {
-        ("duplicate_key", Some("each key may appear only once in a mapping; remove or rename one of them".to_string()))
+        (
+            "duplicate_key",
+            Some(
+                "each key may appear only once in a mapping; remove or rename one of them"
+                    .to_string(),
+            ),
+        )
     } else {
-        ("yaml_syntax", Some("check indentation, colons and closing brackets around this place".to_string()))
+        (
+            "yaml_syntax",
+            Some("check indentation, colons and closing brackets around this place".to_string()),
+        )
     };
     Diagnostic::new(file, pos, code, format!("YAML: {message}")).with_hint(hint)
 }
@@ -120,7 +136,10 @@ impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<Value>::deserialize(deserializer)?;
         Ok(Node {
-            pos: Pos::new(spanned.referenced.line() as u32, spanned.referenced.column() as u32),
+            pos: Pos::new(
+                spanned.referenced.line() as u32,
+                spanned.referenced.column() as u32,
+            ),
             value: spanned.value,
         })
     }
@@ -156,7 +175,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer too large"))
+        i64::try_from(v)
+            .map(Value::Int)
+            .map_err(|_| E::custom("integer too large"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))

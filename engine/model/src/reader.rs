@@ -36,8 +36,15 @@ impl<'a> Reader<'a> {
         Reader { file, diags }
     }
 
-    pub fn error(&mut self, pos: Pos, code: &'static str, message: impl Into<String>, hint: Option<String>) {
-        self.diags.push(Diagnostic::new(self.file, pos, code, message).with_hint(hint));
+    pub fn error(
+        &mut self,
+        pos: Pos,
+        code: &'static str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::new(self.file, pos, code, message).with_hint(hint));
     }
 
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
@@ -125,7 +132,10 @@ impl<'a> Reader<'a> {
     /// A list of names; a single name is accepted as a list of one.
     pub fn name_list(&mut self, node: &Node, what: &str) -> Vec<Sp<String>> {
         match &node.value {
-            Value::Seq(items) => items.iter().filter_map(|item| self.name(item, what)).collect(),
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|item| self.name(item, what))
+                .collect(),
             Value::Str(_) => self.name(node, what).into_iter().collect(),
             _ => {
                 self.wrong_type(node, what, "a name or a list of names");
@@ -141,7 +151,9 @@ impl<'a> Reader<'a> {
             Value::Map(entries) => {
                 let mut label = Label::default();
                 for (k, v) in entries {
-                    let Some(lang) = self.string(k, "a language code") else { continue };
+                    let Some(lang) = self.string(k, "a language code") else {
+                        continue;
+                    };
                     if !crate::label::LANGUAGES.contains(&lang.value.as_str()) {
                         self.error(
                             lang.pos,
@@ -182,19 +194,31 @@ pub struct MapView<'n> {
 
 impl<'n> MapView<'n> {
     fn new(pos: Pos, entries: &'n [(Node, Node)]) -> Self {
-        MapView { pos, entries, asked: RefCell::new(Vec::new()) }
+        MapView {
+            pos,
+            entries,
+            asked: RefCell::new(Vec::new()),
+        }
     }
 
     pub fn get(&self, key: &'static str) -> Option<&'n Node> {
         self.asked.borrow_mut().push(key);
-        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 
     /// Like [`MapView::get`], reporting a missing key.
     pub fn require(&self, r: &mut Reader, key: &'static str, what: &str) -> Option<&'n Node> {
         let found = self.get(key);
         if found.is_none() {
-            r.error(self.pos, "missing_key", format!("{what} needs `{key}`"), None);
+            r.error(
+                self.pos,
+                "missing_key",
+                format!("{what} needs `{key}`"),
+                None,
+            );
         }
         found
     }

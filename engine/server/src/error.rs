@@ -20,7 +20,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: json!([]) }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: json!([]),
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -39,20 +44,30 @@ impl ApiError {
     pub fn internal(error: impl std::fmt::Display) -> Self {
         let id = ulid::Ulid::generate().to_string();
         tracing::error!(error_id = %id, error = %error, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error; the server log has the details under error id {id}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error; the server log has the details under error id {id}"),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message, "details": self.details}))).into_response()
+        (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message, "details": self.details})),
+        )
+            .into_response()
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let (status, code) = match &r {
-            JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            JsonRejection::MissingJsonContentType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
             JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             _ => (StatusCode::BAD_REQUEST, "invalid_body"),

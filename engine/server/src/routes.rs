@@ -25,7 +25,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances", get(instances))
         .route("/api/v1/instances/{id}", get(instance))
         .route("/api/v1/instances/{id}/history", get(history))
-        .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
+        .route(
+            "/api/v1/instances/{id}/transitions/{name}",
+            post(transition),
+        )
         .route("/api/v1/me", get(me))
         .fallback(not_found)
 }
@@ -57,19 +60,47 @@ async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
 
 async fn workflows(State(s): State<AppState>, _: Auth) -> Json<Value> {
     let b = s.runtime.bundle();
-    Json(b.model.workflows.values().map(views::workflow_summary).collect())
+    Json(
+        b.model
+            .workflows
+            .values()
+            .map(views::workflow_summary)
+            .collect(),
+    )
 }
 
-async fn workflow(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn workflow(
+    State(s): State<AppState>,
+    _: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
-    let wf = b.workflow(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_workflow", format!("unknown workflow `{name}`")))?;
+    let wf = b.workflow(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_workflow",
+            format!("unknown workflow `{name}`"),
+        )
+    })?;
     Ok(Json(views::workflow_detail(wf, &b)))
 }
 
-async fn form(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn form(
+    State(s): State<AppState>,
+    _: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
-    let f = b.form(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("unknown form `{name}`")))?;
-    Ok(Json(json!({"name": f.name(), "json_schema": f.json_schema, "ui": f.ui})))
+    let f = b.form(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_form",
+            format!("unknown form `{name}`"),
+        )
+    })?;
+    Ok(Json(
+        json!({"name": f.name(), "json_schema": f.json_schema, "ui": f.ui}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -87,7 +118,11 @@ async fn start(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<StartBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let opts = CommandOptions { lang, idempotency_key: key, expected_version: None };
+    let opts = CommandOptions {
+        lang,
+        idempotency_key: key,
+        expected_version: None,
+    };
     let data = Value::Object(body.data.unwrap_or_default());
     let instance = s.runtime.start(&name, &data, &actor, &opts).await?;
     Ok((StatusCode::CREATED, Json(render(&s, &instance, &actor))))
@@ -110,9 +145,16 @@ async fn transition(
     Path((id, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<TransitionBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let opts = CommandOptions { lang, idempotency_key: key, expected_version: body.expected_version };
+    let opts = CommandOptions {
+        lang,
+        idempotency_key: key,
+        expected_version: body.expected_version,
+    };
     let data = Value::Object(body.data.unwrap_or_default());
-    let instance = s.runtime.transition(&id, &name, &data, &actor, &opts).await?;
+    let instance = s
+        .runtime
+        .transition(&id, &name, &data, &actor, &opts)
+        .await?;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
@@ -122,12 +164,20 @@ fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
     views::instance(instance, available, bundle.as_deref())
 }
 
-async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn instance(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let instance = s.runtime.instance(&id)?;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
-async fn history(State(s): State<AppState>, _: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn history(
+    State(s): State<AppState>,
+    _: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let events = s.runtime.history(&id)?;
     Ok(Json(json!(events)))
 }
@@ -143,21 +193,33 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn instances(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`limit` must be between 1 and 500"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "`limit` must be between 1 and 500",
+        ));
     }
     let filter = InstanceFilter {
         workflow: q.workflow,
         state: q.state,
         team: q.team,
-        assignee: q.assignee.map(|a| if a == "me" { actor.id.clone() } else { a }),
+        assignee: q
+            .assignee
+            .map(|a| if a == "me" { actor.id.clone() } else { a }),
         before: q.cursor,
         limit,
     };
     let runtime = s.runtime.clone();
-    let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
+    let page = tokio::task::spawn_blocking(move || runtime.instances(&filter))
+        .await
+        .map_err(ApiError::internal)??;
     let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next})))
 }

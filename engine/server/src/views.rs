@@ -46,8 +46,15 @@ pub fn workflow_detail(wf: &WorkflowDef, bundle: &Bundle) -> Value {
     v
 }
 
-pub fn instance(i: &Instance, available: Vec<AvailableTransition>, bundle: Option<&Bundle>) -> Value {
-    let state_label = bundle.and_then(|b| b.workflow(&i.workflow)).and_then(|w| w.state(&i.state)).map(|s| s.label.clone());
+pub fn instance(
+    i: &Instance,
+    available: Vec<AvailableTransition>,
+    bundle: Option<&Bundle>,
+) -> Value {
+    let state_label = bundle
+        .and_then(|b| b.workflow(&i.workflow))
+        .and_then(|w| w.state(&i.state))
+        .map(|s| s.label.clone());
     json!({
         "id": i.id,
         "workflow": i.workflow,

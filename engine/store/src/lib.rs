@@ -68,7 +68,9 @@ pub struct IdempotentResult {
 pub enum CommitOutcome {
     Committed,
     /// The instance changed since the command was decided (or already exists).
-    Conflict { current_version: u64 },
+    Conflict {
+        current_version: u64,
+    },
     /// The idempotency key was used before: here is the first result.
     Replay(Box<IdempotentResult>),
 }
@@ -88,8 +90,14 @@ impl InstanceFilter {
     pub fn matches(&self, i: &Instance) -> bool {
         self.workflow.as_ref().is_none_or(|w| &i.workflow == w)
             && self.state.as_ref().is_none_or(|s| &i.state == s)
-            && self.team.as_ref().is_none_or(|t| i.assignment.team.as_ref() == Some(t))
-            && self.assignee.as_ref().is_none_or(|a| i.assignment.assignee.as_ref() == Some(a))
+            && self
+                .team
+                .as_ref()
+                .is_none_or(|t| i.assignment.team.as_ref() == Some(t))
+            && self
+                .assignee
+                .as_ref()
+                .is_none_or(|a| i.assignment.assignee.as_ref() == Some(a))
     }
 }
 
@@ -129,7 +137,10 @@ fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 }
 
 fn from_bytes<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what: what.to_string(), detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -36,11 +36,16 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<RedbStore> {
-        std::fs::create_dir_all(dir).map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("flowform.redb");
         let db = match Database::create(&path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked { path: path.display().to_string() }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked {
+                    path: path.display().to_string(),
+                });
+            }
             Err(e) => return Err(backend(e)),
         };
         let db = Arc::new(db);
@@ -54,8 +59,16 @@ impl RedbStore {
         }
         let (tx, rx) = sync_channel(QUEUE);
         let writer_db = db.clone();
-        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, rx)).map_err(backend)?;
-        Ok(RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), auth: AuthFile::new(dir.join("auth.redb")) })
+        let thread = std::thread::Builder::new()
+            .name("flowform-writer".into())
+            .spawn(move || writer(writer_db, rx))
+            .map_err(backend)?;
+        Ok(RedbStore {
+            db,
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            auth: AuthFile::new(dir.join("auth.redb")),
+        })
     }
 
     /// Users and tokens only, without opening the main database (which a
@@ -136,7 +149,9 @@ struct WriteTables<'t> {
 impl Tables for WriteTables<'_> {
     fn version_of(&mut self, id: &str) -> Result<Option<u64>> {
         match self.instances.get(id).map_err(backend)? {
-            Some(bytes) => Ok(Some(from_bytes::<Instance>("instance", bytes.value())?.version)),
+            Some(bytes) => Ok(Some(
+                from_bytes::<Instance>("instance", bytes.value())?.version,
+            )),
             None => Ok(None),
         }
     }
@@ -147,15 +162,24 @@ impl Tables for WriteTables<'_> {
         }
     }
     fn put_instance(&mut self, instance: &Instance) -> Result<()> {
-        self.instances.insert(instance.id.as_str(), to_bytes(instance)?.as_slice()).map_err(backend)?;
+        self.instances
+            .insert(instance.id.as_str(), to_bytes(instance)?.as_slice())
+            .map_err(backend)?;
         Ok(())
     }
     fn put_event(&mut self, event: &Event) -> Result<()> {
-        self.events.insert((event.instance_id.as_str(), event.seq), to_bytes(event)?.as_slice()).map_err(backend)?;
+        self.events
+            .insert(
+                (event.instance_id.as_str(), event.seq),
+                to_bytes(event)?.as_slice(),
+            )
+            .map_err(backend)?;
         Ok(())
     }
     fn put_idempotent(&mut self, key: &str, result: &IdempotentResult) -> Result<()> {
-        self.idempotency.insert(key, to_bytes(result)?.as_slice()).map_err(backend)?;
+        self.idempotency
+            .insert(key, to_bytes(result)?.as_slice())
+            .map_err(backend)?;
         Ok(())
     }
 }
@@ -180,9 +204,16 @@ fn commit_batch(db: &Database, batch: &[(CommandWrite, Reply)]) -> Result<Vec<Co
 
 impl Store for RedbStore {
     fn commit(&self, write: CommandWrite) -> Result<CommitOutcome> {
-        let sender = self.writer.lock().map_err(|_| StoreError::Closed)?.clone().ok_or(StoreError::Closed)?;
+        let sender = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
         let (reply, answer) = std::sync::mpsc::channel();
-        sender.send((write, reply)).map_err(|_| StoreError::Closed)?;
+        sender
+            .send((write, reply))
+            .map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -246,7 +277,9 @@ impl Store for RedbStore {
         {
             let mut table = tx.open_table(BUNDLES).map_err(backend)?;
             if table.get(version).map_err(backend)?.is_none() {
-                table.insert(version, to_bytes(sources)?.as_slice()).map_err(backend)?;
+                table
+                    .insert(version, to_bytes(sources)?.as_slice())
+                    .map_err(backend)?;
             }
         }
         tx.commit().map_err(backend)
