@@ -48,6 +48,8 @@ pub struct Step {
     pub history: Option<usize>,
     /// `en` or `zh-CN` for messages.
     pub lang: Option<String>,
+    /// What the step is for; shown in failures.
+    pub note: Option<String>,
 }
 
 fn duration(text: &str) -> Result<jiff::SignedDuration, String> {
@@ -113,7 +115,8 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
     };
     let mut current: Option<String> = None;
     for (i, step) in scenario.steps.iter().enumerate() {
-        let at = format!("{} — step {} ", scenario.scenario, i + 1);
+        let note = step.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let at = format!("{} — step {}{note}", scenario.scenario, i + 1);
         run_step(&mut app, step, &mut current)
             .await
             .map_err(|e| format!("{at}: {e}"))?;
