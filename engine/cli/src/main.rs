@@ -8,7 +8,22 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flowform_core::graph;
 use flowform_runtime::{LoadError, Runtime, SystemClock, load_bundle, tokens};
 use flowform_store::{RedbStore, Store};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+
+/// Prints to stdout, ignoring a closed pipe (`flowform check | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Prints to stdout without a newline, ignoring a closed pipe.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -132,11 +147,11 @@ fn check(dir: &Path, format: Format) -> Result<ExitCode> {
     match load_bundle(dir) {
         Ok(bundle) => {
             match format {
-                Format::Json => println!(
+                Format::Json => say!(
                     "{}",
                     serde_json::json!({"ok": true, "version": bundle.version, "diagnostics": []})
                 ),
-                Format::Text => println!(
+                Format::Text => say!(
                     "ok: {} workflow(s), {} form(s), {} rule(s); bundle version {}",
                     bundle.model.workflows.len(),
                     bundle.model.forms.len(),
@@ -149,14 +164,14 @@ fn check(dir: &Path, format: Format) -> Result<ExitCode> {
         Err(LoadError::Invalid(diags)) => {
             match format {
                 Format::Json => {
-                    println!("{}", serde_json::json!({"ok": false, "diagnostics": diags}))
+                    say!("{}", serde_json::json!({"ok": false, "diagnostics": diags}))
                 }
                 Format::Text => {
                     let sources = flowform_runtime::sources::read_dir(dir).unwrap_or_default();
                     for d in &diags {
-                        eprintln!("{}", d.render(sources.get(&d.file)));
+                        say_raw!("{}\n", d.render(sources.get(&d.file)));
                     }
-                    eprintln!("{} problem(s) found", diags.len());
+                    say!("{} problem(s) found", diags.len());
                 }
             }
             Ok(ExitCode::from(1))
@@ -175,8 +190,8 @@ fn graph_cmd(dir: &Path, workflow: &str, format: GraphFormat, lang: &str) -> Res
         );
     };
     match format {
-        GraphFormat::Mermaid => print!("{}", graph::mermaid(wf, lang)),
-        GraphFormat::Dot => print!("{}", graph::dot(wf, lang)),
+        GraphFormat::Mermaid => say_raw!("{}", graph::mermaid(wf, lang)),
+        GraphFormat::Dot => say_raw!("{}", graph::dot(wf, lang)),
     }
     Ok(())
 }
@@ -217,10 +232,10 @@ fn token(user: &str, data: &Path) -> Result<()> {
                 .find(|u| u.id == user)
                 .map(|u| u.roles.join(", "))
                 .unwrap_or_default();
-            println!(
+            say!(
                 "API token for `{user}` (roles: {roles}). Send it as `Authorization: Bearer <token>`:"
             );
-            println!("{token}");
+            say!("{token}");
             Ok(())
         }
         None if users.is_empty() => bail!(
@@ -271,9 +286,9 @@ fn serve(
         let loaded = flowform_runtime::demo::load(&demo_dir, &bundle, store.as_ref())
             .context("cannot load the demo data")?;
         if loaded.is_empty() {
-            println!("demo: the store already has users; nothing loaded");
+            say!("demo: the store already has users; nothing loaded");
         } else {
-            println!(
+            say!(
                 "demo: loaded {} users from {}: {}",
                 loaded.len(),
                 demo_dir.display(),
@@ -299,11 +314,11 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        println!(
+        say!(
             "flowform: serving {} (bundle {version}) on http://{local}",
             dir.display()
         );
-        println!(
+        say!(
             "get an API token with: flowform token --user admin --data {}",
             data.display()
         );

@@ -27,6 +27,7 @@ fn err(
 }
 
 fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    let checked_from = diags.len();
     let file = wf.file.as_str();
     let state_names: Vec<&str> = wf.states.iter().map(|s| s.name.as_str()).collect();
     let state_ref = |diags: &mut Vec<Diagnostic>, s: &Sp<String>, what: &str| -> bool {
@@ -150,8 +151,10 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         hooks_ref(diags, &t.hooks);
     }
 
-    // Reachability from the initial state.
-    if wf.state(&wf.initial.value).is_some() {
+    // Reachability from the initial state. Skipped while state names are wrong:
+    // the misspelling is the one problem to report, not its consequences.
+    let broken_refs = diags[checked_from..].iter().any(|d| d.file == wf.file && d.code == "unknown_state");
+    if wf.state(&wf.initial.value).is_some() && !broken_refs {
         let mut seen = BTreeSet::from([wf.initial.value.as_str()]);
         let mut queue = VecDeque::from([wf.initial.value.as_str()]);
         while let Some(state) = queue.pop_front() {
@@ -188,7 +191,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             }
         }
     }
-    for s in wf.states.iter().filter(|s| !s.is_final) {
+    for s in wf.states.iter().filter(|s| !s.is_final && !broken_refs) {
         let leaves = wf.transitions.iter().any(|t| {
             t.from.iter().any(|f| f.value == s.name)
                 && t.to.as_ref().is_some_and(|to| to.value != s.name)
