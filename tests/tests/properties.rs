@@ -1,0 +1,196 @@
+//! Property tests of core invariants and of the definition pipeline's robustness.
+
+use flowform_core::{Actor, Bundle, Lang};
+use flowform_model::Sources;
+use flowform_tests::repo_root;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+
+fn hospital_sources() -> &'static Sources {
+    static SOURCES: OnceLock<Sources> = OnceLock::new();
+    SOURCES.get_or_init(|| flowform_runtime::sources::read_dir(&repo_root()).unwrap())
+}
+
+fn hospital() -> &'static Bundle {
+    static BUNDLE: OnceLock<Bundle> = OnceLock::new();
+    BUNDLE.get_or_init(|| flowform_core::compile(hospital_sources().clone()).unwrap())
+}
+
+fn actors() -> Vec<Actor> {
+    let a = |id: &str, roles: &[&str], teams: &[&str]| Actor { id: id.into(), name: id.into(), roles: roles.iter().map(|s| s.to_string()).collect(), teams: teams.iter().map(|s| s.to_string()).collect() };
+    vec![
+        a("nurse", &["staff"], &[]),
+        a("other_nurse", &["staff"], &[]),
+        a("tech_hvac", &["staff", "technician"], &["hvac_team"]),
+        a("tech_util", &["staff", "technician"], &["utilities_team"]),
+        a("dispatcher", &["staff", "dispatcher"], &[]),
+    ]
+}
+
+fn inputs() -> Vec<Value> {
+    vec![
+        json!({}),
+        json!({"location": {"tag": "RFID-1"}}),
+        json!({"fault_cause": "wear", "work_notes": "fixed it well"}),
+        json!({"rating": 5}),
+        json!({"rating": 1}),
+        json!({"reason": "still broken"}),
+        json!({"team": "utilities_team"}),
+        json!({"findings": "dust"}),
+        json!({"escalate_to": "elevator_team", "reason": "needs the lift team"}),
+        json!({"rating": "five"}),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever commands are sent, an instance is only ever in a declared state,
+    /// only moves along a declared transition from its current state, and its
+    /// version counts its events.
+    #[test]
+    fn commands_never_leave_the_definition(commands in proptest::collection::vec((0usize..12, 0usize..5, 0usize..10), 1..40), category in 0usize..4) {
+        let bundle = hospital();
+        let wf = bundle.workflow("repair").unwrap();
+        let actors = actors();
+        let category = ["hvac", "plumbing", "elevator", "other"][category];
+        let report = json!({"asset": "EQ-1", "category": category, "department": "icu", "location": "L1", "description": "broken thing"});
+        let mut instance = flowform_core::start(bundle, "repair", &report, &actors[0], "2026-01-01T00:00:00Z", "i1", Lang::En).unwrap().instance;
+        let names: Vec<&str> = wf.transitions.iter().map(|t| t.name.as_str()).chain(["nonsense", "close"]).collect();
+        let mut events = 1;
+        for (t, a, i) in commands {
+            let name = names[t % names.len()];
+            let before = instance.clone();
+            match flowform_core::transition(bundle, &instance, name, &inputs()[i], &actors[a], "2026-01-01T01:00:00Z", Lang::En) {
+                Ok(outcome) => {
+                    let def = wf.transition(name).unwrap();
+                    prop_assert!(def.from.iter().any(|f| f.value == before.state), "{name} taken from {}", before.state);
+                    prop_assert!(wf.state(&outcome.instance.state).is_some());
+                    prop_assert_eq!(outcome.instance.version, before.version + 1);
+                    prop_assert_eq!(outcome.event.seq, outcome.instance.version);
+                    prop_assert_eq!(outcome.event.from_state.as_deref(), Some(before.state.as_str()));
+                    prop_assert_eq!(&outcome.event.to_state, &outcome.instance.state);
+                    if wf.state(&before.state).unwrap().is_final {
+                        prop_assert!(false, "left a final state");
+                    }
+                    instance = outcome.instance;
+                    events += 1;
+                }
+                Err(_) => prop_assert_eq!(&instance, &before),
+            }
+        }
+        prop_assert_eq!(instance.version, events);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    DeleteLine(usize),
+    Truncate(usize),
+    DuplicateLine(usize),
+    ReplaceWord(usize, &'static str),
+    Indent(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (0usize..10_000).prop_map(Mutation::DeleteLine),
+        (0usize..100_000).prop_map(Mutation::Truncate),
+        (0usize..10_000).prop_map(Mutation::DuplicateLine),
+        ((0usize..10_000), prop::sample::select(vec!["in_progres", "42", "[", "{", "null", "- x", ":", "true", "\"", "'", "fields:", "type: nope", "&a", "*a", "!!binary x"])).prop_map(|(l, w)| Mutation::ReplaceWord(l, w)),
+        (0usize..10_000).prop_map(Mutation::Indent),
+    ]
+}
+
+fn mutate(text: &str, m: &Mutation) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let n = lines.len();
+    match m {
+        Mutation::DeleteLine(i) => {
+            lines.remove(i % n);
+        }
+        Mutation::DuplicateLine(i) => {
+            let l = lines[i % n].clone();
+            lines.insert(i % n, l);
+        }
+        Mutation::Truncate(at) => {
+            let cut = text.char_indices().map(|(i, _)| i).nth(at % text.chars().count().max(1)).unwrap_or(0);
+            return text[..cut].to_string();
+        }
+        Mutation::ReplaceWord(i, w) => {
+            let line = &mut lines[i % n];
+            if let Some(pos) = line.rfind(' ') {
+                line.truncate(pos + 1);
+                line.push_str(w);
+            } else {
+                *line = w.to_string();
+            }
+        }
+        Mutation::Indent(i) => lines[i % n].insert_str(0, "   "),
+    }
+    lines.join("\n")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Broken definitions never panic the pipeline, and every diagnostic points
+    /// at a real file and line.
+    #[test]
+    fn mutated_definitions_give_located_diagnostics(file in 0usize..100, mutations in proptest::collection::vec(mutation(), 1..4)) {
+        let sources = hospital_sources();
+        let paths: Vec<&str> = sources.iter().map(|(p, _)| p).collect();
+        let path = paths[file % paths.len()];
+        let mut text = sources.get(path).unwrap().to_string();
+        for m in &mutations {
+            text = mutate(&text, m);
+        }
+        let mut broken = sources.clone();
+        broken.insert(path, text);
+        if let Err(diags) = flowform_core::compile(broken.clone()) {
+            prop_assert!(!diags.is_empty());
+            for d in diags {
+                prop_assert!(d.line >= 1 && d.column >= 1, "{d:?}");
+                prop_assert!(broken.get(&d.file).is_some() || d.file == "definitions", "{d:?}");
+                prop_assert!(!d.message.is_empty());
+            }
+        }
+    }
+
+    /// Any JSON sent to a form gives either clean data with only its fields, or field errors.
+    #[test]
+    fn form_validation_never_panics(input in arb_json(3)) {
+        let form = hospital().form("repair_report").unwrap();
+        match form.validate(&input, Lang::En) {
+            Ok(Value::Object(clean)) => {
+                for k in clean.keys() {
+                    prop_assert!(form.def.fields.iter().any(|f| &f.name == k), "unknown field {k} accepted");
+                }
+            }
+            Ok(other) => prop_assert!(false, "not an object: {other}"),
+            Err(errors) => prop_assert!(!errors.is_empty()),
+        }
+    }
+}
+
+fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        (-1e6f64..1e6).prop_map(|f| json!(f)),
+        "[a-z_]{0,12}".prop_map(Value::String),
+        prop::sample::select(vec!["hvac", "urgent", "icu", "EQ-000001", "2026-01-01", ""]).prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(depth, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(prop::sample::select(vec!["asset", "category", "department", "location", "priority", "description", "urgent_reason", "photos", "reporter_phone", "x"]).prop_map(String::from), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
