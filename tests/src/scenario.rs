@@ -115,7 +115,11 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
     };
     let mut current: Option<String> = None;
     for (i, step) in scenario.steps.iter().enumerate() {
-        let note = step.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let note = step
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         let at = format!("{} — step {}{note}", scenario.scenario, i + 1);
         run_step(&mut app, step, &mut current)
             .await

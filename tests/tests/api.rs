@@ -1,5 +1,7 @@
 //! Behaviour of the API on the hospital application, through `oneshot`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use flowform_tests::TestApp;
 use serde_json::{Value, json};
 

@@ -1,5 +1,7 @@
 //! Property tests of core invariants and of the definition pipeline's robustness.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use flowform_core::{Actor, Bundle, Lang};
 use flowform_model::Sources;
 use flowform_tests::repo_root;
@@ -18,7 +20,12 @@ fn hospital() -> &'static Bundle {
 }
 
 fn actors() -> Vec<Actor> {
-    let a = |id: &str, roles: &[&str], teams: &[&str]| Actor { id: id.into(), name: id.into(), roles: roles.iter().map(|s| s.to_string()).collect(), teams: teams.iter().map(|s| s.to_string()).collect() };
+    let a = |id: &str, roles: &[&str], teams: &[&str]| Actor {
+        id: id.into(),
+        name: id.into(),
+        roles: roles.iter().map(|s| s.to_string()).collect(),
+        teams: teams.iter().map(|s| s.to_string()).collect(),
+    };
     vec![
         a("nurse", &["staff"], &[]),
         a("other_nurse", &["staff"], &[]),
@@ -98,7 +105,27 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (0usize..10_000).prop_map(Mutation::DeleteLine),
         (0usize..100_000).prop_map(Mutation::Truncate),
         (0usize..10_000).prop_map(Mutation::DuplicateLine),
-        ((0usize..10_000), prop::sample::select(vec!["in_progres", "42", "[", "{", "null", "- x", ":", "true", "\"", "'", "fields:", "type: nope", "&a", "*a", "!!binary x"])).prop_map(|(l, w)| Mutation::ReplaceWord(l, w)),
+        (
+            (0usize..10_000),
+            prop::sample::select(vec![
+                "in_progres",
+                "42",
+                "[",
+                "{",
+                "null",
+                "- x",
+                ":",
+                "true",
+                "\"",
+                "'",
+                "fields:",
+                "type: nope",
+                "&a",
+                "*a",
+                "!!binary x"
+            ])
+        )
+            .prop_map(|(l, w)| Mutation::ReplaceWord(l, w)),
         (0usize..10_000).prop_map(Mutation::Indent),
     ]
 }
@@ -118,7 +145,11 @@ fn mutate(text: &str, m: &Mutation) -> String {
             lines.insert(i % n, l);
         }
         Mutation::Truncate(at) => {
-            let cut = text.char_indices().map(|(i, _)| i).nth(at % text.chars().count().max(1)).unwrap_or(0);
+            let cut = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .nth(at % text.chars().count().max(1))
+                .unwrap_or(0);
             return text[..cut].to_string();
         }
         Mutation::ReplaceWord(i, w) => {
@@ -184,13 +215,30 @@ fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|i| json!(i)),
         (-1e6f64..1e6).prop_map(|f| json!(f)),
         "[a-z_]{0,12}".prop_map(Value::String),
-        prop::sample::select(vec!["hvac", "urgent", "icu", "EQ-000001", "2026-01-01", ""]).prop_map(|s| json!(s)),
+        prop::sample::select(vec!["hvac", "urgent", "icu", "EQ-000001", "2026-01-01", ""])
+            .prop_map(|s| json!(s)),
     ];
     leaf.prop_recursive(depth, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(prop::sample::select(vec!["asset", "category", "department", "location", "priority", "description", "urgent_reason", "photos", "reporter_phone", "x"]).prop_map(String::from), inner, 0..8)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "asset",
+                    "category",
+                    "department",
+                    "location",
+                    "priority",
+                    "description",
+                    "urgent_reason",
+                    "photos",
+                    "reporter_phone",
+                    "x"
+                ])
+                .prop_map(String::from),
+                inner,
+                0..8
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }

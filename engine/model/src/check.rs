@@ -153,7 +153,9 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
 
     // Reachability from the initial state. Skipped while state names are wrong:
     // the misspelling is the one problem to report, not its consequences.
-    let broken_refs = diags[checked_from..].iter().any(|d| d.file == wf.file && d.code == "unknown_state");
+    let broken_refs = diags[checked_from..]
+        .iter()
+        .any(|d| d.file == wf.file && d.code == "unknown_state");
     if wf.state(&wf.initial.value).is_some() && !broken_refs {
         let mut seen = BTreeSet::from([wf.initial.value.as_str()]);
         let mut queue = VecDeque::from([wf.initial.value.as_str()]);
