@@ -133,7 +133,7 @@ pub fn start(
         updated_at: now.to_string(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
-    let after = apply(
+    let (after, cleaned) = apply(
         bundle,
         &before,
         form,
@@ -151,7 +151,7 @@ pub fn start(
         EventKind::Started,
         None,
         None,
-        input_of(bundle, form, input, lang),
+        cleaned,
         actor,
         now,
     )
@@ -184,7 +184,7 @@ pub fn transition(
     }
     permitted(bundle, wf, t, instance, actor, now)?;
     let form = t.form.as_ref().map(|f| f.value.as_str());
-    let mut after = apply(
+    let (mut after, cleaned) = apply(
         bundle,
         instance,
         form,
@@ -206,7 +206,7 @@ pub fn transition(
         EventKind::Transition,
         Some(t.name.clone()),
         from,
-        input_of(bundle, form, input, lang),
+        cleaned,
         actor,
         now,
     )
@@ -265,14 +265,6 @@ fn permitted(
     Ok(())
 }
 
-/// The input as recorded in the event: validated and cleaned when there is a form.
-fn input_of(bundle: &Bundle, form: Option<&str>, input: &Value, lang: Lang) -> Value {
-    match form.and_then(|f| bundle.form(f)) {
-        Some(f) => f.validate(input, lang).unwrap_or(Value::Null),
-        None => Value::Object(Map::new()),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn apply(
     bundle: &Bundle,
@@ -284,7 +276,7 @@ fn apply(
     actor: &Actor,
     now: &str,
     lang: Lang,
-) -> Result<Instance, Rejection> {
+) -> Result<(Instance, Value), Rejection> {
     let cleaned = match form.and_then(|f| bundle.form(f)) {
         Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
         None => {
@@ -349,7 +341,7 @@ fn apply(
         Some(Assign::Nobody) => after.assignment.assignee = None,
         None => {}
     }
-    Ok(after)
+    Ok((after, cleaned))
 }
 
 fn bad_result(script: &str, message: String) -> Rejection {
