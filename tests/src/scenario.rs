@@ -54,10 +54,7 @@ pub struct Step {
 
 fn duration(text: &str) -> Result<jiff::SignedDuration, String> {
     let (n, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("`wait: {text}` must look like 30s, 20m, 4h or 3d"))?;
+    let n: i64 = n.trim().parse().map_err(|_| format!("`wait: {text}` must look like 30s, 20m, 4h or 3d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -80,12 +77,7 @@ pub fn matches(expected: &Value, actual: &Value, path: &str) -> Result<(), Strin
         }
         (Value::Array(e), Value::Array(a)) => {
             if e.len() != a.len() {
-                return Err(format!(
-                    "{path}: expected {} items, got {}: {}",
-                    e.len(),
-                    a.len(),
-                    Value::Array(a.clone())
-                ));
+                return Err(format!("{path}: expected {} items, got {}: {}", e.len(), a.len(), Value::Array(a.clone())));
             }
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
                 matches(ev, av, &format!("{path}[{i}]"))?;
@@ -100,39 +92,24 @@ pub fn matches(expected: &Value, actual: &Value, path: &str) -> Result<(), Strin
 
 pub async fn run_file(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let scenario: Scenario =
-        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let scenario: Scenario = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut app = match &scenario.app {
         None => TestApp::hospital(),
         Some(name) => {
             let dir = crate::fixture(name);
-            TestApp::start(
-                &dir,
-                Some(&dir),
-                tempfile::tempdir().map_err(|e| e.to_string())?,
-            )
+            TestApp::start(&dir, Some(&dir), tempfile::tempdir().map_err(|e| e.to_string())?)
         }
     };
     let mut current: Option<String> = None;
     for (i, step) in scenario.steps.iter().enumerate() {
-        let note = step
-            .note
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
+        let note = step.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
         let at = format!("{} — step {}{note}", scenario.scenario, i + 1);
-        run_step(&mut app, step, &mut current)
-            .await
-            .map_err(|e| format!("{at}: {e}"))?;
+        run_step(&mut app, step, &mut current).await.map_err(|e| format!("{at}: {e}"))?;
     }
     Ok(())
 }
 
-async fn run_step(
-    app: &mut TestApp,
-    step: &Step,
-    current: &mut Option<String>,
-) -> Result<(), String> {
+async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) -> Result<(), String> {
     if let Some(wait) = &step.wait {
         app.clock.advance(duration(wait)?);
     }
@@ -142,17 +119,7 @@ async fn run_step(
     let response = if let Some(workflow) = &step.start {
         let user = step.actor.as_deref().ok_or("`start` needs `as`")?;
         let body = serde_json::json!({ "data": data });
-        Some((
-            app.request(
-                axum::http::Method::POST,
-                &format!("/api/v1/workflows/{workflow}/instances"),
-                Some(user),
-                Some(body),
-                &headers,
-            )
-            .await,
-            201,
-        ))
+        Some((app.request(axum::http::Method::POST, &format!("/api/v1/workflows/{workflow}/instances"), Some(user), Some(body), &headers).await, 201))
     } else if let Some(name) = &step.transition {
         let user = step.actor.as_deref().ok_or("`do` needs `as`")?;
         let id = current.clone().ok_or("`do` before any `start`")?;
@@ -160,31 +127,15 @@ async fn run_step(
         if let Some(v) = step.expected_version {
             body["expected_version"] = v.into();
         }
-        Some((
-            app.request(
-                axum::http::Method::POST,
-                &format!("/api/v1/instances/{id}/transitions/{name}"),
-                Some(user),
-                Some(body),
-                &headers,
-            )
-            .await,
-            200,
-        ))
+        Some((app.request(axum::http::Method::POST, &format!("/api/v1/instances/{id}/transitions/{name}"), Some(user), Some(body), &headers).await, 200))
     } else {
         None
     };
     if let Some((response, default_status)) = response {
         let mut expect = step.expect.clone().unwrap_or_default();
-        let status = expect
-            .remove("status")
-            .and_then(|s| s.as_u64())
-            .unwrap_or(default_status);
+        let status = expect.remove("status").and_then(|s| s.as_u64()).unwrap_or(default_status);
         if response.status.as_u16() as u64 != status {
-            return Err(format!(
-                "expected status {status}, got {}: {}",
-                response.status, response.body
-            ));
+            return Err(format!("expected status {status}, got {}: {}", response.status, response.body));
         }
         matches(&Value::Object(expect), &response.body, "")?;
         if step.start.is_some()
@@ -197,15 +148,10 @@ async fn run_step(
     if let Some(n) = step.history {
         let id = current.clone().ok_or("`history` before any `start`")?;
         let user = step.actor.as_deref().unwrap_or("admin");
-        let events = app
-            .get(&format!("/api/v1/instances/{id}/history"), user)
-            .await
-            .body;
+        let events = app.get(&format!("/api/v1/instances/{id}/history"), user).await.body;
         let count = events.as_array().map_or(0, Vec::len);
         if count != n {
-            return Err(format!(
-                "expected {n} history events, got {count}: {events}"
-            ));
+            return Err(format!("expected {n} history events, got {count}: {events}"));
         }
     }
     Ok(())

@@ -16,9 +16,7 @@ fn report() -> Value {
 }
 
 async fn started(app: &mut TestApp) -> Value {
-    app.start_instance("repair", "nurse_li", report())
-        .await
-        .expect(201)
+    app.start_instance("repair", "nurse_li", report()).await.expect(201)
 }
 
 fn id(v: &Value) -> String {
@@ -28,38 +26,13 @@ fn id(v: &Value) -> String {
 #[tokio::test]
 async fn an_invalid_report_gets_every_field_error() {
     let mut app = TestApp::hospital();
-    let body = app
-        .start_instance(
-            "repair",
-            "nurse_li",
-            json!({"category": "boiler", "description": "bad", "priority": "urgent"}),
-        )
-        .await
-        .expect(422);
+    let body = app.start_instance("repair", "nurse_li", json!({"category": "boiler", "description": "bad", "priority": "urgent"})).await.expect(422);
     assert_eq!(body["code"], "form_invalid");
-    let fields: Vec<&str> = body["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
-    for f in [
-        "asset",
-        "category",
-        "department",
-        "location",
-        "description",
-        "urgent_reason",
-    ] {
+    let fields: Vec<&str> = body["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+    for f in ["asset", "category", "department", "location", "description", "urgent_reason"] {
         assert!(fields.contains(&f), "{f} missing in {fields:?}");
     }
-    assert!(
-        body["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["message"].as_str().is_some_and(|m| !m.is_empty()))
-    );
+    assert!(body["details"].as_array().unwrap().iter().all(|d| d["message"].as_str().is_some_and(|m| !m.is_empty())));
 }
 
 #[tokio::test]
@@ -67,39 +40,15 @@ async fn field_errors_follow_accept_language() {
     let mut app = TestApp::hospital();
     let body = json!({"data": {}});
     let en = app
-        .request(
-            axum::http::Method::POST,
-            "/api/v1/workflows/repair/instances",
-            Some("nurse_li"),
-            Some(body.clone()),
-            &[("accept-language", "en")],
-        )
+        .request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body.clone()), &[("accept-language", "en")])
         .await
         .expect(422);
-    assert!(
-        en["details"][0]["message"]
-            .as_str()
-            .unwrap()
-            .ends_with("is required"),
-        "{en}"
-    );
+    assert!(en["details"][0]["message"].as_str().unwrap().ends_with("is required"), "{en}");
     let zh = app
-        .request(
-            axum::http::Method::POST,
-            "/api/v1/workflows/repair/instances",
-            Some("nurse_li"),
-            Some(body),
-            &[("accept-language", "zh-CN")],
-        )
+        .request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body), &[("accept-language", "zh-CN")])
         .await
         .expect(422);
-    assert!(
-        zh["details"][0]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("请填写"),
-        "{zh}"
-    );
+    assert!(zh["details"][0]["message"].as_str().unwrap().starts_with("请填写"), "{zh}");
 }
 
 #[tokio::test]
@@ -117,15 +66,9 @@ async fn a_valid_report_is_routed_by_the_dispatch_rule() {
     let mut icu = report();
     icu["department"] = json!("icu");
     icu["category"] = json!("elevator");
-    let wo = app
-        .start_instance("repair", "nurse_li", icu)
-        .await
-        .expect(201);
+    let wo = app.start_instance("repair", "nurse_li", icu).await.expect(201);
     assert_eq!(wo["assignment"]["team"], "elevator_team");
-    assert_eq!(
-        wo["data"]["priority"], "urgent",
-        "critical departments raise the priority"
-    );
+    assert_eq!(wo["data"]["priority"], "urgent", "critical departments raise the priority");
     assert_eq!(wo["data"]["sla_minutes"], 30);
 }
 
@@ -133,38 +76,14 @@ async fn a_valid_report_is_routed_by_the_dispatch_rule() {
 async fn only_the_assigned_team_can_accept() {
     let mut app = TestApp::hospital();
     let wo = started(&mut app).await;
-    let body = app
-        .transition(&id(&wo), "accept", "tech_zhao", json!({}))
-        .await
-        .expect(403);
+    let body = app.transition(&id(&wo), "accept", "tech_zhao", json!({})).await.expect(403);
     assert_eq!(body["code"], "guard_failed");
-    let body = app
-        .transition(&id(&wo), "accept", "nurse_chen", json!({}))
-        .await
-        .expect(403);
+    let body = app.transition(&id(&wo), "accept", "nurse_chen", json!({})).await.expect(403);
     assert_eq!(body["code"], "forbidden");
-    let view = app
-        .get(&format!("/api/v1/instances/{}", id(&wo)), "tech_zhao")
-        .await
-        .expect(200);
-    assert!(
-        view["available_transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["name"] != "accept")
-    );
-    let view = app
-        .get(&format!("/api/v1/instances/{}", id(&wo)), "tech_wang")
-        .await
-        .expect(200);
-    assert!(
-        view["available_transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["name"] == "accept")
-    );
+    let view = app.get(&format!("/api/v1/instances/{}", id(&wo)), "tech_zhao").await.expect(200);
+    assert!(view["available_transitions"].as_array().unwrap().iter().all(|t| t["name"] != "accept"));
+    let view = app.get(&format!("/api/v1/instances/{}", id(&wo)), "tech_wang").await.expect(200);
+    assert!(view["available_transitions"].as_array().unwrap().iter().any(|t| t["name"] == "accept"));
 }
 
 #[tokio::test]
@@ -173,90 +92,42 @@ async fn a_work_order_goes_from_report_to_closed_with_full_history() {
     let wo = started(&mut app).await;
     let wo_id = id(&wo);
     app.clock.advance(jiff::SignedDuration::from_mins(10));
-    let v = app
-        .transition(&wo_id, "accept", "tech_wang", json!({}))
-        .await
-        .expect(200);
-    assert_eq!(
-        (v["state"].as_str(), v["assignment"]["assignee"].as_str()),
-        (Some("in_progress"), Some("tech_wang"))
-    );
+    let v = app.transition(&wo_id, "accept", "tech_wang", json!({})).await.expect(200);
+    assert_eq!((v["state"].as_str(), v["assignment"]["assignee"].as_str()), (Some("in_progress"), Some("tech_wang")));
 
-    let early = app
-        .transition(
-            &wo_id,
-            "complete",
-            "tech_wang",
-            json!({"fault_cause": "wear", "work_notes": "replaced the fan capacitor"}),
-        )
-        .await
-        .expect(422);
-    assert!(
-        early["details"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("check in"),
-        "{early}"
-    );
+    let early = app.transition(&wo_id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "replaced the fan capacitor"})).await.expect(422);
+    assert!(early["details"][0]["message"].as_str().unwrap().contains("check in"), "{early}");
 
     app.clock.advance(jiff::SignedDuration::from_mins(15));
-    let v = app
-        .transition(
-            &wo_id,
-            "check_in",
-            "tech_wang",
-            json!({"location": {"tag": "RFID-5F-502"}}),
-        )
-        .await
-        .expect(200);
+    let v = app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-5F-502"}})).await.expect(200);
     assert_eq!(v["state"], "in_progress");
     assert_eq!(v["data"]["response_minutes"], 25);
+    // Regression: the check-in place once had the report's field name and overwrote it.
+    assert_eq!(v["data"]["location"], "住院楼 5 层 502 室");
+    assert_eq!(v["data"]["check_in_place"], json!({"tag": "RFID-5F-502"}));
 
-    let bad = app
-        .transition(
-            &wo_id,
-            "complete",
-            "tech_wang",
-            json!({"fault_cause": "wear"}),
-        )
-        .await
-        .expect(422);
+    let bad = app.transition(&wo_id, "complete", "tech_wang", json!({"fault_cause": "wear"})).await.expect(422);
     assert_eq!(bad["details"][0]["field"], "work_notes");
-    app.transition(&wo_id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "replaced the fan capacitor", "parts_used": [{"part": "capacitor 35uF", "quantity": 1}]})).await.expect(200);
+    app.transition(
+        &wo_id,
+        "complete",
+        "tech_wang",
+        json!({"fault_cause": "wear", "work_notes": "replaced the fan capacitor", "parts_used": [{"part": "capacitor 35uF", "quantity": 1}]}),
+    )
+    .await
+    .expect(200);
 
-    let not_requester = app
-        .transition(&wo_id, "confirm", "nurse_chen", json!({"rating": 5}))
-        .await
-        .expect(403);
+    let not_requester = app.transition(&wo_id, "confirm", "nurse_chen", json!({"rating": 5})).await.expect(403);
     assert_eq!(not_requester["code"], "forbidden");
-    let v = app
-        .transition(
-            &wo_id,
-            "confirm",
-            "nurse_li",
-            json!({"rating": 4, "comment": "很快"}),
-        )
-        .await
-        .expect(200);
+    let v = app.transition(&wo_id, "confirm", "nurse_li", json!({"rating": 4, "comment": "很快"})).await.expect(200);
     assert_eq!(v["state"], "closed");
     assert_eq!(v["data"]["first_time_fix"], true);
     assert_eq!(v["available_transitions"], json!([]));
 
-    let history = app
-        .get(&format!("/api/v1/instances/{wo_id}/history"), "admin")
-        .await
-        .expect(200);
+    let history = app.get(&format!("/api/v1/instances/{wo_id}/history"), "admin").await.expect(200);
     let events = history.as_array().unwrap();
-    let summary: Vec<(Option<&str>, &str, &str)> = events
-        .iter()
-        .map(|e| {
-            (
-                e["transition"].as_str(),
-                e["actor"].as_str().unwrap(),
-                e["to_state"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let summary: Vec<(Option<&str>, &str, &str)> =
+        events.iter().map(|e| (e["transition"].as_str(), e["actor"].as_str().unwrap(), e["to_state"].as_str().unwrap())).collect();
     assert_eq!(
         summary,
         vec![
@@ -267,38 +138,19 @@ async fn a_work_order_goes_from_report_to_closed_with_full_history() {
             (Some("confirm"), "nurse_li", "closed"),
         ]
     );
-    assert!(events.iter().all(|e| {
-        e["at"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("2026-11-25T01:"))
-    }));
-    assert_eq!(
-        events[1]["changes"]["assignment.assignee"],
-        json!({"before": null, "after": "tech_wang"})
-    );
-    assert_eq!(
-        events
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
-    );
+    assert!(events.iter().all(|e| { e["at"].as_str().is_some_and(|t| t.starts_with("2026-11-25T01:")) }));
+    assert_eq!(events[1]["changes"]["assignment.assignee"], json!({"before": null, "after": "tech_wang"}));
+    assert_eq!(events.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
 async fn a_transition_not_valid_in_the_state_is_a_conflict() {
     let mut app = TestApp::hospital();
     let wo = started(&mut app).await;
-    let body = app
-        .transition(&id(&wo), "confirm", "nurse_li", json!({"rating": 5}))
-        .await
-        .expect(409);
+    let body = app.transition(&id(&wo), "confirm", "nurse_li", json!({"rating": 5})).await.expect(409);
     assert_eq!(body["code"], "transition_not_allowed");
     assert_eq!(body["details"]["state"], "unaccepted");
-    let body = app
-        .transition(&id(&wo), "teleport", "nurse_li", json!({}))
-        .await
-        .expect(404);
+    let body = app.transition(&id(&wo), "teleport", "nurse_li", json!({})).await.expect(404);
     assert_eq!(body["code"], "unknown_transition");
 }
 
@@ -307,23 +159,10 @@ async fn a_stale_expected_version_is_a_conflict() {
     let mut app = TestApp::hospital();
     let wo = started(&mut app).await;
     let path = format!("/api/v1/instances/{}/transitions/accept", id(&wo));
-    let body = app
-        .post(
-            &path,
-            "tech_wang",
-            json!({"data": {}, "expected_version": 7}),
-        )
-        .await
-        .expect(409);
+    let body = app.post(&path, "tech_wang", json!({"data": {}, "expected_version": 7})).await.expect(409);
     assert_eq!(body["code"], "version_conflict");
     assert_eq!(body["details"]["current_version"], 1);
-    app.post(
-        &path,
-        "tech_wang",
-        json!({"data": {}, "expected_version": 1}),
-    )
-    .await
-    .expect(200);
+    app.post(&path, "tech_wang", json!({"data": {}, "expected_version": 1})).await.expect(200);
 }
 
 #[tokio::test]
@@ -331,43 +170,13 @@ async fn the_same_idempotency_key_twice_makes_one_instance() {
     let mut app = TestApp::hospital();
     let body = json!({"data": report()});
     let headers = [("idempotency-key", "report-42")];
-    let first = app
-        .request(
-            axum::http::Method::POST,
-            "/api/v1/workflows/repair/instances",
-            Some("nurse_li"),
-            Some(body.clone()),
-            &headers,
-        )
-        .await
-        .expect(201);
-    let second = app
-        .request(
-            axum::http::Method::POST,
-            "/api/v1/workflows/repair/instances",
-            Some("nurse_li"),
-            Some(body),
-            &headers,
-        )
-        .await
-        .expect(201);
+    let first = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body.clone()), &headers).await.expect(201);
+    let second = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body), &headers).await.expect(201);
     assert_eq!(first["id"], second["id"]);
-    let list = app
-        .get("/api/v1/instances?workflow=repair", "admin")
-        .await
-        .expect(200);
+    let list = app.get("/api/v1/instances?workflow=repair", "admin").await.expect(200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let other = json!({"data": {"asset": "EQ-2", "category": "other", "department": "icu", "location": "x", "description": "something else"}});
-    let reused = app
-        .request(
-            axum::http::Method::POST,
-            "/api/v1/workflows/repair/instances",
-            Some("nurse_li"),
-            Some(other),
-            &headers,
-        )
-        .await
-        .expect(422);
+    let reused = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(other), &headers).await.expect(422);
     assert_eq!(reused["code"], "idempotency_key_reused");
 }
 
@@ -375,31 +184,13 @@ async fn the_same_idempotency_key_twice_makes_one_instance() {
 async fn instances_and_events_survive_a_restart() {
     let mut app = TestApp::hospital();
     let wo = started(&mut app).await;
-    app.transition(&id(&wo), "accept", "tech_wang", json!({}))
-        .await
-        .expect(200);
+    app.transition(&id(&wo), "accept", "tech_wang", json!({})).await.expect(200);
     let mut app = app.restart();
-    let v = app
-        .get(&format!("/api/v1/instances/{}", id(&wo)), "tech_wang")
-        .await
-        .expect(200);
-    assert_eq!(
-        (v["state"].as_str(), v["version"].as_u64()),
-        (Some("in_progress"), Some(2))
-    );
-    let history = app
-        .get(&format!("/api/v1/instances/{}/history", id(&wo)), "admin")
-        .await
-        .expect(200);
+    let v = app.get(&format!("/api/v1/instances/{}", id(&wo)), "tech_wang").await.expect(200);
+    assert_eq!((v["state"].as_str(), v["version"].as_u64()), (Some("in_progress"), Some(2)));
+    let history = app.get(&format!("/api/v1/instances/{}/history", id(&wo)), "admin").await.expect(200);
     assert_eq!(history.as_array().unwrap().len(), 2);
-    app.transition(
-        &id(&wo),
-        "check_in",
-        "tech_wang",
-        json!({"location": {"lat": 23.1, "lng": 113.3}}),
-    )
-    .await
-    .expect(200);
+    app.transition(&id(&wo), "check_in", "tech_wang", json!({"place": {"lat": 23.1, "lng": 113.3}})).await.expect(200);
 }
 
 #[tokio::test]
@@ -407,39 +198,12 @@ async fn reopening_re_dispatches() {
     let mut app = TestApp::hospital();
     let wo = started(&mut app).await;
     let wo_id = id(&wo);
-    app.transition(&wo_id, "accept", "tech_wang", json!({}))
-        .await
-        .expect(200);
-    app.transition(
-        &wo_id,
-        "check_in",
-        "tech_wang",
-        json!({"location": {"tag": "QR-1"}}),
-    )
-    .await
-    .expect(200);
-    app.transition(
-        &wo_id,
-        "complete",
-        "tech_wang",
-        json!({"fault_cause": "wear", "work_notes": "cleaned the filter"}),
-    )
-    .await
-    .expect(200);
-    let v = app
-        .transition(
-            &wo_id,
-            "reopen",
-            "nurse_li",
-            json!({"reason": "still too warm"}),
-        )
-        .await
-        .expect(200);
+    app.transition(&wo_id, "accept", "tech_wang", json!({})).await.expect(200);
+    app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "QR-1"}})).await.expect(200);
+    app.transition(&wo_id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "cleaned the filter"})).await.expect(200);
+    let v = app.transition(&wo_id, "reopen", "nurse_li", json!({"reason": "still too warm"})).await.expect(200);
     assert_eq!(v["state"], "unaccepted");
-    assert_eq!(
-        v["assignment"],
-        json!({"team": "hvac_team", "assignee": null, "vendor": null})
-    );
+    assert_eq!(v["assignment"], json!({"team": "hvac_team", "assignee": null, "vendor": null}));
     assert_eq!(v["data"]["dispatch_count"], 2);
 }
 
@@ -449,60 +213,27 @@ async fn lists_filter_and_page() {
     for category in ["hvac", "elevator", "hvac", "plumbing", "hvac"] {
         let mut r = report();
         r["category"] = json!(category);
-        app.start_instance("repair", "nurse_li", r)
-            .await
-            .expect(201);
+        app.start_instance("repair", "nurse_li", r).await.expect(201);
     }
-    let hvac = app
-        .get("/api/v1/instances?team=hvac_team&limit=2", "admin")
-        .await
-        .expect(200);
+    let hvac = app.get("/api/v1/instances?team=hvac_team&limit=2", "admin").await.expect(200);
     assert_eq!(hvac["items"].as_array().unwrap().len(), 2);
     let cursor = hvac["next_cursor"].as_str().unwrap().to_string();
-    let rest = app
-        .get(
-            &format!("/api/v1/instances?team=hvac_team&limit=2&cursor={cursor}"),
-            "admin",
-        )
-        .await
-        .expect(200);
+    let rest = app.get(&format!("/api/v1/instances?team=hvac_team&limit=2&cursor={cursor}"), "admin").await.expect(200);
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert_eq!(rest["next_cursor"], Value::Null);
-    let all = app
-        .get(
-            "/api/v1/instances?state=unaccepted&workflow=repair",
-            "admin",
-        )
-        .await
-        .expect(200);
+    let all = app.get("/api/v1/instances?state=unaccepted&workflow=repair", "admin").await.expect(200);
     assert_eq!(all["items"].as_array().unwrap().len(), 5);
-    let bad = app
-        .get("/api/v1/instances?limit=abc", "admin")
-        .await
-        .expect(400);
+    let bad = app.get("/api/v1/instances?limit=abc", "admin").await.expect(400);
     assert_eq!(bad["code"], "invalid_query");
 }
 
 #[tokio::test]
 async fn requests_need_a_valid_token() {
     let mut app = TestApp::hospital();
-    let none = app
-        .request(axum::http::Method::GET, "/api/v1/bundle", None, None, &[])
-        .await
-        .expect(401);
+    let none = app.request(axum::http::Method::GET, "/api/v1/bundle", None, None, &[]).await.expect(401);
     assert_eq!(none["code"], "unauthorized");
-    app.request(
-        axum::http::Method::GET,
-        "/api/v1/bundle",
-        None,
-        None,
-        &[("authorization", "Bearer ff_nope")],
-    )
-    .await
-    .expect(401);
-    app.request(axum::http::Method::GET, "/healthz", None, None, &[])
-        .await
-        .expect(200);
+    app.request(axum::http::Method::GET, "/api/v1/bundle", None, None, &[("authorization", "Bearer ff_nope")]).await.expect(401);
+    app.request(axum::http::Method::GET, "/healthz", None, None, &[]).await.expect(200);
 }
 
 #[tokio::test]
@@ -517,48 +248,19 @@ async fn bad_bodies_and_unknown_things_get_json_errors() {
         .header("content-type", "application/json")
         .body(axum::body::Body::from("{not json"))
         .unwrap();
-    let res = tower::ServiceExt::oneshot(app.router.clone(), req)
-        .await
-        .unwrap();
+    let res = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
     assert_eq!(res.status(), 400);
-    let bytes = http_body_util::BodyExt::collect(res.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["code"], "invalid_json");
 
-    let body = app
-        .post(
-            "/api/v1/workflows/repair/instances",
-            "nurse_li",
-            json!({"data": {}, "extra": 1}),
-        )
-        .await
-        .expect(422);
+    let body = app.post("/api/v1/workflows/repair/instances", "nurse_li", json!({"data": {}, "extra": 1})).await.expect(422);
     assert_eq!(body["code"], "invalid_body");
-    assert_eq!(
-        app.get("/api/v1/instances/nope", "admin").await.expect(404)["code"],
-        "not_found"
-    );
-    assert_eq!(
-        app.get("/api/v1/workflows/nope", "admin").await.expect(404)["code"],
-        "unknown_workflow"
-    );
-    assert_eq!(
-        app.start_instance("nope", "admin", json!({}))
-            .await
-            .expect(404)["code"],
-        "unknown_workflow"
-    );
-    assert_eq!(
-        app.get("/api/v1/forms/nope", "admin").await.expect(404)["code"],
-        "unknown_form"
-    );
-    assert_eq!(
-        app.get("/api/v1/nothing", "admin").await.expect(404)["code"],
-        "not_found"
-    );
+    assert_eq!(app.get("/api/v1/instances/nope", "admin").await.expect(404)["code"], "not_found");
+    assert_eq!(app.get("/api/v1/workflows/nope", "admin").await.expect(404)["code"], "unknown_workflow");
+    assert_eq!(app.start_instance("nope", "admin", json!({})).await.expect(404)["code"], "unknown_workflow");
+    assert_eq!(app.get("/api/v1/forms/nope", "admin").await.expect(404)["code"], "unknown_form");
+    assert_eq!(app.get("/api/v1/nothing", "admin").await.expect(404)["code"], "not_found");
 }
 
 #[tokio::test]
@@ -566,59 +268,23 @@ async fn the_bundle_workflows_and_forms_describe_themselves() {
     let mut app = TestApp::hospital();
     let bundle = app.get("/api/v1/bundle", "admin").await.expect(200);
     assert_eq!(bundle["version"], app.runtime.bundle().version);
-    assert!(
-        bundle["workflows"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("repair"))
-    );
-    assert!(
-        bundle["forms"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("repair_report"))
-    );
+    assert!(bundle["workflows"].as_array().unwrap().contains(&json!("repair")));
+    assert!(bundle["forms"].as_array().unwrap().contains(&json!("repair_report")));
     assert!(bundle["loaded_at"].as_str().is_some());
     let list = app.get("/api/v1/workflows", "admin").await.expect(200);
     assert_eq!(list[0]["name"], "repair");
-    let wf = app
-        .get("/api/v1/workflows/repair", "admin")
-        .await
-        .expect(200);
+    let wf = app.get("/api/v1/workflows/repair", "admin").await.expect(200);
     assert_eq!(wf["start"]["form"], "repair_report");
     assert_eq!(
         wf["states"][0],
         json!({"name": "unaccepted", "label": {"zh-CN": "未接单", "en": "Unaccepted"}, "description": {}, "final": false, "color": "warning"})
     );
-    assert!(
-        wf["transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["name"] == "accept" && t["roles"] == json!(["technician"]))
-    );
-    let form = app
-        .get("/api/v1/forms/repair_report", "admin")
-        .await
-        .expect(200);
-    assert_eq!(
-        form["json_schema"]["$schema"],
-        "https://json-schema.org/draft/2020-12/schema"
-    );
-    assert_eq!(
-        form["json_schema"]["properties"]["category"]["enum"][0],
-        "hvac"
-    );
+    assert!(wf["transitions"].as_array().unwrap().iter().any(|t| t["name"] == "accept" && t["roles"] == json!(["technician"])));
+    let form = app.get("/api/v1/forms/repair_report", "admin").await.expect(200);
+    assert_eq!(form["json_schema"]["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(form["json_schema"]["properties"]["category"]["enum"][0], "hvac");
     assert_eq!(form["ui"]["fields"][0]["name"], "asset");
     assert_eq!(form["ui"]["fields"][0]["label"]["zh-CN"], "设备");
-    let urgent = form["ui"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "urgent_reason")
-        .unwrap();
-    assert_eq!(
-        urgent["visible_when"]["condition"],
-        json!({"op": "compare", "field": "priority", "cmp": "==", "value": "urgent"})
-    );
+    let urgent = form["ui"]["fields"].as_array().unwrap().iter().find(|f| f["name"] == "urgent_reason").unwrap();
+    assert_eq!(urgent["visible_when"]["condition"], json!({"op": "compare", "field": "priority", "cmp": "==", "value": "urgent"}));
 }

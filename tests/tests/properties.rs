@@ -38,7 +38,7 @@ fn actors() -> Vec<Actor> {
 fn inputs() -> Vec<Value> {
     vec![
         json!({}),
-        json!({"location": {"tag": "RFID-1"}}),
+        json!({"place": {"tag": "RFID-1"}}),
         json!({"fault_cause": "wear", "work_notes": "fixed it well"}),
         json!({"rating": 5}),
         json!({"rating": 1}),
@@ -107,23 +107,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (0usize..10_000).prop_map(Mutation::DuplicateLine),
         (
             (0usize..10_000),
-            prop::sample::select(vec![
-                "in_progres",
-                "42",
-                "[",
-                "{",
-                "null",
-                "- x",
-                ":",
-                "true",
-                "\"",
-                "'",
-                "fields:",
-                "type: nope",
-                "&a",
-                "*a",
-                "!!binary x"
-            ])
+            prop::sample::select(vec!["in_progres", "42", "[", "{", "null", "- x", ":", "true", "\"", "'", "fields:", "type: nope", "&a", "*a", "!!binary x"])
         )
             .prop_map(|(l, w)| Mutation::ReplaceWord(l, w)),
         (0usize..10_000).prop_map(Mutation::Indent),
@@ -145,11 +129,7 @@ fn mutate(text: &str, m: &Mutation) -> String {
             lines.insert(i % n, l);
         }
         Mutation::Truncate(at) => {
-            let cut = text
-                .char_indices()
-                .map(|(i, _)| i)
-                .nth(at % text.chars().count().max(1))
-                .unwrap_or(0);
+            let cut = text.char_indices().map(|(i, _)| i).nth(at % text.chars().count().max(1)).unwrap_or(0);
             return text[..cut].to_string();
         }
         Mutation::ReplaceWord(i, w) => {
@@ -215,8 +195,7 @@ fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|i| json!(i)),
         (-1e6f64..1e6).prop_map(|f| json!(f)),
         "[a-z_]{0,12}".prop_map(Value::String),
-        prop::sample::select(vec!["hvac", "urgent", "icu", "EQ-000001", "2026-01-01", ""])
-            .prop_map(|s| json!(s)),
+        prop::sample::select(vec!["hvac", "urgent", "icu", "EQ-000001", "2026-01-01", ""]).prop_map(|s| json!(s)),
     ];
     leaf.prop_recursive(depth, 32, 6, |inner| {
         prop_oneof![

@@ -8,11 +8,7 @@ use std::path::Path;
 #[tokio::test]
 async fn hospital_scenarios() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
     files.sort();
     assert!(files.len() >= 4, "scenarios missing in {}", dir.display());
     let mut failures = Vec::new();
@@ -21,31 +17,15 @@ async fn hospital_scenarios() {
             failures.push(format!("{}: {e}", file.display()));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} scenarios failed:\n{}",
-        failures.len(),
-        files.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} scenarios failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
 
 #[test]
 fn the_matcher_reports_the_first_difference() {
     use flowform_tests::scenario::matches;
     use serde_json::json;
-    assert!(
-        matches(
-            &json!({"a": {"b": 1}}),
-            &json!({"a": {"b": 1.0, "c": 2}}),
-            ""
-        )
-        .is_ok()
-    );
-    assert_eq!(
-        matches(&json!({"a": [1, 2]}), &json!({"a": [1, 3]}), "").unwrap_err(),
-        ".a[1]: expected 2, got 3"
-    );
+    assert!(matches(&json!({"a": {"b": 1}}), &json!({"a": {"b": 1.0, "c": 2}}), "").is_ok());
+    assert_eq!(matches(&json!({"a": [1, 2]}), &json!({"a": [1, 3]}), "").unwrap_err(), ".a[1]: expected 2, got 3");
     assert!(matches(&json!({"a": [1]}), &json!({"a": [1, 2]}), "").is_err());
     assert!(matches(&json!({"missing": null}), &json!({}), "").is_ok());
 }

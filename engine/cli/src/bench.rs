@@ -30,12 +30,8 @@ fn report(i: usize) -> Value {
 fn steps() -> Vec<(&'static str, Value, bool)> {
     vec![
         ("accept", json!({}), false),
-        ("check_in", json!({"location": {"tag": "RFID-0001"}}), false),
-        (
-            "complete",
-            json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}),
-            false,
-        ),
+        ("check_in", json!({"place": {"tag": "RFID-0001"}}), false),
+        ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
         ("confirm", json!({"rating": 5}), true),
     ]
 }
@@ -43,67 +39,30 @@ fn steps() -> Vec<(&'static str, Value, bool)> {
 fn actors(bundle: &flowform_core::Bundle) -> (Actor, Actor) {
     let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
-    let requester = Actor {
-        id: "bench_requester".into(),
-        name: "requester".into(),
-        roles: roles.clone(),
-        teams: vec![],
-    };
-    let tech = Actor {
-        id: "bench_tech".into(),
-        name: "technician".into(),
-        roles,
-        teams,
-    };
+    let requester = Actor { id: "bench_requester".into(), name: "requester".into(), roles: roles.clone(), teams: vec![] };
+    let tech = Actor { id: "bench_tech".into(), name: "technician".into(), roles, teams };
     (requester, tech)
 }
 
 pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usize) -> Result<()> {
-    let bundle = flowform_runtime::load_bundle(dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("cannot load the bundle")?;
-    let Some(workflow) = bundle
-        .model
-        .workflows
-        .keys()
-        .find(|w| {
-            bundle
-                .workflow(w)
-                .is_some_and(|wf| steps().iter().all(|(t, _, _)| wf.transition(t).is_some()))
-        })
-        .cloned()
+    let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow::anyhow!("{e}")).context("cannot load the bundle")?;
+    let Some(workflow) =
+        bundle.model.workflows.keys().find(|w| bundle.workflow(w).is_some_and(|wf| steps().iter().all(|(t, _, _)| wf.transition(t).is_some()))).cloned()
     else {
-        bail!(
-            "no workflow in {} has the transitions accept, check_in, complete, confirm",
-            dir.display()
-        );
+        bail!("no workflow in {} has the transitions accept, check_in, complete, confirm", dir.display());
     };
     let (requester, tech) = actors(&bundle);
-    println!(
-        "flowform bench: workflow `{workflow}`, bundle {}",
-        bundle.version
-    );
+    println!("flowform bench: workflow `{workflow}`, bundle {}", bundle.version);
 
     // 1. The pure core, in memory.
     let now = "2026-11-25T08:00:00.000Z";
     let started = Instant::now();
     let mut transitions = 0u64;
     for i in 0..instances {
-        let mut instance = flowform_core::start(
-            &bundle,
-            &workflow,
-            &report(i),
-            &requester,
-            now,
-            &format!("i{i}"),
-            Lang::En,
-        )?
-        .instance;
+        let mut instance = flowform_core::start(&bundle, &workflow, &report(i), &requester, now, &format!("i{i}"), Lang::En)?.instance;
         for (name, input, by_requester) in steps() {
             let actor = if by_requester { &requester } else { &tech };
-            instance =
-                flowform_core::transition(&bundle, &instance, name, &input, actor, now, Lang::En)?
-                    .instance;
+            instance = flowform_core::transition(&bundle, &instance, name, &input, actor, now, Lang::En)?.instance;
             transitions += 1;
         }
     }
@@ -118,9 +77,7 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     let data = tempfile::tempdir()?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
     let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (latencies, secs) = rt.block_on(async {
         let started = Instant::now();
         let per_client = durable_instances.div_ceil(clients.max(1));
@@ -137,16 +94,12 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
                         break;
                     }
                     let t = Instant::now();
-                    let instance = runtime
-                        .start(&workflow, &report(i), &requester, &opts)
-                        .await?;
+                    let instance = runtime.start(&workflow, &report(i), &requester, &opts).await?;
                     latencies.push(t.elapsed());
                     for (name, input, by_requester) in steps() {
                         let actor = if by_requester { &requester } else { &tech };
                         let t = Instant::now();
-                        runtime
-                            .transition(&instance.id, name, &input, actor, &opts)
-                            .await?;
+                        runtime.transition(&instance.id, name, &input, actor, &opts).await?;
                         latencies.push(t.elapsed());
                     }
                 }
@@ -161,14 +114,8 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     })?;
     let mut sorted = latencies.clone();
     sorted.sort();
-    let pct = |p: f64| {
-        sorted
-            .get(((sorted.len() as f64 - 1.0) * p) as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let size = std::fs::metadata(data.path().join("flowform.redb"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let pct = |p: f64| sorted.get(((sorted.len() as f64 - 1.0) * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let size = std::fs::metadata(data.path().join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
     println!(
         "durable (redb, fsync per commit, {clients} clients): {} commands in {secs:.2} s = {:.0} commands/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {:.1} KiB on disk per work order",
         latencies.len(),
@@ -177,6 +124,78 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
         pct(0.99),
         pct(0.999),
         size as f64 / 1024.0 / durable_instances.max(1) as f64
+    );
+    Ok(())
+}
+
+fn copy_app(from: &Path, to: &Path) -> Result<()> {
+    for folder in flowform_model::sources::FOLDERS {
+        copy_dir(&from.join(folder), &to.join(folder))?;
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Save-to-live latency: a file of a copy of the application is written, and
+/// the clock runs until the runtime serves the new bundle version.
+pub fn reload(dir: &Path, edits: usize) -> Result<()> {
+    let app = tempfile::tempdir()?;
+    copy_app(dir, app.path())?;
+    let started = Instant::now();
+    let bundle = flowform_runtime::load_bundle(app.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compile = started.elapsed();
+    let data = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
+    let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?.with_app_dir(app.path().to_path_buf()));
+    let watcher = flowform_runtime::watch::watch(runtime.clone(), flowform_runtime::watch::WatchMode::Auto)?;
+    // The first file of definitions/ in path order: a workflow or the settings.
+    let sources = flowform_runtime::sources::read_dir(app.path())?;
+    let Some((target, original)) = sources.iter().find(|(p, _)| p.starts_with("definitions/")).map(|(p, t)| (p.to_string(), t.to_string())) else {
+        bail!("no definitions to edit in {}", dir.display());
+    };
+    let mut latencies = Vec::with_capacity(edits);
+    for i in 0..edits {
+        let before = runtime.bundle().version.clone();
+        let t = Instant::now();
+        std::fs::write(app.path().join(&target), format!("{original}\n# edit {i}\n"))?;
+        loop {
+            if runtime.bundle().version != before {
+                latencies.push(t.elapsed());
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                bail!("edit {i} was not live after 5 s");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "reload ({} file events): {edits} edits of {target}; save-to-live median {:.1} ms, p90 {:.1} ms, max {:.1} ms (pipeline alone: {:.1} ms; debounce {} ms)",
+        if watcher.polling { "polling" } else { "native" },
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 9 / 10]),
+        ms(latencies[latencies.len() - 1]),
+        ms(compile),
+        flowform_runtime::watch::DEBOUNCE.as_millis()
     );
     Ok(())
 }

@@ -12,10 +12,7 @@ fn bin() -> Command {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// A copy of the hospital application to break.
@@ -49,10 +46,7 @@ fn edit(dir: &Path, file: &str, from: &str, to: &str) {
 
 fn check(dir: &Path) -> (i32, String) {
     let out = bin().args(["check", "--dir"]).arg(dir).output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -65,51 +59,22 @@ fn the_repository_checks_clean() {
 #[test]
 fn a_misspelt_state_is_reported_with_its_place_and_a_suggestion() {
     let dir = app_copy();
-    edit(
-        dir.path(),
-        "definitions/workflows/repair.yaml",
-        "to: in_progress\n",
-        "to: in_progres\n",
-    );
+    edit(dir.path(), "definitions/workflows/repair.yaml", "to: in_progress\n", "to: in_progres\n");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("definitions/workflows/repair.yaml:28:9"),
-        "{out}"
-    );
+    assert!(out.contains("definitions/workflows/repair.yaml:28:9"), "{out}");
     assert!(out.contains("unknown state `in_progres`"), "{out}");
     assert!(out.contains("did you mean `in_progress`?"), "{out}");
-    assert!(
-        out.contains("28 |     to: in_progres\n"),
-        "the source line is shown: {out}"
-    );
-    assert!(
-        out.contains("1 problem(s) found"),
-        "only the misspelling, not its consequences: {out}"
-    );
+    assert!(out.contains("28 |     to: in_progres\n"), "the source line is shown: {out}");
+    assert!(out.contains("1 problem(s) found"), "only the misspelling, not its consequences: {out}");
 }
 
 #[test]
 fn three_errors_in_three_files_are_all_reported() {
     let dir = app_copy();
-    edit(
-        dir.path(),
-        "definitions/workflows/repair.yaml",
-        "roles: [technician]",
-        "roles: [technican]",
-    );
-    edit(
-        dir.path(),
-        "forms/rejection.yaml",
-        "min_length: 5",
-        "min_lenght: 5",
-    );
-    edit(
-        dir.path(),
-        "rules/dispatch.rhai",
-        "let team = switch",
-        "let team = swich",
-    );
+    edit(dir.path(), "definitions/workflows/repair.yaml", "roles: [technician]", "roles: [technican]");
+    edit(dir.path(), "forms/rejection.yaml", "min_length: 5", "min_lenght: 5");
+    edit(dir.path(), "rules/dispatch.rhai", "let team = switch", "let team = swich");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1);
     for expected in [
@@ -123,77 +88,34 @@ fn three_errors_in_three_files_are_all_reported() {
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }
-    let json = bin()
-        .args(["check", "--format", "json", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let json = bin().args(["check", "--format", "json", "--dir"]).arg(dir.path()).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["diagnostics"].as_array().unwrap().len(), 3);
-    assert!(
-        v["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["line"].as_u64().unwrap() > 0 && d["code"].is_string())
-    );
+    assert!(v["diagnostics"].as_array().unwrap().iter().all(|d| d["line"].as_u64().unwrap() > 0 && d["code"].is_string()));
 }
 
 #[test]
 fn yaml_syntax_and_duplicate_keys_are_reported() {
     let dir = app_copy();
-    edit(
-        dir.path(),
-        "forms/evaluation.yaml",
-        "    min: 1\n",
-        "    min: 1\n    min: 2\n",
-    );
-    edit(
-        dir.path(),
-        "forms/cancellation.yaml",
-        "fields:\n",
-        "fields: [\n",
-    );
+    edit(dir.path(), "forms/evaluation.yaml", "    min: 1\n", "    min: 1\n    min: 2\n");
+    edit(dir.path(), "forms/cancellation.yaml", "fields:\n", "fields: [\n");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1);
-    assert!(
-        out.contains("error[duplicate_key]") && out.contains("forms/evaluation.yaml:"),
-        "{out}"
-    );
-    assert!(
-        out.contains("error[yaml_syntax]") && out.contains("forms/cancellation.yaml:"),
-        "{out}"
-    );
+    assert!(out.contains("error[duplicate_key]") && out.contains("forms/evaluation.yaml:"), "{out}");
+    assert!(out.contains("error[yaml_syntax]") && out.contains("forms/cancellation.yaml:"), "{out}");
 }
 
 #[test]
 fn graph_prints_mermaid_and_dot() {
-    let out = bin()
-        .args(["graph", "repair", "--dir"])
-        .arg(repo())
-        .output()
-        .unwrap();
+    let out = bin().args(["graph", "repair", "--dir"]).arg(repo()).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("stateDiagram-v2\n"));
     assert!(text.contains("unaccepted --> in_progress: 接单"), "{text}");
-    let out = bin()
-        .args([
-            "graph", "repair", "--format", "dot", "--lang", "en", "--dir",
-        ])
-        .arg(repo())
-        .output()
-        .unwrap();
+    let out = bin().args(["graph", "repair", "--format", "dot", "--lang", "en", "--dir"]).arg(repo()).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("\"unaccepted\" -> \"in_progress\" [label=\"Accept\"];"),
-        "{text}"
-    );
-    let out = bin()
-        .args(["graph", "nope", "--dir"])
-        .arg(repo())
-        .output()
-        .unwrap();
+    assert!(text.contains("\"unaccepted\" -> \"in_progress\" [label=\"Accept\"];"), "{text}");
+    let out = bin().args(["graph", "nope", "--dir"]).arg(repo()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workflow `nope`"));
 }
@@ -216,10 +138,7 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
+            let line = lines.next().expect("server exited before listening").unwrap();
             if let Some(rest) = line.split("on http://").nth(1) {
                 break rest.trim().to_string();
             }
@@ -227,13 +146,7 @@ impl Server {
         Server { child, addr }
     }
 
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&str>,
-    ) -> (u16, serde_json::Value) {
+    fn request(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         let body = body.unwrap_or("");
         write!(stream, "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len()).unwrap();
@@ -241,39 +154,20 @@ impl Server {
         stream.read_to_string(&mut response).unwrap();
         let status: u16 = response.split(' ').nth(1).unwrap().parse().unwrap();
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
-        (
-            status,
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
+        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
     }
 
     fn stop(mut self) {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        Command::new("kill").arg(self.child.id().to_string()).status().unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "graceful shutdown on SIGTERM: {status}");
     }
 }
 
 fn token(data: &Path, user: &str) -> String {
-    let out = bin()
-        .args(["token", "--user", user, "--data"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
+    let out = bin().args(["token", "--user", user, "--data"]).arg(data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
 }
 
 #[test]
@@ -285,45 +179,23 @@ fn serve_token_and_restart_keep_every_instance() {
     let (status, _) = server.request("GET", "/api/v1/bundle", "wrong", None);
     assert_eq!(status, 401);
     let report = r#"{"data":{"asset":"EQ-000101","category":"hvac","department":"icu","location":"住院楼 5 层","description":"空调不制冷,室温 30 度"}}"#;
-    let (status, created) = server.request(
-        "POST",
-        "/api/v1/workflows/repair/instances",
-        &nurse,
-        Some(report),
-    );
+    let (status, created) = server.request("POST", "/api/v1/workflows/repair/instances", &nurse, Some(report));
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     let tech = token(data.path(), "tech_wang");
-    let (status, _) = server.request(
-        "POST",
-        &format!("/api/v1/instances/{id}/transitions/accept"),
-        &tech,
-        Some(r#"{"data":{}}"#),
-    );
+    let (status, _) = server.request("POST", &format!("/api/v1/instances/{id}/transitions/accept"), &tech, Some(r#"{"data":{}}"#));
     assert_eq!(status, 200);
     server.stop();
 
     let server = Server::start(data.path());
     let (status, view) = server.request("GET", &format!("/api/v1/instances/{id}"), &tech, None);
     assert_eq!(status, 200);
-    assert_eq!(
-        (view["state"].as_str(), view["version"].as_u64()),
-        (Some("in_progress"), Some(2))
-    );
-    let (_, history) = server.request(
-        "GET",
-        &format!("/api/v1/instances/{id}/history"),
-        &tech,
-        None,
-    );
+    assert_eq!((view["state"].as_str(), view["version"].as_u64()), (Some("in_progress"), Some(2)));
+    let (_, history) = server.request("GET", &format!("/api/v1/instances/{id}/history"), &tech, None);
     assert_eq!(history.as_array().unwrap().len(), 2);
     server.stop();
 
-    let out = bin()
-        .args(["token", "--user", "nobody", "--data"])
-        .arg(data.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["token", "--user", "nobody", "--data"]).arg(data.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user `nobody`"));
 }

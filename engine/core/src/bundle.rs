@@ -50,15 +50,8 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     let (model, mut diags) = flowform_model::load_and_check(&sources);
     if model.workflows.is_empty() && diags.is_empty() {
         diags.push(
-            Diagnostic::new(
-                "definitions",
-                flowform_model::Pos::new(1, 1),
-                "no_workflows",
-                "no workflow is defined",
-            )
-            .with_hint(Some(
-                "add a file under definitions/ that starts with `workflow:`".into(),
-            )),
+            Diagnostic::new("definitions", flowform_model::Pos::new(1, 1), "no_workflows", "no workflow is defined")
+                .with_hint(Some("add a file under definitions/ that starts with `workflow:`".into())),
         );
     }
     let mut forms = BTreeMap::new();
@@ -77,11 +70,5 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
         diags.dedup();
         return Err(diags);
     }
-    Ok(Bundle {
-        version: version_of(&sources),
-        sources,
-        model,
-        forms,
-        rules,
-    })
+    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules })
 }

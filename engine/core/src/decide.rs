@@ -22,24 +22,13 @@ pub enum Rejection {
     #[error("unknown workflow `{0}`")]
     UnknownWorkflow(String),
     #[error("workflow `{workflow}` has no transition `{name}`")]
-    UnknownTransition {
-        workflow: String,
-        name: String,
-        available: Vec<String>,
-    },
+    UnknownTransition { workflow: String, name: String, available: Vec<String> },
     #[error("`{transition}` cannot be done while the instance is `{state}`")]
-    NotInThisState {
-        transition: String,
-        state: String,
-        allowed_from: Vec<String>,
-    },
+    NotInThisState { transition: String, state: String, allowed_from: Vec<String> },
     #[error("{0}")]
     Forbidden(String),
     #[error("the condition of `{transition}` is not met: {condition}")]
-    GuardFailed {
-        transition: String,
-        condition: String,
-    },
+    GuardFailed { transition: String, condition: String },
     #[error("the submitted data is not valid")]
     InvalidInput(Vec<FieldError>),
     #[error("{0}")]
@@ -62,9 +51,7 @@ pub struct AvailableTransition {
 }
 
 fn workflow<'b>(bundle: &'b Bundle, name: &str) -> Result<&'b WorkflowDef, Rejection> {
-    bundle
-        .workflow(name)
-        .ok_or_else(|| Rejection::UnknownWorkflow(name.to_string()))
+    bundle.workflow(name).ok_or_else(|| Rejection::UnknownWorkflow(name.to_string()))
 }
 
 fn actor_json(actor: &Actor) -> Value {
@@ -88,37 +75,20 @@ fn roles_allow(roles: &[Sp<String>], actor: &Actor, instance: Option<&Instance>)
     roles.is_empty()
         || roles.iter().any(|r| match r.value.as_str() {
             "requester" => instance.is_some_and(|i| i.requester == actor.id),
-            "assignee" => instance
-                .is_some_and(|i| i.assignment.assignee.as_deref() == Some(actor.id.as_str())),
+            "assignee" => instance.is_some_and(|i| i.assignment.assignee.as_deref() == Some(actor.id.as_str())),
             other => actor.has_role(other),
         })
 }
 
 fn role_list(roles: &[Sp<String>]) -> String {
-    roles
-        .iter()
-        .map(|r| format!("`{}`", r.value))
-        .collect::<Vec<_>>()
-        .join(", ")
+    roles.iter().map(|r| format!("`{}`", r.value)).collect::<Vec<_>>().join(", ")
 }
 
 /// Starts an instance. `id` comes from the caller (the runtime generates it).
-pub fn start(
-    bundle: &Bundle,
-    workflow_name: &str,
-    input: &Value,
-    actor: &Actor,
-    now: &str,
-    id: &str,
-    lang: Lang,
-) -> Result<Outcome, Rejection> {
+pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor, now: &str, id: &str, lang: Lang) -> Result<Outcome, Rejection> {
     let wf = workflow(bundle, workflow_name)?;
     if !roles_allow(&wf.start.roles, actor, None) {
-        return Err(Rejection::Forbidden(format!(
-            "starting `{}` needs one of the roles {}",
-            wf.name,
-            role_list(&wf.start.roles)
-        )));
+        return Err(Rejection::Forbidden(format!("starting `{}` needs one of the roles {}", wf.name, role_list(&wf.start.roles))));
     }
     let before = Instance {
         id: id.to_string(),
@@ -133,40 +103,12 @@ pub fn start(
         updated_at: now.to_string(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
-    let (after, cleaned) = apply(
-        bundle,
-        &before,
-        form,
-        &wf.start.hooks,
-        None,
-        input,
-        actor,
-        now,
-        lang,
-    )?;
-    finish(
-        bundle,
-        before,
-        after,
-        EventKind::Started,
-        None,
-        None,
-        cleaned,
-        actor,
-        now,
-    )
+    let (after, cleaned) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
+    finish(bundle, before, after, EventKind::Started, None, None, cleaned, actor, now)
 }
 
 /// Takes a named transition on an instance.
-pub fn transition(
-    bundle: &Bundle,
-    instance: &Instance,
-    name: &str,
-    input: &Value,
-    actor: &Actor,
-    now: &str,
-    lang: Lang,
-) -> Result<Outcome, Rejection> {
+pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Outcome, Rejection> {
     let wf = workflow(bundle, &instance.workflow)?;
     let Some(t) = wf.transition(name) else {
         return Err(Rejection::UnknownTransition {
@@ -184,82 +126,31 @@ pub fn transition(
     }
     permitted(bundle, wf, t, instance, actor, now)?;
     let form = t.form.as_ref().map(|f| f.value.as_str());
-    let (mut after, cleaned) = apply(
-        bundle,
-        instance,
-        form,
-        &t.hooks,
-        Some(t),
-        input,
-        actor,
-        now,
-        lang,
-    )?;
+    let (mut after, cleaned) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang)?;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }
     let from = Some(instance.state.clone());
-    finish(
-        bundle,
-        instance.clone(),
-        after,
-        EventKind::Transition,
-        Some(t.name.clone()),
-        from,
-        cleaned,
-        actor,
-        now,
-    )
+    finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, cleaned, actor, now)
 }
 
 /// Roles, teams and the `when` guard.
-fn permitted(
-    bundle: &Bundle,
-    wf: &WorkflowDef,
-    t: &TransitionDef,
-    instance: &Instance,
-    actor: &Actor,
-    now: &str,
-) -> Result<(), Rejection> {
+fn permitted(bundle: &Bundle, wf: &WorkflowDef, t: &TransitionDef, instance: &Instance, actor: &Actor, now: &str) -> Result<(), Rejection> {
     if !roles_allow(&t.roles, actor, Some(instance)) {
-        let relational: Vec<&str> = t
-            .roles
-            .iter()
-            .map(|r| r.value.as_str())
-            .filter(|r| RELATIONAL_ROLES.contains(r))
-            .collect();
-        let mut msg = format!(
-            "`{}` needs one of the roles {}",
-            t.name,
-            role_list(&t.roles)
-        );
+        let relational: Vec<&str> = t.roles.iter().map(|r| r.value.as_str()).filter(|r| RELATIONAL_ROLES.contains(r)).collect();
+        let mut msg = format!("`{}` needs one of the roles {}", t.name, role_list(&t.roles));
         if !relational.is_empty() {
             msg.push_str(" (`requester` is who reported it, `assignee` who it is assigned to)");
         }
         return Err(Rejection::Forbidden(msg));
     }
     if !t.teams.is_empty() && !t.teams.iter().any(|team| actor.teams.contains(&team.value)) {
-        return Err(Rejection::Forbidden(format!(
-            "`{}` is for members of {}",
-            t.name,
-            role_list(&t.teams)
-        )));
+        return Err(Rejection::Forbidden(format!("`{}` is for members of {}", t.name, role_list(&t.teams))));
     }
     if let Some(when) = &t.when {
-        let ctx = ScriptContext {
-            record: record_json(instance),
-            input: Value::Object(Map::new()),
-            actor: actor_json(actor),
-            now: now.to_string(),
-        };
-        if !bundle
-            .rules
-            .run_guard(&guard_key(&wf.name, &t.name), &ctx)?
-        {
-            return Err(Rejection::GuardFailed {
-                transition: t.name.clone(),
-                condition: when.value.clone(),
-            });
+        let ctx = ScriptContext { record: record_json(instance), input: Value::Object(Map::new()), actor: actor_json(actor), now: now.to_string() };
+        if !bundle.rules.run_guard(&guard_key(&wf.name, &t.name), &ctx)? {
+            return Err(Rejection::GuardFailed { transition: t.name.clone(), condition: when.value.clone() });
         }
     }
     Ok(())
@@ -286,14 +177,8 @@ fn apply(
                 _ => false,
             };
             if !empty {
-                let what = t.map_or("starting this workflow".to_string(), |t| {
-                    format!("`{}`", t.name)
-                });
-                return Err(Rejection::InvalidInput(vec![FieldError {
-                    field: String::new(),
-                    code: "no_form",
-                    message: format!("{what} takes no data"),
-                }]));
+                let what = t.map_or("starting this workflow".to_string(), |t| format!("`{}`", t.name));
+                return Err(Rejection::InvalidInput(vec![FieldError { field: String::new(), code: "no_form", message: format!("{what} takes no data") }]));
             }
             Value::Object(Map::new())
         }
@@ -304,17 +189,9 @@ fn apply(
             after.data.insert(k.clone(), v.clone());
         }
     }
-    let ctx = |inst: &Instance| ScriptContext {
-        record: record_json(inst),
-        input: cleaned.clone(),
-        actor: actor_json(actor),
-        now: now.to_string(),
-    };
+    let ctx = |inst: &Instance| ScriptContext { record: record_json(inst), input: cleaned.clone(), actor: actor_json(actor), now: now.to_string() };
     if let Some(script) = &hooks.validate {
-        let errors = field_errors(
-            bundle.rules.run(&script.value, &ctx(&after))?,
-            &script.value,
-        )?;
+        let errors = field_errors(bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?;
         if !errors.is_empty() {
             return Err(Rejection::InvalidInput(errors));
         }
@@ -329,10 +206,7 @@ fn apply(
             Value::Null => {}
             Value::Object(fields) => after.data.extend(fields),
             other => {
-                return Err(bad_result(
-                    &script.value,
-                    format!("a `compute` rule must return a map of fields, it gave {other}"),
-                ));
+                return Err(bad_result(&script.value, format!("a `compute` rule must return a map of fields, it gave {other}")));
             }
         }
     }
@@ -360,9 +234,7 @@ fn field_errors(out: Value, script: &str) -> Result<Vec<FieldError>, Rejection> 
     let one = |field: &str, message: &Value| FieldError {
         field: field.to_string(),
         code: "rule",
-        message: message
-            .as_str()
-            .map_or_else(|| message.to_string(), str::to_string),
+        message: message.as_str().map_or_else(|| message.to_string(), str::to_string),
     };
     Ok(match out {
         Value::Null | Value::Bool(true) => Vec::new(),
@@ -373,50 +245,27 @@ fn field_errors(out: Value, script: &str) -> Result<Vec<FieldError>, Rejection> 
             let mut errors = Vec::new();
             for item in items {
                 match item {
-                    Value::Object(m) => errors.push(one(
-                        m.get("field").and_then(Value::as_str).unwrap_or_default(),
-                        m.get("message").unwrap_or(&Value::Null),
-                    )),
+                    Value::Object(m) => errors.push(one(m.get("field").and_then(Value::as_str).unwrap_or_default(), m.get("message").unwrap_or(&Value::Null))),
                     Value::String(s) => errors.push(one("", &Value::String(s))),
                     other => {
-                        return Err(bad_result(
-                            script,
-                            format!(
-                                "a `validate` rule returned {other} in its list; use #{{field: \"..\", message: \"..\"}}"
-                            ),
-                        ));
+                        return Err(bad_result(script, format!("a `validate` rule returned {other} in its list; use #{{field: \"..\", message: \"..\"}}")));
                     }
                 }
             }
             errors
         }
         other => {
-            return Err(bad_result(
-                script,
-                format!(
-                    "a `validate` rule must return nothing, a message, a list or a map; it gave {other}"
-                ),
-            ));
+            return Err(bad_result(script, format!("a `validate` rule must return nothing, a message, a list or a map; it gave {other}")));
         }
     })
 }
 
-fn apply_route(
-    bundle: &Bundle,
-    inst: &mut Instance,
-    out: Value,
-    script: &str,
-) -> Result<(), Rejection> {
+fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -> Result<(), Rejection> {
     let fields = match out {
         Value::Null => return Ok(()),
         Value::Object(fields) => fields,
         other => {
-            return Err(bad_result(
-                script,
-                format!(
-                    "a `route` rule must return a map such as #{{ team: \"hvac_team\" }}, it gave {other}"
-                ),
-            ));
+            return Err(bad_result(script, format!("a `route` rule must return a map such as #{{ team: \"hvac_team\" }}, it gave {other}")));
         }
     };
     let mut assignment = Assignment::default();
@@ -424,10 +273,7 @@ fn apply_route(
         let text = || match &v {
             Value::String(s) if !s.is_empty() => Ok(Some(s.clone())),
             Value::Null => Ok(None),
-            other => Err(bad_result(
-                script,
-                format!("`{k}` must be a name, it gave {other}"),
-            )),
+            other => Err(bad_result(script, format!("`{k}` must be a name, it gave {other}"))),
         };
         match k.as_str() {
             "team" => {
@@ -436,16 +282,8 @@ fn apply_route(
                     && !bundle.model.teams.contains_key(t)
                 {
                     let known: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
-                    let hint = flowform_model::diagnostic::did_you_mean(t, known.iter().copied())
-                        .unwrap_or_default();
-                    return Err(bad_result(
-                        script,
-                        format!(
-                            "routed to team `{t}`, which is not declared under `teams:` {hint}"
-                        )
-                        .trim_end()
-                        .to_string(),
-                    ));
+                    let hint = flowform_model::diagnostic::did_you_mean(t, known.iter().copied()).unwrap_or_default();
+                    return Err(bad_result(script, format!("routed to team `{t}`, which is not declared under `teams:` {hint}").trim_end().to_string()));
                 }
                 assignment.team = team;
             }
@@ -477,9 +315,7 @@ fn finish(
     let changes = diff(&before, &after);
     let mut effects = Vec::new();
     if before.assignment != after.assignment {
-        effects.push(Effect::Assigned {
-            assignment: after.assignment.clone(),
-        });
+        effects.push(Effect::Assigned { assignment: after.assignment.clone() });
     }
     let event = Event {
         instance_id: after.id.clone(),
@@ -494,20 +330,11 @@ fn finish(
         input,
         changes,
     };
-    Ok(Outcome {
-        instance: after,
-        event,
-        effects,
-    })
+    Ok(Outcome { instance: after, event, effects })
 }
 
 /// The transitions `actor` may take on `instance` now (state, roles, teams and guard).
-pub fn available_transitions(
-    bundle: &Bundle,
-    instance: &Instance,
-    actor: &Actor,
-    now: &str,
-) -> Vec<AvailableTransition> {
+pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor, now: &str) -> Vec<AvailableTransition> {
     let Some(wf) = bundle.workflow(&instance.workflow) else {
         return Vec::new();
     };

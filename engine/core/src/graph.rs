@@ -7,25 +7,12 @@ pub fn mermaid(wf: &WorkflowDef, lang: &str) -> String {
     let mut out = String::from("stateDiagram-v2\n");
     let _ = writeln!(out, "    [*] --> {}", wf.initial.value);
     for s in &wf.states {
-        let _ = writeln!(
-            out,
-            "    {}: {}",
-            s.name,
-            s.label.get(lang, &s.name).replace(':', " ")
-        );
+        let _ = writeln!(out, "    {}: {}", s.name, s.label.get(lang, &s.name).replace(':', " "));
     }
     for t in &wf.transitions {
         for from in &t.from {
-            let to =
-                t.to.as_ref()
-                    .map_or(from.value.as_str(), |s| s.value.as_str());
-            let _ = writeln!(
-                out,
-                "    {} --> {}: {}",
-                from.value,
-                to,
-                t.label.get(lang, &t.name).replace(':', " ")
-            );
+            let to = t.to.as_ref().map_or(from.value.as_str(), |s| s.value.as_str());
+            let _ = writeln!(out, "    {} --> {}: {}", from.value, to, t.label.get(lang, &t.name).replace(':', " "));
         }
     }
     for s in wf.states.iter().filter(|s| s.is_final) {
@@ -36,36 +23,16 @@ pub fn mermaid(wf: &WorkflowDef, lang: &str) -> String {
 
 pub fn dot(wf: &WorkflowDef, lang: &str) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut out = format!(
-        "digraph {} {{\n    rankdir=LR;\n    node [shape=box, style=rounded];\n",
-        q(&wf.name)
-    );
-    let _ = writeln!(
-        out,
-        "    __start [shape=point];\n    __start -> {};",
-        q(&wf.initial.value)
-    );
+    let mut out = format!("digraph {} {{\n    rankdir=LR;\n    node [shape=box, style=rounded];\n", q(&wf.name));
+    let _ = writeln!(out, "    __start [shape=point];\n    __start -> {};", q(&wf.initial.value));
     for s in &wf.states {
         let shape = if s.is_final { ", peripheries=2" } else { "" };
-        let _ = writeln!(
-            out,
-            "    {} [label={}{shape}];",
-            q(&s.name),
-            q(s.label.get(lang, &s.name))
-        );
+        let _ = writeln!(out, "    {} [label={}{shape}];", q(&s.name), q(s.label.get(lang, &s.name)));
     }
     for t in &wf.transitions {
         for from in &t.from {
-            let to =
-                t.to.as_ref()
-                    .map_or(from.value.as_str(), |s| s.value.as_str());
-            let _ = writeln!(
-                out,
-                "    {} -> {} [label={}];",
-                q(&from.value),
-                q(to),
-                q(t.label.get(lang, &t.name))
-            );
+            let to = t.to.as_ref().map_or(from.value.as_str(), |s| s.value.as_str());
+            let _ = writeln!(out, "    {} -> {} [label={}];", q(&from.value), q(to), q(t.label.get(lang, &t.name)));
         }
     }
     out.push_str("}\n");

@@ -53,6 +53,8 @@ pub struct Instance {
 pub enum EventKind {
     Started,
     Transition,
+    /// Moved to another bundle version by an admin (or `on_new_version: migrate`).
+    Migrated,
 }
 
 /// One field's value before and after a command.
@@ -91,49 +93,21 @@ pub enum Effect {
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {
     let mut changes = BTreeMap::new();
-    let keys: std::collections::BTreeSet<&String> =
-        before.data.keys().chain(after.data.keys()).collect();
+    let keys: std::collections::BTreeSet<&String> = before.data.keys().chain(after.data.keys()).collect();
     for k in keys {
-        let (b, a) = (
-            before.data.get(k).cloned().unwrap_or(Value::Null),
-            after.data.get(k).cloned().unwrap_or(Value::Null),
-        );
+        let (b, a) = (before.data.get(k).cloned().unwrap_or(Value::Null), after.data.get(k).cloned().unwrap_or(Value::Null));
         if b != a {
-            changes.insert(
-                k.clone(),
-                Change {
-                    before: b,
-                    after: a,
-                },
-            );
+            changes.insert(k.clone(), Change { before: b, after: a });
         }
     }
     let pairs = [
-        (
-            "assignment.team",
-            &before.assignment.team,
-            &after.assignment.team,
-        ),
-        (
-            "assignment.assignee",
-            &before.assignment.assignee,
-            &after.assignment.assignee,
-        ),
-        (
-            "assignment.vendor",
-            &before.assignment.vendor,
-            &after.assignment.vendor,
-        ),
+        ("assignment.team", &before.assignment.team, &after.assignment.team),
+        ("assignment.assignee", &before.assignment.assignee, &after.assignment.assignee),
+        ("assignment.vendor", &before.assignment.vendor, &after.assignment.vendor),
     ];
     for (k, b, a) in pairs {
         if b != a {
-            changes.insert(
-                k.into(),
-                Change {
-                    before: b.clone().map_or(Value::Null, Value::String),
-                    after: a.clone().map_or(Value::Null, Value::String),
-                },
-            );
+            changes.insert(k.into(), Change { before: b.clone().map_or(Value::Null, Value::String), after: a.clone().map_or(Value::Null, Value::String) });
         }
     }
     changes

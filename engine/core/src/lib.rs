@@ -8,12 +8,12 @@
 
 pub mod bundle;
 pub mod decide;
+pub mod diff;
 pub mod graph;
 pub mod instance;
+pub mod migrate;
 
 pub use bundle::{Bundle, compile};
-pub use decide::{
-    AvailableTransition, Outcome, Rejection, available_transitions, start, transition,
-};
+pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};
 pub use flowform_forms::{FieldError, Lang};
 pub use instance::{Actor, Assignment, Change, Effect, Event, EventKind, Instance};

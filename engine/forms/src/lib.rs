@@ -43,20 +43,8 @@ impl CompiledForm {
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&json_schema)
-            .map_err(|e| {
-                Diagnostic::new(
-                    &def.file,
-                    def.pos,
-                    "invalid_form",
-                    format!("form `{}` does not make a valid schema: {e}", def.name),
-                )
-            })?;
-        Ok(CompiledForm {
-            ui: ui::form_ui(def),
-            json_schema,
-            validator,
-            def: def.clone(),
-        })
+            .map_err(|e| Diagnostic::new(&def.file, def.pos, "invalid_form", format!("form `{}` does not make a valid schema: {e}", def.name)))?;
+        Ok(CompiledForm { ui: ui::form_ui(def), json_schema, validator, def: def.clone() })
     }
 
     pub fn name(&self) -> &str {
@@ -67,11 +55,7 @@ impl CompiledForm {
     /// empty values and hidden fields removed) or every field error.
     pub fn validate(&self, input: &Value, lang: Lang) -> Result<Value, Vec<FieldError>> {
         let Value::Object(obj) = input else {
-            return Err(vec![FieldError {
-                field: String::new(),
-                code: "not_an_object",
-                message: lang.msg_not_object(),
-            }]);
+            return Err(vec![FieldError { field: String::new(), code: "not_an_object", message: lang.msg_not_object() }]);
         };
         let mut errors = Vec::new();
         let cleaned = clean(&self.def.fields, obj, "", lang, &mut errors);
@@ -83,11 +67,7 @@ impl CompiledForm {
                 errors.push(fe);
             }
         }
-        if errors.is_empty() {
-            Ok(cleaned)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(cleaned) } else { Err(errors) }
     }
 }
 
@@ -102,13 +82,7 @@ fn is_empty(v: &Value) -> bool {
 
 /// Applies defaults, drops empty values and hidden fields, checks `required_when`.
 /// Unknown keys are kept so that the schema reports them.
-fn clean(
-    fields: &[FieldDef],
-    obj: &Map<String, Value>,
-    prefix: &str,
-    lang: Lang,
-    errors: &mut Vec<FieldError>,
-) -> Map<String, Value> {
+fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang, errors: &mut Vec<FieldError>) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in obj {
         if !is_empty(v) {
@@ -125,29 +99,15 @@ fn clean(
     // Conditions read the data as submitted (with defaults).
     let snapshot = Value::Object(out.clone());
     for f in fields {
-        let path = if prefix.is_empty() {
-            f.name.clone()
-        } else {
-            format!("{prefix}.{}", f.name)
-        };
-        let visible = f
-            .visible_when
-            .as_ref()
-            .is_none_or(|(_, c)| c.eval(&snapshot));
+        let path = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
+        let visible = f.visible_when.as_ref().is_none_or(|(_, c)| c.eval(&snapshot));
         if !visible {
             out.remove(&f.name);
             continue;
         }
-        let required_now = f
-            .required_when
-            .as_ref()
-            .is_some_and(|(_, c)| c.eval(&snapshot));
+        let required_now = f.required_when.as_ref().is_some_and(|(_, c)| c.eval(&snapshot));
         if required_now && !out.contains_key(&f.name) {
-            errors.push(FieldError {
-                field: path.clone(),
-                code: "required",
-                message: lang.msg_required(&f.label),
-            });
+            errors.push(FieldError { field: path.clone(), code: "required", message: lang.msg_required(&f.label) });
         }
         if f.field_type == FieldType::Group
             && let Some(Value::Array(items)) = out.get(&f.name)
@@ -156,9 +116,7 @@ fn clean(
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::Object(o) => {
-                        Value::Object(clean(&f.fields, o, &format!("{path}[{i}]"), lang, errors))
-                    }
+                    Value::Object(o) => Value::Object(clean(&f.fields, o, &format!("{path}[{i}]"), lang, errors)),
                     other => other.clone(),
                 })
                 .collect();

@@ -23,12 +23,7 @@ impl Lang {
     /// Picks a language from an `Accept-Language` header value.
     pub fn from_accept_language(header: &str) -> Option<Lang> {
         for part in header.split(',') {
-            let tag = part
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             if tag.starts_with("zh") {
                 return Some(Lang::ZhCn);
             }
@@ -47,10 +42,7 @@ impl Lang {
     }
 
     pub(crate) fn msg_not_object(self) -> String {
-        self.pick(
-            "提交的数据必须是一个对象".into(),
-            "the submitted data must be an object".into(),
-        )
+        self.pick("提交的数据必须是一个对象".into(), "the submitted data must be an object".into())
     }
 
     pub(crate) fn msg_required(self, label: &Label) -> String {
@@ -72,155 +64,62 @@ fn find_field<'a>(fields: &'a [FieldDef], path: &str) -> Option<&'a FieldDef> {
 }
 
 /// Turns a schema error into a field error.
-pub(crate) fn describe(
-    path: &str,
-    kind: &ValidationErrorKind,
-    fields: &[FieldDef],
-    lang: Lang,
-) -> FieldError {
+pub(crate) fn describe(path: &str, kind: &ValidationErrorKind, fields: &[FieldDef], lang: Lang) -> FieldError {
     let field = find_field(fields, path);
-    let name = field.map_or_else(
-        || path.to_string(),
-        |f| f.label.get(lang.code(), &f.name).to_string(),
-    );
+    let name = field.map_or_else(|| path.to_string(), |f| f.label.get(lang.code(), &f.name).to_string());
     let join = |p: &str, child: &str| {
-        if p.is_empty() {
-            child.to_string()
-        } else {
-            format!("{p}.{child}")
-        }
+        if p.is_empty() { child.to_string() } else { format!("{p}.{child}") }
     };
     let (field_path, code, message) = match kind {
         ValidationErrorKind::Required { property } => {
             let prop = property.as_str().unwrap_or_default();
             let child_path = join(path, prop);
-            let label = find_field(fields, &child_path)
-                .map(|f| f.label.clone())
-                .unwrap_or_else(|| Label::plain(prop));
+            let label = find_field(fields, &child_path).map(|f| f.label.clone()).unwrap_or_else(|| Label::plain(prop));
             (child_path, "required", lang.msg_required(&label))
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let list = unexpected.join(", ");
             let first = unexpected.first().cloned().unwrap_or_default();
-            (
-                join(path, &first),
-                "unknown_field",
-                lang.pick(
-                    format!("表单中没有字段 {list}"),
-                    format!("the form has no field {list}"),
-                ),
-            )
+            (join(path, &first), "unknown_field", lang.pick(format!("表单中没有字段 {list}"), format!("the form has no field {list}")))
         }
-        ValidationErrorKind::MinLength { limit } => (
-            path.into(),
-            "too_short",
-            lang.pick(
-                format!("“{name}”至少需要 {limit} 个字符"),
-                format!("{name} must be at least {limit} characters"),
-            ),
-        ),
-        ValidationErrorKind::MaxLength { limit } => (
-            path.into(),
-            "too_long",
-            lang.pick(
-                format!("“{name}”最多 {limit} 个字符"),
-                format!("{name} must be at most {limit} characters"),
-            ),
-        ),
-        ValidationErrorKind::Minimum { limit }
-        | ValidationErrorKind::ExclusiveMinimum { limit } => (
-            path.into(),
-            "too_small",
-            lang.pick(
-                format!("“{name}”不能小于 {limit}"),
-                format!("{name} must be at least {limit}"),
-            ),
-        ),
-        ValidationErrorKind::Maximum { limit }
-        | ValidationErrorKind::ExclusiveMaximum { limit } => (
-            path.into(),
-            "too_large",
-            lang.pick(
-                format!("“{name}”不能大于 {limit}"),
-                format!("{name} must be at most {limit}"),
-            ),
-        ),
-        ValidationErrorKind::MinItems { limit } => (
-            path.into(),
-            "too_few",
-            lang.pick(
-                format!("“{name}”至少需要 {limit} 项"),
-                format!("{name} needs at least {limit} items"),
-            ),
-        ),
-        ValidationErrorKind::MaxItems { limit } => (
-            path.into(),
-            "too_many",
-            lang.pick(
-                format!("“{name}”最多 {limit} 项"),
-                format!("{name} allows at most {limit} items"),
-            ),
-        ),
-        ValidationErrorKind::Pattern { .. } => (
-            path.into(),
-            "bad_format",
-            lang.pick(
-                format!("“{name}”的格式不正确"),
-                format!("{name} is not in the expected format"),
-            ),
-        ),
+        ValidationErrorKind::MinLength { limit } => {
+            (path.into(), "too_short", lang.pick(format!("“{name}”至少需要 {limit} 个字符"), format!("{name} must be at least {limit} characters")))
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            (path.into(), "too_long", lang.pick(format!("“{name}”最多 {limit} 个字符"), format!("{name} must be at most {limit} characters")))
+        }
+        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            (path.into(), "too_small", lang.pick(format!("“{name}”不能小于 {limit}"), format!("{name} must be at least {limit}")))
+        }
+        ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            (path.into(), "too_large", lang.pick(format!("“{name}”不能大于 {limit}"), format!("{name} must be at most {limit}")))
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            (path.into(), "too_few", lang.pick(format!("“{name}”至少需要 {limit} 项"), format!("{name} needs at least {limit} items")))
+        }
+        ValidationErrorKind::MaxItems { limit } => {
+            (path.into(), "too_many", lang.pick(format!("“{name}”最多 {limit} 项"), format!("{name} allows at most {limit} items")))
+        }
+        ValidationErrorKind::Pattern { .. } => {
+            (path.into(), "bad_format", lang.pick(format!("“{name}”的格式不正确"), format!("{name} is not in the expected format")))
+        }
         ValidationErrorKind::Format { format } => {
             let (zh, en) = match format.as_str() {
                 "date" => ("日期,格式为 2026-05-01", "a date like 2026-05-01"),
-                "date-time" => (
-                    "时间,格式为 2026-05-01T08:30:00+08:00",
-                    "a date and time like 2026-05-01T08:30:00+08:00",
-                ),
+                "date-time" => ("时间,格式为 2026-05-01T08:30:00+08:00", "a date and time like 2026-05-01T08:30:00+08:00"),
                 _ => ("正确的格式", "in the expected format"),
             };
-            (
-                path.into(),
-                "bad_format",
-                lang.pick(
-                    format!("“{name}”必须是{zh}"),
-                    format!("{name} must be {en}"),
-                ),
-            )
+            (path.into(), "bad_format", lang.pick(format!("“{name}”必须是{zh}"), format!("{name} must be {en}")))
         }
         ValidationErrorKind::Enum { .. } => {
-            let options = field
-                .map(|f| {
-                    f.options
-                        .iter()
-                        .map(|o| o.value.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            (
-                path.into(),
-                "not_an_option",
-                lang.pick(
-                    format!("“{name}”必须是以下之一:{options}"),
-                    format!("{name} must be one of: {options}"),
-                ),
-            )
+            let options = field.map(|f| f.options.iter().map(|o| o.value.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            (path.into(), "not_an_option", lang.pick(format!("“{name}”必须是以下之一:{options}"), format!("{name} must be one of: {options}")))
         }
-        ValidationErrorKind::UniqueItems => (
-            path.into(),
-            "duplicate_items",
-            lang.pick(
-                format!("“{name}”有重复的选项"),
-                format!("{name} lists an item twice"),
-            ),
-        ),
+        ValidationErrorKind::UniqueItems => (path.into(), "duplicate_items", lang.pick(format!("“{name}”有重复的选项"), format!("{name} lists an item twice"))),
         ValidationErrorKind::AnyOf { .. } => (
             path.into(),
             "incomplete_location",
-            lang.pick(
-                format!("“{name}”需要标签编号或经纬度"),
-                format!("{name} needs a tag id or coordinates (lat and lng)"),
-            ),
+            lang.pick(format!("“{name}”需要标签编号或经纬度"), format!("{name} needs a tag id or coordinates (lat and lng)")),
         ),
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
@@ -236,27 +135,9 @@ pub(crate) fn describe(
                 "object" => ("对象", "an object"),
                 _ => ("正确的类型", "of the right type"),
             };
-            (
-                path.into(),
-                "wrong_type",
-                lang.pick(
-                    format!("“{name}”必须是{zh}"),
-                    format!("{name} must be {en}"),
-                ),
-            )
+            (path.into(), "wrong_type", lang.pick(format!("“{name}”必须是{zh}"), format!("{name} must be {en}")))
         }
-        other => (
-            path.into(),
-            "invalid",
-            lang.pick(
-                format!("“{name}”无效"),
-                format!("{name} is not valid: {other:?}"),
-            ),
-        ),
+        other => (path.into(), "invalid", lang.pick(format!("“{name}”无效"), format!("{name} is not valid: {other:?}"))),
     };
-    FieldError {
-        field: field_path,
-        code,
-        message,
-    }
+    FieldError { field: field_path, code, message }
 }

@@ -12,16 +12,10 @@ pub const DEFAULT_MAX_ITEMS: u64 = 200;
 pub fn form_schema(def: &FormDef) -> Value {
     let mut schema = object_schema(&def.fields);
     if let Value::Object(m) = &mut schema {
-        m.insert(
-            "$schema".into(),
-            json!("https://json-schema.org/draft/2020-12/schema"),
-        );
+        m.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
         m.insert("title".into(), json!(def.title.get("en", &def.name)));
         m.insert("x-label".into(), json!(def.title));
-        m.insert(
-            "$id".into(),
-            json!(format!("urn:flowform:form:{}", def.name)),
-        );
+        m.insert("$id".into(), json!(format!("urn:flowform:form:{}", def.name)));
     }
     schema
 }
@@ -48,11 +42,7 @@ fn field_schema(f: &FieldDef) -> Value {
     match f.field_type {
         FieldType::String | FieldType::Text => {
             put("type", json!("string"));
-            let cap = if f.field_type == FieldType::Text {
-                DEFAULT_MAX_TEXT
-            } else {
-                DEFAULT_MAX_STRING
-            };
+            let cap = if f.field_type == FieldType::Text { DEFAULT_MAX_TEXT } else { DEFAULT_MAX_STRING };
             if let Some(n) = f.min_length {
                 put("minLength", json!(n));
             }
@@ -62,14 +52,7 @@ fn field_schema(f: &FieldDef) -> Value {
             }
         }
         FieldType::Integer | FieldType::Number => {
-            put(
-                "type",
-                json!(if f.field_type == FieldType::Integer {
-                    "integer"
-                } else {
-                    "number"
-                }),
-            );
+            put("type", json!(if f.field_type == FieldType::Integer { "integer" } else { "number" }));
             if let Some(n) = f.min {
                 put("minimum", num(n));
             }
@@ -140,10 +123,7 @@ fn field_schema(f: &FieldDef) -> Value {
                 }),
             );
             put("additionalProperties", json!(false));
-            put(
-                "anyOf",
-                json!([{"required": ["tag"]}, {"required": ["lat", "lng"]}]),
-            );
+            put("anyOf", json!([{"required": ["tag"]}, {"required": ["lat", "lng"]}]));
         }
         FieldType::Signature => {
             put("type", json!("string"));
@@ -155,10 +135,7 @@ fn field_schema(f: &FieldDef) -> Value {
             if let Some(n) = f.min {
                 put("minItems", json!(n as u64));
             }
-            put(
-                "maxItems",
-                json!(f.max.map_or(DEFAULT_MAX_ITEMS, |m| m as u64)),
-            );
+            put("maxItems", json!(f.max.map_or(DEFAULT_MAX_ITEMS, |m| m as u64)));
             put("items", object_schema(&f.fields));
         }
     }
@@ -168,9 +145,5 @@ fn field_schema(f: &FieldDef) -> Value {
 }
 
 fn num(n: f64) -> Value {
-    if n.fract() == 0.0 && n.abs() < 9e15 {
-        json!(n as i64)
-    } else {
-        json!(n)
-    }
+    if n.fract() == 0.0 && n.abs() < 9e15 { json!(n as i64) } else { json!(n) }
 }

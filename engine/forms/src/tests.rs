@@ -41,77 +41,27 @@ fn errors(input: Value, lang: Lang) -> Vec<(String, &'static str)> {
 
 #[test]
 fn valid_input_gets_defaults_and_loses_hidden_fields() {
-    let data = form()
-        .validate(
-            &json!({"asset": "EQ-1", "description": "no cold air", "urgent_reason": "x"}),
-            Lang::En,
-        )
-        .expect("valid");
-    assert_eq!(
-        data,
-        json!({"asset": "EQ-1", "description": "no cold air", "priority": "normal"})
-    );
+    let data = form().validate(&json!({"asset": "EQ-1", "description": "no cold air", "urgent_reason": "x"}), Lang::En).expect("valid");
+    assert_eq!(data, json!({"asset": "EQ-1", "description": "no cold air", "priority": "normal"}));
 }
 
 #[test]
 fn each_constraint_reports_its_field() {
     let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
-        (
-            json!({}),
-            vec![("asset", "required"), ("description", "required")],
-        ),
-        (
-            json!({"asset": "a", "description": "abc"}),
-            vec![("description", "too_short")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "floor": 31}),
-            vec![("floor", "too_large")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "floor": 2.5}),
-            vec![("floor", "wrong_type")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "code": "EQ-12"}),
-            vec![("code", "bad_format")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "priority": "asap"}),
-            vec![("priority", "not_an_option")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "priority": "urgent"}),
-            vec![("urgent_reason", "required")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "tags": ["a", "c"]}),
-            vec![("tags[1]", "not_an_option")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "place": {"label": "x"}}),
-            vec![("place", "incomplete_location")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "when": "yesterday"}),
-            vec![("when", "bad_format")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "day": "2026-13-01"}),
-            vec![("day", "bad_format")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "parts": [{"part": "p", "quantity": 0}]}),
-            vec![("parts[0].quantity", "too_small")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "parts": [{"quantity": 1}]}),
-            vec![("parts[0].part", "required")],
-        ),
-        (
-            json!({"asset": "a", "description": "abcdef", "colour": "red"}),
-            vec![("colour", "unknown_field")],
-        ),
+        (json!({}), vec![("asset", "required"), ("description", "required")]),
+        (json!({"asset": "a", "description": "abc"}), vec![("description", "too_short")]),
+        (json!({"asset": "a", "description": "abcdef", "floor": 31}), vec![("floor", "too_large")]),
+        (json!({"asset": "a", "description": "abcdef", "floor": 2.5}), vec![("floor", "wrong_type")]),
+        (json!({"asset": "a", "description": "abcdef", "code": "EQ-12"}), vec![("code", "bad_format")]),
+        (json!({"asset": "a", "description": "abcdef", "priority": "asap"}), vec![("priority", "not_an_option")]),
+        (json!({"asset": "a", "description": "abcdef", "priority": "urgent"}), vec![("urgent_reason", "required")]),
+        (json!({"asset": "a", "description": "abcdef", "tags": ["a", "c"]}), vec![("tags[1]", "not_an_option")]),
+        (json!({"asset": "a", "description": "abcdef", "place": {"label": "x"}}), vec![("place", "incomplete_location")]),
+        (json!({"asset": "a", "description": "abcdef", "when": "yesterday"}), vec![("when", "bad_format")]),
+        (json!({"asset": "a", "description": "abcdef", "day": "2026-13-01"}), vec![("day", "bad_format")]),
+        (json!({"asset": "a", "description": "abcdef", "parts": [{"part": "p", "quantity": 0}]}), vec![("parts[0].quantity", "too_small")]),
+        (json!({"asset": "a", "description": "abcdef", "parts": [{"quantity": 1}]}), vec![("parts[0].part", "required")]),
+        (json!({"asset": "a", "description": "abcdef", "colour": "red"}), vec![("colour", "unknown_field")]),
         (
             json!({"asset": "a", "description": "abcdef", "photos": [{"name": "a.jpg", "size": 1, "id": "f1"}, {"name": "b", "size": 1, "id": "f2"}, {"name": "c", "size": 1, "id": "f3"}]}),
             vec![("photos", "too_many")],
@@ -119,23 +69,16 @@ fn each_constraint_reports_its_field() {
     ];
     for (input, expected) in cases {
         let got = errors(input.clone(), Lang::En);
-        let expected: Vec<(String, &str)> = expected
-            .into_iter()
-            .map(|(f, c)| (f.to_string(), c))
-            .collect();
+        let expected: Vec<(String, &str)> = expected.into_iter().map(|(f, c)| (f.to_string(), c)).collect();
         assert_eq!(got, expected, "input {input}");
     }
 }
 
 #[test]
 fn messages_follow_the_language() {
-    let errs = form()
-        .validate(&json!({"asset": "a"}), Lang::ZhCn)
-        .unwrap_err();
+    let errs = form().validate(&json!({"asset": "a"}), Lang::ZhCn).unwrap_err();
     assert_eq!(errs[0].message, "请填写“故障描述”");
-    let errs = form()
-        .validate(&json!({"asset": "a"}), Lang::En)
-        .unwrap_err();
+    let errs = form().validate(&json!({"asset": "a"}), Lang::En).unwrap_err();
     assert_eq!(errs[0].message, "Description is required");
     assert_eq!(Lang::from_accept_language("en-US,en;q=0.9"), Some(Lang::En));
     assert_eq!(Lang::from_accept_language("zh-CN"), Some(Lang::ZhCn));

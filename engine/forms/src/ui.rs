@@ -35,10 +35,7 @@ fn field_ui(f: &FieldDef) -> Value {
     m.insert("name".into(), json!(f.name));
     m.insert("type".into(), json!(f.field_type.name()));
     m.insert("label".into(), json!(f.label));
-    m.insert(
-        "widget".into(),
-        json!(f.widget.as_deref().unwrap_or(default_widget(f))),
-    );
+    m.insert("widget".into(), json!(f.widget.as_deref().unwrap_or(default_widget(f))));
     m.insert("required".into(), json!(f.required));
     if !f.help.is_empty() {
         m.insert("help".into(), json!(f.help));
@@ -50,22 +47,12 @@ fn field_ui(f: &FieldDef) -> Value {
         m.insert("default".into(), d.value.clone());
     }
     if let Some((src, cond)) = &f.visible_when {
-        m.insert(
-            "visible_when".into(),
-            json!({"source": src.value, "condition": cond}),
-        );
+        m.insert("visible_when".into(), json!({"source": src.value, "condition": cond}));
     }
     if let Some((src, cond)) = &f.required_when {
-        m.insert(
-            "required_when".into(),
-            json!({"source": src.value, "condition": cond}),
-        );
+        m.insert("required_when".into(), json!({"source": src.value, "condition": cond}));
     }
-    for (k, v) in [
-        ("min_length", f.min_length),
-        ("max_length", f.max_length),
-        ("max_size", f.max_size),
-    ] {
+    for (k, v) in [("min_length", f.min_length), ("max_length", f.max_length), ("max_size", f.max_size)] {
         if let Some(v) = v {
             m.insert(k.into(), json!(v));
         }
@@ -83,13 +70,7 @@ fn field_ui(f: &FieldDef) -> Value {
     }
     if f.field_type == FieldType::Enum {
         m.insert("multiple".into(), json!(f.multiple));
-        m.insert(
-            "options".into(),
-            f.options
-                .iter()
-                .map(|o| json!({"value": o.value, "label": o.label}))
-                .collect(),
-        );
+        m.insert("options".into(), f.options.iter().map(|o| json!({"value": o.value, "label": o.label})).collect());
     }
     if let Some(r) = &f.record {
         m.insert("record".into(), json!(r.value));

@@ -15,14 +15,7 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn err(
-    diags: &mut Vec<Diagnostic>,
-    file: &str,
-    pos: Pos,
-    code: &'static str,
-    msg: String,
-    hint: Option<String>,
-) {
+fn err(diags: &mut Vec<Diagnostic>, file: &str, pos: Pos, code: &'static str, msg: String, hint: Option<String>) {
     diags.push(Diagnostic::new(file, pos, code, msg).with_hint(hint));
 }
 
@@ -34,39 +27,18 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         if state_names.contains(&s.as_str()) {
             return true;
         }
-        err(
-            diags,
-            file,
-            s.pos,
-            "unknown_state",
-            format!("unknown state `{}` in {what}", s.value),
-            did_you_mean(&s.value, state_names.iter().copied()),
-        );
+        err(diags, file, s.pos, "unknown_state", format!("unknown state `{}` in {what}", s.value), did_you_mean(&s.value, state_names.iter().copied()));
         false
     };
     if !wf.states.is_empty() {
         state_ref(diags, &wf.initial, "`initial`");
     }
-    let role_names: Vec<&str> = model
-        .roles
-        .keys()
-        .map(String::as_str)
-        .chain(RELATIONAL_ROLES.iter().copied())
-        .collect();
+    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).chain(RELATIONAL_ROLES.iter().copied()).collect();
     let check_roles = |diags: &mut Vec<Diagnostic>, roles: &[Sp<String>]| {
         for role in roles {
             if !role_names.contains(&role.as_str()) {
-                let hint = did_you_mean(&role.value, role_names.iter().copied()).or(Some(
-                    "declare it under `roles:` in a definitions file".into(),
-                ));
-                err(
-                    diags,
-                    file,
-                    role.pos,
-                    "unknown_role",
-                    format!("unknown role `{}`", role.value),
-                    hint,
-                );
+                let hint = did_you_mean(&role.value, role_names.iter().copied()).or(Some("declare it under `roles:` in a definitions file".into()));
+                err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), hint);
             }
         }
     };
@@ -75,33 +47,17 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         if let Some(f) = form
             && !model.forms.contains_key(&f.value)
         {
-            let hint = did_you_mean(&f.value, model.forms.keys().map(String::as_str)).or(Some(
-                format!("create forms/{}.yaml with `form: {}`", f.value, f.value),
-            ));
-            err(
-                diags,
-                file,
-                f.pos,
-                "unknown_form",
-                format!("unknown form `{}`", f.value),
-                hint,
-            );
+            let hint =
+                did_you_mean(&f.value, model.forms.keys().map(String::as_str)).or(Some(format!("create forms/{}.yaml with `form: {}`", f.value, f.value)));
+            err(diags, file, f.pos, "unknown_form", format!("unknown form `{}`", f.value), hint);
         }
     };
     form_ref(diags, &wf.start.form);
     let hooks_ref = |diags: &mut Vec<Diagnostic>, hooks: &Hooks| {
         for (kind, script) in hooks.iter() {
             if !model.scripts.contains_key(&script.value) {
-                let hint = did_you_mean(&script.value, model.scripts.keys().map(String::as_str))
-                    .or(Some(format!("create rules/{}.rhai", script.value)));
-                err(
-                    diags,
-                    file,
-                    script.pos,
-                    "unknown_script",
-                    format!("unknown script `{}` in `{kind}`", script.value),
-                    hint,
-                );
+                let hint = did_you_mean(&script.value, model.scripts.keys().map(String::as_str)).or(Some(format!("create rules/{}.rhai", script.value)));
+                err(diags, file, script.pos, "unknown_script", format!("unknown script `{}` in `{kind}`", script.value), hint);
             }
         }
     };
@@ -121,10 +77,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                     from.pos,
                     "transition_from_final",
                     format!("{what} leaves `{}`, which is a final state", from.value),
-                    Some(format!(
-                        "remove `final: true` from `{}`, or remove it from `from`",
-                        from.value
-                    )),
+                    Some(format!("remove `final: true` from `{}`, or remove it from `from`", from.value)),
                 );
             }
         }
@@ -134,17 +87,8 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         check_roles(diags, &t.roles);
         for team in &t.teams {
             if !team_names.contains(&team.as_str()) {
-                let hint = did_you_mean(&team.value, team_names.iter().copied()).or(Some(
-                    "declare it under `teams:` in a definitions file".into(),
-                ));
-                err(
-                    diags,
-                    file,
-                    team.pos,
-                    "unknown_team",
-                    format!("unknown team `{}`", team.value),
-                    hint,
-                );
+                let hint = did_you_mean(&team.value, team_names.iter().copied()).or(Some("declare it under `teams:` in a definitions file".into()));
+                err(diags, file, team.pos, "unknown_team", format!("unknown team `{}`", team.value), hint);
             }
         }
         form_ref(diags, &t.form);
@@ -153,18 +97,12 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
 
     // Reachability from the initial state. Skipped while state names are wrong:
     // the misspelling is the one problem to report, not its consequences.
-    let broken_refs = diags[checked_from..]
-        .iter()
-        .any(|d| d.file == wf.file && d.code == "unknown_state");
+    let broken_refs = diags[checked_from..].iter().any(|d| d.file == wf.file && d.code == "unknown_state");
     if wf.state(&wf.initial.value).is_some() && !broken_refs {
         let mut seen = BTreeSet::from([wf.initial.value.as_str()]);
         let mut queue = VecDeque::from([wf.initial.value.as_str()]);
         while let Some(state) = queue.pop_front() {
-            for t in wf
-                .transitions
-                .iter()
-                .filter(|t| t.from.iter().any(|f| f.value == state))
-            {
+            for t in wf.transitions.iter().filter(|t| t.from.iter().any(|f| f.value == state)) {
                 if let Some(to) = &t.to
                     && wf.state(&to.value).is_some()
                     && seen.insert(to.value.as_str())
@@ -180,34 +118,21 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                     file,
                     s.pos,
                     "unreachable_state",
-                    format!(
-                        "state `{}` cannot be reached from the initial state `{}`",
-                        s.name, wf.initial.value
-                    ),
-                    Some(
-                        "add a transition with `to: ".to_string()
-                            + &s.name
-                            + "`, or remove the state",
-                    ),
+                    format!("state `{}` cannot be reached from the initial state `{}`", s.name, wf.initial.value),
+                    Some("add a transition with `to: ".to_string() + &s.name + "`, or remove the state"),
                 );
             }
         }
     }
     for s in wf.states.iter().filter(|s| !s.is_final && !broken_refs) {
-        let leaves = wf.transitions.iter().any(|t| {
-            t.from.iter().any(|f| f.value == s.name)
-                && t.to.as_ref().is_some_and(|to| to.value != s.name)
-        });
+        let leaves = wf.transitions.iter().any(|t| t.from.iter().any(|f| f.value == s.name) && t.to.as_ref().is_some_and(|to| to.value != s.name));
         if !leaves {
             err(
                 diags,
                 file,
                 s.pos,
                 "dead_end_state",
-                format!(
-                    "state `{}` is not final and no transition leaves it",
-                    s.name
-                ),
+                format!("state `{}` is not final and no transition leaves it", s.name),
                 Some("add a transition from it, or mark it `final: true`".into()),
             );
         }
@@ -227,10 +152,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
 fn check_fields(file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
     let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
     for f in fields {
-        for (key, cond) in [
-            ("visible_when", &f.visible_when),
-            ("required_when", &f.required_when),
-        ] {
+        for (key, cond) in [("visible_when", &f.visible_when), ("required_when", &f.required_when)] {
             let Some((src, cond)) = cond else { continue };
             for used in cond.fields() {
                 if !names.contains(&used) {
@@ -239,21 +161,11 @@ fn check_fields(file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
                         file,
                         src.pos,
                         "unknown_field",
-                        format!(
-                            "`{key}` of field `{}` names `{used}`, which this form does not define",
-                            f.name
-                        ),
+                        format!("`{key}` of field `{}` names `{used}`, which this form does not define", f.name),
                         did_you_mean(used, names.iter().copied()),
                     );
                 } else if used == f.name {
-                    err(
-                        diags,
-                        file,
-                        src.pos,
-                        "self_condition",
-                        format!("`{key}` of field `{}` depends on the field itself", f.name),
-                        None,
-                    );
+                    err(diags, file, src.pos, "self_condition", format!("`{key}` of field `{}` depends on the field itself", f.name), None);
                 }
             }
         }
@@ -268,69 +180,28 @@ fn check_fields(file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
 
 fn check_default(file: &str, f: &FieldDef, default: &Sp<Value>, diags: &mut Vec<Diagnostic>) {
     let options: Vec<&str> = f.options.iter().map(|o| o.value.as_str()).collect();
-    let bad = |diags: &mut Vec<Diagnostic>, msg: String, hint: Option<String>| {
-        err(diags, file, default.pos, "invalid_default", msg, hint)
-    };
+    let bad = |diags: &mut Vec<Diagnostic>, msg: String, hint: Option<String>| err(diags, file, default.pos, "invalid_default", msg, hint);
     match (f.field_type, &default.value) {
         (FieldType::Enum, Value::String(s)) if !f.multiple => {
             if !options.contains(&s.as_str()) {
-                bad(
-                    diags,
-                    format!(
-                        "default `{s}` of field `{}` is not one of its options",
-                        f.name
-                    ),
-                    did_you_mean(s, options.iter().copied()),
-                );
+                bad(diags, format!("default `{s}` of field `{}` is not one of its options", f.name), did_you_mean(s, options.iter().copied()));
             }
         }
         (FieldType::Enum, Value::Array(items)) if f.multiple => {
             for item in items {
                 let s = item.as_str().unwrap_or_default();
                 if !options.contains(&s) {
-                    bad(
-                        diags,
-                        format!(
-                            "default `{item}` of field `{}` is not one of its options",
-                            f.name
-                        ),
-                        did_you_mean(s, options.iter().copied()),
-                    );
+                    bad(diags, format!("default `{item}` of field `{}` is not one of its options", f.name), did_you_mean(s, options.iter().copied()));
                 }
             }
         }
-        (FieldType::Enum, v) => bad(
-            diags,
-            format!(
-                "default `{v}` of field `{}` must be {}",
-                f.name,
-                if f.multiple {
-                    "a list of options"
-                } else {
-                    "one of the options"
-                }
-            ),
-            None,
-        ),
+        (FieldType::Enum, v) => {
+            bad(diags, format!("default `{v}` of field `{}` must be {}", f.name, if f.multiple { "a list of options" } else { "one of the options" }), None)
+        }
         (FieldType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => {}
         (FieldType::Number, Value::Number(_)) => {}
         (FieldType::Boolean, Value::Bool(_)) => {}
-        (
-            FieldType::String
-            | FieldType::Text
-            | FieldType::Date
-            | FieldType::Datetime
-            | FieldType::Ref,
-            Value::String(_),
-        ) => {}
-        (t, v) => bad(
-            diags,
-            format!(
-                "default `{v}` does not fit field `{}` of type `{}`",
-                f.name,
-                t.name()
-            ),
-            None,
-        ),
+        (FieldType::String | FieldType::Text | FieldType::Date | FieldType::Datetime | FieldType::Ref, Value::String(_)) => {}
+        (t, v) => bad(diags, format!("default `{v}` does not fit field `{}` of type `{}`", f.name, t.name()), None),
     }
 }

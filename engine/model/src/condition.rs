@@ -69,10 +69,7 @@ impl Condition {
         let mut p = Parser { tokens, at: 0 };
         let cond = p.or()?;
         if let Some((off, tok)) = p.tokens.get(p.at) {
-            return Err(ConditionError {
-                offset: *off,
-                message: format!("unexpected `{}`", tok.text()),
-            });
+            return Err(ConditionError { offset: *off, message: format!("unexpected `{}`", tok.text()) });
         }
         Ok(cond)
     }
@@ -86,13 +83,9 @@ impl Condition {
 
     fn collect_fields<'a>(&'a self, out: &mut Vec<&'a str>) {
         match self {
-            Condition::Truthy { field }
-            | Condition::Compare { field, .. }
-            | Condition::In { field, .. } => out.push(field),
+            Condition::Truthy { field } | Condition::Compare { field, .. } | Condition::In { field, .. } => out.push(field),
             Condition::Not { arg } => arg.collect_fields(out),
-            Condition::And { args } | Condition::Or { args } => {
-                args.iter().for_each(|a| a.collect_fields(out))
-            }
+            Condition::And { args } | Condition::Or { args } => args.iter().for_each(|a| a.collect_fields(out)),
         }
     }
 
@@ -107,9 +100,7 @@ impl Condition {
             Condition::In { field, values } => {
                 let v = get(field);
                 match v {
-                    Value::Array(items) => {
-                        items.iter().any(|i| values.iter().any(|x| json_eq(i, x)))
-                    }
+                    Value::Array(items) => items.iter().any(|i| values.iter().any(|x| json_eq(i, x))),
                     _ => values.iter().any(|x| json_eq(v, x)),
                 }
             }
@@ -118,23 +109,16 @@ impl Condition {
                 match cmp {
                     // A multiple-choice field "equals" an option when it contains it.
                     Cmp::Eq => match v {
-                        Value::Array(items) if !value.is_array() => {
-                            items.iter().any(|i| json_eq(i, value))
-                        }
+                        Value::Array(items) if !value.is_array() => items.iter().any(|i| json_eq(i, value)),
                         _ => json_eq(v, value),
                     },
                     Cmp::Ne => match v {
-                        Value::Array(items) if !value.is_array() => {
-                            !items.iter().any(|i| json_eq(i, value))
-                        }
+                        Value::Array(items) if !value.is_array() => !items.iter().any(|i| json_eq(i, value)),
                         _ => !json_eq(v, value),
                     },
                     Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge => {
                         let ord = match (v, value) {
-                            (Value::Number(a), Value::Number(b)) => a
-                                .as_f64()
-                                .zip(b.as_f64())
-                                .and_then(|(a, b)| a.partial_cmp(&b)),
+                            (Value::Number(a), Value::Number(b)) => a.as_f64().zip(b.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)),
                             (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
                             _ => None,
                         };
@@ -209,17 +193,13 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ConditionError> {
                 i += 1;
             }
             if i == chars.len() {
-                return Err(ConditionError {
-                    offset: start,
-                    message: "text is not closed with a quote".into(),
-                });
+                return Err(ConditionError { offset: start, message: "text is not closed with a quote".into() });
             }
             i += 1;
             out.push((start, Tok::Lit(Value::String(s))));
             continue;
         }
-        if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
+        if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
             i += 1;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
@@ -228,17 +208,10 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ConditionError> {
             let value = if let Ok(n) = text.parse::<i64>() {
                 Value::from(n)
             } else {
-                match text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                {
+                match text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
                     Some(n) => Value::Number(n),
                     None => {
-                        return Err(ConditionError {
-                            offset: start,
-                            message: format!("`{text}` is not a number"),
-                        });
+                        return Err(ConditionError { offset: start, message: format!("`{text}` is not a number") });
                     }
                 }
             };
@@ -288,16 +261,10 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ConditionError> {
             ']' => "]",
             ',' => ",",
             '=' => {
-                return Err(ConditionError {
-                    offset: start,
-                    message: "use `==` to compare".into(),
-                });
+                return Err(ConditionError { offset: start, message: "use `==` to compare".into() });
             }
             _ => {
-                return Err(ConditionError {
-                    offset: start,
-                    message: format!("unexpected character `{c}`"),
-                });
+                return Err(ConditionError { offset: start, message: format!("unexpected character `{c}`") });
             }
         };
         out.push((start, Tok::Op(op)));
@@ -316,10 +283,7 @@ impl Parser {
         self.tokens.get(self.at).map(|(_, t)| t)
     }
     fn offset(&self) -> usize {
-        self.tokens.get(self.at).map_or_else(
-            || self.tokens.last().map_or(0, |(o, _)| *o + 1),
-            |(o, _)| *o,
-        )
+        self.tokens.get(self.at).map_or_else(|| self.tokens.last().map_or(0, |(o, _)| *o + 1), |(o, _)| *o)
     }
     fn eat(&mut self, op: &str) -> bool {
         if matches!(self.peek(), Some(Tok::Op(o)) if *o == op) {
@@ -330,38 +294,25 @@ impl Parser {
         }
     }
     fn err<T>(&self, message: impl Into<String>) -> Result<T, ConditionError> {
-        Err(ConditionError {
-            offset: self.offset(),
-            message: message.into(),
-        })
+        Err(ConditionError { offset: self.offset(), message: message.into() })
     }
     fn or(&mut self) -> Result<Condition, ConditionError> {
         let mut args = vec![self.and()?];
         while self.eat("||") {
             args.push(self.and()?);
         }
-        Ok(if args.len() == 1 {
-            args.remove(0)
-        } else {
-            Condition::Or { args }
-        })
+        Ok(if args.len() == 1 { args.remove(0) } else { Condition::Or { args } })
     }
     fn and(&mut self) -> Result<Condition, ConditionError> {
         let mut args = vec![self.not()?];
         while self.eat("&&") {
             args.push(self.not()?);
         }
-        Ok(if args.len() == 1 {
-            args.remove(0)
-        } else {
-            Condition::And { args }
-        })
+        Ok(if args.len() == 1 { args.remove(0) } else { Condition::And { args } })
     }
     fn not(&mut self) -> Result<Condition, ConditionError> {
         if self.eat("!") {
-            return Ok(Condition::Not {
-                arg: Box::new(self.not()?),
-            });
+            return Ok(Condition::Not { arg: Box::new(self.not()?) });
         }
         self.comparison()
     }
@@ -389,8 +340,7 @@ impl Parser {
                 name
             }
             Some(Tok::Lit(_)) => {
-                return self
-                    .err("a condition starts with a field name, e.g. `priority == 'urgent'`");
+                return self.err("a condition starts with a field name, e.g. `priority == 'urgent'`");
             }
             _ => return self.err("expected a field name"),
         };
@@ -442,21 +392,9 @@ mod tests {
         check("priority == 'urgent'", json!({"priority": "urgent"}), true);
         check("priority == 'urgent'", json!({}), false);
         check("priority != \"urgent\"", json!({"priority": "low"}), true);
-        check(
-            "floor >= 10 && building == 'lab'",
-            json!({"floor": 12, "building": "lab"}),
-            true,
-        );
-        check(
-            "floor > 10 or not resolved",
-            json!({"floor": 3, "resolved": false}),
-            true,
-        );
-        check(
-            "category in ['hvac', 'elevator']",
-            json!({"category": "elevator"}),
-            true,
-        );
+        check("floor >= 10 && building == 'lab'", json!({"floor": 12, "building": "lab"}), true);
+        check("floor > 10 or not resolved", json!({"floor": 3, "resolved": false}), true);
+        check("category in ['hvac', 'elevator']", json!({"category": "elevator"}), true);
         check("tags == 'a'", json!({"tags": ["b", "a"]}), true);
         check("!(a || b)", json!({"a": false, "b": 0}), true);
         check("photos", json!({"photos": []}), false);

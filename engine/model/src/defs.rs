@@ -67,6 +67,19 @@ pub struct WorkflowDef {
     pub states: Vec<StateDef>,
     /// In file order.
     pub transitions: Vec<TransitionDef>,
+    /// What running instances do when a new version of the definitions goes live.
+    pub on_new_version: OnNewVersion,
+}
+
+/// `on_new_version: keep | migrate`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnNewVersion {
+    /// Instances keep the version they started on (the default).
+    #[default]
+    Keep,
+    /// Instances move to the new version when that is trivially safe (every
+    /// state they are in still exists and their data fits); otherwise keep.
+    Migrate,
 }
 
 impl WorkflowDef {
@@ -88,13 +101,7 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Sp<String>)> {
-        [
-            ("validate", &self.validate),
-            ("route", &self.route),
-            ("compute", &self.compute),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        [("validate", &self.validate), ("route", &self.route), ("compute", &self.compute)].into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     }
 }
 
@@ -186,10 +193,7 @@ impl FieldType {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, t)| *t == self)
-            .map_or("string", |(n, _)| n)
+        Self::ALL.iter().find(|(_, t)| *t == self).map_or("string", |(n, _)| n)
     }
 
     /// Keys that only some types accept.

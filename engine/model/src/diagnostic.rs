@@ -36,14 +36,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &str, pos: Pos, code: &'static str, message: impl Into<String>) -> Self {
-        Diagnostic {
-            file: file.to_string(),
-            line: pos.line,
-            column: pos.column,
-            code,
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { file: file.to_string(), line: pos.line, column: pos.column, code, message: message.into(), hint: None }
     }
 
     pub fn with_hint(mut self, hint: Option<String>) -> Self {
@@ -57,8 +50,7 @@ impl Diagnostic {
         let mut out = String::new();
         let _ = writeln!(out, "error[{}]: {}", self.code, self.message);
         let _ = writeln!(out, "  --> {}:{}:{}", self.file, self.line, self.column);
-        if let Some(text) = source.and_then(|s| s.lines().nth(self.line.saturating_sub(1) as usize))
-        {
+        if let Some(text) = source.and_then(|s| s.lines().nth(self.line.saturating_sub(1) as usize)) {
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());
             let caret_pad: String = text
@@ -93,9 +85,7 @@ fn is_wide(c: char) -> bool {
 
 /// Sorts diagnostics by file and position so output is stable.
 pub fn sort(diags: &mut [Diagnostic]) {
-    diags.sort_by(|a, b| {
-        (&a.file, a.line, a.column, a.code).cmp(&(&b.file, b.line, b.column, b.code))
-    });
+    diags.sort_by(|a, b| (&a.file, a.line, a.column, a.code).cmp(&(&b.file, b.line, b.column, b.code)));
 }
 
 /// "did you mean" for a misspelt name: the closest candidate, if it is close enough.
@@ -111,10 +101,7 @@ pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
 }
 
 /// A hint sentence from [`suggest`], or a list of what is allowed when nothing is close.
-pub fn did_you_mean<'a>(
-    wrong: &str,
-    candidates: impl IntoIterator<Item = &'a str> + Clone,
-) -> Option<String> {
+pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str> + Clone) -> Option<String> {
     if let Some(best) = suggest(wrong, candidates.clone()) {
         return Some(format!("did you mean `{best}`?"));
     }
@@ -122,13 +109,7 @@ pub fn did_you_mean<'a>(
     if all.is_empty() {
         None
     } else if all.len() <= 12 {
-        Some(format!(
-            "expected one of: {}",
-            all.iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        Some(format!("expected one of: {}", all.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")))
     } else {
         None
     }

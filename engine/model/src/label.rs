@@ -14,12 +14,7 @@ pub struct Label(BTreeMap<String, String>);
 impl Label {
     /// The same text for every language.
     pub fn plain(text: &str) -> Self {
-        Label(
-            LANGUAGES
-                .iter()
-                .map(|l| (l.to_string(), text.to_string()))
-                .collect(),
-        )
+        Label(LANGUAGES.iter().map(|l| (l.to_string(), text.to_string())).collect())
     }
 
     pub fn set(&mut self, lang: &str, text: String) {
@@ -32,19 +27,11 @@ impl Label {
 
     /// The text in `lang`, falling back to any language written, then to `default`.
     pub fn get<'a>(&'a self, lang: &str, default: &'a str) -> &'a str {
-        self.0
-            .get(lang)
-            .or_else(|| LANGUAGES.iter().find_map(|l| self.0.get(*l)))
-            .map(String::as_str)
-            .unwrap_or(default)
+        self.0.get(lang).or_else(|| LANGUAGES.iter().find_map(|l| self.0.get(*l))).map(String::as_str).unwrap_or(default)
     }
 
     /// The label, or the name itself in every language when none was written.
     pub fn or_name(&self, name: &str) -> Label {
-        if self.is_empty() {
-            Label::plain(name)
-        } else {
-            self.clone()
-        }
+        if self.is_empty() { Label::plain(name) } else { self.clone() }
     }
 }

@@ -13,27 +13,13 @@ use std::collections::BTreeMap;
 /// Reads all sources. Problems are appended to `diags`; the model holds whatever
 /// could be read, so that later checks still find the rest of the problems.
 pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
-    let mut model = Model {
-        app: App {
-            name: "app".into(),
-            title: Label::plain("Flowform"),
-            default_language: "zh-CN".into(),
-        },
-        ..Model::default()
-    };
+    let mut model = Model { app: App { name: "app".into(), title: Label::plain("Flowform"), default_language: "zh-CN".into() }, ..Model::default() };
     let mut app_seen: Option<(String, Pos)> = None;
     for (path, text) in sources.iter() {
         match SourceKind::of(path) {
             Some(SourceKind::Script) => {
                 let name = crate::sources::script_name(path);
-                model.scripts.insert(
-                    name.clone(),
-                    ScriptSource {
-                        name,
-                        file: path.to_string(),
-                        text: text.to_string(),
-                    },
-                );
+                model.scripts.insert(name.clone(), ScriptSource { name, file: path.to_string(), text: text.to_string() });
             }
             Some(SourceKind::Definition) => {
                 let Some(root) = parse(path, text, diags) else {
@@ -48,15 +34,7 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
                 };
                 let mut r = Reader::new(path, diags);
                 if let Some(form) = load_form(&mut r, &root) {
-                    insert_unique(
-                        &mut r,
-                        &mut model.forms,
-                        form.name.clone(),
-                        form.pos,
-                        "form",
-                        |f| (&f.file, f.pos),
-                        form,
-                    );
+                    insert_unique(&mut r, &mut model.forms, form.name.clone(), form.pos, "form", |f| (&f.file, f.pos), form);
                 }
             }
             None => {}
@@ -69,8 +47,7 @@ fn parse(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node> {
     match node::parse(path, text) {
         Ok(root) if root.value == Value::Null => {
             diags.push(
-                Diagnostic::new(path, Pos::new(1, 1), "empty_file", "the file is empty")
-                    .with_hint(Some("remove the file or write a definition in it".into())),
+                Diagnostic::new(path, Pos::new(1, 1), "empty_file", "the file is empty").with_hint(Some("remove the file or write a definition in it".into())),
             );
             None
         }
@@ -82,52 +59,23 @@ fn parse(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node> {
     }
 }
 
-fn insert_unique<T>(
-    r: &mut Reader,
-    map: &mut BTreeMap<String, T>,
-    name: String,
-    pos: Pos,
-    what: &str,
-    locate: impl Fn(&T) -> (&String, Pos),
-    value: T,
-) {
+fn insert_unique<T>(r: &mut Reader, map: &mut BTreeMap<String, T>, name: String, pos: Pos, what: &str, locate: impl Fn(&T) -> (&String, Pos), value: T) {
     if let Some(existing) = map.get(&name) {
         let (file, at) = locate(existing);
-        let msg = format!(
-            "{what} `{name}` is defined twice (first at {file}:{}:{})",
-            at.line, at.column
-        );
-        r.error(
-            pos,
-            "duplicate_name",
-            msg,
-            Some(format!("rename one of the {what}s")),
-        );
+        let msg = format!("{what} `{name}` is defined twice (first at {file}:{}:{})", at.line, at.column);
+        r.error(pos, "duplicate_name", msg, Some(format!("rename one of the {what}s")));
     } else {
         map.insert(name, value);
     }
 }
 
-fn load_definition_file(
-    r: &mut Reader,
-    root: &Node,
-    model: &mut Model,
-    app_seen: &mut Option<(String, Pos)>,
-) {
+fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen: &mut Option<(String, Pos)>) {
     let Some(map) = r.map(root, "a definition file") else {
         return;
     };
     if map.get("workflow").is_some() {
         if let Some(wf) = load_workflow(r, &map) {
-            insert_unique(
-                r,
-                &mut model.workflows,
-                wf.name.clone(),
-                wf.pos,
-                "workflow",
-                |w| (&w.file, w.pos),
-                wf,
-            );
+            insert_unique(r, &mut model.workflows, wf.name.clone(), wf.pos, "workflow", |w| (&w.file, w.pos), wf);
         }
         return;
     }
@@ -135,10 +83,7 @@ fn load_definition_file(
     if let Some(app) = map.get("app") {
         known = true;
         if let Some((file, pos)) = app_seen {
-            let msg = format!(
-                "`app` settings are given twice (first at {file}:{}:{})",
-                pos.line, pos.column
-            );
+            let msg = format!("`app` settings are given twice (first at {file}:{}:{})", pos.line, pos.column);
             r.error(app.pos, "duplicate_name", msg, None);
         } else {
             *app_seen = Some((r.file.to_string(), app.pos));
@@ -148,58 +93,22 @@ fn load_definition_file(
     if let Some(roles) = map.get("roles") {
         known = true;
         for (name, label) in named_entries(r, roles, "role") {
-            let def = RoleDef {
-                name: name.value.clone(),
-                label,
-                file: r.file.to_string(),
-                pos: name.pos,
-            };
-            insert_unique(
-                r,
-                &mut model.roles,
-                name.value,
-                name.pos,
-                "role",
-                |d| (&d.file, d.pos),
-                def,
-            );
+            let def = RoleDef { name: name.value.clone(), label, file: r.file.to_string(), pos: name.pos };
+            insert_unique(r, &mut model.roles, name.value, name.pos, "role", |d| (&d.file, d.pos), def);
         }
     }
     if let Some(teams) = map.get("teams") {
         known = true;
         for (name, label) in named_entries(r, teams, "team") {
-            let def = TeamDef {
-                name: name.value.clone(),
-                label,
-                file: r.file.to_string(),
-                pos: name.pos,
-            };
-            insert_unique(
-                r,
-                &mut model.teams,
-                name.value,
-                name.pos,
-                "team",
-                |d| (&d.file, d.pos),
-                def,
-            );
+            let def = TeamDef { name: name.value.clone(), label, file: r.file.to_string(), pos: name.pos };
+            insert_unique(r, &mut model.teams, name.value, name.pos, "team", |d| (&d.file, d.pos), def);
         }
     }
     if !known && map.entries().is_empty() {
-        r.error(
-            map.pos,
-            "unknown_definition",
-            "the file defines nothing",
-            None,
-        );
+        r.error(map.pos, "unknown_definition", "the file defines nothing", None);
     }
     if !known {
-        r.error(
-            map.pos,
-            "unknown_definition",
-            "a definition file must start with `workflow:`, or hold `app:`, `roles:` or `teams:`",
-            None,
-        );
+        r.error(map.pos, "unknown_definition", "a definition file must start with `workflow:`, or hold `app:`, `roles:` or `teams:`", None);
         return;
     }
     map.finish(r, "a settings file");
@@ -215,19 +124,11 @@ fn load_app(r: &mut Reader, node: &Node, app: &mut App) {
     if let Some(l) = map.get("title").and_then(|n| r.label(n, "the app title")) {
         app.title = l;
     }
-    if let Some(n) = map
-        .get("default_language")
-        .and_then(|n| r.string(n, "the default language"))
-    {
+    if let Some(n) = map.get("default_language").and_then(|n| r.string(n, "the default language")) {
         if crate::label::LANGUAGES.contains(&n.value.as_str()) {
             app.default_language = n.value;
         } else {
-            r.error(
-                n.pos,
-                "unknown_language",
-                format!("unknown language `{}`", n.value),
-                did_you_mean(&n.value, crate::label::LANGUAGES.iter().copied()),
-            );
+            r.error(n.pos, "unknown_language", format!("unknown language `{}`", n.value), did_you_mean(&n.value, crate::label::LANGUAGES.iter().copied()));
         }
     }
     map.finish(r, "`app`");
@@ -246,12 +147,8 @@ fn named_entries(r: &mut Reader, node: &Node, what: &str) -> Vec<(Sp<String>, La
         let label = match &v.value {
             Value::Map(_) if v.get("label").is_some() || v.get("description").is_some() => {
                 let Some(m) = r.map(v, what) else { continue };
-                let label = m
-                    .get("label")
-                    .and_then(|l| r.label(l, "a label"))
-                    .unwrap_or_default();
-                m.get("description")
-                    .and_then(|l| r.label(l, "a description"));
+                let label = m.get("label").and_then(|l| r.label(l, "a label")).unwrap_or_default();
+                m.get("description").and_then(|l| r.label(l, "a description"));
                 m.finish(r, &format!("{what} `{}`", name.value));
                 label
             }
@@ -264,40 +161,24 @@ fn named_entries(r: &mut Reader, node: &Node, what: &str) -> Vec<(Sp<String>, La
 }
 
 fn opt_label(r: &mut Reader, map: &MapView, key: &'static str, what: &str) -> Label {
-    map.get(key)
-        .and_then(|n| r.label(n, what))
-        .unwrap_or_default()
+    map.get(key).and_then(|n| r.label(n, what)).unwrap_or_default()
 }
 
 fn load_hooks(r: &mut Reader, map: &MapView) -> Hooks {
-    let mut script = |key: &'static str| {
-        map.get(key)
-            .and_then(|n| r.string(n, &format!("`{key}` (a script name under rules/)")))
-    };
-    Hooks {
-        validate: script("validate"),
-        route: script("route"),
-        compute: script("compute"),
-    }
+    let mut script = |key: &'static str| map.get(key).and_then(|n| r.string(n, &format!("`{key}` (a script name under rules/)")));
+    Hooks { validate: script("validate"), route: script("route"), compute: script("compute") }
 }
 
 fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
-    let name = map
-        .require(r, "workflow", "a workflow")
-        .and_then(|n| r.name(n, "the workflow name"));
+    let name = map.require(r, "workflow", "a workflow").and_then(|n| r.name(n, "the workflow name"));
     let title = opt_label(r, map, "title", "the title");
     let description = opt_label(r, map, "description", "the description");
-    let record = map
-        .get("record")
-        .and_then(|n| r.name(n, "the record type"))
-        .map(|s| s.value);
+    let record = map.get("record").and_then(|n| r.name(n, "the record type")).map(|s| s.value);
     let start = match map.require(r, "start", "a workflow") {
         Some(node) => load_start(r, node),
         None => None,
     };
-    let initial = map
-        .require(r, "initial", "a workflow")
-        .and_then(|n| r.name(n, "the initial state"));
+    let initial = map.require(r, "initial", "a workflow").and_then(|n| r.name(n, "the initial state"));
     let mut states = Vec::new();
     if let Some(node) = map.require(r, "states", "a workflow")
         && let Some(smap) = r.map(node, "`states`")
@@ -314,12 +195,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
             }
         }
         if smap.entries().is_empty() {
-            r.error(
-                smap.pos,
-                "missing_key",
-                "a workflow needs at least one state",
-                None,
-            );
+            r.error(smap.pos, "missing_key", "a workflow needs at least one state", None);
         }
     }
     let mut transitions: Vec<TransitionDef> = Vec::new();
@@ -329,10 +205,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
                 for item in items {
                     if let Some(t) = load_transition(r, item) {
                         if let Some(first) = transitions.iter().find(|x| x.name == t.name) {
-                            let msg = format!(
-                                "transition `{}` is defined twice (first at line {})",
-                                t.name, first.pos.line
-                            );
+                            let msg = format!("transition `{}` is defined twice (first at line {})", t.name, first.pos.line);
                             r.error(t.pos, "duplicate_name", msg, Some("give each transition its own name; list several states in `from` instead".into()));
                         } else {
                             transitions.push(t);
@@ -348,7 +221,14 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
             ),
         }
     }
-    map.allow(&["on_new_version"]);
+    let on_new_version = map.get("on_new_version").and_then(|n| r.string(n, "`on_new_version`")).map_or(OnNewVersion::Keep, |s| match s.value.as_str() {
+        "keep" => OnNewVersion::Keep,
+        "migrate" => OnNewVersion::Migrate,
+        other => {
+            r.error(s.pos, "invalid_value", format!("`on_new_version: {other}` is not known"), Some("use `keep` (the default) or `migrate`".into()));
+            OnNewVersion::Keep
+        }
+    });
     map.finish(r, "a workflow");
     let name = name?;
     Some(WorkflowDef {
@@ -362,35 +242,21 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
         initial: initial?,
         states,
         transitions,
+        on_new_version,
     })
 }
 
 fn load_start(r: &mut Reader, node: &Node) -> Option<StartDef> {
     let map = r.map(node, "`start`")?;
     let form = map.get("form").and_then(|n| r.name(n, "the start form"));
-    let roles = map
-        .get("roles")
-        .map(|n| r.name_list(n, "a role"))
-        .unwrap_or_default();
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     let hooks = load_hooks(r, &map);
     map.finish(r, "`start`");
-    Some(StartDef {
-        pos: map.pos,
-        form,
-        roles,
-        hooks,
-    })
+    Some(StartDef { pos: map.pos, form, roles, hooks })
 }
 
 fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef> {
-    let mut state = StateDef {
-        name: name.value.clone(),
-        pos: name.pos,
-        label: Label::default(),
-        description: Label::default(),
-        is_final: false,
-        color: None,
-    };
+    let mut state = StateDef { name: name.value.clone(), pos: name.pos, label: Label::default(), description: Label::default(), is_final: false, color: None };
     if node.value == Value::Null {
         state.label = Label::plain(&name.value);
         return Some(state);
@@ -398,14 +264,8 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
     let map = r.map(node, &format!("state `{}`", name.value))?;
     state.label = opt_label(r, &map, "label", "the label").or_name(&name.value);
     state.description = opt_label(r, &map, "description", "the description");
-    state.is_final = map
-        .get("final")
-        .and_then(|n| r.bool(n, "`final`"))
-        .unwrap_or(false);
-    state.color = map
-        .get("color")
-        .and_then(|n| r.string(n, "`color`"))
-        .map(|s| s.value);
+    state.is_final = map.get("final").and_then(|n| r.bool(n, "`final`")).unwrap_or(false);
+    state.color = map.get("color").and_then(|n| r.string(n, "`color`")).map(|s| s.value);
     // SLA and escalation keys belong to the timers feature; accepted here so that
     // files written for it are not rejected, and checked there.
     map.allow(&["sla", "escalations", "after"]);
@@ -415,71 +275,41 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
 
 fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
     let map = r.map(node, "a transition")?;
-    let name = map
-        .require(r, "name", "a transition")
-        .and_then(|n| r.name(n, "the transition name"));
+    let name = map.require(r, "name", "a transition").and_then(|n| r.name(n, "the transition name"));
     let label = opt_label(r, &map, "label", "the label");
     let from = match map.require(r, "from", "a transition") {
         Some(n) => r.name_list(n, "a state name"),
         None => Vec::new(),
     };
     let to = map.get("to").and_then(|n| r.name(n, "the target state"));
-    let roles = map
-        .get("roles")
-        .map(|n| r.name_list(n, "a role"))
-        .unwrap_or_default();
-    let teams = map
-        .get("teams")
-        .map(|n| r.name_list(n, "a team"))
-        .unwrap_or_default();
-    let when = map
-        .get("when")
-        .and_then(|n| r.string(n, "`when` (a Rhai condition)"));
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let teams = map.get("teams").map(|n| r.name_list(n, "a team")).unwrap_or_default();
+    let when = map.get("when").and_then(|n| r.string(n, "`when` (a Rhai condition)"));
     let form = map.get("form").and_then(|n| r.name(n, "the form name"));
     let hooks = load_hooks(r, &map);
-    let assign = map
-        .get("assign")
-        .and_then(|n| r.string(n, "`assign`"))
-        .and_then(|s| match s.value.as_str() {
-            "actor" => Some(Assign::Actor),
-            "nobody" => Some(Assign::Nobody),
-            other => {
-                r.error(
-                    s.pos,
-                    "invalid_value",
-                    format!("`assign: {other}` is not known"),
-                    Some("use `actor` (the one who acts becomes the assignee) or `nobody`".into()),
-                );
-                None
-            }
-        });
+    let assign = map.get("assign").and_then(|n| r.string(n, "`assign`")).and_then(|s| match s.value.as_str() {
+        "actor" => Some(Assign::Actor),
+        "nobody" => Some(Assign::Nobody),
+        other => {
+            r.error(
+                s.pos,
+                "invalid_value",
+                format!("`assign: {other}` is not known"),
+                Some("use `actor` (the one who acts becomes the assignee) or `nobody`".into()),
+            );
+            None
+        }
+    });
     map.allow(&["post", "notify"]);
-    let what = name.as_ref().map_or_else(
-        || "a transition".to_string(),
-        |n| format!("transition `{}`", n.value),
-    );
+    let what = name.as_ref().map_or_else(|| "a transition".to_string(), |n| format!("transition `{}`", n.value));
     map.finish(r, &what);
     let name = name?;
-    Some(TransitionDef {
-        label: label.or_name(&name.value),
-        name: name.value,
-        pos: name.pos,
-        from,
-        to,
-        roles,
-        teams,
-        when,
-        form,
-        hooks,
-        assign,
-    })
+    Some(TransitionDef { label: label.or_name(&name.value), name: name.value, pos: name.pos, from, to, roles, teams, when, form, hooks, assign })
 }
 
 fn load_form(r: &mut Reader, root: &Node) -> Option<FormDef> {
     let map = r.map(root, "a form file")?;
-    let name = map
-        .require(r, "form", "a form file")
-        .and_then(|n| r.name(n, "the form name"));
+    let name = map.require(r, "form", "a form file").and_then(|n| r.name(n, "the form name"));
     let title = opt_label(r, &map, "title", "the title");
     let fields = match map.require(r, "fields", "a form") {
         Some(n) => load_fields(r, n),
@@ -487,13 +317,7 @@ fn load_form(r: &mut Reader, root: &Node) -> Option<FormDef> {
     };
     map.finish(r, "a form");
     let name = name?;
-    Some(FormDef {
-        title: title.or_name(&name.value),
-        name: name.value,
-        file: r.file.to_string(),
-        pos: name.pos,
-        fields,
-    })
+    Some(FormDef { title: title.or_name(&name.value), name: name.value, file: r.file.to_string(), pos: name.pos, fields })
 }
 
 fn load_fields(r: &mut Reader, node: &Node) -> Vec<FieldDef> {
@@ -512,28 +336,14 @@ fn load_fields(r: &mut Reader, node: &Node) -> Vec<FieldDef> {
     out
 }
 
-const COMMON_FIELD_KEYS: &[&str] = &[
-    "type",
-    "label",
-    "help",
-    "placeholder",
-    "widget",
-    "required",
-    "default",
-    "visible_when",
-    "required_when",
-];
+const COMMON_FIELD_KEYS: &[&str] = &["type", "label", "help", "placeholder", "widget", "required", "default", "visible_when", "required_when"];
 
 fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef> {
     let what = format!("field `{}`", name.value);
     let map = r.map(node, &what)?;
     let type_node = map.require(r, "type", &what)?;
     let type_name = r.string(type_node, "the field type")?;
-    let Some(field_type) = FieldType::ALL
-        .iter()
-        .find(|(n, _)| *n == type_name.value)
-        .map(|(_, t)| *t)
-    else {
+    let Some(field_type) = FieldType::ALL.iter().find(|(n, _)| *n == type_name.value).map(|(_, t)| *t) else {
         r.error(
             type_name.pos,
             "unknown_field_type",
@@ -549,21 +359,11 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
         label: opt_label(r, &map, "label", "the label").or_name(&name.value),
         help: opt_label(r, &map, "help", "the help text"),
         placeholder: opt_label(r, &map, "placeholder", "the placeholder"),
-        widget: map
-            .get("widget")
-            .and_then(|n| r.string(n, "`widget`"))
-            .map(|s| s.value),
-        required: map
-            .get("required")
-            .and_then(|n| r.bool(n, "`required`"))
-            .unwrap_or(false),
+        widget: map.get("widget").and_then(|n| r.string(n, "`widget`")).map(|s| s.value),
+        required: map.get("required").and_then(|n| r.bool(n, "`required`")).unwrap_or(false),
         default: map.get("default").map(|n| Sp::new(n.to_json(), n.pos)),
-        visible_when: map
-            .get("visible_when")
-            .and_then(|n| condition(r, n, "visible_when")),
-        required_when: map
-            .get("required_when")
-            .and_then(|n| condition(r, n, "required_when")),
+        visible_when: map.get("visible_when").and_then(|n| condition(r, n, "visible_when")),
+        required_when: map.get("required_when").and_then(|n| condition(r, n, "required_when")),
         min_length: None,
         max_length: None,
         pattern: None,
@@ -584,15 +384,8 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
             r.error(
                 node.pos,
                 "key_not_for_type",
-                format!(
-                    "`{key}` does not apply to a field of type `{}`",
-                    field_type.name()
-                ),
-                Some(if specific.is_empty() {
-                    "remove it".to_string()
-                } else {
-                    format!("keys for this type: {}", specific.join(", "))
-                }),
+                format!("`{key}` does not apply to a field of type `{}`", field_type.name()),
+                Some(if specific.is_empty() { "remove it".to_string() } else { format!("keys for this type: {}", specific.join(", ")) }),
             );
             return true;
         }
@@ -612,12 +405,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
                         _ => f.max_size = v,
                     }
                 }
-                Some(_) => r.error(
-                    n.pos,
-                    "invalid_value",
-                    format!("`{key}` cannot be negative"),
-                    None,
-                ),
+                Some(_) => r.error(n.pos, "invalid_value", format!("`{key}` cannot be negative"), None),
                 None => {}
             }
         }
@@ -634,22 +422,12 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
     if let (Some(lo), Some(hi)) = (f.min, f.max)
         && lo > hi
     {
-        r.error(
-            map.pos,
-            "invalid_value",
-            format!("{what}: `min` ({lo}) is greater than `max` ({hi})"),
-            None,
-        );
+        r.error(map.pos, "invalid_value", format!("{what}: `min` ({lo}) is greater than `max` ({hi})"), None);
     }
     if let (Some(lo), Some(hi)) = (f.min_length, f.max_length)
         && lo > hi
     {
-        r.error(
-            map.pos,
-            "invalid_value",
-            format!("{what}: `min_length` ({lo}) is greater than `max_length` ({hi})"),
-            None,
-        );
+        r.error(map.pos, "invalid_value", format!("{what}: `min_length` ({lo}) is greater than `max_length` ({hi})"), None);
     }
     if let Some(n) = map.get("pattern")
         && !misplaced(r, "pattern", n)
@@ -657,12 +435,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
     {
         if let Err(e) = regex::Regex::new(&p.value) {
             let detail = e.to_string();
-            let last = detail
-                .lines()
-                .last()
-                .unwrap_or("invalid")
-                .trim()
-                .trim_start_matches("error: ");
+            let last = detail.lines().last().unwrap_or("invalid").trim().trim_start_matches("error: ");
             r.error(
                 p.pos,
                 "invalid_pattern",
@@ -704,41 +477,19 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
         f.fields = load_fields(r, n);
     }
     match field_type {
-        FieldType::Enum if f.options.is_empty() => r.error(
-            map.pos,
-            "missing_key",
-            format!("{what} of type `enum` needs `options`"),
-            Some("e.g. `options: [low, normal, urgent]`".into()),
-        ),
-        FieldType::Ref if f.record.is_none() => r.error(
-            map.pos,
-            "missing_key",
-            format!("{what} of type `ref` needs `record` (the record type it points at)"),
-            None,
-        ),
-        FieldType::Group if f.fields.is_empty() => r.error(
-            map.pos,
-            "missing_key",
-            format!("{what} of type `group` needs `fields` (the fields of one item)"),
-            None,
-        ),
+        FieldType::Enum if f.options.is_empty() => {
+            r.error(map.pos, "missing_key", format!("{what} of type `enum` needs `options`"), Some("e.g. `options: [low, normal, urgent]`".into()))
+        }
+        FieldType::Ref if f.record.is_none() => {
+            r.error(map.pos, "missing_key", format!("{what} of type `ref` needs `record` (the record type it points at)"), None)
+        }
+        FieldType::Group if f.fields.is_empty() => {
+            r.error(map.pos, "missing_key", format!("{what} of type `group` needs `fields` (the fields of one item)"), None)
+        }
         _ => {}
     }
     map.allow(COMMON_FIELD_KEYS);
-    for key in [
-        "min_length",
-        "max_length",
-        "pattern",
-        "min",
-        "max",
-        "unit",
-        "options",
-        "multiple",
-        "record",
-        "accept",
-        "max_size",
-        "fields",
-    ] {
+    for key in ["min_length", "max_length", "pattern", "min", "max", "unit", "options", "multiple", "record", "accept", "max_size", "fields"] {
         map.allow(&[key]);
     }
     map.finish(r, &what);
@@ -752,7 +503,12 @@ fn condition(r: &mut Reader, node: &Node, key: &str) -> Option<(Sp<String>, Cond
         Err(e) => {
             // Points into the condition text (one column off when the YAML quotes it).
             let pos = Pos::new(src.pos.line, src.pos.column + e.offset as u32 + 1);
-            r.error(pos, "invalid_condition", format!("`{key}` cannot be read: {}", e.message), Some("conditions look like `priority == 'urgent'`, combined with && || ! and `in [..]`".into()));
+            r.error(
+                pos,
+                "invalid_condition",
+                format!("`{key}` cannot be read: {}", e.message),
+                Some("conditions look like `priority == 'urgent'`, combined with && || ! and `in [..]`".into()),
+            );
             None
         }
     }
@@ -760,12 +516,7 @@ fn condition(r: &mut Reader, node: &Node, key: &str) -> Option<(Sp<String>, Cond
 
 fn load_options(r: &mut Reader, node: &Node) -> Vec<EnumOption> {
     let Value::Seq(items) = &node.value else {
-        r.error(
-            node.pos,
-            "wrong_type",
-            format!("`options` must be a list, found {}", node.type_name()),
-            Some("e.g. `options: [low, normal, urgent]`".into()),
-        );
+        r.error(node.pos, "wrong_type", format!("`options` must be a list, found {}", node.type_name()), Some("e.g. `options: [low, normal, urgent]`".into()));
         return Vec::new();
     };
     let mut out: Vec<EnumOption> = Vec::new();
@@ -775,36 +526,21 @@ fn load_options(r: &mut Reader, node: &Node) -> Vec<EnumOption> {
                 let Some(m) = r.map(item, "an option") else {
                     continue;
                 };
-                let value = m
-                    .require(r, "value", "an option")
-                    .and_then(|n| r.string(n, "the option value"));
+                let value = m.require(r, "value", "an option").and_then(|n| r.string(n, "the option value"));
                 let label = opt_label(r, &m, "label", "the option label");
                 m.finish(r, "an option");
                 let Some(value) = value else { continue };
-                EnumOption {
-                    label: label.or_name(&value.value),
-                    value: value.value,
-                    pos: value.pos,
-                }
+                EnumOption { label: label.or_name(&value.value), value: value.value, pos: value.pos }
             }
             _ => {
                 let Some(value) = r.string(item, "an option") else {
                     continue;
                 };
-                EnumOption {
-                    label: Label::plain(&value.value),
-                    value: value.value,
-                    pos: value.pos,
-                }
+                EnumOption { label: Label::plain(&value.value), value: value.value, pos: value.pos }
             }
         };
         if out.iter().any(|o| o.value == option.value) {
-            r.error(
-                option.pos,
-                "duplicate_name",
-                format!("option `{}` is listed twice", option.value),
-                None,
-            );
+            r.error(option.pos, "duplicate_name", format!("option `{}` is listed twice", option.value), None);
             continue;
         }
         out.push(option);

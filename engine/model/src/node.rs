@@ -50,10 +50,7 @@ impl Node {
     /// Looks up a key in a mapping node.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -68,12 +65,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.scalar_text(), v.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.scalar_text(), v.to_json())).collect()),
         }
     }
 
@@ -99,10 +91,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
 }
 
 fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
-    let pos = error
-        .location()
-        .map(|l| Pos::new(l.line() as u32, l.column() as u32))
-        .unwrap_or(Pos::new(1, 1));
+    let pos = error.location().map(|l| Pos::new(l.line() as u32, l.column() as u32)).unwrap_or(Pos::new(1, 1));
     let full = error.to_string();
     // The crate's Display repeats the location and adds a snippet; keep the sentence.
     let first = full.lines().next().unwrap_or(&full);
@@ -110,24 +99,11 @@ fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
         Some((_, rest)) if first.starts_with("error: line") => rest.to_string(),
         _ => first.trim_start_matches("error: ").to_string(),
     };
-    let message = message
-        .split(", set DuplicateKeyPolicy")
-        .next()
-        .unwrap_or(&message)
-        .to_string();
+    let message = message.split(", set DuplicateKeyPolicy").next().unwrap_or(&message).to_string();
     let (code, hint) = if message.contains("duplicate mapping key") {
-        (
-            "duplicate_key",
-            Some(
-                "each key may appear only once in a mapping; remove or rename one of them"
-                    .to_string(),
-            ),
-        )
+        ("duplicate_key", Some("each key may appear only once in a mapping; remove or rename one of them".to_string()))
     } else {
-        (
-            "yaml_syntax",
-            Some("check indentation, colons and closing brackets around this place".to_string()),
-        )
+        ("yaml_syntax", Some("check indentation, colons and closing brackets around this place".to_string()))
     };
     Diagnostic::new(file, pos, code, format!("YAML: {message}")).with_hint(hint)
 }
@@ -135,13 +111,7 @@ fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<Value>::deserialize(deserializer)?;
-        Ok(Node {
-            pos: Pos::new(
-                spanned.referenced.line() as u32,
-                spanned.referenced.column() as u32,
-            ),
-            value: spanned.value,
-        })
+        Ok(Node { pos: Pos::new(spanned.referenced.line() as u32, spanned.referenced.column() as u32), value: spanned.value })
     }
 }
 
@@ -175,9 +145,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom("integer too large"))
+        i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer too large"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))

@@ -36,24 +36,12 @@ impl<'a> Reader<'a> {
         Reader { file, diags }
     }
 
-    pub fn error(
-        &mut self,
-        pos: Pos,
-        code: &'static str,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        self.diags
-            .push(Diagnostic::new(self.file, pos, code, message).with_hint(hint));
+    pub fn error(&mut self, pos: Pos, code: &'static str, message: impl Into<String>, hint: Option<String>) {
+        self.diags.push(Diagnostic::new(self.file, pos, code, message).with_hint(hint));
     }
 
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
-        self.error(
-            node.pos,
-            "wrong_type",
-            format!("{what} must be {expected}, found {}", node.type_name()),
-            None,
-        );
+        self.error(node.pos, "wrong_type", format!("{what} must be {expected}, found {}", node.type_name()), None);
     }
 
     /// Opens a mapping node; reports and returns `None` for anything else.
@@ -132,10 +120,7 @@ impl<'a> Reader<'a> {
     /// A list of names; a single name is accepted as a list of one.
     pub fn name_list(&mut self, node: &Node, what: &str) -> Vec<Sp<String>> {
         match &node.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|item| self.name(item, what))
-                .collect(),
+            Value::Seq(items) => items.iter().filter_map(|item| self.name(item, what)).collect(),
             Value::Str(_) => self.name(node, what).into_iter().collect(),
             _ => {
                 self.wrong_type(node, what, "a name or a list of names");
@@ -179,9 +164,7 @@ impl<'a> Reader<'a> {
 
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-        && s.len() <= 64
+    matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_')) && s.len() <= 64
 }
 
 /// A mapping being read: remembers which keys were asked for, so that
@@ -194,31 +177,19 @@ pub struct MapView<'n> {
 
 impl<'n> MapView<'n> {
     fn new(pos: Pos, entries: &'n [(Node, Node)]) -> Self {
-        MapView {
-            pos,
-            entries,
-            asked: RefCell::new(Vec::new()),
-        }
+        MapView { pos, entries, asked: RefCell::new(Vec::new()) }
     }
 
     pub fn get(&self, key: &'static str) -> Option<&'n Node> {
         self.asked.borrow_mut().push(key);
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// Like [`MapView::get`], reporting a missing key.
     pub fn require(&self, r: &mut Reader, key: &'static str, what: &str) -> Option<&'n Node> {
         let found = self.get(key);
         if found.is_none() {
-            r.error(
-                self.pos,
-                "missing_key",
-                format!("{what} needs `{key}`"),
-                None,
-            );
+            r.error(self.pos, "missing_key", format!("{what} needs `{key}`"), None);
         }
         found
     }
@@ -238,12 +209,7 @@ impl<'n> MapView<'n> {
         for (key, _) in self.entries {
             let text = key.scalar_text();
             if !asked.contains(&text.as_str()) {
-                r.error(
-                    key.pos,
-                    "unknown_key",
-                    format!("unknown key `{text}` in {what}"),
-                    did_you_mean(&text, asked.iter().copied()),
-                );
+                r.error(key.pos, "unknown_key", format!("unknown key `{text}` in {what}"), did_you_mean(&text, asked.iter().copied()));
             }
         }
     }

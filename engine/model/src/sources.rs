@@ -31,9 +31,7 @@ impl SourceKind {
 
 /// `rules/dispatch.rhai` → `dispatch`; `rules/stock/post.rhai` → `stock/post`.
 pub fn script_name(path: &str) -> String {
-    path.trim_start_matches("rules/")
-        .trim_end_matches(".rhai")
-        .to_string()
+    path.trim_start_matches("rules/").trim_end_matches(".rhai").to_string()
 }
 
 /// Path (relative, `/`-separated) → file text, sorted by path so that the

@@ -87,28 +87,13 @@ impl RuleSet {
         for script in model.scripts.values() {
             match engine.compile_with_scope(&scope, &script.text) {
                 Ok(ast) => {
-                    scripts.insert(
-                        script.name.clone(),
-                        Compiled {
-                            ast,
-                            file: script.file.clone(),
-                            origin: Pos::new(0, 0),
-                        },
-                    );
+                    scripts.insert(script.name.clone(), Compiled { ast, file: script.file.clone(), origin: Pos::new(0, 0) });
                 }
                 Err(e) => {
-                    let (line, column) = (
-                        e.1.line().unwrap_or(1) as u32,
-                        e.1.position().unwrap_or(1) as u32,
-                    );
+                    let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
                     diags.push(
-                        Diagnostic::new(
-                            &script.file,
-                            Pos::new(line, column),
-                            "rhai_syntax",
-                            format!("script error: {}", e.0),
-                        )
-                        .with_hint(syntax_hint(&e.0.to_string())),
+                        Diagnostic::new(&script.file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0))
+                            .with_hint(syntax_hint(&e.0.to_string())),
                     );
                 }
             }
@@ -118,48 +103,20 @@ impl RuleSet {
                 let Some(when) = &t.when else { continue };
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
-                        let origin = Pos::new(
-                            when.pos.line.saturating_sub(1),
-                            when.pos.column.saturating_sub(1),
-                        );
-                        scripts.insert(
-                            guard_key(&wf.name, &t.name),
-                            Compiled {
-                                ast,
-                                file: wf.file.clone(),
-                                origin,
-                            },
-                        );
+                        let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
+                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast, file: wf.file.clone(), origin });
                     }
                     Err(e) => {
-                        let pos = Pos::new(
-                            when.pos.line + e.1.line().unwrap_or(1) as u32 - 1,
-                            when.pos.column + e.1.position().unwrap_or(1) as u32 - 1,
-                        );
+                        let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
                         diags.push(
-                            Diagnostic::new(
-                                &wf.file,
-                                pos,
-                                "rhai_syntax",
-                                format!(
-                                    "`when` of transition `{}` cannot be read: {}",
-                                    t.name, e.0
-                                ),
-                            )
-                            .with_hint(syntax_hint(&e.0.to_string())),
+                            Diagnostic::new(&wf.file, pos, "rhai_syntax", format!("`when` of transition `{}` cannot be read: {}", t.name, e.0))
+                                .with_hint(syntax_hint(&e.0.to_string())),
                         );
                     }
                 }
             }
         }
-        (
-            RuleSet {
-                engine,
-                scripts,
-                wall_limit: limits.wall_time,
-            },
-            diags,
-        )
+        (RuleSet { engine, scripts, wall_limit: limits.wall_time }, diags)
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -179,33 +136,19 @@ impl RuleSet {
             });
         };
         let mut scope = Scope::new();
-        for (k, v) in [
-            ("record", &ctx.record),
-            ("input", &ctx.input),
-            ("actor", &ctx.actor),
-        ] {
+        for (k, v) in [("record", &ctx.record), ("input", &ctx.input), ("actor", &ctx.actor)] {
             let d = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
             scope.push_constant_dynamic(k, d);
         }
         scope.push_constant("now", ctx.now.clone());
-        let result = sandbox::with_deadline(self.wall_limit, || {
-            self.engine
-                .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
-        });
+        let result = sandbox::with_deadline(self.wall_limit, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast));
         let error_at = |pos: rhai::Position, kind, message: String| {
-            let (line, column) = (
-                pos.line().unwrap_or(1) as u32,
-                pos.position().unwrap_or(1) as u32,
-            );
+            let (line, column) = (pos.line().unwrap_or(1) as u32, pos.position().unwrap_or(1) as u32);
             RuleError {
                 script: name.into(),
                 file: compiled.file.clone(),
                 line: compiled.origin.line + line,
-                column: if line == 1 {
-                    compiled.origin.column + column
-                } else {
-                    column
-                },
+                column: if line == 1 { compiled.origin.column + column } else { column },
                 kind,
                 message,
             }
@@ -215,13 +158,8 @@ impl RuleSet {
                 if value.is_unit() {
                     return Ok(Value::Null);
                 }
-                rhai::serde::from_dynamic::<Value>(&value).map_err(|e| {
-                    error_at(
-                        rhai::Position::NONE,
-                        RuleErrorKind::BadResult,
-                        format!("the result cannot be used: {e}"),
-                    )
-                })
+                rhai::serde::from_dynamic::<Value>(&value)
+                    .map_err(|e| error_at(rhai::Position::NONE, RuleErrorKind::BadResult, format!("the result cannot be used: {e}")))
             }
             Err(e) => {
                 let pos = e.position();

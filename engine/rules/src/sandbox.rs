@@ -68,9 +68,7 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
         if ops % 256 != 0 {
             return None;
         }
-        let late = DEADLINE
-            .with(|d| d.get())
-            .is_some_and(|deadline| Instant::now() > deadline);
+        let late = DEADLINE.with(|d| d.get()).is_some_and(|deadline| Instant::now() > deadline);
         late.then(|| Dynamic::from(TIMEOUT_TOKEN))
     });
     crate::helpers::register(&mut engine);
@@ -81,46 +79,18 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
 pub(crate) fn describe(e: &EvalAltResult, wall: Duration) -> (RuleErrorKind, String) {
     use EvalAltResult as E;
     match e {
-        E::ErrorTerminated(token, _)
-            if token
-                .clone()
-                .into_string()
-                .is_ok_and(|s| s == TIMEOUT_TOKEN) =>
-        {
-            (
-                RuleErrorKind::Limit,
-                format!("stopped after running longer than {} ms", wall.as_millis()),
-            )
+        E::ErrorTerminated(token, _) if token.clone().into_string().is_ok_and(|s| s == TIMEOUT_TOKEN) => {
+            (RuleErrorKind::Limit, format!("stopped after running longer than {} ms", wall.as_millis()))
         }
-        E::ErrorTooManyOperations(_) => (
-            RuleErrorKind::Limit,
-            "stopped: too many operations (an endless loop?)".into(),
-        ),
-        E::ErrorStackOverflow(_) => (
-            RuleErrorKind::Limit,
-            "stopped: calls nested too deeply (endless recursion?)".into(),
-        ),
-        E::ErrorDataTooLarge(what, _) => (
-            RuleErrorKind::Limit,
-            format!("stopped: {what} grew too large"),
-        ),
+        E::ErrorTooManyOperations(_) => (RuleErrorKind::Limit, "stopped: too many operations (an endless loop?)".into()),
+        E::ErrorStackOverflow(_) => (RuleErrorKind::Limit, "stopped: calls nested too deeply (endless recursion?)".into()),
+        E::ErrorDataTooLarge(what, _) => (RuleErrorKind::Limit, format!("stopped: {what} grew too large")),
         E::ErrorTooManyVariables(_) => (RuleErrorKind::Limit, "stopped: too many variables".into()),
-        E::ErrorRuntime(value, _) => (
-            RuleErrorKind::Runtime,
-            format!("the script raised an error: {value}"),
-        ),
+        E::ErrorRuntime(value, _) => (RuleErrorKind::Runtime, format!("the script raised an error: {value}")),
         E::ErrorInFunctionCall(name, _, inner, _) => {
             let (kind, msg) = describe(inner, wall);
             (kind, format!("in function `{name}`: {msg}"))
         }
-        other => (
-            RuleErrorKind::Runtime,
-            other
-                .to_string()
-                .split(" (line")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
+        other => (RuleErrorKind::Runtime, other.to_string().split(" (line").next().unwrap_or_default().to_string()),
     }
 }

@@ -29,20 +29,14 @@ fn runs_a_routing_script() {
     )]);
     assert!(diags.is_empty(), "{diags:?}");
     let out = set.run("dispatch", &ctx()).unwrap();
-    assert_eq!(
-        out,
-        json!({"team": "hvac_team", "sla_minutes": 30, "due": "2026-11-25T08:30:00Z"})
-    );
+    assert_eq!(out, json!({"team": "hvac_team", "sla_minutes": 30, "due": "2026-11-25T08:30:00Z"}));
 }
 
 #[test]
 fn syntax_errors_point_into_the_file() {
     let (_, diags) = rules(&[("rules/bad.rhai", "let x = 1;\nlet y = ;\n")]);
     assert_eq!(diags.len(), 1);
-    assert_eq!(
-        (diags[0].file.as_str(), diags[0].line, diags[0].code),
-        ("rules/bad.rhai", 2, "rhai_syntax")
-    );
+    assert_eq!((diags[0].file.as_str(), diags[0].line, diags[0].code), ("rules/bad.rhai", 2, "rhai_syntax"));
 }
 
 #[test]
@@ -54,10 +48,7 @@ fn undefined_variables_are_compile_errors() {
 
 #[test]
 fn eval_and_import_are_refused() {
-    let (_, diags) = rules(&[
-        ("rules/e.rhai", "eval(\"1\")"),
-        ("rules/i.rhai", "import \"x\" as y; 1"),
-    ]);
+    let (_, diags) = rules(&[("rules/e.rhai", "eval(\"1\")"), ("rules/i.rhai", "import \"x\" as y; 1")]);
     assert_eq!(diags.len(), 2, "{diags:?}");
 }
 
@@ -70,28 +61,17 @@ fn hostile_scripts_stop_quickly_with_a_clear_error() {
         ("big_array", "let a = []; loop { a.push(1); }"),
         ("throw", "throw \"no\""),
     ];
-    let files: Vec<(String, &str)> = cases
-        .iter()
-        .map(|(n, t)| (format!("rules/{n}.rhai"), *t))
-        .collect();
+    let files: Vec<(String, &str)> = cases.iter().map(|(n, t)| (format!("rules/{n}.rhai"), *t)).collect();
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), *t)).collect();
     let (set, diags) = rules(&refs);
     assert!(diags.is_empty(), "{diags:?}");
     for (name, _) in cases {
         let started = Instant::now();
         let err = set.run(name, &ctx()).unwrap_err();
-        assert!(
-            started.elapsed().as_millis() < 500,
-            "{name} took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed().as_millis() < 500, "{name} took {:?}", started.elapsed());
         assert_eq!(err.script, name);
         assert!(err.file.ends_with(".rhai"));
-        let expected = if name == "throw" {
-            RuleErrorKind::Runtime
-        } else {
-            RuleErrorKind::Limit
-        };
+        let expected = if name == "throw" { RuleErrorKind::Runtime } else { RuleErrorKind::Limit };
         assert_eq!(err.kind, expected, "{name}: {err}");
     }
 }

@@ -9,10 +9,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(transparent)]
@@ -47,14 +44,8 @@ pub fn load(dir: &Path, bundle: &Bundle, store: &dyn Store) -> Result<Vec<Actor>
     }
     let path = dir.join("users.yaml");
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|source| DemoError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let file: UsersFile = serde_saphyr::from_str(&text).map_err(|e| DemoError::Invalid {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| DemoError::Read { path: shown.clone(), source })?;
+    let file: UsersFile = serde_saphyr::from_str(&text).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
     let roles: Vec<&str> = bundle.model.roles.keys().map(String::as_str).collect();
     let teams: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
     let mut loaded = Vec::new();
@@ -62,31 +53,16 @@ pub fn load(dir: &Path, bundle: &Bundle, store: &dyn Store) -> Result<Vec<Actor>
         for r in &u.roles {
             if !roles.contains(&r.as_str()) {
                 let hint = did_you_mean(r, roles.iter().copied()).unwrap_or_default();
-                return Err(DemoError::Invalid {
-                    path: shown,
-                    message: format!("user `{}` has unknown role `{r}` {hint}", u.id),
-                });
+                return Err(DemoError::Invalid { path: shown, message: format!("user `{}` has unknown role `{r}` {hint}", u.id) });
             }
         }
         for t in &u.teams {
             if !teams.contains(&t.as_str()) {
                 let hint = did_you_mean(t, teams.iter().copied()).unwrap_or_default();
-                return Err(DemoError::Invalid {
-                    path: shown,
-                    message: format!("user `{}` has unknown team `{t}` {hint}", u.id),
-                });
+                return Err(DemoError::Invalid { path: shown, message: format!("user `{}` has unknown team `{t}` {hint}", u.id) });
             }
         }
-        let actor = Actor {
-            id: u.id,
-            name: u.name,
-            roles: if u.all_roles {
-                roles.iter().map(|r| r.to_string()).collect()
-            } else {
-                u.roles
-            },
-            teams: u.teams,
-        };
+        let actor = Actor { id: u.id, name: u.name, roles: if u.all_roles { roles.iter().map(|r| r.to_string()).collect() } else { u.roles }, teams: u.teams };
         store.put_user(&actor)?;
         loaded.push(actor);
     }

@@ -9,15 +9,16 @@
 
 pub mod clock;
 pub mod demo;
+pub mod migrate;
+pub mod reload;
 pub mod sources;
 pub mod tokens;
+pub mod watch;
 
 use arc_swap::ArcSwap;
 use flowform_core::{Actor, AvailableTransition, Bundle, Event, Instance, Lang, Rejection};
 use flowform_model::Diagnostic;
-use flowform_store::{
-    CommandWrite, CommitOutcome, IdempotencyKey, InstanceFilter, Page, Store, StoreError,
-};
+use flowform_store::{CommandWrite, CommitOutcome, IdempotencyKey, InstanceFilter, Page, Store, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub enum CommandError {
     BundleMissing(String),
     #[error("bundle version `{version}` no longer compiles: {count} problem(s)")]
     BundleBroken { version: String, count: usize },
+    #[error("no bundle version `{0}` in the store")]
+    UnknownBundleVersion(String),
     #[error("the instance kept changing; try again")]
     TooMuchContention,
     #[error(transparent)]
@@ -77,6 +80,11 @@ pub struct Runtime {
     clock: Arc<dyn Clock>,
     ids: Mutex<ulid::Generator>,
     loaded_at: ArcSwap<String>,
+    /// Where the definitions are read from on reload; `None`: reload is off.
+    app_dir: Option<std::path::PathBuf>,
+    last_rejected: ArcSwap<Option<reload::Rejected>>,
+    /// One reload at a time; requests never wait for it.
+    reload_lock: Mutex<()>,
 }
 
 /// The options of one command from an API client.
@@ -89,14 +97,14 @@ pub struct CommandOptions {
 
 impl Runtime {
     /// Starts a runtime on `bundle`, recording the bundle's sources in the store.
-    pub fn new(
-        bundle: Bundle,
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Runtime, StoreError> {
+    pub fn new(bundle: Bundle, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Runtime, StoreError> {
         store.put_bundle(&bundle.version, &bundle.sources)?;
+        store.set_current_bundle(&bundle.version)?;
         let loaded_at = clock.now_rfc3339();
         Ok(Runtime {
+            app_dir: None,
+            last_rejected: ArcSwap::from_pointee(None),
+            reload_lock: Mutex::new(()),
             current: ArcSwap::from_pointee(bundle),
             pinned: Mutex::new(HashMap::new()),
             store,
@@ -129,21 +137,12 @@ impl Runtime {
         if current.version == version {
             return Ok(current);
         }
-        let mut pinned = self
-            .pinned
-            .lock()
-            .map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
+        let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
         if let Some(b) = pinned.get(version) {
             return Ok(b.clone());
         }
-        let sources = self
-            .store
-            .bundle(version)?
-            .ok_or_else(|| CommandError::BundleMissing(version.to_string()))?;
-        let bundle = flowform_core::compile(sources).map_err(|d| CommandError::BundleBroken {
-            version: version.to_string(),
-            count: d.len(),
-        })?;
+        let sources = self.store.bundle(version)?.ok_or_else(|| CommandError::BundleMissing(version.to_string()))?;
+        let bundle = flowform_core::compile(sources).map_err(|d| CommandError::BundleBroken { version: version.to_string(), count: d.len() })?;
         let bundle = Arc::new(bundle);
         pinned.insert(version.to_string(), bundle.clone());
         Ok(bundle)
@@ -161,13 +160,7 @@ impl Runtime {
     }
 
     /// Starts an instance of `workflow` with the start form's data.
-    pub async fn start(
-        &self,
-        workflow: &str,
-        input: &Value,
-        actor: &Actor,
-        opts: &CommandOptions,
-    ) -> Result<Instance, CommandError> {
+    pub async fn start(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
         let idem = idempotency(actor, &format!("start:{workflow}"), input, opts)?;
         if let Some(replay) = self.replay(&idem)? {
             return Ok(replay);
@@ -176,30 +169,16 @@ impl Runtime {
         let now = self.now();
         let id = self.new_id();
         let outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
-        let write = CommandWrite {
-            instance: outcome.instance,
-            expected_version: 0,
-            event: outcome.event,
-            idempotency: idem,
-        };
+        let write = CommandWrite { instance: outcome.instance, expected_version: 0, event: outcome.event, idempotency: idem };
         match self.commit(write).await? {
             (CommitOutcome::Committed, instance) => Ok(instance),
             (CommitOutcome::Replay(first), _) => Ok(first.instance),
-            (CommitOutcome::Conflict { .. }, _) => Err(CommandError::Internal(format!(
-                "instance id {id} was generated twice"
-            ))),
+            (CommitOutcome::Conflict { .. }, _) => Err(CommandError::Internal(format!("instance id {id} was generated twice"))),
         }
     }
 
     /// Takes transition `name` on instance `id`.
-    pub async fn transition(
-        &self,
-        id: &str,
-        name: &str,
-        input: &Value,
-        actor: &Actor,
-        opts: &CommandOptions,
-    ) -> Result<Instance, CommandError> {
+    pub async fn transition(&self, id: &str, name: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
         let idem = idempotency(actor, &format!("transition:{id}:{name}"), input, opts)?;
         if let Some(replay) = self.replay(&idem)? {
             return Ok(replay);
@@ -209,30 +188,18 @@ impl Runtime {
             if let Some(expected) = opts.expected_version
                 && expected != instance.version
             {
-                return Err(CommandError::StaleVersion {
-                    expected,
-                    current: instance.version,
-                });
+                return Err(CommandError::StaleVersion { expected, current: instance.version });
             }
             let bundle = self.bundle_for(&instance.bundle_version)?;
             let now = self.now();
-            let outcome =
-                flowform_core::transition(&bundle, &instance, name, input, actor, &now, opts.lang)?;
-            let write = CommandWrite {
-                instance: outcome.instance,
-                expected_version: instance.version,
-                event: outcome.event,
-                idempotency: idem.clone(),
-            };
+            let outcome = flowform_core::transition(&bundle, &instance, name, input, actor, &now, opts.lang)?;
+            let write = CommandWrite { instance: outcome.instance, expected_version: instance.version, event: outcome.event, idempotency: idem.clone() };
             match self.commit(write).await? {
                 (CommitOutcome::Committed, instance) => return Ok(instance),
                 (CommitOutcome::Replay(first), _) => return Ok(first.instance),
                 (CommitOutcome::Conflict { current_version }, _) => {
                     if let Some(expected) = opts.expected_version {
-                        return Err(CommandError::StaleVersion {
-                            expected,
-                            current: current_version,
-                        });
+                        return Err(CommandError::StaleVersion { expected, current: current_version });
                     }
                     // Someone else changed it between our read and our write: decide again.
                 }
@@ -254,9 +221,7 @@ impl Runtime {
         let store = self.store.clone();
         let idem = write.idempotency.clone();
         let instance = write.instance.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.commit(write))
-            .await
-            .map_err(|e| CommandError::Internal(e.to_string()))??;
+        let outcome = tokio::task::spawn_blocking(move || store.commit(write)).await.map_err(|e| CommandError::Internal(e.to_string()))??;
         if let (CommitOutcome::Replay(first), Some(idem)) = (&outcome, &idem)
             && first.fingerprint != idem.fingerprint
         {
@@ -266,9 +231,7 @@ impl Runtime {
     }
 
     pub fn instance(&self, id: &str) -> Result<Instance, CommandError> {
-        self.store
-            .instance(id)?
-            .ok_or_else(|| CommandError::InstanceNotFound(id.to_string()))
+        self.store.instance(id)?.ok_or_else(|| CommandError::InstanceNotFound(id.to_string()))
     }
 
     pub fn instances(&self, filter: &InstanceFilter) -> Result<Page, CommandError> {
@@ -281,15 +244,9 @@ impl Runtime {
     }
 
     /// What `actor` may do on `instance` now.
-    pub fn available_transitions(
-        &self,
-        instance: &Instance,
-        actor: &Actor,
-    ) -> Vec<AvailableTransition> {
+    pub fn available_transitions(&self, instance: &Instance, actor: &Actor) -> Vec<AvailableTransition> {
         match self.bundle_for(&instance.bundle_version) {
-            Ok(bundle) => {
-                flowform_core::available_transitions(&bundle, instance, actor, &self.now())
-            }
+            Ok(bundle) => flowform_core::available_transitions(&bundle, instance, actor, &self.now()),
             Err(_) => Vec::new(),
         }
     }
@@ -300,12 +257,7 @@ impl Runtime {
     }
 }
 
-fn idempotency(
-    actor: &Actor,
-    operation: &str,
-    input: &Value,
-    opts: &CommandOptions,
-) -> Result<Option<IdempotencyKey>, CommandError> {
+fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &CommandOptions) -> Result<Option<IdempotencyKey>, CommandError> {
     let Some(key) = &opts.idempotency_key else {
         return Ok(None);
     };
@@ -314,14 +266,6 @@ fn idempotency(
     h.update([0]);
     h.update(input.to_string().as_bytes());
     h.update([0]);
-    h.update(
-        opts.expected_version
-            .map(|v| v.to_string())
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    Ok(Some(IdempotencyKey {
-        key: format!("{}\u{0}{key}", actor.id),
-        fingerprint: hex::encode(h.finalize()),
-    }))
+    h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
+    Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
 }

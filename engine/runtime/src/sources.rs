@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not UTF-8 text")]
     NotUtf8 { path: PathBuf },
     #[error("{dir} has none of the folders definitions/, forms/, rules/")]
@@ -32,24 +29,16 @@ pub fn read_dir(dir: &Path) -> Result<Sources, ReadError> {
         walk(dir, &root, &mut sources)?;
     }
     if !any {
-        return Err(ReadError::NotAnApp {
-            dir: dir.to_path_buf(),
-        });
+        return Err(ReadError::NotAnApp { dir: dir.to_path_buf() });
     }
     Ok(sources)
 }
 
 fn walk(base: &Path, dir: &Path, sources: &mut Sources) -> Result<(), ReadError> {
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
-        move |source| ReadError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| ReadError::Io { path: path.to_path_buf(), source }
     }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .collect::<Result<_, _>>()
-        .map_err(io(dir))?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
@@ -64,17 +53,12 @@ fn walk(base: &Path, dir: &Path, sources: &mut Sources) -> Result<(), ReadError>
         let Ok(rel) = path.strip_prefix(base) else {
             continue;
         };
-        let rel = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
+        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
         if SourceKind::of(&rel).is_none() {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8 { path: path.clone() })?;
+        let text = String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8 { path: path.clone() })?;
         sources.insert(rel, text);
     }
     Ok(())

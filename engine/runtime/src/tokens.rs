@@ -16,16 +16,11 @@ pub fn generate() -> String {
 
 /// Issues a token for an existing user through `add`, after `exists` confirms
 /// the user. Returns the token in clear; only its hash is stored.
-pub fn issue(
-    user: &str,
-    exists: impl FnOnce(&str) -> Result<bool>,
-    add: impl FnOnce(&str, &str) -> Result<()>,
-) -> Result<Option<String>> {
+pub fn issue(user: &str, exists: impl FnOnce(&str) -> Result<bool>, add: impl FnOnce(&str, &str) -> Result<()>) -> Result<Option<String>> {
     if !exists(user)? {
         return Ok(None);
     }
     let token = generate();
-    add(&hash(&token), user)
-        .map_err(|e| StoreError::Backend(format!("cannot store the token: {e}")))?;
+    add(&hash(&token), user).map_err(|e| StoreError::Backend(format!("cannot store the token: {e}")))?;
     Ok(Some(token))
 }

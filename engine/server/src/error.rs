@@ -20,12 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: json!([]),
-        }
+        ApiError { status, code, message: message.into(), details: json!([]) }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -44,30 +39,20 @@ impl ApiError {
     pub fn internal(error: impl std::fmt::Display) -> Self {
         let id = ulid::Ulid::generate().to_string();
         tracing::error!(error_id = %id, error = %error, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("internal error; the server log has the details under error id {id}"),
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error; the server log has the details under error id {id}"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"code": self.code, "message": self.message, "details": self.details})),
-        )
-            .into_response()
+        (self.status, Json(json!({"code": self.code, "message": self.message, "details": self.details}))).into_response()
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let (status, code) = match &r {
-            JsonRejection::MissingJsonContentType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+            JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
             JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             _ => (StatusCode::BAD_REQUEST, "invalid_body"),
@@ -89,18 +74,25 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::Rejected(r) => match r {
                 Rejection::UnknownWorkflow(_) => ApiError::new(S::NOT_FOUND, "unknown_workflow", message),
-                Rejection::UnknownTransition { available, .. } => ApiError::new(S::NOT_FOUND, "unknown_transition", message).with_details(json!({"transitions": available})),
+                Rejection::UnknownTransition { available, .. } => {
+                    ApiError::new(S::NOT_FOUND, "unknown_transition", message).with_details(json!({"transitions": available}))
+                }
                 Rejection::NotInThisState { state, allowed_from, .. } => {
                     ApiError::new(S::CONFLICT, "transition_not_allowed", message).with_details(json!({"state": state, "allowed_from": allowed_from}))
                 }
                 Rejection::Forbidden(_) => ApiError::new(S::FORBIDDEN, "forbidden", message),
                 Rejection::GuardFailed { .. } => ApiError::new(S::FORBIDDEN, "guard_failed", message),
-                Rejection::InvalidInput(errors) => ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors)),
+                Rejection::InvalidInput(errors) => {
+                    ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors))
+                }
                 Rejection::Rule(err) => ApiError::new(S::UNPROCESSABLE_ENTITY, "rule_failed", message)
                     .with_details(json!([{"script": err.script, "file": err.file, "line": err.line, "column": err.column, "kind": err.kind}])),
             },
             CommandError::InstanceNotFound(_) => ApiError::not_found(message),
-            CommandError::StaleVersion { expected, current } => ApiError::new(S::CONFLICT, "version_conflict", message).with_details(json!({"expected_version": expected, "current_version": current})),
+            CommandError::UnknownBundleVersion(_) => ApiError::new(S::NOT_FOUND, "unknown_bundle_version", message),
+            CommandError::StaleVersion { expected, current } => {
+                ApiError::new(S::CONFLICT, "version_conflict", message).with_details(json!({"expected_version": expected, "current_version": current}))
+            }
             CommandError::IdempotencyKeyReused => ApiError::new(S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message),
             CommandError::TooMuchContention => ApiError::new(S::CONFLICT, "contention", message),
             CommandError::Store(flowform_store::StoreError::Closed) => ApiError::new(S::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),

@@ -23,10 +23,7 @@ pub struct Auth(pub Actor);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -34,23 +31,14 @@ impl FromRequestParts<AppState> for Auth {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let runtime = state.runtime.clone();
         let token = token.to_string();
-        let actor = tokio::task::spawn_blocking(move || runtime.authenticate(&token))
-            .await
-            .map_err(ApiError::internal)??;
-        actor
-            .map(Auth)
-            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))
+        let actor = tokio::task::spawn_blocking(move || runtime.authenticate(&token)).await.map_err(ApiError::internal)??;
+        actor.map(Auth).ok_or_else(|| ApiError::unauthorized("the token is not valid"))
     }
 }
 
@@ -60,20 +48,9 @@ pub struct UserLang(pub Lang);
 impl FromRequestParts<AppState> for UserLang {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let from_header = parts
-            .headers
-            .get(ACCEPT_LANGUAGE)
-            .and_then(|h| h.to_str().ok())
-            .and_then(Lang::from_accept_language);
-        let default = if state.runtime.bundle().model.app.default_language == "en" {
-            Lang::En
-        } else {
-            Lang::ZhCn
-        };
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let from_header = parts.headers.get(ACCEPT_LANGUAGE).and_then(|h| h.to_str().ok()).and_then(Lang::from_accept_language);
+        let default = if state.runtime.bundle().model.app.default_language == "en" { Lang::En } else { Lang::ZhCn };
         Ok(UserLang(from_header.unwrap_or(default)))
     }
 }
@@ -88,19 +65,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         match parts.headers.get("idempotency-key") {
             None => Ok(IdempotencyKey(None)),
             Some(v) => {
-                let key = v.to_str().map_err(|_| {
-                    ApiError::new(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        "invalid_idempotency_key",
-                        "Idempotency-Key must be visible ASCII",
-                    )
-                })?;
+                let key = v
+                    .to_str()
+                    .map_err(|_| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?;
                 if key.is_empty() || key.len() > 200 {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        "invalid_idempotency_key",
-                        "Idempotency-Key must be 1 to 200 characters",
-                    ));
+                    return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"));
                 }
                 Ok(IdempotencyKey(Some(key.to_string())))
             }

@@ -18,6 +18,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/bundle", get(bundle))
+        .route("/api/v1/bundle/versions", get(bundle_versions))
+        .route("/api/v1/bundle/diff", get(bundle_diff))
+        .route("/api/v1/admin/reload", post(admin_reload))
+        .route("/api/v1/admin/migrate", post(admin_migrate))
         .route("/api/v1/workflows", get(workflows))
         .route("/api/v1/workflows/{name}", get(workflow))
         .route("/api/v1/workflows/{name}/instances", post(start))
@@ -25,10 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances", get(instances))
         .route("/api/v1/instances/{id}", get(instance))
         .route("/api/v1/instances/{id}/history", get(history))
-        .route(
-            "/api/v1/instances/{id}/transitions/{name}",
-            post(transition),
-        )
+        .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
         .route("/api/v1/me", get(me))
         .fallback(not_found)
 }
@@ -55,52 +56,74 @@ async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
         "forms": b.model.forms.keys().collect::<Vec<_>>(),
         "roles": b.model.roles.iter().map(|(k, r)| json!({"name": k, "label": r.label})).collect::<Vec<_>>(),
         "teams": b.model.teams.iter().map(|(k, t)| json!({"name": k, "label": t.label})).collect::<Vec<_>>(),
+        "last_rejected": s.runtime.last_rejected(),
     }))
+}
+
+fn require_admin(actor: &Actor) -> Result<(), ApiError> {
+    if actor.has_role("admin") { Ok(()) } else { Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the `admin` role")) }
+}
+
+async fn bundle_versions(State(s): State<AppState>, _: Auth) -> Result<Json<Value>, ApiError> {
+    let versions = s.runtime.store().bundle_versions()?;
+    Ok(Json(json!({"current": s.runtime.bundle().version, "versions": versions})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    from: String,
+    to: Option<String>,
+}
+
+async fn bundle_diff(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQuery<DiffQuery>) -> Result<Json<Value>, ApiError> {
+    let runtime = s.runtime.clone();
+    let diff = tokio::task::spawn_blocking(move || -> Result<_, flowform_runtime::CommandError> {
+        let from = runtime.bundle_named(&q.from)?;
+        let to = runtime.bundle_named(q.to.as_deref().unwrap_or("current"))?;
+        Ok(flowform_core::diff::diff(&from, &to))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(json!(diff)))
+}
+
+async fn admin_reload(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
+    require_admin(&actor)?;
+    let runtime = s.runtime.clone();
+    let outcome = tokio::task::spawn_blocking(move || runtime.reload()).await.map_err(ApiError::internal)?;
+    Ok(Json(json!(outcome)))
+}
+
+async fn admin_migrate(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    ApiJson(req): ApiJson<flowform_runtime::migrate::MigrationRequest>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&actor)?;
+    let runtime = s.runtime.clone();
+    let report = tokio::task::spawn_blocking(move || runtime.migrate(&req, &actor)).await.map_err(ApiError::internal)??;
+    let status = if report.blocked.is_empty() { "ok" } else { "refused" };
+    let mut body = json!(report);
+    body["status"] = json!(status);
+    Ok(Json(body))
 }
 
 async fn workflows(State(s): State<AppState>, _: Auth) -> Json<Value> {
     let b = s.runtime.bundle();
-    Json(
-        b.model
-            .workflows
-            .values()
-            .map(views::workflow_summary)
-            .collect(),
-    )
+    Json(b.model.workflows.values().map(views::workflow_summary).collect())
 }
 
-async fn workflow(
-    State(s): State<AppState>,
-    _: Auth,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn workflow(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
-    let wf = b.workflow(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_workflow",
-            format!("unknown workflow `{name}`"),
-        )
-    })?;
+    let wf = b.workflow(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_workflow", format!("unknown workflow `{name}`")))?;
     Ok(Json(views::workflow_detail(wf, &b)))
 }
 
-async fn form(
-    State(s): State<AppState>,
-    _: Auth,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn form(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
-    let f = b.form(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_form",
-            format!("unknown form `{name}`"),
-        )
-    })?;
-    Ok(Json(
-        json!({"name": f.name(), "json_schema": f.json_schema, "ui": f.ui}),
-    ))
+    let f = b.form(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("unknown form `{name}`")))?;
+    Ok(Json(json!({"name": f.name(), "json_schema": f.json_schema, "ui": f.ui})))
 }
 
 #[derive(Deserialize)]
@@ -118,11 +141,7 @@ async fn start(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<StartBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let opts = CommandOptions {
-        lang,
-        idempotency_key: key,
-        expected_version: None,
-    };
+    let opts = CommandOptions { lang, idempotency_key: key, expected_version: None };
     let data = Value::Object(body.data.unwrap_or_default());
     let instance = s.runtime.start(&name, &data, &actor, &opts).await?;
     Ok((StatusCode::CREATED, Json(render(&s, &instance, &actor))))
@@ -145,16 +164,9 @@ async fn transition(
     Path((id, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<TransitionBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let opts = CommandOptions {
-        lang,
-        idempotency_key: key,
-        expected_version: body.expected_version,
-    };
+    let opts = CommandOptions { lang, idempotency_key: key, expected_version: body.expected_version };
     let data = Value::Object(body.data.unwrap_or_default());
-    let instance = s
-        .runtime
-        .transition(&id, &name, &data, &actor, &opts)
-        .await?;
+    let instance = s.runtime.transition(&id, &name, &data, &actor, &opts).await?;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
@@ -164,20 +176,12 @@ fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
     views::instance(instance, available, bundle.as_deref())
 }
 
-async fn instance(
-    State(s): State<AppState>,
-    Auth(actor): Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let instance = s.runtime.instance(&id)?;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
-async fn history(
-    State(s): State<AppState>,
-    _: Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn history(State(s): State<AppState>, _: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let events = s.runtime.history(&id)?;
     Ok(Json(json!(events)))
 }
@@ -193,33 +197,21 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn instances(
-    State(s): State<AppState>,
-    Auth(actor): Auth,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "`limit` must be between 1 and 500",
-        ));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`limit` must be between 1 and 500"));
     }
     let filter = InstanceFilter {
         workflow: q.workflow,
         state: q.state,
         team: q.team,
-        assignee: q
-            .assignee
-            .map(|a| if a == "me" { actor.id.clone() } else { a }),
+        assignee: q.assignee.map(|a| if a == "me" { actor.id.clone() } else { a }),
         before: q.cursor,
         limit,
     };
     let runtime = s.runtime.clone();
-    let page = tokio::task::spawn_blocking(move || runtime.instances(&filter))
-        .await
-        .map_err(ApiError::internal)??;
+    let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
     let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next})))
 }

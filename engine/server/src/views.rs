@@ -22,11 +22,8 @@ pub fn workflow_detail(wf: &WorkflowDef, bundle: &Bundle) -> Value {
     let mut v = workflow_summary(wf);
     v["version"] = json!(bundle.version);
     v["initial"] = json!(wf.initial.value);
-    v["states"] = wf
-        .states
-        .iter()
-        .map(|s| json!({"name": s.name, "label": s.label, "description": s.description, "final": s.is_final, "color": s.color}))
-        .collect();
+    v["states"] =
+        wf.states.iter().map(|s| json!({"name": s.name, "label": s.label, "description": s.description, "final": s.is_final, "color": s.color})).collect();
     v["transitions"] = wf
         .transitions
         .iter()
@@ -46,15 +43,8 @@ pub fn workflow_detail(wf: &WorkflowDef, bundle: &Bundle) -> Value {
     v
 }
 
-pub fn instance(
-    i: &Instance,
-    available: Vec<AvailableTransition>,
-    bundle: Option<&Bundle>,
-) -> Value {
-    let state_label = bundle
-        .and_then(|b| b.workflow(&i.workflow))
-        .and_then(|w| w.state(&i.state))
-        .map(|s| s.label.clone());
+pub fn instance(i: &Instance, available: Vec<AvailableTransition>, bundle: Option<&Bundle>) -> Value {
+    let state_label = bundle.and_then(|b| b.workflow(&i.workflow)).and_then(|w| w.state(&i.state)).map(|s| s.label.clone());
     json!({
         "id": i.id,
         "workflow": i.workflow,

@@ -20,20 +20,12 @@ pub(crate) fn apply(tables: &mut impl Tables, write: &CommandWrite) -> Result<Co
     }
     let current = tables.version_of(&write.instance.id)?.unwrap_or(0);
     if current != write.expected_version {
-        return Ok(CommitOutcome::Conflict {
-            current_version: current,
-        });
+        return Ok(CommitOutcome::Conflict { current_version: current });
     }
     tables.put_instance(&write.instance)?;
     tables.put_event(&write.event)?;
     if let Some(idem) = &write.idempotency {
-        tables.put_idempotent(
-            &idem.key,
-            &IdempotentResult {
-                fingerprint: idem.fingerprint.clone(),
-                instance: write.instance.clone(),
-            },
-        )?;
+        tables.put_idempotent(&idem.key, &IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: write.instance.clone() })?;
     }
     Ok(CommitOutcome::Committed)
 }

@@ -36,10 +36,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 
 impl AuthFile {
     pub(crate) fn new(path: PathBuf) -> Self {
-        AuthFile {
-            path,
-            cache: Mutex::new(Cache::default()),
-        }
+        AuthFile { path, cache: Mutex::new(Cache::default()) }
     }
 
     /// Opens the file, waiting briefly while another process has it open.
@@ -50,21 +47,15 @@ impl AuthFile {
         for _ in 0..250 {
             match Database::create(&self.path) {
                 Ok(db) => return Ok(db),
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(backend(e)),
             }
         }
-        Err(StoreError::Locked {
-            path: self.path.display().to_string(),
-        })
+        Err(StoreError::Locked { path: self.path.display().to_string() })
     }
 
     fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
+        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
     }
 
     fn reload(&self, cache: &mut Cache) -> Result<()> {
@@ -73,24 +64,17 @@ impl AuthFile {
         }
         let db = self.open()?;
         let tx = db.begin_read().map_err(backend)?;
-        let mut fresh = Cache {
-            seen: self.modified(),
-            ..Cache::default()
-        };
+        let mut fresh = Cache { seen: self.modified(), ..Cache::default() };
         if let Ok(users) = tx.open_table(USERS) {
             for entry in users.iter().map_err(backend)? {
                 let (k, v) = entry.map_err(backend)?;
-                fresh
-                    .users
-                    .insert(k.value().to_string(), from_bytes("user", v.value())?);
+                fresh.users.insert(k.value().to_string(), from_bytes("user", v.value())?);
             }
         }
         if let Ok(tokens) = tx.open_table(TOKENS) {
             for entry in tokens.iter().map_err(backend)? {
                 let (k, v) = entry.map_err(backend)?;
-                fresh
-                    .tokens
-                    .insert(k.value().to_string(), v.value().to_string());
+                fresh.tokens.insert(k.value().to_string(), v.value().to_string());
             }
         }
         *cache = fresh;
@@ -99,10 +83,7 @@ impl AuthFile {
 
     /// The cache, reloaded first if the file changed since it was read.
     fn fresh_cache(&self) -> Result<std::sync::MutexGuard<'_, Cache>> {
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| backend("auth cache poisoned"))?;
+        let mut cache = self.cache.lock().map_err(|_| backend("auth cache poisoned"))?;
         if cache.seen.is_none() || cache.seen != self.modified() {
             self.reload(&mut cache)?;
         }
@@ -123,20 +104,14 @@ impl AuthFile {
 
     pub(crate) fn put_user(&self, user: &Actor) -> Result<()> {
         self.write(|tx| {
-            tx.open_table(USERS)
-                .map_err(backend)?
-                .insert(user.id.as_str(), to_bytes(user)?.as_slice())
-                .map_err(backend)?;
+            tx.open_table(USERS).map_err(backend)?.insert(user.id.as_str(), to_bytes(user)?.as_slice()).map_err(backend)?;
             Ok(())
         })
     }
 
     pub(crate) fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()> {
         self.write(|tx| {
-            tx.open_table(TOKENS)
-                .map_err(backend)?
-                .insert(token_hash, user_id)
-                .map_err(backend)?;
+            tx.open_table(TOKENS).map_err(backend)?.insert(token_hash, user_id).map_err(backend)?;
             Ok(())
         })
     }
@@ -153,10 +128,6 @@ impl AuthFile {
 
     pub(crate) fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>> {
         let cache = self.fresh_cache()?;
-        Ok(cache
-            .tokens
-            .get(token_hash)
-            .and_then(|u| cache.users.get(u))
-            .cloned())
+        Ok(cache.tokens.get(token_hash).and_then(|u| cache.users.get(u)).cloned())
     }
 }

@@ -90,14 +90,8 @@ impl InstanceFilter {
     pub fn matches(&self, i: &Instance) -> bool {
         self.workflow.as_ref().is_none_or(|w| &i.workflow == w)
             && self.state.as_ref().is_none_or(|s| &i.state == s)
-            && self
-                .team
-                .as_ref()
-                .is_none_or(|t| i.assignment.team.as_ref() == Some(t))
-            && self
-                .assignee
-                .as_ref()
-                .is_none_or(|a| i.assignment.assignee.as_ref() == Some(a))
+            && self.team.as_ref().is_none_or(|t| i.assignment.team.as_ref() == Some(t))
+            && self.assignee.as_ref().is_none_or(|a| i.assignment.assignee.as_ref() == Some(a))
     }
 }
 
@@ -122,6 +116,11 @@ pub trait Store: Send + Sync + 'static {
 
     fn put_bundle(&self, version: &str, sources: &Sources) -> Result<()>;
     fn bundle(&self, version: &str) -> Result<Option<Sources>>;
+    /// Every stored bundle version, oldest first.
+    fn bundle_versions(&self) -> Result<Vec<String>>;
+    /// Marks the version being served, so a restart with broken files can serve it.
+    fn set_current_bundle(&self, version: &str) -> Result<()>;
+    fn current_bundle(&self) -> Result<Option<String>>;
 
     fn put_user(&self, user: &Actor) -> Result<()>;
     fn user(&self, id: &str) -> Result<Option<Actor>>;
@@ -137,10 +136,7 @@ fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 }
 
 fn from_bytes<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        what: what.to_string(),
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what: what.to_string(), detail: e.to_string() })
 }
 
 #[cfg(test)]

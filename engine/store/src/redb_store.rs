@@ -14,6 +14,9 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
+/// Bundle versions in the order they were first stored: sequence → version.
+const BUNDLE_ORDER: TableDefinition<u64, &str> = TableDefinition::new("bundle_order");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// Commands waiting for the writer at most; more wait in `commit` (back-pressure).
 const QUEUE: usize = 4096;
@@ -36,15 +39,12 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<RedbStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("flowform.redb");
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::Locked {
-                    path: path.display().to_string(),
-                });
+                return Err(StoreError::Locked { path: path.display().to_string() });
             }
             Err(e) => return Err(backend(e)),
         };
@@ -55,20 +55,14 @@ impl RedbStore {
             tx.open_table(EVENTS).map_err(backend)?;
             tx.open_table(IDEMPOTENCY).map_err(backend)?;
             tx.open_table(BUNDLES).map_err(backend)?;
+            tx.open_table(BUNDLE_ORDER).map_err(backend)?;
+            tx.open_table(META).map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
         let (tx, rx) = sync_channel(QUEUE);
         let writer_db = db.clone();
-        let thread = std::thread::Builder::new()
-            .name("flowform-writer".into())
-            .spawn(move || writer(writer_db, rx))
-            .map_err(backend)?;
-        Ok(RedbStore {
-            db,
-            writer: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-            auth: AuthFile::new(dir.join("auth.redb")),
-        })
+        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, rx)).map_err(backend)?;
+        Ok(RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), auth: AuthFile::new(dir.join("auth.redb")) })
     }
 
     /// Users and tokens only, without opening the main database (which a
@@ -149,9 +143,7 @@ struct WriteTables<'t> {
 impl Tables for WriteTables<'_> {
     fn version_of(&mut self, id: &str) -> Result<Option<u64>> {
         match self.instances.get(id).map_err(backend)? {
-            Some(bytes) => Ok(Some(
-                from_bytes::<Instance>("instance", bytes.value())?.version,
-            )),
+            Some(bytes) => Ok(Some(from_bytes::<Instance>("instance", bytes.value())?.version)),
             None => Ok(None),
         }
     }
@@ -162,24 +154,15 @@ impl Tables for WriteTables<'_> {
         }
     }
     fn put_instance(&mut self, instance: &Instance) -> Result<()> {
-        self.instances
-            .insert(instance.id.as_str(), to_bytes(instance)?.as_slice())
-            .map_err(backend)?;
+        self.instances.insert(instance.id.as_str(), to_bytes(instance)?.as_slice()).map_err(backend)?;
         Ok(())
     }
     fn put_event(&mut self, event: &Event) -> Result<()> {
-        self.events
-            .insert(
-                (event.instance_id.as_str(), event.seq),
-                to_bytes(event)?.as_slice(),
-            )
-            .map_err(backend)?;
+        self.events.insert((event.instance_id.as_str(), event.seq), to_bytes(event)?.as_slice()).map_err(backend)?;
         Ok(())
     }
     fn put_idempotent(&mut self, key: &str, result: &IdempotentResult) -> Result<()> {
-        self.idempotency
-            .insert(key, to_bytes(result)?.as_slice())
-            .map_err(backend)?;
+        self.idempotency.insert(key, to_bytes(result)?.as_slice()).map_err(backend)?;
         Ok(())
     }
 }
@@ -204,16 +187,9 @@ fn commit_batch(db: &Database, batch: &[(CommandWrite, Reply)]) -> Result<Vec<Co
 
 impl Store for RedbStore {
     fn commit(&self, write: CommandWrite) -> Result<CommitOutcome> {
-        let sender = self
-            .writer
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let sender = self.writer.lock().map_err(|_| StoreError::Closed)?.clone().ok_or(StoreError::Closed)?;
         let (reply, answer) = std::sync::mpsc::channel();
-        sender
-            .send((write, reply))
-            .map_err(|_| StoreError::Closed)?;
+        sender.send((write, reply)).map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -277,9 +253,10 @@ impl Store for RedbStore {
         {
             let mut table = tx.open_table(BUNDLES).map_err(backend)?;
             if table.get(version).map_err(backend)?.is_none() {
-                table
-                    .insert(version, to_bytes(sources)?.as_slice())
-                    .map_err(backend)?;
+                table.insert(version, to_bytes(sources)?.as_slice()).map_err(backend)?;
+                let mut order = tx.open_table(BUNDLE_ORDER).map_err(backend)?;
+                let next = order.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1);
+                order.insert(next, version).map_err(backend)?;
             }
         }
         tx.commit().map_err(backend)
@@ -293,6 +270,27 @@ impl Store for RedbStore {
                 None => Ok(None),
             }
         })
+    }
+
+    fn bundle_versions(&self) -> Result<Vec<String>> {
+        self.read(|tx| {
+            let table = tx.open_table(BUNDLE_ORDER).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(backend)? {
+                out.push(entry.map_err(backend)?.1.value().to_string());
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_current_bundle(&self, version: &str) -> Result<()> {
+        let tx = self.db.begin_write().map_err(backend)?;
+        tx.open_table(META).map_err(backend)?.insert("current_bundle", version).map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn current_bundle(&self) -> Result<Option<String>> {
+        self.read(|tx| Ok(tx.open_table(META).map_err(backend)?.get("current_bundle").map_err(backend)?.map(|v| v.value().to_string())))
     }
 
     fn put_user(&self, user: &Actor) -> Result<()> {

@@ -12,10 +12,7 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         version,
         state: state.into(),
         data: Map::new(),
-        assignment: Assignment {
-            team: Some("t".into()),
-            ..Assignment::default()
-        },
+        assignment: Assignment { team: Some("t".into()), ..Assignment::default() },
         requester: "u".into(),
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
@@ -28,11 +25,7 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
         event: Event {
             instance_id: id.into(),
             seq: expected + 1,
-            kind: if expected == 0 {
-                EventKind::Started
-            } else {
-                EventKind::Transition
-            },
+            kind: if expected == 0 { EventKind::Started } else { EventKind::Transition },
             transition: None,
             actor: "u".into(),
             at: "2026-01-01T00:00:00Z".into(),
@@ -44,86 +37,30 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
         },
         instance: inst,
         expected_version: expected,
-        idempotency: key.map(|k| IdempotencyKey {
-            key: k.into(),
-            fingerprint: "f".into(),
-        }),
+        idempotency: key.map(|k| IdempotencyKey { key: k.into(), fingerprint: "f".into() }),
     }
 }
 
 fn semantics(store: &dyn Store) {
-    assert_eq!(
-        store.commit(write("a", 0, "s1", Some("k1"))).unwrap(),
-        CommitOutcome::Committed
-    );
-    assert!(
-        matches!(store.commit(write("a", 0, "s1", Some("k1"))).unwrap(), CommitOutcome::Replay(r) if r.instance.id == "a")
-    );
-    assert_eq!(
-        store.commit(write("a", 0, "s1", None)).unwrap(),
-        CommitOutcome::Conflict { current_version: 1 }
-    );
-    assert_eq!(
-        store.commit(write("a", 1, "s2", None)).unwrap(),
-        CommitOutcome::Committed
-    );
-    assert_eq!(
-        store.commit(write("a", 1, "s3", None)).unwrap(),
-        CommitOutcome::Conflict { current_version: 2 }
-    );
+    assert_eq!(store.commit(write("a", 0, "s1", Some("k1"))).unwrap(), CommitOutcome::Committed);
+    assert!(matches!(store.commit(write("a", 0, "s1", Some("k1"))).unwrap(), CommitOutcome::Replay(r) if r.instance.id == "a"));
+    assert_eq!(store.commit(write("a", 0, "s1", None)).unwrap(), CommitOutcome::Conflict { current_version: 1 });
+    assert_eq!(store.commit(write("a", 1, "s2", None)).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.commit(write("a", 1, "s3", None)).unwrap(), CommitOutcome::Conflict { current_version: 2 });
     assert_eq!(store.instance("a").unwrap().unwrap().state, "s2");
     let history = store.history("a").unwrap();
-    assert_eq!(
-        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
+    assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
     for id in ["b", "c", "d"] {
         store.commit(write(id, 0, "s1", None)).unwrap();
     }
-    let page1 = store
-        .instances(&InstanceFilter {
-            limit: 2,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(
-        page1
-            .items
-            .iter()
-            .map(|i| i.id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["d", "c"]
-    );
-    let page2 = store
-        .instances(&InstanceFilter {
-            limit: 2,
-            before: page1.next,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(
-        page2
-            .items
-            .iter()
-            .map(|i| i.id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["b", "a"]
-    );
+    let page1 = store.instances(&InstanceFilter { limit: 2, ..Default::default() }).unwrap();
+    assert_eq!(page1.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["d", "c"]);
+    let page2 = store.instances(&InstanceFilter { limit: 2, before: page1.next, ..Default::default() }).unwrap();
+    assert_eq!(page2.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["b", "a"]);
     assert_eq!(page2.next, None);
-    let s2 = store
-        .instances(&InstanceFilter {
-            limit: 10,
-            state: Some("s2".into()),
-            ..Default::default()
-        })
-        .unwrap();
+    let s2 = store.instances(&InstanceFilter { limit: 10, state: Some("s2".into()), ..Default::default() }).unwrap();
     assert_eq!(s2.items.len(), 1);
-    let user = Actor {
-        id: "nurse".into(),
-        name: "Li".into(),
-        roles: vec!["staff".into()],
-        teams: vec![],
-    };
+    let user = Actor { id: "nurse".into(), name: "Li".into(), roles: vec!["staff".into()], teams: vec![] };
     store.put_user(&user).unwrap();
     store.add_token("hash", "nurse").unwrap();
     assert_eq!(store.user_for_token("hash").unwrap(), Some(user));
@@ -141,18 +78,12 @@ fn redb_store_semantics_and_durability() {
     {
         let store = RedbStore::open(dir.path()).unwrap();
         semantics(&store);
-        assert!(matches!(
-            RedbStore::open(dir.path()),
-            Err(StoreError::Locked { .. })
-        ));
+        assert!(matches!(RedbStore::open(dir.path()), Err(StoreError::Locked { .. })));
     }
     let store = RedbStore::open(dir.path()).unwrap();
     assert_eq!(store.instance("a").unwrap().unwrap().version, 2);
     assert_eq!(store.history("a").unwrap().len(), 2);
-    assert_eq!(
-        store.user_for_token("hash").unwrap().map(|u| u.id),
-        Some("nurse".into())
-    );
+    assert_eq!(store.user_for_token("hash").unwrap().map(|u| u.id), Some("nurse".into()));
 }
 
 #[test]
@@ -167,13 +98,7 @@ fn concurrent_writers_on_one_instance_one_wins_per_version() {
         })
         .collect();
     let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| **o == CommitOutcome::Committed)
-            .count(),
-        1
-    );
+    assert_eq!(outcomes.iter().filter(|o| **o == CommitOutcome::Committed).count(), 1);
     assert_eq!(store.history("x").unwrap().len(), 2);
 }
 
@@ -181,19 +106,11 @@ fn concurrent_writers_on_one_instance_one_wins_per_version() {
 fn auth_file_is_shared_with_another_handle() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path()).unwrap();
-    store
-        .put_user(&Actor {
-            id: "admin".into(),
-            ..Actor::default()
-        })
-        .unwrap();
+    store.put_user(&Actor { id: "admin".into(), ..Actor::default() }).unwrap();
     assert_eq!(store.user_for_token("h2").unwrap(), None);
     // What `flowform token` does while the server holds the main file.
     let cli = RedbStore::auth_only(dir.path());
     assert!(cli.user("admin").unwrap().is_some());
     cli.add_token("h2", "admin").unwrap();
-    assert_eq!(
-        store.user_for_token("h2").unwrap().map(|u| u.id),
-        Some("admin".into())
-    );
+    assert_eq!(store.user_for_token("h2").unwrap().map(|u| u.id), Some("admin".into()));
 }
