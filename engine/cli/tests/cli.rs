@@ -127,9 +127,13 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Self::start_in(&repo(), data)
+    }
+
+    fn start_in(dir: &Path, data: &Path) -> Server {
         let mut child = bin()
             .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--dir"])
-            .arg(repo())
+            .arg(dir)
             .arg("--data")
             .arg(data)
             .env("FLOWFORM_LOG", "warn")
@@ -198,4 +202,77 @@ fn serve_token_and_restart_keep_every_instance() {
     let out = bin().args(["token", "--user", "nobody", "--data"]).arg(data.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user `nobody`"));
+}
+
+#[test]
+fn diff_lists_what_changed_between_two_directories() {
+    let new = app_copy();
+    edit(new.path(), "definitions/workflows/repair.yaml", "  - name: record_work\n", "  - name: write_up\n");
+    edit(new.path(), "forms/repair_report.yaml", "      - { value: other, label: { zh-CN: 其他, en: Other } }\n", "");
+    let out = bin().arg("diff").arg(repo()).arg(new.path()).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(text.contains("removed transition `repair/record_work`"), "{text}");
+    assert!(text.contains("added transition `repair/write_up`"), "{text}");
+    assert!(text.contains("changed field `repair_report/category`: option `other` removed"), "{text}");
+    let same = bin().arg("diff").arg(repo()).arg(repo()).output().unwrap();
+    assert!(String::from_utf8(same.stdout).unwrap().starts_with("no changes"));
+}
+
+#[test]
+fn migrate_refuses_to_strand_instances_and_moves_them_with_a_mapping() {
+    let app = app_copy();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(app.path(), data.path());
+    let nurse = token(data.path(), "nurse_li");
+    let tech = token(data.path(), "tech_wang");
+    let report = r#"{"data":{"asset":"EQ-1","category":"hvac","department":"icu","location":"ICU","description":"空调不制冷了"}}"#;
+    let (_, created) = server.request("POST", "/api/v1/workflows/repair/instances", &nurse, Some(report));
+    let id = created["id"].as_str().unwrap().to_string();
+    server.request("POST", &format!("/api/v1/instances/{id}/transitions/accept"), &tech, Some(r#"{"data":{}}"#));
+    let busy = bin().args(["migrate", "--workflow", "repair", "--dir"]).arg(app.path()).arg("--data").arg(data.path()).output().unwrap();
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("held by a running server"));
+    server.stop();
+
+    let path = app.path().join("definitions/workflows/repair.yaml");
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("in_progress", "working")).unwrap();
+    let migrate = |extra: &[&str]| {
+        let out = bin().args(["migrate", "--workflow", "repair", "--dir"]).arg(app.path()).arg("--data").arg(data.path()).args(extra).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, out) = migrate(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&id) && out.contains("state `in_progress` no longer exists") && out.contains("nothing was migrated"), "{out}");
+    let (code, out) = migrate(&["--map", "in_progress=working", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dry run") && out.contains("→ state `working`"), "{out}");
+    let (code, out) = migrate(&["--map", "in_progress=working"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("migrated 1 instance(s)"), "{out}");
+    let (_, out) = migrate(&[]);
+    assert!(out.contains("no running instance is on another version"), "{out}");
+
+    let server = Server::start_in(app.path(), data.path());
+    let (_, view) = server.request("GET", &format!("/api/v1/instances/{id}"), &tech, None);
+    assert_eq!(view["state"], "working");
+    let (_, history) = server.request("GET", &format!("/api/v1/instances/{id}/history"), &tech, None);
+    assert_eq!(history.as_array().unwrap().last().unwrap()["kind"], "migrated");
+    server.stop();
+}
+
+#[test]
+fn a_server_started_on_broken_files_serves_the_last_good_version() {
+    let app = app_copy();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(app.path(), data.path());
+    server.stop();
+    edit(app.path(), "definitions/workflows/repair.yaml", "to: in_progress\n", "to: in_progres\n");
+    let server = Server::start_in(app.path(), data.path());
+    let admin = token(data.path(), "admin");
+    let (status, bundle) = server.request("GET", "/api/v1/bundle", &admin, None);
+    assert_eq!(status, 200);
+    assert_eq!(bundle["last_rejected"]["diagnostics"][0]["code"], "unknown_state");
+    assert!(bundle["workflows"].as_array().unwrap().contains(&serde_json::json!("repair")));
+    server.stop();
 }

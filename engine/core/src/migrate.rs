@@ -39,7 +39,7 @@ pub fn check(target: &Bundle, instance: &Instance, mapping: &BTreeMap<String, St
         if projected.is_empty() && !is_start {
             continue;
         }
-        if let Err(errors) = form.validate(&Value::Object(projected), Lang::En) {
+        if let Err(errors) = form.validate_stored(&Value::Object(projected), Lang::En) {
             for e in errors {
                 // Fields of later forms may simply not be filled in yet.
                 if e.code == "required" && !is_start {

@@ -54,11 +54,23 @@ impl CompiledForm {
     /// Validates submitted data. Returns the cleaned data (defaults applied,
     /// empty values and hidden fields removed) or every field error.
     pub fn validate(&self, input: &Value, lang: Lang) -> Result<Value, Vec<FieldError>> {
+        self.validate_with(input, lang, Mode::Submission)
+    }
+
+    /// Checks data already stored (e.g. before migrating an instance to a new
+    /// version): every value must still fit its field, and statically required
+    /// fields must be there, but `required_when` is not applied, because rules may
+    /// have changed the fields it reads since the form was submitted.
+    pub fn validate_stored(&self, data: &Value, lang: Lang) -> Result<Value, Vec<FieldError>> {
+        self.validate_with(data, lang, Mode::Stored)
+    }
+
+    fn validate_with(&self, input: &Value, lang: Lang, mode: Mode) -> Result<Value, Vec<FieldError>> {
         let Value::Object(obj) = input else {
             return Err(vec![FieldError { field: String::new(), code: "not_an_object", message: lang.msg_not_object() }]);
         };
         let mut errors = Vec::new();
-        let cleaned = clean(&self.def.fields, obj, "", lang, &mut errors);
+        let cleaned = clean(&self.def.fields, obj, "", lang, mode, &mut errors);
         let cleaned = Value::Object(cleaned);
         for e in self.validator.iter_errors(&cleaned) {
             let path = pointer_to_path(&e.instance_path().to_string());
@@ -82,7 +94,13 @@ fn is_empty(v: &Value) -> bool {
 
 /// Applies defaults, drops empty values and hidden fields, checks `required_when`.
 /// Unknown keys are kept so that the schema reports them.
-fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang, errors: &mut Vec<FieldError>) -> Map<String, Value> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Submission,
+    Stored,
+}
+
+fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang, mode: Mode, errors: &mut Vec<FieldError>) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in obj {
         if !is_empty(v) {
@@ -105,7 +123,7 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
             out.remove(&f.name);
             continue;
         }
-        let required_now = f.required_when.as_ref().is_some_and(|(_, c)| c.eval(&snapshot));
+        let required_now = mode == Mode::Submission && f.required_when.as_ref().is_some_and(|(_, c)| c.eval(&snapshot));
         if required_now && !out.contains_key(&f.name) {
             errors.push(FieldError { field: path.clone(), code: "required", message: lang.msg_required(&f.label) });
         }
@@ -116,7 +134,7 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::Object(o) => Value::Object(clean(&f.fields, o, &format!("{path}[{i}]"), lang, errors)),
+                    Value::Object(o) => Value::Object(clean(&f.fields, o, &format!("{path}[{i}]"), lang, mode, errors)),
                     other => other.clone(),
                 })
                 .collect();

@@ -89,3 +89,13 @@ fn not_an_object_is_one_error() {
     let errs = form().validate(&json!([1]), Lang::En).unwrap_err();
     assert_eq!(errs[0].code, "not_an_object");
 }
+
+#[test]
+fn stored_data_is_not_held_to_required_when() {
+    // A rule raised the priority after submission: the stored data must still migrate.
+    let stored = json!({"asset": "a", "description": "abcdef", "priority": "urgent"});
+    assert!(form().validate(&stored, Lang::En).is_err());
+    assert!(form().validate_stored(&stored, Lang::En).is_ok());
+    let errs = form().validate_stored(&json!({"asset": "a", "description": "abcdef", "floor": 99}), Lang::En).unwrap_err();
+    assert_eq!(errs[0].field, "floor");
+}
