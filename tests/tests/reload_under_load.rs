@@ -75,7 +75,7 @@ async fn reloads_under_load_fail_no_request() {
                 let id = ids[n % ids.len()].clone();
                 tasks.push(tokio::spawn(async move {
                     sent.fetch_add(1, Ordering::Relaxed);
-                    let result = if n % 2 == 0 {
+                    let result = if n.is_multiple_of(2) {
                         http(&addr, "POST", &format!("/api/v1/instances/{id}/transitions/record_work"), &tech, Some(r#"{"data":{"findings":"巡查记录"}}"#))
                             .await
                     } else {
@@ -101,7 +101,7 @@ async fn reloads_under_load_fail_no_request() {
         tokio::time::sleep(pause).await;
         let (_, before) = http(&addr, "GET", "/api/v1/bundle", &admin, None).await.unwrap();
         let good = original.replace("en: Accept }", &format!("en: Accept {i} }}"));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             app.write(REPAIR, &good);
         } else {
             app.write(REPAIR, &good.replace("to: in_progress\n", "to: in_progres\n"));
@@ -110,7 +110,7 @@ async fn reloads_under_load_fail_no_request() {
         loop {
             let (status, bundle) = http(&addr, "GET", "/api/v1/bundle", &admin, None).await.unwrap();
             assert_eq!(status, 200);
-            if i % 2 == 0 && bundle["version"] != before["version"] {
+            if i.is_multiple_of(2) && bundle["version"] != before["version"] {
                 live += 1;
                 break;
             }
