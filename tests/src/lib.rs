@@ -65,11 +65,11 @@ impl TestApp {
             other => panic!("{other}"),
         });
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path()).unwrap());
-        if let Some(users) = users_dir {
-            flowform_runtime::demo::load(users, &bundle, store.as_ref()).unwrap();
-        }
         let clock = Arc::new(ManualClock::new("2026-11-25T01:00:00Z".parse().unwrap()));
         let runtime = Arc::new(Runtime::new(bundle, store, clock.clone()).unwrap().with_app_dir(app_dir.to_path_buf()));
+        if let Some(demo) = users_dir {
+            flowform_runtime::demo::load(demo, &runtime).unwrap();
+        }
         TestApp { app_copy: None, app_dir: app_dir.to_path_buf(), router: flowform_server::app(runtime.clone()), runtime, data, clock, tokens: HashMap::new() }
     }
 

@@ -175,7 +175,7 @@ async fn the_same_idempotency_key_twice_makes_one_instance() {
     assert_eq!(first["id"], second["id"]);
     let list = app.get("/api/v1/instances?workflow=repair", "admin").await.expect(200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    let other = json!({"data": {"asset": "EQ-2", "category": "other", "department": "icu", "location": "x", "description": "something else"}});
+    let other = json!({"data": {"asset": "EQ-000102", "category": "other", "department": "icu", "location": "x", "description": "something else"}});
     let reused = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(other), &headers).await.expect(422);
     assert_eq!(reused["code"], "idempotency_key_reused");
 }

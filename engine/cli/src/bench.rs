@@ -17,7 +17,7 @@ const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "ot
 
 fn report(i: usize) -> Value {
     json!({
-        "asset": format!("EQ-{:06}", i % 1_000_000),
+        "asset": format!("EQ-{:06}", 101 + i % 50),
         "category": CATEGORIES[i % CATEGORIES.len()],
         "department": "inpatient_ward",
         "location": "住院楼 5 层",
@@ -77,6 +77,11 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     let data = tempfile::tempdir()?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
     let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
+    // The work orders refer to assets: load the demo records when the app has them.
+    let demo = dir.join("examples/hospital");
+    if demo.join("demo.yaml").exists() {
+        flowform_runtime::demo::load(&demo, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (latencies, secs) = rt.block_on(async {
         let started = Instant::now();

@@ -109,6 +109,41 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Import records from a CSV or Excel file: every row is checked first;
+    /// nothing is written if any row is invalid (unless --skip-invalid).
+    Import {
+        /// The record type, e.g. `asset`.
+        record_type: String,
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+        /// Import the valid rows and report the others.
+        #[arg(long)]
+        skip_invalid: bool,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// Language of the messages (zh-CN or en).
+        #[arg(long, default_value = "zh-CN")]
+        lang: String,
+    },
+    /// Export records as CSV (UTF-8 with BOM, for Excel) or xlsx.
+    Export {
+        record_type: String,
+        /// Where to write; the format follows the extension (.csv or .xlsx).
+        #[arg(long)]
+        out: PathBuf,
+        /// Filters as FIELD=VALUE (repeatable), `q=TEXT`, `under=FIELD:ID`.
+        #[arg(long = "where", value_parser = parse_mapping)]
+        filters: Vec<(String, String)>,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[arg(long, default_value = "zh-CN")]
+        lang: String,
+    },
     /// Measure core transitions/s and durable commands/s on the application in DIR.
     Bench {
         #[arg(long, default_value = ".")]
@@ -151,6 +186,8 @@ fn main() -> ExitCode {
         Command::Bench { dir, instances, clients, durable_instances, reload: None } => {
             bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS)
         }
+        Command::Import { record_type, file, dry_run, skip_invalid, dir, data, lang } => import(&record_type, &file, dry_run, skip_invalid, &dir, &data, &lang),
+        Command::Export { record_type, out, filters, dir, data, lang } => export(&record_type, &out, filters, &dir, &data, &lang).map(|_| ExitCode::SUCCESS),
         Command::Diff { old, new, data, format } => diff(&old, &new, &data, format).map(|_| ExitCode::SUCCESS),
         Command::Migrate { workflow, to, map, dry_run, dir, data, format } => migrate(workflow, to, map, dry_run, &dir, &data, format),
     };
@@ -321,6 +358,63 @@ fn migrate(workflow: String, to: String, map: Vec<(String, String)>, dry_run: bo
     Ok(if report.blocked.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+fn lang_of(lang: &str) -> flowform_core::Lang {
+    if lang.starts_with("en") { flowform_core::Lang::En } else { flowform_core::Lang::ZhCn }
+}
+
+fn offline_runtime(dir: &Path, data: &Path) -> Result<Runtime> {
+    let bundle = load(dir)?;
+    let store: Arc<dyn Store> = Arc::new(open_store(data)?);
+    Ok(Runtime::new(bundle, store, Arc::new(SystemClock))?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn import(record_type: &str, file: &Path, dry_run: bool, skip_invalid: bool, dir: &Path, data: &Path, lang: &str) -> Result<ExitCode> {
+    let table = flowform_runtime::import::read_table(file)?;
+    let runtime = offline_runtime(dir, data)?;
+    let actor = flowform_core::Actor { id: "import".into(), name: "flowform import".into(), roles: vec!["admin".into()], teams: Vec::new() };
+    let report = runtime.import(record_type, &table, dry_run, skip_invalid, &actor, lang_of(lang))?;
+    for e in &report.errors {
+        say!("{}: row {}: {}: {}", file.display(), e.row, if e.field.is_empty() { "-" } else { &e.field }, e.message);
+    }
+    let bad_rows: std::collections::BTreeSet<usize> = report.errors.iter().map(|e| e.row).collect();
+    if report.dry_run {
+        say!("dry run: {} row(s), {} valid, {} invalid; nothing written", report.rows, report.valid, bad_rows.len());
+    } else if report.imported == 0 && !report.errors.is_empty() {
+        say!("{} of {} row(s) are invalid; nothing was imported (fix them, or use --skip-invalid)", bad_rows.len(), report.rows);
+    } else {
+        say!(
+            "imported {} {} record(s){}",
+            report.imported,
+            record_type,
+            if bad_rows.is_empty() { String::new() } else { format!("; skipped {} invalid row(s)", bad_rows.len()) }
+        );
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn export(record_type: &str, out: &Path, filters: Vec<(String, String)>, dir: &Path, data: &Path, lang: &str) -> Result<()> {
+    let runtime = offline_runtime(dir, data)?;
+    let mut query = flowform_runtime::records::RecordQuery { limit: 1000, ..Default::default() };
+    for (k, v) in filters {
+        match k.as_str() {
+            "q" => query.q = Some(v),
+            "under" => query.under = v.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())),
+            _ => query.filters.push((k, v)),
+        }
+    }
+    let (header, rows) = runtime.export_table(record_type, &query, lang_of(lang))?;
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let bytes = match ext.as_str() {
+        "csv" => flowform_runtime::import::to_csv(&header, &rows)?,
+        "xlsx" => flowform_runtime::import::to_xlsx(record_type, &header, &rows)?,
+        _ => bail!("--out must end in .csv or .xlsx"),
+    };
+    std::fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    say!("exported {} {} record(s) to {}", rows.len(), record_type, out.display());
+    Ok(())
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FLOWFORM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -356,17 +450,28 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         },
         Err(e) => return Err(e).with_context(|| format!("cannot load {}", dir.display())),
     };
-    if demo {
-        let demo_dir = demo_dir.unwrap_or_else(|| dir.join("examples/hospital"));
-        let loaded = flowform_runtime::demo::load(&demo_dir, &bundle, store.as_ref()).context("cannot load the demo data")?;
-        if loaded.is_empty() {
-            say!("demo: the store already has users; nothing loaded");
-        } else {
-            say!("demo: loaded {} users from {}: {}", loaded.len(), demo_dir.display(), loaded.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", "));
-        }
-    }
     let version = bundle.version.clone();
     let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock)).context("cannot record the bundle in the store")?.with_app_dir(dir.clone()));
+    if demo {
+        let demo_dir = demo_dir.unwrap_or_else(|| dir.join("examples/hospital"));
+        let loaded = flowform_runtime::demo::load(&demo_dir, &runtime).context("cannot load the demo data")?;
+        if loaded.users.is_empty() && loaded.records.is_empty() && loaded.movements == 0 {
+            say!("demo: the store already has the demo data; nothing loaded");
+        } else {
+            say!(
+                "demo: loaded {} users ({}) from {}",
+                loaded.users.len(),
+                loaded.users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", "),
+                demo_dir.display()
+            );
+            for (t, n) in &loaded.records {
+                say!("demo: {n} {t} records");
+            }
+            if loaded.movements > 0 {
+                say!("demo: {} opening stock movements", loaded.movements);
+            }
+        }
+    }
     if let Some(diags) = rejected {
         runtime.set_rejected(diags);
     }
@@ -383,11 +488,12 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        let shutdown = shutdown_signal();
         say!("flowform: serving {} (bundle {version}) on http://{local}", dir.display());
         say!("get an API token with: flowform token --user admin --data {}", data.display());
         tracing::info!(%local, bundle = %version, "listening");
         reload_on_sighup(runtime.clone());
-        flowform_server::serve(listener, flowform_server::app(runtime), shutdown_signal()).await.context("server failed")?;
+        flowform_server::serve(listener, flowform_server::app(runtime), shutdown).await.context("server failed")?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -407,23 +513,28 @@ fn reload_on_sighup(runtime: Arc<Runtime>) {
     let _ = runtime;
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called (not when first polled), so a signal sent right after the server
+/// announced its address is never missed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let interrupt = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        let terminate = async move {
+            match terminate {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

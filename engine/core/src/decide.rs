@@ -2,6 +2,7 @@
 
 use crate::bundle::Bundle;
 use crate::instance::{Actor, Assignment, Effect, Event, EventKind, Instance, diff};
+use crate::ledger::{MovementKind, Posting};
 use flowform_forms::{FieldError, Lang};
 use flowform_model::{Assign, Hooks, Label, RELATIONAL_ROLES, Sp, TransitionDef, WorkflowDef};
 use flowform_rules::{RuleError, ScriptContext, guard_key};
@@ -21,6 +22,8 @@ pub struct Outcome {
 pub enum Rejection {
     #[error("unknown workflow `{0}`")]
     UnknownWorkflow(String),
+    #[error("unknown record type `{0}`")]
+    UnknownRecordType(String),
     #[error("workflow `{workflow}` has no transition `{name}`")]
     UnknownTransition { workflow: String, name: String, available: Vec<String> },
     #[error("`{transition}` cannot be done while the instance is `{state}`")]
@@ -103,8 +106,8 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
         updated_at: now.to_string(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
-    let (after, cleaned) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
-    finish(bundle, before, after, EventKind::Started, None, None, cleaned, actor, now)
+    let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
+    finish(bundle, before, after, EventKind::Started, None, None, cleaned, postings, actor, now)
 }
 
 /// Takes a named transition on an instance.
@@ -126,12 +129,12 @@ pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Valu
     }
     permitted(bundle, wf, t, instance, actor, now)?;
     let form = t.form.as_ref().map(|f| f.value.as_str());
-    let (mut after, cleaned) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang)?;
+    let (mut after, cleaned, postings) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang)?;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }
     let from = Some(instance.state.clone());
-    finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, cleaned, actor, now)
+    finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)
 }
 
 /// Roles, teams and the `when` guard.
@@ -167,7 +170,7 @@ fn apply(
     actor: &Actor,
     now: &str,
     lang: Lang,
-) -> Result<(Instance, Value), Rejection> {
+) -> Result<(Instance, Value, Vec<Posting>), Rejection> {
     let cleaned = match form.and_then(|f| bundle.form(f)) {
         Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
         None => {
@@ -215,7 +218,11 @@ fn apply(
         Some(Assign::Nobody) => after.assignment.assignee = None,
         None => {}
     }
-    Ok((after, cleaned))
+    let postings = match &hooks.post {
+        Some(script) => parse_postings(bundle, bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?,
+        None => Vec::new(),
+    };
+    Ok((after, cleaned, postings))
 }
 
 fn bad_result(script: &str, message: String) -> Rejection {
@@ -307,6 +314,7 @@ fn finish(
     transition: Option<String>,
     from_state: Option<String>,
     input: Value,
+    postings: Vec<Posting>,
     actor: &Actor,
     now: &str,
 ) -> Result<Outcome, Rejection> {
@@ -316,6 +324,9 @@ fn finish(
     let mut effects = Vec::new();
     if before.assignment != after.assignment {
         effects.push(Effect::Assigned { assignment: after.assignment.clone() });
+    }
+    if !postings.is_empty() {
+        effects.push(Effect::Post { postings });
     }
     let event = Event {
         instance_id: after.id.clone(),
@@ -349,4 +360,60 @@ pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor
             form: t.form.as_ref().map(|s| s.value.clone()),
         })
         .collect()
+}
+
+/// A `post` rule returns a list of movements:
+/// `[#{ ledger: "stock", kind: "reserve", part: "P-001", warehouse: "WH-1", quantity: 2, reason: "..." }]`.
+/// Each key named like a dimension of the ledger gives that dimension; `to` (a map) is a transfer's target.
+pub fn parse_postings(bundle: &Bundle, out: Value, script: &str) -> Result<Vec<Posting>, Rejection> {
+    let items = match out {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        Value::Object(m) => vec![Value::Object(m)],
+        other => return Err(bad_result(script, format!("a `post` rule must return a list of movements, it gave {other}"))),
+    };
+    let mut postings = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("movement {}", i + 1);
+        let Value::Object(m) = item else { return Err(bad_result(script, format!("{at} must be a map"))) };
+        let ledger_name = m.get("ledger").and_then(Value::as_str).unwrap_or_default();
+        let Some(ledger) = bundle.model.ledgers.get(ledger_name) else {
+            let known: Vec<&str> = bundle.model.ledgers.keys().map(String::as_str).collect();
+            return Err(bad_result(script, format!("{at}: unknown ledger `{ledger_name}` (ledgers: {})", known.join(", "))));
+        };
+        let kind_name = m.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let Some(kind) = MovementKind::parse(kind_name) else {
+            let kinds: Vec<&str> = MovementKind::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(bad_result(script, format!("{at}: unknown kind `{kind_name}` (kinds: {})", kinds.join(", "))));
+        };
+        let quantity = m.get("quantity").and_then(Value::as_i64).ok_or_else(|| bad_result(script, format!("{at}: `quantity` must be a whole number")))?;
+        if quantity == 0 || (quantity < 0 && kind != MovementKind::Adjust) {
+            return Err(bad_result(script, format!("{at}: `quantity` must be positive, it is {quantity}")));
+        }
+        let dims_of = |source: &serde_json::Map<String, Value>| -> Result<std::collections::BTreeMap<String, String>, Rejection> {
+            let mut dims = std::collections::BTreeMap::new();
+            for (dim, _) in &ledger.dimensions {
+                match source.get(&dim.value).and_then(Value::as_str) {
+                    Some(v) if !v.is_empty() => {
+                        dims.insert(dim.value.clone(), v.to_string());
+                    }
+                    _ => return Err(bad_result(script, format!("{at}: dimension `{}` of ledger `{}` is missing", dim.value, ledger.name))),
+                }
+            }
+            Ok(dims)
+        };
+        let dims = dims_of(&m)?;
+        let to = match (kind, m.get("to")) {
+            (MovementKind::Transfer, Some(Value::Object(to))) => {
+                let mut merged = m.clone();
+                merged.extend(to.clone());
+                Some(dims_of(&merged)?)
+            }
+            (MovementKind::Transfer, _) => return Err(bad_result(script, format!("{at}: a transfer needs `to`, e.g. to: #{{ warehouse: \"WH-2\" }}"))),
+            _ => None,
+        };
+        let reason = m.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
+        postings.push(Posting { ledger: ledger.name.clone(), kind, dims, quantity, to, reason });
+    }
+    Ok(postings)
 }

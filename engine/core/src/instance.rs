@@ -89,6 +89,8 @@ pub struct Event {
 pub enum Effect {
     /// The assignment changed; later: notify the new assignee or team.
     Assigned { assignment: Assignment },
+    /// Ledger movements to commit with the command (all or none).
+    Post { postings: Vec<crate::ledger::Posting> },
 }
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {

@@ -11,7 +11,9 @@ pub mod decide;
 pub mod diff;
 pub mod graph;
 pub mod instance;
+pub mod ledger;
 pub mod migrate;
+pub mod records;
 
 pub use bundle::{Bundle, compile};
 pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};

@@ -27,6 +27,7 @@ fields:
 fn form() -> CompiledForm {
     let mut sources = Sources::new();
     sources.insert("forms/report.yaml", FORM);
+    sources.insert("definitions/asset.yaml", "record: asset\nform: report\nkey: \"{asset}\"\n");
     let (model, diags) = load_and_check(&sources);
     assert!(diags.is_empty(), "{diags:?}");
     CompiledForm::compile(&model.forms["report"]).expect("compiles")
@@ -41,8 +42,8 @@ fn errors(input: Value, lang: Lang) -> Vec<(String, &'static str)> {
 
 #[test]
 fn valid_input_gets_defaults_and_loses_hidden_fields() {
-    let data = form().validate(&json!({"asset": "EQ-1", "description": "no cold air", "urgent_reason": "x"}), Lang::En).expect("valid");
-    assert_eq!(data, json!({"asset": "EQ-1", "description": "no cold air", "priority": "normal"}));
+    let data = form().validate(&json!({"asset": "EQ-000101", "description": "no cold air", "urgent_reason": "x"}), Lang::En).expect("valid");
+    assert_eq!(data, json!({"asset": "EQ-000101", "description": "no cold air", "priority": "normal"}));
 }
 
 #[test]

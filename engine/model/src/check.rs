@@ -12,6 +12,146 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     }
     for form in model.forms.values() {
         check_fields(&form.file, &form.fields, diags);
+        check_refs(model, &form.file, &form.fields, diags);
+    }
+    for rt in model.record_types.values() {
+        check_record_type(model, rt, diags);
+    }
+    for ledger in model.ledgers.values() {
+        check_ledger(model, ledger, diags);
+    }
+}
+
+fn record_kinds(model: &Model) -> Vec<&str> {
+    let mut kinds: Vec<&str> = model.record_types.keys().map(String::as_str).collect();
+    kinds.extend(model.workflows.values().filter_map(|w| w.record.as_deref()));
+    kinds
+}
+
+fn check_refs(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
+    for f in fields {
+        if let Some(target) = &f.record
+            && !model.is_record_kind(&target.value)
+        {
+            let hint = did_you_mean(&target.value, record_kinds(model))
+                .or(Some(format!("declare it in definitions/records/{}.yaml with `record: {}`", target.value, target.value)));
+            err(diags, file, target.pos, "unknown_record_type", format!("unknown record type `{}`", target.value), hint);
+        }
+        check_refs(model, file, &f.fields, diags);
+    }
+}
+
+/// Names in braces of a template: `{name} ({code})` → name, code; `{seq:4}` and dates are not fields.
+pub fn template_fields(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else { break };
+        let inner = &rest[start + 1..start + end];
+        let name = inner.split(':').next().unwrap_or(inner);
+        if !matches!(name, "seq" | "yyyyMMdd" | "yyyyMM" | "yyyy") {
+            out.push(name.to_string());
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out
+}
+
+fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnostic>) {
+    let file = rt.file.as_str();
+    let Some(form) = model.forms.get(&rt.form.value) else {
+        let hint = did_you_mean(&rt.form.value, model.forms.keys().map(String::as_str)).or(Some(format!("create forms/{}.yaml", rt.form.value)));
+        err(diags, file, rt.form.pos, "unknown_form", format!("unknown form `{}`", rt.form.value), hint);
+        return;
+    };
+    let names: Vec<&str> = form.fields.iter().map(|f| f.name.as_str()).collect();
+    let field_ref = |diags: &mut Vec<Diagnostic>, name: &str, pos: Pos, what: &str| {
+        if !names.contains(&name) {
+            err(
+                diags,
+                file,
+                pos,
+                "unknown_field",
+                format!("{what} names `{name}`, which form `{}` does not define", form.name),
+                did_you_mean(name, names.iter().copied()),
+            );
+        }
+    };
+    for t in [Some(&rt.key), rt.display.as_ref()].into_iter().flatten() {
+        for name in template_fields(&t.value) {
+            field_ref(diags, &name, t.pos, "the template");
+        }
+    }
+    if !rt.key.value.contains('{') {
+        err(
+            diags,
+            file,
+            rt.key.pos,
+            "invalid_value",
+            "`key` must name fields or a sequence in braces".to_string(),
+            Some("e.g. `key: \"{code}\"` or `key: \"LOC-{seq:4}\"`".into()),
+        );
+    }
+    for s in rt.search.iter().chain(&rt.filters) {
+        field_ref(diags, &s.value, s.pos, "`search`/`filters`");
+    }
+    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).collect();
+    for role in &rt.roles {
+        if !role_names.contains(&role.as_str()) {
+            err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
+        }
+    }
+    if let Some(parent) = &rt.parent {
+        match form.fields.iter().find(|f| f.name == parent.value) {
+            None => field_ref(diags, &parent.value, parent.pos, "`parent`"),
+            Some(f) if f.field_type != FieldType::Ref || f.record.as_ref().is_none_or(|r| r.value != rt.name) => {
+                err(diags, file, parent.pos, "invalid_parent", format!("`parent` field `{}` must be a `ref` to `{}` itself", parent.value, rt.name), None)
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) {
+    let file = ledger.file.as_str();
+    for (_, record) in &ledger.dimensions {
+        if !model.record_types.contains_key(&record.value) {
+            let hint = did_you_mean(&record.value, model.record_types.keys().map(String::as_str));
+            err(diags, file, record.pos, "unknown_record_type", format!("unknown record type `{}`", record.value), hint);
+        }
+    }
+    if let Some((dim, field)) = &ledger.threshold {
+        match ledger.dimensions.iter().find(|(d, _)| d.value == dim.value) {
+            None => err(
+                diags,
+                file,
+                dim.pos,
+                "unknown_dimension",
+                format!("`threshold` names dimension `{}`, which the ledger does not have", dim.value),
+                did_you_mean(&dim.value, ledger.dimension_names()),
+            ),
+            Some((_, record)) => {
+                let form = model.record_types.get(&record.value).and_then(|rt| model.forms.get(&rt.form.value));
+                if let Some(form) = form
+                    && !form.fields.iter().any(|f| f.name == field.value && matches!(f.field_type, FieldType::Integer | FieldType::Number))
+                {
+                    err(
+                        diags,
+                        file,
+                        field.pos,
+                        "unknown_field",
+                        format!("`threshold` field `{}` must be a number field of `{}`", field.value, record.value),
+                        did_you_mean(&field.value, form.fields.iter().map(|f| f.name.as_str())),
+                    );
+                }
+            }
+        }
+    }
+    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).collect();
+    for role in &ledger.roles {
+        if !role_names.contains(&role.as_str()) {
+            err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
+        }
     }
 }
 

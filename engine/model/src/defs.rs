@@ -20,6 +20,60 @@ pub struct Model {
     pub workflows: BTreeMap<String, WorkflowDef>,
     pub forms: BTreeMap<String, FormDef>,
     pub scripts: BTreeMap<String, ScriptSource>,
+    pub record_types: BTreeMap<String, RecordTypeDef>,
+    pub ledgers: BTreeMap<String, LedgerDef>,
+}
+
+impl Model {
+    /// Whether `name` can be the target of a `ref` field: a record type, or the
+    /// `record` of a workflow (its instances).
+    pub fn is_record_kind(&self, name: &str) -> bool {
+        self.record_types.contains_key(name) || self.workflows.values().any(|w| w.record.as_deref() == Some(name))
+    }
+}
+
+/// A kind of record kept by the application (assets, locations, parts, ...).
+#[derive(Clone, Debug)]
+pub struct RecordTypeDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    /// The form that defines the fields.
+    pub form: Sp<String>,
+    /// How the id is made: `{code}` (from fields), `LOC-{seq:4}`, `WO-{yyyyMMdd}-{seq:4}`.
+    pub key: Sp<String>,
+    /// The display title, e.g. `{name} ({code})`.
+    pub display: Option<Sp<String>>,
+    pub search: Vec<Sp<String>>,
+    pub filters: Vec<Sp<String>>,
+    /// A field referring to a record of the same type, making a tree.
+    pub parent: Option<Sp<String>>,
+    /// Who may create, change and archive records; empty: anyone signed in.
+    pub roles: Vec<Sp<String>>,
+}
+
+/// A quantity kept per combination of dimensions, moved only by movements.
+#[derive(Clone, Debug)]
+pub struct LedgerDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    /// Dimension name → record type, in file order (e.g. part, warehouse).
+    pub dimensions: Vec<(Sp<String>, Sp<String>)>,
+    /// The available quantity may never go below zero.
+    pub non_negative: bool,
+    /// A minimum level: per which dimension, read from which field of its record.
+    pub threshold: Option<(Sp<String>, Sp<String>)>,
+    /// Who may post movements by hand (receipts, transfers, adjustments).
+    pub roles: Vec<Sp<String>>,
+}
+
+impl LedgerDef {
+    pub fn dimension_names(&self) -> Vec<&str> {
+        self.dimensions.iter().map(|(d, _)| d.value.as_str()).collect()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -97,11 +151,15 @@ pub struct Hooks {
     pub validate: Option<Sp<String>>,
     pub route: Option<Sp<String>>,
     pub compute: Option<Sp<String>>,
+    /// Ledger movements to post with the command.
+    pub post: Option<Sp<String>>,
 }
 
 impl Hooks {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Sp<String>)> {
-        [("validate", &self.validate), ("route", &self.route), ("compute", &self.compute)].into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        [("validate", &self.validate), ("route", &self.route), ("compute", &self.compute), ("post", &self.post)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     }
 }
 

@@ -73,6 +73,18 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
     let Some(map) = r.map(root, "a definition file") else {
         return;
     };
+    if map.get("record").is_some() && map.get("workflow").is_none() {
+        if let Some(rt) = load_record_type(r, &map) {
+            insert_unique(r, &mut model.record_types, rt.name.clone(), rt.pos, "record type", |d| (&d.file, d.pos), rt);
+        }
+        return;
+    }
+    if map.get("ledger").is_some() {
+        if let Some(l) = load_ledger(r, &map) {
+            insert_unique(r, &mut model.ledgers, l.name.clone(), l.pos, "ledger", |d| (&d.file, d.pos), l);
+        }
+        return;
+    }
     if map.get("workflow").is_some() {
         if let Some(wf) = load_workflow(r, &map) {
             insert_unique(r, &mut model.workflows, wf.name.clone(), wf.pos, "workflow", |w| (&w.file, w.pos), wf);
@@ -108,7 +120,12 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         r.error(map.pos, "unknown_definition", "the file defines nothing", None);
     }
     if !known {
-        r.error(map.pos, "unknown_definition", "a definition file must start with `workflow:`, or hold `app:`, `roles:` or `teams:`", None);
+        r.error(
+            map.pos,
+            "unknown_definition",
+            "a definition file must start with `workflow:`, `record:` or `ledger:`, or hold `app:`, `roles:` or `teams:`",
+            None,
+        );
         return;
     }
     map.finish(r, "a settings file");
@@ -166,7 +183,7 @@ fn opt_label(r: &mut Reader, map: &MapView, key: &'static str, what: &str) -> La
 
 fn load_hooks(r: &mut Reader, map: &MapView) -> Hooks {
     let mut script = |key: &'static str| map.get(key).and_then(|n| r.string(n, &format!("`{key}` (a script name under rules/)")));
-    Hooks { validate: script("validate"), route: script("route"), compute: script("compute") }
+    Hooks { validate: script("validate"), route: script("route"), compute: script("compute"), post: script("post") }
 }
 
 fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
@@ -300,7 +317,7 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
             None
         }
     });
-    map.allow(&["post", "notify"]);
+    map.allow(&["notify"]);
     let what = name.as_ref().map_or_else(|| "a transition".to_string(), |n| format!("transition `{}`", n.value));
     map.finish(r, &what);
     let name = name?;
@@ -546,4 +563,70 @@ fn load_options(r: &mut Reader, node: &Node) -> Vec<EnumOption> {
         out.push(option);
     }
     out
+}
+
+fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
+    let name = map.require(r, "record", "a record type").and_then(|n| r.name(n, "the record type name"));
+    let title = opt_label(r, map, "title", "the title");
+    let form = map.require(r, "form", "a record type").and_then(|n| r.name(n, "the form"));
+    let key = map.require(r, "key", "a record type").and_then(|n| r.string(n, "`key`"));
+    let display = map.get("display").and_then(|n| r.string(n, "`display`"));
+    let search = map.get("search").map(|n| r.name_list(n, "a field")).unwrap_or_default();
+    let filters = map.get("filters").map(|n| r.name_list(n, "a field")).unwrap_or_default();
+    let parent = map.get("parent").and_then(|n| r.name(n, "the parent field"));
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    map.finish(r, "a record type");
+    let name = name?;
+    Some(RecordTypeDef {
+        title: title.or_name(&name.value),
+        name: name.value,
+        file: r.file.to_string(),
+        pos: name.pos,
+        form: form?,
+        key: key?,
+        display,
+        search,
+        filters,
+        parent,
+        roles,
+    })
+}
+
+fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
+    let name = map.require(r, "ledger", "a ledger").and_then(|n| r.name(n, "the ledger name"));
+    let title = opt_label(r, map, "title", "the title");
+    let mut dimensions = Vec::new();
+    if let Some(node) = map.require(r, "dimensions", "a ledger")
+        && let Some(dims) = r.map(node, "`dimensions`")
+    {
+        for (k, v) in dims.entries() {
+            let Some(dim) = r.name(k, "a dimension name") else { continue };
+            let Some(m) = r.map(v, &format!("dimension `{}`", dim.value)) else { continue };
+            let record = m.require(r, "record", "a dimension").and_then(|n| r.name(n, "the record type"));
+            m.finish(r, &format!("dimension `{}`", dim.value));
+            if let Some(record) = record {
+                dimensions.push((dim, record));
+            }
+        }
+        if dims.entries().is_empty() {
+            r.error(
+                dims.pos,
+                "missing_key",
+                "a ledger needs at least one dimension",
+                Some("e.g. `dimensions: { part: { record: part }, warehouse: { record: warehouse } }`".into()),
+            );
+        }
+    }
+    let non_negative = map.get("non_negative").and_then(|n| r.bool(n, "`non_negative`")).unwrap_or(true);
+    let threshold = map.get("threshold").and_then(|n| {
+        let m = r.map(n, "`threshold`")?;
+        let dim = m.require(r, "dimension", "`threshold`").and_then(|n| r.name(n, "the dimension"));
+        let field = m.require(r, "field", "`threshold`").and_then(|n| r.name(n, "the field"));
+        m.finish(r, "`threshold`");
+        Some((dim?, field?))
+    });
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    map.finish(r, "a ledger");
+    let name = name?;
+    Some(LedgerDef { title: title.or_name(&name.value), name: name.value, file: r.file.to_string(), pos: name.pos, dimensions, non_negative, threshold, roles })
 }

@@ -1,9 +1,17 @@
-//! Demo data: users (with roles and teams) from `examples/<app>/users.yaml`.
+//! Demo data: users, records and opening stock from `examples/<app>/`.
+//!
+//! `demo.yaml` lists what to load, in order; without it only `users.yaml` is
+//! loaded. Each part is loaded only into an empty store (no users yet, no
+//! records of that type yet, no movements in that ledger yet), so `--demo` on
+//! every start never duplicates anything.
 
-use flowform_core::{Actor, Bundle};
+use crate::Runtime;
+use crate::import::read_table;
+use flowform_core::ledger::{MovementKind, Posting};
+use flowform_core::{Actor, Bundle, Lang};
 use flowform_model::diagnostic::did_you_mean;
-use flowform_store::Store;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +44,121 @@ struct DemoUser {
     all_roles: bool,
 }
 
-/// Loads the demo users into the store when it has no users yet. Returns the
-/// users loaded (empty when the store already had users).
-pub fn load(dir: &Path, bundle: &Bundle, store: &dyn Store) -> Result<Vec<Actor>, DemoError> {
-    if !store.users()?.is_empty() {
-        return Ok(Vec::new());
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    #[serde(default = "default_users")]
+    users: String,
+    #[serde(default)]
+    records: Vec<RecordsFile>,
+    #[serde(default)]
+    stock: Vec<LedgerFile>,
+}
+
+fn default_users() -> String {
+    "users.yaml".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsFile {
+    #[serde(rename = "type")]
+    record_type: String,
+    file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerFile {
+    ledger: String,
+    file: String,
+}
+
+/// What was loaded.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub users: Vec<Actor>,
+    pub records: Vec<(String, usize)>,
+    pub movements: usize,
+}
+
+fn read(path: &Path) -> Result<String, DemoError> {
+    std::fs::read_to_string(path).map_err(|source| DemoError::Read { path: path.display().to_string(), source })
+}
+
+/// Loads the demo data of `dir` into the runtime's store.
+pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
+    let manifest_path = dir.join("demo.yaml");
+    let manifest: Manifest = if manifest_path.exists() {
+        serde_saphyr::from_str(&read(&manifest_path)?).map_err(|e| DemoError::Invalid { path: manifest_path.display().to_string(), message: e.to_string() })?
+    } else {
+        Manifest { users: default_users(), records: Vec::new(), stock: Vec::new() }
+    };
+    let bundle = runtime.bundle();
+    let store = runtime.store();
+    let mut loaded = Loaded::default();
+    if store.users()?.is_empty() {
+        loaded.users = load_users(&dir.join(&manifest.users), &bundle, store.as_ref())?;
     }
-    let path = dir.join("users.yaml");
+    let loader = Actor { id: "demo".into(), name: "demo data".into(), roles: bundle.model.roles.keys().cloned().collect(), teams: Vec::new() };
+    for entry in &manifest.records {
+        let path = dir.join(&entry.file);
+        let shown = path.display().to_string();
+        if !store.records(&entry.record_type)?.is_empty() {
+            continue;
+        }
+        let table = read_table(&path).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
+        let report = runtime
+            .import(&entry.record_type, &table, false, false, &loader, Lang::En)
+            .map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
+        if let Some(first) = report.errors.first() {
+            return Err(DemoError::Invalid {
+                path: shown,
+                message: format!("row {}: {}: {} ({} problems)", first.row, first.field, first.message, report.errors.len()),
+            });
+        }
+        loaded.records.push((entry.record_type.clone(), report.imported));
+    }
+    for entry in &manifest.stock {
+        let path = dir.join(&entry.file);
+        let shown = path.display().to_string();
+        if !store.movements(&entry.ledger, 0, 1)?.is_empty() {
+            continue;
+        }
+        let table = read_table(&path).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
+        let mut postings = Vec::new();
+        for (row, cells) in &table.rows {
+            let mut dims = BTreeMap::new();
+            let mut quantity = None;
+            for (h, v) in table.header.iter().zip(cells) {
+                if h == "quantity" {
+                    quantity = v.parse::<i64>().ok();
+                } else {
+                    dims.insert(h.clone(), v.clone());
+                }
+            }
+            let quantity =
+                quantity.ok_or_else(|| DemoError::Invalid { path: shown.clone(), message: format!("row {row}: `quantity` must be a whole number") })?;
+            postings.push(Posting {
+                ledger: entry.ledger.clone(),
+                kind: MovementKind::Receive,
+                dims,
+                quantity,
+                to: None,
+                reason: "期初库存 / opening stock".into(),
+            });
+        }
+        let moved = runtime
+            .post_movements(&entry.ledger, postings, &loader, Lang::En)
+            .map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
+        loaded.movements += moved.len();
+    }
+    Ok(loaded)
+}
+
+fn load_users(path: &Path, bundle: &Bundle, store: &dyn flowform_store::Store) -> Result<Vec<Actor>, DemoError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|source| DemoError::Read { path: shown.clone(), source })?;
-    let file: UsersFile = serde_saphyr::from_str(&text).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
+    let file: UsersFile = serde_saphyr::from_str(&read(path)?).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
     let roles: Vec<&str> = bundle.model.roles.keys().map(String::as_str).collect();
     let teams: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
     let mut loaded = Vec::new();

@@ -9,7 +9,9 @@
 
 pub mod clock;
 pub mod demo;
+pub mod import;
 pub mod migrate;
+pub mod records;
 pub mod reload;
 pub mod sources;
 pub mod tokens;
@@ -42,6 +44,16 @@ pub enum CommandError {
     BundleMissing(String),
     #[error("bundle version `{version}` no longer compiles: {count} problem(s)")]
     BundleBroken { version: String, count: usize },
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("the submitted data is not valid")]
+    InvalidReferences(Vec<flowform_core::FieldError>),
+    #[error("{0}")]
+    Ledger(flowform_core::ledger::Violation),
+    #[error("{0}")]
+    Referenced(String),
+    #[error("no {0}")]
+    RecordNotFound(String),
     #[error("no bundle version `{0}` in the store")]
     UnknownBundleVersion(String),
     #[error("the instance kept changing; try again")]
@@ -169,11 +181,13 @@ impl Runtime {
         let now = self.now();
         let id = self.new_id();
         let outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
-        let write = CommandWrite { instance: outcome.instance, expected_version: 0, event: outcome.event, idempotency: idem };
+        let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
+        let write = self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?;
         match self.commit(write).await? {
             (CommitOutcome::Committed, instance) => Ok(instance),
-            (CommitOutcome::Replay(first), _) => Ok(first.instance),
+            (CommitOutcome::Replay(first), _) => first.instance.ok_or(CommandError::IdempotencyKeyReused),
             (CommitOutcome::Conflict { .. }, _) => Err(CommandError::Internal(format!("instance id {id} was generated twice"))),
+            (other, _) => Err(other_outcome(other)),
         }
     }
 
@@ -193,16 +207,18 @@ impl Runtime {
             let bundle = self.bundle_for(&instance.bundle_version)?;
             let now = self.now();
             let outcome = flowform_core::transition(&bundle, &instance, name, input, actor, &now, opts.lang)?;
-            let write = CommandWrite { instance: outcome.instance, expected_version: instance.version, event: outcome.event, idempotency: idem.clone() };
+            let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
+            let write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
             match self.commit(write).await? {
                 (CommitOutcome::Committed, instance) => return Ok(instance),
-                (CommitOutcome::Replay(first), _) => return Ok(first.instance),
+                (CommitOutcome::Replay(first), _) => return first.instance.ok_or(CommandError::IdempotencyKeyReused),
                 (CommitOutcome::Conflict { current_version }, _) => {
                     if let Some(expected) = opts.expected_version {
                         return Err(CommandError::StaleVersion { expected, current: current_version });
                     }
                     // Someone else changed it between our read and our write: decide again.
                 }
+                (other, _) => return Err(other_outcome(other)),
             }
         }
         Err(CommandError::TooMuchContention)
@@ -211,7 +227,7 @@ impl Runtime {
     fn replay(&self, idem: &Option<IdempotencyKey>) -> Result<Option<Instance>, CommandError> {
         let Some(idem) = idem else { return Ok(None) };
         match self.store.idempotent(&idem.key)? {
-            Some(first) if first.fingerprint == idem.fingerprint => Ok(Some(first.instance)),
+            Some(first) if first.fingerprint == idem.fingerprint => first.instance.map(Some).ok_or(CommandError::IdempotencyKeyReused),
             Some(_) => Err(CommandError::IdempotencyKeyReused),
             None => Ok(None),
         }
@@ -268,4 +284,14 @@ fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &CommandOpti
     h.update([0]);
     h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
     Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
+}
+
+/// A commit outcome that the caller did not expect for its kind of write.
+pub(crate) fn other_outcome(outcome: CommitOutcome) -> CommandError {
+    match outcome {
+        CommitOutcome::Violation(v) => CommandError::Ledger(v),
+        CommitOutcome::Referenced(by) => CommandError::Referenced(format!("it is referred to by {}", by.join(", "))),
+        CommitOutcome::Missing => CommandError::RecordNotFound("such record".into()),
+        other => CommandError::Internal(format!("unexpected store answer {other:?}")),
+    }
 }

@@ -143,12 +143,19 @@ impl Runtime {
         let now = self.now();
         for (instance, to_state) in plans {
             let outcome = flowform_core::migrate::migrate(&target, &instance, &to_state, &req.map, actor, &now);
-            let write = CommandWrite { instance: outcome.instance, expected_version: instance.version, event: outcome.event, idempotency: None };
+            let write = CommandWrite {
+                instance: outcome.instance,
+                expected_version: instance.version,
+                event: outcome.event,
+                idempotency: None,
+                refs: Vec::new(),
+                postings: Vec::new(),
+            };
             match self.store.commit(write)? {
                 CommitOutcome::Committed => report.migrated += 1,
                 // Changed since the plan (a transition raced it): it keeps its version;
                 // running the migration again picks it up.
-                CommitOutcome::Conflict { .. } | CommitOutcome::Replay(_) => {
+                _ => {
                     report.blocked.push(Blocked {
                         id: instance.id.clone(),
                         from_version: instance.bundle_version.clone(),

@@ -74,6 +74,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::Rejected(r) => match r {
                 Rejection::UnknownWorkflow(_) => ApiError::new(S::NOT_FOUND, "unknown_workflow", message),
+                Rejection::UnknownRecordType(_) => ApiError::new(S::NOT_FOUND, "unknown_record_type", message),
                 Rejection::UnknownTransition { available, .. } => {
                     ApiError::new(S::NOT_FOUND, "unknown_transition", message).with_details(json!({"transitions": available}))
                 }
@@ -88,7 +89,18 @@ impl From<CommandError> for ApiError {
                 Rejection::Rule(err) => ApiError::new(S::UNPROCESSABLE_ENTITY, "rule_failed", message)
                     .with_details(json!([{"script": err.script, "file": err.file, "line": err.line, "column": err.column, "kind": err.kind}])),
             },
-            CommandError::InstanceNotFound(_) => ApiError::not_found(message),
+            CommandError::InstanceNotFound(_) | CommandError::RecordNotFound(_) => ApiError::not_found(message),
+            CommandError::BadQuery(_) => ApiError::new(S::BAD_REQUEST, "invalid_query", message),
+            CommandError::InvalidReferences(errors) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors))
+            }
+            CommandError::Referenced(_) => ApiError::new(S::CONFLICT, "record_referenced", message),
+            CommandError::Ledger(v) => {
+                let dims: Vec<String> = v.dims.iter().map(|(k, val)| format!("{k} `{val}`")).collect();
+                let message = format!("not enough in {} for {}: {} requested, {} available", v.ledger, dims.join(", "), v.requested, v.available);
+                ApiError::new(S::CONFLICT, "ledger_violation", message)
+                    .with_details(json!({"ledger": v.ledger, "dimensions": v.dims, "requested": v.requested, "available": v.available}))
+            }
             CommandError::UnknownBundleVersion(_) => ApiError::new(S::NOT_FOUND, "unknown_bundle_version", message),
             CommandError::StaleVersion { expected, current } => {
                 ApiError::new(S::CONFLICT, "version_conflict", message).with_details(json!({"expected_version": expected, "current_version": current}))

@@ -6,6 +6,7 @@
 
 mod error;
 mod extract;
+mod records;
 mod routes;
 mod views;
 

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances/{id}/history", get(history))
         .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
         .route("/api/v1/me", get(me))
+        .merge(crate::records::router())
         .fallback(not_found)
 }
 

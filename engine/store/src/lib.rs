@@ -1,27 +1,38 @@
 //! Flowform storage: the [`Store`] trait and its implementations.
 //!
 //! - [`RedbStore`]: the embedded default. One redb file for instances, the
-//!   event log, idempotency keys and bundle versions; concurrent commands are
-//!   batched into one durable commit (group commit) by a writer thread. Users and
-//!   API tokens live in a second small file that is opened only for a moment,
-//!   so `flowform token` can add a token while the server runs.
+//!   event log, idempotency keys, records, ledgers and bundle versions;
+//!   concurrent writes are batched into one durable commit (group commit) by a
+//!   writer thread. Users and API tokens live in a second small file that is
+//!   opened only for a moment, so `flowform token` can add a token while the
+//!   server runs.
 //! - [`MemoryStore`]: the same semantics in memory, for tests.
 //!
-//! Invariant: a command is written in one transaction (instance, event,
-//! idempotency key) or not at all, and only if the instance still has the
-//! version the command was decided on.
+//! An implementation provides two primitives — run a [`Job`] in one atomic,
+//! durable transaction, and read from a consistent snapshot — over the
+//! key-value tables of `tables.rs`; every rule (optimistic concurrency,
+//! idempotency, reference integrity, ledger invariants) is written once in
+//! `logic.rs`.
+//!
+//! Invariant: a job is applied completely or not at all: its checks run before
+//! any of its writes, and a job that fails a check writes nothing.
 
-mod apply;
 mod auth;
+mod logic;
 mod memory;
 mod redb_store;
+pub mod tables;
 
+use flowform_core::ledger::{Balance, Posting, Violation};
+use flowform_core::records::{Record, RecordEvent};
 use flowform_core::{Actor, Event, Instance};
 use flowform_model::Sources;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tables::Read;
 
 pub use memory::MemoryStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{AuthOnly, RedbStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,7 +48,25 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One command's writes, committed together or not at all.
+/// A ledger posting with what the store needs to apply it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostingWrite {
+    pub posting: Posting,
+    /// The ledger's dimensions in order (the balance key).
+    pub dimensions: Vec<String>,
+    pub non_negative: bool,
+    /// The minimum level for the threshold dimension's value, if the ledger has one.
+    pub threshold: Option<Threshold>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Threshold {
+    pub dimension: String,
+    pub value: String,
+    pub minimum: i64,
+}
+
+/// One command on an instance: written together or not at all.
 #[derive(Clone, Debug)]
 pub struct CommandWrite {
     /// The instance as the command leaves it; its `version` is the new version.
@@ -46,6 +75,49 @@ pub struct CommandWrite {
     pub expected_version: u64,
     pub event: Event,
     pub idempotency: Option<IdempotencyKey>,
+    /// Records the instance's data refers to (added to the reference index).
+    pub refs: Vec<(String, String)>,
+    pub postings: Vec<PostingWrite>,
+}
+
+/// A record created, changed or archived.
+#[derive(Clone, Debug)]
+pub struct RecordWrite {
+    pub record: Record,
+    pub expected_version: u64,
+    pub event: RecordEvent,
+    /// What the record refers to now.
+    pub refs: Vec<(String, String)>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// Movements posted by hand (receipts, transfers, adjustments).
+#[derive(Clone, Debug)]
+pub struct LedgerWrite {
+    pub postings: Vec<PostingWrite>,
+    pub actor: String,
+    pub at: String,
+}
+
+/// What a writer applies in one transaction.
+#[derive(Clone, Debug)]
+pub enum Job {
+    Command(Box<CommandWrite>),
+    Record(Box<RecordWrite>),
+    /// Deletes a record for good; refused while anything refers to it.
+    Purge {
+        record_type: String,
+        id: String,
+        expected_version: u64,
+    },
+    Ledger(LedgerWrite),
+    /// The next number of a named sequence (for record ids).
+    NextSequence(String),
+    PutBundle {
+        version: String,
+        sources: Sources,
+    },
+    SetCurrentBundle(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,18 +133,29 @@ pub struct IdempotencyKey {
 pub struct IdempotentResult {
     pub fingerprint: String,
     /// The instance as the first request left it.
-    pub instance: Instance,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommitOutcome {
     Committed,
-    /// The instance changed since the command was decided (or already exists).
+    /// The instance or record changed since the command was decided (or already exists).
     Conflict {
         current_version: u64,
     },
     /// The idempotency key was used before: here is the first result.
     Replay(Box<IdempotentResult>),
+    /// A movement would break the ledger's invariant; nothing was written.
+    Violation(Violation),
+    /// A record is referred to by these sources and cannot be deleted.
+    Referenced(Vec<String>),
+    /// No such record.
+    Missing,
+    /// The next number of a sequence.
+    Sequence(u64),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -102,25 +185,54 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Where instances, events, bundle versions and users are kept.
-///
-/// Implementations must make [`Store::commit`] atomic and durable before it
-/// returns, and safe to call from many threads at once.
-pub trait Store: Send + Sync + 'static {
-    fn commit(&self, write: CommandWrite) -> Result<CommitOutcome>;
-    fn instance(&self, id: &str) -> Result<Option<Instance>>;
-    fn instances(&self, filter: &InstanceFilter) -> Result<Page>;
-    /// Events of one instance, oldest first.
-    fn history(&self, id: &str) -> Result<Vec<Event>>;
-    fn idempotent(&self, key: &str) -> Result<Option<IdempotentResult>>;
+/// The balance of one combination of dimensions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalanceRow {
+    pub dims: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub balance: Balance,
+}
 
-    fn put_bundle(&self, version: &str, sources: &Sources) -> Result<()>;
-    fn bundle(&self, version: &str) -> Result<Option<Sources>>;
-    /// Every stored bundle version, oldest first.
-    fn bundle_versions(&self) -> Result<Vec<String>>;
-    /// Marks the version being served, so a restart with broken files can serve it.
-    fn set_current_bundle(&self, version: &str) -> Result<()>;
-    fn current_bundle(&self) -> Result<Option<String>>;
+/// One change of one balance, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Movement {
+    pub seq: u64,
+    pub ledger: String,
+    /// `receive`, `issue`, `reserve`, `release`, `issue_reserved`, `adjust`, `transfer_out`, `transfer_in`.
+    pub kind: String,
+    pub dims: BTreeMap<String, String>,
+    pub quantity: i64,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    pub reason: String,
+    pub actor: String,
+    pub at: String,
+    /// The instance and event that caused it, when a transition posted it.
+    pub instance_id: Option<String>,
+    pub event_seq: Option<u64>,
+}
+
+/// Something a ledger noticed, e.g. `ledger.below_threshold`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub ledger: String,
+    pub dimension: String,
+    pub value: String,
+    pub available: i64,
+    pub minimum: i64,
+    pub at: String,
+}
+
+/// Where instances, events, records, ledgers, bundle versions and users are kept.
+///
+/// Implementations provide [`Store::submit`] (atomic and durable before it
+/// returns, safe from many threads at once) and [`Store::read`] (a consistent
+/// snapshot); everything else is provided.
+pub trait Store: Send + Sync + 'static {
+    fn submit(&self, job: Job) -> Result<CommitOutcome>;
+    fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()>;
 
     fn put_user(&self, user: &Actor) -> Result<()>;
     fn user(&self, id: &str) -> Result<Option<Actor>>;
@@ -129,6 +241,76 @@ pub trait Store: Send + Sync + 'static {
     fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()>;
     /// The user a token hash belongs to.
     fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>>;
+
+    fn commit(&self, write: CommandWrite) -> Result<CommitOutcome> {
+        self.submit(Job::Command(Box::new(write)))
+    }
+    fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        read_with(self, |r| logic::instance(r, id))
+    }
+    fn instances(&self, filter: &InstanceFilter) -> Result<Page> {
+        read_with(self, |r| logic::instances(r, filter))
+    }
+    /// Events of one instance, oldest first.
+    fn history(&self, id: &str) -> Result<Vec<Event>> {
+        read_with(self, |r| logic::history(r, id))
+    }
+    fn idempotent(&self, key: &str) -> Result<Option<IdempotentResult>> {
+        read_with(self, |r| logic::idempotent(r, key))
+    }
+    fn put_bundle(&self, version: &str, sources: &Sources) -> Result<()> {
+        self.submit(Job::PutBundle { version: version.to_string(), sources: sources.clone() }).map(|_| ())
+    }
+    fn bundle(&self, version: &str) -> Result<Option<Sources>> {
+        read_with(self, |r| logic::bundle(r, version))
+    }
+    /// Every stored bundle version, oldest first.
+    fn bundle_versions(&self) -> Result<Vec<String>> {
+        read_with(self, logic::bundle_versions)
+    }
+    /// Marks the version being served, so a restart with broken files can serve it.
+    fn set_current_bundle(&self, version: &str) -> Result<()> {
+        self.submit(Job::SetCurrentBundle(version.to_string())).map(|_| ())
+    }
+    fn current_bundle(&self) -> Result<Option<String>> {
+        read_with(self, logic::current_bundle)
+    }
+    fn record(&self, record_type: &str, id: &str) -> Result<Option<Record>> {
+        read_with(self, |r| logic::record(r, record_type, id))
+    }
+    /// Every record of a type, archived ones included, in id order.
+    fn records(&self, record_type: &str) -> Result<Vec<Record>> {
+        read_with(self, |r| logic::records(r, record_type))
+    }
+    fn record_history(&self, record_type: &str, id: &str) -> Result<Vec<RecordEvent>> {
+        read_with(self, |r| logic::record_history(r, record_type, id))
+    }
+    /// Who refers to a record: `instance:ID` or `record:TYPE/ID`.
+    fn referrers(&self, record_type: &str, id: &str) -> Result<Vec<String>> {
+        read_with(self, |r| logic::referrers(r, record_type, id))
+    }
+    fn balances(&self, ledger: &str) -> Result<Vec<BalanceRow>> {
+        read_with(self, |r| logic::balances(r, ledger))
+    }
+    /// Movements after `after` (a sequence number), oldest first.
+    fn movements(&self, ledger: &str, after: u64, limit: usize) -> Result<Vec<Movement>> {
+        read_with(self, |r| logic::movements(r, ledger, after, limit))
+    }
+    fn ledger_events(&self) -> Result<Vec<LedgerEvent>> {
+        read_with(self, logic::ledger_events)
+    }
+}
+
+fn read_with<S: Store + ?Sized, T>(store: &S, f: impl FnOnce(&dyn Read) -> Result<T>) -> Result<T> {
+    let mut f = Some(f);
+    let mut out = None;
+    store.read(&mut |r| {
+        if let Some(f) = f.take() {
+            out = Some(f(r)?);
+        }
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Backend("read did not run".into()))
 }
 
 fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -38,12 +38,15 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
         instance: inst,
         expected_version: expected,
         idempotency: key.map(|k| IdempotencyKey { key: k.into(), fingerprint: "f".into() }),
+        refs: vec![("asset".into(), "A1".into())],
+        postings: Vec::new(),
     }
 }
 
 fn semantics(store: &dyn Store) {
     assert_eq!(store.commit(write("a", 0, "s1", Some("k1"))).unwrap(), CommitOutcome::Committed);
-    assert!(matches!(store.commit(write("a", 0, "s1", Some("k1"))).unwrap(), CommitOutcome::Replay(r) if r.instance.id == "a"));
+    assert!(matches!(store.commit(write("a", 0, "s1", Some("k1"))).unwrap(), CommitOutcome::Replay(r) if r.instance.as_ref().unwrap().id == "a"));
+    assert_eq!(store.referrers("asset", "A1").unwrap(), vec!["instance:a".to_string()]);
     assert_eq!(store.commit(write("a", 0, "s1", None)).unwrap(), CommitOutcome::Conflict { current_version: 1 });
     assert_eq!(store.commit(write("a", 1, "s2", None)).unwrap(), CommitOutcome::Committed);
     assert_eq!(store.commit(write("a", 1, "s3", None)).unwrap(), CommitOutcome::Conflict { current_version: 2 });
@@ -113,4 +116,116 @@ fn auth_file_is_shared_with_another_handle() {
     assert!(cli.user("admin").unwrap().is_some());
     cli.add_token("h2", "admin").unwrap();
     assert_eq!(store.user_for_token("h2").unwrap().map(|u| u.id), Some("admin".into()));
+}
+
+use flowform_core::ledger::{MovementKind, Posting};
+
+fn posting(kind: MovementKind, warehouse: &str, quantity: i64) -> PostingWrite {
+    PostingWrite {
+        posting: Posting {
+            ledger: "stock".into(),
+            kind,
+            dims: BTreeMap::from([("part".into(), "P1".into()), ("warehouse".into(), warehouse.into())]),
+            quantity,
+            to: None,
+            reason: "test".into(),
+        },
+        dimensions: vec!["part".into(), "warehouse".into()],
+        non_negative: true,
+        threshold: Some(Threshold { dimension: "part".into(), value: "P1".into(), minimum: 3 }),
+    }
+}
+
+fn ledger(postings: Vec<PostingWrite>) -> Job {
+    Job::Ledger(LedgerWrite { postings, actor: "keeper".into(), at: "2026-01-01T00:00:00Z".into() })
+}
+
+#[test]
+fn the_last_units_go_to_exactly_as_many_as_there_are_and_balances_equal_movements() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        assert_eq!(store.submit(ledger(vec![posting(MovementKind::Receive, "W1", 5)])).unwrap(), CommitOutcome::Committed);
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut w = write(&format!("r{i:02}"), 0, "s", None);
+                    w.postings = vec![posting(MovementKind::Issue, "W1", 1)];
+                    store.commit(w).unwrap()
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == CommitOutcome::Committed).count(), 5);
+        let refused = outcomes.iter().find_map(|o| match o {
+            CommitOutcome::Violation(v) => Some(v.clone()),
+            _ => None,
+        });
+        assert_eq!(refused.map(|v| (v.requested, v.available)), Some((1, 0)));
+        // The refused commands wrote nothing: no instance, no movement.
+        assert_eq!(store.instances(&InstanceFilter { limit: 100, ..Default::default() }).unwrap().items.len(), 5);
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    let balances = store.balances("stock").unwrap();
+    assert_eq!(balances.len(), 1);
+    assert_eq!(balances[0].balance.on_hand, 0);
+    let movements = store.movements("stock", 0, 1000).unwrap();
+    assert_eq!(movements.len(), 6);
+    assert_eq!(movements.iter().map(|m| m.on_hand_delta).sum::<i64>(), 0);
+    assert_eq!(movements.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+    let events = store.ledger_events().unwrap();
+    assert_eq!(events.len(), 1, "crossing the minimum once is one event: {events:?}");
+    assert_eq!((events[0].kind.as_str(), events[0].available, events[0].minimum), ("ledger.below_threshold", 2, 3));
+}
+
+#[test]
+fn transfers_reservations_and_purges() {
+    let store = MemoryStore::new();
+    store.submit(ledger(vec![posting(MovementKind::Receive, "W1", 10)])).unwrap();
+    let mut transfer = posting(MovementKind::Transfer, "W1", 4);
+    transfer.posting.to = Some(BTreeMap::from([("part".into(), "P1".into()), ("warehouse".into(), "W2".into())]));
+    store.submit(ledger(vec![transfer])).unwrap();
+    store.submit(ledger(vec![posting(MovementKind::Reserve, "W1", 6)])).unwrap();
+    let refused = store.submit(ledger(vec![posting(MovementKind::Issue, "W1", 1)])).unwrap();
+    assert!(matches!(refused, CommitOutcome::Violation(v) if v.available == 0));
+    store.submit(ledger(vec![posting(MovementKind::IssueReserved, "W1", 6)])).unwrap();
+    let b: Vec<(String, i64, i64)> =
+        store.balances("stock").unwrap().into_iter().map(|r| (r.dims["warehouse"].clone(), r.balance.on_hand, r.balance.reserved)).collect();
+    assert_eq!(b, vec![("W1".into(), 0, 0), ("W2".into(), 4, 0)]);
+    let kinds: Vec<String> = store.movements("stock", 0, 100).unwrap().into_iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, vec!["receive", "transfer_out", "transfer_in", "reserve", "issue_reserved"]);
+
+    use flowform_core::records::{Record, RecordEvent, RecordEventKind};
+    let rec = |id: &str, version| Record {
+        record_type: "location".into(),
+        id: id.into(),
+        version,
+        title: id.into(),
+        data: Map::new(),
+        archived: false,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    let ev = |id: &str, seq| RecordEvent {
+        record_type: "location".into(),
+        id: id.into(),
+        seq,
+        kind: RecordEventKind::Created,
+        actor: "a".into(),
+        at: String::new(),
+        changes: BTreeMap::new(),
+    };
+    let put = |id: &str, refs: Vec<(String, String)>| {
+        Job::Record(Box::new(RecordWrite { record: rec(id, 1), expected_version: 0, event: ev(id, 1), refs, idempotency: None }))
+    };
+    store.submit(put("B1", vec![])).unwrap();
+    store.submit(put("F1", vec![("location".into(), "B1".into())])).unwrap();
+    let purge = |id: &str| Job::Purge { record_type: "location".into(), id: id.into(), expected_version: 1 };
+    assert_eq!(store.submit(purge("B1")).unwrap(), CommitOutcome::Referenced(vec!["record:location/F1".into()]));
+    assert_eq!(store.submit(purge("F1")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.submit(purge("B1")).unwrap(), CommitOutcome::Committed, "no longer referenced");
+    assert_eq!(store.submit(purge("B1")).unwrap(), CommitOutcome::Missing);
+    assert_eq!(store.submit(Job::NextSequence("x".into())).unwrap(), CommitOutcome::Sequence(1));
+    assert_eq!(store.submit(Job::NextSequence("x".into())).unwrap(), CommitOutcome::Sequence(2));
 }

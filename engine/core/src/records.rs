@@ -1,0 +1,262 @@
+//! Records of declared types (assets, locations, parts, ...): creation, update,
+//! archiving, ids from templates, titles, references and search. Pure.
+
+use crate::bundle::Bundle;
+use crate::decide::Rejection;
+use crate::instance::{Actor, Change};
+use flowform_forms::{FieldError, Lang};
+use flowform_model::{FieldDef, FieldType, RecordTypeDef};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub id: String,
+    pub version: u64,
+    pub title: String,
+    pub data: Map<String, Value>,
+    pub archived: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordEventKind {
+    Created,
+    Updated,
+    Archived,
+    Restored,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordEvent {
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub id: String,
+    pub seq: u64,
+    pub kind: RecordEventKind,
+    pub actor: String,
+    pub at: String,
+    pub changes: BTreeMap<String, Change>,
+}
+
+fn record_type<'b>(bundle: &'b Bundle, name: &str) -> Result<&'b RecordTypeDef, Rejection> {
+    bundle.model.record_types.get(name).ok_or_else(|| Rejection::UnknownRecordType(name.to_string()))
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Fills a template: `{field}` from the data, `{seq:4}` from the sequence, dates from `now`.
+pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, now: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &rest[start + 1..start + end];
+        let (name, arg) = inner.split_once(':').unwrap_or((inner, ""));
+        let digits: String = now.chars().filter(char::is_ascii_digit).collect();
+        match name {
+            "seq" => {
+                let width: usize = arg.parse().unwrap_or(1);
+                out.push_str(&format!("{:0width$}", seq.unwrap_or(0)));
+            }
+            "yyyyMMdd" => out.push_str(digits.get(..8).unwrap_or("")),
+            "yyyyMM" => out.push_str(digits.get(..6).unwrap_or("")),
+            "yyyy" => out.push_str(digits.get(..4).unwrap_or("")),
+            field => out.push_str(&text_of(data.get(field).unwrap_or(&Value::Null))),
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether the type's ids need a sequence number.
+pub fn needs_sequence(bundle: &Bundle, type_name: &str) -> bool {
+    bundle.model.record_types.get(type_name).is_some_and(|rt| rt.key.value.contains("{seq"))
+}
+
+fn validate(bundle: &Bundle, rt: &RecordTypeDef, input: &Value, lang: Lang) -> Result<Map<String, Value>, Rejection> {
+    let form = bundle.form(&rt.form.value).ok_or_else(|| Rejection::UnknownRecordType(rt.name.clone()))?;
+    match form.validate(input, lang).map_err(Rejection::InvalidInput)? {
+        Value::Object(m) => Ok(m),
+        _ => Ok(Map::new()),
+    }
+}
+
+fn changes(before: &Map<String, Value>, after: &Map<String, Value>) -> BTreeMap<String, Change> {
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (b, a) = (before.get(k).cloned().unwrap_or(Value::Null), after.get(k).cloned().unwrap_or(Value::Null));
+            (b != a).then(|| (k.clone(), Change { before: b, after: a }))
+        })
+        .collect()
+}
+
+/// A new record. `seq` is the next number of the type's sequence when its key uses one.
+pub fn create(
+    bundle: &Bundle,
+    type_name: &str,
+    input: &Value,
+    actor: &Actor,
+    now: &str,
+    seq: Option<u64>,
+    lang: Lang,
+) -> Result<(Record, RecordEvent), Rejection> {
+    let rt = record_type(bundle, type_name)?;
+    let data = validate(bundle, rt, input, lang)?;
+    let id = fill(&rt.key.value, &data, seq, now).trim().to_string();
+    if id.is_empty() || id.contains('/') || id.len() > 200 {
+        let fields = flowform_model::check::template_fields(&rt.key.value);
+        return Err(Rejection::InvalidInput(vec![FieldError {
+            field: fields.first().cloned().unwrap_or_default(),
+            code: "invalid_key",
+            message: format!("the id made from `{}` is `{id}`: it must be 1 to 200 characters without `/`", rt.key.value),
+        }]));
+    }
+    let title = rt.display.as_ref().map_or_else(|| id.clone(), |d| fill(&d.value, &data, seq, now));
+    let event = RecordEvent {
+        record_type: rt.name.clone(),
+        id: id.clone(),
+        seq: 1,
+        kind: RecordEventKind::Created,
+        actor: actor.id.clone(),
+        at: now.to_string(),
+        changes: changes(&Map::new(), &data),
+    };
+    let record =
+        Record { record_type: rt.name.clone(), id, version: 1, title, data, archived: false, created_at: now.to_string(), updated_at: now.to_string() };
+    Ok((record, event))
+}
+
+/// The record with new data (the whole form; fields that make the id cannot change).
+pub fn update(bundle: &Bundle, record: &Record, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<(Record, RecordEvent), Rejection> {
+    let rt = record_type(bundle, &record.record_type)?;
+    let data = validate(bundle, rt, input, lang)?;
+    for field in flowform_model::check::template_fields(&rt.key.value) {
+        if data.get(&field) != record.data.get(&field) {
+            return Err(Rejection::InvalidInput(vec![FieldError {
+                field: field.clone(),
+                code: "key_field",
+                message: format!("`{field}` makes the id of this record and cannot change"),
+            }]));
+        }
+    }
+    let mut after = record.clone();
+    after.title = rt.display.as_ref().map_or_else(|| record.id.clone(), |d| fill(&d.value, &data, None, now));
+    after.version += 1;
+    after.updated_at = now.to_string();
+    let event = RecordEvent {
+        record_type: rt.name.clone(),
+        id: record.id.clone(),
+        seq: after.version,
+        kind: RecordEventKind::Updated,
+        actor: actor.id.clone(),
+        at: now.to_string(),
+        changes: changes(&record.data, &data),
+    };
+    after.data = data;
+    Ok((after, event))
+}
+
+/// Archives (or restores) a record: it stays readable and referenced, but leaves lists.
+pub fn set_archived(record: &Record, archived: bool, actor: &Actor, now: &str) -> (Record, RecordEvent) {
+    let mut after = record.clone();
+    after.archived = archived;
+    after.version += 1;
+    after.updated_at = now.to_string();
+    let kind = if archived { RecordEventKind::Archived } else { RecordEventKind::Restored };
+    let mut changes = BTreeMap::new();
+    changes.insert("archived".to_string(), Change { before: Value::Bool(record.archived), after: Value::Bool(archived) });
+    let event = RecordEvent {
+        record_type: record.record_type.clone(),
+        id: record.id.clone(),
+        seq: after.version,
+        kind,
+        actor: actor.id.clone(),
+        at: now.to_string(),
+        changes,
+    };
+    (after, event)
+}
+
+/// Every `(record type, id)` the data of a form refers to, groups included.
+pub fn references(fields: &[FieldDef], data: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in fields {
+        let Some(v) = data.get(&f.name) else { continue };
+        match (f.field_type, v) {
+            (FieldType::Ref, Value::String(id)) => {
+                if let Some(target) = &f.record {
+                    out.push((target.value.clone(), id.clone()));
+                }
+            }
+            (FieldType::Group, Value::Array(items)) => {
+                for item in items {
+                    if let Value::Object(m) = item {
+                        out.extend(references(&f.fields, m));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The references of an instance's data: over every form of its workflow.
+pub fn instance_references(bundle: &Bundle, workflow: &str, data: &Map<String, Value>) -> Vec<(String, String)> {
+    let Some(wf) = bundle.workflow(workflow) else { return Vec::new() };
+    let forms = wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref()));
+    let mut out = Vec::new();
+    for f in forms {
+        if let Some(form) = bundle.form(&f.value) {
+            out.extend(references(&form.def.fields, data));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether a record matches `?q=`: a case-insensitive substring of a searchable
+/// field, the id or the title (works for Chinese: 冷水机 finds 1号冷水机组).
+pub fn matches_query(rt: &RecordTypeDef, record: &Record, q: &str) -> bool {
+    let q = q.trim().to_lowercase();
+    if q.is_empty() {
+        return true;
+    }
+    record.id.to_lowercase().contains(&q)
+        || record.title.to_lowercase().contains(&q)
+        || rt.search.iter().any(|f| record.data.get(&f.value).is_some_and(|v| text_of(v).to_lowercase().contains(&q)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_fields_sequences_and_dates() {
+        let data: Map<String, Value> = serde_json::from_str(r#"{"code": "AHU-01", "name": "空调机组", "floor": 3}"#).unwrap();
+        assert_eq!(fill("{code}", &data, None, "2026-11-25T08:00:00Z"), "AHU-01");
+        assert_eq!(fill("{name} ({code}) F{floor}", &data, None, ""), "空调机组 (AHU-01) F3");
+        assert_eq!(fill("WO-{yyyyMMdd}-{seq:4}", &data, Some(7), "2026-11-25T08:00:00Z"), "WO-20261125-0007");
+    }
+}

@@ -1,0 +1,527 @@
+//! Records, references and ledgers at run time: integrity checks against the
+//! store, record commands and queries, ledger postings and queries.
+
+use crate::{CommandError, Runtime, other_outcome};
+use flowform_core::ledger::Posting;
+use flowform_core::records::{self, Record};
+use flowform_core::{Actor, Bundle, Effect, FieldError, Lang, Outcome, Rejection};
+use flowform_model::{FieldDef, FieldType, RecordTypeDef};
+use flowform_store::{BalanceRow, CommandWrite, CommitOutcome, IdempotencyKey, Job, LedgerWrite, Movement, PostingWrite, RecordWrite, Threshold};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+fn pick(lang: Lang, zh: String, en: String) -> String {
+    if lang == Lang::En { en } else { zh }
+}
+
+impl Runtime {
+    /// Whether `id` is a live record of `kind` (a record type, or a workflow's record kind).
+    fn reference_problem(&self, bundle: &Bundle, kind: &str, id: &str, lang: Lang) -> Result<Option<String>, CommandError> {
+        if bundle.model.record_types.contains_key(kind) {
+            return Ok(match self.store.record(kind, id)? {
+                None => Some(pick(lang, format!("没有编号为 {id} 的{kind}记录"), format!("there is no {kind} `{id}`"))),
+                Some(r) if r.archived => {
+                    Some(pick(lang, format!("{kind} {id} 已归档,不能再引用"), format!("{kind} `{id}` is archived and cannot be referred to any more")))
+                }
+                Some(_) => None,
+            });
+        }
+        let ok = self.store.instance(id)?.is_some_and(|i| bundle.workflow(&i.workflow).and_then(|w| w.record.as_deref()) == Some(kind));
+        Ok((!ok).then(|| pick(lang, format!("没有编号为 {id} 的{kind}"), format!("there is no {kind} `{id}`"))))
+    }
+
+    /// Field errors for `ref` values in `data` that do not point at a live record.
+    pub fn check_references(
+        &self,
+        bundle: &Bundle,
+        fields: &[FieldDef],
+        data: &Map<String, Value>,
+        prefix: &str,
+        lang: Lang,
+    ) -> Result<Vec<FieldError>, CommandError> {
+        self.check_refs_inner(bundle, fields, data, prefix, lang, &BTreeSet::new())
+    }
+
+    /// Like [`Runtime::check_references`], also accepting records about to be
+    /// created in the same import (`pending`: type and id).
+    pub fn check_references_pending(
+        &self,
+        bundle: &Bundle,
+        fields: &[FieldDef],
+        data: &Map<String, Value>,
+        lang: Lang,
+        pending: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<FieldError>, CommandError> {
+        self.check_refs_inner(bundle, fields, data, "", lang, pending)
+    }
+
+    fn check_refs_inner(
+        &self,
+        bundle: &Bundle,
+        fields: &[FieldDef],
+        data: &Map<String, Value>,
+        prefix: &str,
+        lang: Lang,
+        pending: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<FieldError>, CommandError> {
+        let mut errors = Vec::new();
+        for f in fields {
+            let path = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
+            match (f.field_type, data.get(&f.name), &f.record) {
+                (FieldType::Ref, Some(Value::String(id)), Some(kind)) => {
+                    if pending.contains(&(kind.value.clone(), id.clone())) {
+                        continue;
+                    }
+                    if let Some(message) = self.reference_problem(bundle, &kind.value, id, lang)? {
+                        errors.push(FieldError { field: path, code: "unknown_reference", message });
+                    }
+                }
+                (FieldType::Group, Some(Value::Array(items)), _) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Value::Object(m) = item {
+                            errors.extend(self.check_refs_inner(bundle, &f.fields, m, &format!("{path}[{i}]"), lang, pending)?);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Postings with their ledger's settings; their dimensions must be live records.
+    fn posting_writes(&self, bundle: &Bundle, postings: Vec<Posting>, lang: Lang) -> Result<Vec<PostingWrite>, CommandError> {
+        let mut out = Vec::new();
+        for posting in postings {
+            let ledger = bundle.model.ledgers.get(&posting.ledger).ok_or_else(|| CommandError::Internal(format!("unknown ledger {}", posting.ledger)))?;
+            let mut problems = Vec::new();
+            for dims in std::iter::once(&posting.dims).chain(posting.to.as_ref()) {
+                for (dim, record_type) in &ledger.dimensions {
+                    if let Some(id) = dims.get(&dim.value)
+                        && let Some(message) = self.reference_problem(bundle, &record_type.value, id, lang)?
+                    {
+                        problems.push(FieldError { field: dim.value.clone(), code: "unknown_reference", message });
+                    }
+                }
+            }
+            if !problems.is_empty() {
+                return Err(CommandError::InvalidReferences(problems));
+            }
+            let threshold = match &ledger.threshold {
+                Some((dim, field)) => {
+                    let value = posting.dims.get(&dim.value).cloned().unwrap_or_default();
+                    let record_type = ledger.dimensions.iter().find(|(d, _)| d.value == dim.value).map(|(_, r)| r.value.clone()).unwrap_or_default();
+                    let minimum = self.store.record(&record_type, &value)?.and_then(|r| r.data.get(&field.value).and_then(Value::as_f64)).map(|f| f as i64);
+                    minimum.map(|minimum| Threshold { dimension: dim.value.clone(), value, minimum })
+                }
+                None => None,
+            };
+            out.push(PostingWrite {
+                dimensions: ledger.dimension_names().iter().map(|d| d.to_string()).collect(),
+                non_negative: ledger.non_negative,
+                threshold,
+                posting,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks an outcome's references and turns it into the store write.
+    pub(crate) fn prepare(
+        &self,
+        bundle: &Bundle,
+        outcome: Outcome,
+        form: Option<&str>,
+        expected_version: u64,
+        idempotency: Option<IdempotencyKey>,
+        lang: Lang,
+    ) -> Result<CommandWrite, CommandError> {
+        if let (Some(form), Value::Object(input)) = (form.and_then(|f| bundle.form(f)), &outcome.event.input) {
+            let errors = self.check_references(bundle, &form.def.fields, input, "", lang)?;
+            if !errors.is_empty() {
+                return Err(CommandError::InvalidReferences(errors));
+            }
+        }
+        let mut postings = Vec::new();
+        for effect in &outcome.effects {
+            if let Effect::Post { postings: p } = effect {
+                postings.extend(self.posting_writes(bundle, p.clone(), lang)?);
+            }
+        }
+        let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);
+        Ok(CommandWrite { instance: outcome.instance, expected_version, event: outcome.event, idempotency, refs, postings })
+    }
+
+    fn record_type<'b>(&self, bundle: &'b Bundle, name: &str) -> Result<&'b RecordTypeDef, CommandError> {
+        bundle.model.record_types.get(name).ok_or_else(|| CommandError::Rejected(Rejection::UnknownRecordType(name.to_string())))
+    }
+
+    fn submit(&self, job: Job) -> Result<CommitOutcome, CommandError> {
+        Ok(self.store.submit(job)?)
+    }
+
+    fn write_record(
+        &self,
+        bundle: &Bundle,
+        record: Record,
+        event: flowform_core::records::RecordEvent,
+        expected_version: u64,
+        lang: Lang,
+    ) -> Result<Record, CommandError> {
+        let rt = self.record_type(bundle, &record.record_type)?;
+        let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal("record form missing".into()))?;
+        let errors = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
+        if !errors.is_empty() {
+            return Err(CommandError::InvalidReferences(errors));
+        }
+        if let Some(parent) = &rt.parent
+            && let Some(Value::String(p)) = record.data.get(&parent.value)
+            && self.ancestors(&record.record_type, &parent.value, p)?.contains(&record.id)
+        {
+            return Err(CommandError::InvalidReferences(vec![FieldError {
+                field: parent.value.clone(),
+                code: "cycle",
+                message: format!("`{p}` is inside `{}`: a record cannot be its own ancestor", record.id),
+            }]));
+        }
+        let refs = records::references(&form.def.fields, &record.data);
+        match self.submit(Job::Record(Box::new(RecordWrite { record: record.clone(), expected_version, event, refs, idempotency: None })))? {
+            CommitOutcome::Committed => Ok(record),
+            CommitOutcome::Conflict { current_version } if expected_version == 0 => {
+                let _ = current_version;
+                Err(CommandError::Referenced(format!("a {} with id `{}` already exists", record.record_type, record.id)))
+            }
+            CommitOutcome::Conflict { current_version } => Err(CommandError::StaleVersion { expected: expected_version, current: current_version }),
+            other => Err(other_outcome(other)),
+        }
+    }
+
+    fn ancestors(&self, record_type: &str, parent_field: &str, start: &str) -> Result<Vec<String>, CommandError> {
+        let mut out = Vec::new();
+        let mut current = Some(start.to_string());
+        while let Some(id) = current {
+            if out.contains(&id) || out.len() > 64 {
+                break;
+            }
+            out.push(id.clone());
+            current = self.store.record(record_type, &id)?.and_then(|r| r.data.get(parent_field).and_then(Value::as_str).map(str::to_string));
+        }
+        Ok(out)
+    }
+
+    pub fn create_record(&self, type_name: &str, input: &Value, actor: &Actor, lang: Lang) -> Result<Record, CommandError> {
+        let bundle = self.bundle();
+        self.record_type(&bundle, type_name)?;
+        let seq = if records::needs_sequence(&bundle, type_name) {
+            match self.submit(Job::NextSequence(format!("record:{type_name}")))? {
+                CommitOutcome::Sequence(n) => Some(n),
+                other => return Err(other_outcome(other)),
+            }
+        } else {
+            None
+        };
+        let (record, event) = records::create(&bundle, type_name, input, actor, &self.now(), seq, lang)?;
+        self.write_record(&bundle, record, event, 0, lang)
+    }
+
+    pub fn record(&self, type_name: &str, id: &str) -> Result<Record, CommandError> {
+        self.record_type(&self.bundle(), type_name)?;
+        self.store.record(type_name, id)?.ok_or_else(|| CommandError::RecordNotFound(format!("{type_name} `{id}`")))
+    }
+
+    pub fn update_record(
+        &self,
+        type_name: &str,
+        id: &str,
+        input: &Value,
+        expected_version: Option<u64>,
+        actor: &Actor,
+        lang: Lang,
+    ) -> Result<Record, CommandError> {
+        let bundle = self.bundle();
+        let current = self.record(type_name, id)?;
+        if let Some(expected) = expected_version
+            && expected != current.version
+        {
+            return Err(CommandError::StaleVersion { expected, current: current.version });
+        }
+        let (record, event) = records::update(&bundle, &current, input, actor, &self.now(), lang)?;
+        self.write_record(&bundle, record, event, current.version, lang)
+    }
+
+    pub fn archive_record(&self, type_name: &str, id: &str, archived: bool, actor: &Actor) -> Result<Record, CommandError> {
+        let current = self.record(type_name, id)?;
+        if current.archived == archived {
+            return Ok(current);
+        }
+        let (record, event) = records::set_archived(&current, archived, actor, &self.now());
+        let refs = self
+            .bundle()
+            .model
+            .record_types
+            .get(type_name)
+            .and_then(|rt| self.bundle().form(&rt.form.value).map(|f| records::references(&f.def.fields, &record.data)))
+            .unwrap_or_default();
+        match self.submit(Job::Record(Box::new(RecordWrite { record: record.clone(), expected_version: current.version, event, refs, idempotency: None })))? {
+            CommitOutcome::Committed => Ok(record),
+            CommitOutcome::Conflict { current_version } => Err(CommandError::StaleVersion { expected: current.version, current: current_version }),
+            other => Err(other_outcome(other)),
+        }
+    }
+
+    /// Deletes a record for good; refused while anything refers to it (archive it instead).
+    pub fn purge_record(&self, type_name: &str, id: &str) -> Result<(), CommandError> {
+        let current = self.record(type_name, id)?;
+        match self.submit(Job::Purge { record_type: type_name.to_string(), id: id.to_string(), expected_version: current.version })? {
+            CommitOutcome::Committed => Ok(()),
+            CommitOutcome::Referenced(by) => {
+                Err(CommandError::Referenced(format!("{type_name} `{id}` is referred to by {} and cannot be deleted; archive it instead", by.join(", "))))
+            }
+            other => Err(other_outcome(other)),
+        }
+    }
+
+    /// Ids of `id` and every record below it in the hierarchy of `record_type`.
+    pub fn subtree(&self, record_type: &str, id: &str) -> Result<BTreeSet<String>, CommandError> {
+        let bundle = self.bundle();
+        let mut out = BTreeSet::from([id.to_string()]);
+        let Some(parent) = bundle.model.record_types.get(record_type).and_then(|rt| rt.parent.clone()) else { return Ok(out) };
+        let all = self.store.records(record_type)?;
+        loop {
+            let before = out.len();
+            for r in &all {
+                if let Some(Value::String(p)) = r.data.get(&parent.value)
+                    && out.contains(p)
+                {
+                    out.insert(r.id.clone());
+                }
+            }
+            if out.len() == before {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub fn list_records(&self, type_name: &str, query: &RecordQuery) -> Result<RecordPage, CommandError> {
+        let bundle = self.bundle();
+        let rt = self.record_type(&bundle, type_name)?;
+        let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal("record form missing".into()))?;
+        for (field, _) in &query.filters {
+            if !rt.filters.iter().any(|f| &f.value == field) && rt.parent.as_ref().is_none_or(|p| &p.value != field) {
+                let allowed: Vec<&str> = rt.filters.iter().map(|f| f.value.as_str()).collect();
+                return Err(CommandError::BadQuery(format!("`{field}` is not a filter of {type_name}; filters: {}", allowed.join(", "))));
+            }
+        }
+        let under = match &query.under {
+            Some((field, id)) => {
+                let def = form.def.fields.iter().find(|f| &f.name == field && f.field_type == FieldType::Ref);
+                let Some(target) = def.and_then(|f| f.record.as_ref()) else {
+                    return Err(CommandError::BadQuery(format!("`under={field}:…` needs `{field}` to be a ref field of {type_name}")));
+                };
+                let mut set = self.subtree(&target.value, id)?;
+                if target.value == type_name {
+                    set.remove(id);
+                    let mut with_root = set.clone();
+                    with_root.insert(id.clone());
+                    Some((field.clone(), with_root))
+                } else {
+                    Some((field.clone(), set))
+                }
+            }
+            None => None,
+        };
+        let mut items: Vec<Record> = self
+            .store
+            .records(type_name)?
+            .into_iter()
+            .filter(|r| query.include_archived || !r.archived)
+            .filter(|r| query.q.as_deref().is_none_or(|q| records::matches_query(rt, r, q)))
+            .filter(|r| query.filters.iter().all(|(f, v)| field_matches(r.data.get(f), v)))
+            .filter(|r| under.as_ref().is_none_or(|(f, set)| r.data.get(f).and_then(Value::as_str).is_some_and(|v| set.contains(v))))
+            .collect();
+        if let Some((field, _)) = &query.under
+            && rt.parent.as_ref().is_some_and(|p| &p.value == field)
+            && let Some((_, root)) = &query.under
+        {
+            items.retain(|r| &r.id != root);
+        }
+        if let Some(sort) = &query.sort {
+            let (desc, field) = sort.strip_prefix('-').map_or((false, sort.as_str()), |f| (true, f));
+            let value = |r: &Record| -> Value {
+                match field {
+                    "id" => json!(r.id),
+                    "title" => json!(r.title),
+                    "created_at" => json!(r.created_at),
+                    "updated_at" => json!(r.updated_at),
+                    f => r.data.get(f).cloned().unwrap_or(Value::Null),
+                }
+            };
+            items.sort_by(|a, b| {
+                let o = compare(&value(a), &value(b)).then_with(|| a.id.cmp(&b.id));
+                if desc { o.reverse() } else { o }
+            });
+        }
+        let start = match &query.cursor {
+            Some(c) => items.iter().position(|r| &r.id == c).map_or(items.len(), |p| p + 1),
+            None => 0,
+        };
+        let total = items.len();
+        let limit = query.limit.clamp(1, 1000);
+        let page: Vec<Record> = items.into_iter().skip(start).take(limit).collect();
+        let next = (start + page.len() < total).then(|| page.last().map(|r| r.id.clone())).flatten();
+        Ok(RecordPage { items: page, next_cursor: next, total })
+    }
+
+    /// The record's own events and the events of every instance that referred to it, by time.
+    pub fn record_history(&self, type_name: &str, id: &str) -> Result<Vec<Value>, CommandError> {
+        self.record(type_name, id)?;
+        let mut out: Vec<Value> = Vec::new();
+        for e in self.store.record_history(type_name, id)? {
+            let mut v = json!(e);
+            v["source"] = json!("record");
+            out.push(v);
+        }
+        for source in self.store.referrers(type_name, id)? {
+            if let Some(instance_id) = source.strip_prefix("instance:")
+                && let Some(instance) = self.store.instance(instance_id)?
+            {
+                for e in self.store.history(instance_id)? {
+                    let mut v = json!(e);
+                    v["source"] = json!("instance");
+                    v["workflow"] = json!(instance.workflow);
+                    out.push(v);
+                }
+            }
+        }
+        out.sort_by(|a, b| a["at"].as_str().cmp(&b["at"].as_str()));
+        Ok(out)
+    }
+
+    /// Movements posted by hand by a user with one of the ledger's roles.
+    pub fn post_movements(&self, ledger: &str, postings: Vec<Posting>, actor: &Actor, lang: Lang) -> Result<Vec<Movement>, CommandError> {
+        let bundle = self.bundle();
+        let def = bundle.model.ledgers.get(ledger).ok_or_else(|| CommandError::RecordNotFound(format!("ledger `{ledger}`")))?;
+        if !def.roles.is_empty() && !def.roles.iter().any(|r| actor.has_role(&r.value)) {
+            let roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).collect();
+            return Err(CommandError::Rejected(Rejection::Forbidden(format!("posting to `{ledger}` needs one of the roles {}", roles.join(", ")))));
+        }
+        let before = self.store.movements(ledger, 0, usize::MAX)?.last().map_or(0, |m| m.seq);
+        let writes = self.posting_writes(&bundle, postings, lang)?;
+        match self.submit(Job::Ledger(LedgerWrite { postings: writes, actor: actor.id.clone(), at: self.now() }))? {
+            CommitOutcome::Committed => Ok(self.store.movements(ledger, before, usize::MAX)?.into_iter().filter(|m| m.actor == actor.id).collect()),
+            other => Err(other_outcome(other)),
+        }
+    }
+
+    /// Balances of a ledger, filtered by dimension values; `under` (dimension, id)
+    /// takes the subtree of that dimension's record hierarchy; `rollup` sums over it.
+    pub fn balances(&self, ledger: &str, filters: &[(String, String)], under: Option<(String, String)>, rollup: bool) -> Result<Vec<BalanceRow>, CommandError> {
+        let bundle = self.bundle();
+        let def = bundle.model.ledgers.get(ledger).ok_or_else(|| CommandError::RecordNotFound(format!("ledger `{ledger}`")))?;
+        let dims = def.dimension_names();
+        for (f, _) in filters {
+            if !dims.contains(&f.as_str()) {
+                return Err(CommandError::BadQuery(format!("`{f}` is not a dimension of {ledger}; dimensions: {}", dims.join(", "))));
+            }
+        }
+        let under = match under {
+            Some((dim, id)) => {
+                let Some((_, record_type)) = def.dimensions.iter().find(|(d, _)| d.value == dim) else {
+                    return Err(CommandError::BadQuery(format!("`{dim}` is not a dimension of {ledger}")));
+                };
+                Some((dim.clone(), id.clone(), self.subtree(&record_type.value, &id)?))
+            }
+            None => None,
+        };
+        let rows: Vec<BalanceRow> = self
+            .store
+            .balances(ledger)?
+            .into_iter()
+            .filter(|r| filters.iter().all(|(f, v)| r.dims.get(f) == Some(v)))
+            .filter(|r| under.as_ref().is_none_or(|(d, _, set)| r.dims.get(d).is_some_and(|v| set.contains(v))))
+            .collect();
+        if !rollup {
+            return Ok(rows);
+        }
+        let Some((dim, root, _)) = under else {
+            return Err(CommandError::BadQuery("`rollup=true` needs `under=DIMENSION:ID`".into()));
+        };
+        let mut totals: BTreeMap<String, BalanceRow> = BTreeMap::new();
+        for r in rows {
+            let mut dims = r.dims.clone();
+            dims.insert(dim.clone(), root.clone());
+            let k = flowform_core::ledger::balance_key(&dims, &dims.keys().cloned().collect::<Vec<_>>());
+            let entry = totals.entry(k).or_insert_with(|| BalanceRow { dims, balance: Default::default() });
+            entry.balance.on_hand += r.balance.on_hand;
+            entry.balance.reserved += r.balance.reserved;
+        }
+        Ok(totals.into_values().collect())
+    }
+
+    /// Values of the threshold dimension whose total available is below their minimum.
+    pub fn below_threshold(&self, ledger: &str) -> Result<Vec<Value>, CommandError> {
+        let bundle = self.bundle();
+        let def = bundle.model.ledgers.get(ledger).ok_or_else(|| CommandError::RecordNotFound(format!("ledger `{ledger}`")))?;
+        let Some((dim, field)) = &def.threshold else { return Ok(Vec::new()) };
+        let record_type = def.dimensions.iter().find(|(d, _)| d.value == dim.value).map(|(_, r)| r.value.clone()).unwrap_or_default();
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        for row in self.store.balances(ledger)? {
+            if let Some(v) = row.dims.get(&dim.value) {
+                *totals.entry(v.clone()).or_default() += row.balance.available();
+            }
+        }
+        let mut out = Vec::new();
+        for record in self.store.records(&record_type)?.into_iter().filter(|r| !r.archived) {
+            let Some(minimum) = record.data.get(&field.value).and_then(Value::as_f64).map(|f| f as i64) else { continue };
+            let available = totals.get(&record.id).copied().unwrap_or(0);
+            if available < minimum {
+                out.push(
+                    json!({ dim.value.clone(): record.id, "title": record.title, "available": available, "minimum": minimum, "missing": minimum - available }),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn field_matches(value: Option<&Value>, wanted: &str) -> bool {
+    match value {
+        Some(Value::String(s)) => s == wanted,
+        Some(Value::Array(items)) => items.iter().any(|i| field_matches(Some(i), wanted)),
+        Some(Value::Number(n)) => wanted.parse::<f64>().ok() == n.as_f64(),
+        Some(Value::Bool(b)) => wanted.parse::<bool>().ok() == Some(*b),
+        Some(Value::Null) | None => wanted.is_empty(),
+        Some(Value::Object(_)) => false,
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(std::cmp::Ordering::Equal),
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Greater,
+        (_, Value::Null) => std::cmp::Ordering::Less,
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecordQuery {
+    pub q: Option<String>,
+    pub filters: Vec<(String, String)>,
+    /// `(ref field, id)`: records whose field points at `id` or below it.
+    pub under: Option<(String, String)>,
+    /// A field, `id`, `title`, `created_at`; `-` in front for descending.
+    pub sort: Option<String>,
+    pub include_archived: bool,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordPage {
+    pub items: Vec<Record>,
+    pub next_cursor: Option<String>,
+    pub total: usize,
+}

@@ -1,0 +1,270 @@
+//! Routes of records and ledgers; see docs/api.md.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Auth, UserLang};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowform_core::Actor;
+use flowform_core::ledger::{MovementKind, Posting};
+use flowform_runtime::records::RecordQuery;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/records/{type}", get(list).post(create))
+        .route("/api/v1/records/{type}/{id}", get(read).put(update).delete(delete))
+        .route("/api/v1/records/{type}/{id}/restore", post(restore))
+        .route("/api/v1/records/{type}/{id}/history", get(history))
+        .route("/api/v1/ledgers/{name}/balances", get(balances))
+        .route("/api/v1/ledgers/{name}/movements", get(movements).post(post_movements))
+        .route("/api/v1/ledgers/{name}/below_threshold", get(below_threshold))
+        .route("/api/v1/ledger_events", get(ledger_events))
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(Arc<flowform_runtime::Runtime>) -> Result<T, flowform_runtime::CommandError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let runtime = s.runtime.clone();
+    Ok(tokio::task::spawn_blocking(move || f(runtime)).await.map_err(ApiError::internal)??)
+}
+
+fn may_write(s: &AppState, record_type: &str, actor: &Actor) -> Result<(), ApiError> {
+    let bundle = s.runtime.bundle();
+    let Some(rt) = bundle.model.record_types.get(record_type) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_record_type", format!("unknown record type `{record_type}`")));
+    };
+    if rt.roles.is_empty() || rt.roles.iter().any(|r| actor.has_role(&r.value)) {
+        Ok(())
+    } else {
+        let roles: Vec<&str> = rt.roles.iter().map(|r| r.value.as_str()).collect();
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("changing {record_type} records needs one of the roles {}", roles.join(", "))))
+    }
+}
+
+fn bool_param(q: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{name}` must be true or false, not `{other}`"))),
+    }
+}
+
+fn pair_param(q: &BTreeMap<String, String>, name: &str) -> Result<Option<(String, String)>, ApiError> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => match v.split_once(':') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok(Some((a.to_string(), b.to_string()))),
+            _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{name}` must look like FIELD:ID, not `{v}`"))),
+        },
+    }
+}
+
+fn limit_param(q: &BTreeMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`limit` must be between 1 and {max}"))),
+    }
+}
+
+const RESERVED: &[&str] = &["q", "sort", "limit", "cursor", "include_archived", "under", "format"];
+
+pub(crate) fn record_query(q: &BTreeMap<String, String>) -> Result<RecordQuery, ApiError> {
+    Ok(RecordQuery {
+        q: q.get("q").cloned(),
+        filters: q.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        under: pair_param(q, "under")?,
+        sort: q.get("sort").cloned(),
+        include_archived: bool_param(q, "include_archived")?,
+        limit: limit_param(q, 50, 1000)?,
+        cursor: q.get("cursor").cloned(),
+    })
+}
+
+async fn list(State(s): State<AppState>, _: Auth, Path(record_type): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let query = record_query(&q)?;
+    let page = blocking(&s, move |r| r.list_records(&record_type, &query)).await?;
+    Ok(Json(json!(page)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordBody {
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+    #[serde(default)]
+    expected_version: Option<u64>,
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    UserLang(lang): UserLang,
+    Path(record_type): Path<String>,
+    ApiJson(body): ApiJson<RecordBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    may_write(&s, &record_type, &actor)?;
+    let data = Value::Object(body.data.unwrap_or_default());
+    let record = blocking(&s, move |r| r.create_record(&record_type, &data, &actor, lang)).await?;
+    Ok((StatusCode::CREATED, Json(json!(record))))
+}
+
+async fn read(State(s): State<AppState>, _: Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let record = blocking(&s, move |r| r.record(&record_type, &id)).await?;
+    Ok(Json(json!(record)))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    UserLang(lang): UserLang,
+    Path((record_type, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<RecordBody>,
+) -> Result<Json<Value>, ApiError> {
+    may_write(&s, &record_type, &actor)?;
+    let data = Value::Object(body.data.unwrap_or_default());
+    let record = blocking(&s, move |r| r.update_record(&record_type, &id, &data, body.expected_version, &actor, lang)).await?;
+    Ok(Json(json!(record)))
+}
+
+/// Archives the record; with `?purge=true` deletes it for good, which is refused while anything refers to it.
+async fn delete(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path((record_type, id)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    may_write(&s, &record_type, &actor)?;
+    if bool_param(&q, "purge")? {
+        blocking(&s, move |r| r.purge_record(&record_type, &id)).await?;
+        return Ok((StatusCode::OK, Json(json!({"purged": true}))));
+    }
+    let record = blocking(&s, move |r| r.archive_record(&record_type, &id, true, &actor)).await?;
+    Ok((StatusCode::OK, Json(json!(record))))
+}
+
+async fn restore(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    may_write(&s, &record_type, &actor)?;
+    let record = blocking(&s, move |r| r.archive_record(&record_type, &id, false, &actor)).await?;
+    Ok(Json(json!(record)))
+}
+
+async fn history(State(s): State<AppState>, _: Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let events = blocking(&s, move |r| r.record_history(&record_type, &id)).await?;
+    Ok(Json(json!(events)))
+}
+
+fn ledger_filters(s: &AppState, ledger: &str, q: &BTreeMap<String, String>, extra: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let bundle = s.runtime.bundle();
+    let Some(def) = bundle.model.ledgers.get(ledger) else {
+        return Err(ApiError::not_found(format!("no ledger `{ledger}`")));
+    };
+    let dims = def.dimension_names();
+    let mut out = Vec::new();
+    for (k, v) in q {
+        if extra.contains(&k.as_str()) {
+            continue;
+        }
+        if !dims.contains(&k.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("unknown parameter `{k}`; dimensions of {ledger}: {}", dims.join(", ")),
+            ));
+        }
+        out.push((k.clone(), v.clone()));
+    }
+    Ok(out)
+}
+
+async fn balances(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let filters = ledger_filters(&s, &ledger, &q, &["under", "rollup"])?;
+    let under = pair_param(&q, "under")?;
+    let rollup = bool_param(&q, "rollup")?;
+    let rows = blocking(&s, move |r| r.balances(&ledger, &filters, under, rollup)).await?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|r| json!({"dimensions": r.dims, "on_hand": r.balance.on_hand, "reserved": r.balance.reserved, "available": r.balance.available()}))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+async fn movements(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let filters = ledger_filters(&s, &ledger, &q, &["after", "limit", "instance"])?;
+    let after: u64 = match q.get("after") {
+        Some(a) => a.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`after` must be a movement number"))?,
+        None => 0,
+    };
+    let limit = limit_param(&q, 100, 1000)?;
+    let instance = q.get("instance").cloned();
+    let store = s.runtime.store().clone();
+    let rows = tokio::task::spawn_blocking(move || store.movements(&ledger, after, usize::MAX)).await.map_err(ApiError::internal)??;
+    let items: Vec<_> = rows
+        .into_iter()
+        .filter(|m| filters.iter().all(|(k, v)| m.dims.get(k) == Some(v)))
+        .filter(|m| instance.as_ref().is_none_or(|i| m.instance_id.as_ref() == Some(i)))
+        .take(limit + 1)
+        .collect();
+    let next = (items.len() > limit).then(|| items[limit - 1].seq);
+    let items: Vec<_> = items.into_iter().take(limit).collect();
+    Ok(Json(json!({"items": items, "next_after": next})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MovementsBody {
+    movements: Vec<Map<String, Value>>,
+}
+
+async fn post_movements(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    UserLang(lang): UserLang,
+    Path(ledger): Path<String>,
+    ApiJson(body): ApiJson<MovementsBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bundle = s.runtime.bundle();
+    if !bundle.model.ledgers.contains_key(&ledger) {
+        return Err(ApiError::not_found(format!("no ledger `{ledger}`")));
+    }
+    let items: Vec<Value> = body
+        .movements
+        .into_iter()
+        .map(|mut m| {
+            m.insert("ledger".into(), json!(ledger));
+            Value::Object(m)
+        })
+        .collect();
+    let postings: Vec<Posting> = flowform_core::decide::parse_postings(&bundle, Value::Array(items), "(request)").map_err(|e| {
+        let message = match &e {
+            flowform_core::Rejection::Rule(r) => r.message.clone(),
+            other => other.to_string(),
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_movement", message)
+            .with_details(json!({"kinds": MovementKind::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>()}))
+    })?;
+    let moved = blocking(&s, move |r| r.post_movements(&ledger, postings, &actor, lang)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"movements": moved}))))
+}
+
+async fn below_threshold(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>) -> Result<Json<Value>, ApiError> {
+    let items = blocking(&s, move |r| r.below_threshold(&ledger)).await?;
+    Ok(Json(json!({"items": items})))
+}
+
+async fn ledger_events(State(s): State<AppState>, _: Auth) -> Result<Json<Value>, ApiError> {
+    let store = s.runtime.store().clone();
+    let events = tokio::task::spawn_blocking(move || store.ledger_events()).await.map_err(ApiError::internal)??;
+    Ok(Json(json!(events)))
+}

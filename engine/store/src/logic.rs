@@ -1,0 +1,378 @@
+//! Every rule of the store, written once against the key-value traits.
+
+use crate::tables::{Read, SEP, Table, Write, key, num, prefix_range};
+use crate::*;
+use flowform_core::ledger::{Balance, balance_key, deltas};
+use std::collections::HashMap;
+use std::ops::Bound::{Excluded, Included, Unbounded};
+
+fn get<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, k: &str, what: &str) -> Result<Option<T>> {
+    r.get(table, k)?.map(|b| from_bytes(what, &b)).transpose()
+}
+
+fn collect_prefix<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, prefix: &str, what: &str) -> Result<Vec<T>> {
+    let (lo, hi) = prefix_range(prefix);
+    let mut out = Vec::new();
+    r.range(table, Included(&lo), Excluded(&hi), false, &mut |_, v| {
+        out.push(from_bytes(what, v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+fn keys_with_prefix(r: &dyn Read, table: Table, prefix: &str) -> Result<Vec<String>> {
+    let (lo, hi) = prefix_range(prefix);
+    let mut out = Vec::new();
+    r.range(table, Included(&lo), Excluded(&hi), false, &mut |k, _| {
+        out.push(k.to_string());
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+// ---- reads ----
+
+pub fn instance(r: &dyn Read, id: &str) -> Result<Option<Instance>> {
+    get(r, Table::Instances, id, "instance")
+}
+
+pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
+    let limit = filter.limit.clamp(1, 500);
+    let mut items = Vec::new();
+    let hi = match &filter.before {
+        Some(b) => Excluded(b.as_str()),
+        None => Unbounded,
+    };
+    r.range(Table::Instances, Unbounded, hi, true, &mut |_, v| {
+        let i: Instance = from_bytes("instance", v)?;
+        if filter.matches(&i) {
+            items.push(i);
+        }
+        Ok(items.len() <= limit)
+    })?;
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
+    collect_prefix(r, Table::Events, id, "event")
+}
+
+pub fn idempotent(r: &dyn Read, k: &str) -> Result<Option<IdempotentResult>> {
+    get(r, Table::Idempotency, k, "idempotency record")
+}
+
+pub fn bundle(r: &dyn Read, version: &str) -> Result<Option<Sources>> {
+    get(r, Table::Bundles, version, "bundle sources")
+}
+
+pub fn bundle_versions(r: &dyn Read) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    r.range(Table::BundleOrder, Unbounded, Unbounded, false, &mut |_, v| {
+        out.push(String::from_utf8_lossy(v).to_string());
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+pub fn current_bundle(r: &dyn Read) -> Result<Option<String>> {
+    Ok(r.get(Table::Meta, "current_bundle")?.map(|v| String::from_utf8_lossy(&v).to_string()))
+}
+
+pub fn record(r: &dyn Read, record_type: &str, id: &str) -> Result<Option<Record>> {
+    get(r, Table::Records, &key(&[record_type, id]), "record")
+}
+
+pub fn records(r: &dyn Read, record_type: &str) -> Result<Vec<Record>> {
+    collect_prefix(r, Table::Records, record_type, "record")
+}
+
+pub fn record_history(r: &dyn Read, record_type: &str, id: &str) -> Result<Vec<RecordEvent>> {
+    collect_prefix(r, Table::RecordEvents, &key(&[record_type, id]), "record event")
+}
+
+pub fn referrers(r: &dyn Read, record_type: &str, id: &str) -> Result<Vec<String>> {
+    let prefix = key(&[record_type, id]);
+    Ok(keys_with_prefix(r, Table::Refs, &prefix)?.into_iter().map(|k| k[prefix.len() + 1..].to_string()).collect())
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredBalance {
+    dims: BTreeMap<String, String>,
+    on_hand: i64,
+    reserved: i64,
+}
+
+pub fn balances(r: &dyn Read, ledger: &str) -> Result<Vec<BalanceRow>> {
+    let rows: Vec<StoredBalance> = collect_prefix(r, Table::Balances, ledger, "balance")?;
+    Ok(rows.into_iter().map(|b| BalanceRow { dims: b.dims, balance: Balance { on_hand: b.on_hand, reserved: b.reserved } }).collect())
+}
+
+pub fn movements(r: &dyn Read, ledger: &str, after: u64, limit: usize) -> Result<Vec<Movement>> {
+    let lo = key(&[ledger, &num(after.saturating_add(1))]);
+    let (_, hi) = prefix_range(ledger);
+    let mut out = Vec::new();
+    r.range(Table::Movements, Included(&lo), Excluded(&hi), false, &mut |_, v| {
+        out.push(from_bytes("movement", v)?);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+pub fn ledger_events(r: &dyn Read) -> Result<Vec<LedgerEvent>> {
+    let mut out = Vec::new();
+    r.range(Table::LedgerEvents, Unbounded, Unbounded, false, &mut |_, v| {
+        out.push(from_bytes("ledger event", v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+// ---- writes ----
+
+fn next(w: &mut dyn Write, name: &str) -> Result<u64> {
+    let k = format!("seq{SEP}{name}");
+    let current = w.get(Table::Meta, &k)?.and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()).unwrap_or(0);
+    w.put(Table::Meta, &k, (current + 1).to_string().as_bytes())?;
+    Ok(current + 1)
+}
+
+fn add_refs(w: &mut dyn Write, source: &str, refs: &[(String, String)]) -> Result<()> {
+    for (t, id) in refs {
+        w.put(Table::Refs, &key(&[t, id, source]), b"")?;
+        w.put(Table::RefsOut, &key(&[source, t, id]), b"")?;
+    }
+    Ok(())
+}
+
+fn replace_refs(w: &mut dyn Write, source: &str, refs: &[(String, String)]) -> Result<()> {
+    for old in keys_with_prefix(w, Table::RefsOut, source)? {
+        let parts: Vec<&str> = old[source.len() + 1..].splitn(2, SEP).collect();
+        if let [t, id] = parts[..] {
+            w.delete(Table::Refs, &key(&[t, id, source]))?;
+        }
+        w.delete(Table::RefsOut, &old)?;
+    }
+    add_refs(w, source, refs)
+}
+
+/// The balance changes of all postings, checked before anything is written.
+struct LedgerPlan {
+    balances: Vec<(String, StoredBalance)>,
+    movements: Vec<(String, Movement)>,
+    events: Vec<LedgerEvent>,
+}
+
+fn plan_postings(w: &mut dyn Write, postings: &[PostingWrite], actor: &str, at: &str, instance: Option<(&str, u64)>) -> Result<Result<LedgerPlan, Violation>> {
+    let mut touched: HashMap<(String, String), StoredBalance> = HashMap::new();
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut movements = Vec::new();
+    let mut seqs: HashMap<String, u64> = HashMap::new();
+    for pw in postings {
+        let p = &pw.posting;
+        for delta in deltas(p) {
+            let bk = (p.ledger.clone(), balance_key(&delta.dims, &pw.dimensions));
+            if !touched.contains_key(&bk) {
+                let stored: Option<StoredBalance> = get(w, Table::Balances, &key(&[&bk.0, &bk.1]), "balance")?;
+                touched.insert(bk.clone(), stored.unwrap_or(StoredBalance { dims: delta.dims.clone(), on_hand: 0, reserved: 0 }));
+                order.push(bk.clone());
+            }
+            let Some(current) = touched.get_mut(&bk) else { continue };
+            let before = Balance { on_hand: current.on_hand, reserved: current.reserved };
+            let after = match flowform_core::ledger::apply(&p.ledger, &before, &delta, pw.non_negative) {
+                Ok(b) => b,
+                Err(v) => return Ok(Err(v)),
+            };
+            current.on_hand = after.on_hand;
+            current.reserved = after.reserved;
+            let kind = match (p.kind, delta.on_hand > 0) {
+                (flowform_core::ledger::MovementKind::Transfer, true) => "transfer_in".to_string(),
+                (flowform_core::ledger::MovementKind::Transfer, false) => "transfer_out".to_string(),
+                _ => serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            };
+            let seq = match seqs.get(&p.ledger) {
+                Some(s) => s + 1,
+                None => last_movement(w, &p.ledger)? + 1,
+            };
+            seqs.insert(p.ledger.clone(), seq);
+            movements.push((
+                key(&[&p.ledger, &num(seq)]),
+                Movement {
+                    seq,
+                    ledger: p.ledger.clone(),
+                    kind,
+                    dims: delta.dims.clone(),
+                    quantity: p.quantity,
+                    on_hand_delta: delta.on_hand,
+                    reserved_delta: delta.reserved,
+                    reason: p.reason.clone(),
+                    actor: actor.to_string(),
+                    at: at.to_string(),
+                    instance_id: instance.map(|(i, _)| i.to_string()),
+                    event_seq: instance.map(|(_, s)| s),
+                },
+            ));
+        }
+    }
+    // Thresholds: the total available of the dimension's value, before and after.
+    let mut events = Vec::new();
+    let mut checked = Vec::new();
+    for pw in postings {
+        let Some(t) = &pw.threshold else { continue };
+        let id = (pw.posting.ledger.clone(), t.dimension.clone(), t.value.clone());
+        if checked.contains(&id) {
+            continue;
+        }
+        checked.push(id);
+        let ledger = &pw.posting.ledger;
+        let mut total_before = 0;
+        let mut total_after = 0;
+        let mut seen = std::collections::HashSet::new();
+        for row in balances(w, ledger)? {
+            if row.dims.get(&t.dimension) == Some(&t.value) {
+                let bk = (ledger.clone(), balance_key(&row.dims, &pw.dimensions));
+                total_before += row.balance.available();
+                let after = touched.get(&bk).map_or(row.balance.available(), |b| b.on_hand - b.reserved);
+                total_after += after;
+                seen.insert(bk);
+            }
+        }
+        for (bk, b) in &touched {
+            if bk.0 == *ledger && !seen.contains(bk) && b.dims.get(&t.dimension) == Some(&t.value) {
+                total_after += b.on_hand - b.reserved;
+            }
+        }
+        if total_before >= t.minimum && total_after < t.minimum {
+            events.push(LedgerEvent {
+                seq: 0,
+                kind: "ledger.below_threshold".into(),
+                ledger: ledger.clone(),
+                dimension: t.dimension.clone(),
+                value: t.value.clone(),
+                available: total_after,
+                minimum: t.minimum,
+                at: at.to_string(),
+            });
+        }
+    }
+    let balances = order.into_iter().filter_map(|bk| touched.remove(&bk).map(|b| (key(&[&bk.0, &bk.1]), b))).collect();
+    Ok(Ok(LedgerPlan { balances, movements, events }))
+}
+
+fn last_movement(r: &dyn Read, ledger: &str) -> Result<u64> {
+    let (lo, hi) = prefix_range(ledger);
+    let mut last = 0;
+    r.range(Table::Movements, Included(&lo), Excluded(&hi), true, &mut |k, _| {
+        last = k.rsplit(SEP).next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        Ok(false)
+    })?;
+    Ok(last)
+}
+
+fn write_plan(w: &mut dyn Write, plan: LedgerPlan) -> Result<()> {
+    for (k, b) in plan.balances {
+        w.put(Table::Balances, &k, &to_bytes(&b)?)?;
+    }
+    for (k, m) in plan.movements {
+        w.put(Table::Movements, &k, &to_bytes(&m)?)?;
+    }
+    for mut e in plan.events {
+        e.seq = next(w, "ledger_events")?;
+        w.put(Table::LedgerEvents, &num(e.seq), &to_bytes(&e)?)?;
+    }
+    Ok(())
+}
+
+fn replay_or_none(w: &mut dyn Write, idem: &Option<IdempotencyKey>) -> Result<Option<CommitOutcome>> {
+    if let Some(idem) = idem
+        && let Some(first) = idempotent(w, &idem.key)?
+    {
+        return Ok(Some(CommitOutcome::Replay(Box::new(first))));
+    }
+    Ok(None)
+}
+
+/// Applies one job: every check first, then every write.
+pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
+    match job {
+        Job::Command(c) => {
+            if let Some(replay) = replay_or_none(w, &c.idempotency)? {
+                return Ok(replay);
+            }
+            let current = instance(w, &c.instance.id)?.map_or(0, |i| i.version);
+            if current != c.expected_version {
+                return Ok(CommitOutcome::Conflict { current_version: current });
+            }
+            let plan = match plan_postings(w, &c.postings, &c.event.actor, &c.event.at, Some((&c.instance.id, c.event.seq)))? {
+                Ok(plan) => plan,
+                Err(v) => return Ok(CommitOutcome::Violation(v)),
+            };
+            w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
+            w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
+            if let Some(idem) = &c.idempotency {
+                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None };
+                w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
+            }
+            add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
+            write_plan(w, plan)?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::Record(rw) => {
+            if let Some(replay) = replay_or_none(w, &rw.idempotency)? {
+                return Ok(replay);
+            }
+            let k = key(&[&rw.record.record_type, &rw.record.id]);
+            let current = record(w, &rw.record.record_type, &rw.record.id)?.map_or(0, |r| r.version);
+            if current != rw.expected_version {
+                return Ok(CommitOutcome::Conflict { current_version: current });
+            }
+            w.put(Table::Records, &k, &to_bytes(&rw.record)?)?;
+            w.put(Table::RecordEvents, &key(&[&rw.record.record_type, &rw.record.id, &num(rw.event.seq)]), &to_bytes(&rw.event)?)?;
+            replace_refs(w, &format!("record:{}/{}", rw.record.record_type, rw.record.id), &rw.refs)?;
+            if let Some(idem) = &rw.idempotency {
+                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: Some(rw.record.clone()) };
+                w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
+            }
+            Ok(CommitOutcome::Committed)
+        }
+        Job::Purge { record_type, id, expected_version } => {
+            let Some(current) = record(w, record_type, id)? else { return Ok(CommitOutcome::Missing) };
+            if current.version != *expected_version {
+                return Ok(CommitOutcome::Conflict { current_version: current.version });
+            }
+            let by = referrers(w, record_type, id)?;
+            if !by.is_empty() {
+                return Ok(CommitOutcome::Referenced(by));
+            }
+            w.delete(Table::Records, &key(&[record_type, id]))?;
+            replace_refs(w, &format!("record:{record_type}/{id}"), &[])?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::Ledger(lw) => {
+            let plan = match plan_postings(w, &lw.postings, &lw.actor, &lw.at, None)? {
+                Ok(plan) => plan,
+                Err(v) => return Ok(CommitOutcome::Violation(v)),
+            };
+            write_plan(w, plan)?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::NextSequence(name) => Ok(CommitOutcome::Sequence(next(w, name)?)),
+        Job::PutBundle { version, sources } => {
+            if w.get(Table::Bundles, version)?.is_none() {
+                w.put(Table::Bundles, version, &to_bytes(sources)?)?;
+                let n = next(w, "bundle_order")?;
+                w.put(Table::BundleOrder, &num(n), version.as_bytes())?;
+            }
+            Ok(CommitOutcome::Committed)
+        }
+        Job::SetCurrentBundle(version) => {
+            w.put(Table::Meta, "current_bundle", version.as_bytes())?;
+            Ok(CommitOutcome::Committed)
+        }
+    }
+}

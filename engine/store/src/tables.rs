@@ -1,0 +1,92 @@
+//! The key-value view every store implementation provides. All logic
+//! (`logic.rs`) is written once against these traits.
+
+use crate::Result;
+use std::ops::Bound;
+
+/// The tables of the store. Keys are strings; parts of composite keys are
+/// joined with [`SEP`] and numbers are zero-padded so that keys sort in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Instances,
+    Events,
+    Idempotency,
+    Records,
+    RecordEvents,
+    /// target → source: who refers to a record.
+    Refs,
+    /// source → target: what a record refers to (to update `Refs` when it changes).
+    RefsOut,
+    Balances,
+    Movements,
+    LedgerEvents,
+    Bundles,
+    BundleOrder,
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 13] = [
+        Table::Instances,
+        Table::Events,
+        Table::Idempotency,
+        Table::Records,
+        Table::RecordEvents,
+        Table::Refs,
+        Table::RefsOut,
+        Table::Balances,
+        Table::Movements,
+        Table::LedgerEvents,
+        Table::Bundles,
+        Table::BundleOrder,
+        Table::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Instances => "instances",
+            Table::Events => "events",
+            Table::Idempotency => "idempotency",
+            Table::Records => "records",
+            Table::RecordEvents => "record_events",
+            Table::Refs => "refs",
+            Table::RefsOut => "refs_out",
+            Table::Balances => "balances",
+            Table::Movements => "movements",
+            Table::LedgerEvents => "ledger_events",
+            Table::Bundles => "bundles",
+            Table::BundleOrder => "bundle_order",
+            Table::Meta => "meta",
+        }
+    }
+}
+
+pub const SEP: char = '\u{1f}';
+
+/// `a␟b␟c`.
+pub fn key(parts: &[&str]) -> String {
+    parts.join("\u{1f}")
+}
+
+/// A number that sorts as text.
+pub fn num(n: u64) -> String {
+    format!("{n:020}")
+}
+
+/// The range of keys that start with `prefix␟`.
+pub fn prefix_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}{SEP}"), format!("{prefix}\u{20}"))
+}
+
+/// Read access inside one consistent snapshot (or the current write transaction).
+pub trait Read {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Calls `f` for each entry in the range, in key order (or reversed),
+    /// until it returns `false`.
+    fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()>;
+}
+
+pub trait Write: Read {
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()>;
+    fn delete(&mut self, table: Table, key: &str) -> Result<()>;
+}
