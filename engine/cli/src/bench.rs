@@ -130,6 +130,61 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
         pct(0.999),
         size as f64 / 1024.0 / durable_instances.max(1) as f64
     );
+    rt.block_on(ledger(&runtime, clients))?;
+    Ok(())
+}
+
+/// Movement postings/s (durable, concurrent clients) and balance queries/s on the
+/// application's first ledger, over the records its dimensions refer to.
+async fn ledger(runtime: &Arc<Runtime>, clients: usize) -> Result<()> {
+    let bundle = runtime.bundle();
+    let Some(def) = bundle.model.ledgers.values().next().cloned() else { return Ok(()) };
+    let mut values: Vec<Vec<String>> = Vec::new();
+    for (_, record_type) in &def.dimensions {
+        let ids: Vec<String> = runtime.store().records(&record_type.value)?.into_iter().map(|r| r.id).collect();
+        if ids.is_empty() {
+            println!("ledger `{}`: no {} records to post against; skipped", def.name, record_type.value);
+            return Ok(());
+        }
+        values.push(ids);
+    }
+    let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
+    let keeper = Actor { id: "bench_keeper".into(), name: "keeper".into(), roles, teams: vec![] };
+    let postings_total = 4_000usize;
+    let per_client = postings_total.div_ceil(clients.max(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients.max(1) {
+        let (runtime, keeper, values, def) = (runtime.clone(), keeper.clone(), values.clone(), def.clone());
+        tasks.push(tokio::task::spawn_blocking(move || -> Result<usize> {
+            let mut n = 0;
+            for k in 0..per_client {
+                let i = c * per_client + k;
+                let dims = def.dimensions.iter().zip(&values).map(|((d, _), ids)| (d.value.clone(), ids[i % ids.len()].clone())).collect();
+                let kind = if i % 2 == 0 { flowform_core::ledger::MovementKind::Receive } else { flowform_core::ledger::MovementKind::Adjust };
+                let posting = flowform_core::ledger::Posting { ledger: def.name.clone(), kind, dims, quantity: 1, to: None, reason: "bench".into() };
+                runtime.post_movements(&def.name, vec![posting], &keeper, Lang::En).map_err(|e| anyhow::anyhow!("{e}"))?;
+                n += 1;
+            }
+            Ok(n)
+        }));
+    }
+    let mut posted = 0;
+    for t in tasks {
+        posted += t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("ledger `{}` postings (durable, {clients} clients): {posted} in {secs:.2} s = {:.0} postings/s", def.name, posted as f64 / secs);
+    let first_dim = def.dimensions[0].0.value.clone();
+    let started = Instant::now();
+    let mut queries = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        let id = values[0][queries as usize % values[0].len()].clone();
+        runtime.balances(&def.name, &[(first_dim.clone(), id)], None, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+        queries += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("ledger `{}` balance queries (by {first_dim}, one thread): {queries} in {secs:.2} s = {:.0} queries/s", def.name, queries as f64 / secs);
     Ok(())
 }
 

@@ -276,3 +276,42 @@ fn a_server_started_on_broken_files_serves_the_last_good_version() {
     assert!(bundle["workflows"].as_array().unwrap().contains(&serde_json::json!("repair")));
     server.stop();
 }
+
+#[test]
+fn import_checks_every_row_and_export_writes_csv_and_xlsx() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    server.stop();
+    let files = tempfile::tempdir().unwrap();
+    let csv = files.path().join("parts.csv");
+    std::fs::write(&csv, "物料编码,名称,单位,类别,最低库存\nP-801,滤芯,个,hvac,3\nP-802,阀门,个,plumbingg,2\nP-803,开关,个,electrical,many\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = bin().args(args).arg("--dir").arg(repo()).arg("--data").arg(data.path()).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let path = csv.to_str().unwrap();
+    let (code, out) = run(&["import", "part", path, "--lang", "en"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("row 3: category: `plumbingg` is not one of"), "{out}");
+    assert!(out.contains("row 4: min_level: `many` is not a whole number"), "{out}");
+    assert!(out.contains("nothing was imported"), "{out}");
+    let (code, out) = run(&["import", "part", path, "--skip-invalid"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("imported 1 part record(s); skipped 2 invalid row(s)"), "{out}");
+    std::fs::write(&csv, "物料编码,名称,单位,类别,最低库存\nP-802,阀门,个,plumbing,2\nP-803,开关,个,electrical,4\n").unwrap();
+    let (code, out) = run(&["import", "part", path, "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 valid, 0 invalid; nothing written"), "{out}");
+    let (code, out) = run(&["import", "part", path]);
+    assert_eq!(code, 0, "{out}");
+    let out_csv = files.path().join("out.csv");
+    let (code, out) = run(&["export", "part", "--out", out_csv.to_str().unwrap(), "--where", "category=hvac"]);
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read(&out_csv).unwrap();
+    assert!(text.starts_with("\u{feff}物料编码".as_bytes()));
+    assert!(String::from_utf8_lossy(&text).contains("P-801"));
+    let out_xlsx = files.path().join("assets.xlsx");
+    let (code, out) = run(&["export", "asset", "--out", out_xlsx.to_str().unwrap(), "--where", "under=location:ZY-B"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read(&out_xlsx).unwrap().starts_with(b"PK"), "an xlsx is a zip file");
+}

@@ -406,10 +406,9 @@ impl Runtime {
             let roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).collect();
             return Err(CommandError::Rejected(Rejection::Forbidden(format!("posting to `{ledger}` needs one of the roles {}", roles.join(", ")))));
         }
-        let before = self.store.movements(ledger, 0, usize::MAX)?.last().map_or(0, |m| m.seq);
         let writes = self.posting_writes(&bundle, postings, lang)?;
         match self.submit(Job::Ledger(LedgerWrite { postings: writes, actor: actor.id.clone(), at: self.now() }))? {
-            CommitOutcome::Committed => Ok(self.store.movements(ledger, before, usize::MAX)?.into_iter().filter(|m| m.actor == actor.id).collect()),
+            CommitOutcome::Moved(movements) => Ok(movements),
             other => Err(other_outcome(other)),
         }
     }

@@ -156,6 +156,8 @@ pub enum CommitOutcome {
     Missing,
     /// The next number of a sequence.
     Sequence(u64),
+    /// The movements a ledger job recorded.
+    Moved(Vec<Movement>),
 }
 
 #[derive(Clone, Debug, Default)]

@@ -358,8 +358,9 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
+            let moved = plan.movements.iter().map(|(_, m)| m.clone()).collect();
             write_plan(w, plan)?;
-            Ok(CommitOutcome::Committed)
+            Ok(CommitOutcome::Moved(moved))
         }
         Job::NextSequence(name) => Ok(CommitOutcome::Sequence(next(w, name)?)),
         Job::PutBundle { version, sources } => {
