@@ -161,7 +161,7 @@ async fn ledger(runtime: &Arc<Runtime>, clients: usize) -> Result<()> {
             for k in 0..per_client {
                 let i = c * per_client + k;
                 let dims = def.dimensions.iter().zip(&values).map(|((d, _), ids)| (d.value.clone(), ids[i % ids.len()].clone())).collect();
-                let kind = if i % 2 == 0 { flowform_core::ledger::MovementKind::Receive } else { flowform_core::ledger::MovementKind::Adjust };
+                let kind = if i.is_multiple_of(2) { flowform_core::ledger::MovementKind::Receive } else { flowform_core::ledger::MovementKind::Adjust };
                 let posting = flowform_core::ledger::Posting { ledger: def.name.clone(), kind, dims, quantity: 1, to: None, reason: "bench".into() };
                 runtime.post_movements(&def.name, vec![posting], &keeper, Lang::En).map_err(|e| anyhow::anyhow!("{e}"))?;
                 n += 1;
