@@ -327,3 +327,23 @@ async fn import_reports_every_bad_row_and_writes_nothing_until_the_file_is_right
     assert_eq!(table.rows[0].1[0], "EQ-700001");
     assert_eq!(table.rows[0].1[2], "空调暖通", "exported with labels, which import again");
 }
+
+#[tokio::test]
+async fn the_api_exports_a_filtered_list() {
+    let mut app = TestApp::hospital();
+    let token = app.token("admin");
+    let req = Request::builder()
+        .uri("/api/v1/records/asset/export?format=csv&category=elevator")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.starts_with("\u{feff}设备编号"));
+    assert_eq!(text.lines().count(), 11, "a header and the 10 elevators");
+    assert!(text.contains(",电梯,"), "enum values as labels");
+    assert_eq!(app.get("/api/v1/records/asset/export?format=pdf", "admin").await.expect(400)["code"], "invalid_query");
+}

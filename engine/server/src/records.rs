@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/records/{type}", get(list).post(create))
+        .route("/api/v1/records/{type}/export", get(export))
         .route("/api/v1/records/{type}/{id}", get(read).put(update).delete(delete))
         .route("/api/v1/records/{type}/{id}/restore", post(restore))
         .route("/api/v1/records/{type}/{id}/history", get(history))
@@ -267,4 +268,30 @@ async fn ledger_events(State(s): State<AppState>, _: Auth) -> Result<Json<Value>
     let store = s.runtime.store().clone();
     let events = tokio::task::spawn_blocking(move || store.ledger_events()).await.map_err(ApiError::internal)??;
     Ok(Json(json!(events)))
+}
+
+/// The filtered list as a file: `?format=csv` (UTF-8 with BOM) or `xlsx`, same filters as the list.
+async fn export(
+    State(s): State<AppState>,
+    _: Auth,
+    UserLang(lang): UserLang,
+    Path(record_type): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let format = q.get("format").cloned().unwrap_or_else(|| "csv".into());
+    if format != "csv" && format != "xlsx" {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`format` must be csv or xlsx"));
+    }
+    let query = record_query(&q)?;
+    let name = record_type.clone();
+    let is_csv = format == "csv";
+    let bytes = blocking(&s, move |r| {
+        let (header, rows) = r.export_table(&record_type, &query, lang)?;
+        if is_csv { flowform_runtime::import::to_csv(&header, &rows) } else { flowform_runtime::import::to_xlsx(&record_type, &header, &rows) }
+    })
+    .await?;
+    let content_type = if is_csv { "text/csv; charset=utf-8" } else { "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" };
+    let disposition = format!("attachment; filename=\"{name}.{format}\"");
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type.to_string()), (axum::http::header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
 }
