@@ -179,3 +179,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The 1-based line of the first line containing `needle` in a file.
+pub fn line_of(path: &Path, needle: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let at = text.find(needle).unwrap_or_else(|| panic!("no `{needle}` in {}", path.display()));
+    text[..at].matches('\n').count() + 1
+}

@@ -44,7 +44,10 @@ async fn a_clean_edit_goes_live_and_a_broken_one_is_shown_while_the_last_good_se
     let bundle = app.get("/api/v1/bundle", "admin").await.expect(200);
     assert_eq!(bundle["version"], to.as_str(), "the last good version keeps serving");
     let d = &bundle["last_rejected"]["diagnostics"][0];
-    assert_eq!((d["file"].as_str(), d["line"].as_u64(), d["column"].as_u64(), d["code"].as_str()), (Some(REPAIR), Some(28), Some(9), Some("unknown_state")));
+    assert_eq!(
+        (d["file"].as_str(), d["line"].as_u64(), d["column"].as_u64(), d["code"].as_str()),
+        (Some(REPAIR), Some(flowform_tests::line_of(&flowform_tests::repo_root().join(REPAIR), "to: in_progress\n") as u64), Some(9), Some("unknown_state"))
+    );
     assert!(bundle["last_rejected"]["at"].as_str().is_some());
     app.start_instance("repair", "nurse_li", report()).await.expect(201);
 

@@ -493,10 +493,27 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         say!("get an API token with: flowform token --user admin --data {}", data.display());
         tracing::info!(%local, bundle = %version, "listening");
         reload_on_sighup(runtime.clone());
+        fire_timers(runtime.clone());
         flowform_server::serve(listener, flowform_server::app(runtime), shutdown).await.context("server failed")?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Fires due timers every second (they are stored, so a restart re-arms them).
+fn fire_timers(runtime: Arc<Runtime>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let runtime = runtime.clone();
+            match tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(fired = n, "timers fired"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "firing timers failed; retrying"),
+                _ => {}
+            }
+        }
+    });
 }
 
 /// SIGHUP reloads the definitions, like a saved file or POST /api/v1/admin/reload.

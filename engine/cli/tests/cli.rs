@@ -44,6 +44,13 @@ fn edit(dir: &Path, file: &str, from: &str, to: &str) {
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
+/// The 1-based line of the first line containing `needle`.
+fn line_of(path: &Path, needle: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let at = text.find(needle).unwrap_or_else(|| panic!("no `{needle}` in {}", path.display()));
+    text[..at].matches('\n').count() + 1
+}
+
 fn check(dir: &Path) -> (i32, String) {
     let out = bin().args(["check", "--dir"]).arg(dir).output().unwrap();
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
@@ -62,10 +69,11 @@ fn a_misspelt_state_is_reported_with_its_place_and_a_suggestion() {
     edit(dir.path(), "definitions/workflows/repair.yaml", "to: in_progress\n", "to: in_progres\n");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("definitions/workflows/repair.yaml:28:9"), "{out}");
+    let line = line_of(&repo().join("definitions/workflows/repair.yaml"), "to: in_progress\n");
+    assert!(out.contains(&format!("definitions/workflows/repair.yaml:{line}:9")), "{out}");
     assert!(out.contains("unknown state `in_progres`"), "{out}");
     assert!(out.contains("did you mean `in_progress`?"), "{out}");
-    assert!(out.contains("28 |     to: in_progres\n"), "the source line is shown: {out}");
+    assert!(out.contains(&format!("{line} |     to: in_progres\n")), "the source line is shown: {out}");
     assert!(out.contains("1 problem(s) found"), "only the misspelling, not its consequences: {out}");
 }
 
@@ -77,8 +85,9 @@ fn three_errors_in_three_files_are_all_reported() {
     edit(dir.path(), "rules/dispatch.rhai", "let team = switch", "let team = swich");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1);
+    let role_line = format!("definitions/workflows/repair.yaml:{}:13", line_of(&repo().join("definitions/workflows/repair.yaml"), "roles: [technician]"));
     for expected in [
-        "definitions/workflows/repair.yaml:29:13",
+        role_line.as_str(),
         "unknown role `technican`",
         "forms/rejection.yaml:7:5",
         "did you mean `min_length`?",
@@ -314,4 +323,18 @@ fn import_checks_every_row_and_export_writes_csv_and_xlsx() {
     let (code, out) = run(&["export", "asset", "--out", out_xlsx.to_str().unwrap(), "--where", "under=location:ZY-B"]);
     assert_eq!(code, 0, "{out}");
     assert!(std::fs::read(&out_xlsx).unwrap().starts_with(b"PK"), "an xlsx is a zip file");
+}
+
+#[test]
+fn check_reports_a_template_variable_that_notifications_do_not_provide() {
+    let dir = app_copy();
+    edit(dir.path(), "definitions/notifications/accepted.yaml", "{{actor.id}} 已接单", "{{technician}} 已接单");
+    edit(dir.path(), "definitions/workflows/repair.yaml", "template: accepted }", "template: acceptd }");
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error[unknown_template_variable]") && out.contains("`technician`") && out.contains("definitions/notifications/accepted.yaml:"),
+        "{out}"
+    );
+    assert!(out.contains("unknown template `acceptd`") && out.contains("did you mean `accepted`?"), "{out}");
 }

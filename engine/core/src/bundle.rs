@@ -16,6 +16,8 @@ pub struct Bundle {
     pub model: Model,
     pub forms: BTreeMap<String, CompiledForm>,
     pub rules: RuleSet,
+    /// Notification templates, strict: a missing variable is an error, never an empty string.
+    pub templates: handlebars::Handlebars<'static>,
 }
 
 impl Bundle {
@@ -65,10 +67,22 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     }
     let (rules, rule_diags) = RuleSet::compile(&model, limits);
     diags.extend(rule_diags);
+    let mut templates = handlebars::Handlebars::new();
+    templates.set_strict_mode(true);
+    templates.register_escape_fn(handlebars::no_escape);
+    for t in model.templates.values() {
+        for (part, src) in [("title", &t.title), ("body", &t.body)] {
+            if let Err(e) = templates.register_template_string(&format!("{}.{part}", t.name), &src.value) {
+                let (line, col) = e.pos().map_or((1, 1), |(l, c)| (l as u32, c as u32));
+                let pos = flowform_model::Pos::new(src.pos.line + line.saturating_sub(1), if line <= 1 { src.pos.column + col } else { col });
+                diags.push(Diagnostic::new(&t.file, pos, "template_syntax", format!("template `{}` ({part}) cannot be read: {}", t.name, e.reason())));
+            }
+        }
+    }
     if !diags.is_empty() {
         diagnostic::sort(&mut diags);
         diags.dedup();
         return Err(diags);
     }
-    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules })
+    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates })
 }

@@ -104,6 +104,10 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
         requester: actor.id.clone(),
         created_at: now.to_string(),
         updated_at: now.to_string(),
+        state_entered_at: now.to_string(),
+        state_entered_seq: 0,
+        due_at: None,
+        overdue: false,
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
     let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
@@ -134,7 +138,11 @@ pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Valu
         after.state = to.value.clone();
     }
     let from = Some(instance.state.clone());
-    finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)
+    let mut outcome = finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)?;
+    if !t.notify.is_empty() {
+        outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
+    }
+    Ok(outcome)
 }
 
 /// Roles, teams and the `when` guard.
@@ -320,8 +328,14 @@ fn finish(
 ) -> Result<Outcome, Rejection> {
     after.version = before.version + 1;
     after.updated_at = now.to_string();
-    let changes = diff(&before, &after);
     let mut effects = Vec::new();
+    if (kind == EventKind::Started || before.state != after.state)
+        && let Some(wf) = bundle.workflow(&after.workflow)
+    {
+        let arm = crate::timers::enter_state(wf, &mut after, now);
+        effects.push(Effect::Timers { arm });
+    }
+    let changes = diff(&before, &after);
     if before.assignment != after.assignment {
         effects.push(Effect::Assigned { assignment: after.assignment.clone() });
     }
@@ -416,4 +430,66 @@ pub fn parse_postings(bundle: &Bundle, out: Value, script: &str) -> Result<Vec<P
         postings.push(Posting { ledger: ledger.name.clone(), kind, dims, quantity, to, reason });
     }
     Ok(postings)
+}
+
+/// An outcome made by the system (a timer), not by a command of a user.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_system(
+    bundle: &Bundle,
+    before: Instance,
+    after: Instance,
+    kind: EventKind,
+    transition: Option<String>,
+    input: Value,
+    actor: &Actor,
+    now: &str,
+) -> Result<Outcome, Rejection> {
+    let from = Some(before.state.clone());
+    finish(bundle, before, after, kind, transition, from, input, Vec::new(), actor, now)
+}
+
+/// A transition the system takes when a timer says so: roles, teams and `when`
+/// are not checked, no form data is given; `set` fields are set first; its
+/// rules run as usual.
+pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str, set: &Map<String, Value>, now: &str) -> Result<Outcome, Rejection> {
+    let wf = workflow(bundle, &instance.workflow)?;
+    let Some(t) = wf.transition(name) else {
+        return Err(Rejection::UnknownTransition {
+            workflow: wf.name.clone(),
+            name: name.to_string(),
+            available: wf.transitions.iter().map(|t| t.name.clone()).collect(),
+        });
+    };
+    if !t.from.iter().any(|f| f.value == instance.state) {
+        return Err(Rejection::NotInThisState {
+            transition: t.name.clone(),
+            state: instance.state.clone(),
+            allowed_from: t.from.iter().map(|f| f.value.clone()).collect(),
+        });
+    }
+    let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new() };
+    let mut base = instance.clone();
+    for (k, v) in set {
+        base.data.insert(k.clone(), v.clone());
+    }
+    let (mut after, _, postings) = apply(bundle, &base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En)?;
+    if let Some(to) = &t.to {
+        after.state = to.value.clone();
+    }
+    let mut outcome = finish(
+        bundle,
+        instance.clone(),
+        after,
+        EventKind::Transition,
+        Some(t.name.clone()),
+        Some(instance.state.clone()),
+        Value::Object(Map::new()),
+        postings,
+        &actor,
+        now,
+    )?;
+    if !t.notify.is_empty() {
+        outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
+    }
+    Ok(outcome)
 }

@@ -46,6 +46,17 @@ pub struct Instance {
     pub requester: String,
     pub created_at: String,
     pub updated_at: String,
+    /// When the instance entered its current state, and with which event.
+    #[serde(default)]
+    pub state_entered_at: String,
+    #[serde(default)]
+    pub state_entered_seq: u64,
+    /// The SLA deadline of the current state, if it has one.
+    #[serde(default)]
+    pub due_at: Option<String>,
+    /// Past the deadline of its current state.
+    #[serde(default)]
+    pub overdue: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +66,8 @@ pub enum EventKind {
     Transition,
     /// Moved to another bundle version by an admin (or `on_new_version: migrate`).
     Migrated,
+    /// A timer of the state fired (SLA breach, escalation step, automatic transition).
+    Timer,
 }
 
 /// One field's value before and after a command.
@@ -91,6 +104,10 @@ pub enum Effect {
     Assigned { assignment: Assignment },
     /// Ledger movements to commit with the command (all or none).
     Post { postings: Vec<crate::ledger::Posting> },
+    /// The instance entered a state: drop the old state's timers, arm these.
+    Timers { arm: Vec<crate::timers::TimerSpec> },
+    /// Notifications to send (rendered and delivered by the runtime).
+    Notify { notifications: Vec<crate::timers::NotifySpec> },
 }
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {

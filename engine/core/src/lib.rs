@@ -14,6 +14,7 @@ pub mod instance;
 pub mod ledger;
 pub mod migrate;
 pub mod records;
+pub mod timers;
 
 pub use bundle::{Bundle, compile};
 pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};

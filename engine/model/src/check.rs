@@ -20,6 +20,70 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     for ledger in model.ledgers.values() {
         check_ledger(model, ledger, diags);
     }
+    for t in model.templates.values() {
+        for src in [&t.title, &t.body] {
+            check_template_variables(&t.file, src, diags);
+        }
+    }
+}
+
+/// What every template can use.
+pub const TEMPLATE_ROOTS: &[&str] = &["record", "instance", "actor", "event", "app"];
+
+/// Finds `{{ path }}` uses whose first name is not something a notification provides.
+fn check_template_variables(file: &str, src: &Sp<String>, diags: &mut Vec<Diagnostic>) {
+    const HELPERS: &[&str] = &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len"];
+    let text = &src.value;
+    let mut rest = text.as_str();
+    let mut offset = 0;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else { break };
+        let inner = &rest[start + 2..start + end];
+        let inner = inner.trim_start_matches('{').trim_start_matches(['#', '/', '^', '~', '&', '>']).trim_end_matches('}').trim_end_matches('~');
+        if !inner.starts_with('!') {
+            for token in inner.split_whitespace() {
+                let token = token.trim_start_matches('(').trim_end_matches(')');
+                if token.is_empty()
+                    || token.starts_with('"')
+                    || token.starts_with('\'')
+                    || token.starts_with('@')
+                    || token.contains('=')
+                    || token.parse::<f64>().is_ok()
+                    || token == "true"
+                    || token == "false"
+                    || token == "null"
+                {
+                    continue;
+                }
+                let root = token.split(['.', '/', '[']).next().unwrap_or(token);
+                if HELPERS.contains(&root) || root == ".." || root.is_empty() {
+                    continue;
+                }
+                if !TEMPLATE_ROOTS.contains(&root) {
+                    let before = &text[..offset + start];
+                    let line = src.pos.line + before.matches('\n').count() as u32;
+                    let column = if before.contains('\n') {
+                        before.rsplit('\n').next().map_or(1, |l| l.chars().count() as u32 + 3)
+                    } else {
+                        src.pos.column + before.chars().count() as u32 + 2
+                    };
+                    let hint = did_you_mean(root, TEMPLATE_ROOTS.iter().copied())
+                        .or(Some(format!("templates can use {}", TEMPLATE_ROOTS.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "))));
+                    diags.push(
+                        Diagnostic::new(
+                            file,
+                            Pos::new(line, column),
+                            "unknown_template_variable",
+                            format!("the template uses `{token}`, which a notification does not provide"),
+                        )
+                        .with_hint(hint),
+                    );
+                }
+            }
+        }
+        offset += start + end + 2;
+        rest = &rest[start + end + 2..];
+    }
 }
 
 fn record_kinds(model: &Model) -> Vec<&str> {
@@ -233,6 +297,36 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         }
         form_ref(diags, &t.form);
         hooks_ref(diags, &t.hooks);
+        check_notify(model, file, &t.notify, diags);
+    }
+    for state in &wf.states {
+        for timer in &state.timers {
+            check_notify(model, file, &timer.notify, diags);
+            if let Some(name) = &timer.transition {
+                match wf.transition(&name.value) {
+                    None => err(
+                        diags,
+                        file,
+                        name.pos,
+                        "unknown_transition",
+                        format!("unknown transition `{}`", name.value),
+                        did_you_mean(&name.value, wf.transitions.iter().map(|t| t.name.as_str())),
+                    ),
+                    Some(t) if !t.from.iter().any(|f| f.value == state.name) => err(
+                        diags,
+                        file,
+                        name.pos,
+                        "transition_not_from_state",
+                        format!("transition `{}` does not start from state `{}`", name.value, state.name),
+                        Some(format!("add `{}` to its `from`", state.name)),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        if state.is_final && (state.sla.is_some() || !state.timers.is_empty()) {
+            err(diags, file, state.pos, "timer_on_final_state", format!("final state `{}` cannot have an SLA or timers", state.name), None);
+        }
     }
 
     // Reachability from the initial state. Skipped while state names are wrong:
@@ -286,6 +380,23 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             format!("workflow `{}` has no final state", wf.name),
             Some("mark the end state(s) with `final: true`".into()),
         );
+    }
+}
+
+fn check_notify(model: &Model, file: &str, notify: &[NotifyDef], diags: &mut Vec<Diagnostic>) {
+    for n in notify {
+        if !model.templates.contains_key(&n.template.value) {
+            let hint = did_you_mean(&n.template.value, model.templates.keys().map(String::as_str))
+                .or(Some(format!("declare it in definitions/notifications/{}.yaml with `template: {}`", n.template.value, n.template.value)));
+            err(diags, file, n.template.pos, "unknown_template", format!("unknown template `{}`", n.template.value), hint);
+        }
+        for to in &n.to {
+            if let Recipient::Role(role) = &to.value
+                && !model.roles.contains_key(role)
+            {
+                err(diags, file, to.pos, "unknown_role", format!("unknown role `{role}`"), did_you_mean(role, model.roles.keys().map(String::as_str)));
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub struct Model {
     pub scripts: BTreeMap<String, ScriptSource>,
     pub record_types: BTreeMap<String, RecordTypeDef>,
     pub ledgers: BTreeMap<String, LedgerDef>,
+    pub templates: BTreeMap<String, TemplateDef>,
 }
 
 impl Model {
@@ -180,6 +181,74 @@ pub struct StateDef {
     pub is_final: bool,
     /// Shown in dashboards and lists, e.g. `warning`, `success`.
     pub color: Option<String>,
+    /// The deadline of the state; past it the instance is overdue.
+    pub sla: Option<Amount>,
+    /// Timed steps after entering the state (reminders, escalations, automatic transitions).
+    pub timers: Vec<TimerDef>,
+}
+
+/// A number of minutes, written as a number or as the name of a data field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Amount {
+    Minutes(i64),
+    Field(Sp<String>),
+}
+
+/// One timed step of a state: `after` minutes from entering it, do the actions.
+#[derive(Clone, Debug)]
+pub struct TimerDef {
+    pub pos: Pos,
+    pub after: Amount,
+    pub notify: Vec<NotifyDef>,
+    /// Fields to set (e.g. `{ priority: urgent }`).
+    pub set: serde_json::Map<String, serde_json::Value>,
+    /// A transition the system takes (roles and conditions are not checked).
+    pub transition: Option<Sp<String>>,
+}
+
+/// Who gets a notification, and which template.
+#[derive(Clone, Debug)]
+pub struct NotifyDef {
+    pub pos: Pos,
+    pub to: Vec<Sp<Recipient>>,
+    pub template: Sp<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Recipient {
+    Requester,
+    Assignee,
+    Team,
+    Role(String),
+    User(String),
+    /// A data field holding a user id.
+    Field(String),
+}
+
+impl Recipient {
+    pub fn parse(s: &str) -> Option<Recipient> {
+        Some(match s {
+            "requester" => Recipient::Requester,
+            "assignee" => Recipient::Assignee,
+            "team" => Recipient::Team,
+            _ => match s.split_once(':') {
+                Some(("role", r)) if !r.is_empty() => Recipient::Role(r.to_string()),
+                Some(("user", u)) if !u.is_empty() => Recipient::User(u.to_string()),
+                Some(("field", f)) if !f.is_empty() => Recipient::Field(f.to_string()),
+                _ => return None,
+            },
+        })
+    }
+}
+
+/// A notification template: handlebars, strict (an unknown variable is an error).
+#[derive(Clone, Debug)]
+pub struct TemplateDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Sp<String>,
+    pub body: Sp<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +274,7 @@ pub struct TransitionDef {
     pub form: Option<Sp<String>>,
     pub hooks: Hooks,
     pub assign: Option<Assign>,
+    pub notify: Vec<NotifyDef>,
 }
 
 #[derive(Clone, Debug)]
@@ -302,4 +372,25 @@ pub struct FieldDef {
     pub accept: Option<String>,
     pub max_size: Option<u64>,
     pub fields: Vec<FieldDef>,
+}
+
+impl serde::Serialize for Recipient {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = match self {
+            Recipient::Requester => "requester".to_string(),
+            Recipient::Assignee => "assignee".to_string(),
+            Recipient::Team => "team".to_string(),
+            Recipient::Role(r) => format!("role:{r}"),
+            Recipient::User(u) => format!("user:{u}"),
+            Recipient::Field(f) => format!("field:{f}"),
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Recipient {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Recipient::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown recipient `{s}`")))
+    }
 }

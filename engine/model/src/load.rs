@@ -79,6 +79,12 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         }
         return;
     }
+    if map.get("template").is_some() {
+        if let Some(t) = load_template(r, &map) {
+            insert_unique(r, &mut model.templates, t.name.clone(), t.pos, "template", |d| (&d.file, d.pos), t);
+        }
+        return;
+    }
     if map.get("ledger").is_some() {
         if let Some(l) = load_ledger(r, &map) {
             insert_unique(r, &mut model.ledgers, l.name.clone(), l.pos, "ledger", |d| (&d.file, d.pos), l);
@@ -123,7 +129,7 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         r.error(
             map.pos,
             "unknown_definition",
-            "a definition file must start with `workflow:`, `record:` or `ledger:`, or hold `app:`, `roles:` or `teams:`",
+            "a definition file must start with `workflow:`, `record:`, `ledger:` or `template:`, or hold `app:`, `roles:` or `teams:`",
             None,
         );
         return;
@@ -273,7 +279,16 @@ fn load_start(r: &mut Reader, node: &Node) -> Option<StartDef> {
 }
 
 fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef> {
-    let mut state = StateDef { name: name.value.clone(), pos: name.pos, label: Label::default(), description: Label::default(), is_final: false, color: None };
+    let mut state = StateDef {
+        name: name.value.clone(),
+        pos: name.pos,
+        label: Label::default(),
+        description: Label::default(),
+        is_final: false,
+        color: None,
+        sla: None,
+        timers: Vec::new(),
+    };
     if node.value == Value::Null {
         state.label = Label::plain(&name.value);
         return Some(state);
@@ -283,9 +298,36 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
     state.description = opt_label(r, &map, "description", "the description");
     state.is_final = map.get("final").and_then(|n| r.bool(n, "`final`")).unwrap_or(false);
     state.color = map.get("color").and_then(|n| r.string(n, "`color`")).map(|s| s.value);
-    // SLA and escalation keys belong to the timers feature; accepted here so that
-    // files written for it are not rejected, and checked there.
-    map.allow(&["sla", "escalations", "after"]);
+    if let Some(n) = map.get("sla")
+        && let Some(m) = r.map(n, "`sla`")
+    {
+        state.sla = m.require(r, "minutes", "`sla`").and_then(|n| amount(r, n, "`minutes`"));
+        m.finish(r, "`sla`");
+    }
+    if let Some(n) = map.get("escalations") {
+        match &n.value {
+            Value::Seq(items) => state.timers.extend(items.iter().filter_map(|i| load_timer(r, i, "an escalation"))),
+            _ => r.error(
+                n.pos,
+                "wrong_type",
+                format!("`escalations` must be a list, found {}", n.type_name()),
+                Some("write each step on a line starting with `- `".into()),
+            ),
+        }
+    }
+    if let Some(n) = map.get("after")
+        && let Some(t) = load_timer(r, n, "`after`")
+    {
+        if t.transition.is_none() {
+            r.error(
+                t.pos,
+                "missing_key",
+                "`after` needs a `transition` to take".to_string(),
+                Some("e.g. `after: { minutes: 4320, transition: auto_close }`".into()),
+            );
+        }
+        state.timers.push(t);
+    }
     map.finish(r, &format!("state `{}`", name.value));
     Some(state)
 }
@@ -317,11 +359,11 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
             None
         }
     });
-    map.allow(&["notify"]);
+    let notify = map.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
     let what = name.as_ref().map_or_else(|| "a transition".to_string(), |n| format!("transition `{}`", n.value));
     map.finish(r, &what);
     let name = name?;
-    Some(TransitionDef { label: label.or_name(&name.value), name: name.value, pos: name.pos, from, to, roles, teams, when, form, hooks, assign })
+    Some(TransitionDef { label: label.or_name(&name.value), name: name.value, pos: name.pos, from, to, roles, teams, when, form, hooks, assign, notify })
 }
 
 fn load_form(r: &mut Reader, root: &Node) -> Option<FormDef> {
@@ -629,4 +671,88 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
     map.finish(r, "a ledger");
     let name = name?;
     Some(LedgerDef { title: title.or_name(&name.value), name: name.value, file: r.file.to_string(), pos: name.pos, dimensions, non_negative, threshold, roles })
+}
+
+fn amount(r: &mut Reader, node: &Node, what: &str) -> Option<Amount> {
+    match &node.value {
+        Value::Int(i) if *i >= 0 => Some(Amount::Minutes(*i)),
+        Value::Str(_) => r.name(node, &format!("{what} (a field name)")).map(Amount::Field),
+        _ => {
+            r.error(node.pos, "wrong_type", format!("{what} must be a number of minutes or a field name, found {}", node.type_name()), None);
+            None
+        }
+    }
+}
+
+fn load_timer(r: &mut Reader, node: &Node, what: &str) -> Option<TimerDef> {
+    let m = r.map(node, what)?;
+    let after = m.get("after").or_else(|| m.get("minutes"));
+    let after = match after {
+        Some(n) => amount(r, n, "`after`")?,
+        None => {
+            r.error(m.pos, "missing_key", format!("{what} needs `after` (minutes)"), None);
+            return None;
+        }
+    };
+    let notify = m.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
+    let set = match m.get("set") {
+        Some(n) => match n.to_json() {
+            serde_json::Value::Object(o) => o,
+            _ => {
+                r.error(n.pos, "wrong_type", "`set` must be a mapping of fields to values".to_string(), None);
+                serde_json::Map::new()
+            }
+        },
+        None => serde_json::Map::new(),
+    };
+    let transition = m.get("transition").and_then(|n| r.name(n, "the transition"));
+    m.finish(r, what);
+    if notify.is_empty() && set.is_empty() && transition.is_none() {
+        r.error(m.pos, "missing_key", format!("{what} does nothing"), Some("give it `notify`, `set` or `transition`".into()));
+    }
+    Some(TimerDef { pos: m.pos, after, notify, set, transition })
+}
+
+/// `notify:` as one `{to, template}` or a list of them.
+fn load_notify_list(r: &mut Reader, node: &Node) -> Vec<NotifyDef> {
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    items.into_iter().filter_map(|n| load_notify(r, n)).collect()
+}
+
+fn load_notify(r: &mut Reader, node: &Node) -> Option<NotifyDef> {
+    let m = r.map(node, "`notify`")?;
+    let mut to = Vec::new();
+    if let Some(n) = m.require(r, "to", "`notify`") {
+        let list: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for item in list {
+            let Some(s) = r.string(item, "a recipient") else { continue };
+            match Recipient::parse(&s.value) {
+                Some(rec) => to.push(Sp::new(rec, s.pos)),
+                None => r.error(
+                    s.pos,
+                    "invalid_value",
+                    format!("unknown recipient `{}`", s.value),
+                    Some("use requester, assignee, team, role:NAME, user:ID or field:NAME".into()),
+                ),
+            }
+        }
+    }
+    let template = m.require(r, "template", "`notify`").and_then(|n| r.name(n, "the template"));
+    m.finish(r, "`notify`");
+    Some(NotifyDef { pos: m.pos, to, template: template? })
+}
+
+fn load_template(r: &mut Reader, map: &MapView) -> Option<TemplateDef> {
+    let name = map.require(r, "template", "a template").and_then(|n| r.name(n, "the template name"));
+    let title = map.require(r, "title", "a template").and_then(|n| r.string(n, "`title`"));
+    let body = map.require(r, "body", "a template").and_then(|n| r.string(n, "`body`"));
+    map.finish(r, "a template");
+    let name = name?;
+    Some(TemplateDef { name: name.value, file: r.file.to_string(), pos: name.pos, title: title?, body: body? })
 }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod demo;
 pub mod import;
 pub mod migrate;
+pub mod notify;
 pub mod records;
 pub mod reload;
 pub mod sources;

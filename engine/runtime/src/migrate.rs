@@ -150,6 +150,10 @@ impl Runtime {
                 idempotency: None,
                 refs: Vec::new(),
                 postings: Vec::new(),
+                timers: None,
+                fired_timer: None,
+                inbox: Vec::new(),
+                outbox: Vec::new(),
             };
             match self.store.commit(write)? {
                 CommitOutcome::Committed => report.migrated += 1,

@@ -144,13 +144,32 @@ impl Runtime {
             }
         }
         let mut postings = Vec::new();
+        let mut timers = None;
+        let mut inbox = Vec::new();
         for effect in &outcome.effects {
-            if let Effect::Post { postings: p } = effect {
-                postings.extend(self.posting_writes(bundle, p.clone(), lang)?);
+            match effect {
+                Effect::Post { postings: p } => postings.extend(self.posting_writes(bundle, p.clone(), lang)?),
+                Effect::Timers { arm } => timers = Some(arm.clone()),
+                Effect::Notify { notifications } => {
+                    let event = json!({"kind": outcome.event.kind, "transition": outcome.event.transition, "at": outcome.event.at, "from_state": outcome.event.from_state, "to_state": outcome.event.to_state});
+                    inbox.extend(self.render_notifications(bundle, notifications, &outcome.instance, &outcome.event.actor, event)?);
+                }
+                Effect::Assigned { .. } => {}
             }
         }
         let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);
-        Ok(CommandWrite { instance: outcome.instance, expected_version, event: outcome.event, idempotency, refs, postings })
+        Ok(CommandWrite {
+            instance: outcome.instance,
+            expected_version,
+            event: outcome.event,
+            idempotency,
+            refs,
+            postings,
+            timers,
+            fired_timer: None,
+            inbox,
+            outbox: Vec::new(),
+        })
     }
 
     fn record_type<'b>(&self, bundle: &'b Bundle, name: &str) -> Result<&'b RecordTypeDef, CommandError> {

@@ -31,6 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances/{id}/history", get(history))
         .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/inbox", get(inbox))
+        .route("/api/v1/inbox/{seq}/read", post(mark_read))
         .merge(crate::records::router())
         .fallback(not_found)
 }
@@ -194,6 +196,7 @@ struct ListQuery {
     state: Option<String>,
     team: Option<String>,
     assignee: Option<String>,
+    overdue: Option<bool>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -209,10 +212,35 @@ async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): Ap
         team: q.team,
         assignee: q.assignee.map(|a| if a == "me" { actor.id.clone() } else { a }),
         before: q.cursor,
+        overdue: q.overdue,
         limit,
     };
     let runtime = s.runtime.clone();
     let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
     let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboxQuery {
+    unread: Option<bool>,
+}
+
+/// The caller's in-app notifications, newest first.
+async fn inbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<InboxQuery>) -> Result<Json<Value>, ApiError> {
+    let runtime = s.runtime.clone();
+    let mut items = tokio::task::spawn_blocking(move || runtime.inbox(&actor.id)).await.map_err(ApiError::internal)??;
+    items.reverse();
+    if q.unread == Some(true) {
+        items.retain(|i| !i.read);
+    }
+    let unread = items.iter().filter(|i| !i.read).count();
+    Ok(Json(json!({"items": items, "unread": unread})))
+}
+
+async fn mark_read(State(s): State<AppState>, Auth(actor): Auth, Path(seq): Path<u64>) -> Result<Json<Value>, ApiError> {
+    let runtime = s.runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.mark_read(&actor.id, seq)).await.map_err(ApiError::internal)??;
+    Ok(Json(json!({"read": true})))
 }

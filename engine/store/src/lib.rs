@@ -25,6 +25,7 @@ pub mod tables;
 
 use flowform_core::ledger::{Balance, Posting, Violation};
 use flowform_core::records::{Record, RecordEvent};
+use flowform_core::timers::TimerSpec;
 use flowform_core::{Actor, Event, Instance};
 use flowform_model::Sources;
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,43 @@ pub struct CommandWrite {
     /// Records the instance's data refers to (added to the reference index).
     pub refs: Vec<(String, String)>,
     pub postings: Vec<PostingWrite>,
+    /// `Some` when the instance entered a state: its timers are replaced by these.
+    pub timers: Option<Vec<TimerSpec>>,
+    /// The timer this command fires; the command is refused if it is gone
+    /// (already fired), which makes firing exactly-once.
+    pub fired_timer: Option<TimerSpec>,
+    pub inbox: Vec<InboxItem>,
+    pub outbox: Vec<OutboxItem>,
+}
+
+/// A message in a user's in-app inbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub seq: u64,
+    pub user: String,
+    pub template: String,
+    pub title: String,
+    pub body: String,
+    pub instance_id: Option<String>,
+    pub at: String,
+    pub read: bool,
+}
+
+/// A message waiting to be delivered to an outside channel (webhook).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub seq: u64,
+    pub channel: String,
+    pub url: String,
+    pub body: String,
+    pub template: String,
+    pub instance_id: Option<String>,
+    pub created_at: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_at: String,
+    pub last_error: Option<String>,
 }
 
 /// A record created, changed or archived.
@@ -118,6 +156,19 @@ pub enum Job {
         sources: Sources,
     },
     SetCurrentBundle(String),
+    /// Drops a timer that no longer applies (the instance left the state).
+    DropTimer(TimerSpec),
+    MarkRead {
+        user: String,
+        seq: u64,
+    },
+    /// The result of a delivery attempt of an outbox item.
+    Delivery {
+        seq: u64,
+        delivered: bool,
+        error: Option<String>,
+        next_at: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +209,8 @@ pub enum CommitOutcome {
     Sequence(u64),
     /// The movements a ledger job recorded.
     Moved(Vec<Movement>),
+    /// The timer this command fires is gone: it fired already.
+    TimerGone,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -166,6 +219,8 @@ pub struct InstanceFilter {
     pub state: Option<String>,
     pub team: Option<String>,
     pub assignee: Option<String>,
+    /// Only instances past (or not past) the deadline of their state.
+    pub overdue: Option<bool>,
     /// Return instances created before this id (ids sort by creation time).
     pub before: Option<String>,
     pub limit: usize,
@@ -177,6 +232,7 @@ impl InstanceFilter {
             && self.state.as_ref().is_none_or(|s| &i.state == s)
             && self.team.as_ref().is_none_or(|t| i.assignment.team.as_ref() == Some(t))
             && self.assignee.as_ref().is_none_or(|a| i.assignment.assignee.as_ref() == Some(a))
+            && self.overdue.is_none_or(|o| i.overdue == o)
     }
 }
 
@@ -300,6 +356,20 @@ pub trait Store: Send + Sync + 'static {
     }
     fn ledger_events(&self) -> Result<Vec<LedgerEvent>> {
         read_with(self, logic::ledger_events)
+    }
+    /// Timers due at or before `now`, earliest first.
+    fn due_timers(&self, now: &str, limit: usize) -> Result<Vec<TimerSpec>> {
+        read_with(self, |r| logic::due_timers(r, now, limit))
+    }
+    /// Timers of one instance.
+    fn timers_of(&self, instance: &str) -> Result<Vec<TimerSpec>> {
+        read_with(self, |r| logic::timers_of(r, instance))
+    }
+    fn inbox(&self, user: &str) -> Result<Vec<InboxItem>> {
+        read_with(self, |r| logic::inbox(r, user))
+    }
+    fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        read_with(self, logic::outbox)
     }
 }
 

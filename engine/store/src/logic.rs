@@ -3,6 +3,7 @@
 use crate::tables::{Read, SEP, Table, Write, key, num, prefix_range};
 use crate::*;
 use flowform_core::ledger::{Balance, balance_key, deltas};
+use flowform_core::timers::TimerSpec;
 use std::collections::HashMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
@@ -131,6 +132,65 @@ pub fn ledger_events(r: &dyn Read) -> Result<Vec<LedgerEvent>> {
         Ok(true)
     })?;
     Ok(out)
+}
+
+pub fn due_timers(r: &dyn Read, now: &str, limit: usize) -> Result<Vec<TimerSpec>> {
+    let hi = format!("{now}\u{20}");
+    let mut out = Vec::new();
+    r.range(Table::Timers, Unbounded, Excluded(&hi), false, &mut |_, v| {
+        out.push(from_bytes("timer", v)?);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+pub fn timers_of(r: &dyn Read, instance: &str) -> Result<Vec<TimerSpec>> {
+    let mut out = Vec::new();
+    for k in keys_with_prefix(r, Table::TimerIndex, instance)? {
+        if let Some(due_key) = r.get(Table::TimerIndex, &k)?
+            && let Some(t) = get(r, Table::Timers, &String::from_utf8_lossy(&due_key), "timer")?
+        {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+pub fn inbox(r: &dyn Read, user: &str) -> Result<Vec<InboxItem>> {
+    collect_prefix(r, Table::Inbox, user, "inbox item")
+}
+
+pub fn outbox(r: &dyn Read) -> Result<Vec<OutboxItem>> {
+    let mut out = Vec::new();
+    r.range(Table::Outbox, Unbounded, Unbounded, false, &mut |_, v| {
+        out.push(from_bytes("outbox item", v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+fn timer_key(t: &TimerSpec) -> String {
+    key(&[&t.due_at, &t.instance_id, &t.timer])
+}
+
+fn drop_timers_of(w: &mut dyn Write, instance: &str) -> Result<()> {
+    for k in keys_with_prefix(w, Table::TimerIndex, instance)? {
+        if let Some(due_key) = w.get(Table::TimerIndex, &k)? {
+            w.delete(Table::Timers, &String::from_utf8_lossy(&due_key))?;
+        }
+        w.delete(Table::TimerIndex, &k)?;
+    }
+    Ok(())
+}
+
+fn drop_timer(w: &mut dyn Write, t: &TimerSpec) -> Result<bool> {
+    let k = timer_key(t);
+    if w.get(Table::Timers, &k)?.is_none() {
+        return Ok(false);
+    }
+    w.delete(Table::Timers, &k)?;
+    w.delete(Table::TimerIndex, &key(&[&t.instance_id, &t.timer]))?;
+    Ok(true)
 }
 
 // ---- writes ----
@@ -308,6 +368,11 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if current != c.expected_version {
                 return Ok(CommitOutcome::Conflict { current_version: current });
             }
+            if let Some(t) = &c.fired_timer
+                && w.get(Table::Timers, &timer_key(t))?.is_none()
+            {
+                return Ok(CommitOutcome::TimerGone);
+            }
             let plan = match plan_postings(w, &c.postings, &c.event.actor, &c.event.at, Some((&c.instance.id, c.event.seq)))? {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
@@ -320,6 +385,27 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
             write_plan(w, plan)?;
+            if let Some(t) = &c.fired_timer {
+                drop_timer(w, t)?;
+            }
+            if let Some(timers) = &c.timers {
+                drop_timers_of(w, &c.instance.id)?;
+                for t in timers {
+                    let k = timer_key(t);
+                    w.put(Table::Timers, &k, &to_bytes(t)?)?;
+                    w.put(Table::TimerIndex, &key(&[&t.instance_id, &t.timer]), k.as_bytes())?;
+                }
+            }
+            for item in &c.inbox {
+                let mut item = item.clone();
+                item.seq = next(w, "inbox")?;
+                w.put(Table::Inbox, &key(&[&item.user, &num(item.seq)]), &to_bytes(&item)?)?;
+            }
+            for item in &c.outbox {
+                let mut item = item.clone();
+                item.seq = next(w, "outbox")?;
+                w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
+            }
             Ok(CommitOutcome::Committed)
         }
         Job::Record(rw) => {
@@ -369,6 +455,35 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 let n = next(w, "bundle_order")?;
                 w.put(Table::BundleOrder, &num(n), version.as_bytes())?;
             }
+            Ok(CommitOutcome::Committed)
+        }
+        Job::DropTimer(t) => {
+            drop_timer(w, t)?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::MarkRead { user, seq } => {
+            let k = key(&[user, &num(*seq)]);
+            let Some(mut item) = get::<InboxItem>(w, Table::Inbox, &k, "inbox item")? else { return Ok(CommitOutcome::Missing) };
+            item.read = true;
+            w.put(Table::Inbox, &k, &to_bytes(&item)?)?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::Delivery { seq, delivered, error, next_at } => {
+            let k = num(*seq);
+            let Some(mut item) = get::<OutboxItem>(w, Table::Outbox, &k, "outbox item")? else { return Ok(CommitOutcome::Missing) };
+            if item.status != "pending" {
+                return Ok(CommitOutcome::Committed);
+            }
+            item.attempts += 1;
+            item.last_error = error.clone();
+            if *delivered {
+                item.status = "delivered".into();
+            } else if let Some(next_at) = next_at {
+                item.next_at = next_at.clone();
+            } else {
+                item.status = "dead".into();
+            }
+            w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
             Ok(CommitOutcome::Committed)
         }
         Job::SetCurrentBundle(version) => {

@@ -23,10 +23,18 @@ pub enum Table {
     Bundles,
     BundleOrder,
     Meta,
+    /// due␟instance␟timer → timer
+    Timers,
+    /// instance␟timer → the key in `Timers`
+    TimerIndex,
+    /// user␟seq → inbox item
+    Inbox,
+    /// seq → outbox item
+    Outbox,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 17] = [
         Table::Instances,
         Table::Events,
         Table::Idempotency,
@@ -40,6 +48,10 @@ impl Table {
         Table::Bundles,
         Table::BundleOrder,
         Table::Meta,
+        Table::Timers,
+        Table::TimerIndex,
+        Table::Inbox,
+        Table::Outbox,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +69,10 @@ impl Table {
             Table::Bundles => "bundles",
             Table::BundleOrder => "bundle_order",
             Table::Meta => "meta",
+            Table::Timers => "timers",
+            Table::TimerIndex => "timer_index",
+            Table::Inbox => "inbox",
+            Table::Outbox => "outbox",
         }
     }
 }

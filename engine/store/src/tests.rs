@@ -16,6 +16,10 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         requester: "u".into(),
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
+        state_entered_at: String::new(),
+        state_entered_seq: 0,
+        due_at: None,
+        overdue: false,
     }
 }
 
@@ -40,6 +44,10 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
         idempotency: key.map(|k| IdempotencyKey { key: k.into(), fingerprint: "f".into() }),
         refs: vec![("asset".into(), "A1".into())],
         postings: Vec::new(),
+        timers: None,
+        fired_timer: None,
+        inbox: Vec::new(),
+        outbox: Vec::new(),
     }
 }
 

@@ -1,0 +1,131 @@
+//! SLAs, escalations and automatic transitions with a virtual clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use flowform_tests::TestApp;
+use jiff::SignedDuration;
+use serde_json::{Value, json};
+
+fn entrapment() -> Value {
+    json!({"asset": "EQ-000139", "category": "elevator", "department": "outpatient", "location": "门诊楼 2 号电梯", "description": "电梯困人,两人被困", "priority": "urgent", "urgent_reason": "有人被困"})
+}
+
+async fn fire(app: &TestApp) -> usize {
+    let runtime = app.runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.unwrap().unwrap()
+}
+
+async fn inbox(app: &mut TestApp, user: &str) -> Vec<String> {
+    let v = app.get("/api/v1/inbox", user).await.expect(200);
+    v["items"].as_array().unwrap().iter().map(|i| i["template"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_lift_entrapment_reminds_at_5_minutes_escalates_at_20_and_breaches_at_30() {
+    let mut app = TestApp::hospital();
+    let wo = app.start_instance("repair", "nurse_li", entrapment()).await.expect(201);
+    let id = wo["id"].as_str().unwrap().to_string();
+    assert_eq!(wo["due_at"], "2026-11-25T01:30:00.000Z");
+    assert_eq!(wo["overdue"], false);
+
+    app.clock.advance(SignedDuration::from_mins(4));
+    assert_eq!(fire(&app).await, 0, "nothing is due at 4 minutes");
+    assert!(inbox(&mut app, "tech_sun").await.is_empty());
+
+    app.clock.advance(SignedDuration::from_mins(1));
+    assert_eq!(fire(&app).await, 1);
+    assert_eq!(inbox(&mut app, "tech_sun").await, vec!["accept_reminder"], "the elevator team is reminded at 5 minutes");
+    assert!(inbox(&mut app, "tech_wang").await.is_empty(), "other teams are not");
+    let item = &app.get("/api/v1/inbox", "tech_sun").await.expect(200)["items"][0];
+    assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{id} 门诊楼 2 号电梯"));
+    assert!(item["body"].as_str().unwrap().contains("2026-11-25T01:30:00.000Z"));
+
+    app.clock.advance(SignedDuration::from_mins(15));
+    assert_eq!(fire(&app).await, 1);
+    assert_eq!(inbox(&mut app, "dispatcher_liu").await, vec!["escalated"]);
+    assert_eq!(inbox(&mut app, "manager_zheng").await, vec!["escalated"]);
+    let view = app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200);
+    assert_eq!(view["data"]["escalated"], true);
+    assert_eq!(view["overdue"], false);
+    assert_eq!(fire(&app).await, 0, "each step fires once");
+
+    app.clock.advance(SignedDuration::from_mins(10));
+    assert_eq!(fire(&app).await, 1);
+    let view = app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200);
+    assert_eq!(view["overdue"], true);
+    let overdue = app.get("/api/v1/instances?overdue=true", "admin").await.expect(200);
+    assert_eq!(overdue["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect::<Vec<_>>(), vec![id.as_str()]);
+    let history = app.get(&format!("/api/v1/instances/{id}/history"), "admin").await.expect(200);
+    let timers: Vec<&str> = history.as_array().unwrap().iter().filter(|e| e["kind"] == "timer").map(|e| e["input"]["timer"].as_str().unwrap()).collect();
+    assert_eq!(timers, vec!["step:0", "step:1", "sla"]);
+
+    let read = app.get("/api/v1/inbox", "tech_sun").await.expect(200)["items"][0]["seq"].as_u64().unwrap();
+    app.post(&format!("/api/v1/inbox/{read}/read"), "tech_sun", json!({})).await.expect(200);
+    assert_eq!(app.get("/api/v1/inbox?unread=true", "tech_sun").await.expect(200)["unread"], 0);
+    app.post(&format!("/api/v1/inbox/{read}/read"), "tech_wang", json!({})).await.expect(404);
+}
+
+#[tokio::test]
+async fn leaving_the_state_cancels_its_timers() {
+    let mut app = TestApp::hospital();
+    let wo = app.start_instance("repair", "nurse_li", entrapment()).await.expect(201);
+    let id = wo["id"].as_str().unwrap().to_string();
+    app.clock.advance(SignedDuration::from_mins(3));
+    let accepted = app.transition(&id, "accept", "tech_sun", json!({})).await.expect(200);
+    assert_eq!(accepted["due_at"], Value::Null, "in progress has no deadline");
+    assert_eq!(inbox(&mut app, "nurse_li").await, vec!["accepted"], "the requester hears that it was accepted");
+    assert!(app.runtime.store().timers_of(&id).unwrap().is_empty());
+    app.clock.advance(SignedDuration::from_hours(2));
+    assert_eq!(fire(&app).await, 0);
+    assert!(inbox(&mut app, "tech_sun").await.is_empty());
+    assert_eq!(app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200)["overdue"], false);
+}
+
+#[tokio::test]
+async fn an_unanswered_work_order_closes_after_72_hours_as_unverified() {
+    let mut app = TestApp::hospital();
+    let wo = app
+        .start_instance(
+            "repair",
+            "nurse_li",
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "inpatient_ward", "location": "住院楼 5 层", "description": "空调不制冷了"}),
+        )
+        .await
+        .expect(201);
+    let id = wo["id"].as_str().unwrap().to_string();
+    app.transition(&id, "accept", "tech_wang", json!({})).await.expect(200);
+    app.transition(&id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-1"}})).await.expect(200);
+    app.transition(&id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "更换风机电容"})).await.expect(200);
+    assert!(inbox(&mut app, "nurse_li").await.contains(&"please_confirm".to_string()));
+    app.clock.advance(SignedDuration::from_hours(71));
+    assert_eq!(fire(&app).await, 0);
+    app.clock.advance(SignedDuration::from_hours(1));
+    assert_eq!(fire(&app).await, 1);
+    let view = app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200);
+    assert_eq!(view["state"], "closed");
+    assert_eq!(view["data"]["verification"], "unverified");
+    assert_eq!(view["data"]["rating"], Value::Null, "never recorded as a good rating");
+    let last = app.get(&format!("/api/v1/instances/{id}/history"), "admin").await.expect(200).as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["kind"].as_str(), last["transition"].as_str(), last["actor"].as_str()), (Some("timer"), Some("auto_close"), Some("system")));
+}
+
+#[tokio::test]
+async fn due_timers_fire_exactly_once_across_a_restart() {
+    let mut app = TestApp::hospital();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.start_instance("repair", "nurse_li", entrapment()).await.expect(201)["id"].as_str().unwrap().to_string());
+    }
+    // The server was down while everything came due.
+    app.clock.advance(SignedDuration::from_mins(45));
+    let app = app.restart();
+    assert_eq!(fire(&app).await, 9, "three steps for each of three work orders");
+    assert_eq!(fire(&app).await, 0);
+    let mut app = app.restart();
+    assert_eq!(fire(&app).await, 0, "nothing fires twice after another restart");
+    for id in &ids {
+        let history = app.get(&format!("/api/v1/instances/{id}/history"), "admin").await.expect(200);
+        assert_eq!(history.as_array().unwrap().iter().filter(|e| e["kind"] == "timer").count(), 3);
+    }
+    assert_eq!(inbox(&mut app, "tech_sun").await.len(), 3);
+}
