@@ -129,3 +129,95 @@ async fn due_timers_fire_exactly_once_across_a_restart() {
     }
     assert_eq!(inbox(&mut app, "tech_sun").await.len(), 3);
 }
+
+#[tokio::test]
+async fn a_working_hours_sla_counts_only_working_time() {
+    let mut app = TestApp::hospital();
+    // Wednesday 11:30 in Shanghai.
+    app.clock.set("2026-11-25T03:30:00Z".parse().unwrap());
+    let wo = app
+        .start_instance(
+            "repair",
+            "nurse_li",
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+        )
+        .await
+        .expect(201);
+    let req = app
+        .start_instance("requisition", "tech_wang", json!({"work_order": wo["id"], "warehouse": "WH-ZY-B-1", "lines": [{"part": "P-001", "quantity": 1}]}))
+        .await
+        .expect(201);
+    // 120 working minutes: 30 before the 12:00 lunch break, 90 after 13:30 → 15:00 Shanghai.
+    assert_eq!(req["due_at"], "2026-11-25T07:00:00.000Z");
+    let id = req["id"].as_str().unwrap().to_string();
+    // The reminder after 60 working minutes: 13:30 + 30 = 14:00 Shanghai = 06:00 UTC.
+    app.clock.set("2026-11-25T05:59:00Z".parse().unwrap());
+    fire(&app).await;
+    assert!(inbox(&mut app, "keeper_qian").await.is_empty());
+    app.clock.set("2026-11-25T06:00:00Z".parse().unwrap());
+    fire(&app).await;
+    assert_eq!(inbox(&mut app, "keeper_qian").await, vec!["approval_reminder"]);
+    app.clock.set("2026-11-25T06:59:00Z".parse().unwrap());
+    fire(&app).await;
+    assert_eq!(app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200)["overdue"], false);
+    app.clock.set("2026-11-25T07:00:00Z".parse().unwrap());
+    fire(&app).await;
+    assert_eq!(app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200)["overdue"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_twice_gets_exactly_one_copy_and_never_slows_the_command() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let receiver = {
+        let (calls, received) = (calls.clone(), received.clone());
+        axum::Router::new().route(
+            "/robot",
+            axum::routing::post(move |body: String| {
+                let (calls, received) = (calls.clone(), received.clone());
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        received.lock().unwrap().push(body);
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/robot", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let mut app = TestApp::hospital();
+    app.runtime.set_variable("FLOWFORM_WECOM_URL", &url);
+    let started = std::time::Instant::now();
+    let wo = app.start_instance("repair", "nurse_li", entrapment()).await.expect(201);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    app.clock.advance(SignedDuration::from_mins(20));
+    fire(&app).await;
+    let outbox = app.get("/api/v1/admin/outbox", "admin").await.expect(200);
+    assert_eq!(outbox["items"].as_array().unwrap().len(), 1, "one escalation message for the WeCom group: {outbox}");
+    let deliver = |app: &TestApp| {
+        let runtime = app.runtime.clone();
+        async move { tokio::task::spawn_blocking(move || runtime.deliver_outbox()).await.unwrap().unwrap() }
+    };
+    assert_eq!(deliver(&app).await, (0, 1));
+    assert_eq!(deliver(&app).await, (0, 0), "backoff: not due again yet");
+    app.clock.advance(SignedDuration::from_secs(1));
+    assert_eq!(deliver(&app).await, (0, 1));
+    app.clock.advance(SignedDuration::from_secs(2));
+    assert_eq!(deliver(&app).await, (1, 0));
+    app.clock.advance(SignedDuration::from_hours(1));
+    assert_eq!(deliver(&app).await, (0, 0), "delivered messages are not sent again");
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(body["msgtype"], "text");
+    assert_eq!(body["text"]["content"], format!("【升级】{} 超时未接单", wo["id"].as_str().unwrap()));
+    let item = &app.get("/api/v1/admin/outbox", "admin").await.expect(200)["items"][0];
+    assert_eq!((item["status"].as_str(), item["attempts"].as_u64(), item["last_error"].as_str()), (Some("delivered"), Some(3), None));
+    assert_eq!(app.get("/api/v1/admin/outbox", "nurse_li").await.expect(403)["code"], "forbidden");
+}

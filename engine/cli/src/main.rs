@@ -500,17 +500,24 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     })
 }
 
-/// Fires due timers every second (they are stored, so a restart re-arms them).
+/// Every second: fires due timers (they are stored, so a restart re-arms them)
+/// and delivers pending outbox messages, outside any command.
 fn fire_timers(runtime: Arc<Runtime>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
             let runtime = runtime.clone();
-            match tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(fired = n, "timers fired"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "firing timers failed; retrying"),
-                _ => {}
+            let result = tokio::task::spawn_blocking(move || (runtime.fire_due_timers(), runtime.deliver_outbox())).await;
+            if let Ok((timers, outbox)) = result {
+                match timers {
+                    Ok(n) if n > 0 => tracing::info!(fired = n, "timers fired"),
+                    Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
+                    _ => {}
+                }
+                if let Err(e) = outbox {
+                    tracing::warn!(error = %e, "delivering notifications failed; retrying");
+                }
             }
         }
     });

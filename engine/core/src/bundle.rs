@@ -70,6 +70,20 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     let mut templates = handlebars::Handlebars::new();
     templates.set_strict_mode(true);
     templates.register_escape_fn(handlebars::no_escape);
+    templates.register_helper("json", Box::new(json_helper));
+    for w in model.webhooks.values() {
+        if let Err(e) = templates.register_template_string(&format!("webhook:{}", w.name), &w.body.value) {
+            diags.push(Diagnostic::new(&w.file, w.body.pos, "template_syntax", format!("webhook `{}` body cannot be read: {}", w.name, e.reason())));
+        }
+    }
+    for c in model.calendars.values() {
+        if jiff::tz::TimeZone::get(&c.timezone.value).is_err() {
+            diags.push(
+                Diagnostic::new(&c.file, c.timezone.pos, "unknown_timezone", format!("unknown time zone `{}`", c.timezone.value))
+                    .with_hint(Some("use an IANA name such as Asia/Shanghai".into())),
+            );
+        }
+    }
     for t in model.templates.values() {
         for (part, src) in [("title", &t.title), ("body", &t.body)] {
             if let Err(e) = templates.register_template_string(&format!("{}.{part}", t.name), &src.value) {
@@ -85,4 +99,17 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
         return Err(diags);
     }
     Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates })
+}
+
+/// `{{json value}}`: the value as JSON (a string gets quotes and escapes), for webhook bodies.
+fn json_helper(
+    h: &handlebars::Helper,
+    _: &handlebars::Handlebars,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let value = h.param(0).map(|p| p.value().clone()).unwrap_or(serde_json::Value::Null);
+    out.write(&value.to_string())?;
+    Ok(())
 }

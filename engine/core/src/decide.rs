@@ -332,7 +332,7 @@ fn finish(
     if (kind == EventKind::Started || before.state != after.state)
         && let Some(wf) = bundle.workflow(&after.workflow)
     {
-        let arm = crate::timers::enter_state(wf, &mut after, now);
+        let arm = crate::timers::enter_state(&bundle.model, wf, &mut after, now);
         effects.push(Effect::Timers { arm });
     }
     let changes = diff(&before, &after);

@@ -7,6 +7,7 @@
 //! and replayable. The runtime commits what the core decides.
 
 pub mod bundle;
+pub mod calendar;
 pub mod decide;
 pub mod diff;
 pub mod graph;

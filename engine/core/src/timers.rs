@@ -38,6 +38,13 @@ fn minutes(amount: &Amount, instance: &Instance) -> Option<i64> {
     }
 }
 
+/// `now` plus some seconds, as stored.
+pub fn add_seconds(now: &str, seconds: i64) -> Option<String> {
+    let t: jiff::Timestamp = now.parse().ok()?;
+    let due = t.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()?;
+    Some(format!("{due:.3}"))
+}
+
 /// `now` plus some minutes, as stored (RFC 3339, milliseconds, UTC).
 pub fn add_minutes(now: &str, minutes: i64) -> Option<String> {
     let t: jiff::Timestamp = now.parse().ok()?;
@@ -47,7 +54,14 @@ pub fn add_minutes(now: &str, minutes: i64) -> Option<String> {
 
 /// Called when `instance` has just entered its state: records the entry, sets
 /// the SLA deadline and returns the timers to arm.
-pub fn enter_state(wf: &WorkflowDef, instance: &mut Instance, now: &str) -> Vec<TimerSpec> {
+fn due(model: &flowform_model::Model, calendar: &Option<flowform_model::Sp<String>>, now: &str, minutes: i64) -> Option<String> {
+    match calendar.as_ref().and_then(|c| model.calendars.get(&c.value)) {
+        Some(cal) => crate::calendar::add_working_minutes(cal, now, minutes),
+        None => add_minutes(now, minutes),
+    }
+}
+
+pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &mut Instance, now: &str) -> Vec<TimerSpec> {
     instance.state_entered_at = now.to_string();
     instance.state_entered_seq = instance.version;
     instance.overdue = false;
@@ -62,13 +76,13 @@ pub fn enter_state(wf: &WorkflowDef, instance: &mut Instance, now: &str) -> Vec<
     };
     let mut out = Vec::new();
     if let Some(sla) = &state.sla
-        && let Some(due) = minutes(sla, instance).and_then(|m| add_minutes(now, m))
+        && let Some(due) = minutes(sla, instance).and_then(|m| due(model, &state.sla_calendar, now, m))
     {
         instance.due_at = Some(due.clone());
         out.push(spec("sla".into(), due, instance));
     }
     for (i, t) in state.timers.iter().enumerate() {
-        if let Some(due) = minutes(&t.after, instance).and_then(|m| add_minutes(now, m)) {
+        if let Some(due) = minutes(&t.after, instance).and_then(|m| due(model, &t.calendar, now, m)) {
             out.push(spec(format!("step:{i}"), due, instance));
         }
     }

@@ -24,15 +24,31 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
         for src in [&t.title, &t.body] {
             check_template_variables(&t.file, src, diags);
         }
+        for c in &t.channels {
+            if c.value != "inbox" && !model.webhooks.contains_key(&c.value) {
+                let names: Vec<&str> = std::iter::once("inbox").chain(model.webhooks.keys().map(String::as_str)).collect();
+                err(
+                    diags,
+                    &t.file,
+                    c.pos,
+                    "unknown_channel",
+                    format!("unknown channel `{}`", c.value),
+                    did_you_mean(&c.value, names.iter().copied()).or(Some("use `inbox` or the name of a `webhook:`".into())),
+                );
+            }
+        }
+    }
+    for w in model.webhooks.values() {
+        check_template_variables(&w.file, &w.body, diags);
     }
 }
 
 /// What every template can use.
-pub const TEMPLATE_ROOTS: &[&str] = &["record", "instance", "actor", "event", "app"];
+pub const TEMPLATE_ROOTS: &[&str] = &["record", "instance", "actor", "event", "app", "title", "body"];
 
 /// Finds `{{ path }}` uses whose first name is not something a notification provides.
 fn check_template_variables(file: &str, src: &Sp<String>, diags: &mut Vec<Diagnostic>) {
-    const HELPERS: &[&str] = &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len"];
+    const HELPERS: &[&str] = &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len", "json"];
     let text = &src.value;
     let mut rest = text.as_str();
     let mut offset = 0;
@@ -299,8 +315,24 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         hooks_ref(diags, &t.hooks);
         check_notify(model, file, &t.notify, diags);
     }
+    let calendar_ref = |diags: &mut Vec<Diagnostic>, c: &Option<Sp<String>>| {
+        if let Some(c) = c
+            && !model.calendars.contains_key(&c.value)
+        {
+            err(
+                diags,
+                file,
+                c.pos,
+                "unknown_calendar",
+                format!("unknown calendar `{}`", c.value),
+                did_you_mean(&c.value, model.calendars.keys().map(String::as_str)),
+            );
+        }
+    };
     for state in &wf.states {
+        calendar_ref(diags, &state.sla_calendar);
         for timer in &state.timers {
+            calendar_ref(diags, &timer.calendar);
             check_notify(model, file, &timer.notify, diags);
             if let Some(name) = &timer.transition {
                 match wf.transition(&name.value) {

@@ -23,6 +23,8 @@ pub struct Model {
     pub record_types: BTreeMap<String, RecordTypeDef>,
     pub ledgers: BTreeMap<String, LedgerDef>,
     pub templates: BTreeMap<String, TemplateDef>,
+    pub webhooks: BTreeMap<String, WebhookDef>,
+    pub calendars: BTreeMap<String, CalendarDef>,
 }
 
 impl Model {
@@ -183,6 +185,8 @@ pub struct StateDef {
     pub color: Option<String>,
     /// The deadline of the state; past it the instance is overdue.
     pub sla: Option<Amount>,
+    /// The calendar the SLA counts in (working time); `None`: calendar time.
+    pub sla_calendar: Option<Sp<String>>,
     /// Timed steps after entering the state (reminders, escalations, automatic transitions).
     pub timers: Vec<TimerDef>,
 }
@@ -199,6 +203,8 @@ pub enum Amount {
 pub struct TimerDef {
     pub pos: Pos,
     pub after: Amount,
+    /// Count `after` in this calendar's working time.
+    pub calendar: Option<Sp<String>>,
     pub notify: Vec<NotifyDef>,
     /// Fields to set (e.g. `{ priority: urgent }`).
     pub set: serde_json::Map<String, serde_json::Value>,
@@ -249,6 +255,37 @@ pub struct TemplateDef {
     pub pos: Pos,
     pub title: Sp<String>,
     pub body: Sp<String>,
+    /// `inbox` and/or webhook names; default: the inbox.
+    pub channels: Vec<Sp<String>>,
+}
+
+/// An outgoing webhook: a URL and a templated JSON body (WeCom, DingTalk, SMS gateways...).
+#[derive(Clone, Debug)]
+pub struct WebhookDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    /// May name environment variables: `${WECOM_ROBOT_URL}`.
+    pub url: Sp<String>,
+    /// A handlebars template of the request body; sees what templates see plus
+    /// `title` and `body` (the rendered notification). `{{json x}}` writes x as JSON.
+    pub body: Sp<String>,
+    pub content_type: String,
+}
+
+/// Working time: hours of the day, working weekdays, holidays and make-up days.
+#[derive(Clone, Debug)]
+pub struct CalendarDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub timezone: Sp<String>,
+    /// `("08:00", "12:00")` pairs.
+    pub hours: Vec<(String, String)>,
+    /// 1 = Monday ... 7 = Sunday.
+    pub weekdays: Vec<u8>,
+    pub holidays: Vec<String>,
+    pub workdays: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -79,6 +79,18 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         }
         return;
     }
+    if map.get("webhook").is_some() {
+        if let Some(w) = load_webhook(r, &map) {
+            insert_unique(r, &mut model.webhooks, w.name.clone(), w.pos, "webhook", |d| (&d.file, d.pos), w);
+        }
+        return;
+    }
+    if map.get("calendar").is_some() {
+        if let Some(c) = load_calendar(r, &map) {
+            insert_unique(r, &mut model.calendars, c.name.clone(), c.pos, "calendar", |d| (&d.file, d.pos), c);
+        }
+        return;
+    }
     if map.get("template").is_some() {
         if let Some(t) = load_template(r, &map) {
             insert_unique(r, &mut model.templates, t.name.clone(), t.pos, "template", |d| (&d.file, d.pos), t);
@@ -129,7 +141,7 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         r.error(
             map.pos,
             "unknown_definition",
-            "a definition file must start with `workflow:`, `record:`, `ledger:` or `template:`, or hold `app:`, `roles:` or `teams:`",
+            "a definition file must start with `workflow:`, `record:`, `ledger:`, `template:`, `webhook:` or `calendar:`, or hold `app:`, `roles:` or `teams:`",
             None,
         );
         return;
@@ -287,6 +299,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
         is_final: false,
         color: None,
         sla: None,
+        sla_calendar: None,
         timers: Vec::new(),
     };
     if node.value == Value::Null {
@@ -302,6 +315,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
         && let Some(m) = r.map(n, "`sla`")
     {
         state.sla = m.require(r, "minutes", "`sla`").and_then(|n| amount(r, n, "`minutes`"));
+        state.sla_calendar = m.get("calendar").and_then(|n| r.name(n, "the calendar"));
         m.finish(r, "`sla`");
     }
     if let Some(n) = map.get("escalations") {
@@ -706,11 +720,12 @@ fn load_timer(r: &mut Reader, node: &Node, what: &str) -> Option<TimerDef> {
         None => serde_json::Map::new(),
     };
     let transition = m.get("transition").and_then(|n| r.name(n, "the transition"));
+    let calendar = m.get("calendar").and_then(|n| r.name(n, "the calendar"));
     m.finish(r, what);
     if notify.is_empty() && set.is_empty() && transition.is_none() {
         r.error(m.pos, "missing_key", format!("{what} does nothing"), Some("give it `notify`, `set` or `transition`".into()));
     }
-    Some(TimerDef { pos: m.pos, after, notify, set, transition })
+    Some(TimerDef { pos: m.pos, after, calendar, notify, set, transition })
 }
 
 /// `notify:` as one `{to, template}` or a list of them.
@@ -752,7 +767,90 @@ fn load_template(r: &mut Reader, map: &MapView) -> Option<TemplateDef> {
     let name = map.require(r, "template", "a template").and_then(|n| r.name(n, "the template name"));
     let title = map.require(r, "title", "a template").and_then(|n| r.string(n, "`title`"));
     let body = map.require(r, "body", "a template").and_then(|n| r.string(n, "`body`"));
+    let channels = map.get("channels").map(|n| r.name_list(n, "a channel")).unwrap_or_default();
     map.finish(r, "a template");
     let name = name?;
-    Some(TemplateDef { name: name.value, file: r.file.to_string(), pos: name.pos, title: title?, body: body? })
+    Some(TemplateDef { name: name.value, file: r.file.to_string(), pos: name.pos, title: title?, body: body?, channels })
+}
+
+fn load_webhook(r: &mut Reader, map: &MapView) -> Option<WebhookDef> {
+    let name = map.require(r, "webhook", "a webhook").and_then(|n| r.name(n, "the webhook name"));
+    let url = map.require(r, "url", "a webhook").and_then(|n| r.string(n, "`url`"));
+    let body = map.require(r, "body", "a webhook").and_then(|n| r.string(n, "`body`"));
+    let content_type = map.get("content_type").and_then(|n| r.string(n, "`content_type`")).map_or_else(|| "application/json".to_string(), |s| s.value);
+    map.finish(r, "a webhook");
+    if let Some(u) = &url
+        && !(u.value.starts_with("http://") || u.value.starts_with("https://") || u.value.starts_with("${"))
+    {
+        r.error(u.pos, "invalid_value", format!("`url` must start with http:// or https:// (or be ${{VARIABLE}}), not `{}`", u.value), None);
+    }
+    let name = name?;
+    Some(WebhookDef { name: name.value, file: r.file.to_string(), pos: name.pos, url: url?, body: body?, content_type })
+}
+
+fn load_calendar(r: &mut Reader, map: &MapView) -> Option<CalendarDef> {
+    let name = map.require(r, "calendar", "a calendar").and_then(|n| r.name(n, "the calendar name"));
+    let timezone = map.require(r, "timezone", "a calendar").and_then(|n| r.string(n, "`timezone`"));
+    let mut hours = Vec::new();
+    if let Some(n) = map.require(r, "hours", "a calendar") {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for item in items {
+            let Some(s) = r.string(item, "working hours") else { continue };
+            let ok = s.value.split_once('-').filter(|(a, b)| is_hhmm(a.trim()) && is_hhmm(b.trim()) && a.trim() < b.trim());
+            match ok {
+                Some((a, b)) => hours.push((a.trim().to_string(), b.trim().to_string())),
+                None => r.error(s.pos, "invalid_value", format!("`{}` is not a time range like 08:00-12:00", s.value), None),
+            }
+        }
+    }
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let weekdays = match map.get("weekdays") {
+        Some(n) => {
+            let mut out = Vec::new();
+            for d in r.name_list(n, "a weekday") {
+                match DAYS.iter().position(|x| *x == d.value) {
+                    Some(i) => out.push(i as u8 + 1),
+                    None => r.error(d.pos, "invalid_value", format!("`{}` is not a weekday", d.value), Some("use mon, tue, wed, thu, fri, sat, sun".into())),
+                }
+            }
+            out
+        }
+        None => vec![1, 2, 3, 4, 5],
+    };
+    let holidays = dates(r, map, "holidays");
+    let workdays = dates(r, map, "workdays");
+    map.finish(r, "a calendar");
+    let name = name?;
+    Some(CalendarDef { name: name.value, file: r.file.to_string(), pos: name.pos, timezone: timezone?, hours, weekdays, holidays, workdays })
+}
+
+fn dates(r: &mut Reader, map: &MapView, key: &'static str) -> Vec<String> {
+    let Some(n) = map.get(key) else { return Vec::new() };
+    let Value::Seq(items) = &n.value else {
+        r.error(n.pos, "wrong_type", format!("`{key}` must be a list of dates"), None);
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for i in items {
+        let Some(d) = r.string(i, "a date") else { continue };
+        if is_date(&d.value) {
+            out.push(d.value);
+        } else {
+            r.error(d.pos, "invalid_value", format!("`{}` is not a date like 2026-10-01", d.value), None);
+        }
+    }
+    out
+}
+
+fn is_hhmm(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 5 && b[2] == b':' && b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit) && &s[..2] <= "23" && &s[3..] <= "59"
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }

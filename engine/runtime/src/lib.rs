@@ -98,6 +98,8 @@ pub struct Runtime {
     last_rejected: ArcSwap<Option<reload::Rejected>>,
     /// One reload at a time; requests never wait for it.
     reload_lock: Mutex<()>,
+    /// Values for `${NAME}` in webhook URLs, before the environment.
+    variables: Mutex<HashMap<String, String>>,
 }
 
 /// The options of one command from an API client.
@@ -118,6 +120,7 @@ impl Runtime {
             app_dir: None,
             last_rejected: ArcSwap::from_pointee(None),
             reload_lock: Mutex::new(()),
+            variables: Mutex::new(HashMap::new()),
             current: ArcSwap::from_pointee(bundle),
             pinned: Mutex::new(HashMap::new()),
             store,

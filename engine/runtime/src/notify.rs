@@ -5,7 +5,7 @@ use crate::{CommandError, Runtime};
 use flowform_core::timers::NotifySpec;
 use flowform_core::{Actor, Bundle, Instance, Lang};
 use flowform_model::Recipient;
-use flowform_store::{CommitOutcome, InboxItem};
+use flowform_store::{CommitOutcome, InboxItem, OutboxItem};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -75,7 +75,8 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Renders notifications into inbox items, one per recipient.
+    /// Renders notifications: inbox items (one per recipient) and outbox items
+    /// (one per webhook channel of the template).
     pub(crate) fn render_notifications(
         &self,
         bundle: &Bundle,
@@ -83,13 +84,14 @@ impl Runtime {
         instance: &Instance,
         actor: &str,
         event: Value,
-    ) -> Result<Vec<InboxItem>, CommandError> {
-        let context = template_context(bundle, instance, actor, event);
+    ) -> Result<(Vec<InboxItem>, Vec<OutboxItem>), CommandError> {
+        let mut context = template_context(bundle, instance, actor, event);
         let now = self.now();
         let mut items = Vec::new();
+        let mut outbox = Vec::new();
         for spec in specs {
-            let render = |part: &str| bundle.templates.render(&format!("{}.{part}", spec.template), &context);
-            let (title, body) = match (render("title"), render("body")) {
+            let render = |part: &str, context: &Value| bundle.templates.render(&format!("{}.{part}", spec.template), context);
+            let (title, body) = match (render("title", &context), render("body", &context)) {
                 (Ok(t), Ok(b)) => (t, b),
                 (Err(e), _) | (_, Err(e)) => {
                     // The check makes sure templates only use what is provided; a field
@@ -98,20 +100,79 @@ impl Runtime {
                     (format!("[{}]", spec.template), format!("template error: {}", e.reason()))
                 }
             };
-            for user in self.recipients(&spec.to, instance)? {
-                items.push(InboxItem {
+            let channels: Vec<String> =
+                bundle.model.templates.get(&spec.template).map(|t| t.channels.iter().map(|c| c.value.clone()).collect()).unwrap_or_default();
+            if channels.is_empty() || channels.iter().any(|c| c == "inbox") {
+                for user in self.recipients(&spec.to, instance)? {
+                    items.push(InboxItem {
+                        seq: 0,
+                        user,
+                        template: spec.template.clone(),
+                        title: title.clone(),
+                        body: body.clone(),
+                        instance_id: Some(instance.id.clone()),
+                        at: now.clone(),
+                        read: false,
+                    });
+                }
+            }
+            for channel in channels.iter().filter(|c| *c != "inbox") {
+                let Some(hook) = bundle.model.webhooks.get(channel) else { continue };
+                context["title"] = json!(title);
+                context["body"] = json!(body);
+                let payload = bundle
+                    .templates
+                    .render(&format!("webhook:{channel}"), &context)
+                    .unwrap_or_else(|e| json!({"error": e.to_string(), "title": title, "body": body}).to_string());
+                outbox.push(OutboxItem {
                     seq: 0,
-                    user,
+                    channel: channel.clone(),
+                    url: hook.url.value.clone(),
+                    body: payload,
                     template: spec.template.clone(),
-                    title: title.clone(),
-                    body: body.clone(),
                     instance_id: Some(instance.id.clone()),
-                    at: now.clone(),
-                    read: false,
+                    created_at: now.clone(),
+                    status: "pending".into(),
+                    attempts: 0,
+                    next_at: now.clone(),
+                    last_error: None,
                 });
             }
         }
-        Ok(items)
+        Ok((items, outbox))
+    }
+
+    /// Tries to deliver every pending outbox message that is due; a failure is
+    /// retried with exponential backoff (1 s, 2 s, 4 s, … up to an hour), and
+    /// after [`MAX_ATTEMPTS`] the message is dead with its last error. Never runs
+    /// inside a command. Blocking: call it from a blocking thread.
+    pub fn deliver_outbox(&self) -> Result<(usize, usize), CommandError> {
+        let now = self.now();
+        let (mut delivered, mut failed) = (0, 0);
+        let bundle = self.bundle();
+        for item in self.store.outbox()?.into_iter().filter(|i| i.status == "pending" && i.next_at <= now) {
+            let content_type = bundle.model.webhooks.get(&item.channel).map_or("application/json", |w| w.content_type.as_str()).to_string();
+            let result = self.expand_variables(&item.url).and_then(|url| post(&url, &content_type, &item.body));
+            let job = match result {
+                Ok(()) => {
+                    delivered += 1;
+                    flowform_store::Job::Delivery { seq: item.seq, delivered: true, error: None, next_at: None }
+                }
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(channel = %item.channel, seq = item.seq, attempt = item.attempts + 1, %error, "webhook delivery failed");
+                    let next_at =
+                        (item.attempts + 1 < MAX_ATTEMPTS).then(|| flowform_core::timers::add_seconds(&now, backoff_seconds(item.attempts))).flatten();
+                    flowform_store::Job::Delivery { seq: item.seq, delivered: false, error: Some(error), next_at }
+                }
+            };
+            self.store.submit(job)?;
+        }
+        Ok((delivered, failed))
+    }
+
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>, CommandError> {
+        Ok(self.store.outbox()?)
     }
 
     /// Fires every timer that is due now. Each firing is one command that also
@@ -173,4 +234,49 @@ impl Runtime {
             _ => Err(CommandError::RecordNotFound(format!("inbox item {seq}"))),
         }
     }
+}
+
+/// Delivery attempts before a message is dead.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+fn backoff_seconds(attempts: u32) -> i64 {
+    (1i64 << attempts.min(12)).min(3600)
+}
+
+impl Runtime {
+    /// Sets a variable for `${NAME}` in webhook URLs, taking precedence over the
+    /// environment (tests, or secrets injected by an embedding program).
+    pub fn set_variable(&self, name: &str, value: &str) {
+        if let Ok(mut v) = self.variables.lock() {
+            v.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    fn expand_variables(&self, url: &str) -> Result<String, String> {
+        let vars = self.variables.lock().map(|v| v.clone()).unwrap_or_default();
+        expand(url, |name| vars.get(name).cloned().or_else(|| std::env::var(name).ok()))
+    }
+}
+
+/// `${NAME}` in a URL is replaced by the variable, so secrets stay out of the files.
+fn expand(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = url;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else { return Err(format!("unclosed `${{` in {url}")) };
+        let name = &rest[start + 2..start + end];
+        let value = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn post(url: &str, content_type: &str, body: &str) -> Result<(), String> {
+    let agent = ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(10))).http_status_as_error(false).build().new_agent();
+    let response = agent.post(url).header("content-type", content_type).send(body.as_bytes()).map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() { Ok(()) } else { Err(format!("HTTP {}", status.as_u16())) }
 }

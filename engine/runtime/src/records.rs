@@ -146,13 +146,16 @@ impl Runtime {
         let mut postings = Vec::new();
         let mut timers = None;
         let mut inbox = Vec::new();
+        let mut outbox = Vec::new();
         for effect in &outcome.effects {
             match effect {
                 Effect::Post { postings: p } => postings.extend(self.posting_writes(bundle, p.clone(), lang)?),
                 Effect::Timers { arm } => timers = Some(arm.clone()),
                 Effect::Notify { notifications } => {
                     let event = json!({"kind": outcome.event.kind, "transition": outcome.event.transition, "at": outcome.event.at, "from_state": outcome.event.from_state, "to_state": outcome.event.to_state});
-                    inbox.extend(self.render_notifications(bundle, notifications, &outcome.instance, &outcome.event.actor, event)?);
+                    let (i, o) = self.render_notifications(bundle, notifications, &outcome.instance, &outcome.event.actor, event)?;
+                    inbox.extend(i);
+                    outbox.extend(o);
                 }
                 Effect::Assigned { .. } => {}
             }
@@ -168,7 +171,7 @@ impl Runtime {
             timers,
             fired_timer: None,
             inbox,
-            outbox: Vec::new(),
+            outbox,
         })
     }
 

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
         .route("/api/v1/me", get(me))
         .route("/api/v1/inbox", get(inbox))
+        .route("/api/v1/admin/outbox", get(admin_outbox))
         .route("/api/v1/inbox/{seq}/read", post(mark_read))
         .merge(crate::records::router())
         .fallback(not_found)
@@ -243,4 +244,21 @@ async fn mark_read(State(s): State<AppState>, Auth(actor): Auth, Path(seq): Path
     let runtime = s.runtime.clone();
     tokio::task::spawn_blocking(move || runtime.mark_read(&actor.id, seq)).await.map_err(ApiError::internal)??;
     Ok(Json(json!({"read": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboxQuery {
+    status: Option<String>,
+}
+
+/// Messages to outside channels with their delivery status; `?status=dead` is the dead-letter list.
+async fn admin_outbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<OutboxQuery>) -> Result<Json<Value>, ApiError> {
+    require_admin(&actor)?;
+    let runtime = s.runtime.clone();
+    let mut items = tokio::task::spawn_blocking(move || runtime.outbox()).await.map_err(ApiError::internal)??;
+    if let Some(status) = &q.status {
+        items.retain(|i| &i.status == status);
+    }
+    Ok(Json(json!({"items": items})))
 }

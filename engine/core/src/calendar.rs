@@ -1,0 +1,88 @@
+//! Working time: deadlines that count only working hours, in the calendar's
+//! time zone, skipping weekends and public holidays (and counting make-up days).
+
+use flowform_model::CalendarDef;
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+fn time(s: &str) -> Option<Time> {
+    let (h, m) = s.split_once(':')?;
+    Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
+}
+
+fn is_working_day(cal: &CalendarDef, date: Date) -> bool {
+    let text = date.to_string();
+    if cal.workdays.contains(&text) {
+        return true;
+    }
+    if cal.holidays.contains(&text) {
+        return false;
+    }
+    cal.weekdays.contains(&(date.weekday().to_monday_one_offset() as u8))
+}
+
+/// `start` plus `minutes` of working time. `None` when the calendar has no
+/// working time within ten years (or the zone is unknown).
+pub fn add_working_minutes(cal: &CalendarDef, start: &str, minutes: i64) -> Option<String> {
+    let tz = TimeZone::get(&cal.timezone.value).ok()?;
+    let start: Timestamp = start.parse().ok()?;
+    let mut remaining = SignedDuration::from_mins(minutes.max(0));
+    let mut current = start;
+    let hours: Vec<(Time, Time)> = cal.hours.iter().filter_map(|(a, b)| Some((time(a)?, time(b)?))).collect();
+    let mut date = start.to_zoned_datetime(tz.clone()).date();
+    for _ in 0..3660 {
+        if is_working_day(cal, date) {
+            for (a, b) in &hours {
+                let open = date.to_datetime(*a).to_zoned_datetime(tz.clone()).ok()?.timestamp();
+                let close = date.to_datetime(*b).to_zoned_datetime(tz.clone()).ok()?.timestamp();
+                let from = if current > open { current } else { open };
+                if from >= close {
+                    continue;
+                }
+                let available = close.duration_since(from);
+                if remaining <= available {
+                    let due = from.checked_add(remaining).ok()?;
+                    return Some(format!("{due:.3}"));
+                }
+                remaining -= available;
+                current = close;
+            }
+        }
+        date = date.tomorrow().ok()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowform_model::{Pos, Sp};
+
+    fn cal() -> CalendarDef {
+        CalendarDef {
+            name: "working".into(),
+            file: String::new(),
+            pos: Pos::default(),
+            timezone: Sp::new("Asia/Shanghai".into(), Pos::default()),
+            hours: vec![("08:00".into(), "12:00".into()), ("14:00".into(), "17:30".into())],
+            weekdays: vec![1, 2, 3, 4, 5],
+            holidays: vec!["2026-10-01".into()],
+            workdays: vec!["2026-10-10".into()],
+        }
+    }
+
+    #[test]
+    fn counts_only_working_time() {
+        // Wednesday 2026-11-25 11:30 in Shanghai = 03:30 UTC; 60 working minutes:
+        // 30 before lunch, 30 after: 14:30 Shanghai = 06:30 UTC.
+        assert_eq!(add_working_minutes(&cal(), "2026-11-25T03:30:00Z", 60).as_deref(), Some("2026-11-25T06:30:00.000Z"));
+        // Friday 17:00 + 60 minutes: 30 on Friday, 30 on Monday morning (08:30 = 00:30 UTC).
+        assert_eq!(add_working_minutes(&cal(), "2026-11-27T09:00:00Z", 60).as_deref(), Some("2026-11-30T00:30:00.000Z"));
+        // Outside hours (Saturday): starts counting Monday 08:00.
+        assert_eq!(add_working_minutes(&cal(), "2026-11-28T02:00:00Z", 30).as_deref(), Some("2026-11-30T00:30:00.000Z"));
+        // A holiday is skipped; a make-up Saturday counts.
+        assert_eq!(add_working_minutes(&cal(), "2026-09-30T09:00:00Z", 60).as_deref(), Some("2026-10-02T00:30:00.000Z"));
+        assert_eq!(add_working_minutes(&cal(), "2026-10-09T09:00:00Z", 60).as_deref(), Some("2026-10-10T00:30:00.000Z"));
+    }
+}
