@@ -221,3 +221,56 @@ async fn a_webhook_that_fails_twice_gets_exactly_one_copy_and_never_slows_the_co
     assert_eq!((item["status"].as_str(), item["attempts"].as_u64(), item["last_error"].as_str()), (Some("delivered"), Some(3), None));
     assert_eq!(app.get("/api/v1/admin/outbox", "nurse_li").await.expect(403)["code"], "forbidden");
 }
+
+async fn inspections(app: &mut TestApp) -> usize {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/instances?workflow=inspection&limit=500&cursor={c}"),
+            None => "/api/v1/instances?workflow=inspection&limit=500".to_string(),
+        };
+        let page = app.get(&path, "admin").await.expect(200);
+        count += page["items"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return count,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_duplicates() {
+    let mut app = TestApp::hospital();
+    let runs = app.runtime.run_schedules().await.unwrap();
+    let monthly = runs.iter().find(|r| r.schedule == "monthly_inspection").unwrap();
+    assert_eq!((monthly.period.as_str(), monthly.started), ("2026-11", 50));
+    let quarterly = runs.iter().find(|r| r.schedule == "hvac_quarterly_maintenance").unwrap();
+    assert!(quarterly.skipped, "the quarter began long ago and its catch-up policy is skip");
+    assert_eq!(inspections(&mut app).await, 50);
+    assert!(app.runtime.run_schedules().await.unwrap().is_empty(), "the period already ran");
+
+    // A crash half-way through December: the period is not marked done, and
+    // some orders exist. The rerun after the restart completes it without duplicates.
+    app.clock.set("2026-12-01T00:00:00Z".parse().unwrap());
+    let store = app.runtime.store().clone();
+    let some: Vec<String> = store.records("asset").unwrap().into_iter().take(20).map(|r| r.id).collect();
+    let actor = flowform_core::Actor { id: "schedule:monthly_inspection".into(), name: "x".into(), roles: vec!["admin".into()], teams: vec![] };
+    for id in &some {
+        let asset = store.record("asset", id).unwrap().unwrap();
+        let data = json!({"asset": id, "category": asset.data["category"], "plan": format!("月度巡检 {}", asset.data["name"].as_str().unwrap())});
+        let opts = flowform_runtime::CommandOptions { idempotency_key: Some(format!("schedule:monthly_inspection:2026-12:{id}")), ..Default::default() };
+        app.runtime.start("inspection", &data, &actor, &opts).await.unwrap();
+    }
+    assert_eq!(inspections(&mut app).await, 70);
+    drop(store);
+    let mut app = app.restart();
+    let runs = app.runtime.run_schedules().await.unwrap();
+    let monthly = runs.iter().find(|r| r.schedule == "monthly_inspection").unwrap();
+    assert_eq!(monthly.period, "2026-12");
+    assert_eq!(inspections(&mut app).await, 100, "exactly 50 per period");
+    let one = app.get("/api/v1/instances?workflow=inspection&limit=1", "admin").await.expect(200)["items"][0].clone();
+    assert_eq!(one["state"], "planned");
+    assert!(one["assignment"]["team"].as_str().is_some());
+    assert!(one["data"]["plan"].as_str().unwrap().starts_with("月度巡检 "));
+}

@@ -500,14 +500,18 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     })
 }
 
-/// Every second: fires due timers (they are stored, so a restart re-arms them)
-/// and delivers pending outbox messages, outside any command.
+/// Every second: starts what schedules are due, fires due timers (they are
+/// stored, so a restart re-arms them) and delivers pending outbox messages,
+/// outside any command.
 fn fire_timers(runtime: Arc<Runtime>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
             let runtime = runtime.clone();
+            if let Err(e) = runtime.run_schedules().await {
+                tracing::warn!(error = %e, "running schedules failed; retrying");
+            }
             let result = tokio::task::spawn_blocking(move || (runtime.fire_due_timers(), runtime.deliver_outbox())).await;
             if let Ok((timers, outbox)) = result {
                 match timers {

@@ -15,6 +15,7 @@ pub mod instance;
 pub mod ledger;
 pub mod migrate;
 pub mod records;
+pub mod schedules;
 pub mod timers;
 
 pub use bundle::{Bundle, compile};

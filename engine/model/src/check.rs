@@ -41,6 +41,62 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     for w in model.webhooks.values() {
         check_template_variables(&w.file, &w.body, diags);
     }
+    for sc in model.schedules.values() {
+        let file = sc.file.as_str();
+        let Some(wf) = model.workflows.get(&sc.workflow.value) else {
+            err(
+                diags,
+                file,
+                sc.workflow.pos,
+                "unknown_workflow",
+                format!("unknown workflow `{}`", sc.workflow.value),
+                did_you_mean(&sc.workflow.value, model.workflows.keys().map(String::as_str)),
+            );
+            continue;
+        };
+        if let Some(rt) = &sc.record {
+            match model.record_types.get(&rt.value) {
+                None => err(
+                    diags,
+                    file,
+                    rt.pos,
+                    "unknown_record_type",
+                    format!("unknown record type `{}`", rt.value),
+                    did_you_mean(&rt.value, model.record_types.keys().map(String::as_str)),
+                ),
+                Some(def) => {
+                    if let Some(form) = model.forms.get(&def.form.value) {
+                        for (f, _) in &sc.filter {
+                            if !form.fields.iter().any(|x| x.name == f.value) {
+                                err(
+                                    diags,
+                                    file,
+                                    f.pos,
+                                    "unknown_field",
+                                    format!("`where` names `{}`, which {} records do not have", f.value, rt.value),
+                                    did_you_mean(&f.value, form.fields.iter().map(|x| x.name.as_str())),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(form) = wf.start.form.as_ref().and_then(|f| model.forms.get(&f.value)) {
+            for k in sc.data.keys() {
+                if !form.fields.iter().any(|x| &x.name == k) {
+                    err(
+                        diags,
+                        file,
+                        sc.pos,
+                        "unknown_field",
+                        format!("`data` sets `{k}`, which the start form `{}` does not have", form.name),
+                        did_you_mean(k, form.fields.iter().map(|x| x.name.as_str())),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// What every template can use.

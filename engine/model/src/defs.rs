@@ -25,6 +25,29 @@ pub struct Model {
     pub templates: BTreeMap<String, TemplateDef>,
     pub webhooks: BTreeMap<String, WebhookDef>,
     pub calendars: BTreeMap<String, CalendarDef>,
+    pub schedules: BTreeMap<String, ScheduleDef>,
+}
+
+/// Starts instances of a workflow on a schedule, one per matching record.
+#[derive(Clone, Debug)]
+pub struct ScheduleDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    pub workflow: Sp<String>,
+    /// `minutes`, `hours`, `days`, `weeks` or `months`, and how many.
+    pub every: (String, u32),
+    /// Time of day the period starts, `HH:MM` (for days, weeks, months).
+    pub at: String,
+    pub timezone: Sp<String>,
+    /// One instance per record of this type matching `where` (or one instance when absent).
+    pub record: Option<Sp<String>>,
+    pub filter: Vec<(Sp<String>, String)>,
+    /// Start data; text values may name fields of the record in braces: `{id}`, `{name}`.
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Missed while the server was down: `once` (run the latest missed period) or `skip`.
+    pub catch_up_once: bool,
 }
 
 impl Model {

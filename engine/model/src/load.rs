@@ -79,6 +79,12 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         }
         return;
     }
+    if map.get("schedule").is_some() {
+        if let Some(d) = load_schedule(r, &map) {
+            insert_unique(r, &mut model.schedules, d.name.clone(), d.pos, "schedule", |d| (&d.file, d.pos), d);
+        }
+        return;
+    }
     if map.get("webhook").is_some() {
         if let Some(w) = load_webhook(r, &map) {
             insert_unique(r, &mut model.webhooks, w.name.clone(), w.pos, "webhook", |d| (&d.file, d.pos), w);
@@ -141,7 +147,7 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         r.error(
             map.pos,
             "unknown_definition",
-            "a definition file must start with `workflow:`, `record:`, `ledger:`, `template:`, `webhook:` or `calendar:`, or hold `app:`, `roles:` or `teams:`",
+            "a definition file must start with `workflow:`, `record:`, `ledger:`, `template:`, `webhook:`, `calendar:` or `schedule:`, or hold `app:`, `roles:` or `teams:`",
             None,
         );
         return;
@@ -853,4 +859,94 @@ fn is_hhmm(s: &str) -> bool {
 fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
+    let name = map.require(r, "schedule", "a schedule").and_then(|n| r.name(n, "the schedule name"));
+    let title = opt_label(r, map, "title", "the title");
+    let workflow = map.require(r, "workflow", "a schedule").and_then(|n| r.name(n, "the workflow"));
+    let every = map.require(r, "every", "a schedule").and_then(|n| {
+        let m = r.map(n, "`every`")?;
+        let mut found = None;
+        for unit in ["minutes", "hours", "days", "weeks", "months"] {
+            if let Some(v) = m.get(unit).and_then(|v| r.int(v, "`every`")) {
+                if v < 1 {
+                    r.error(m.pos, "invalid_value", "`every` must be at least 1".to_string(), None);
+                } else {
+                    found = Some((unit.to_string(), v as u32));
+                }
+            }
+        }
+        m.finish(r, "`every`");
+        if found.is_none() {
+            r.error(m.pos, "missing_key", "`every` needs one of minutes, hours, days, weeks, months".to_string(), Some("e.g. `every: { months: 1 }`".into()));
+        }
+        found
+    });
+    let at = match map.get("at").and_then(|n| r.string(n, "`at`")) {
+        Some(a) if is_hhmm(&a.value) => a.value,
+        Some(a) => {
+            r.error(a.pos, "invalid_value", format!("`at` must be a time like 08:00, not `{}`", a.value), None);
+            "00:00".into()
+        }
+        None => "00:00".into(),
+    };
+    let timezone = map.get("timezone").and_then(|n| r.string(n, "`timezone`")).unwrap_or_else(|| Sp::new("Asia/Shanghai".into(), map.pos));
+    let mut record = None;
+    let mut filter = Vec::new();
+    if let Some(n) = map.get("for_each")
+        && let Some(m) = r.map(n, "`for_each`")
+    {
+        record = m.require(r, "record", "`for_each`").and_then(|n| r.name(n, "the record type"));
+        if let Some(w) = m.get("where")
+            && let Some(wm) = r.map(w, "`where`")
+        {
+            for (k, v) in wm.entries() {
+                if let (Some(k), Some(v)) = (r.name(k, "a field"), r.string(v, "a value")) {
+                    filter.push((k, v.value));
+                }
+            }
+        }
+        m.finish(r, "`for_each`");
+    }
+    let data = match map.get("data") {
+        Some(n) => match n.to_json() {
+            serde_json::Value::Object(o) => o,
+            _ => {
+                r.error(n.pos, "wrong_type", "`data` must be a mapping of fields to values".to_string(), None);
+                serde_json::Map::new()
+            }
+        },
+        None => serde_json::Map::new(),
+    };
+    let catch_up_once = match map.get("catch_up").and_then(|n| r.string(n, "`catch_up`")) {
+        Some(c) if c.value == "once" => true,
+        Some(c) if c.value == "skip" => false,
+        Some(c) => {
+            r.error(
+                c.pos,
+                "invalid_value",
+                format!("`catch_up: {}` is not known", c.value),
+                Some("use `once` (run the latest missed period) or `skip`".into()),
+            );
+            true
+        }
+        None => true,
+    };
+    map.finish(r, "a schedule");
+    let name = name?;
+    Some(ScheduleDef {
+        title: title.or_name(&name.value),
+        name: name.value,
+        file: r.file.to_string(),
+        pos: name.pos,
+        workflow: workflow?,
+        every: every?,
+        at,
+        timezone,
+        record,
+        filter,
+        data,
+        catch_up_once,
+    })
 }

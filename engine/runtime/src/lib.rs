@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod notify;
 pub mod records;
 pub mod reload;
+pub mod schedules;
 pub mod sources;
 pub mod tokens;
 pub mod watch;

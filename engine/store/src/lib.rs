@@ -158,6 +158,11 @@ pub enum Job {
     SetCurrentBundle(String),
     /// Drops a timer that no longer applies (the instance left the state).
     DropTimer(TimerSpec),
+    /// Sets a small named value (e.g. the last period a schedule ran for).
+    SetMeta {
+        key: String,
+        value: String,
+    },
     MarkRead {
         user: String,
         seq: u64,
@@ -370,6 +375,9 @@ pub trait Store: Send + Sync + 'static {
     }
     fn outbox(&self) -> Result<Vec<OutboxItem>> {
         read_with(self, logic::outbox)
+    }
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        read_with(self, |r| Ok(r.get(tables::Table::Meta, &format!("user{}{key}", tables::SEP))?.map(|v| String::from_utf8_lossy(&v).to_string())))
     }
 }
 

@@ -457,6 +457,10 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             Ok(CommitOutcome::Committed)
         }
+        Job::SetMeta { key: k, value } => {
+            w.put(Table::Meta, &format!("user{SEP}{k}"), value.as_bytes())?;
+            Ok(CommitOutcome::Committed)
+        }
         Job::DropTimer(t) => {
             drop_timer(w, t)?;
             Ok(CommitOutcome::Committed)

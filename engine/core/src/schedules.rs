@@ -1,0 +1,106 @@
+//! Schedule periods: which period a moment falls in. Pure.
+
+use flowform_model::ScheduleDef;
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+fn at_time(at: &str) -> Time {
+    let (h, m) = at.split_once(':').unwrap_or(("0", "0"));
+    Time::new(h.parse().unwrap_or(0), m.parse().unwrap_or(0), 0, 0).unwrap_or_default()
+}
+
+fn start_of(date: Date, at: Time, tz: &TimeZone) -> Option<Timestamp> {
+    Some(date.to_datetime(at).to_zoned_datetime(tz.clone()).ok()?.timestamp())
+}
+
+/// The latest period of the schedule that has started at `now`: its key (e.g.
+/// `2026-12` for a monthly schedule) and its start.
+pub fn period(def: &ScheduleDef, now: &str) -> Option<(String, String)> {
+    let tz = TimeZone::get(&def.timezone.value).ok()?;
+    let now: Timestamp = now.parse().ok()?;
+    let local = now.to_zoned_datetime(tz.clone());
+    let at = at_time(&def.at);
+    let n = def.every.1.max(1) as i64;
+    let (key, start) = match def.every.0.as_str() {
+        "months" => {
+            let mut date = local.date().first_of_month();
+            if start_of(date, at, &tz)? > now {
+                date = date.checked_sub(jiff::Span::new().months(1)).ok()?;
+            }
+            while (date.year() as i64 * 12 + date.month() as i64 - 1) % n != 0 {
+                date = date.checked_sub(jiff::Span::new().months(1)).ok()?;
+            }
+            (format!("{:04}-{:02}", date.year(), date.month()), start_of(date, at, &tz)?)
+        }
+        "weeks" | "days" => {
+            let step = if def.every.0 == "weeks" { 7 } else { 1 };
+            let mut date = local.date();
+            if step == 7 {
+                date = date.checked_sub(jiff::Span::new().days(date.weekday().to_monday_zero_offset() as i64)).ok()?;
+            }
+            if start_of(date, at, &tz)? > now {
+                date = date.checked_sub(jiff::Span::new().days(step)).ok()?;
+            }
+            let epoch = Date::new(1970, 1, 5).ok()?;
+            let days = |d: Date| (d - epoch).get_days() as i64;
+            while (days(date) / step) % n != 0 {
+                date = date.checked_sub(jiff::Span::new().days(step)).ok()?;
+            }
+            (date.to_string(), start_of(date, at, &tz)?)
+        }
+        "hours" | "minutes" => {
+            let unit = if def.every.0 == "hours" { 3600 } else { 60 };
+            let len = unit * n;
+            let secs = now.as_second();
+            let start = secs - secs.rem_euclid(len);
+            let ts = Timestamp::from_second(start).ok()?;
+            (format!("{}", ts.to_zoned_datetime(tz.clone()).datetime()), ts)
+        }
+        _ => return None,
+    };
+    Some((key, format!("{start:.3}")))
+}
+
+/// Whether a period's start is so long ago that `catch_up: skip` leaves it out.
+pub fn missed(start: &str, now: &str) -> bool {
+    match (start.parse::<Timestamp>(), now.parse::<Timestamp>()) {
+        (Ok(s), Ok(n)) => n.duration_since(s) > SignedDuration::from_mins(15),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowform_model::{Label, Pos, Sp};
+
+    fn def(unit: &str, n: u32) -> ScheduleDef {
+        ScheduleDef {
+            name: "s".into(),
+            file: String::new(),
+            pos: Pos::default(),
+            title: Label::default(),
+            workflow: Sp::new("w".into(), Pos::default()),
+            every: (unit.into(), n),
+            at: "08:00".into(),
+            timezone: Sp::new("Asia/Shanghai".into(), Pos::default()),
+            record: None,
+            filter: Vec::new(),
+            data: Default::default(),
+            catch_up_once: true,
+        }
+    }
+
+    #[test]
+    fn periods() {
+        // 2026-12-01 07:59 in Shanghai is still November's period.
+        assert_eq!(period(&def("months", 1), "2026-11-30T23:59:00Z").unwrap().0, "2026-11");
+        assert_eq!(period(&def("months", 1), "2026-12-01T00:00:00Z").unwrap(), ("2026-12".into(), "2026-12-01T00:00:00.000Z".into()));
+        assert_eq!(period(&def("months", 3), "2026-12-15T00:00:00Z").unwrap().0, "2026-10");
+        assert_eq!(period(&def("days", 1), "2026-11-25T01:00:00Z").unwrap().0, "2026-11-25");
+        assert_eq!(period(&def("days", 1), "2026-11-24T23:00:00Z").unwrap().0, "2026-11-24");
+        assert_eq!(period(&def("weeks", 1), "2026-11-25T01:00:00Z").unwrap().0, "2026-11-23");
+        assert_eq!(period(&def("hours", 2), "2026-11-25T01:30:00Z").unwrap().1, "2026-11-25T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,98 @@
+//! Running schedules: one instance per matching record and period, never twice.
+
+use crate::{CommandError, CommandOptions, Runtime};
+use flowform_core::{Actor, Lang};
+use flowform_store::Job;
+use serde_json::{Map, Value};
+
+/// What one schedule did in one round.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ScheduleRun {
+    pub schedule: String,
+    pub period: String,
+    pub started: usize,
+    pub skipped: bool,
+}
+
+fn fill_value(v: &Value, record: &flowform_core::records::Record) -> Value {
+    match v {
+        Value::String(s) if s.contains('{') => {
+            let mut data = record.data.clone();
+            data.insert("id".into(), Value::String(record.id.clone()));
+            data.insert("title".into(), Value::String(record.title.clone()));
+            // A lone `{field}` keeps the field's type (a number stays a number).
+            let inner = s.trim();
+            if inner.starts_with('{') && inner.ends_with('}') && inner.matches('{').count() == 1 {
+                let name = &inner[1..inner.len() - 1];
+                if let Some(v) = data.get(name) {
+                    return v.clone();
+                }
+            }
+            Value::String(flowform_core::records::fill(s, &data, None, ""))
+        }
+        other => other.clone(),
+    }
+}
+
+impl Runtime {
+    /// Starts the instances of every schedule whose current period has not run
+    /// yet. Each instance is started with an idempotency key made of the
+    /// schedule, the period and the record, so a crash half-way and a rerun
+    /// never make duplicates; the period is marked done after all are started.
+    pub async fn run_schedules(&self) -> Result<Vec<ScheduleRun>, CommandError> {
+        let bundle = self.bundle();
+        let now = self.now();
+        let mut runs = Vec::new();
+        for sc in bundle.model.schedules.values() {
+            let Some((period, start)) = flowform_core::schedules::period(sc, &now) else { continue };
+            let meta_key = format!("schedule:{}", sc.name);
+            let store = self.store.clone();
+            let last = tokio::task::spawn_blocking({
+                let k = meta_key.clone();
+                move || store.meta(&k)
+            })
+            .await
+            .map_err(|e| CommandError::Internal(e.to_string()))??;
+            if last.as_deref() == Some(period.as_str()) {
+                continue;
+            }
+            let mut run = ScheduleRun { schedule: sc.name.clone(), period: period.clone(), started: 0, skipped: false };
+            if !sc.catch_up_once && flowform_core::schedules::missed(&start, &now) {
+                run.skipped = true;
+            } else {
+                let actor = Actor {
+                    id: format!("schedule:{}", sc.name),
+                    name: sc.title.get("zh-CN", &sc.name).to_string(),
+                    roles: bundle.model.roles.keys().cloned().collect(),
+                    teams: bundle.model.teams.keys().cloned().collect(),
+                };
+                let records = match &sc.record {
+                    Some(rt) => self
+                        .store
+                        .records(&rt.value)?
+                        .into_iter()
+                        .filter(|r| !r.archived && sc.filter.iter().all(|(f, v)| r.data.get(&f.value).and_then(Value::as_str) == Some(v.as_str())))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let targets: Vec<Option<flowform_core::records::Record>> =
+                    if sc.record.is_some() { records.into_iter().map(Some).collect() } else { vec![None] };
+                for target in targets {
+                    let data: Map<String, Value> =
+                        sc.data.iter().map(|(k, v)| (k.clone(), target.as_ref().map_or_else(|| v.clone(), |r| fill_value(v, r)))).collect();
+                    let key = format!("schedule:{}:{}:{}", sc.name, period, target.as_ref().map_or("-", |r| r.id.as_str()));
+                    let opts = CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(key), expected_version: None };
+                    match self.start(&sc.workflow.value, &Value::Object(data), &actor, &opts).await {
+                        Ok(_) => run.started += 1,
+                        Err(e) => tracing::warn!(schedule = %sc.name, record = ?target.as_ref().map(|r| &r.id), error = %e, "scheduled start refused"),
+                    }
+                }
+            }
+            let store = self.store.clone();
+            let job = Job::SetMeta { key: meta_key, value: period };
+            tokio::task::spawn_blocking(move || store.submit(job)).await.map_err(|e| CommandError::Internal(e.to_string()))??;
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+}
