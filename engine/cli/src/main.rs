@@ -109,6 +109,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Run YAML scenarios (given/when/then over the API, with a virtual clock)
+    /// against the definitions in DIR, on a throw-away store: try a change
+    /// before it goes live.
+    Test {
+        /// Scenario files, or folders of them (default: tests/scenarios).
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Demo data to load first (default: DIR/examples/hospital when it exists).
+        #[arg(long)]
+        demo_dir: Option<PathBuf>,
+    },
     /// Import records from a CSV or Excel file: every row is checked first;
     /// nothing is written if any row is invalid (unless --skip-invalid).
     Import {
@@ -186,6 +198,7 @@ fn main() -> ExitCode {
         Command::Bench { dir, instances, clients, durable_instances, reload: None } => {
             bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS)
         }
+        Command::Test { paths, dir, demo_dir } => test(paths, &dir, demo_dir),
         Command::Import { record_type, file, dry_run, skip_invalid, dir, data, lang } => import(&record_type, &file, dry_run, skip_invalid, &dir, &data, &lang),
         Command::Export { record_type, out, filters, dir, data, lang } => export(&record_type, &out, filters, &dir, &data, &lang).map(|_| ExitCode::SUCCESS),
         Command::Diff { old, new, data, format } => diff(&old, &new, &data, format).map(|_| ExitCode::SUCCESS),
@@ -356,6 +369,39 @@ fn migrate(workflow: String, to: String, map: Vec<(String, String)>, dry_run: bo
         }
     }
     Ok(if report.blocked.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn test(paths: Vec<PathBuf>, dir: &Path, demo_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let paths = if paths.is_empty() { vec![dir.join("tests/scenarios")] } else { paths };
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> =
+                std::fs::read_dir(&p)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p);
+        }
+    }
+    if files.is_empty() {
+        bail!("no scenario files found");
+    }
+    load(dir)?;
+    let demo = demo_dir.or_else(|| Some(dir.join("examples/hospital")).filter(|d| d.is_dir()));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut failed = 0;
+    for f in &files {
+        match rt.block_on(flowform_testkit::scenario::run_file_in(f, dir, demo.as_deref())) {
+            Ok(()) => say!("ok    {}", f.display()),
+            Err(e) => {
+                failed += 1;
+                say!("FAIL  {}\n      {e}", f.display());
+            }
+        }
+    }
+    say!("{} scenario(s), {} failed", files.len(), failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn lang_of(lang: &str) -> flowform_core::Lang {

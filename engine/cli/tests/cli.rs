@@ -338,3 +338,18 @@ fn check_reports_a_template_variable_that_notifications_do_not_provide() {
     );
     assert!(out.contains("unknown template `acceptd`") && out.contains("did you mean `accepted`?"), "{out}");
 }
+
+#[test]
+fn test_runs_scenarios_against_a_changed_copy_before_it_goes_live() {
+    let out = bin().args(["test", "--dir"]).arg(repo()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("ok    ") && text.contains(", 0 failed"), "{text}");
+    // A business change that breaks a scenario: the SLA of urgent orders goes to 60 minutes.
+    let dir = app_copy();
+    edit(dir.path(), "rules/dispatch.rhai", "\"urgent\" => 30,", "\"urgent\" => 60,");
+    let out = bin().args(["test", "--dir"]).arg(dir.path()).arg(repo().join("tests/scenarios/lift_entrapment_sla.yaml")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL") && text.contains("sla_minutes: expected 30, got 60"), "{text}");
+}

@@ -25,7 +25,7 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub scenario: String,
-    /// A fixture directory under tests/fixtures; the hospital app when absent.
+    /// Another application directory, relative to the scenario file; the app under test when absent.
     #[serde(default)]
     pub app: Option<String>,
     pub steps: Vec<Step>,
@@ -46,6 +46,10 @@ pub struct Step {
     pub wait: Option<String>,
     /// `history: N` checks the current instance has N events.
     pub history: Option<usize>,
+    /// `instance: {...}` checks the current instance (as `GET /api/v1/instances/{id}` shows it).
+    pub instance: Option<Map<String, Value>>,
+    /// `inbox: { user: [template, ...] }` checks the templates in users' inboxes, newest first.
+    pub inbox: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// `en` or `zh-CN` for messages.
     pub lang: Option<String>,
     /// What the step is for; shown in failures.
@@ -90,14 +94,24 @@ pub fn matches(expected: &Value, actual: &Value, path: &str) -> Result<(), Strin
     }
 }
 
+/// Runs a scenario file against the hospital app of this repository (or the
+/// app named by its `app:`, relative to the file).
 pub async fn run_file(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let root = crate::repo_root();
+    run_file_in(path, &root, Some(&root.join("examples/hospital"))).await
+}
+
+/// Runs a scenario file against the application in `app_dir`, with the demo
+/// data of `demo_dir`, on a temporary store and a virtual clock.
+pub async fn run_file_in(path: &Path, app_dir: &Path, demo_dir: Option<&Path>) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let scenario: Scenario = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let data = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut app = match &scenario.app {
-        None => TestApp::hospital(),
-        Some(name) => {
-            let dir = crate::fixture(name);
-            TestApp::start(&dir, Some(&dir), tempfile::tempdir().map_err(|e| e.to_string())?)
+        None => TestApp::try_start(app_dir, demo_dir, data)?,
+        Some(rel) => {
+            let dir = path.parent().unwrap_or(Path::new(".")).join(rel);
+            TestApp::try_start(&dir, Some(&dir), data)?
         }
     };
     let mut current: Option<String> = None;
@@ -112,6 +126,9 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
 async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) -> Result<(), String> {
     if let Some(wait) = &step.wait {
         app.clock.advance(duration(wait)?);
+        // Time passed: what is due happens now, as the server's timer loop would do.
+        let runtime = app.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     }
     let lang = step.lang.as_deref().unwrap_or("zh-CN");
     let headers = [("accept-language", lang)];
@@ -143,6 +160,21 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) 
             && let Some(id) = response.body.get("id").and_then(Value::as_str)
         {
             *current = Some(id.to_string());
+        }
+    }
+    if let Some(expect) = &step.instance {
+        let id = current.clone().ok_or("`instance` before any `start`")?;
+        let view = app.get(&format!("/api/v1/instances/{id}"), "admin").await.body;
+        matches(&Value::Object(expect.clone()), &view, "instance")?;
+    }
+    if let Some(inboxes) = &step.inbox {
+        for (user, expected) in inboxes {
+            let items = app.get("/api/v1/inbox", user).await.body;
+            let got: Vec<String> =
+                items["items"].as_array().map(|a| a.iter().filter_map(|i| i["template"].as_str().map(str::to_string)).collect()).unwrap_or_default();
+            if &got != expected {
+                return Err(format!("inbox of {user}: expected {expected:?}, got {got:?}"));
+            }
         }
     }
     if let Some(n) = step.history {
