@@ -25,6 +25,7 @@ fn actors() -> Vec<Actor> {
         name: id.into(),
         roles: roles.iter().map(|s| s.to_string()).collect(),
         teams: teams.iter().map(|s| s.to_string()).collect(),
+        email: None,
     };
     vec![
         a("nurse", &["staff"], &[]),

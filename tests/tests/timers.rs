@@ -198,26 +198,33 @@ async fn a_webhook_that_fails_twice_gets_exactly_one_copy_and_never_slows_the_co
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     app.clock.advance(SignedDuration::from_mins(20));
     fire(&app).await;
+    let wecom = |v: &Value| v["items"].as_array().unwrap().iter().filter(|i| i["channel"] == "wecom_duty_group").cloned().collect::<Vec<_>>();
     let outbox = app.get("/api/v1/admin/outbox", "admin").await.expect(200);
-    assert_eq!(outbox["items"].as_array().unwrap().len(), 1, "one escalation message for the WeCom group: {outbox}");
+    assert_eq!(wecom(&outbox).len(), 1, "one escalation message for the WeCom group: {outbox}");
     let deliver = |app: &TestApp| {
         let runtime = app.runtime.clone();
         async move { tokio::task::spawn_blocking(move || runtime.deliver_outbox()).await.unwrap().unwrap() }
     };
-    assert_eq!(deliver(&app).await, (0, 1));
-    assert_eq!(deliver(&app).await, (0, 0), "backoff: not due again yet");
+    deliver(&app).await;
+    assert_eq!(wecom_attempts(&mut app).await, (1, "pending".into()));
+    deliver(&app).await;
+    assert_eq!(wecom_attempts(&mut app).await, (1, "pending".into()), "backoff: not due again yet");
     app.clock.advance(SignedDuration::from_secs(1));
-    assert_eq!(deliver(&app).await, (0, 1));
+    deliver(&app).await;
+    assert_eq!(wecom_attempts(&mut app).await, (2, "pending".into()));
     app.clock.advance(SignedDuration::from_secs(2));
-    assert_eq!(deliver(&app).await, (1, 0));
+    deliver(&app).await;
+    assert_eq!(wecom_attempts(&mut app).await, (3, "delivered".into()));
     app.clock.advance(SignedDuration::from_hours(1));
-    assert_eq!(deliver(&app).await, (0, 0), "delivered messages are not sent again");
+    deliver(&app).await;
+    assert_eq!(wecom_attempts(&mut app).await, (3, "delivered".into()), "delivered messages are not sent again");
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     let body: Value = serde_json::from_str(&got[0]).unwrap();
     assert_eq!(body["msgtype"], "text");
     assert_eq!(body["text"]["content"], format!("【升级】{} 超时未接单", wo["id"].as_str().unwrap()));
-    let item = &app.get("/api/v1/admin/outbox", "admin").await.expect(200)["items"][0];
+    let all = app.get("/api/v1/admin/outbox", "admin").await.expect(200);
+    let item = &wecom(&all)[0];
     assert_eq!((item["status"].as_str(), item["attempts"].as_u64(), item["last_error"].as_str()), (Some("delivered"), Some(3), None));
     assert_eq!(app.get("/api/v1/admin/outbox", "nurse_li").await.expect(403)["code"], "forbidden");
 }
@@ -255,7 +262,7 @@ async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_
     app.clock.set("2026-12-01T00:00:00Z".parse().unwrap());
     let store = app.runtime.store().clone();
     let some: Vec<String> = store.records("asset").unwrap().into_iter().take(20).map(|r| r.id).collect();
-    let actor = flowform_core::Actor { id: "schedule:monthly_inspection".into(), name: "x".into(), roles: vec!["admin".into()], teams: vec![] };
+    let actor = flowform_core::Actor { id: "schedule:monthly_inspection".into(), name: "x".into(), roles: vec!["admin".into()], teams: vec![], email: None };
     for id in &some {
         let asset = store.record("asset", id).unwrap().unwrap();
         let data = json!({"asset": id, "category": asset.data["category"], "plan": format!("月度巡检 {}", asset.data["name"].as_str().unwrap())});
@@ -273,4 +280,70 @@ async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_
     assert_eq!(one["state"], "planned");
     assert!(one["assignment"]["team"].as_str().is_some());
     assert!(one["data"]["plan"].as_str().unwrap().starts_with("月度巡检 "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalations_are_emailed_over_smtp() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    // A minimal SMTP server on loopback that keeps every message it is given.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let store = mails.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+                let mut data = None::<String>;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(buf) = data.as_mut() {
+                        if line == "." {
+                            store.lock().unwrap().push(data.take().unwrap());
+                            write.write_all(b"250 queued\r\n").await.unwrap();
+                        } else {
+                            buf.push_str(&line);
+                            buf.push('\n');
+                        }
+                        continue;
+                    }
+                    let upper = line.to_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250 test\r\n"
+                    } else if upper.starts_with("DATA") {
+                        data = Some(String::new());
+                        b"354 go ahead\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        write.write_all(b"221 bye\r\n").await.unwrap();
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    let mut app = TestApp::hospital();
+    app.runtime.set_variable("FLOWFORM_SMTP_URL", &format!("smtp://{addr}"));
+    app.runtime.set_variable("FLOWFORM_MAIL_FROM", "报修系统 <noreply@hospital.example>");
+    app.start_instance("repair", "nurse_li", entrapment()).await.expect(201);
+    app.clock.advance(SignedDuration::from_mins(20));
+    fire(&app).await;
+    let runtime = app.runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.deliver_outbox()).await.unwrap().unwrap();
+    let got = mails.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "one mail to the dispatcher and one to the manager (the users with an address)");
+    assert!(got.iter().any(|m| m.contains("liu.dispatch@hospital.example")) && got.iter().any(|m| m.contains("zheng.facilities@hospital.example")));
+    let outbox = app.get("/api/v1/admin/outbox?status=delivered", "admin").await.expect(200);
+    assert_eq!(outbox["items"].as_array().unwrap().iter().filter(|i| i["channel"] == "email").count(), 2);
+}
+
+async fn wecom_attempts(app: &mut TestApp) -> (u64, String) {
+    let v = app.get("/api/v1/admin/outbox", "admin").await.expect(200);
+    let item = v["items"].as_array().unwrap().iter().find(|i| i["channel"] == "wecom_duty_group").cloned().unwrap();
+    (item["attempts"].as_u64().unwrap(), item["status"].as_str().unwrap().to_string())
 }

@@ -467,7 +467,7 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
             allowed_from: t.from.iter().map(|f| f.value.clone()).collect(),
         });
     }
-    let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new() };
+    let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None };
     let mut base = instance.clone();
     for (k, v) in set {
         base.data.insert(k.clone(), v.clone());

@@ -14,6 +14,9 @@ pub struct Actor {
     pub roles: Vec<String>,
     #[serde(default)]
     pub teams: Vec<String>,
+    /// Where `email` notifications go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl Actor {

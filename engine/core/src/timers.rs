@@ -90,7 +90,7 @@ pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &m
 }
 
 fn system() -> Actor {
-    Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new() }
+    Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None }
 }
 
 /// Fires a due timer. `None` when it no longer applies (the instance left the

@@ -25,15 +25,15 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
             check_template_variables(&t.file, src, diags);
         }
         for c in &t.channels {
-            if c.value != "inbox" && !model.webhooks.contains_key(&c.value) {
-                let names: Vec<&str> = std::iter::once("inbox").chain(model.webhooks.keys().map(String::as_str)).collect();
+            if c.value != "inbox" && c.value != "email" && !model.webhooks.contains_key(&c.value) {
+                let names: Vec<&str> = ["inbox", "email"].into_iter().chain(model.webhooks.keys().map(String::as_str)).collect();
                 err(
                     diags,
                     &t.file,
                     c.pos,
                     "unknown_channel",
                     format!("unknown channel `{}`", c.value),
-                    did_you_mean(&c.value, names.iter().copied()).or(Some("use `inbox` or the name of a `webhook:`".into())),
+                    did_you_mean(&c.value, names.iter().copied()).or(Some("use `inbox`, `email` or the name of a `webhook:`".into())),
                 );
             }
         }

@@ -42,6 +42,8 @@ struct DemoUser {
     /// Every role of the bundle (the `admin` user of the demo).
     #[serde(default)]
     all_roles: bool,
+    #[serde(default)]
+    email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -100,7 +102,7 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
     if store.users()?.is_empty() {
         loaded.users = load_users(&dir.join(&manifest.users), &bundle, store.as_ref())?;
     }
-    let loader = Actor { id: "demo".into(), name: "demo data".into(), roles: bundle.model.roles.keys().cloned().collect(), teams: Vec::new() };
+    let loader = Actor { id: "demo".into(), name: "demo data".into(), roles: bundle.model.roles.keys().cloned().collect(), teams: Vec::new(), email: None };
     for entry in &manifest.records {
         let path = dir.join(&entry.file);
         let shown = path.display().to_string();
@@ -175,7 +177,13 @@ fn load_users(path: &Path, bundle: &Bundle, store: &dyn flowform_store::Store) -
                 return Err(DemoError::Invalid { path: shown, message: format!("user `{}` has unknown team `{t}` {hint}", u.id) });
             }
         }
-        let actor = Actor { id: u.id, name: u.name, roles: if u.all_roles { roles.iter().map(|r| r.to_string()).collect() } else { u.roles }, teams: u.teams };
+        let actor = Actor {
+            id: u.id,
+            name: u.name,
+            roles: if u.all_roles { roles.iter().map(|r| r.to_string()).collect() } else { u.roles },
+            teams: u.teams,
+            email: u.email,
+        };
         store.put_user(&actor)?;
         loaded.push(actor);
     }

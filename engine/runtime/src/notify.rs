@@ -116,7 +116,25 @@ impl Runtime {
                     });
                 }
             }
-            for channel in channels.iter().filter(|c| *c != "inbox") {
+            if channels.iter().any(|c| c == "email") {
+                for user in self.recipients(&spec.to, instance)? {
+                    let Some(address) = self.store.user(&user)?.and_then(|u| u.email) else { continue };
+                    outbox.push(OutboxItem {
+                        seq: 0,
+                        channel: "email".into(),
+                        url: format!("mailto:{address}"),
+                        body: json!({"subject": title, "text": body}).to_string(),
+                        template: spec.template.clone(),
+                        instance_id: Some(instance.id.clone()),
+                        created_at: now.clone(),
+                        status: "pending".into(),
+                        attempts: 0,
+                        next_at: now.clone(),
+                        last_error: None,
+                    });
+                }
+            }
+            for channel in channels.iter().filter(|c| *c != "inbox" && *c != "email") {
                 let Some(hook) = bundle.model.webhooks.get(channel) else { continue };
                 context["title"] = json!(title);
                 context["body"] = json!(body);
@@ -152,7 +170,11 @@ impl Runtime {
         let bundle = self.bundle();
         for item in self.store.outbox()?.into_iter().filter(|i| i.status == "pending" && i.next_at <= now) {
             let content_type = bundle.model.webhooks.get(&item.channel).map_or("application/json", |w| w.content_type.as_str()).to_string();
-            let result = self.expand_variables(&item.url).and_then(|url| post(&url, &content_type, &item.body));
+            let result = if item.channel == "email" {
+                self.send_mail(&item)
+            } else {
+                self.expand_variables(&item.url).and_then(|url| post(&url, &content_type, &item.body))
+            };
             let job = match result {
                 Ok(()) => {
                     delivered += 1;
@@ -250,6 +272,34 @@ impl Runtime {
         if let Ok(mut v) = self.variables.lock() {
             v.insert(name.to_string(), value.to_string());
         }
+    }
+
+    fn variable(&self, name: &str) -> Option<String> {
+        self.variables.lock().ok().and_then(|v| v.get(name).cloned()).or_else(|| std::env::var(name).ok())
+    }
+
+    /// Sends an `email` outbox item over SMTP: `FLOWFORM_SMTP_URL`
+    /// (`smtp://host:port`, a relay without TLS or login) and `FLOWFORM_MAIL_FROM`.
+    fn send_mail(&self, item: &OutboxItem) -> Result<(), String> {
+        use lettre::Transport;
+        let smtp = self.variable("FLOWFORM_SMTP_URL").ok_or("FLOWFORM_SMTP_URL is not set")?;
+        let from = self.variable("FLOWFORM_MAIL_FROM").ok_or("FLOWFORM_MAIL_FROM is not set")?;
+        let hostport = smtp.strip_prefix("smtp://").ok_or_else(|| format!("FLOWFORM_SMTP_URL must look like smtp://host:25, not {smtp}"))?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.trim_end_matches('/').parse::<u16>().map_err(|_| format!("bad port in {smtp}"))?),
+            None => (hostport.trim_end_matches('/').to_string(), 25),
+        };
+        let to = item.url.strip_prefix("mailto:").unwrap_or(&item.url);
+        let content: Value = serde_json::from_str(&item.body).map_err(|e| e.to_string())?;
+        let message = lettre::Message::builder()
+            .from(from.parse().map_err(|e| format!("FLOWFORM_MAIL_FROM: {e}"))?)
+            .to(to.parse().map_err(|e| format!("address {to}: {e}"))?)
+            .subject(content["subject"].as_str().unwrap_or_default())
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(content["text"].as_str().unwrap_or_default().to_string())
+            .map_err(|e| e.to_string())?;
+        let transport = lettre::SmtpTransport::builder_dangerous(host).port(port).timeout(Some(std::time::Duration::from_secs(10))).build();
+        transport.send(&message).map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn expand_variables(&self, url: &str) -> Result<String, String> {

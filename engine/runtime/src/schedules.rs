@@ -65,6 +65,7 @@ impl Runtime {
                     name: sc.title.get("zh-CN", &sc.name).to_string(),
                     roles: bundle.model.roles.keys().cloned().collect(),
                     teams: bundle.model.teams.keys().cloned().collect(),
+                    email: None,
                 };
                 let records = match &sc.record {
                     Some(rt) => self

@@ -71,7 +71,7 @@ fn semantics(store: &dyn Store) {
     assert_eq!(page2.next, None);
     let s2 = store.instances(&InstanceFilter { limit: 10, state: Some("s2".into()), ..Default::default() }).unwrap();
     assert_eq!(s2.items.len(), 1);
-    let user = Actor { id: "nurse".into(), name: "Li".into(), roles: vec!["staff".into()], teams: vec![] };
+    let user = Actor { id: "nurse".into(), name: "Li".into(), roles: vec!["staff".into()], teams: vec![], email: None };
     store.put_user(&user).unwrap();
     store.add_token("hash", "nurse").unwrap();
     assert_eq!(store.user_for_token("hash").unwrap(), Some(user));
