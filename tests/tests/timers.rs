@@ -30,11 +30,11 @@ async fn a_lift_entrapment_reminds_at_5_minutes_escalates_at_20_and_breaches_at_
 
     app.clock.advance(SignedDuration::from_mins(4));
     assert_eq!(fire(&app).await, 0, "nothing is due at 4 minutes");
-    assert!(inbox(&mut app, "tech_sun").await.is_empty());
+    assert_eq!(inbox(&mut app, "tech_sun").await, vec!["dispatched"], "the team heard of the new order at once");
 
     app.clock.advance(SignedDuration::from_mins(1));
     assert_eq!(fire(&app).await, 1);
-    assert_eq!(inbox(&mut app, "tech_sun").await, vec!["accept_reminder"], "the elevator team is reminded at 5 minutes");
+    assert_eq!(inbox(&mut app, "tech_sun").await, vec!["accept_reminder", "dispatched"], "the elevator team is reminded at 5 minutes");
     assert!(inbox(&mut app, "tech_wang").await.is_empty(), "other teams are not");
     let item = &app.get("/api/v1/inbox", "tech_sun").await.expect(200)["items"][0];
     assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{id} 门诊楼 2 号电梯"));
@@ -61,7 +61,7 @@ async fn a_lift_entrapment_reminds_at_5_minutes_escalates_at_20_and_breaches_at_
 
     let read = app.get("/api/v1/inbox", "tech_sun").await.expect(200)["items"][0]["seq"].as_u64().unwrap();
     app.post(&format!("/api/v1/inbox/{read}/read"), "tech_sun", json!({})).await.expect(200);
-    assert_eq!(app.get("/api/v1/inbox?unread=true", "tech_sun").await.expect(200)["unread"], 0);
+    assert_eq!(app.get("/api/v1/inbox?unread=true", "tech_sun").await.expect(200)["unread"], 1, "the dispatch notice is still unread");
     app.post(&format!("/api/v1/inbox/{read}/read"), "tech_wang", json!({})).await.expect(404);
 }
 
@@ -77,7 +77,7 @@ async fn leaving_the_state_cancels_its_timers() {
     assert!(app.runtime.store().timers_of(&id).unwrap().is_empty());
     app.clock.advance(SignedDuration::from_hours(2));
     assert_eq!(fire(&app).await, 0);
-    assert!(inbox(&mut app, "tech_sun").await.is_empty());
+    assert_eq!(inbox(&mut app, "tech_sun").await, vec!["dispatched"], "no reminder after it was accepted");
     assert_eq!(app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200)["overdue"], false);
 }
 
@@ -127,7 +127,7 @@ async fn due_timers_fire_exactly_once_across_a_restart() {
         let history = app.get(&format!("/api/v1/instances/{id}/history"), "admin").await.expect(200);
         assert_eq!(history.as_array().unwrap().iter().filter(|e| e["kind"] == "timer").count(), 3);
     }
-    assert_eq!(inbox(&mut app, "tech_sun").await.len(), 3);
+    assert_eq!(inbox(&mut app, "tech_sun").await.iter().filter(|t| *t == "accept_reminder").count(), 3);
 }
 
 #[tokio::test]
@@ -346,4 +346,32 @@ async fn wecom_attempts(app: &mut TestApp) -> (u64, String) {
     let v = app.get("/api/v1/admin/outbox", "admin").await.expect(200);
     let item = v["items"].as_array().unwrap().iter().find(|i| i["channel"] == "wecom_duty_group").cloned().unwrap();
     (item["attempts"].as_u64().unwrap(), item["status"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn storekeepers_hear_once_when_a_part_falls_below_its_minimum() {
+    let mut app = TestApp::hospital();
+    let notify = |app: &TestApp| {
+        let runtime = app.runtime.clone();
+        async move { tokio::task::spawn_blocking(move || runtime.notify_ledger_events()).await.unwrap().unwrap() }
+    };
+    assert_eq!(notify(&app).await, 0, "the demo stock starts with no crossing");
+    // P-006 (温控器): minimum 5; 15 + 10 + 5 in three warehouses. Take 26 out of them.
+    app.post(
+        "/api/v1/ledgers/stock/movements",
+        "keeper_qian",
+        json!({"movements": [
+            {"kind": "issue", "part": "P-006", "warehouse": "WH-ZY-B-1", "quantity": 15},
+            {"kind": "issue", "part": "P-006", "warehouse": "WH-DY-A-1", "quantity": 10},
+            {"kind": "issue", "part": "P-006", "warehouse": "WH-ZY-C-1", "quantity": 1}
+        ]}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(notify(&app).await, 2, "to each storekeeper (keeper_qian, and admin who has every role)");
+    assert_eq!(notify(&app).await, 0, "each crossing is notified once");
+    let item = app.get("/api/v1/inbox", "keeper_qian").await.expect(200)["items"][0].clone();
+    assert_eq!(item["template"], "low_stock");
+    assert_eq!(item["title"], "【库存不足】温控器 数显");
+    assert!(item["body"].as_str().unwrap().contains("可用合计 4,低于最低库存 5"), "{item}");
 }

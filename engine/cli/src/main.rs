@@ -558,7 +558,13 @@ fn fire_timers(runtime: Arc<Runtime>) {
             if let Err(e) = runtime.run_schedules().await {
                 tracing::warn!(error = %e, "running schedules failed; retrying");
             }
-            let result = tokio::task::spawn_blocking(move || (runtime.fire_due_timers(), runtime.deliver_outbox())).await;
+            let result = tokio::task::spawn_blocking(move || {
+                if let Err(e) = runtime.notify_ledger_events() {
+                    tracing::warn!(error = %e, "ledger notifications failed; retrying");
+                }
+                (runtime.fire_due_timers(), runtime.deliver_outbox())
+            })
+            .await;
             if let Ok((timers, outbox)) = result {
                 match timers {
                     Ok(n) if n > 0 => tracing::info!(fired = n, "timers fired"),

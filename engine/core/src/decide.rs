@@ -338,6 +338,20 @@ fn finish(
     let changes = diff(&before, &after);
     if before.assignment != after.assignment {
         effects.push(Effect::Assigned { assignment: after.assignment.clone() });
+        // Dispatched (or re-dispatched) to a team or vendor; an assignee taking it is not.
+        let dispatched = before.assignment.team != after.assignment.team || before.assignment.vendor != after.assignment.vendor;
+        if dispatched
+            && let Some(wf) = bundle.workflow(&after.workflow)
+            && !wf.on_assigned.is_empty()
+        {
+            effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&wf.on_assigned) });
+        }
+    }
+    if kind == EventKind::Started
+        && let Some(wf) = bundle.workflow(&after.workflow)
+        && !wf.start.notify.is_empty()
+    {
+        effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&wf.start.notify) });
     }
     if !postings.is_empty() {
         effects.push(Effect::Post { postings });

@@ -108,8 +108,11 @@ pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -
         }
         let mut after = instance.clone();
         after.overdue = true;
-        let outcome =
+        let mut outcome =
             crate::decide::finish_system(bundle, instance.clone(), after, EventKind::Timer, None, json!({"timer": "sla", "due_at": spec.due_at}), &actor, now)?;
+        if !state.sla_notify.is_empty() {
+            outcome.effects.push(Effect::Notify { notifications: notify_specs(&state.sla_notify) });
+        }
         return Ok(Some(outcome));
     }
     let Some(index) = spec.timer.strip_prefix("step:").and_then(|i| i.parse::<usize>().ok()) else { return Ok(None) };

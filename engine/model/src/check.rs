@@ -283,6 +283,7 @@ fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) 
             }
         }
     }
+    check_notify(model, file, &ledger.notify_below_threshold, diags);
     let role_names: Vec<&str> = model.roles.keys().map(String::as_str).collect();
     for role in &ledger.roles {
         if !role_names.contains(&role.as_str()) {
@@ -385,8 +386,11 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             );
         }
     };
+    check_notify(model, file, &wf.start.notify, diags);
+    check_notify(model, file, &wf.on_assigned, diags);
     for state in &wf.states {
         calendar_ref(diags, &state.sla_calendar);
+        check_notify(model, file, &state.sla_notify, diags);
         for timer in &state.timers {
             calendar_ref(diags, &timer.calendar);
             check_notify(model, file, &timer.notify, diags);

@@ -92,6 +92,8 @@ pub struct LedgerDef {
     pub non_negative: bool,
     /// A minimum level: per which dimension, read from which field of its record.
     pub threshold: Option<(Sp<String>, Sp<String>)>,
+    /// Sent when a value falls below its threshold (`ledger.below_threshold`).
+    pub notify_below_threshold: Vec<NotifyDef>,
     /// Who may post movements by hand (receipts, transfers, adjustments).
     pub roles: Vec<Sp<String>>,
 }
@@ -149,6 +151,8 @@ pub struct WorkflowDef {
     pub transitions: Vec<TransitionDef>,
     /// What running instances do when a new version of the definitions goes live.
     pub on_new_version: OnNewVersion,
+    /// Sent whenever the assignment (team, assignee or vendor) changes.
+    pub on_assigned: Vec<NotifyDef>,
 }
 
 /// `on_new_version: keep | migrate`.
@@ -195,6 +199,8 @@ pub struct StartDef {
     pub form: Option<Sp<String>>,
     pub roles: Vec<Sp<String>>,
     pub hooks: Hooks,
+    /// Sent when an instance starts (e.g. a scheduled inspection was created).
+    pub notify: Vec<NotifyDef>,
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +216,8 @@ pub struct StateDef {
     pub sla: Option<Amount>,
     /// The calendar the SLA counts in (working time); `None`: calendar time.
     pub sla_calendar: Option<Sp<String>>,
+    /// Sent when the SLA is breached.
+    pub sla_notify: Vec<NotifyDef>,
     /// Timed steps after entering the state (reminders, escalations, automatic transitions).
     pub timers: Vec<TimerDef>,
 }

@@ -262,6 +262,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
             ),
         }
     }
+    let on_assigned = map.get("on_assigned").map(|n| load_notify_list(r, n)).unwrap_or_default();
     let on_new_version = map.get("on_new_version").and_then(|n| r.string(n, "`on_new_version`")).map_or(OnNewVersion::Keep, |s| match s.value.as_str() {
         "keep" => OnNewVersion::Keep,
         "migrate" => OnNewVersion::Migrate,
@@ -284,6 +285,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
         states,
         transitions,
         on_new_version,
+        on_assigned,
     })
 }
 
@@ -292,8 +294,9 @@ fn load_start(r: &mut Reader, node: &Node) -> Option<StartDef> {
     let form = map.get("form").and_then(|n| r.name(n, "the start form"));
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     let hooks = load_hooks(r, &map);
+    let notify = map.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
     map.finish(r, "`start`");
-    Some(StartDef { pos: map.pos, form, roles, hooks })
+    Some(StartDef { pos: map.pos, form, roles, hooks, notify })
 }
 
 fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef> {
@@ -306,6 +309,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
         color: None,
         sla: None,
         sla_calendar: None,
+        sla_notify: Vec::new(),
         timers: Vec::new(),
     };
     if node.value == Value::Null {
@@ -322,6 +326,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
     {
         state.sla = m.require(r, "minutes", "`sla`").and_then(|n| amount(r, n, "`minutes`"));
         state.sla_calendar = m.get("calendar").and_then(|n| r.name(n, "the calendar"));
+        state.sla_notify = m.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
         m.finish(r, "`sla`");
     }
     if let Some(n) = map.get("escalations") {
@@ -688,9 +693,20 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
         Some((dim?, field?))
     });
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let notify_below_threshold = map.get("notify_below_threshold").map(|n| load_notify_list(r, n)).unwrap_or_default();
     map.finish(r, "a ledger");
     let name = name?;
-    Some(LedgerDef { title: title.or_name(&name.value), name: name.value, file: r.file.to_string(), pos: name.pos, dimensions, non_negative, threshold, roles })
+    Some(LedgerDef {
+        title: title.or_name(&name.value),
+        name: name.value,
+        file: r.file.to_string(),
+        pos: name.pos,
+        dimensions,
+        non_negative,
+        threshold,
+        roles,
+        notify_below_threshold,
+    })
 }
 
 fn amount(r: &mut Reader, node: &Node, what: &str) -> Option<Amount> {

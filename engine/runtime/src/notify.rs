@@ -246,6 +246,73 @@ impl Runtime {
         }
     }
 
+    /// Sends the notifications of ledger events (`ledger.below_threshold`) that
+    /// have not been sent yet; the inbox items and the marker of the last event
+    /// notified are written together, so each event is notified exactly once.
+    pub fn notify_ledger_events(&self) -> Result<usize, CommandError> {
+        const MARK: &str = "notified_ledger_events";
+        let last: u64 = self.store.meta(MARK)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let events: Vec<flowform_store::LedgerEvent> = self.store.ledger_events()?.into_iter().filter(|e| e.seq > last).collect();
+        let Some(newest) = events.last().map(|e| e.seq) else { return Ok(0) };
+        let bundle = self.bundle();
+        let now = self.now();
+        let users = self.store.users()?;
+        let mut inbox = Vec::new();
+        for e in &events {
+            let Some(ledger) = bundle.model.ledgers.get(&e.ledger) else { continue };
+            let record_type = ledger.dimensions.iter().find(|(d, _)| d.value == e.dimension).map(|(_, r)| r.value.clone()).unwrap_or_default();
+            let mut record = self
+                .store
+                .record(&record_type, &e.value)?
+                .map(|r| {
+                    let mut m = r.data.clone();
+                    m.insert("id".into(), json!(r.id));
+                    m.insert("title".into(), json!(r.title));
+                    m
+                })
+                .unwrap_or_default();
+            record.entry("id").or_insert(json!(e.value));
+            let context = json!({
+                "record": record,
+                "instance": {},
+                "actor": {"id": "system"},
+                "event": {"kind": e.kind, "ledger": e.ledger, "dimension": e.dimension, "value": e.value, "available": e.available, "minimum": e.minimum, "at": e.at},
+                "app": {"name": bundle.model.app.name, "title": bundle.model.app.title.get("zh-CN", &bundle.model.app.name)},
+            });
+            for spec in flowform_core::timers::notify_specs(&ledger.notify_below_threshold) {
+                let render = |part: &str| {
+                    bundle.templates.render(&format!("{}.{part}", spec.template), &context).unwrap_or_else(|err| format!("template error: {}", err.reason()))
+                };
+                let (title, body) = (render("title"), render("body"));
+                let mut to = std::collections::BTreeSet::new();
+                for r in &spec.to {
+                    match r {
+                        Recipient::Role(role) => to.extend(users.iter().filter(|u| u.has_role(role)).map(|u| u.id.clone())),
+                        Recipient::User(u) => {
+                            to.insert(u.clone());
+                        }
+                        _ => {}
+                    }
+                }
+                for user in to {
+                    inbox.push(InboxItem {
+                        seq: 0,
+                        user,
+                        template: spec.template.clone(),
+                        title: title.clone(),
+                        body: body.clone(),
+                        instance_id: None,
+                        at: now.clone(),
+                        read: false,
+                    });
+                }
+            }
+        }
+        let sent = inbox.len();
+        self.store.submit(flowform_store::Job::Notify { inbox, outbox: Vec::new(), meta: (MARK.to_string(), newest.to_string()) })?;
+        Ok(sent)
+    }
+
     pub fn inbox(&self, user: &str) -> Result<Vec<InboxItem>, CommandError> {
         Ok(self.store.inbox(user)?)
     }

@@ -159,6 +159,13 @@ pub enum Job {
     /// Drops a timer that no longer applies (the instance left the state).
     DropTimer(TimerSpec),
     /// Sets a small named value (e.g. the last period a schedule ran for).
+    /// Notifications not caused by a command (e.g. low stock), written together
+    /// with the marker of what has been notified.
+    Notify {
+        inbox: Vec<InboxItem>,
+        outbox: Vec<OutboxItem>,
+        meta: (String, String),
+    },
     SetMeta {
         key: String,
         value: String,

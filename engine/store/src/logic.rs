@@ -457,6 +457,20 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             Ok(CommitOutcome::Committed)
         }
+        Job::Notify { inbox: items, outbox: out, meta } => {
+            for item in items {
+                let mut item = item.clone();
+                item.seq = next(w, "inbox")?;
+                w.put(Table::Inbox, &key(&[&item.user, &num(item.seq)]), &to_bytes(&item)?)?;
+            }
+            for item in out {
+                let mut item = item.clone();
+                item.seq = next(w, "outbox")?;
+                w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
+            }
+            w.put(Table::Meta, &format!("user{SEP}{}", meta.0), meta.1.as_bytes())?;
+            Ok(CommitOutcome::Committed)
+        }
         Job::SetMeta { key: k, value } => {
             w.put(Table::Meta, &format!("user{SEP}{k}"), value.as_bytes())?;
             Ok(CommitOutcome::Committed)
