@@ -375,3 +375,19 @@ async fn storekeepers_hear_once_when_a_part_falls_below_its_minimum() {
     assert_eq!(item["title"], "【库存不足】温控器 数显");
     assert!(item["body"].as_str().unwrap().contains("可用合计 4,低于最低库存 5"), "{item}");
 }
+
+#[tokio::test]
+async fn a_meter_reading_over_the_service_interval_starts_a_maintenance_order() {
+    let mut app = TestApp::hospital();
+    let reading = |value: f64| json!({"data": {"asset": "EQ-000101", "category": "hvac", "reading": value, "unit": "hours"}});
+    let low = app.post("/api/v1/records/meter_reading", "tech_wang", reading(4800.0)).await.expect(201);
+    assert!(low["id"].as_str().unwrap().starts_with("MR-20261125-"));
+    assert_eq!(inspections(&mut app).await, 0);
+    app.post("/api/v1/records/meter_reading", "tech_wang", reading(5120.0)).await.expect(201);
+    assert_eq!(inspections(&mut app).await, 1);
+    let order = app.get("/api/v1/instances?workflow=inspection", "admin").await.expect(200)["items"][0].clone();
+    assert_eq!(order["data"]["plan"], "运行 5120 小时保养");
+    assert_eq!(order["data"]["asset"], "EQ-000101");
+    assert_eq!(order["assignment"]["team"], "hvac_team");
+    assert_eq!(inbox(&mut app, "tech_zhang").await, vec!["inspection_planned"], "the team hears of the new order");
+}

@@ -231,6 +231,34 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
     for s in rt.search.iter().chain(&rt.filters) {
         field_ref(diags, &s.value, s.pos, "`search`/`filters`");
     }
+    for t in &rt.starts {
+        match model.workflows.get(&t.workflow.value) {
+            None => err(
+                diags,
+                file,
+                t.workflow.pos,
+                "unknown_workflow",
+                format!("unknown workflow `{}`", t.workflow.value),
+                did_you_mean(&t.workflow.value, model.workflows.keys().map(String::as_str)),
+            ),
+            Some(wf) => {
+                if let Some(start_form) = wf.start.form.as_ref().and_then(|f| model.forms.get(&f.value)) {
+                    for k in t.data.keys() {
+                        if !start_form.fields.iter().any(|x| &x.name == k) {
+                            err(
+                                diags,
+                                file,
+                                t.pos,
+                                "unknown_field",
+                                format!("`data` sets `{k}`, which the start form `{}` does not have", start_form.name),
+                                did_you_mean(k, start_form.fields.iter().map(|x| x.name.as_str())),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
     let role_names: Vec<&str> = model.roles.keys().map(String::as_str).collect();
     for role in &rt.roles {
         if !role_names.contains(&role.as_str()) {

@@ -77,6 +77,19 @@ pub struct RecordTypeDef {
     pub parent: Option<Sp<String>>,
     /// Who may create, change and archive records; empty: anyone signed in.
     pub roles: Vec<Sp<String>>,
+    /// Workflows a new record starts when its condition holds (e.g. a meter
+    /// reading over a threshold starts a maintenance order).
+    pub starts: Vec<TriggerDef>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TriggerDef {
+    pub pos: Pos,
+    pub workflow: Sp<String>,
+    /// A Rhai condition over `record` (the new record's data); always when absent.
+    pub when: Option<Sp<String>>,
+    /// Start data; text may name fields of the record in braces.
+    pub data: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A quantity kept per combination of dimensions, moved only by movements.

@@ -642,6 +642,30 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
     let filters = map.get("filters").map(|n| r.name_list(n, "a field")).unwrap_or_default();
     let parent = map.get("parent").and_then(|n| r.name(n, "the parent field"));
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let mut starts = Vec::new();
+    if let Some(n) = map.get("starts") {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for item in items {
+            let Some(m) = r.map(item, "`starts`") else { continue };
+            let workflow = m.require(r, "workflow", "`starts`").and_then(|n| r.name(n, "the workflow"));
+            let when = m.get("when").and_then(|n| r.string(n, "`when` (a Rhai condition)"));
+            let data = match m.get("data").map(|d| d.to_json()) {
+                Some(serde_json::Value::Object(o)) => o,
+                Some(_) => {
+                    r.error(m.pos, "wrong_type", "`data` must be a mapping".to_string(), None);
+                    serde_json::Map::new()
+                }
+                None => serde_json::Map::new(),
+            };
+            m.finish(r, "`starts`");
+            if let Some(workflow) = workflow {
+                starts.push(TriggerDef { pos: m.pos, workflow, when, data });
+            }
+        }
+    }
     map.finish(r, "a record type");
     let name = name?;
     Some(RecordTypeDef {
@@ -656,6 +680,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
         filters,
         parent,
         roles,
+        starts,
     })
 }
 

@@ -71,6 +71,11 @@ pub struct RuleSet {
     wall_limit: Duration,
 }
 
+/// The key of the `when` of the `index`-th trigger of a record type.
+pub fn trigger_key(record_type: &str, index: usize) -> String {
+    format!("record:{record_type}.{index}.when")
+}
+
 /// The key of an inline `when` guard.
 pub fn guard_key(workflow: &str, transition: &str) -> String {
     format!("{workflow}.{transition}.when")
@@ -110,6 +115,24 @@ impl RuleSet {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
                         diags.push(
                             Diagnostic::new(&wf.file, pos, "rhai_syntax", format!("`when` of transition `{}` cannot be read: {}", t.name, e.0))
+                                .with_hint(syntax_hint(&e.0.to_string())),
+                        );
+                    }
+                }
+            }
+        }
+        for rt in model.record_types.values() {
+            for (i, t) in rt.starts.iter().enumerate() {
+                let Some(when) = &t.when else { continue };
+                match engine.compile_expression_with_scope(&scope, &when.value) {
+                    Ok(ast) => {
+                        let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
+                        scripts.insert(trigger_key(&rt.name, i), Compiled { ast, file: rt.file.clone(), origin });
+                    }
+                    Err(e) => {
+                        let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
+                        diags.push(
+                            Diagnostic::new(&rt.file, pos, "rhai_syntax", format!("`when` of a trigger of `{}` cannot be read: {}", rt.name, e.0))
                                 .with_hint(syntax_hint(&e.0.to_string())),
                         );
                     }

@@ -178,22 +178,45 @@ impl Runtime {
 
     /// Starts an instance of `workflow` with the start form's data.
     pub async fn start(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+        match self.plan_start(workflow, input, actor, opts)? {
+            Ok(replayed) => Ok(replayed),
+            Err((write, id)) => start_result(&id, self.commit(write).await?),
+        }
+    }
+
+    /// [`Runtime::start`] for blocking contexts (record triggers, tools).
+    pub fn start_blocking(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+        match self.plan_start(workflow, input, actor, opts)? {
+            Ok(replayed) => Ok(replayed),
+            Err((write, id)) => {
+                let instance = write.instance.clone();
+                let idem = write.idempotency.clone();
+                let outcome = self.store.commit(write)?;
+                check_replay(&outcome, &idem)?;
+                start_result(&id, (outcome, instance))
+            }
+        }
+    }
+
+    /// The first result of a replayed key, or the write to commit and the new id.
+    #[allow(clippy::type_complexity)]
+    fn plan_start(
+        &self,
+        workflow: &str,
+        input: &Value,
+        actor: &Actor,
+        opts: &CommandOptions,
+    ) -> Result<Result<Instance, (CommandWrite, String)>, CommandError> {
         let idem = idempotency(actor, &format!("start:{workflow}"), input, opts)?;
         if let Some(replay) = self.replay(&idem)? {
-            return Ok(replay);
+            return Ok(Ok(replay));
         }
         let bundle = self.bundle();
         let now = self.now();
         let id = self.new_id();
         let outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
         let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
-        let write = self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?;
-        match self.commit(write).await? {
-            (CommitOutcome::Committed, instance) => Ok(instance),
-            (CommitOutcome::Replay(first), _) => first.instance.ok_or(CommandError::IdempotencyKeyReused),
-            (CommitOutcome::Conflict { .. }, _) => Err(CommandError::Internal(format!("instance id {id} was generated twice"))),
-            (other, _) => Err(other_outcome(other)),
-        }
+        Ok(Err((self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?, id)))
     }
 
     /// Takes transition `name` on instance `id`.
@@ -243,11 +266,7 @@ impl Runtime {
         let idem = write.idempotency.clone();
         let instance = write.instance.clone();
         let outcome = tokio::task::spawn_blocking(move || store.commit(write)).await.map_err(|e| CommandError::Internal(e.to_string()))??;
-        if let (CommitOutcome::Replay(first), Some(idem)) = (&outcome, &idem)
-            && first.fingerprint != idem.fingerprint
-        {
-            return Err(CommandError::IdempotencyKeyReused);
-        }
+        check_replay(&outcome, &idem)?;
         Ok((outcome, instance))
     }
 
@@ -298,5 +317,23 @@ pub(crate) fn other_outcome(outcome: CommitOutcome) -> CommandError {
         CommitOutcome::Referenced(by) => CommandError::Referenced(format!("it is referred to by {}", by.join(", "))),
         CommitOutcome::Missing => CommandError::RecordNotFound("such record".into()),
         other => CommandError::Internal(format!("unexpected store answer {other:?}")),
+    }
+}
+
+fn check_replay(outcome: &CommitOutcome, idem: &Option<IdempotencyKey>) -> Result<(), CommandError> {
+    if let (CommitOutcome::Replay(first), Some(idem)) = (outcome, idem)
+        && first.fingerprint != idem.fingerprint
+    {
+        return Err(CommandError::IdempotencyKeyReused);
+    }
+    Ok(())
+}
+
+fn start_result(id: &str, committed: (CommitOutcome, Instance)) -> Result<Instance, CommandError> {
+    match committed {
+        (CommitOutcome::Committed, instance) => Ok(instance),
+        (CommitOutcome::Replay(first), _) => first.instance.ok_or(CommandError::IdempotencyKeyReused),
+        (CommitOutcome::Conflict { .. }, _) => Err(CommandError::Internal(format!("instance id {id} was generated twice"))),
+        (other, _) => Err(other_outcome(other)),
     }
 }

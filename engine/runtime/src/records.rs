@@ -244,7 +244,54 @@ impl Runtime {
             None
         };
         let (record, event) = records::create(&bundle, type_name, input, actor, &self.now(), seq, lang)?;
-        self.write_record(&bundle, record, event, 0, lang)
+        let record = self.write_record(&bundle, record, event, 0, lang)?;
+        self.run_triggers(&bundle, &record);
+        Ok(record)
+    }
+
+    /// Starts the workflows a new record triggers (`starts:` of its type), each at
+    /// most once per record (an idempotency key per record and trigger).
+    fn run_triggers(&self, bundle: &Bundle, record: &Record) {
+        let Some(rt) = bundle.model.record_types.get(&record.record_type) else { return };
+        for (i, t) in rt.starts.iter().enumerate() {
+            let mut data = record.data.clone();
+            data.insert("id".into(), json!(record.id));
+            let fires = match &t.when {
+                None => true,
+                Some(_) => {
+                    let ctx = flowform_rules::ScriptContext {
+                        record: Value::Object(data),
+                        input: json!({}),
+                        actor: json!({"id": "system", "roles": [], "teams": []}),
+                        now: self.now(),
+                    };
+                    match bundle.rules.run_guard(&flowform_rules::trigger_key(&rt.name, i), &ctx) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!(record = %record.id, error = %e, "trigger condition failed");
+                            false
+                        }
+                    }
+                }
+            };
+            if !fires {
+                continue;
+            }
+            let input: serde_json::Map<String, Value> = t.data.iter().map(|(k, v)| (k.clone(), crate::schedules::fill_value(v, record))).collect();
+            let actor = Actor {
+                id: format!("trigger:{}", rt.name),
+                name: rt.title.get("zh-CN", &rt.name).to_string(),
+                roles: bundle.model.roles.keys().cloned().collect(),
+                teams: bundle.model.teams.keys().cloned().collect(),
+                email: None,
+            };
+            let opts =
+                crate::CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(format!("trigger:{}:{}:{i}", rt.name, record.id)), expected_version: None };
+            match self.start_blocking(&t.workflow.value, &Value::Object(input), &actor, &opts) {
+                Ok(instance) => tracing::info!(record = %record.id, instance = %instance.id, workflow = %t.workflow.value, "record started a workflow"),
+                Err(e) => tracing::warn!(record = %record.id, workflow = %t.workflow.value, error = %e, "record trigger could not start the workflow"),
+            }
+        }
     }
 
     pub fn record(&self, type_name: &str, id: &str) -> Result<Record, CommandError> {

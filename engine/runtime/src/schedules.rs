@@ -14,7 +14,8 @@ pub struct ScheduleRun {
     pub skipped: bool,
 }
 
-fn fill_value(v: &Value, record: &flowform_core::records::Record) -> Value {
+/// Fills `{field}` in a template value from a record (a lone `{field}` keeps the field's type).
+pub(crate) fn fill_value(v: &Value, record: &flowform_core::records::Record) -> Value {
     match v {
         Value::String(s) if s.contains('{') => {
             let mut data = record.data.clone();
