@@ -229,6 +229,7 @@ async fn a_webhook_that_fails_twice_gets_exactly_one_copy_and_never_slows_the_co
     assert_eq!(app.get("/api/v1/admin/outbox", "nurse_li").await.expect(403)["code"], "forbidden");
 }
 
+/// Inspections made by the monthly plan.
 async fn inspections(app: &mut TestApp) -> usize {
     let mut count = 0;
     let mut cursor: Option<String> = None;
@@ -238,7 +239,7 @@ async fn inspections(app: &mut TestApp) -> usize {
             None => "/api/v1/instances?workflow=inspection&limit=500".to_string(),
         };
         let page = app.get(&path, "admin").await.expect(200);
-        count += page["items"].as_array().unwrap().len();
+        count += page["items"].as_array().unwrap().iter().filter(|i| i["data"]["plan"].as_str().is_some_and(|p| p.starts_with("月度巡检"))).count();
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => return count,
@@ -382,12 +383,37 @@ async fn a_meter_reading_over_the_service_interval_starts_a_maintenance_order() 
     let reading = |value: f64| json!({"data": {"asset": "EQ-000101", "category": "hvac", "reading": value, "unit": "hours"}});
     let low = app.post("/api/v1/records/meter_reading", "tech_wang", reading(4800.0)).await.expect(201);
     assert!(low["id"].as_str().unwrap().starts_with("MR-20261125-"));
-    assert_eq!(inspections(&mut app).await, 0);
+    let count = |v: Value| v["items"].as_array().unwrap().len();
+    assert_eq!(count(app.get("/api/v1/instances?workflow=inspection", "admin").await.expect(200)), 0);
     app.post("/api/v1/records/meter_reading", "tech_wang", reading(5120.0)).await.expect(201);
-    assert_eq!(inspections(&mut app).await, 1);
+    assert_eq!(count(app.get("/api/v1/instances?workflow=inspection", "admin").await.expect(200)), 1);
     let order = app.get("/api/v1/instances?workflow=inspection", "admin").await.expect(200)["items"][0].clone();
     assert_eq!(order["data"]["plan"], "运行 5120 小时保养");
     assert_eq!(order["data"]["asset"], "EQ-000101");
     assert_eq!(order["assignment"]["team"], "hvac_team");
     assert_eq!(inbox(&mut app, "tech_zhang").await, vec!["inspection_planned"], "the team hears of the new order");
+}
+
+#[tokio::test]
+async fn a_completion_anchored_plan_comes_due_after_the_last_one_finished() {
+    let mut app = TestApp::hospital();
+    let gas = |v: &Value| {
+        v["items"].as_array().unwrap().iter().filter(|i| i["data"]["plan"].as_str().is_some_and(|p| p.starts_with("医用气体保养"))).cloned().collect::<Vec<_>>()
+    };
+    app.runtime.run_schedules().await.unwrap();
+    let first = gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200));
+    assert_eq!(first.len(), 9, "one for each medical gas device, at once");
+    let id = first[0]["id"].as_str().unwrap().to_string();
+    app.transition(&id, "start_work", "tech_zhou", json!({})).await.expect(200);
+    app.transition(&id, "finish", "tech_zhou", json!({"checklist": [{"item": "压力", "result": "ok"}], "summary": "正常"})).await.expect(200);
+    app.clock.advance(SignedDuration::from_hours(24 * 29));
+    app.runtime.run_schedules().await.unwrap();
+    assert_eq!(gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200)).len(), 9, "not yet 30 days");
+    app.clock.advance(SignedDuration::from_hours(24));
+    app.runtime.run_schedules().await.unwrap();
+    let now = gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200));
+    assert_eq!(now.len(), 10, "only the finished one comes due again; the others are still open");
+    assert_eq!(now[0]["data"]["asset"], first[0]["data"]["asset"]);
+    app.runtime.run_schedules().await.unwrap();
+    assert_eq!(gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200)).len(), 10);
 }

@@ -48,6 +48,9 @@ pub struct ScheduleDef {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// Missed while the server was down: `once` (run the latest missed period) or `skip`.
     pub catch_up_once: bool,
+    /// `true`: the next instance for a record is due `every` after the previous
+    /// one finished (`anchor: completion`), instead of on fixed dates.
+    pub after_completion: bool,
 }
 
 impl Model {

@@ -974,6 +974,20 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         }
         None => true,
     };
+    let after_completion = match map.get("anchor").and_then(|n| r.string(n, "`anchor`")) {
+        Some(a) if a.value == "completion" => true,
+        Some(a) if a.value == "fixed" => false,
+        Some(a) => {
+            r.error(
+                a.pos,
+                "invalid_value",
+                format!("`anchor: {}` is not known", a.value),
+                Some("use `fixed` (the default: fixed dates) or `completion` (after the last one finished)".into()),
+            );
+            false
+        }
+        None => false,
+    };
     map.finish(r, "a schedule");
     let name = name?;
     Some(ScheduleDef {
@@ -989,5 +1003,6 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         filter,
         data,
         catch_up_once,
+        after_completion,
     })
 }

@@ -45,6 +45,13 @@ impl Runtime {
         let now = self.now();
         let mut runs = Vec::new();
         for sc in bundle.model.schedules.values() {
+            if sc.after_completion {
+                let started = self.run_after_completion(sc, &now).await?;
+                if started > 0 {
+                    runs.push(ScheduleRun { schedule: sc.name.clone(), period: "after completion".into(), started, skipped: false });
+                }
+                continue;
+            }
             let Some((period, start)) = flowform_core::schedules::period(sc, &now) else { continue };
             let meta_key = format!("schedule:{}", sc.name);
             let store = self.store.clone();
@@ -96,5 +103,67 @@ impl Runtime {
             runs.push(run);
         }
         Ok(runs)
+    }
+}
+
+impl Runtime {
+    fn schedule_actor(&self, sc: &flowform_model::ScheduleDef) -> Actor {
+        let bundle = self.bundle();
+        Actor {
+            id: format!("schedule:{}", sc.name),
+            name: sc.title.get("zh-CN", &sc.name).to_string(),
+            roles: bundle.model.roles.keys().cloned().collect(),
+            teams: bundle.model.teams.keys().cloned().collect(),
+            email: None,
+        }
+    }
+
+    /// `anchor: completion`: per record, the next instance is due `every` after
+    /// the previous one reached a final state (the first one at once). The count
+    /// is part of the idempotency key, so a crash never makes a duplicate.
+    async fn run_after_completion(&self, sc: &flowform_model::ScheduleDef, now: &str) -> Result<usize, CommandError> {
+        let Some(rt) = &sc.record else { return Ok(0) };
+        let records: Vec<flowform_core::records::Record> = self
+            .store
+            .records(&rt.value)?
+            .into_iter()
+            .filter(|r| !r.archived && sc.filter.iter().all(|(f, v)| r.data.get(&f.value).and_then(Value::as_str) == Some(v.as_str())))
+            .collect();
+        let actor = self.schedule_actor(sc);
+        let mut started = 0;
+        for record in records {
+            let meta_key = format!("schedule:{}:{}", sc.name, record.id);
+            let last = self.store.meta(&meta_key)?;
+            let (n, due) = match last.as_deref().and_then(|v| v.split_once('|')) {
+                None => (1u64, true),
+                Some((n, id)) => {
+                    let n: u64 = n.parse().unwrap_or(1);
+                    match self.store.instance(id)? {
+                        None => (n + 1, true),
+                        Some(i) => {
+                            let finished =
+                                self.bundle_for(&i.bundle_version)?.workflow(&i.workflow).and_then(|w| w.state(&i.state)).is_some_and(|s| s.is_final);
+                            let next = flowform_core::schedules::next_after(sc, &i.updated_at);
+                            (n + 1, finished && next.is_some_and(|d| d.as_str() <= now))
+                        }
+                    }
+                }
+            };
+            if !due {
+                continue;
+            }
+            let data: Map<String, Value> = sc.data.iter().map(|(k, v)| (k.clone(), fill_value(v, &record))).collect();
+            let opts = CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(format!("schedule:{}:{}:#{n}", sc.name, record.id)), expected_version: None };
+            match self.start(&sc.workflow.value, &Value::Object(data), &actor, &opts).await {
+                Ok(instance) => {
+                    let store = self.store.clone();
+                    let job = Job::SetMeta { key: meta_key, value: format!("{n}|{}", instance.id) };
+                    tokio::task::spawn_blocking(move || store.submit(job)).await.map_err(|e| CommandError::Internal(e.to_string()))??;
+                    started += 1;
+                }
+                Err(e) => tracing::warn!(schedule = %sc.name, record = %record.id, error = %e, "scheduled start refused"),
+            }
+        }
+        Ok(started)
     }
 }
