@@ -70,6 +70,22 @@ pub fn missed(start: &str, now: &str) -> bool {
     }
 }
 
+/// `from` plus one `every` of the schedule, in its time zone (for `anchor: completion`).
+pub fn next_after(def: &ScheduleDef, from: &str) -> Option<String> {
+    let tz = TimeZone::get(&def.timezone.value).ok()?;
+    let t: Timestamp = from.parse().ok()?;
+    let n = def.every.1.max(1) as i64;
+    let span = match def.every.0.as_str() {
+        "months" => jiff::Span::new().months(n),
+        "weeks" => jiff::Span::new().weeks(n),
+        "days" => jiff::Span::new().days(n),
+        "hours" => jiff::Span::new().hours(n),
+        _ => jiff::Span::new().minutes(n),
+    };
+    let due = t.to_zoned_datetime(tz).checked_add(span).ok()?.timestamp();
+    Some(format!("{due:.3}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,20 +120,4 @@ mod tests {
         assert_eq!(period(&def("weeks", 1), "2026-11-25T01:00:00Z").unwrap().0, "2026-11-23");
         assert_eq!(period(&def("hours", 2), "2026-11-25T01:30:00Z").unwrap().1, "2026-11-25T00:00:00.000Z");
     }
-}
-
-/// `from` plus one `every` of the schedule, in its time zone (for `anchor: completion`).
-pub fn next_after(def: &ScheduleDef, from: &str) -> Option<String> {
-    let tz = TimeZone::get(&def.timezone.value).ok()?;
-    let t: Timestamp = from.parse().ok()?;
-    let n = def.every.1.max(1) as i64;
-    let span = match def.every.0.as_str() {
-        "months" => jiff::Span::new().months(n),
-        "weeks" => jiff::Span::new().weeks(n),
-        "days" => jiff::Span::new().days(n),
-        "hours" => jiff::Span::new().hours(n),
-        _ => jiff::Span::new().minutes(n),
-    };
-    let due = t.to_zoned_datetime(tz).checked_add(span).ok()?.timestamp();
-    Some(format!("{due:.3}"))
 }
