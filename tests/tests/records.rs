@@ -347,3 +347,38 @@ async fn the_api_exports_a_filtered_list() {
     assert!(text.contains(",电梯,"), "enum values as labels");
     assert_eq!(app.get("/api/v1/records/asset/export?format=pdf", "admin").await.expect(400)["code"], "invalid_query");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transitions_on_one_instance_one_wins_per_version() {
+    let mut app = TestApp::hospital();
+    let wo = app
+        .start_instance(
+            "repair",
+            "nurse_li",
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+        )
+        .await
+        .expect(201);
+    let id = wo["id"].as_str().unwrap().to_string();
+    let wang = app.token("tech_wang");
+    let zhang = app.token("tech_zhang");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let router = app.router.clone();
+        let token = if i % 2 == 0 { wang.clone() } else { zhang.clone() };
+        let path = format!("/api/v1/instances/{id}/transitions/accept");
+        tasks.push(tokio::spawn(async move { send(&router, Method::POST, &path, &token, json!({"data": {}, "expected_version": 1})).await }));
+    }
+    let mut statuses = BTreeMap::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        *statuses.entry(status).or_insert(0) += 1;
+        if status == 409 {
+            assert!(body["code"] == "version_conflict" || body["code"] == "transition_not_allowed", "{body}");
+        }
+    }
+    assert_eq!(statuses.get(&200), Some(&1), "{statuses:?}");
+    assert_eq!(statuses.get(&409), Some(&39), "{statuses:?}");
+    let history = app.get(&format!("/api/v1/instances/{id}/history"), "admin").await.expect(200);
+    assert_eq!(history.as_array().unwrap().len(), 2, "one accept, recorded once");
+}
