@@ -114,8 +114,8 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
     finish(bundle, before, after, EventKind::Started, None, None, cleaned, postings, actor, now)
 }
 
-/// Takes a named transition on an instance.
-pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Outcome, Rejection> {
+/// The workflow and the transition `name`, if it starts from the instance's state.
+fn transition_from_here<'b>(bundle: &'b Bundle, instance: &Instance, name: &str) -> Result<(&'b WorkflowDef, &'b TransitionDef), Rejection> {
     let wf = workflow(bundle, &instance.workflow)?;
     let Some(t) = wf.transition(name) else {
         return Err(Rejection::UnknownTransition {
@@ -131,6 +131,12 @@ pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Valu
             allowed_from: t.from.iter().map(|f| f.value.clone()).collect(),
         });
     }
+    Ok((wf, t))
+}
+
+/// Takes a named transition on an instance.
+pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Outcome, Rejection> {
+    let (wf, t) = transition_from_here(bundle, instance, name)?;
     permitted(bundle, wf, t, instance, actor, now)?;
     let form = t.form.as_ref().map(|f| f.value.as_str());
     let (mut after, cleaned, postings) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang)?;
@@ -466,21 +472,7 @@ pub(crate) fn finish_system(
 /// are not checked, no form data is given; `set` fields are set first; its
 /// rules run as usual.
 pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str, set: &Map<String, Value>, now: &str) -> Result<Outcome, Rejection> {
-    let wf = workflow(bundle, &instance.workflow)?;
-    let Some(t) = wf.transition(name) else {
-        return Err(Rejection::UnknownTransition {
-            workflow: wf.name.clone(),
-            name: name.to_string(),
-            available: wf.transitions.iter().map(|t| t.name.clone()).collect(),
-        });
-    };
-    if !t.from.iter().any(|f| f.value == instance.state) {
-        return Err(Rejection::NotInThisState {
-            transition: t.name.clone(),
-            state: instance.state.clone(),
-            allowed_from: t.from.iter().map(|f| f.value.clone()).collect(),
-        });
-    }
+    let (_, t) = transition_from_here(bundle, instance, name)?;
     let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None };
     let mut base = instance.clone();
     for (k, v) in set {

@@ -119,19 +119,14 @@ impl Runtime {
             if channels.iter().any(|c| c == "email") {
                 for user in self.recipients(&spec.to, instance)? {
                     let Some(address) = self.store.user(&user)?.and_then(|u| u.email) else { continue };
-                    outbox.push(OutboxItem {
-                        seq: 0,
-                        channel: "email".into(),
-                        url: format!("mailto:{address}"),
-                        body: json!({"subject": title, "text": body}).to_string(),
-                        template: spec.template.clone(),
-                        instance_id: Some(instance.id.clone()),
-                        created_at: now.clone(),
-                        status: "pending".into(),
-                        attempts: 0,
-                        next_at: now.clone(),
-                        last_error: None,
-                    });
+                    outbox.push(pending(
+                        "email",
+                        format!("mailto:{address}"),
+                        json!({"subject": title, "text": body}).to_string(),
+                        &spec.template,
+                        instance,
+                        &now,
+                    ));
                 }
             }
             for channel in channels.iter().filter(|c| *c != "inbox" && *c != "email") {
@@ -142,19 +137,7 @@ impl Runtime {
                     .templates
                     .render(&format!("webhook:{channel}"), &context)
                     .unwrap_or_else(|e| json!({"error": e.to_string(), "title": title, "body": body}).to_string());
-                outbox.push(OutboxItem {
-                    seq: 0,
-                    channel: channel.clone(),
-                    url: hook.url.value.clone(),
-                    body: payload,
-                    template: spec.template.clone(),
-                    instance_id: Some(instance.id.clone()),
-                    created_at: now.clone(),
-                    status: "pending".into(),
-                    attempts: 0,
-                    next_at: now.clone(),
-                    last_error: None,
-                });
+                outbox.push(pending(channel, hook.url.value.clone(), payload, &spec.template, instance, &now));
             }
         }
         Ok((items, outbox))
@@ -322,6 +305,23 @@ impl Runtime {
             CommitOutcome::Committed => Ok(()),
             _ => Err(CommandError::RecordNotFound(format!("inbox item {seq}"))),
         }
+    }
+}
+
+/// A new outbox message, due at once.
+fn pending(channel: &str, url: String, body: String, template: &str, instance: &Instance, now: &str) -> OutboxItem {
+    OutboxItem {
+        seq: 0,
+        channel: channel.to_string(),
+        url,
+        body,
+        template: template.to_string(),
+        instance_id: Some(instance.id.clone()),
+        created_at: now.to_string(),
+        status: "pending".into(),
+        attempts: 0,
+        next_at: now.to_string(),
+        last_error: None,
     }
 }
 

@@ -120,7 +120,29 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
     }
 }
 
-struct WriteTx<'t>(&'t redb::WriteTransaction);
+/// The tables of one write transaction, each opened once (opening a table is
+/// not free, and a command touches several tables many times).
+struct WriteTx<'t> {
+    tx: &'t redb::WriteTransaction,
+    open: std::cell::RefCell<std::collections::HashMap<Table, redb::Table<'t, &'static str, &'static [u8]>>>,
+}
+
+impl<'t> WriteTx<'t> {
+    fn new(tx: &'t redb::WriteTransaction) -> Self {
+        WriteTx { tx, open: std::cell::RefCell::new(std::collections::HashMap::new()) }
+    }
+
+    /// Runs `f` on the open table. `f` must not use this transaction again
+    /// (the logic's range callbacks only decode).
+    fn with<R>(&self, table: Table, f: impl FnOnce(&mut redb::Table<'t, &'static str, &'static [u8]>) -> Result<R>) -> Result<R> {
+        let mut open = self.open.try_borrow_mut().map_err(|_| backend("table used re-entrantly"))?;
+        let t = match open.entry(table) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.tx.open_table(def(table)).map_err(backend)?),
+        };
+        f(t)
+    }
+}
 
 fn range_table<T: ReadableTable<&'static str, &'static [u8]>>(
     table: &T,
@@ -152,23 +174,25 @@ fn range_table<T: ReadableTable<&'static str, &'static [u8]>>(
 
 impl Read for WriteTx<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let t = self.0.open_table(def(table)).map_err(backend)?;
-        Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        self.with(table, |t| Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec())))
     }
     fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
-        let t = self.0.open_table(def(table)).map_err(backend)?;
-        range_table(&t, lo, hi, reverse, f)
+        self.with(table, |t| range_table(t, lo, hi, reverse, f))
     }
 }
 
 impl Write for WriteTx<'_> {
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()> {
-        self.0.open_table(def(table)).map_err(backend)?.insert(key, value).map_err(backend)?;
-        Ok(())
+        self.with(table, |t| {
+            t.insert(key, value).map_err(backend)?;
+            Ok(())
+        })
     }
     fn delete(&mut self, table: Table, key: &str) -> Result<()> {
-        self.0.open_table(def(table)).map_err(backend)?.remove(key).map_err(backend)?;
-        Ok(())
+        self.with(table, |t| {
+            t.remove(key).map_err(backend)?;
+            Ok(())
+        })
     }
 }
 
@@ -190,7 +214,7 @@ fn commit_batch(db: &Database, batch: &[(Job, Reply)]) -> Result<Vec<CommitOutco
     tx.set_durability(Durability::Immediate).map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
-        let mut w = WriteTx(&tx);
+        let mut w = WriteTx::new(&tx);
         for (job, _) in batch {
             outcomes.push(logic::apply(&mut w, job)?);
         }
