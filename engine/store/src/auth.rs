@@ -26,6 +26,8 @@ pub(crate) struct AuthFile {
 #[derive(Default)]
 struct Cache {
     seen: Option<SystemTime>,
+    /// When an unknown token last forced a reload (see `user_for_token`).
+    forced: Option<std::time::Instant>,
     tokens: HashMap<String, String>,
     users: HashMap<String, Actor>,
 }
@@ -64,7 +66,7 @@ impl AuthFile {
         }
         let db = self.open()?;
         let tx = db.begin_read().map_err(backend)?;
-        let mut fresh = Cache { seen: self.modified(), ..Cache::default() };
+        let mut fresh = Cache { seen: None, forced: cache.forced, ..Cache::default() };
         if let Ok(users) = tx.open_table(USERS) {
             for entry in users.iter().map_err(backend)? {
                 let (k, v) = entry.map_err(backend)?;
@@ -77,6 +79,11 @@ impl AuthFile {
                 fresh.tokens.insert(k.value().to_string(), v.value().to_string());
             }
         }
+        drop(tx);
+        drop(db);
+        // Opening and closing the file touches it: take its time only now, or
+        // every access would see a "change" and read the file again.
+        fresh.seen = self.modified();
         *cache = fresh;
         Ok(())
     }
@@ -127,7 +134,15 @@ impl AuthFile {
     }
 
     pub(crate) fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>> {
-        let cache = self.fresh_cache()?;
+        let mut cache = self.fresh_cache()?;
+        if !cache.tokens.contains_key(token_hash) && cache.forced.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            // A token added in the instant between a read and its time stamp would
+            // otherwise wait for the next change of the file: read once more (at
+            // most once a second, so unknown tokens cannot make the server read
+            // the file on every request).
+            cache.forced = Some(std::time::Instant::now());
+            self.reload(&mut cache)?;
+        }
         Ok(cache.tokens.get(token_hash).and_then(|u| cache.users.get(u)).cloned())
     }
 }

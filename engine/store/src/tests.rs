@@ -237,3 +237,23 @@ fn transfers_reservations_and_purges() {
     assert_eq!(store.submit(Job::NextSequence("x".into())).unwrap(), CommitOutcome::Sequence(1));
     assert_eq!(store.submit(Job::NextSequence("x".into())).unwrap(), CommitOutcome::Sequence(2));
 }
+
+/// Regression: the auth file's time stamp was taken before closing it, and
+/// closing touches the file, so every read of users re-opened the file (this
+/// cut durable throughput to a third once notifications looked users up).
+#[test]
+fn reading_users_does_not_reopen_an_unchanged_auth_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    store.put_user(&Actor { id: "admin".into(), ..Actor::default() }).unwrap();
+    store.add_token("h", "admin").unwrap();
+    store.users().unwrap();
+    let stamp = || std::fs::metadata(dir.path().join("auth.redb")).unwrap().modified().unwrap();
+    let before = stamp();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for _ in 0..5 {
+        store.users().unwrap();
+        assert!(store.user_for_token("h").unwrap().is_some());
+    }
+    assert_eq!(stamp(), before, "the file was opened again although nothing changed");
+}
