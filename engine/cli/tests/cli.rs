@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use flowform_testkit::copy_dir;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -24,19 +25,6 @@ fn app_copy() -> tempfile::TempDir {
     dir
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn edit(dir: &Path, file: &str, from: &str, to: &str) {
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -53,7 +41,7 @@ fn line_of(path: &Path, needle: &str) -> usize {
 
 fn check(dir: &Path) -> (i32, String) {
     let out = bin().args(["check", "--dir"]).arg(dir).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + String::from_utf8_lossy(&out.stderr).as_ref())
 }
 
 #[test]
@@ -296,7 +284,7 @@ fn import_checks_every_row_and_export_writes_csv_and_xlsx() {
     std::fs::write(&csv, "物料编码,名称,单位,类别,最低库存\nP-801,滤芯,个,hvac,3\nP-802,阀门,个,plumbingg,2\nP-803,开关,个,electrical,many\n").unwrap();
     let run = |args: &[&str]| {
         let out = bin().args(args).arg("--dir").arg(repo()).arg("--data").arg(data.path()).output().unwrap();
-        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string() + String::from_utf8_lossy(&out.stderr).as_ref())
     };
     let path = csv.to_str().unwrap();
     let (code, out) = run(&["import", "part", path, "--lang", "en"]);

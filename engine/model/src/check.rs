@@ -82,20 +82,7 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
                 }
             }
         }
-        if let Some(form) = wf.start.form.as_ref().and_then(|f| model.forms.get(&f.value)) {
-            for k in sc.data.keys() {
-                if !form.fields.iter().any(|x| &x.name == k) {
-                    err(
-                        diags,
-                        file,
-                        sc.pos,
-                        "unknown_field",
-                        format!("`data` sets `{k}`, which the start form `{}` does not have", form.name),
-                        did_you_mean(k, form.fields.iter().map(|x| x.name.as_str())),
-                    );
-                }
-            }
-        }
+        check_start_data(model, file, sc.pos, wf, &sc.data, diags);
     }
 }
 
@@ -242,20 +229,7 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
                 did_you_mean(&t.workflow.value, model.workflows.keys().map(String::as_str)),
             ),
             Some(wf) => {
-                if let Some(start_form) = wf.start.form.as_ref().and_then(|f| model.forms.get(&f.value)) {
-                    for k in t.data.keys() {
-                        if !start_form.fields.iter().any(|x| &x.name == k) {
-                            err(
-                                diags,
-                                file,
-                                t.pos,
-                                "unknown_field",
-                                format!("`data` sets `{k}`, which the start form `{}` does not have", start_form.name),
-                                did_you_mean(k, start_form.fields.iter().map(|x| x.name.as_str())),
-                            );
-                        }
-                    }
-                }
+                check_start_data(model, file, t.pos, wf, &t.data, diags);
             }
         }
     }
@@ -500,6 +474,17 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             format!("workflow `{}` has no final state", wf.name),
             Some("mark the end state(s) with `final: true`".into()),
         );
+    }
+}
+
+/// Start data given by a schedule or a trigger must name fields of the start form.
+fn check_start_data(model: &Model, file: &str, pos: Pos, wf: &WorkflowDef, data: &serde_json::Map<String, Value>, diags: &mut Vec<Diagnostic>) {
+    let Some(form) = wf.start.form.as_ref().and_then(|f| model.forms.get(&f.value)) else { return };
+    for k in data.keys() {
+        if !form.fields.iter().any(|x| &x.name == k) {
+            let hint = did_you_mean(k, form.fields.iter().map(|x| x.name.as_str()));
+            err(diags, file, pos, "unknown_field", format!("`data` sets `{k}`, which the start form `{}` does not have", form.name), hint);
+        }
     }
 }
 
