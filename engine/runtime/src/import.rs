@@ -176,12 +176,7 @@ impl Runtime {
     /// without `skip_invalid`) creates the records.
     pub fn import(&self, record_type: &str, table: &Table, dry_run: bool, skip_invalid: bool, actor: &Actor, lang: Lang) -> Result<ImportReport, ImportError> {
         let bundle = self.bundle();
-        let rt = bundle
-            .model
-            .record_types
-            .get(record_type)
-            .ok_or_else(|| CommandError::Rejected(flowform_core::Rejection::UnknownRecordType(record_type.to_string())))?;
-        let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal("record form missing".into()))?;
+        let (_, form) = crate::records::record_form(&bundle, record_type)?;
         let fields = &form.def.fields;
         let columns = match_columns(&table.header, fields).map_err(ImportError::Columns)?;
         let mut report = ImportReport { record_type: record_type.to_string(), rows: table.rows.len(), valid: 0, imported: 0, errors: Vec::new(), dry_run };
@@ -249,12 +244,7 @@ impl Runtime {
     /// The records of a query as a table of text: headers are the field labels.
     pub fn export_table(&self, record_type: &str, query: &crate::records::RecordQuery, lang: Lang) -> Result<(Vec<String>, Vec<Vec<String>>), CommandError> {
         let bundle = self.bundle();
-        let rt = bundle
-            .model
-            .record_types
-            .get(record_type)
-            .ok_or_else(|| CommandError::Rejected(flowform_core::Rejection::UnknownRecordType(record_type.to_string())))?;
-        let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal("record form missing".into()))?;
+        let (_, form) = crate::records::record_form(&bundle, record_type)?;
         let fields = &form.def.fields;
         let header: Vec<String> = fields.iter().map(|f| f.label.get(lang.code(), &f.name).to_string()).collect();
         let mut rows = Vec::new();

@@ -191,8 +191,7 @@ impl Runtime {
         expected_version: u64,
         lang: Lang,
     ) -> Result<Record, CommandError> {
-        let rt = self.record_type(bundle, &record.record_type)?;
-        let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal("record form missing".into()))?;
+        let (rt, form) = record_form(bundle, &record.record_type)?;
         let errors = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
         if !errors.is_empty() {
             return Err(CommandError::InvalidReferences(errors));
@@ -374,8 +373,7 @@ impl Runtime {
 
     pub fn list_records(&self, type_name: &str, query: &RecordQuery) -> Result<RecordPage, CommandError> {
         let bundle = self.bundle();
-        let rt = self.record_type(&bundle, type_name)?;
-        let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal("record form missing".into()))?;
+        let (rt, form) = record_form(&bundle, type_name)?;
         for (field, _) in &query.filters {
             if !rt.filters.iter().any(|f| &f.value == field) && rt.parent.as_ref().is_none_or(|p| &p.value != field) {
                 let allowed: Vec<&str> = rt.filters.iter().map(|f| f.value.as_str()).collect();
@@ -551,6 +549,13 @@ impl Runtime {
         }
         Ok(out)
     }
+}
+
+/// A record type and the compiled form of its fields.
+pub(crate) fn record_form<'b>(bundle: &'b Bundle, name: &str) -> Result<(&'b RecordTypeDef, &'b flowform_forms::CompiledForm), CommandError> {
+    let rt = bundle.model.record_types.get(name).ok_or_else(|| CommandError::Rejected(Rejection::UnknownRecordType(name.to_string())))?;
+    let form = bundle.form(&rt.form.value).ok_or_else(|| CommandError::Internal(format!("the form of record type `{name}` is missing")))?;
+    Ok((rt, form))
 }
 
 fn field_matches(value: Option<&Value>, wanted: &str) -> bool {
