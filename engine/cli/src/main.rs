@@ -2,6 +2,7 @@
 //! crates, print. See `flowform --help`.
 
 mod bench;
+mod workload;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -172,6 +173,19 @@ enum Command {
         /// Measure save-to-live latency of hot reload instead (this many edits).
         #[arg(long)]
         reload: Option<usize>,
+        /// Run the peers' "repair lifecycle" workload instead (on --dir bench/app),
+        /// printing one JSON line: in the pure core, durable, or over HTTP.
+        #[arg(long, value_enum)]
+        workload: Option<workload::Mode>,
+        /// Work orders of the workload.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Pace the HTTP clients to this many requests/s in all (latency from the scheduled send time).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Keep the workload's store here (an empty directory) instead of a temporary one.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -195,7 +209,10 @@ fn main() -> ExitCode {
         Command::Token { user, data } => token(&user, &data).map(|_| ExitCode::SUCCESS),
         Command::Serve { dir, data, addr, demo, demo_dir } => serve(dir, data, addr, demo, demo_dir).map(|_| ExitCode::SUCCESS),
         Command::Bench { dir, reload: Some(edits), .. } => bench::reload(&dir, edits).map(|_| ExitCode::SUCCESS),
-        Command::Bench { dir, instances, clients, durable_instances, reload: None } => {
+        Command::Bench { dir, workload: Some(mode), n, clients, rate, data, .. } => {
+            workload::run(&workload::Options { mode, n, clients, rate, dir, data }).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Bench { dir, instances, clients, durable_instances, reload: None, .. } => {
             bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS)
         }
         Command::Test { paths, dir, demo_dir } => test(paths, &dir, demo_dir),
