@@ -116,9 +116,9 @@ fn invalid_variant(p: &Value, k: usize) -> Value {
 
 fn plan(i: usize) -> Plan {
     let p = payload(i);
-    let invalid = (i % 20 == 0).then(|| invalid_variant(&p, (i / 20) % 4));
-    let parts = (i / 5) % 5 == 0;
-    let fail_verify = (i / 25) % 10 == 0;
+    let invalid = i.is_multiple_of(20).then(|| invalid_variant(&p, (i / 20) % 4));
+    let parts = (i / 5).is_multiple_of(5);
+    let fail_verify = (i / 25).is_multiple_of(10);
     let empty_notes_first = i % 10 == 4;
     let bad_rating_first = i % 10 == 6;
     let tech = format!("tech-{}", i % 40);
@@ -332,7 +332,8 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
         s.instances += 1;
         for step in &p.steps {
             let who = actor(&step.who);
-            let mut attempt = flowform_core::transition(bundle, &instance, step.transition, &step.input, &who, now, Lang::En).and_then(|o| Ok(take_stock(&mut stock, o)));
+            let mut attempt =
+                flowform_core::transition(bundle, &instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
             if let Ok(Err(_)) = &attempt {
                 // Refused for lack of stock: restock and retry.
                 s.stock_rejections += 1;
@@ -342,7 +343,7 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
                 if let Some(b) = stock.get_mut(part) {
                     b.on_hand += RESTOCK_QTY;
                 }
-                attempt = flowform_core::transition(bundle, &instance, step.transition, &step.input, &who, now, Lang::En).and_then(|o| Ok(take_stock(&mut stock, o)));
+                attempt = flowform_core::transition(bundle, &instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
             }
             match attempt {
                 Ok(Ok(outcome)) if !step.expect_reject => {
@@ -489,7 +490,9 @@ fn receive(part: &str, quantity: i64, reason: &str) -> Posting {
 }
 
 fn restock(runtime: &Runtime, part: &str) -> Result<()> {
-    runtime.post_movements("stock", vec![receive(part, RESTOCK_QTY, "restock")], &actor("storekeeper"), Lang::En).map_err(|e| anyhow!("restock of {part}: {e}"))?;
+    runtime
+        .post_movements("stock", vec![receive(part, RESTOCK_QTY, "restock")], &actor("storekeeper"), Lang::En)
+        .map_err(|e| anyhow!("restock of {part}: {e}"))?;
     Ok(())
 }
 
@@ -704,7 +707,8 @@ struct Http {
 
 impl Http {
     fn new(base: String, tokens: HashMap<String, String>, runtime: Arc<Runtime>) -> Http {
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).max_idle_connections(4096).max_idle_connections_per_host(4096).build().new_agent();
+        let agent =
+            ureq::Agent::config_builder().http_status_as_error(false).max_idle_connections(4096).max_idle_connections_per_host(4096).build().new_agent();
         Http { base, tokens, agent, runtime }
     }
 
