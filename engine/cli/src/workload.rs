@@ -51,12 +51,14 @@ pub enum Mode {
     Http,
 }
 
-impl Mode {
-    fn peer(self) -> &'static str {
-        match self {
-            Mode::Core => "flowform-core",
-            Mode::Durable => "flowform-durable",
-            Mode::Http => "flowform-http",
+impl Options {
+    /// The name in the peers' table: the mode, and how it was driven.
+    fn peer(&self) -> String {
+        match (self.mode, self.rate) {
+            (Mode::Core, _) => "flowform-core".into(),
+            (Mode::Durable, _) => format!("flowform-durable-c{}", self.clients),
+            (Mode::Http, None) => format!("flowform-http-c{}", self.clients),
+            (Mode::Http, Some(rate)) => format!("flowform-http-c{}-{}rps", self.clients, rate.round()),
         }
     }
 }
@@ -243,7 +245,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let cpu_s = cpu_seconds() - cpu_before;
     let Outcome { stats, final_stock, wall_s, latencies_us, db_bytes, verified } = result;
     let mut line = json!({
-        "peer": opts.mode.peer(),
+        "peer": opts.peer(),
         "n": opts.n,
         "wall_s": wall_s,
         "cpu_s": cpu_s,
@@ -255,6 +257,9 @@ pub fn run(opts: &Options) -> Result<()> {
     });
     if opts.mode != Mode::Core {
         line["clients"] = json!(opts.clients);
+        // Every command sent: starts (the refused invalid ones too), transitions, refused attempts.
+        let requests = stats.instances + stats.rejected_forms + stats.transitions + stats.guard_rejections;
+        line["requests_per_s"] = json!(requests as f64 / wall_s);
         line["db_bytes"] = json!(db_bytes);
         line["db_bytes_per_instance"] = json!(db_bytes as f64 / opts.n.max(1) as f64);
         line["latency_us"] = latency_summary(latencies_us);
