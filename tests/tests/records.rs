@@ -382,3 +382,24 @@ async fn concurrent_transitions_on_one_instance_one_wins_per_version() {
     let history = app.get(&format!("/api/v1/instances/{id}/history"), "admin").await.expect(200);
     assert_eq!(history.as_array().unwrap().len(), 2, "one accept, recorded once");
 }
+
+/// Found by the crash test: a restock whose answer was lost and that the client
+/// sent again moved the stock twice. With an Idempotency-Key it moves once.
+#[tokio::test]
+async fn a_retried_posting_with_the_same_idempotency_key_moves_the_stock_once() {
+    let mut app = TestApp::hospital();
+    let url = "/api/v1/ledgers/stock/balances?part=P-001&warehouse=WH-ZY-B-1";
+    let on_hand = |v: &Value| v["items"][0]["on_hand"].as_i64().unwrap();
+    let before = on_hand(&app.get(url, "admin").await.expect(200));
+    let body = json!({"movements": [{"kind": "receive", "part": "P-001", "warehouse": "WH-ZY-B-1", "quantity": 7, "reason": "采购入库"}]});
+    let headers = [("idempotency-key", "receipt-2026-11-25-001")];
+    let path = "/api/v1/ledgers/stock/movements";
+    let first = app.request(axum::http::Method::POST, path, Some("keeper_qian"), Some(body.clone()), &headers).await.expect(201);
+    let again = app.request(axum::http::Method::POST, path, Some("keeper_qian"), Some(body), &headers).await.expect(201);
+    assert_eq!(first, again, "the retry answers with the first posting's movements");
+    assert_eq!(on_hand(&app.get(url, "admin").await.expect(200)), before + 7);
+    let other = json!({"movements": [{"kind": "receive", "part": "P-001", "warehouse": "WH-ZY-B-1", "quantity": 8}]});
+    let reused = app.request(axum::http::Method::POST, path, Some("keeper_qian"), Some(other), &headers).await.expect(422);
+    assert_eq!(reused["code"], "idempotency_key_reused");
+    assert_eq!(on_hand(&app.get(url, "admin").await.expect(200)), before + 7);
+}

@@ -163,7 +163,7 @@ async fn ledger(runtime: &Arc<Runtime>, clients: usize) -> Result<()> {
                 let dims = def.dimensions.iter().zip(&values).map(|((d, _), ids)| (d.value.clone(), ids[i % ids.len()].clone())).collect();
                 let kind = if i.is_multiple_of(2) { flowform_core::ledger::MovementKind::Receive } else { flowform_core::ledger::MovementKind::Adjust };
                 let posting = flowform_core::ledger::Posting { ledger: def.name.clone(), kind, dims, quantity: 1, to: None, reason: "bench".into() };
-                runtime.post_movements(&def.name, vec![posting], &keeper, Lang::En).map_err(|e| anyhow::anyhow!("{e}"))?;
+                runtime.post_movements(&def.name, vec![posting], &keeper, &flowform_runtime::CommandOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
                 n += 1;
             }
             Ok(n)

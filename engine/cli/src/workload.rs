@@ -496,7 +496,7 @@ fn receive(part: &str, quantity: i64, reason: &str) -> Posting {
 
 fn restock(runtime: &Runtime, part: &str) -> Result<()> {
     runtime
-        .post_movements("stock", vec![receive(part, RESTOCK_QTY, "restock")], &actor("storekeeper"), Lang::En)
+        .post_movements("stock", vec![receive(part, RESTOCK_QTY, "restock")], &actor("storekeeper"), &CommandOptions::default())
         .map_err(|e| anyhow!("restock of {part}: {e}"))?;
     Ok(())
 }
@@ -573,7 +573,7 @@ fn durable(bundle: flowform_core::Bundle, opts: &Options) -> Result<Outcome> {
     }
     runtime.create_record("warehouse", &json!({"code": WAREHOUSE}), &admin, Lang::En).map_err(|e| anyhow!("warehouse: {e}"))?;
     let initial: Vec<Posting> = PARTS.iter().map(|p| receive(p, INITIAL_STOCK, "initial stock")).collect();
-    runtime.post_movements("stock", initial, &admin, Lang::En).map_err(|e| anyhow!("initial stock: {e}"))?;
+    runtime.post_movements("stock", initial, &admin, &CommandOptions::default()).map_err(|e| anyhow!("initial stock: {e}"))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let order = Arc::new(IssueOrder::new(opts.n));

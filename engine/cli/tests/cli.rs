@@ -341,3 +341,31 @@ fn test_runs_scenarios_against_a_changed_copy_before_it_goes_live() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL") && text.contains("sla_minutes: expected 30, got 60"), "{text}");
 }
+
+/// The peers' workload on bench/app: the same statistics in the pure core, through
+/// the durable store with concurrent clients, and over HTTP; each as the spec says.
+#[test]
+fn the_bench_workload_gives_the_same_statistics_in_every_mode() {
+    let run = |mode: &str| -> serde_json::Value {
+        let out = bin().args(["bench", "--dir"]).arg(repo().join("bench/app")).args(["--workload", mode, "--n", "400", "--clients", "8"]).output().unwrap();
+        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let core = run("core");
+    let stats = &core["stats"];
+    // N = 400 by the rules of WORKLOAD.md: every 20th report invalid first, 20 % with parts, …
+    assert_eq!(stats["instances"], 400);
+    assert_eq!(stats["closed"], 400);
+    assert_eq!(stats["rejected_forms"], 20);
+    assert_eq!(stats["urgent_sla"], 133);
+    assert_eq!(stats["teams"], serde_json::json!({"hvac_team": 80, "utilities_team": 160, "elevator_team": 80, "general": 80}));
+    let transitions = stats["transitions"].as_u64().unwrap();
+    assert_eq!(stats["history_records"].as_u64().unwrap(), transitions + 400);
+    for mode in ["durable", "http"] {
+        let other = run(mode);
+        assert_eq!(&other["stats"], stats, "{mode} differs from the core");
+        assert_eq!(other["verified_in_store"], true);
+        assert!(other["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+        assert!(other["db_bytes"].as_u64().unwrap() > 0);
+    }
+}

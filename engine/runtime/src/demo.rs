@@ -151,7 +151,7 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
             });
         }
         let moved = runtime
-            .post_movements(&entry.ledger, postings, &loader, Lang::En)
+            .post_movements(&entry.ledger, postings, &loader, &crate::CommandOptions::default())
             .map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
         loaded.movements += moved.len();
     }

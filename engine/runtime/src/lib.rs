@@ -297,7 +297,7 @@ impl Runtime {
     }
 }
 
-fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &CommandOptions) -> Result<Option<IdempotencyKey>, CommandError> {
+pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &CommandOptions) -> Result<Option<IdempotencyKey>, CommandError> {
     let Some(key) = &opts.idempotency_key else {
         return Ok(None);
     };

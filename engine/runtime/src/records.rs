@@ -1,7 +1,7 @@
 //! Records, references and ledgers at run time: integrity checks against the
 //! store, record commands and queries, ledger postings and queries.
 
-use crate::{CommandError, Runtime, other_outcome};
+use crate::{CommandError, CommandOptions, Runtime, other_outcome};
 use flowform_core::ledger::Posting;
 use flowform_core::records::{self, Record};
 use flowform_core::{Actor, Bundle, Effect, FieldError, Lang, Outcome, Rejection};
@@ -466,16 +466,24 @@ impl Runtime {
     }
 
     /// Movements posted by hand by a user with one of the ledger's roles.
-    pub fn post_movements(&self, ledger: &str, postings: Vec<Posting>, actor: &Actor, lang: Lang) -> Result<Vec<Movement>, CommandError> {
+    /// With `opts.idempotency_key`, a retried request gets the first one's movements
+    /// instead of moving the stock again.
+    pub fn post_movements(&self, ledger: &str, postings: Vec<Posting>, actor: &Actor, opts: &CommandOptions) -> Result<Vec<Movement>, CommandError> {
         let bundle = self.bundle();
         let def = bundle.model.ledgers.get(ledger).ok_or_else(|| CommandError::RecordNotFound(format!("ledger `{ledger}`")))?;
         if !def.roles.is_empty() && !def.roles.iter().any(|r| actor.has_role(&r.value)) {
             let roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).collect();
             return Err(CommandError::Rejected(Rejection::Forbidden(format!("posting to `{ledger}` needs one of the roles {}", roles.join(", ")))));
         }
-        let writes = self.posting_writes(&bundle, postings, lang)?;
-        match self.submit(Job::Ledger(LedgerWrite { postings: writes, actor: actor.id.clone(), at: self.now() }))? {
+        let request = serde_json::to_value(&postings).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let idempotency = crate::idempotency(actor, &format!("movements:{ledger}"), &request, opts)?;
+        let writes = self.posting_writes(&bundle, postings, opts.lang)?;
+        match self.submit(Job::Ledger(LedgerWrite { postings: writes, actor: actor.id.clone(), at: self.now(), idempotency: idempotency.clone() }))? {
             CommitOutcome::Moved(movements) => Ok(movements),
+            CommitOutcome::Replay(first) => match (first.movements, idempotency) {
+                (Some(movements), Some(idem)) if first.fingerprint == idem.fingerprint => Ok(movements),
+                _ => Err(CommandError::IdempotencyKeyReused),
+            },
             other => Err(other_outcome(other)),
         }
     }

@@ -232,6 +232,7 @@ async fn post_movements(
     State(s): State<AppState>,
     Auth(actor): Auth,
     UserLang(lang): UserLang,
+    crate::extract::IdempotencyKey(idempotency_key): crate::extract::IdempotencyKey,
     Path(ledger): Path<String>,
     ApiJson(body): ApiJson<MovementsBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -255,7 +256,8 @@ async fn post_movements(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_movement", message)
             .with_details(json!({"kinds": MovementKind::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>()}))
     })?;
-    let moved = blocking(&s, move |r| r.post_movements(&ledger, postings, &actor, lang)).await?;
+    let opts = flowform_runtime::CommandOptions { lang, idempotency_key, expected_version: None };
+    let moved = blocking(&s, move |r| r.post_movements(&ledger, postings, &actor, &opts)).await?;
     Ok((StatusCode::CREATED, Json(json!({"movements": moved}))))
 }
 

@@ -135,6 +135,8 @@ pub struct LedgerWrite {
     pub postings: Vec<PostingWrite>,
     pub actor: String,
     pub at: String,
+    /// A retried request with the same key gets the first request's movements.
+    pub idempotency: Option<IdempotencyKey>,
 }
 
 /// What a writer applies in one transaction.
@@ -200,6 +202,9 @@ pub struct IdempotentResult {
     pub instance: Option<Instance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Record>,
+    /// The movements a posting by hand made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub movements: Option<Vec<Movement>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -380,7 +380,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
             w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
             if let Some(idem) = &c.idempotency {
-                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None };
+                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
@@ -421,7 +421,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             w.put(Table::RecordEvents, &key(&[&rw.record.record_type, &rw.record.id, &num(rw.event.seq)]), &to_bytes(&rw.event)?)?;
             replace_refs(w, &format!("record:{}/{}", rw.record.record_type, rw.record.id), &rw.refs)?;
             if let Some(idem) = &rw.idempotency {
-                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: Some(rw.record.clone()) };
+                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: Some(rw.record.clone()), movements: None };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             Ok(CommitOutcome::Committed)
@@ -440,12 +440,19 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             Ok(CommitOutcome::Committed)
         }
         Job::Ledger(lw) => {
+            if let Some(replay) = replay_or_none(w, &lw.idempotency)? {
+                return Ok(replay);
+            }
             let plan = match plan_postings(w, &lw.postings, &lw.actor, &lw.at, None)? {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
-            let moved = plan.movements.iter().map(|(_, m)| m.clone()).collect();
+            let moved: Vec<Movement> = plan.movements.iter().map(|(_, m)| m.clone()).collect();
             write_plan(w, plan)?;
+            if let Some(idem) = &lw.idempotency {
+                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: None, movements: Some(moved.clone()) };
+                w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
+            }
             Ok(CommitOutcome::Moved(moved))
         }
         Job::NextSequence(name) => Ok(CommitOutcome::Sequence(next(w, name)?)),
