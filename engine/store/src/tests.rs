@@ -145,7 +145,7 @@ fn posting(kind: MovementKind, warehouse: &str, quantity: i64) -> PostingWrite {
 }
 
 fn ledger(postings: Vec<PostingWrite>) -> Job {
-    Job::Ledger(LedgerWrite { postings, actor: "keeper".into(), at: "2026-01-01T00:00:00Z".into() })
+    Job::Ledger(LedgerWrite { postings, actor: "keeper".into(), at: "2026-01-01T00:00:00Z".into(), idempotency: None })
 }
 
 #[test]
