@@ -288,3 +288,33 @@ async fn the_bundle_workflows_and_forms_describe_themselves() {
     let urgent = form["ui"]["fields"].as_array().unwrap().iter().find(|f| f["name"] == "urgent_reason").unwrap();
     assert_eq!(urgent["visible_when"]["condition"], json!({"op": "compare", "field": "priority", "cmp": "==", "value": "urgent"}));
 }
+
+#[tokio::test]
+async fn instance_counts_follow_every_command_by_state_and_team() {
+    let mut app = TestApp::hospital();
+    let a = started(&mut app).await;
+    started(&mut app).await;
+    let mut elevator = report();
+    elevator["category"] = json!("elevator");
+    app.start_instance("repair", "nurse_li", elevator).await.expect(201);
+    app.transition(&id(&a), "accept", "tech_wang", json!({})).await.expect(200);
+
+    let counts = app.get("/api/v1/instances/counts?workflow=repair", "manager_zheng").await.expect(200);
+    assert_eq!(counts["total"], 3);
+    assert_eq!(
+        counts["items"],
+        json!([
+            {"state": "in_progress", "team": "hvac_team", "count": 1},
+            {"state": "unaccepted", "team": "elevator_team", "count": 1},
+            {"state": "unaccepted", "team": "hvac_team", "count": 1},
+        ])
+    );
+    let by_state = app.get("/api/v1/instances/counts?workflow=repair&by=state", "manager_zheng").await.expect(200);
+    assert_eq!(by_state["items"], json!([{"state": "in_progress", "count": 1}, {"state": "unaccepted", "count": 2}]));
+    let bad = app.get("/api/v1/instances/counts?by=colour", "manager_zheng").await.expect(400);
+    assert_eq!(bad["code"], "invalid_query");
+    assert!(bad["message"].as_str().unwrap().contains("`colour`"), "{bad}");
+    // The filtered list goes through the same index.
+    let list = app.get("/api/v1/instances?workflow=repair&state=unaccepted&team=hvac_team", "manager_zheng").await.expect(200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}

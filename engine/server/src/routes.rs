@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/workflows/{name}/instances", post(start))
         .route("/api/v1/forms/{name}", get(form))
         .route("/api/v1/instances", get(instances))
+        .route("/api/v1/instances/counts", get(instance_counts))
         .route("/api/v1/instances/{id}", get(instance))
         .route("/api/v1/instances/{id}/history", get(history))
         .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
@@ -220,6 +221,54 @@ async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): Ap
     let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
     let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsQuery {
+    workflow: Option<String>,
+    /// Comma-separated: `workflow`, `state`, `team` (default `state,team`).
+    by: Option<String>,
+}
+
+/// How many instances there are per state and team (or any grouping of
+/// workflow, state, team): read from counts the store keeps with every command,
+/// so it costs the same for a thousand instances as for millions.
+async fn instance_counts(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQuery<CountsQuery>) -> Result<Json<Value>, ApiError> {
+    const GROUPS: [&str; 3] = ["workflow", "state", "team"];
+    let by: Vec<String> = q.by.as_deref().unwrap_or("state,team").split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
+    if let Some(bad) = by.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`by` takes workflow, state and team, not `{bad}`")));
+    }
+    let store = s.runtime.store().clone();
+    let workflow = q.workflow.clone();
+    let rows = tokio::task::spawn_blocking(move || store.instance_counts(workflow.as_deref())).await.map_err(ApiError::internal)??;
+    let mut groups: std::collections::BTreeMap<Vec<Option<String>>, u64> = std::collections::BTreeMap::new();
+    let mut total = 0;
+    for row in rows {
+        let key = by
+            .iter()
+            .map(|g| match g.as_str() {
+                "workflow" => Some(row.workflow.clone()),
+                "state" => Some(row.state.clone()),
+                _ => row.team.clone(),
+            })
+            .collect();
+        *groups.entry(key).or_default() += row.count;
+        total += row.count;
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(values, count)| {
+            let mut item = serde_json::Map::new();
+            for (g, v) in by.iter().zip(values) {
+                item.insert(g.clone(), json!(v));
+            }
+            item.insert("count".into(), json!(count));
+            Value::Object(item)
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "total": total})))
 }
 
 #[derive(Deserialize)]

@@ -139,6 +139,27 @@ pub struct LedgerWrite {
     pub idempotency: Option<IdempotencyKey>,
 }
 
+/// An instance with its whole history, written as it is (a bulk import from
+/// another system, or the scale benchmark's generator).
+#[derive(Clone, Debug)]
+pub struct ImportedInstance {
+    pub instance: Instance,
+    /// Oldest first; `seq` 1..=instance.version.
+    pub events: Vec<Event>,
+    /// Records the instance refers to (so their histories include it).
+    pub refs: Vec<(String, String)>,
+}
+
+/// How many instances of a workflow are in a state with a team.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCount {
+    pub workflow: String,
+    pub state: String,
+    /// `None`: not assigned to a team.
+    pub team: Option<String>,
+    pub count: u64,
+}
+
 /// What a writer applies in one transaction.
 #[derive(Clone, Debug)]
 pub enum Job {
@@ -151,6 +172,10 @@ pub enum Job {
         expected_version: u64,
     },
     Ledger(LedgerWrite),
+    /// Instances with their histories, all or none; refused (`Conflict`) when an id exists.
+    ImportInstances(Vec<ImportedInstance>),
+    /// Builds the instance index and counts of a store written before they existed.
+    EnsureIndexes,
     /// The next number of a named sequence (for record ids).
     NextSequence(String),
     PutBundle {
@@ -325,6 +350,10 @@ pub trait Store: Send + Sync + 'static {
     }
     fn instances(&self, filter: &InstanceFilter) -> Result<Page> {
         read_with(self, |r| logic::instances(r, filter))
+    }
+    /// Instances per workflow, state and team (of one workflow, or all).
+    fn instance_counts(&self, workflow: Option<&str>) -> Result<Vec<InstanceCount>> {
+        read_with(self, |r| logic::instance_counts(r, workflow))
     }
     /// Events of one instance, oldest first.
     fn history(&self, id: &str) -> Result<Vec<Event>> {

@@ -37,20 +37,48 @@ pub fn instance(r: &dyn Read, id: &str) -> Result<Option<Instance>> {
     get(r, Table::Instances, id, "instance")
 }
 
+/// A page of instances, newest first. With a workflow, state, team or assignee
+/// filter the index narrows the scan; other filters are checked on each instance.
 pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
     let limit = filter.limit.clamp(1, 500);
     let mut items = Vec::new();
-    let hi = match &filter.before {
-        Some(b) => Excluded(b.as_str()),
-        None => Unbounded,
+    let (table, prefix) = match index_prefix(filter) {
+        Some(p) => (Table::InstanceIndex, Some(p)),
+        None => (Table::Instances, None),
     };
-    r.range(Table::Instances, Unbounded, hi, true, &mut |_, v| {
-        let i: Instance = from_bytes("instance", v)?;
-        if filter.matches(&i) {
-            items.push(i);
+    let lo = prefix.as_ref().map(|p| prefix_range(p).0);
+    let mut hi = match (&prefix, &filter.before) {
+        (Some(p), Some(b)) => Some(key(&[p, b])),
+        (Some(p), None) => Some(prefix_range(p).1),
+        (None, before) => before.clone(),
+    };
+    // Ids in chunks, then the instances: a range callback must not read the store again.
+    const CHUNK: usize = 256;
+    loop {
+        let mut ids: Vec<String> = Vec::with_capacity(CHUNK);
+        let mut last = None;
+        let lo_bound = lo.as_deref().map_or(Unbounded, Included);
+        let hi_bound = hi.as_deref().map_or(Unbounded, Excluded);
+        r.range(table, lo_bound, hi_bound, true, &mut |k, _| {
+            ids.push(lo.as_ref().map_or(k, |lo| &k[lo.len()..]).to_string());
+            last = Some(k.to_string());
+            Ok(ids.len() < CHUNK)
+        })?;
+        for id in &ids {
+            if let Some(i) = instance(r, id)?
+                && filter.matches(&i)
+            {
+                items.push(i);
+                if items.len() > limit {
+                    break;
+                }
+            }
         }
-        Ok(items.len() <= limit)
-    })?;
+        if items.len() > limit || ids.len() < CHUNK {
+            break;
+        }
+        hi = last;
+    }
     let next = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|i| i.id.clone())
@@ -58,6 +86,116 @@ pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
         None
     };
     Ok(Page { items, next })
+}
+
+/// The narrowest index prefix for the filter, if any applies.
+fn index_prefix(f: &InstanceFilter) -> Option<String> {
+    let (w, s, t) = (f.workflow.as_deref(), f.state.as_deref(), f.team.as_deref());
+    Some(match (w, s, t, f.assignee.as_deref()) {
+        (_, _, _, Some(a)) => key(&["a", a]),
+        (Some(w), Some(s), Some(t), None) => key(&["wst", w, s, t]),
+        (Some(w), Some(s), None, None) => key(&["ws", w, s]),
+        (Some(w), None, Some(t), None) => key(&["wt", w, t]),
+        (Some(w), None, None, None) => key(&["w", w]),
+        (None, _, Some(t), None) => key(&["t", t]),
+        _ => return None,
+    })
+}
+
+/// The index entries of an instance (see [`Table::InstanceIndex`]).
+fn index_keys(i: &Instance) -> Vec<String> {
+    let team = i.assignment.team.as_deref().unwrap_or("");
+    let mut keys = vec![
+        key(&["w", &i.workflow, &i.id]),
+        key(&["ws", &i.workflow, &i.state, &i.id]),
+        key(&["wt", &i.workflow, team, &i.id]),
+        key(&["wst", &i.workflow, &i.state, team, &i.id]),
+        key(&["t", team, &i.id]),
+    ];
+    if let Some(a) = &i.assignment.assignee {
+        keys.push(key(&["a", a, &i.id]));
+    }
+    keys
+}
+
+fn count_key(i: &Instance) -> String {
+    key(&[&i.workflow, &i.state, i.assignment.team.as_deref().unwrap_or("")])
+}
+
+fn add_count(w: &mut dyn Write, k: &str, delta: i64) -> Result<()> {
+    let current = match w.get(Table::InstanceCounts, k)? {
+        Some(v) => String::from_utf8_lossy(&v).parse::<i64>().map_err(|e| StoreError::Corrupt { what: "instance count".into(), detail: e.to_string() })?,
+        None => 0,
+    };
+    match current + delta {
+        0 => w.delete(Table::InstanceCounts, k),
+        n => w.put(Table::InstanceCounts, k, n.to_string().as_bytes()),
+    }
+}
+
+/// Moves an instance's index entries and count from `old` to `new`.
+fn reindex(w: &mut dyn Write, old: Option<&Instance>, new: &Instance) -> Result<()> {
+    let new_keys = index_keys(new);
+    let old_keys = old.map(index_keys).unwrap_or_default();
+    for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+        w.delete(Table::InstanceIndex, k)?;
+    }
+    for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+        w.put(Table::InstanceIndex, k, b"")?;
+    }
+    let to = count_key(new);
+    match old.map(count_key) {
+        Some(from) if from == to => Ok(()),
+        Some(from) => {
+            add_count(w, &from, -1)?;
+            add_count(w, &to, 1)
+        }
+        None => add_count(w, &to, 1),
+    }
+}
+
+pub fn instance_counts(r: &dyn Read, workflow: Option<&str>) -> Result<Vec<InstanceCount>> {
+    let range = workflow.map(prefix_range);
+    let (lo, hi) = match &range {
+        Some((lo, hi)) => (Included(lo.as_str()), Excluded(hi.as_str())),
+        None => (Unbounded, Unbounded),
+    };
+    let mut out = Vec::new();
+    r.range(Table::InstanceCounts, lo, hi, false, &mut |k, v| {
+        let parts: Vec<&str> = k.split(SEP).collect();
+        let count = String::from_utf8_lossy(v)
+            .parse()
+            .map_err(|e: std::num::ParseIntError| StoreError::Corrupt { what: "instance count".into(), detail: e.to_string() })?;
+        if let [w, s, t] = parts[..] {
+            out.push(InstanceCount { workflow: w.into(), state: s.into(), team: (!t.is_empty()).then(|| t.to_string()), count });
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Indexes every instance of a store written before the index existed (once).
+fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
+    if w.get(Table::Meta, "instance_index")?.is_some() {
+        return Ok(());
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let mut chunk: Vec<Instance> = Vec::new();
+        let lo = after.as_deref().map_or(Unbounded, Excluded);
+        w.range(Table::Instances, lo, Unbounded, false, &mut |_, v| {
+            chunk.push(from_bytes("instance", v)?);
+            Ok(chunk.len() < 1024)
+        })?;
+        for i in &chunk {
+            reindex(w, None, i)?;
+        }
+        match chunk.last() {
+            Some(last) if chunk.len() == 1024 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    w.put(Table::Meta, "instance_index", b"1")
 }
 
 pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
@@ -364,7 +502,8 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if let Some(replay) = replay_or_none(w, &c.idempotency)? {
                 return Ok(replay);
             }
-            let current = instance(w, &c.instance.id)?.map_or(0, |i| i.version);
+            let old = instance(w, &c.instance.id)?;
+            let current = old.as_ref().map_or(0, |i| i.version);
             if current != c.expected_version {
                 return Ok(CommitOutcome::Conflict { current_version: current });
             }
@@ -378,6 +517,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
             w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
+            reindex(w, old.as_ref(), &c.instance)?;
             w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
             if let Some(idem) = &c.idempotency {
                 let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None };
@@ -454,6 +594,27 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             Ok(CommitOutcome::Moved(moved))
+        }
+        Job::ImportInstances(items) => {
+            for item in items {
+                if let Some(existing) = instance(w, &item.instance.id)? {
+                    return Ok(CommitOutcome::Conflict { current_version: existing.version });
+                }
+            }
+            for item in items {
+                let i = &item.instance;
+                w.put(Table::Instances, &i.id, &to_bytes(i)?)?;
+                for e in &item.events {
+                    w.put(Table::Events, &key(&[&i.id, &num(e.seq)]), &to_bytes(e)?)?;
+                }
+                add_refs(w, &format!("instance:{}", i.id), &item.refs)?;
+                reindex(w, None, i)?;
+            }
+            Ok(CommitOutcome::Committed)
+        }
+        Job::EnsureIndexes => {
+            ensure_indexes(w)?;
+            Ok(CommitOutcome::Committed)
         }
         Job::NextSequence(name) => Ok(CommitOutcome::Sequence(next(w, name)?)),
         Job::PutBundle { version, sources } => {

@@ -53,7 +53,9 @@ impl RedbStore {
         let (tx, rx) = sync_channel(QUEUE);
         let writer_db = db.clone();
         let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, rx)).map_err(backend)?;
-        Ok(RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), auth: AuthFile::new(dir.join("auth.redb")) })
+        let store = RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), auth: AuthFile::new(dir.join("auth.redb")) };
+        store.submit(Job::EnsureIndexes)?;
+        Ok(store)
     }
 
     /// Users and tokens only, without opening the main database (which a

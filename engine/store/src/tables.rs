@@ -31,10 +31,16 @@ pub enum Table {
     Inbox,
     /// seq → outbox item
     Outbox,
+    /// Secondary index of instances for the list filters: `w␟workflow␟id`,
+    /// `ws␟workflow␟state␟id`, `wt␟workflow␟team␟id`, `wst␟workflow␟state␟team␟id`,
+    /// `t␟team␟id`, `a␟assignee␟id` → empty.
+    InstanceIndex,
+    /// workflow␟state␟team → number of instances (dashboards count without scanning).
+    InstanceCounts,
 }
 
 impl Table {
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 19] = [
         Table::Instances,
         Table::Events,
         Table::Idempotency,
@@ -52,6 +58,8 @@ impl Table {
         Table::TimerIndex,
         Table::Inbox,
         Table::Outbox,
+        Table::InstanceIndex,
+        Table::InstanceCounts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +81,8 @@ impl Table {
             Table::TimerIndex => "timer_index",
             Table::Inbox => "inbox",
             Table::Outbox => "outbox",
+            Table::InstanceIndex => "instance_index",
+            Table::InstanceCounts => "instance_counts",
         }
     }
 }

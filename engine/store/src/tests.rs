@@ -257,3 +257,98 @@ fn reading_users_does_not_reopen_an_unchanged_auth_file() {
     }
     assert_eq!(stamp(), before, "the file was opened again although nothing changed");
 }
+
+mod index {
+    //! The instance index and counts agree with a scan of every instance, for
+    //! any sequence of commands, any filter and any page size.
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORKFLOWS: [&str; 2] = ["repair", "inspection"];
+    const STATES: [&str; 3] = ["open", "doing", "closed"];
+    const TEAMS: [Option<&str>; 3] = [Some("hvac"), Some("lift"), None];
+    const USERS: [Option<&str>; 2] = [Some("wang"), None];
+
+    /// (instance number, workflow, state, team, assignee): start it, or move it.
+    fn step() -> impl Strategy<Value = (usize, usize, usize, usize, usize)> {
+        (0..12usize, 0..2usize, 0..3usize, 0..3usize, 0..2usize)
+    }
+
+    fn filter() -> impl Strategy<Value = InstanceFilter> {
+        (proptest::option::of(0..2usize), proptest::option::of(0..3usize), proptest::option::of(0..2usize), proptest::option::of(0..1usize), 1..5usize)
+            .prop_map(|(w, s, t, a, limit)| InstanceFilter {
+                workflow: w.map(|w| WORKFLOWS[w].to_string()),
+                state: s.map(|s| STATES[s].to_string()),
+                team: t.and_then(|t| TEAMS[t].map(str::to_string)),
+                assignee: a.and_then(|a| USERS[a].map(str::to_string)),
+                limit,
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn lists_and_counts_match_a_scan(steps in proptest::collection::vec(step(), 1..60), filters in proptest::collection::vec(filter(), 1..6)) {
+            let store = MemoryStore::new();
+            let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+            for (n, w, s, t, a) in steps {
+                let id = format!("I{n:02}");
+                let expected = versions.get(&id).copied().unwrap_or(0);
+                let mut c = write(&id, expected, STATES[s], None);
+                // A started instance keeps its workflow.
+                c.instance.workflow = store.instance(&id).unwrap().map_or(WORKFLOWS[w].to_string(), |i| i.workflow);
+                c.instance.assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
+                prop_assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed);
+                versions.insert(id, expected + 1);
+            }
+            let all: Vec<Instance> = versions.keys().rev().map(|id| store.instance(id).unwrap().unwrap()).collect();
+            for f in filters {
+                let expected: Vec<String> = all.iter().filter(|i| f.matches(i)).map(|i| i.id.clone()).collect();
+                let mut got = Vec::new();
+                let mut page_filter = f.clone();
+                loop {
+                    let page = store.instances(&page_filter).unwrap();
+                    prop_assert!(page.items.len() <= f.limit);
+                    got.extend(page.items.iter().map(|i| i.id.clone()));
+                    match page.next {
+                        Some(next) => page_filter.before = Some(next),
+                        None => break,
+                    }
+                }
+                prop_assert_eq!(got, expected, "filter {:?}", f);
+            }
+            let mut counted: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+            for i in &all {
+                *counted.entry((i.workflow.clone(), i.state.clone(), i.assignment.team.clone())).or_default() += 1;
+            }
+            let kept: BTreeMap<_, _> = store.instance_counts(None).unwrap().into_iter().map(|c| ((c.workflow, c.state, c.team), c.count)).collect();
+            prop_assert_eq!(kept, counted);
+        }
+    }
+}
+
+#[test]
+fn a_store_written_before_the_index_gets_it_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RedbStore::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            store.commit(write(id, 0, "s1", None)).unwrap();
+        }
+    }
+    {
+        // As an older version left it: instances, but no index, counts or marker.
+        let db = redb::Database::create(dir.path().join("flowform.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(redb::TableDefinition::<&str, &[u8]>::new("instance_index")).unwrap();
+        tx.delete_table(redb::TableDefinition::<&str, &[u8]>::new("instance_counts")).unwrap();
+        tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap().remove("instance_index").unwrap();
+        tx.commit().unwrap();
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    let counts = store.instance_counts(Some("w")).unwrap();
+    assert_eq!(counts, vec![InstanceCount { workflow: "w".into(), state: "s1".into(), team: Some("t".into()), count: 3 }]);
+    let page = store.instances(&InstanceFilter { workflow: Some("w".into()), state: Some("s1".into()), limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(page.items.len(), 3);
+}
