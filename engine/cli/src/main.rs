@@ -2,6 +2,7 @@
 //! crates, print. See `flowform --help`.
 
 mod bench;
+mod scale;
 mod workload;
 
 use anyhow::{Context, Result, bail};
@@ -183,9 +184,17 @@ enum Command {
         /// Pace the HTTP clients to this many requests/s in all (latency from the scheduled send time).
         #[arg(long)]
         rate: Option<f64>,
-        /// Keep the workload's store here (an empty directory) instead of a temporary one.
+        /// Keep the workload's store here (an empty directory) instead of a temporary one;
+        /// with --scale, the store to generate (when empty) and measure.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Generate this many archived work orders of the hospital application into --data
+        /// (unless it already has a store), then measure start-up, memory and queries.
+        #[arg(long)]
+        scale: Option<usize>,
+        /// Assets the generated work orders refer to (with --scale).
+        #[arg(long, default_value_t = 10_000)]
+        assets: usize,
     },
 }
 
@@ -209,6 +218,10 @@ fn main() -> ExitCode {
         Command::Token { user, data } => token(&user, &data).map(|_| ExitCode::SUCCESS),
         Command::Serve { dir, data, addr, demo, demo_dir } => serve(dir, data, addr, demo, demo_dir).map(|_| ExitCode::SUCCESS),
         Command::Bench { dir, reload: Some(edits), .. } => bench::reload(&dir, edits).map(|_| ExitCode::SUCCESS),
+        Command::Bench { dir, scale: Some(n), data, assets, .. } => {
+            let data = data.ok_or_else(|| anyhow::anyhow!("--scale needs --data DIR (a store of about 5 GB per million work orders)"));
+            data.and_then(|data| scale::run(&dir, &data, n, assets)).map(|_| ExitCode::SUCCESS)
+        }
         Command::Bench { dir, workload: Some(mode), n, clients, rate, data, .. } => {
             workload::run(&workload::Options { mode, n, clients, rate, dir, data }).map(|_| ExitCode::SUCCESS)
         }

@@ -1,0 +1,235 @@
+//! `flowform bench --scale N --data DIR`: the hospital application with N archived
+//! work orders (and their assets and histories), then what users would feel:
+//! server start-up time, memory, a filtered list page, one instance's history,
+//! the count by state and team, one asset's history. See docs/performance.md.
+//!
+//! The orders are decided by the pure core exactly as live ones (the same forms,
+//! rules and routing), dated over the last three years, and written through the
+//! store's bulk import job (which keeps the same index and counts as commands).
+//! A data directory that already holds a store is measured as it is, so the
+//! generation (minutes for a million) is paid once.
+
+use anyhow::{Context, Result, anyhow, bail};
+use flowform_core::{Actor, Lang};
+use flowform_runtime::{Runtime, SystemClock};
+use flowform_store::{ImportedInstance, Job, RedbStore, Store};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "medical_gas"];
+const DEPARTMENTS: [&str; 4] = ["icu", "inpatient_ward", "outpatient", "emergency"];
+/// Instances per import job (one write transaction each).
+const BATCH: usize = 2_000;
+
+pub fn run(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
+    if !data.join("flowform.redb").exists() {
+        generate(dir, data, n, assets)?;
+    } else {
+        println!("scale: measuring the existing store in {}", data.display());
+    }
+    measure(dir, data)
+}
+
+fn asset_id(k: usize) -> String {
+    format!("EQ-{:06}", 200_000 + k)
+}
+
+fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
+    let started = Instant::now();
+    let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow!("{e}"))?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(data)?);
+    let runtime = Arc::new(Runtime::new(bundle, store.clone(), Arc::new(SystemClock))?);
+    flowform_runtime::demo::load(&dir.join("examples/hospital"), &runtime).map_err(|e| anyhow!("{e}"))?;
+    let bundle = runtime.bundle();
+    let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
+    let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
+    let admin = Actor { id: "admin".into(), name: "admin".into(), roles: roles.clone(), teams: teams.clone(), email: None };
+
+    // The asset ledger: copies of the first demo asset under new codes, from several threads (group commit).
+    let template = runtime.record("asset", "EQ-000101").map_err(|e| anyhow!("the demo has no asset EQ-000101: {e}"))?.data;
+    let threads = 16;
+    std::thread::scope(|s| -> Result<()> {
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let (runtime, template, admin) = (runtime.clone(), template.clone(), admin.clone());
+            handles.push(s.spawn(move || -> Result<()> {
+                for k in (t..assets).step_by(threads) {
+                    let mut asset = template.clone();
+                    asset.insert("code".into(), json!(asset_id(k)));
+                    asset.insert("name".into(), json!(format!("{}号设备 ({})", k + 1, CATEGORIES[k % 5])));
+                    asset.insert("category".into(), json!(CATEGORIES[k % 5]));
+                    asset.insert("tag_id".into(), json!(format!("RFID-{}", asset_id(k))));
+                    runtime.create_record("asset", &Value::Object(asset), &admin, Lang::En).map_err(|e| anyhow!("asset {k}: {e}"))?;
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow!("an asset thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    println!("scale: {assets} assets in {:.1} s", started.elapsed().as_secs_f64());
+
+    // The work orders: decided by the core on one thread, written on this one.
+    let requester = Actor { id: "nurse_li".into(), name: "李护士".into(), roles: roles.clone(), teams: vec![], email: None };
+    let tech = Actor { id: "tech_wang".into(), name: "王师傅".into(), roles, teams, email: None };
+    let base = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(n as i64 * 90 + 86_400);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
+    let generator = {
+        let bundle = bundle.clone();
+        std::thread::spawn(move || {
+            for chunk in (0..n).step_by(BATCH) {
+                let batch = (chunk..(chunk + BATCH).min(n)).map(|i| order(&bundle, i, assets, base, &requester, &tech)).collect();
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut written = 0;
+    for batch in rx {
+        let batch = batch?;
+        written += batch.len();
+        match store.submit(Job::ImportInstances(batch))? {
+            flowform_store::CommitOutcome::Committed => {}
+            other => bail!("the import was refused: {other:?}"),
+        }
+        if written % 100_000 < BATCH {
+            println!("scale: {written} work orders written ({:.0} s)", started.elapsed().as_secs_f64());
+        }
+    }
+    generator.join().map_err(|_| anyhow!("the generator panicked"))?;
+    drop(runtime);
+    drop(store);
+    let size = std::fs::metadata(data.join("flowform.redb"))?.len();
+    println!(
+        "scale: generated {n} work orders and {assets} assets in {:.0} s; store {:.2} GiB ({:.0} bytes per work order)",
+        started.elapsed().as_secs_f64(),
+        size as f64 / (1u64 << 30) as f64,
+        size as f64 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Work order `i`: reported, and (for all but a few kept open) taken through to closed.
+fn order(bundle: &flowform_core::Bundle, i: usize, assets: usize, base: jiff::Timestamp, requester: &Actor, tech: &Actor) -> Result<ImportedInstance> {
+    let at = |step: i64| format!("{:.3}", base + jiff::SignedDuration::from_secs(i as i64 * 90 + step * 600));
+    let ms = (base + jiff::SignedDuration::from_secs(i as i64 * 90)).as_millisecond() as u64;
+    let id = ulid::Ulid::from_parts(ms, i as u128).to_string();
+    let report = json!({
+        "asset": asset_id(i % assets.max(1)),
+        "category": CATEGORIES[i % 5],
+        "department": DEPARTMENTS[i % 4],
+        "location": "住院楼 5 层",
+        "priority": if i % 3 == 0 { "urgent" } else { "normal" },
+        "urgent_reason": "影响病人",
+        "description": format!("设备故障,需要维修 (工单 {i})"),
+    });
+    let decided = |r: Result<flowform_core::Outcome, flowform_core::Rejection>| r.map_err(|e| anyhow!("work order {i}: {e}: {e:?}"));
+    let first = decided(flowform_core::start(bundle, "repair", &report, requester, &at(0), &id, Lang::ZhCn))?;
+    let mut instance = first.instance;
+    let mut events = vec![first.event];
+    // One in 625 stays unaccepted, one in 625 in progress: the open backlog, of every category.
+    let steps: &[(&str, Value, bool)] = &[
+        ("accept", json!({}), false),
+        ("check_in", json!({"place": {"tag": "RFID-0001"}}), false),
+        ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
+        ("confirm", json!({"rating": 3 + i % 3}), true),
+    ];
+    let keep = match (i / 5) % 125 {
+        0 => 0,
+        1 => 1,
+        _ => steps.len(),
+    };
+    for (k, (name, input, by_requester)) in steps.iter().take(keep).enumerate() {
+        let actor = if *by_requester { requester } else { tech };
+        let outcome = decided(flowform_core::transition(bundle, &instance, name, input, actor, &at(k as i64 + 1), Lang::ZhCn))?;
+        instance = outcome.instance;
+        events.push(outcome.event);
+    }
+    let refs = flowform_core::records::instance_references(bundle, &instance.workflow, &instance.data);
+    Ok(ImportedInstance { instance, events, refs })
+}
+
+/// Resident and peak memory of a process, in MiB (VmRSS, VmHWM).
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn measure(dir: &Path, data: &Path) -> Result<()> {
+    let user = "manager_zheng";
+    let token = flowform_runtime::tokens::issue(user, |u| Ok(RedbStore::auth_only(data).user(u)?.is_some()), |hash, u| RedbStore::auth_only(data).add_token(hash, u))?
+        .ok_or_else(|| anyhow!("no user `{user}` in {}", data.display()))?;
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--addr", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .arg("--data")
+        .arg(data)
+        .env("FLOWFORM_LOG", "warn")
+        .env("FLOWFORM_WATCH", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the server")?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no server output"))?).lines();
+    let addr = loop {
+        let line = lines.next().ok_or_else(|| anyhow!("the server exited before listening"))??;
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let startup = started.elapsed();
+    std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    let rss_started = memory(pid).0;
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let get = |path: &str| -> Result<(Duration, Value)> {
+        let t = Instant::now();
+        let mut response = agent.get(format!("http://{addr}{path}")).header("Authorization", format!("Bearer {token}")).call()?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        let elapsed = t.elapsed();
+        if status != 200 {
+            bail!("GET {path}: HTTP {status}: {text}");
+        }
+        Ok((elapsed, serde_json::from_str(&text)?))
+    };
+    // Timings: the median and the worst of 30 requests each (after one warm-up).
+    let time = |name: &str, path: &str| -> Result<Value> {
+        let (_, body) = get(path)?;
+        let mut samples: Vec<Duration> = (0..30).map(|_| get(path).map(|(d, _)| d)).collect::<Result<_>>()?;
+        samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("scale: {name:<44} median {:>7.2} ms, max {:>7.2} ms   ({path})", ms(samples[15]), ms(samples[29]));
+        Ok(json!({"name": name, "path": path, "median_ms": ms(samples[15]), "max_ms": ms(samples[29]), "body": body}))
+    };
+    let counts = time("count by state and team", "/api/v1/instances/counts?workflow=repair&by=state,team")?;
+    let total = counts["body"]["total"].as_u64().unwrap_or(0);
+    let list = time("filtered list page (closed, hvac, 50)", "/api/v1/instances?workflow=repair&state=closed&team=hvac_team&limit=50")?;
+    time("filtered list page (in progress, elevator)", "/api/v1/instances?workflow=repair&state=in_progress&team=elevator_team&limit=50")?;
+    let cursor = list["body"]["next_cursor"].as_str().unwrap_or_default().to_string();
+    time("next page by cursor", &format!("/api/v1/instances?workflow=repair&state=closed&team=hvac_team&limit=50&cursor={cursor}"))?;
+    let some_id = list["body"]["items"][10]["id"].as_str().ok_or_else(|| anyhow!("the list is empty"))?.to_string();
+    time("history of one work order", &format!("/api/v1/instances/{some_id}/history"))?;
+    time("one work order", &format!("/api/v1/instances/{some_id}"))?;
+    time("history of one asset (its work orders)", &format!("/api/v1/records/asset/{}/history", asset_id(7)))?;
+    let (rss, peak) = memory(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let size = std::fs::metadata(data.join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "scale: {total} work orders; server start-up {:.2} s; RSS {rss_started:.0} MiB after start-up, {rss:.0} MiB after the queries (peak {peak:.0} MiB); store {:.2} GiB",
+        startup.as_secs_f64(),
+        size as f64 / (1u64 << 30) as f64
+    );
+    Ok(())
+}
