@@ -28,6 +28,12 @@ macro_rules! say_raw {
     }};
 }
 use std::process::ExitCode;
+
+/// mimalloc instead of the system allocator: the engine allocates many small
+/// short-lived values (JSON, strings), and glibc's malloc spent ~40 % of the
+/// core benchmark in malloc/free (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 #[derive(Parser)]

@@ -126,7 +126,7 @@ fn order(bundle: &flowform_core::Bundle, i: usize, assets: usize, base: jiff::Ti
         "category": CATEGORIES[i % 5],
         "department": DEPARTMENTS[i % 4],
         "location": "住院楼 5 层",
-        "priority": if i % 3 == 0 { "urgent" } else { "normal" },
+        "priority": if i.is_multiple_of(3) { "urgent" } else { "normal" },
         "urgent_reason": "影响病人",
         "description": format!("设备故障,需要维修 (工单 {i})"),
     });
@@ -165,10 +165,8 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn measure(dir: &Path, data: &Path) -> Result<()> {
-    let user = "manager_zheng";
-    let token = flowform_runtime::tokens::issue(user, |u| Ok(RedbStore::auth_only(data).user(u)?.is_some()), |hash, u| RedbStore::auth_only(data).add_token(hash, u))?
-        .ok_or_else(|| anyhow!("no user `{user}` in {}", data.display()))?;
+/// Starts `flowform serve` on the store; returns it, its address and the time until it listened.
+fn spawn_server(dir: &Path, data: &Path) -> Result<(std::process::Child, String, Duration)> {
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
         .args(["serve", "--addr", "127.0.0.1:0", "--dir"])
@@ -189,6 +187,15 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     };
     let startup = started.elapsed();
     std::thread::spawn(move || for _ in lines {});
+    Ok((child, addr, startup))
+}
+
+fn measure(dir: &Path, data: &Path) -> Result<()> {
+    let user = "manager_zheng";
+    let token =
+        flowform_runtime::tokens::issue(user, |u| Ok(RedbStore::auth_only(data).user(u)?.is_some()), |hash, u| RedbStore::auth_only(data).add_token(hash, u))?
+            .ok_or_else(|| anyhow!("no user `{user}` in {}", data.display()))?;
+    let (mut child, addr, startup) = spawn_server(dir, data)?;
     let pid = child.id();
     let rss_started = memory(pid).0;
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
@@ -223,7 +230,16 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     time("one work order", &format!("/api/v1/instances/{some_id}"))?;
     time("history of one asset (its work orders)", &format!("/api/v1/records/asset/{}/history", asset_id(7)))?;
     let (rss, peak) = memory(pid);
-    let _ = child.kill();
+    // Killed (SIGKILL), the next start repairs the store first: how long, and how much memory.
+    child.kill()?;
+    child.wait()?;
+    let (mut child, _, recovery) = spawn_server(dir, data)?;
+    let (rss_recovered, _) = memory(child.id());
+    // A graceful stop (SIGTERM), so the next start needs no repair.
+    let stopped = Command::new("kill").arg(child.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
+    if !stopped {
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let size = std::fs::metadata(data.join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
     println!(
@@ -231,5 +247,6 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         startup.as_secs_f64(),
         size as f64 / (1u64 << 30) as f64
     );
+    println!("scale: start-up after kill -9 (with the store's crash repair) {:.2} s, RSS {rss_recovered:.0} MiB", recovery.as_secs_f64());
     Ok(())
 }

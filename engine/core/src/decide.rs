@@ -111,7 +111,7 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
     let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
-    finish(bundle, before, after, EventKind::Started, None, None, cleaned, postings, actor, now)
+    finish(bundle, &before, after, EventKind::Started, None, None, cleaned, postings, actor, now)
 }
 
 /// The workflow and the transition `name`, if it starts from the instance's state.
@@ -144,7 +144,7 @@ pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Valu
         after.state = to.value.clone();
     }
     let from = Some(instance.state.clone());
-    let mut outcome = finish(bundle, instance.clone(), after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)?;
+    let mut outcome = finish(bundle, instance, after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)?;
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
@@ -322,7 +322,7 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -
 #[allow(clippy::too_many_arguments)]
 fn finish(
     bundle: &Bundle,
-    before: Instance,
+    before: &Instance,
     mut after: Instance,
     kind: EventKind,
     transition: Option<String>,
@@ -341,7 +341,7 @@ fn finish(
         let arm = crate::timers::enter_state(&bundle.model, wf, &mut after, now);
         effects.push(Effect::Timers { arm });
     }
-    let changes = diff(&before, &after);
+    let changes = diff(before, &after);
     if before.assignment != after.assignment {
         effects.push(Effect::Assigned { assignment: after.assignment.clone() });
         // Dispatched (or re-dispatched) to a team or vendor; an assignee taking it is not.
@@ -456,7 +456,7 @@ pub fn parse_postings(bundle: &Bundle, out: Value, script: &str) -> Result<Vec<P
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish_system(
     bundle: &Bundle,
-    before: Instance,
+    before: &Instance,
     after: Instance,
     kind: EventKind,
     transition: Option<String>,
@@ -484,7 +484,7 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     }
     let mut outcome = finish(
         bundle,
-        instance.clone(),
+        instance,
         after,
         EventKind::Transition,
         Some(t.name.clone()),

@@ -115,11 +115,16 @@ pub enum Effect {
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {
     let mut changes = BTreeMap::new();
-    let keys: std::collections::BTreeSet<&String> = before.data.keys().chain(after.data.keys()).collect();
-    for k in keys {
-        let (b, a) = (before.data.get(k).cloned().unwrap_or(Value::Null), after.data.get(k).cloned().unwrap_or(Value::Null));
+    const NULL: Value = Value::Null;
+    for (k, a) in &after.data {
+        let b = before.data.get(k).unwrap_or(&NULL);
         if b != a {
-            changes.insert(k.clone(), Change { before: b, after: a });
+            changes.insert(k.clone(), Change { before: b.clone(), after: a.clone() });
+        }
+    }
+    for (k, b) in &before.data {
+        if !after.data.contains_key(k) && !b.is_null() {
+            changes.insert(k.clone(), Change { before: b.clone(), after: Value::Null });
         }
     }
     let pairs = [

@@ -109,7 +109,7 @@ pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -
         let mut after = instance.clone();
         after.overdue = true;
         let mut outcome =
-            crate::decide::finish_system(bundle, instance.clone(), after, EventKind::Timer, None, json!({"timer": "sla", "due_at": spec.due_at}), &actor, now)?;
+            crate::decide::finish_system(bundle, instance, after, EventKind::Timer, None, json!({"timer": "sla", "due_at": spec.due_at}), &actor, now)?;
         if !state.sla_notify.is_empty() {
             outcome.effects.push(Effect::Notify { notifications: notify_specs(&state.sla_notify) });
         }
@@ -129,7 +129,7 @@ pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -
             for (k, v) in &step.set {
                 after.data.insert(k.clone(), v.clone());
             }
-            crate::decide::finish_system(bundle, instance.clone(), after, EventKind::Timer, None, json!({"timer": spec.timer}), &actor, now)?
+            crate::decide::finish_system(bundle, instance, after, EventKind::Timer, None, json!({"timer": spec.timer}), &actor, now)?
         }
     };
     if !step.notify.is_empty() {

@@ -32,12 +32,21 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The page cache of the store: `FLOWFORM_CACHE_MB` (default 128). The OS page
+/// cache holds the rest of the file; this bounds the server's own memory
+/// (redb's default, 1 GiB, filled up when repairing a large store after a crash).
+pub const DEFAULT_CACHE_MB: usize = 128;
+
+fn cache_bytes() -> usize {
+    std::env::var("FLOWFORM_CACHE_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|mb| *mb > 0).unwrap_or(DEFAULT_CACHE_MB) << 20
+}
+
 impl RedbStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<RedbStore> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("flowform.redb");
-        let db = match Database::create(&path) {
+        let db = match Database::builder().set_cache_size(cache_bytes()).create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked { path: path.display().to_string() }),
             Err(e) => return Err(backend(e)),
