@@ -22,7 +22,7 @@ pub mod watch;
 use arc_swap::ArcSwap;
 use flowform_core::{Actor, AvailableTransition, Bundle, Event, Instance, Lang, Rejection};
 use flowform_model::Diagnostic;
-use flowform_store::{CommandWrite, CommitOutcome, IdempotencyKey, InstanceFilter, Page, Store, StoreError};
+use flowform_store::{CommandWrite, CommitOutcome, IdempotencyKey, InstanceFilter, Job, Page, Store, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -265,7 +265,14 @@ impl Runtime {
         let store = self.store.clone();
         let idem = write.idempotency.clone();
         let instance = write.instance.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.commit(write)).await.map_err(|e| CommandError::Internal(e.to_string()))??;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.submit_then(
+            Job::Command(Box::new(write)),
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        let outcome = rx.await.map_err(|_| CommandError::Internal("the store dropped a command without an answer".into()))??;
         check_replay(&outcome, &idem)?;
         Ok((outcome, instance))
     }

@@ -160,6 +160,9 @@ pub struct InstanceCount {
     pub count: u64,
 }
 
+/// What [`Store::submit_then`] calls with a job's outcome.
+pub type Done = Box<dyn FnOnce(Result<CommitOutcome>) + Send>;
+
 /// What a writer applies in one transaction.
 #[derive(Clone, Debug)]
 pub enum Job {
@@ -332,6 +335,13 @@ pub struct LedgerEvent {
 /// snapshot); everything else is provided.
 pub trait Store: Send + Sync + 'static {
     fn submit(&self, job: Job) -> Result<CommitOutcome>;
+    /// Submits a job and calls `done` with its outcome once it is durable, from
+    /// whichever thread applied it. The default applies it on the calling thread;
+    /// a store with a writer thread queues it, so that async callers wait
+    /// without holding a thread.
+    fn submit_then(&self, job: Job, done: Done) {
+        done(self.submit(job));
+    }
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()>;
 
     fn put_user(&self, user: &Actor) -> Result<()>;

@@ -6,7 +6,7 @@ use crate::*;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -19,7 +19,8 @@ const QUEUE: usize = 4096;
 /// Jobs in one commit at most.
 const MAX_BATCH: usize = 512;
 
-type Reply = Sender<Result<CommitOutcome>>;
+/// Called by the writer with a job's outcome, once its commit is durable.
+type Reply = crate::Done;
 
 pub struct RedbStore {
     db: Arc<Database>,
@@ -118,13 +119,13 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
         match commit_batch(&db, &batch) {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                    reply(Ok(outcome));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "group commit failed");
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(backend(&e)));
+                    reply(Err(backend(&e)));
                 }
             }
         }
@@ -236,10 +237,26 @@ fn commit_batch(db: &Database, batch: &[(Job, Reply)]) -> Result<Vec<CommitOutco
 
 impl Store for RedbStore {
     fn submit(&self, job: Job) -> Result<CommitOutcome> {
-        let sender = self.writer.lock().map_err(|_| StoreError::Closed)?.clone().ok_or(StoreError::Closed)?;
         let (reply, answer) = std::sync::mpsc::channel();
-        sender.send((job, reply)).map_err(|_| StoreError::Closed)?;
+        self.submit_then(
+            job,
+            Box::new(move |outcome| {
+                let _ = reply.send(outcome);
+            }),
+        );
         answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit_then(&self, job: Job, done: crate::Done) {
+        let sender = match self.writer.lock() {
+            Ok(w) => w.clone(),
+            Err(_) => None,
+        };
+        let Some(sender) = sender else { return done(Err(StoreError::Closed)) };
+        // Blocks only while the writer's queue is full (back-pressure).
+        if let Err(std::sync::mpsc::SendError((_, done))) = sender.send((job, done)) {
+            done(Err(StoreError::Closed));
+        }
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()> {
