@@ -461,10 +461,11 @@ enum Answer {
 
 /// The client side: a command to the runtime directly, or over HTTP.
 trait Client: Send + Sync {
-    /// When the next request is due: now, or its slot when the client is paced.
-    /// Latency counts from here, so a late server is not hidden by a late client.
-    fn pace(&self) -> Instant {
-        Instant::now()
+    /// Waits until the next request is due and returns when that was: now, or
+    /// its slot when the client is paced. Latency counts from here, so a late
+    /// server is not hidden by a late client (no coordinated omission).
+    fn pace(&self) -> impl std::future::Future<Output = Instant> + Send {
+        async { Instant::now() }
     }
     fn start(&self, i: usize, who: &str, payload: &Value) -> impl std::future::Future<Output = Result<(Answer, Option<String>)>> + Send;
     fn transition(&self, id: &str, name: &str, who: &str, input: &Value) -> impl std::future::Future<Output = Result<Answer>> + Send;
@@ -524,13 +525,13 @@ async fn drive<C: Client>(client: &C, order: &IssueOrder, i: usize, latencies: &
     let mut s = Stats::default();
     let reporter = p.payload["reporter_phone"].as_str().unwrap_or_default().to_string();
     if let Some(bad) = &p.invalid {
-        client.pace();
+        client.pace().await;
         match client.start(i, &reporter, bad).await?.0 {
             Answer::InvalidInput => s.rejected_forms += 1,
             _ => bail!("the invalid payload of {} was not refused as invalid", p.id),
         }
     }
-    let t = client.pace();
+    let t = client.pace().await;
     let (a, id) = client.start(i, &reporter, &p.payload).await?;
     let (Answer::Accepted, Some(id)) = (a, id) else { bail!("{}: the valid payload was refused", p.id) };
     latencies.push(t.elapsed().as_secs_f64() * 1e6);
@@ -540,7 +541,7 @@ async fn drive<C: Client>(client: &C, order: &IssueOrder, i: usize, latencies: &
         if issue {
             order.wait_turn(i).await;
         }
-        let t = client.pace();
+        let t = client.pace().await;
         let mut a = client.transition(&id, step.transition, &step.who, &step.input).await?;
         if matches!(a, Answer::Stock) {
             s.stock_rejections += 1;
@@ -610,12 +611,18 @@ fn durable(bundle: flowform_core::Bundle, opts: &Options) -> Result<Outcome> {
                     .ok_or_else(|| anyhow!("no token for {user}"))?;
                 tokens.insert(user, token);
             }
-            let client = Arc::new(Http::new(format!("http://{}", server.0), tokens, runtime.clone()));
-            let result = clients_run(opts, order, client)?;
+            let (addr, tokens) = (server.0, Arc::new(tokens));
+            let result = rt.block_on(clients_run(opts, order, || HttpClient::connect(addr, tokens.clone(), runtime.clone())));
             server.1.abort();
-            result
+            result?
         }
-        _ => rt.block_on(async { clients_run_async(opts, order, Arc::new(Direct { runtime: runtime.clone() })).await })?,
+        _ => {
+            let direct = Arc::new(Direct { runtime: runtime.clone() });
+            rt.block_on(clients_run(opts, order, || {
+                let direct = direct.clone();
+                async move { Ok(direct) }
+            }))?
+        }
     };
 
     // Outside the timed part: the store must hold what the clients were told.
@@ -641,13 +648,29 @@ fn durable(bundle: flowform_core::Bundle, opts: &Options) -> Result<Outcome> {
 
 type RunResult = (Stats, Vec<String>, Vec<f64>, f64);
 
-/// `clients` tasks take plans in order from one counter until all are done.
-async fn clients_run_async(opts: &Options, order: Arc<IssueOrder>, client: Arc<Direct>) -> Result<RunResult> {
+/// `clients` tasks take plans in order from one counter until all are done,
+/// each with its own client (for HTTP, its own keep-alive connection), paced
+/// when `opts.rate` is set: client c sends its k-th request at
+/// start + (k + c / clients) × clients / rate.
+async fn clients_run<C, F, Fut>(opts: &Options, order: Arc<IssueOrder>, connect: F) -> Result<RunResult>
+where
+    C: Client + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<C>>,
+{
+    let clients = opts.clients.max(1);
+    let interval = opts.rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connected.push(connect().await?);
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..opts.clients.max(1) {
-        let (next, order, client, n) = (next.clone(), order.clone(), client.clone(), opts.n);
+    for (c, client) in connected.into_iter().enumerate() {
+        let first = started + interval.map_or(Duration::ZERO, |d| d.mul_f64(c as f64 / clients as f64));
+        let client = Paced { inner: client, interval, next_at: std::sync::Mutex::new(first) };
+        let (next, order, n) = (next.clone(), order.clone(), opts.n);
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::default();
             let mut ids = Vec::new();
@@ -657,7 +680,7 @@ async fn clients_run_async(opts: &Options, order: Arc<IssueOrder>, client: Arc<D
                 if i >= n {
                     break;
                 }
-                let (s, id) = drive(client.as_ref(), &order, i, &mut latencies).await?;
+                let (s, id) = drive(&client, &order, i, &mut latencies).await?;
                 stats.add(&s);
                 ids.push(id);
             }
@@ -674,78 +697,84 @@ async fn clients_run_async(opts: &Options, order: Arc<IssueOrder>, client: Arc<D
     Ok((all.0, all.1, all.2, started.elapsed().as_secs_f64()))
 }
 
-/// The HTTP clients: one OS thread each, blocking keep-alive connections.
-fn clients_run(opts: &Options, order: Arc<IssueOrder>, client: Arc<Http>) -> Result<RunResult> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let clients = opts.clients.max(1);
-    // Paced mode: each client sends its k-th request at start + k * clients / rate.
-    let interval = opts.rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
-    let started = Instant::now();
-    let mut threads = Vec::new();
-    for c in 0..clients {
-        let (next, order, client, n) = (next.clone(), order.clone(), client.clone(), opts.n);
-        threads.push(std::thread::spawn(move || -> Result<(Stats, Vec<String>, Vec<f64>)> {
-            let first = started + interval.map_or(Duration::ZERO, |d| d.mul_f64(c as f64 / clients as f64));
-            let local = PacedHttp { http: &client, interval, next_at: std::sync::Mutex::new(first) };
-            let rt = tokio::runtime::Builder::new_current_thread().build()?;
-            let mut stats = Stats::default();
-            let mut ids = Vec::new();
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let (s, id) = rt.block_on(drive(&local, &order, i, &mut latencies))?;
-                stats.add(&s);
-                ids.push(id);
-            }
-            Ok((stats, ids, latencies))
-        }));
+impl<C: Client> Client for Arc<C> {
+    async fn start(&self, i: usize, who: &str, payload: &Value) -> Result<(Answer, Option<String>)> {
+        self.as_ref().start(i, who, payload).await
     }
-    let mut all = (Stats::default(), Vec::new(), Vec::new());
-    for t in threads {
-        let (s, ids, l) = t.join().map_err(|_| anyhow!("a client thread panicked"))??;
-        all.0.add(&s);
-        all.1.extend(ids);
-        all.2.extend(l);
+    async fn transition(&self, id: &str, name: &str, who: &str, input: &Value) -> Result<Answer> {
+        self.as_ref().transition(id, name, who, input).await
     }
-    Ok((all.0, all.1, all.2, started.elapsed().as_secs_f64()))
+    async fn restock(&self, part: &str) -> Result<()> {
+        self.as_ref().restock(part).await
+    }
 }
 
-/// One client thread's view of the server; `interval` paces its requests.
-struct PacedHttp<'a> {
-    http: &'a Http,
+/// A client whose requests are sent at fixed intervals (when `interval` is set).
+struct Paced<C> {
+    inner: C,
     interval: Option<Duration>,
     next_at: std::sync::Mutex<Instant>,
 }
 
-struct Http {
-    base: String,
-    tokens: HashMap<String, String>,
-    agent: ureq::Agent,
+impl<C: Client> Client for Paced<C> {
+    async fn pace(&self) -> Instant {
+        let Some(interval) = self.interval else { return Instant::now() };
+        let at = match self.next_at.lock() {
+            Ok(mut next) => {
+                let at = *next;
+                *next += interval;
+                at
+            }
+            Err(_) => Instant::now(),
+        };
+        tokio::time::sleep_until(at.into()).await;
+        at
+    }
+    async fn start(&self, i: usize, who: &str, payload: &Value) -> Result<(Answer, Option<String>)> {
+        self.inner.start(i, who, payload).await
+    }
+    async fn transition(&self, id: &str, name: &str, who: &str, input: &Value) -> Result<Answer> {
+        self.inner.transition(id, name, who, input).await
+    }
+    async fn restock(&self, part: &str) -> Result<()> {
+        self.inner.restock(part).await
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the server (hyper), on the same tokio
+/// runtime as the server: no thread per client.
+struct HttpClient {
+    sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>>,
+    host: String,
+    tokens: Arc<HashMap<String, String>>,
     runtime: Arc<Runtime>,
 }
 
-impl Http {
-    fn new(base: String, tokens: HashMap<String, String>, runtime: Arc<Runtime>) -> Http {
-        let agent =
-            ureq::Agent::config_builder().http_status_as_error(false).max_idle_connections(4096).max_idle_connections_per_host(4096).build().new_agent();
-        Http { base, tokens, agent, runtime }
+impl HttpClient {
+    async fn connect(addr: std::net::SocketAddr, tokens: Arc<HashMap<String, String>>, runtime: Arc<Runtime>) -> Result<HttpClient> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(HttpClient { sender: tokio::sync::Mutex::new(sender), host: addr.to_string(), tokens, runtime })
     }
 
-    fn post(&self, path: &str, who: &str, body: &Value) -> Result<(u16, Value)> {
+    async fn post(&self, path: &str, who: &str, body: &Value) -> Result<(u16, Value)> {
+        use http_body_util::BodyExt;
         let user = if self.tokens.contains_key(who) { who } else { "reporter" };
-        let token = &self.tokens[user];
-        let mut response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {token}"))
-            .header("Content-Type", "application/json")
-            .send(json!({ "data": body }).to_string())?;
+        let request = hyper::Request::post(path)
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {}", self.tokens[user]))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(json!({ "data": body }).to_string())))?;
+        let response = {
+            let mut sender = self.sender.lock().await;
+            sender.ready().await?;
+            sender.send_request(request).await?
+        };
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 }
 
@@ -758,26 +787,9 @@ fn http_answer(status: u16, body: &Value) -> Result<Answer> {
     }
 }
 
-impl Client for PacedHttp<'_> {
-    fn pace(&self) -> Instant {
-        let Some(interval) = self.interval else { return Instant::now() };
-        let at = match self.next_at.lock() {
-            Ok(mut next) => {
-                let at = *next;
-                *next += interval;
-                at
-            }
-            Err(_) => Instant::now(),
-        };
-        let now = Instant::now();
-        if at > now {
-            std::thread::sleep(at - now);
-        }
-        at
-    }
-
+impl Client for HttpClient {
     async fn start(&self, _i: usize, who: &str, payload: &Value) -> Result<(Answer, Option<String>)> {
-        let (status, body) = self.http.post(&format!("/api/v1/workflows/{WORKFLOW}/instances"), who, payload)?;
+        let (status, body) = self.post(&format!("/api/v1/workflows/{WORKFLOW}/instances"), who, payload).await?;
         let a = http_answer(status, &body)?;
         let id = body["id"].as_str().map(str::to_string);
         if matches!(a, Answer::Accepted) && id.is_none() {
@@ -787,11 +799,11 @@ impl Client for PacedHttp<'_> {
     }
 
     async fn transition(&self, id: &str, name: &str, who: &str, input: &Value) -> Result<Answer> {
-        let (status, body) = self.http.post(&format!("/api/v1/instances/{id}/transitions/{name}"), who, input)?;
+        let (status, body) = self.post(&format!("/api/v1/instances/{id}/transitions/{name}"), who, input).await?;
         http_answer(status, &body)
     }
 
     async fn restock(&self, part: &str) -> Result<()> {
-        restock(&self.http.runtime, part)
+        restock(&self.runtime, part)
     }
 }
