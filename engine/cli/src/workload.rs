@@ -9,8 +9,10 @@
 //! - `durable`: the runtime over the redb store, every acknowledged command
 //!   fsynced, `clients` concurrent clients sharing commits.
 //! - `http`: the same runtime behind the HTTP server on loopback, driven by
-//!   `clients` client threads with keep-alive connections (optionally paced to
-//!   `rate` requests/s, latency measured from the scheduled send time).
+//!   `clients` keep-alive HTTP/1.1 connections (hyper tasks on the same tokio
+//!   runtime, so the load generator shares the 2 cores without a thread per
+//!   client); optionally paced to `rate` requests/s in all, latency measured
+//!   from the scheduled send time.
 
 use anyhow::{Context, Result, anyhow, bail};
 use flowform_core::ledger::{Balance, MovementKind, Posting};
