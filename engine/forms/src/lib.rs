@@ -72,6 +72,10 @@ impl CompiledForm {
         let mut errors = Vec::new();
         let cleaned = clean(&self.def.fields, obj, "", lang, mode, &mut errors);
         let cleaned = Value::Object(cleaned);
+        // Valid input (the common case) is checked without collecting errors.
+        if errors.is_empty() && self.validator.is_valid(&cleaned) {
+            return Ok(cleaned);
+        }
         for e in self.validator.iter_errors(&cleaned) {
             let path = pointer_to_path(&e.instance_path().to_string());
             let fe = messages::describe(&path, e.kind(), &self.def.fields, lang);
@@ -115,8 +119,13 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
         }
     }
     // Conditions read the data as submitted (with defaults).
-    let snapshot = Value::Object(out.clone());
+    // (Copied only when a field has a condition: most forms have none.)
+    let conditional = fields.iter().any(|f| f.visible_when.is_some() || f.required_when.is_some());
+    let snapshot = if conditional { Value::Object(out.clone()) } else { Value::Null };
     for f in fields {
+        if !conditional && f.field_type != FieldType::Group {
+            continue;
+        }
         let path = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
         let visible = f.visible_when.as_ref().is_none_or(|(_, c)| c.eval(&snapshot));
         if !visible {
