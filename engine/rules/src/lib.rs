@@ -160,7 +160,7 @@ impl RuleSet {
         };
         let mut scope = Scope::new();
         for (k, v) in [("record", &ctx.record), ("input", &ctx.input), ("actor", &ctx.actor)] {
-            let d = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
+            let d = to_dynamic(v);
             scope.push_constant_dynamic(k, d);
         }
         scope.push_constant("now", ctx.now.clone());
@@ -237,3 +237,19 @@ fn syntax_hint(message: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// JSON → Rhai value, directly: what `rhai::serde::to_dynamic` gives, without
+/// the serializer machinery (which cost more than running most scripts).
+fn to_dynamic(v: &Value) -> Dynamic {
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
+        Value::Object(fields) => Dynamic::from_map(fields.iter().map(|(k, v)| (k.as_str().into(), to_dynamic(v))).collect()),
+    }
+}

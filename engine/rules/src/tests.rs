@@ -86,3 +86,24 @@ fn guards_must_be_booleans() {
     assert_eq!(err.kind, RuleErrorKind::BadResult);
     assert_eq!(err.line, 7);
 }
+
+#[test]
+fn json_reaches_scripts_as_the_serde_conversion_gives_it() {
+    let values = [
+        json!(null),
+        json!(true),
+        json!(42),
+        json!(-7),
+        json!(2.5),
+        json!(u64::MAX),
+        json!("空调不制冷"),
+        json!([1, "a", null, [2.0], {"k": false}]),
+        json!({"category": "hvac", "lines": [{"part": "P-001", "quantity": 2}], "place": {"lat": 23.1, "tag": null}}),
+    ];
+    for v in values {
+        let direct = super::to_dynamic(&v);
+        let via_serde = rhai::serde::to_dynamic(&v).unwrap();
+        assert_eq!(direct.type_name(), via_serde.type_name(), "{v}");
+        assert_eq!(format!("{direct:?}"), format!("{via_serde:?}"), "{v}");
+    }
+}
