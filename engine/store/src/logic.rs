@@ -342,8 +342,13 @@ fn next(w: &mut dyn Write, name: &str) -> Result<u64> {
 
 fn add_refs(w: &mut dyn Write, source: &str, refs: &[(String, String)]) -> Result<()> {
     for (t, id) in refs {
-        w.put(Table::Refs, &key(&[t, id, source]), b"")?;
-        w.put(Table::RefsOut, &key(&[source, t, id]), b"")?;
+        // Most commands repeat the refs the instance already has: writing them
+        // again would still copy their pages in the commit.
+        let k = key(&[t, id, source]);
+        if w.get(Table::Refs, &k)?.is_none() {
+            w.put(Table::Refs, &k, b"")?;
+            w.put(Table::RefsOut, &key(&[source, t, id]), b"")?;
+        }
     }
     Ok(())
 }
