@@ -369,3 +369,25 @@ fn the_bench_workload_gives_the_same_statistics_in_every_mode() {
         assert!(other["db_bytes"].as_u64().unwrap() > 0);
     }
 }
+
+/// The scale benchmark end to end on a small store: generated work orders are
+/// all counted, lists and histories answer, and a second run measures the
+/// existing store without generating again.
+#[test]
+fn the_scale_bench_generates_then_measures_a_store() {
+    let data = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = bin().args(["bench", "--dir"]).arg(repo()).args(["--scale", "300", "--assets", "20", "--data"]).arg(data.path()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let first = run();
+    assert!(first.contains("generated 300 work orders and 20 assets"), "{first}");
+    assert!(first.contains("scale: 300 work orders;"), "the counts must add up to every generated order: {first}");
+    assert!(first.contains("history of one work order"), "{first}");
+    assert!(first.contains("start-up after kill -9"), "{first}");
+    let second = run();
+    assert!(second.contains("measuring the existing store"), "{second}");
+    assert!(second.contains("scale: 300 work orders;"), "{second}");
+}
