@@ -2,11 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use flowform_testkit::copy_dir;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flowform"))
@@ -128,22 +130,7 @@ impl Server {
     }
 
     fn start_in(dir: &Path, data: &Path) -> Server {
-        let mut child = bin()
-            .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .arg("--data")
-            .arg(data)
-            .env("FLOWFORM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("server exited before listening").unwrap();
-            if let Some(rest) = line.split("on http://").nth(1) {
-                break rest.trim().to_string();
-            }
-        };
+        let (child, addr) = common::serve(dir, data, &[]);
         Server { child, addr }
     }
 

@@ -20,12 +20,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use flowform_store::{RedbStore, Store};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,27 +71,7 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, demo: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowform"))
-            .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--dir"])
-            .arg(repo().join("bench/app"))
-            .arg("--data")
-            .arg(data)
-            .arg("--demo-dir")
-            .arg(demo)
-            .env("FLOWFORM_LOG", "warn")
-            .env("FLOWFORM_WATCH", "off")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("server exited before listening").unwrap();
-            if let Some(rest) = line.split("on http://").nth(1) {
-                break rest.trim().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, addr) = common::serve(&repo().join("bench/app"), data, &[OsStr::new("--demo-dir"), demo.as_os_str()]);
         Server { child, base: format!("http://{addr}") }
     }
 
