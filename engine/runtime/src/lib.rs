@@ -302,6 +302,12 @@ impl Runtime {
     pub fn authenticate(&self, token: &str) -> Result<Option<Actor>, StoreError> {
         self.store.user_for_token(&tokens::hash(token))
     }
+
+    /// [`Runtime::authenticate`] for a token the store already holds in memory
+    /// (no file access, fine on an async thread); `None`: authenticate.
+    pub fn authenticate_cached(&self, token: &str) -> Option<Actor> {
+        self.store.cached_user_for_token(&tokens::hash(token))
+    }
 }
 
 pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &CommandOptions) -> Result<Option<IdempotencyKey>, CommandError> {

@@ -35,9 +35,16 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let runtime = state.runtime.clone();
-        let token = token.to_string();
-        let actor = tokio::task::spawn_blocking(move || runtime.authenticate(&token)).await.map_err(ApiError::internal)??;
+        // Known tokens come from memory; only an unknown one (or a changed users
+        // file) reads the file, on a blocking thread.
+        let actor = match state.runtime.authenticate_cached(token) {
+            Some(actor) => Some(actor),
+            None => {
+                let runtime = state.runtime.clone();
+                let token = token.to_string();
+                tokio::task::spawn_blocking(move || runtime.authenticate(&token)).await.map_err(ApiError::internal)??
+            }
+        };
         actor.map(Auth).ok_or_else(|| ApiError::unauthorized("the token is not valid"))
     }
 }

@@ -133,6 +133,17 @@ impl AuthFile {
         Ok(users)
     }
 
+    /// The user of a known token from the cache when the file has not changed
+    /// since it was read: a stat, no file reading, so async code can ask first.
+    /// `None` when only reading the file can tell.
+    pub(crate) fn cached_user_for_token(&self, token_hash: &str) -> Option<Actor> {
+        let cache = self.cache.lock().ok()?;
+        if cache.seen.is_none() || cache.seen != self.modified() {
+            return None;
+        }
+        cache.tokens.get(token_hash).and_then(|u| cache.users.get(u)).cloned()
+    }
+
     pub(crate) fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>> {
         let mut cache = self.fresh_cache()?;
         if !cache.tokens.contains_key(token_hash) && cache.forced.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {

@@ -351,6 +351,11 @@ pub trait Store: Send + Sync + 'static {
     fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()>;
     /// The user a token hash belongs to.
     fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>>;
+    /// The user of a token already known in memory, without reading files
+    /// (async callers ask this first); `None`: ask [`Store::user_for_token`].
+    fn cached_user_for_token(&self, _token_hash: &str) -> Option<Actor> {
+        None
+    }
 
     fn commit(&self, write: CommandWrite) -> Result<CommitOutcome> {
         self.submit(Job::Command(Box::new(write)))

@@ -279,4 +279,7 @@ impl Store for RedbStore {
     fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>> {
         self.auth.user_for_token(token_hash)
     }
+    fn cached_user_for_token(&self, token_hash: &str) -> Option<Actor> {
+        self.auth.cached_user_for_token(token_hash)
+    }
 }
