@@ -123,7 +123,15 @@ fn auth_file_is_shared_with_another_handle() {
     let cli = RedbStore::auth_only(dir.path());
     assert!(cli.user("admin").unwrap().is_some());
     cli.add_token("h2", "admin").unwrap();
+    // The memory shortcut never answers for a file it has not read yet…
+    assert_eq!(store.cached_user_for_token("h2"), None);
     assert_eq!(store.user_for_token("h2").unwrap().map(|u| u.id), Some("admin".into()));
+    // …and answers from memory once it has, until the file changes again.
+    assert_eq!(store.cached_user_for_token("h2").map(|u| u.id), Some("admin".into()));
+    assert_eq!(store.cached_user_for_token("unknown"), None);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    cli.add_token("h3", "admin").unwrap();
+    assert_eq!(store.cached_user_for_token("h2"), None, "a changed file is read again before answering");
 }
 
 use flowform_core::ledger::{MovementKind, Posting};
