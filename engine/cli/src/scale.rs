@@ -156,9 +156,9 @@ fn order(bundle: &flowform_core::Bundle, i: usize, assets: usize, base: jiff::Ti
     Ok(ImportedInstance { instance, events, refs })
 }
 
-/// Resident and peak memory of a process, in MiB (VmRSS, VmHWM).
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// Resident and peak memory of a process (`self` or a pid), in MiB (VmRSS, VmHWM).
+pub(crate) fn memory(process: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     let field = |name: &str| {
         status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
     };
@@ -197,7 +197,7 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
             .ok_or_else(|| anyhow!("no user `{user}` in {}", data.display()))?;
     let (mut child, addr, startup) = spawn_server(dir, data)?;
     let pid = child.id();
-    let rss_started = memory(pid).0;
+    let rss_started = memory(&pid.to_string()).0;
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let get = |path: &str| -> Result<(Duration, Value)> {
         let t = Instant::now();
@@ -229,12 +229,12 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     time("history of one work order", &format!("/api/v1/instances/{some_id}/history"))?;
     time("one work order", &format!("/api/v1/instances/{some_id}"))?;
     time("history of one asset (its work orders)", &format!("/api/v1/records/asset/{}/history", asset_id(7)))?;
-    let (rss, peak) = memory(pid);
+    let (rss, peak) = memory(&pid.to_string());
     // Killed (SIGKILL), the next start repairs the store first: how long, and how much memory.
     child.kill()?;
     child.wait()?;
     let (mut child, _, recovery) = spawn_server(dir, data)?;
-    let (rss_recovered, _) = memory(child.id());
+    let (rss_recovered, _) = memory(&child.id().to_string());
     // A graceful stop (SIGTERM), so the next start needs no repair.
     let stopped = Command::new("kill").arg(child.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
     if !stopped {

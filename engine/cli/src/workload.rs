@@ -297,8 +297,7 @@ fn latency_summary(mut l: Vec<f64>) -> Value {
 
 /// Peak resident set size of this process (VmHWM), in MiB.
 fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
+    crate::scale::memory("self").1
 }
 
 /// User + system CPU time of this process so far (from /proc, in seconds).
