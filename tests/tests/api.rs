@@ -76,11 +76,16 @@ async fn a_valid_report_is_routed_by_the_dispatch_rule() {
 async fn only_the_assigned_team_can_accept() {
     let mut app = TestApp::hospital();
     let wo = started(&mut app).await;
-    let body = app.transition(&id(&wo), "accept", "tech_zhao", json!({})).await.expect(403);
-    assert_eq!(body["code"], "guard_failed");
-    let body = app.transition(&id(&wo), "accept", "nurse_chen", json!({})).await.expect(403);
+    // Another team's technician and another nurse do not even see the order (visible_to).
+    let body = app.transition(&id(&wo), "accept", "tech_zhao", json!({})).await.expect(404);
+    assert_eq!(body["code"], "not_found");
+    let body = app.transition(&id(&wo), "accept", "nurse_chen", json!({})).await.expect(404);
+    assert_eq!(body["code"], "not_found");
+    // The dispatcher sees it but is not a technician.
+    let body = app.transition(&id(&wo), "accept", "dispatcher_liu", json!({})).await.expect(403);
     assert_eq!(body["code"], "forbidden");
-    let view = app.get(&format!("/api/v1/instances/{}", id(&wo)), "tech_zhao").await.expect(200);
+    app.get(&format!("/api/v1/instances/{}", id(&wo)), "tech_zhao").await.expect(404);
+    let view = app.get(&format!("/api/v1/instances/{}", id(&wo)), "dispatcher_liu").await.expect(200);
     assert!(view["available_transitions"].as_array().unwrap().iter().all(|t| t["name"] != "accept"));
     let view = app.get(&format!("/api/v1/instances/{}", id(&wo)), "tech_wang").await.expect(200);
     assert!(view["available_transitions"].as_array().unwrap().iter().any(|t| t["name"] == "accept"));
@@ -117,7 +122,8 @@ async fn a_work_order_goes_from_report_to_closed_with_full_history() {
     .await
     .expect(200);
 
-    let not_requester = app.transition(&wo_id, "confirm", "nurse_chen", json!({"rating": 5})).await.expect(403);
+    app.transition(&wo_id, "confirm", "nurse_chen", json!({"rating": 5})).await.expect(404);
+    let not_requester = app.transition(&wo_id, "confirm", "dispatcher_liu", json!({"rating": 5})).await.expect(403);
     assert_eq!(not_requester["code"], "forbidden");
     let v = app.transition(&wo_id, "confirm", "nurse_li", json!({"rating": 4, "comment": "很快"})).await.expect(200);
     assert_eq!(v["state"], "closed");

@@ -291,7 +291,7 @@ async fn import_reports_every_bad_row_and_writes_nothing_until_the_file_is_right
     let bad = "设备编号,设备名称,设备类别,安装位置,安装日期\nEQ-700001,送风机,hvac,ZY-A,2024-05-01\nEQ-700002,排风机,空调,ZY-A,2024-05-01\nEQ-700003,新风机,hvac,ZY-Q,2024-05-01\nEQ-700004,回风机,空调暖通,ZY-A,2024-13-01\n";
     let path = dir.path().join("assets.csv");
     std::fs::write(&path, format!("\u{feff}{bad}")).unwrap();
-    let admin = app.runtime.store().user("admin").unwrap().unwrap();
+    let admin = flowform_runtime::accounts::actor_of(&app.runtime.store().user("admin").unwrap().unwrap());
     let table = flowform_runtime::import::read_table(&path).unwrap();
     let report = app.runtime.import("asset", &table, false, false, &admin, flowform_core::Lang::En).unwrap();
     let problems: Vec<(usize, &str)> = report.errors.iter().map(|e| (e.row, e.field.as_str())).collect();

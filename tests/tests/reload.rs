@@ -222,3 +222,36 @@ async fn on_new_version_migrate_moves_instances_when_it_is_trivially_safe() {
     assert_eq!((migrated[0].migrated, migrated[0].blocked.len()), (0, 1));
     assert_eq!(app.get(&format!("/api/v1/instances/{id}"), "admin").await.expect(200)["bundle_version"], to.as_str());
 }
+
+/// Regression: a form file with invalid UTF-8 failed the reload, but
+/// `last_rejected` stayed `null` (only the log said why).
+#[tokio::test]
+async fn a_file_that_is_not_utf8_is_a_rejected_reload_with_its_place() {
+    let mut app = TestApp::hospital_copy();
+    let v1 = app.runtime.bundle().version.clone();
+    std::fs::write(app.app_dir.join("forms/broken.yaml"), b"form: broken\ntitle: \xff\xfe\n").unwrap();
+    let ReloadOutcome::Rejected { version, diagnostics } = reload(&app) else { panic!("not rejected") };
+    assert_eq!(version, v1);
+    assert_eq!((diagnostics[0].file.as_str(), diagnostics[0].line, diagnostics[0].column, diagnostics[0].code), ("forms/broken.yaml", 2, 8, "not_utf8"));
+    let bundle = app.get("/api/v1/bundle", "admin").await.expect(200);
+    assert_eq!(bundle["last_rejected"]["diagnostics"][0]["code"], "not_utf8", "{bundle}");
+}
+
+/// Regression: a FIFO named `definitions/x.yaml` blocked the reload (and
+/// `POST /api/v1/admin/reload` hung) until something wrote to it.
+#[tokio::test]
+async fn a_pipe_among_the_definitions_is_reported_not_read() {
+    let mut app = TestApp::hospital_copy();
+    let fifo = app.app_dir.join("definitions/x.yaml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runtime = app.runtime.clone();
+    std::thread::spawn(move || tx.send(runtime.reload()).unwrap());
+    let outcome = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the reload must not block on a pipe");
+    let ReloadOutcome::Rejected { diagnostics, .. } = outcome else { panic!("not rejected") };
+    assert_eq!((diagnostics[0].file.as_str(), diagnostics[0].code), ("definitions/x.yaml", "not_a_file"));
+    assert_eq!(app.get("/api/v1/bundle", "admin").await.expect(200)["last_rejected"]["diagnostics"][0]["code"], "not_a_file");
+    std::fs::remove_file(&fifo).unwrap();
+    assert!(!matches!(reload(&app), ReloadOutcome::Rejected { .. }));
+}

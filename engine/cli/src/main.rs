@@ -1,6 +1,7 @@
 //! `flowform`: the command line. Glue only: parse arguments, call the library
 //! crates, print. See `flowform --help`.
 
+mod admin;
 mod bench;
 mod scale;
 mod workload;
@@ -9,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use flowform_core::graph;
 use flowform_runtime::watch::{WatchMode, watch};
-use flowform_runtime::{LoadError, Runtime, SystemClock, load_bundle, tokens};
+use flowform_runtime::{LoadError, Runtime, SystemClock, load_bundle};
 use flowform_store::{RedbStore, Store};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,21 @@ enum Command {
         user: String,
         #[arg(long, default_value = "./data")]
         data: PathBuf,
+        /// The application directory (its roles and teams), when no server runs.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A name to recognize the token by in `GET /api/v1/tokens`.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// How many days the token is valid (default 90).
+        #[arg(long)]
+        days: Option<i64>,
+    },
+    /// Manage users: add, set, disable, list, passwd. Works while the server
+    /// runs (through its admin socket) and when it is stopped (on the store).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// What changed between two versions of the definitions: each side is a
     /// directory, a stored bundle version (with --data), or `current`.
@@ -204,6 +220,75 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct UserFields {
+    /// Roles, comma-separated (declared in the definitions; `admin` always exists).
+    #[arg(long, value_delimiter = ',')]
+    roles: Option<Vec<String>>,
+    /// Teams, comma-separated (declared in the definitions).
+    #[arg(long, value_delimiter = ',')]
+    teams: Option<Vec<String>>,
+    /// The display name (e.g. 李护士).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    department: Option<String>,
+    /// zh-CN or en.
+    #[arg(long)]
+    language: Option<String>,
+    #[arg(long)]
+    email: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct Where {
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// The application directory (its roles and teams), when no server runs.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add {
+        id: String,
+        #[command(flatten)]
+        fields: UserFields,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Change a user (only what is given).
+    Set {
+        id: String,
+        #[command(flatten)]
+        fields: UserFields,
+        /// Enable a disabled user again.
+        #[arg(long)]
+        enable: bool,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Disable a user: their tokens and sessions stop working at once.
+    Disable {
+        id: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// List the users.
+    List {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Set a user's password, read from standard input (one line).
+    Passwd {
+        id: String,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -221,7 +306,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { dir, format } => check(&dir, format),
         Command::Graph { workflow, dir, format, lang } => graph_cmd(&dir, &workflow, format, &lang).map(|_| ExitCode::SUCCESS),
-        Command::Token { user, data } => token(&user, &data).map(|_| ExitCode::SUCCESS),
+        Command::Token { user, data, dir, name, days } => token(&user, &data, &dir, &name, days).map(|_| ExitCode::SUCCESS),
+        Command::User { command } => user(command).map(|_| ExitCode::SUCCESS),
         Command::Serve { dir, data, addr, demo, demo_dir } => serve(dir, data, addr, demo, demo_dir).map(|_| ExitCode::SUCCESS),
         Command::Bench { dir, reload: Some(edits), .. } => bench::reload(&dir, edits).map(|_| ExitCode::SUCCESS),
         Command::Bench { dir, scale: Some(n), data, assets, .. } => {
@@ -309,24 +395,55 @@ fn load(dir: &Path) -> Result<flowform_core::Bundle> {
     }
 }
 
-fn token(user: &str, data: &Path) -> Result<()> {
-    let auth = RedbStore::auth_only(data);
-    let users = auth.users().context("cannot read the users")?;
-    let token = tokens::issue(user, |u| Ok(users.iter().any(|x| x.id == u)), |h, u| auth.add_token(h, u))?;
-    match token {
-        Some(token) => {
-            let roles = users.iter().find(|u| u.id == user).map(|u| u.roles.join(", ")).unwrap_or_default();
-            say!("API token for `{user}` (roles: {roles}). Send it as `Authorization: Bearer <token>`:");
-            say!("{token}");
-            Ok(())
+fn token(user: &str, data: &Path, dir: &Path, name: &str, days: Option<i64>) -> Result<()> {
+    let answer = admin::token(dir, data, user, name, days)?;
+    let secret = answer.get("token").and_then(serde_json::Value::as_str).ok_or_else(|| anyhow::anyhow!("no token in the answer"))?;
+    let expires = answer.get("expires_at").and_then(serde_json::Value::as_str).unwrap_or_default();
+    say!("API token for `{user}`, valid until {expires}. Send it as `Authorization: Bearer <token>`:");
+    say!("{secret}");
+    Ok(())
+}
+
+fn user(command: UserCommand) -> Result<()> {
+    let fields =
+        |f: UserFields| admin::UserArgs { roles: f.roles, teams: f.teams, name: f.name, department: f.department, language: f.language, email: f.email };
+    let show = |v: &serde_json::Value| {
+        let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        let list = |k: &str| {
+            v.get(k).and_then(serde_json::Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        };
+        let disabled = if v.get("disabled").and_then(serde_json::Value::as_bool) == Some(true) { "  (disabled)" } else { "" };
+        format!("{}\t{}\troles={}\tteams={}{disabled}", s("id"), s("name"), list("roles"), list("teams"))
+    };
+    match command {
+        UserCommand::Add { id, fields: f, at } => {
+            let v = admin::user_add(&at.dir, &at.data, &id, fields(f))?;
+            say!("added {}", show(&v));
         }
-        None if users.is_empty() => bail!(
-            "there are no users in {}; start the server once with `flowform serve --demo --data {}` to load the demo users",
-            data.display(),
-            data.display()
-        ),
-        None => bail!("no user `{user}` in {}; users: {}", data.display(), users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", ")),
+        UserCommand::Set { id, fields: f, enable, at } => {
+            let v = admin::user_set(&at.dir, &at.data, &id, fields(f), enable.then_some(false))?;
+            say!("changed {}", show(&v));
+        }
+        UserCommand::Disable { id, at } => {
+            let none = admin::UserArgs { roles: None, teams: None, name: None, department: None, language: None, email: None };
+            let v = admin::user_set(&at.dir, &at.data, &id, none, Some(true))?;
+            say!("disabled {}", show(&v));
+        }
+        UserCommand::List { at } => {
+            let v = admin::user_list(&at.dir, &at.data)?;
+            for u in v.get("items").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                say!("{}", show(u));
+            }
+        }
+        UserCommand::Passwd { id, at } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            admin::user_passwd(&at.dir, &at.data, &id, password)?;
+            say!("password of `{id}` changed; their sessions were ended");
+        }
     }
+    Ok(())
 }
 
 fn parse_mapping(s: &str) -> Result<(String, String), String> {
@@ -534,18 +651,19 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     };
     let version = bundle.version.clone();
     let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock)).context("cannot record the bundle in the store")?.with_app_dir(dir.clone()));
+    // Users and tokens of a store from before accounts moved into it.
+    if let Some(legacy) = flowform_store::LegacyAuth::read(&data).context("cannot read the old auth.redb")? {
+        let n = runtime.import_legacy_accounts(&legacy).map_err(|e| anyhow::anyhow!("cannot import auth.redb: {e}"))?;
+        legacy.retire().context("cannot rename the imported auth.redb")?;
+        say!("imported {n} users and tokens from {} (renamed to auth.redb.imported)", legacy.path.display());
+    }
     if demo {
         let demo_dir = demo_dir.unwrap_or_else(|| dir.join("examples/hospital"));
         let loaded = flowform_runtime::demo::load(&demo_dir, &runtime).context("cannot load the demo data")?;
         if loaded.users.is_empty() && loaded.records.is_empty() && loaded.movements == 0 {
             say!("demo: the store already has the demo data; nothing loaded");
         } else {
-            say!(
-                "demo: loaded {} users ({}) from {}",
-                loaded.users.len(),
-                loaded.users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", "),
-                demo_dir.display()
-            );
+            say!("demo: loaded {} users ({}) from {}", loaded.users.len(), loaded.users.join(", "), demo_dir.display());
             for (t, n) in &loaded.records {
                 say!("demo: {n} {t} records");
             }
@@ -576,10 +694,32 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         tracing::info!(%local, bundle = %version, "listening");
         reload_on_sighup(runtime.clone());
         fire_timers(runtime.clone());
-        flowform_server::serve(listener, flowform_server::app(runtime), shutdown).await.context("server failed")?;
+        let config = flowform_server::auth::AuthConfig { behind_proxy: behind_proxy() };
+        let app = flowform_server::app_with(runtime, config);
+        let socket = admin::socket_path(&data);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let admin_app = app.clone();
+        let admin = tokio::spawn(async move {
+            let mut stop = stop_rx;
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = flowform_server::serve_admin_socket(&socket, admin_app, shutdown).await {
+                tracing::warn!(error = %e, socket = %socket.display(), "the admin socket is not available; `flowform user` needs the server stopped");
+            }
+        });
+        flowform_server::serve(listener, app, shutdown).await.context("server failed")?;
+        let _ = stop_tx.send(true);
+        let _ = admin.await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// `FLOWFORM_BEHIND_PROXY=1`: a reverse proxy terminates TLS in front of the
+/// server (cookies are `Secure`; the client address is from `X-Forwarded-For`).
+fn behind_proxy() -> bool {
+    matches!(std::env::var("FLOWFORM_BEHIND_PROXY").as_deref(), Ok("1") | Ok("true"))
 }
 
 /// Every second: starts what schedules are due, fires due timers (they are

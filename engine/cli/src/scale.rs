@@ -192,9 +192,8 @@ fn spawn_server(dir: &Path, data: &Path) -> Result<(std::process::Child, String,
 
 fn measure(dir: &Path, data: &Path) -> Result<()> {
     let user = "manager_zheng";
-    let token =
-        flowform_runtime::tokens::issue(user, |u| Ok(RedbStore::auth_only(data).user(u)?.is_some()), |hash, u| RedbStore::auth_only(data).add_token(hash, u))?
-            .ok_or_else(|| anyhow!("no user `{user}` in {}", data.display()))?;
+    let answer = crate::admin::token(dir, data, user, "scale bench", Some(1))?;
+    let token = answer.get("token").and_then(serde_json::Value::as_str).ok_or_else(|| anyhow!("no token for `{user}` in {}", data.display()))?.to_string();
     let (mut child, addr, startup) = spawn_server(dir, data)?;
     let pid = child.id();
     let rss_started = memory(&pid.to_string()).0;

@@ -607,9 +607,9 @@ fn durable(bundle: flowform_core::Bundle, opts: &Options) -> Result<Outcome> {
             })?;
             let mut tokens = HashMap::new();
             for user in users() {
-                runtime.store().put_user(&actor(&user))?;
-                let token = flowform_runtime::tokens::issue(&user, |_| Ok(true), |hash, u| runtime.store().add_token(hash, u))?
-                    .ok_or_else(|| anyhow!("no token for {user}"))?;
+                let a = actor(&user);
+                runtime.import_user(flowform_store::UserAccount { id: a.id, name: a.name, roles: a.roles, teams: a.teams, ..Default::default() })?;
+                let token = runtime.create_token(&user, "workload", Some(1), "bench").map_err(|e| anyhow!("no token for {user}: {e}"))?.token;
                 tokens.insert(user, token);
             }
             let (addr, tokens) = (server.0, Arc::new(tokens));

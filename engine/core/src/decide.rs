@@ -36,6 +36,8 @@ pub enum Rejection {
     InvalidInput(Vec<FieldError>),
     #[error("{0}")]
     Rule(RuleError),
+    #[error("{0}")]
+    Posting(crate::ledger::PostingRefused),
 }
 
 impl From<RuleError> for Rejection {
@@ -71,6 +73,20 @@ fn record_json(instance: &Instance) -> Value {
     m.insert("vendor".into(), json!(instance.assignment.vendor));
     m.insert("requester".into(), json!(instance.requester));
     m.insert("created_at".into(), json!(instance.created_at));
+    // What the instance moved so far, one entry per ledger and dimensions:
+    // `#{ledger, <dimension>: value, …, issued, returned}` (rules compare returns against it).
+    let moved: Vec<Value> = instance
+        .moved
+        .iter()
+        .map(|mv| {
+            let mut e: Map<String, Value> = mv.dims.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            e.insert("ledger".into(), json!(mv.ledger));
+            e.insert("issued".into(), json!(mv.issued));
+            e.insert("returned".into(), json!(mv.returned));
+            Value::Object(e)
+        })
+        .collect();
+    m.insert("moved".into(), Value::Array(moved));
     Value::Object(m)
 }
 
@@ -108,6 +124,7 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
         state_entered_seq: 0,
         due_at: None,
         overdue: false,
+        moved: Vec::new(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
     let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
@@ -360,6 +377,9 @@ fn finish(
         effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&wf.start.notify) });
     }
     if !postings.is_empty() {
+        let max_of = |ledger: &str| bundle.model.ledgers.get(ledger).map_or(flowform_model::defs::DEFAULT_MAX_QUANTITY, |l| l.max_quantity);
+        crate::ledger::check_bounds(&postings, max_of).map_err(Rejection::Posting)?;
+        crate::ledger::track(&mut after.moved, &postings).map_err(Rejection::Posting)?;
         effects.push(Effect::Post { postings });
     }
     let event = Event {

@@ -60,6 +60,9 @@ pub struct Instance {
     /// Past the deadline of its current state.
     #[serde(default)]
     pub overdue: bool,
+    /// What its commands moved in ledgers (the bound of a `return`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<crate::ledger::Moved>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,9 @@ pub enum MovementKind {
     Receive,
     /// Stock goes out: on hand − q (available must stay ≥ 0).
     Issue,
+    /// Stock an instance took out comes back: on hand + q, never more than
+    /// that instance issued (less what it returned), per ledger and dimensions.
+    Return,
     /// Set aside for someone: reserved + q (available must stay ≥ 0).
     Reserve,
     /// A reservation is given up: reserved − q.
@@ -27,6 +30,7 @@ impl MovementKind {
     pub const ALL: &[(&str, MovementKind)] = &[
         ("receive", MovementKind::Receive),
         ("issue", MovementKind::Issue),
+        ("return", MovementKind::Return),
         ("reserve", MovementKind::Reserve),
         ("release", MovementKind::Release),
         ("issue_reserved", MovementKind::IssueReserved),
@@ -63,8 +67,107 @@ pub struct Balance {
 
 impl Balance {
     pub fn available(&self) -> i64 {
-        self.on_hand - self.reserved
+        self.on_hand.saturating_sub(self.reserved)
     }
+}
+
+/// What one instance has moved in one ledger for one combination of
+/// dimensions: what it may still return.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub ledger: String,
+    pub dims: BTreeMap<String, String>,
+    /// Taken out (`issue`, `issue_reserved`).
+    pub issued: i64,
+    /// Brought back (`return`).
+    pub returned: i64,
+}
+
+/// Why the postings of a command are refused before they reach a balance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PostingRefused {
+    #[error("{ledger}: {dims:?} can take back at most {returnable} (issued {issued}, returned {returned}), not {requested}")]
+    ReturnExceedsIssued { ledger: String, dims: BTreeMap<String, String>, requested: i64, issued: i64, returned: i64, returnable: i64 },
+    #[error("{ledger}: one movement may move at most {max}, not {requested}")]
+    OverMaximum { ledger: String, requested: i64, max: i64 },
+    #[error("one command may post at most {max} movements, not {count}")]
+    TooManyMovements { count: usize, max: usize },
+    #[error("the reason of a movement may be at most {max} characters, not {length}")]
+    ReasonTooLong { length: usize, max: usize },
+    #[error("a `return` brings back what a workflow instance issued: it is posted by that instance's transition, not by hand")]
+    ReturnByHand,
+}
+
+/// How many movements one command or one posting by hand may make.
+pub const MAX_MOVEMENTS: usize = 200;
+/// How long a movement's reason may be, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Checks the bounds of a list of postings (count, reason length, each
+/// quantity against its ledger's `max_quantity`, given by `max_of`).
+pub fn check_bounds(postings: &[Posting], max_of: impl Fn(&str) -> i64) -> Result<(), PostingRefused> {
+    if postings.len() > MAX_MOVEMENTS {
+        return Err(PostingRefused::TooManyMovements { count: postings.len(), max: MAX_MOVEMENTS });
+    }
+    for p in postings {
+        let length = p.reason.chars().count();
+        if length > MAX_REASON_CHARS {
+            return Err(PostingRefused::ReasonTooLong { length, max: MAX_REASON_CHARS });
+        }
+        let max = max_of(&p.ledger);
+        if p.quantity.checked_abs().is_none_or(|q| q > max) {
+            return Err(PostingRefused::OverMaximum { ledger: p.ledger.clone(), requested: p.quantity, max });
+        }
+    }
+    Ok(())
+}
+
+/// Adds a command's postings to what its instance has moved, refusing a
+/// `return` of more than the instance issued (less what it returned) for
+/// those dimensions. The check is over the running totals, so repeated or
+/// split lines in one command add up as they would across commands.
+pub fn track(moved: &mut Vec<Moved>, postings: &[Posting]) -> Result<(), PostingRefused> {
+    let before = moved.clone();
+    for p in postings {
+        let (issued, returned) = match p.kind {
+            MovementKind::Issue | MovementKind::IssueReserved => (p.quantity, 0),
+            MovementKind::Return => (0, p.quantity),
+            _ => continue,
+        };
+        let at = match moved.iter().position(|m| m.ledger == p.ledger && m.dims == p.dims) {
+            Some(at) => at,
+            None => {
+                moved.push(Moved { ledger: p.ledger.clone(), dims: p.dims.clone(), issued: 0, returned: 0 });
+                moved.len() - 1
+            }
+        };
+        let m = &mut moved[at];
+        let new_issued = m.issued.checked_add(issued);
+        let new_returned = m.returned.checked_add(returned);
+        match (new_issued, new_returned) {
+            (Some(i), Some(r)) if r <= i => {
+                m.issued = i;
+                m.returned = r;
+            }
+            _ => {
+                // Report against the totals before this command: what it asked in all, what could go back.
+                let old = before.iter().find(|o| o.ledger == p.ledger && o.dims == p.dims).cloned().unwrap_or_default();
+                let requested = postings
+                    .iter()
+                    .filter(|q| q.kind == MovementKind::Return && q.ledger == p.ledger && q.dims == p.dims)
+                    .fold(0i64, |sum, q| sum.saturating_add(q.quantity));
+                return Err(PostingRefused::ReturnExceedsIssued {
+                    ledger: p.ledger.clone(),
+                    dims: p.dims.clone(),
+                    requested,
+                    issued: old.issued,
+                    returned: old.returned,
+                    returnable: old.issued.saturating_sub(old.returned).max(0),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a movement is refused.
@@ -90,7 +193,7 @@ pub fn deltas(p: &Posting) -> Vec<Delta> {
     let q = p.quantity;
     let d = |on_hand, reserved| Delta { dims: p.dims.clone(), on_hand, reserved };
     match p.kind {
-        MovementKind::Receive => vec![d(q, 0)],
+        MovementKind::Receive | MovementKind::Return => vec![d(q, 0)],
         MovementKind::Issue => vec![d(-q, 0)],
         MovementKind::Reserve => vec![d(0, q)],
         MovementKind::Release => vec![d(0, -q)],
@@ -107,8 +210,22 @@ pub fn deltas(p: &Posting) -> Vec<Delta> {
 }
 
 /// Applies a delta; with `non_negative`, refuses when available or reserved would go below zero.
+/// Arithmetic is checked: a balance that would leave the 64-bit range is refused, never wrapped.
 pub fn apply(ledger: &str, balance: &Balance, delta: &Delta, non_negative: bool) -> Result<Balance, Violation> {
-    let after = Balance { on_hand: balance.on_hand + delta.on_hand, reserved: balance.reserved + delta.reserved };
+    let on_hand = balance.on_hand.checked_add(delta.on_hand);
+    let reserved = balance.reserved.checked_add(delta.reserved);
+    let (Some(on_hand), Some(reserved)) = (on_hand, reserved) else {
+        return Err(Violation {
+            ledger: ledger.to_string(),
+            dims: delta.dims.clone(),
+            requested: delta.on_hand.max(delta.reserved),
+            available: i64::MAX.saturating_sub(balance.on_hand.max(balance.reserved)),
+        });
+    };
+    let after = Balance { on_hand, reserved };
+    if on_hand.checked_sub(reserved).is_none() {
+        return Err(Violation { ledger: ledger.to_string(), dims: delta.dims.clone(), requested: delta.on_hand, available: 0 });
+    }
     if non_negative && (after.available() < 0 || after.reserved < 0 || after.on_hand < 0) {
         let requested = if delta.reserved < 0 && delta.on_hand == 0 { -delta.reserved } else { (-delta.on_hand).max(delta.reserved) };
         let available = if delta.reserved < 0 && delta.on_hand == 0 {

@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod records;
 pub mod schedules;
 pub mod timers;
+pub mod visibility;
 
 pub use bundle::{Bundle, compile};
 pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};

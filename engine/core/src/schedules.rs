@@ -106,6 +106,7 @@ mod tests {
             data: Default::default(),
             catch_up_once: true,
             after_completion: false,
+            roles: Vec::new(),
         }
     }
 

@@ -43,6 +43,18 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     }
     for sc in model.schedules.values() {
         let file = sc.file.as_str();
+        for role in &sc.roles {
+            if !model.roles.contains_key(&role.value) {
+                err(
+                    diags,
+                    &sc.file,
+                    role.pos,
+                    "unknown_role",
+                    format!("unknown role `{}` for the schedule to act with", role.value),
+                    did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
+                );
+            }
+        }
         let Some(wf) = model.workflows.get(&sc.workflow.value) else {
             err(
                 diags,
@@ -233,8 +245,22 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
             }
         }
     }
-    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).collect();
-    for role in &rt.roles {
+    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).chain([crate::defs::EVERYONE]).collect();
+    for t in &rt.starts {
+        for role in &t.roles {
+            if role.value == crate::defs::EVERYONE || !model.roles.contains_key(&role.value) {
+                err(
+                    diags,
+                    file,
+                    role.pos,
+                    "unknown_role",
+                    format!("unknown role `{}` for the trigger to act with", role.value),
+                    did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
+                );
+            }
+        }
+    }
+    for role in rt.access.grants.iter().flat_map(|(_, roles)| roles) {
         if !role_names.contains(&role.as_str()) {
             err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
         }
@@ -286,8 +312,8 @@ fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) 
         }
     }
     check_notify(model, file, &ledger.notify_below_threshold, diags);
-    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).collect();
-    for role in &ledger.roles {
+    let role_names: Vec<&str> = model.roles.keys().map(String::as_str).chain([crate::defs::EVERYONE]).collect();
+    for role in ledger.roles.iter().chain(&ledger.read) {
         if !role_names.contains(&role.as_str()) {
             err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
         }
@@ -322,6 +348,20 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         }
     };
     check_roles(diags, &wf.start.roles);
+    for audience in wf.visible_to.iter().flatten() {
+        if let crate::defs::Audience::Role(role) = &audience.value
+            && !model.roles.contains_key(role)
+        {
+            err(
+                diags,
+                &wf.file,
+                audience.pos,
+                "unknown_role",
+                format!("unknown role `{role}` in `visible_to`"),
+                did_you_mean(role, model.roles.keys().map(String::as_str)),
+            );
+        }
+    }
     let form_ref = |diags: &mut Vec<Diagnostic>, form: &Option<Sp<String>>| {
         if let Some(f) = form
             && !model.forms.contains_key(&f.value)

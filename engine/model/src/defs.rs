@@ -51,6 +51,8 @@ pub struct ScheduleDef {
     /// `true`: the next instance for a record is due `every` after the previous
     /// one finished (`anchor: completion`), instead of on fixed dates.
     pub after_completion: bool,
+    /// The roles the schedule acts with when it starts instances (none by default).
+    pub roles: Vec<Sp<String>>,
 }
 
 impl Model {
@@ -78,17 +80,65 @@ pub struct RecordTypeDef {
     pub filters: Vec<Sp<String>>,
     /// A field referring to a record of the same type, making a tree.
     pub parent: Option<Sp<String>>,
-    /// Who may create, change and archive records; empty: anyone signed in.
-    pub roles: Vec<Sp<String>>,
+    /// Who may do what with the records (`access`, with `roles` as the
+    /// shorthand for create, update and archive). Nothing granted: admins only.
+    pub access: RecordAccess,
     /// Workflows a new record starts when its condition holds (e.g. a meter
     /// reading over a threshold starts a maintenance order).
     pub starts: Vec<TriggerDef>,
+}
+
+/// An operation on records that a role may be granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordOp {
+    Read,
+    Create,
+    Update,
+    Archive,
+    Purge,
+}
+
+impl RecordOp {
+    pub const ALL: [(&'static str, RecordOp); 5] =
+        [("read", RecordOp::Read), ("create", RecordOp::Create), ("update", RecordOp::Update), ("archive", RecordOp::Archive), ("purge", RecordOp::Purge)];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, o)| *o == self).map_or("read", |(n, _)| n)
+    }
+}
+
+/// The role that every signed-in user has, for access lists (`read: [all]`).
+pub const EVERYONE: &str = "all";
+
+/// Roles granted each operation on a record type or ledger. `admin` always may.
+#[derive(Clone, Debug, Default)]
+pub struct RecordAccess {
+    pub grants: Vec<(RecordOp, Vec<Sp<String>>)>,
+}
+
+impl RecordAccess {
+    pub fn roles(&self, op: RecordOp) -> Vec<&str> {
+        self.grants.iter().filter(|(o, _)| *o == op).flat_map(|(_, r)| r.iter().map(|r| r.value.as_str())).collect()
+    }
+
+    /// Whether a user with `roles` may do `op`.
+    pub fn allows<'a>(&self, op: RecordOp, mut roles: impl Iterator<Item = &'a str>) -> bool {
+        let granted = self.roles(op);
+        granted.contains(&EVERYONE) || roles.any(|r| r == "admin" || granted.contains(&r))
+    }
+
+    pub fn grants_nothing(&self) -> bool {
+        self.grants.iter().all(|(_, r)| r.is_empty())
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct TriggerDef {
     pub pos: Pos,
     pub workflow: Sp<String>,
+    /// The roles the trigger acts with when it starts the workflow (declared
+    /// roles; none by default). It never acts with every role.
+    pub roles: Vec<Sp<String>>,
     /// A Rhai condition over `record` (the new record's data); always when absent.
     pub when: Option<Sp<String>>,
     /// Start data; text may name fields of the record in braces.
@@ -112,7 +162,17 @@ pub struct LedgerDef {
     pub notify_below_threshold: Vec<NotifyDef>,
     /// Who may post movements by hand (receipts, transfers, adjustments).
     pub roles: Vec<Sp<String>>,
+    /// Who may read balances and movements (admins always may).
+    pub read: Vec<Sp<String>>,
+    /// The largest quantity one movement may move (`max_quantity`).
+    pub max_quantity: i64,
 }
+
+/// `max_quantity` of a ledger that does not set it.
+pub const DEFAULT_MAX_QUANTITY: i64 = 1_000_000;
+/// The largest `max_quantity` a ledger may set: sums of many such movements
+/// stay far from the limits of 64-bit arithmetic.
+pub const LIMIT_MAX_QUANTITY: i64 = 1_000_000_000_000;
 
 impl LedgerDef {
     pub fn dimension_names(&self) -> Vec<&str> {
@@ -169,6 +229,45 @@ pub struct WorkflowDef {
     pub on_new_version: OnNewVersion,
     /// Sent whenever the assignment (team, assignee or vendor) changes.
     pub on_assigned: Vec<NotifyDef>,
+    /// Who may read the instances (`visible_to`); `None`: the default
+    /// (requester, assignee, team). Admins always may.
+    pub visible_to: Option<Vec<Sp<Audience>>>,
+}
+
+/// One entry of `visible_to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// The user who started the instance.
+    Requester,
+    /// The user it is assigned to.
+    Assignee,
+    /// Members of the team it is assigned to.
+    Team,
+    /// Everyone with this role (`role:manager`).
+    Role(String),
+}
+
+impl Audience {
+    pub const DEFAULT: [Audience; 3] = [Audience::Requester, Audience::Assignee, Audience::Team];
+
+    pub fn parse(s: &str) -> Option<Audience> {
+        match s {
+            "requester" => Some(Audience::Requester),
+            "assignee" => Some(Audience::Assignee),
+            "team" => Some(Audience::Team),
+            other => other.strip_prefix("role:").filter(|r| !r.is_empty()).map(|r| Audience::Role(r.to_string())),
+        }
+    }
+}
+
+impl WorkflowDef {
+    /// The audiences of `visible_to`, or the default ones.
+    pub fn audiences(&self) -> Vec<Audience> {
+        match &self.visible_to {
+            Some(list) => list.iter().map(|a| a.value.clone()).collect(),
+            None => Audience::DEFAULT.to_vec(),
+        }
+    }
 }
 
 /// `on_new_version: keep | migrate`.

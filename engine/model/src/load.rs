@@ -271,9 +271,30 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
             OnNewVersion::Keep
         }
     });
+    let visible_to = map.get("visible_to").map(|n| {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(text) = r.string(item, "an entry of `visible_to`") else { continue };
+            match Audience::parse(&text.value) {
+                Some(a) => out.push(Sp::new(a, text.pos)),
+                None => r.error(
+                    text.pos,
+                    "invalid_value",
+                    format!("`{}` is not an audience of `visible_to`", text.value),
+                    Some("use requester, assignee, team, or role:NAME (e.g. role:manager)".into()),
+                ),
+            }
+        }
+        out
+    });
     map.finish(r, "a workflow");
     let name = name?;
     Some(WorkflowDef {
+        visible_to,
         title: title.or_name(&name.value),
         name: name.value,
         file: r.file.to_string(),
@@ -642,6 +663,22 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
     let filters = map.get("filters").map(|n| r.name_list(n, "a field")).unwrap_or_default();
     let parent = map.get("parent").and_then(|n| r.name(n, "the parent field"));
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let mut access = RecordAccess::default();
+    if !roles.is_empty() {
+        for op in [RecordOp::Create, RecordOp::Update, RecordOp::Archive] {
+            access.grants.push((op, roles.clone()));
+        }
+    }
+    if let Some(n) = map.get("access")
+        && let Some(m) = r.map(n, "`access`")
+    {
+        for (key, op) in RecordOp::ALL {
+            if let Some(list) = m.get(key) {
+                access.grants.push((op, r.name_list(list, "a role")));
+            }
+        }
+        m.finish(r, "`access` (read, create, update, archive, purge)");
+    }
     let mut starts = Vec::new();
     if let Some(n) = map.get("starts") {
         let items: Vec<&Node> = match &n.value {
@@ -652,6 +689,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
             let Some(m) = r.map(item, "`starts`") else { continue };
             let workflow = m.require(r, "workflow", "`starts`").and_then(|n| r.name(n, "the workflow"));
             let when = m.get("when").and_then(|n| r.string(n, "`when` (a Rhai condition)"));
+            let trigger_roles = m.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
             let data = match m.get("data").map(|d| d.to_json()) {
                 Some(serde_json::Value::Object(o)) => o,
                 Some(_) => {
@@ -662,7 +700,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
             };
             m.finish(r, "`starts`");
             if let Some(workflow) = workflow {
-                starts.push(TriggerDef { pos: m.pos, workflow, when, data });
+                starts.push(TriggerDef { pos: m.pos, workflow, roles: trigger_roles, when, data });
             }
         }
     }
@@ -679,7 +717,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
         search,
         filters,
         parent,
-        roles,
+        access,
         starts,
     })
 }
@@ -717,8 +755,36 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
         m.finish(r, "`threshold`");
         Some((dim?, field?))
     });
-    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let mut roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let mut read = Vec::new();
+    if let Some(n) = map.get("access")
+        && let Some(m) = r.map(n, "`access`")
+    {
+        if let Some(list) = m.get("read") {
+            read = r.name_list(list, "a role");
+        }
+        if let Some(list) = m.get("post") {
+            roles.extend(r.name_list(list, "a role"));
+        }
+        m.finish(r, "`access` (read, post)");
+    }
     let notify_below_threshold = map.get("notify_below_threshold").map(|n| load_notify_list(r, n)).unwrap_or_default();
+    let max_quantity = match map.get("max_quantity") {
+        None => crate::defs::DEFAULT_MAX_QUANTITY,
+        Some(n) => match r.int(n, "`max_quantity`") {
+            Some(q) if (1..=crate::defs::LIMIT_MAX_QUANTITY).contains(&q) => q,
+            Some(q) => {
+                r.error(
+                    n.pos,
+                    "out_of_range",
+                    format!("`max_quantity` must be between 1 and {}, it is {q}", crate::defs::LIMIT_MAX_QUANTITY),
+                    Some("the largest quantity one movement may move, e.g. `max_quantity: 100000`".into()),
+                );
+                crate::defs::DEFAULT_MAX_QUANTITY
+            }
+            None => crate::defs::DEFAULT_MAX_QUANTITY,
+        },
+    };
     map.finish(r, "a ledger");
     let name = name?;
     Some(LedgerDef {
@@ -730,7 +796,9 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
         non_negative,
         threshold,
         roles,
+        read,
         notify_below_threshold,
+        max_quantity,
     })
 }
 
@@ -988,6 +1056,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         }
         None => false,
     };
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     map.finish(r, "a schedule");
     let name = name?;
     Some(ScheduleDef {
@@ -1004,5 +1073,6 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         data,
         catch_up_once,
         after_completion,
+        roles,
     })
 }

@@ -10,6 +10,7 @@ use crate::import::read_table;
 use flowform_core::ledger::{MovementKind, Posting};
 use flowform_core::{Actor, Bundle, Lang};
 use flowform_model::diagnostic::did_you_mean;
+use flowform_store::UserAccount;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +45,16 @@ struct DemoUser {
     all_roles: bool,
     #[serde(default)]
     email: Option<String>,
+    #[serde(default)]
+    department: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+    /// A password in clear (hashed when imported), for a quick local setup.
+    #[serde(default)]
+    password: Option<String>,
+    /// An Argon2id PHC string, so the file need not hold the password itself.
+    #[serde(default)]
+    password_hash: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +90,7 @@ struct LedgerFile {
 /// What was loaded.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub users: Vec<Actor>,
+    pub users: Vec<String>,
     pub records: Vec<(String, usize)>,
     pub movements: usize,
 }
@@ -98,10 +109,7 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
     };
     let bundle = runtime.bundle();
     let store = runtime.store();
-    let mut loaded = Loaded::default();
-    if store.users()?.is_empty() {
-        loaded.users = load_users(&dir.join(&manifest.users), &bundle, store.as_ref())?;
-    }
+    let mut loaded = Loaded { users: load_users(&dir.join(&manifest.users), &bundle, runtime)?, ..Loaded::default() };
     let loader = Actor { id: "demo".into(), name: "demo data".into(), roles: bundle.model.roles.keys().cloned().collect(), teams: Vec::new(), email: None };
     for entry in &manifest.records {
         let path = dir.join(&entry.file);
@@ -158,7 +166,10 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
     Ok(loaded)
 }
 
-fn load_users(path: &Path, bundle: &Bundle, store: &dyn flowform_store::Store) -> Result<Vec<Actor>, DemoError> {
+/// Imports the users of `path` that are not in the store yet (an idempotent
+/// import: users that exist, perhaps changed by an admin since, are left as
+/// they are). Returns the ids of the users created.
+fn load_users(path: &Path, bundle: &Bundle, runtime: &Runtime) -> Result<Vec<String>, DemoError> {
     let shown = path.display().to_string();
     let file: UsersFile = serde_saphyr::from_str(&read(path)?).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
     let roles: Vec<&str> = bundle.model.roles.keys().map(String::as_str).collect();
@@ -177,15 +188,37 @@ fn load_users(path: &Path, bundle: &Bundle, store: &dyn flowform_store::Store) -
                 return Err(DemoError::Invalid { path: shown, message: format!("user `{}` has unknown team `{t}` {hint}", u.id) });
             }
         }
-        let actor = Actor {
-            id: u.id,
+        if runtime.user_account(&u.id).is_some() {
+            continue;
+        }
+        let password_hash = match (&u.password_hash, &u.password) {
+            (Some(h), _) => {
+                if argon2::password_hash::PasswordHash::new(h).is_err() {
+                    return Err(DemoError::Invalid { path: shown, message: format!("user `{}`: `password_hash` is not a PHC string", u.id) });
+                }
+                Some(h.clone())
+            }
+            (None, Some(p)) => {
+                Some(crate::accounts::hash_password(p).map_err(|e| DemoError::Invalid { path: shown.clone(), message: format!("user `{}`: {e}", u.id) })?)
+            }
+            (None, None) => None,
+        };
+        let now = runtime.now();
+        let account = UserAccount {
+            id: u.id.clone(),
             name: u.name,
             roles: if u.all_roles { roles.iter().map(|r| r.to_string()).collect() } else { u.roles },
             teams: u.teams,
+            department: u.department,
+            language: u.language,
             email: u.email,
+            disabled: false,
+            password_hash,
+            created_at: now.clone(),
+            updated_at: now,
         };
-        store.put_user(&actor)?;
-        loaded.push(actor);
+        runtime.import_user(account)?;
+        loaded.push(u.id);
     }
     Ok(loaded)
 }

@@ -46,7 +46,7 @@ pub fn read_table(path: &Path) -> Result<Table, ImportError> {
             let mut out = Vec::new();
             for record in reader.records() {
                 let record = record.map_err(|e| read_err(e.to_string()))?;
-                out.push(record.iter().map(|c| c.trim().to_string()).collect());
+                out.push(record.iter().map(|c| unescape_formula(c.trim()).to_string()).collect());
             }
             out
         }
@@ -287,13 +287,31 @@ fn export_row(fields: &[FieldDef], record: &Record, lang: Lang) -> Vec<String> {
 }
 
 /// CSV in UTF-8 with a byte-order mark, so Excel shows Chinese correctly.
+/// Characters that make a spreadsheet read a cell as a formula (OWASP's list).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell that a spreadsheet shows as text: a cell that would start a
+/// formula gets a leading `'` (which spreadsheets hide).
+pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(FORMULA_STARTS) { std::borrow::Cow::Owned(format!("'{cell}")) } else { std::borrow::Cow::Borrowed(cell) }
+}
+
+/// The inverse of [`escape_formula`], so export → import round-trips.
+pub fn unescape_formula(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
+    }
+}
+
+/// CSV (UTF-8 with a BOM, for Excel) with formula-like cells escaped.
 pub fn to_csv(header: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, CommandError> {
     let mut out = "\u{feff}".as_bytes().to_vec();
     {
         let mut w = csv::Writer::from_writer(&mut out);
-        w.write_record(header).map_err(|e| CommandError::Internal(e.to_string()))?;
+        w.write_record(header.iter().map(|c| escape_formula(c).into_owned())).map_err(|e| CommandError::Internal(e.to_string()))?;
         for r in rows {
-            w.write_record(r).map_err(|e| CommandError::Internal(e.to_string()))?;
+            w.write_record(r.iter().map(|c| escape_formula(c).into_owned())).map_err(|e| CommandError::Internal(e.to_string()))?;
         }
         w.flush().map_err(|e| CommandError::Internal(e.to_string()))?;
     }

@@ -7,6 +7,7 @@
 //! concurrency and idempotency keys. Time comes from a [`Clock`] so tests can
 //! move it.
 
+pub mod accounts;
 pub mod clock;
 pub mod demo;
 pub mod import;
@@ -54,6 +55,8 @@ pub enum CommandError {
     Ledger(flowform_core::ledger::Violation),
     #[error("{0}")]
     Referenced(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("no {0}")]
     RecordNotFound(String),
     #[error("no bundle version `{0}` in the store")]
@@ -78,7 +81,12 @@ pub enum LoadError {
 /// The one pipeline used by `serve`, `check` and reload: read the directory,
 /// compile the bundle.
 pub fn load_bundle(dir: &Path) -> Result<Bundle, LoadError> {
-    let sources = sources::read_dir(dir)?;
+    let (sources, problems) = sources::read_dir_checked(dir)?;
+    if !problems.is_empty() {
+        // Files that could not be read come first; the rest is not checked
+        // without them (it would only report their absence).
+        return Err(LoadError::Invalid(problems));
+    }
     flowform_core::compile(sources).map_err(LoadError::Invalid)
 }
 
@@ -101,6 +109,8 @@ pub struct Runtime {
     reload_lock: Mutex<()>,
     /// Values for `${NAME}` in webhook URLs, before the environment.
     variables: Mutex<HashMap<String, String>>,
+    /// Users, tokens and sessions in memory (see `accounts`).
+    accounts: accounts::Accounts,
 }
 
 /// The options of one command from an API client.
@@ -117,7 +127,7 @@ impl Runtime {
         store.put_bundle(&bundle.version, &bundle.sources)?;
         store.set_current_bundle(&bundle.version)?;
         let loaded_at = clock.now_rfc3339();
-        Ok(Runtime {
+        let runtime = Runtime {
             app_dir: None,
             last_rejected: ArcSwap::from_pointee(None),
             reload_lock: Mutex::new(()),
@@ -128,7 +138,10 @@ impl Runtime {
             clock,
             ids: Mutex::new(ulid::Generator::new()),
             loaded_at: ArcSwap::from_pointee(loaded_at),
-        })
+            accounts: accounts::Accounts::default(),
+        };
+        runtime.load_accounts()?;
+        Ok(runtime)
     }
 
     /// The bundle new instances start on.
@@ -226,7 +239,7 @@ impl Runtime {
             return Ok(replay);
         }
         for _ in 0..MAX_RETRIES {
-            let instance = self.instance(id)?;
+            let instance = self.instance_for(id, actor)?;
             if let Some(expected) = opts.expected_version
                 && expected != instance.version
             {
@@ -281,6 +294,52 @@ impl Runtime {
         self.store.instance(id)?.ok_or_else(|| CommandError::InstanceNotFound(id.to_string()))
     }
 
+    /// The instance if `actor` may read it; one they may not is "not found",
+    /// as if it did not exist.
+    pub fn instance_for(&self, id: &str, actor: &Actor) -> Result<Instance, CommandError> {
+        let instance = self.instance(id)?;
+        if self.may_read(&instance, actor) { Ok(instance) } else { Err(CommandError::InstanceNotFound(id.to_string())) }
+    }
+
+    /// Whether `actor` may read `instance` (its workflow's `visible_to` in the current definitions).
+    pub fn may_read(&self, instance: &Instance, actor: &Actor) -> bool {
+        if actor.has_role("admin") {
+            return true;
+        }
+        let bundle = self.bundle();
+        match bundle.workflow(&instance.workflow) {
+            Some(wf) => flowform_core::visibility::visible(wf, instance, actor),
+            // A workflow no longer defined: its requester still sees it.
+            None => instance.requester == actor.id,
+        }
+    }
+
+    /// What `actor` may read, for lists and counts; `None`: everything (admins).
+    pub fn visibility(&self, actor: &Actor) -> Option<flowform_store::Visibility> {
+        if actor.has_role("admin") {
+            return None;
+        }
+        let bundle = self.bundle();
+        let mut workflows = std::collections::BTreeMap::new();
+        for wf in bundle.model.workflows.values() {
+            let audiences = wf.audiences();
+            let reach = flowform_store::Reach {
+                all: flowform_core::visibility::sees_all(wf, actor),
+                requester: audiences.contains(&flowform_model::Audience::Requester),
+                assignee: audiences.contains(&flowform_model::Audience::Assignee),
+                team: audiences.contains(&flowform_model::Audience::Team),
+            };
+            workflows.insert(wf.name.clone(), reach);
+        }
+        Some(flowform_store::Visibility { user: actor.id.clone(), teams: actor.teams.clone(), workflows })
+    }
+
+    /// The history of an instance `actor` may read.
+    pub fn history_for(&self, id: &str, actor: &Actor) -> Result<Vec<Event>, CommandError> {
+        self.instance_for(id, actor)?;
+        Ok(self.store.history(id)?)
+    }
+
     pub fn instances(&self, filter: &InstanceFilter) -> Result<Page, CommandError> {
         Ok(self.store.instances(filter)?)
     }
@@ -296,17 +355,6 @@ impl Runtime {
             Ok(bundle) => flowform_core::available_transitions(&bundle, instance, actor, &self.now()),
             Err(_) => Vec::new(),
         }
-    }
-
-    /// The user a bearer token belongs to.
-    pub fn authenticate(&self, token: &str) -> Result<Option<Actor>, StoreError> {
-        self.store.user_for_token(&tokens::hash(token))
-    }
-
-    /// [`Runtime::authenticate`] for a token the store already holds in memory
-    /// (no file access, fine on an async thread); `None`: authenticate.
-    pub fn authenticate_cached(&self, token: &str) -> Option<Actor> {
-        self.store.cached_user_for_token(&tokens::hash(token))
     }
 }
 

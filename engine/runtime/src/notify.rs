@@ -57,7 +57,7 @@ impl Runtime {
                 Recipient::Field(f) => out.extend(instance.data.get(f).and_then(Value::as_str).map(str::to_string)),
                 Recipient::Team | Recipient::Role(_) => {
                     if users.is_none() {
-                        users = Some(self.store.users()?);
+                        users = Some(self.actors());
                     }
                     for u in users.iter().flatten() {
                         let hit = match r {
@@ -239,7 +239,7 @@ impl Runtime {
         let Some(newest) = events.last().map(|e| e.seq) else { return Ok(0) };
         let bundle = self.bundle();
         let now = self.now();
-        let users = self.store.users()?;
+        let users = self.actors();
         let mut inbox = Vec::new();
         for e in &events {
             let Some(ledger) = bundle.model.ledgers.get(&e.ledger) else { continue };

@@ -209,9 +209,8 @@ impl Runtime {
         let refs = records::references(&form.def.fields, &record.data);
         match self.submit(Job::Record(Box::new(RecordWrite { record: record.clone(), expected_version, event, refs, idempotency: None })))? {
             CommitOutcome::Committed => Ok(record),
-            CommitOutcome::Conflict { current_version } if expected_version == 0 => {
-                let _ = current_version;
-                Err(CommandError::Referenced(format!("a {} with id `{}` already exists", record.record_type, record.id)))
+            CommitOutcome::Conflict { .. } if expected_version == 0 => {
+                Err(CommandError::AlreadyExists(format!("a {} with id `{}` already exists", record.record_type, record.id)))
             }
             CommitOutcome::Conflict { current_version } => Err(CommandError::StaleVersion { expected: expected_version, current: current_version }),
             other => Err(other_outcome(other)),
@@ -277,11 +276,12 @@ impl Runtime {
                 continue;
             }
             let input: serde_json::Map<String, Value> = t.data.iter().map(|(k, v)| (k.clone(), crate::schedules::fill_value(v, record))).collect();
+            // The trigger acts with the roles its definition declares, nothing more.
             let actor = Actor {
                 id: format!("trigger:{}", rt.name),
                 name: rt.title.get("zh-CN", &rt.name).to_string(),
-                roles: bundle.model.roles.keys().cloned().collect(),
-                teams: bundle.model.teams.keys().cloned().collect(),
+                roles: t.roles.iter().map(|r| r.value.clone()).collect(),
+                teams: Vec::new(),
                 email: None,
             };
             let opts =
@@ -471,9 +471,15 @@ impl Runtime {
     pub fn post_movements(&self, ledger: &str, postings: Vec<Posting>, actor: &Actor, opts: &CommandOptions) -> Result<Vec<Movement>, CommandError> {
         let bundle = self.bundle();
         let def = bundle.model.ledgers.get(ledger).ok_or_else(|| CommandError::RecordNotFound(format!("ledger `{ledger}`")))?;
-        if !def.roles.is_empty() && !def.roles.iter().any(|r| actor.has_role(&r.value)) {
-            let roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).collect();
+        if !actor.has_role("admin") && !def.roles.iter().any(|r| actor.has_role(&r.value)) {
+            let mut roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).collect();
+            roles.push("admin");
             return Err(CommandError::Rejected(Rejection::Forbidden(format!("posting to `{ledger}` needs one of the roles {}", roles.join(", ")))));
+        }
+        let refused = |e| CommandError::Rejected(Rejection::Posting(e));
+        flowform_core::ledger::check_bounds(&postings, |_| def.max_quantity).map_err(refused)?;
+        if postings.iter().any(|p| p.kind == flowform_core::ledger::MovementKind::Return) {
+            return Err(refused(flowform_core::ledger::PostingRefused::ReturnByHand));
         }
         let request = serde_json::to_value(&postings).map_err(|e| CommandError::Internal(e.to_string()))?;
         let idempotency = crate::idempotency(actor, &format!("movements:{ledger}"), &request, opts)?;

@@ -68,6 +68,14 @@ impl Runtime {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reload failed; the last good definitions keep serving");
+                // Every failed reload is visible in `last_rejected`, not only in the log.
+                let file = match &e {
+                    crate::LoadError::Read(crate::sources::ReadError::Io { path, .. } | crate::sources::ReadError::NotUtf8 { path }) => {
+                        path.strip_prefix(dir).unwrap_or(path).display().to_string()
+                    }
+                    _ => ".".to_string(),
+                };
+                self.set_rejected(vec![flowform_model::Diagnostic::new(&file, flowform_model::Pos::new(1, 1), "unreadable", e.to_string())]);
                 return ReloadOutcome::Failed { version: current.version.clone(), message: e.to_string() };
             }
         };

@@ -68,13 +68,7 @@ impl Runtime {
             if !sc.catch_up_once && flowform_core::schedules::missed(&start, &now) {
                 run.skipped = true;
             } else {
-                let actor = Actor {
-                    id: format!("schedule:{}", sc.name),
-                    name: sc.title.get("zh-CN", &sc.name).to_string(),
-                    roles: bundle.model.roles.keys().cloned().collect(),
-                    teams: bundle.model.teams.keys().cloned().collect(),
-                    email: None,
-                };
+                let actor = self.schedule_actor(sc);
                 let records = match &sc.record {
                     Some(rt) => self
                         .store
@@ -107,13 +101,13 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// The schedule acts with the roles its definition declares, never with every role.
     fn schedule_actor(&self, sc: &flowform_model::ScheduleDef) -> Actor {
-        let bundle = self.bundle();
         Actor {
             id: format!("schedule:{}", sc.name),
             name: sc.title.get("zh-CN", &sc.name).to_string(),
-            roles: bundle.model.roles.keys().cloned().collect(),
-            teams: bundle.model.teams.keys().cloned().collect(),
+            roles: sc.roles.iter().map(|r| r.value.clone()).collect(),
+            teams: Vec::new(),
             email: None,
         }
     }

@@ -3,7 +3,7 @@
 //! here. 5xx answers hide internals and log them with an error id.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowform_core::Rejection;
@@ -61,6 +61,61 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", format!("a part of the URL is not valid: {}", r.body_text()))
+    }
+}
+
+/// The `code` of an error answer made outside our handlers (the router's 405,
+/// a body over the size limit, …), by status.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// Middleware: every error answer of the API has the `{code, message,
+/// details}` shape, also those made before a handler runs (405 from the
+/// router, 413 from the body limit, rejections of axum's own extractors).
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let mut error = ApiError::new(status, code_for_status(status), message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            error.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    error
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
@@ -86,6 +141,7 @@ impl From<CommandError> for ApiError {
                 Rejection::InvalidInput(errors) => {
                     ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors))
                 }
+                Rejection::Posting(refused) => ApiError::new(S::UNPROCESSABLE_ENTITY, "posting_refused", message).with_details(json!(refused)),
                 Rejection::Rule(err) => ApiError::new(S::UNPROCESSABLE_ENTITY, "rule_failed", message)
                     .with_details(json!([{"script": err.script, "file": err.file, "line": err.line, "column": err.column, "kind": err.kind}])),
             },
@@ -95,6 +151,7 @@ impl From<CommandError> for ApiError {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors))
             }
             CommandError::Referenced(_) => ApiError::new(S::CONFLICT, "record_referenced", message),
+            CommandError::AlreadyExists(_) => ApiError::new(S::CONFLICT, "already_exists", message),
             CommandError::Ledger(v) => {
                 let dims: Vec<String> = v.dims.iter().map(|(k, val)| format!("{k} `{val}`")).collect();
                 let message = format!("not enough in {} for {}: {} requested, {} available", v.ledger, dims.join(", "), v.requested, v.available);

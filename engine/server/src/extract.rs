@@ -3,9 +3,9 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::header::{ACCEPT_LANGUAGE, AUTHORIZATION};
+use axum::http::header::ACCEPT_LANGUAGE;
 use axum::http::request::Parts;
-use flowform_core::{Actor, Lang};
+use flowform_core::Lang;
 
 /// JSON body; malformed JSON gets our error shape.
 #[derive(FromRequest)]
@@ -17,37 +17,11 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// The authenticated user, from `Authorization: Bearer <token>`.
-pub struct Auth(pub Actor);
-
-impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header; get a token with `flowform token --user NAME`"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        // Known tokens come from memory; only an unknown one (or a changed users
-        // file) reads the file, on a blocking thread.
-        let actor = match state.runtime.authenticate_cached(token) {
-            Some(actor) => Some(actor),
-            None => {
-                let runtime = state.runtime.clone();
-                let token = token.to_string();
-                tokio::task::spawn_blocking(move || runtime.authenticate(&token)).await.map_err(ApiError::internal)??
-            }
-        };
-        actor.map(Auth).ok_or_else(|| ApiError::unauthorized("the token is not valid"))
-    }
-}
+/// Path parameters; a parameter that is not valid UTF-8 or not a number
+/// where one is expected gets our error shape (`invalid_path`).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
 
 /// The language for messages: `Accept-Language`, else the app's default.
 pub struct UserLang(pub Lang);
@@ -58,6 +32,11 @@ impl FromRequestParts<AppState> for UserLang {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let from_header = parts.headers.get(ACCEPT_LANGUAGE).and_then(|h| h.to_str().ok()).and_then(Lang::from_accept_language);
         let default = if state.runtime.bundle().model.app.default_language == "en" { Lang::En } else { Lang::ZhCn };
+        // A signed-in browser's own setting comes before the header.
+        if let Some(language) = crate::auth::cookie(&parts.headers, crate::auth::SESSION_COOKIE).and_then(|c| state.runtime.session(c)).and_then(|s| s.language)
+        {
+            return Ok(UserLang(if language == "en" { Lang::En } else { Lang::ZhCn }));
+        }
         Ok(UserLang(from_header.unwrap_or(default)))
     }
 }

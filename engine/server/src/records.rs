@@ -1,14 +1,16 @@
 //! Routes of records and ledgers; see docs/api.md.
 
 use crate::AppState;
+use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Auth, UserLang};
-use axum::extract::{Path, Query, State};
+use crate::extract::{ApiJson, ApiQuery, Path, UserLang};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flowform_core::Actor;
 use flowform_core::ledger::{MovementKind, Posting};
+use flowform_model::RecordOp;
 use flowform_runtime::records::RecordQuery;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -37,17 +39,34 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || f(runtime)).await.map_err(ApiError::internal)??)
 }
 
-fn may_write(s: &AppState, record_type: &str, actor: &Actor) -> Result<(), ApiError> {
+/// Whether `actor` may do `op` on records of `record_type` (the type's
+/// `access`; admins always; nothing granted means admins only).
+pub(crate) fn may(s: &AppState, record_type: &str, actor: &Actor, op: RecordOp) -> Result<(), ApiError> {
     let bundle = s.runtime.bundle();
     let Some(rt) = bundle.model.record_types.get(record_type) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_record_type", format!("unknown record type `{record_type}`")));
     };
-    if rt.roles.is_empty() || rt.roles.iter().any(|r| actor.has_role(&r.value)) {
-        Ok(())
-    } else {
-        let roles: Vec<&str> = rt.roles.iter().map(|r| r.value.as_str()).collect();
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("changing {record_type} records needs one of the roles {}", roles.join(", "))))
+    if rt.access.allows(op, actor.roles.iter().map(String::as_str)) {
+        return Ok(());
     }
+    s.runtime.audit_denied(actor, &format!("{} {record_type}", op.name()));
+    let mut roles = rt.access.roles(op);
+    roles.push("admin");
+    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("to {} {record_type} records needs one of the roles {}", op.name(), roles.join(", "))))
+}
+
+/// Whether `actor` may read the balances and movements of `ledger`.
+fn may_read_ledger(s: &AppState, ledger: &str, actor: &Actor) -> Result<(), ApiError> {
+    let bundle = s.runtime.bundle();
+    let Some(def) = bundle.model.ledgers.get(ledger) else {
+        return Err(ApiError::not_found(format!("no ledger `{ledger}`")));
+    };
+    let granted: Vec<&str> = def.read.iter().chain(&def.roles).map(|r| r.value.as_str()).collect();
+    if granted.contains(&flowform_model::EVERYONE) || actor.roles.iter().any(|r| r == "admin" || granted.contains(&r.as_str())) {
+        return Ok(());
+    }
+    s.runtime.audit_denied(actor, &format!("read ledger {ledger}"));
+    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("reading {ledger} needs one of the roles {}, admin", granted.join(", "))))
 }
 
 fn bool_param(q: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> {
@@ -93,7 +112,13 @@ pub(crate) fn record_query(q: &BTreeMap<String, String>) -> Result<RecordQuery, 
     })
 }
 
-async fn list(State(s): State<AppState>, _: Auth, Path(record_type): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path(record_type): Path<String>,
+    ApiQuery(q): ApiQuery<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    may(&s, &record_type, &actor, RecordOp::Read)?;
     let query = record_query(&q)?;
     let page = blocking(&s, move |r| r.list_records(&record_type, &query)).await?;
     Ok(Json(json!(page)))
@@ -115,13 +140,14 @@ async fn create(
     Path(record_type): Path<String>,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    may_write(&s, &record_type, &actor)?;
+    may(&s, &record_type, &actor, RecordOp::Create)?;
     let data = Value::Object(body.data.unwrap_or_default());
     let record = blocking(&s, move |r| r.create_record(&record_type, &data, &actor, lang)).await?;
     Ok((StatusCode::CREATED, Json(json!(record))))
 }
 
-async fn read(State(s): State<AppState>, _: Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn read(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    may(&s, &record_type, &actor, RecordOp::Read)?;
     let record = blocking(&s, move |r| r.record(&record_type, &id)).await?;
     Ok(Json(json!(record)))
 }
@@ -133,7 +159,7 @@ async fn update(
     Path((record_type, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<Json<Value>, ApiError> {
-    may_write(&s, &record_type, &actor)?;
+    may(&s, &record_type, &actor, RecordOp::Update)?;
     let data = Value::Object(body.data.unwrap_or_default());
     let record = blocking(&s, move |r| r.update_record(&record_type, &id, &data, body.expected_version, &actor, lang)).await?;
     Ok(Json(json!(record)))
@@ -144,24 +170,26 @@ async fn delete(
     State(s): State<AppState>,
     Auth(actor): Auth,
     Path((record_type, id)): Path<(String, String)>,
-    Query(q): Query<BTreeMap<String, String>>,
+    ApiQuery(q): ApiQuery<BTreeMap<String, String>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    may_write(&s, &record_type, &actor)?;
     if bool_param(&q, "purge")? {
+        may(&s, &record_type, &actor, RecordOp::Purge)?;
         blocking(&s, move |r| r.purge_record(&record_type, &id)).await?;
         return Ok((StatusCode::OK, Json(json!({"purged": true}))));
     }
+    may(&s, &record_type, &actor, RecordOp::Archive)?;
     let record = blocking(&s, move |r| r.archive_record(&record_type, &id, true, &actor)).await?;
     Ok((StatusCode::OK, Json(json!(record))))
 }
 
 async fn restore(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    may_write(&s, &record_type, &actor)?;
+    may(&s, &record_type, &actor, RecordOp::Archive)?;
     let record = blocking(&s, move |r| r.archive_record(&record_type, &id, false, &actor)).await?;
     Ok(Json(json!(record)))
 }
 
-async fn history(State(s): State<AppState>, _: Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn history(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    may(&s, &record_type, &actor, RecordOp::Read)?;
     let events = blocking(&s, move |r| r.record_history(&record_type, &id)).await?;
     Ok(Json(json!(events)))
 }
@@ -189,7 +217,13 @@ fn ledger_filters(s: &AppState, ledger: &str, q: &BTreeMap<String, String>, extr
     Ok(out)
 }
 
-async fn balances(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn balances(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path(ledger): Path<String>,
+    ApiQuery(q): ApiQuery<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    may_read_ledger(&s, &ledger, &actor)?;
     let filters = ledger_filters(&s, &ledger, &q, &["under", "rollup"])?;
     let under = pair_param(&q, "under")?;
     let rollup = bool_param(&q, "rollup")?;
@@ -201,7 +235,13 @@ async fn balances(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>
     Ok(Json(json!({"items": items})))
 }
 
-async fn movements(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn movements(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path(ledger): Path<String>,
+    ApiQuery(q): ApiQuery<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    may_read_ledger(&s, &ledger, &actor)?;
     let filters = ledger_filters(&s, &ledger, &q, &["after", "limit", "instance"])?;
     let after: u64 = match q.get("after") {
         Some(a) => a.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`after` must be a movement number"))?,
@@ -261,7 +301,8 @@ async fn post_movements(
     Ok((StatusCode::CREATED, Json(json!({"movements": moved}))))
 }
 
-async fn below_threshold(State(s): State<AppState>, _: Auth, Path(ledger): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn below_threshold(State(s): State<AppState>, Auth(actor): Auth, Path(ledger): Path<String>) -> Result<Json<Value>, ApiError> {
+    may_read_ledger(&s, &ledger, &actor)?;
     let items = blocking(&s, move |r| r.below_threshold(&ledger)).await?;
     Ok(Json(json!({"items": items})))
 }
@@ -275,11 +316,12 @@ async fn ledger_events(State(s): State<AppState>, _: Auth) -> Result<Json<Value>
 /// The filtered list as a file: `?format=csv` (UTF-8 with BOM) or `xlsx`, same filters as the list.
 async fn export(
     State(s): State<AppState>,
-    _: Auth,
+    Auth(actor): Auth,
     UserLang(lang): UserLang,
     Path(record_type): Path<String>,
-    Query(q): Query<BTreeMap<String, String>>,
+    ApiQuery(q): ApiQuery<BTreeMap<String, String>>,
 ) -> Result<axum::response::Response, ApiError> {
+    may(&s, &record_type, &actor, RecordOp::Read)?;
     use axum::response::IntoResponse;
     let format = q.get("format").cloned().unwrap_or_else(|| "csv".into());
     if format != "csv" && format != "xlsx" {

@@ -1,10 +1,12 @@
 //! Routes of the API; see docs/api.md.
 
 use crate::AppState;
+use crate::auth::Auth;
+use crate::auth::require_admin;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Auth, IdempotencyKey, UserLang};
+use crate::extract::{ApiJson, ApiQuery, IdempotencyKey, Path, UserLang};
 use crate::views;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,10 +67,6 @@ async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
     }))
 }
 
-fn require_admin(actor: &Actor) -> Result<(), ApiError> {
-    if actor.has_role("admin") { Ok(()) } else { Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the `admin` role")) }
-}
-
 async fn bundle_versions(State(s): State<AppState>, _: Auth) -> Result<Json<Value>, ApiError> {
     let versions = s.runtime.store().bundle_versions()?;
     Ok(Json(json!({"current": s.runtime.bundle().version, "versions": versions})))
@@ -94,7 +92,7 @@ async fn bundle_diff(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQuery<D
 }
 
 async fn admin_reload(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
-    require_admin(&actor)?;
+    require_admin(&s, &actor, "admin route")?;
     let runtime = s.runtime.clone();
     let outcome = tokio::task::spawn_blocking(move || runtime.reload()).await.map_err(ApiError::internal)?;
     Ok(Json(json!(outcome)))
@@ -105,7 +103,7 @@ async fn admin_migrate(
     Auth(actor): Auth,
     ApiJson(req): ApiJson<flowform_runtime::migrate::MigrationRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&actor)?;
+    require_admin(&s, &actor, "admin route")?;
     let runtime = s.runtime.clone();
     let report = tokio::task::spawn_blocking(move || runtime.migrate(&req, &actor)).await.map_err(ApiError::internal)??;
     let status = if report.blocked.is_empty() { "ok" } else { "refused" };
@@ -182,12 +180,12 @@ fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
 }
 
 async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let instance = s.runtime.instance(&id)?;
+    let instance = s.runtime.instance_for(&id, &actor)?;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
-async fn history(State(s): State<AppState>, _: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let events = s.runtime.history(&id)?;
+async fn history(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let events = s.runtime.history_for(&id, &actor)?;
     Ok(Json(json!(events)))
 }
 
@@ -216,6 +214,7 @@ async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): Ap
         before: q.cursor,
         overdue: q.overdue,
         limit,
+        visibility: s.runtime.visibility(&actor),
     };
     let runtime = s.runtime.clone();
     let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
@@ -234,7 +233,7 @@ struct CountsQuery {
 /// How many instances there are per state and team (or any grouping of
 /// workflow, state, team): read from counts the store keeps with every command,
 /// so it costs the same for a thousand instances as for millions.
-async fn instance_counts(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQuery<CountsQuery>) -> Result<Json<Value>, ApiError> {
+async fn instance_counts(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<CountsQuery>) -> Result<Json<Value>, ApiError> {
     const GROUPS: [&str; 3] = ["workflow", "state", "team"];
     let by: Vec<String> = q.by.as_deref().unwrap_or("state,team").split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
     if let Some(bad) = by.iter().find(|g| !GROUPS.contains(&g.as_str())) {
@@ -242,7 +241,13 @@ async fn instance_counts(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQue
     }
     let store = s.runtime.store().clone();
     let workflow = q.workflow.clone();
-    let rows = tokio::task::spawn_blocking(move || store.instance_counts(workflow.as_deref())).await.map_err(ApiError::internal)??;
+    let visibility = s.runtime.visibility(&actor);
+    let rows = tokio::task::spawn_blocking(move || match &visibility {
+        None => store.instance_counts(workflow.as_deref()),
+        Some(v) => store.instance_counts_visible(workflow.as_deref(), v),
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let mut groups: std::collections::BTreeMap<Vec<Option<String>>, u64> = std::collections::BTreeMap::new();
     let mut total = 0;
     for row in rows {
@@ -303,7 +308,7 @@ struct OutboxQuery {
 
 /// Messages to outside channels with their delivery status; `?status=dead` is the dead-letter list.
 async fn admin_outbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<OutboxQuery>) -> Result<Json<Value>, ApiError> {
-    require_admin(&actor)?;
+    require_admin(&s, &actor, "admin route")?;
     let runtime = s.runtime.clone();
     let mut items = tokio::task::spawn_blocking(move || runtime.outbox()).await.map_err(ApiError::internal)??;
     if let Some(status) = &q.status {

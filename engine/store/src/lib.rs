@@ -3,9 +3,9 @@
 //! - [`RedbStore`]: the embedded default. One redb file for instances, the
 //!   event log, idempotency keys, records, ledgers and bundle versions;
 //!   concurrent writes are batched into one durable commit (group commit) by a
-//!   writer thread. Users and API tokens live in a second small file that is
-//!   opened only for a moment, so `flowform token` can add a token while the
-//!   server runs.
+//!   writer thread. Users, API tokens (as hashes), sessions and the audit
+//!   log are tables of the same file; while a server holds it, the CLI
+//!   changes them through the server's admin socket.
 //! - [`MemoryStore`]: the same semantics in memory, for tests.
 //!
 //! An implementation provides two primitives — run a [`Job`] in one atomic,
@@ -17,7 +17,8 @@
 //! Invariant: a job is applied completely or not at all: its checks run before
 //! any of its writes, and a job that fails a check writes nothing.
 
-mod auth;
+mod accounts;
+mod legacy_auth;
 mod logic;
 mod memory;
 mod redb_store;
@@ -26,14 +27,16 @@ pub mod tables;
 use flowform_core::ledger::{Balance, Posting, Violation};
 use flowform_core::records::{Record, RecordEvent};
 use flowform_core::timers::TimerSpec;
-use flowform_core::{Actor, Event, Instance};
+use flowform_core::{Event, Instance};
 use flowform_model::Sources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tables::Read;
 
+pub use accounts::{AuditEntry, AuthOp, SessionRecord, TokenRecord, UserAccount};
+pub use legacy_auth::LegacyAuth;
 pub use memory::MemoryStore;
-pub use redb_store::{AuthOnly, RedbStore};
+pub use redb_store::RedbStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,6 +207,12 @@ pub enum Job {
         user: String,
         seq: u64,
     },
+    /// Changes to users, tokens and sessions, with the security events they
+    /// make (numbered by the store), all in one transaction.
+    Auth {
+        ops: Vec<AuthOp>,
+        audit: Vec<AuditEntry>,
+    },
     /// The result of a delivery attempt of an outbox item.
     Delivery {
         seq: u64,
@@ -269,6 +278,48 @@ pub struct InstanceFilter {
     /// Return instances created before this id (ids sort by creation time).
     pub before: Option<String>,
     pub limit: usize,
+    /// Only what this user may read (`None`: everything, e.g. an admin).
+    pub visibility: Option<Visibility>,
+}
+
+/// What one user may read, for lists and counts: built by the runtime from
+/// the workflows' `visible_to`, applied by the store through its indexes
+/// (requester, assignee, team), so a restricted list never scans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Visibility {
+    pub user: String,
+    pub teams: Vec<String>,
+    /// Per workflow, what makes an instance readable; a workflow absent here is not.
+    pub workflows: BTreeMap<String, Reach>,
+}
+
+/// The relations that make an instance of one workflow readable to a user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// Every instance (a role of the user is in `visible_to`).
+    pub all: bool,
+    pub requester: bool,
+    pub assignee: bool,
+    pub team: bool,
+}
+
+impl Visibility {
+    pub fn allows(&self, i: &Instance) -> bool {
+        self.workflows.get(&i.workflow).is_some_and(|r| {
+            r.all
+                || (r.requester && i.requester == self.user)
+                || (r.assignee && i.assignment.assignee.as_deref() == Some(self.user.as_str()))
+                || (r.team && i.assignment.team.as_ref().is_some_and(|t| self.teams.contains(t)))
+        })
+    }
+
+    /// Whether every instance of `workflow` (of every workflow: `None`) is readable.
+    pub fn sees_all(&self, workflow: Option<&str>) -> bool {
+        match workflow {
+            Some(w) => self.workflows.get(w).is_some_and(|r| r.all),
+            None => false,
+        }
+    }
 }
 
 impl InstanceFilter {
@@ -344,17 +395,27 @@ pub trait Store: Send + Sync + 'static {
     }
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()>;
 
-    fn put_user(&self, user: &Actor) -> Result<()>;
-    fn user(&self, id: &str) -> Result<Option<Actor>>;
-    fn users(&self) -> Result<Vec<Actor>>;
-    /// Stores the hash of a new API token for a user.
-    fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()>;
-    /// The user a token hash belongs to.
-    fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>>;
-    /// The user of a token already known in memory, without reading files
-    /// (async callers ask this first); `None`: ask [`Store::user_for_token`].
-    fn cached_user_for_token(&self, _token_hash: &str) -> Option<Actor> {
-        None
+    /// Adds or replaces a user account (no audit entry: tools and tests).
+    fn put_user(&self, user: &UserAccount) -> Result<()> {
+        self.submit(Job::Auth { ops: vec![AuthOp::PutUser(user.clone())], audit: Vec::new() }).map(|_| ())
+    }
+    fn user(&self, id: &str) -> Result<Option<UserAccount>> {
+        read_with(self, |r| logic::get(r, tables::Table::Users, id, "user"))
+    }
+    /// Every user account, in id order.
+    fn users(&self) -> Result<Vec<UserAccount>> {
+        read_with(self, |r| logic::all(r, tables::Table::Users, "user"))
+    }
+    /// Every API token (hashes only), in hash order.
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        read_with(self, |r| logic::all(r, tables::Table::Tokens, "token"))
+    }
+    fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        read_with(self, |r| logic::all(r, tables::Table::Sessions, "session"))
+    }
+    /// Security events, newest first, before `before` (a seq) if given.
+    fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        read_with(self, |r| logic::audit(r, before, limit))
     }
 
     fn commit(&self, write: CommandWrite) -> Result<CommitOutcome> {
@@ -369,6 +430,12 @@ pub trait Store: Send + Sync + 'static {
     /// Instances per workflow, state and team (of one workflow, or all).
     fn instance_counts(&self, workflow: Option<&str>) -> Result<Vec<InstanceCount>> {
         read_with(self, |r| logic::instance_counts(r, workflow))
+    }
+    /// [`Store::instance_counts`] of what one user may read: the kept counts
+    /// for what the user sees whole (a workflow by role, a team), plus the
+    /// user's own requests and assignments outside those.
+    fn instance_counts_visible(&self, workflow: Option<&str>, visibility: &Visibility) -> Result<Vec<InstanceCount>> {
+        read_with(self, |r| logic::instance_counts_visible(r, workflow, visibility))
     }
     /// Events of one instance, oldest first.
     fn history(&self, id: &str) -> Result<Vec<Event>> {

@@ -7,7 +7,7 @@ use flowform_core::timers::TimerSpec;
 use std::collections::HashMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
-fn get<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, k: &str, what: &str) -> Result<Option<T>> {
+pub(crate) fn get<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, k: &str, what: &str) -> Result<Option<T>> {
     r.get(table, k)?.map(|b| from_bytes(what, &b)).transpose()
 }
 
@@ -33,13 +33,78 @@ fn keys_with_prefix(r: &dyn Read, table: Table, prefix: &str) -> Result<Vec<Stri
 
 // ---- reads ----
 
+/// Every value of a (small) table, in key order.
+pub(crate) fn all<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    r.range(table, Unbounded, Unbounded, false, &mut |_, v| {
+        out.push(from_bytes(what, v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Security events, newest first.
+pub(crate) fn audit(r: &dyn Read, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
+    let hi = before.map(num);
+    let mut out = Vec::new();
+    r.range(Table::Audit, Unbounded, hi.as_deref().map_or(Unbounded, Excluded), true, &mut |_, v| {
+        out.push(from_bytes("audit entry", v)?);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+fn apply_auth(w: &mut dyn Write, ops: &[AuthOp], audit: &[AuditEntry]) -> Result<CommitOutcome> {
+    for op in ops {
+        match op {
+            AuthOp::PutUser(u) => w.put(Table::Users, &u.id, &to_bytes(u)?)?,
+            AuthOp::PutToken(t) => w.put(Table::Tokens, &t.hash, &to_bytes(t)?)?,
+            AuthOp::PutSession(sn) => w.put(Table::Sessions, &sn.hash, &to_bytes(sn)?)?,
+            AuthOp::DeleteSession(hash) => w.delete(Table::Sessions, hash)?,
+            AuthOp::DeleteSessionsOf(user) => {
+                let mut hashes = Vec::new();
+                w.range(Table::Sessions, Unbounded, Unbounded, false, &mut |k, v| {
+                    if from_bytes::<SessionRecord>("session", v)?.user == *user {
+                        hashes.push(k.to_string());
+                    }
+                    Ok(true)
+                })?;
+                for h in hashes {
+                    w.delete(Table::Sessions, &h)?;
+                }
+            }
+        }
+    }
+    if !audit.is_empty() {
+        let mut seq = 0;
+        w.range(Table::Audit, Unbounded, Unbounded, true, &mut |k, _| {
+            seq = k.parse().unwrap_or(0);
+            Ok(false)
+        })?;
+        for entry in audit {
+            seq += 1;
+            let mut entry = entry.clone();
+            entry.seq = seq;
+            w.put(Table::Audit, &num(seq), &to_bytes(&entry)?)?;
+        }
+    }
+    Ok(CommitOutcome::Committed)
+}
+
 pub fn instance(r: &dyn Read, id: &str) -> Result<Option<Instance>> {
     get(r, Table::Instances, id, "instance")
 }
 
 /// A page of instances, newest first. With a workflow, state, team or assignee
-/// filter the index narrows the scan; other filters are checked on each instance.
+/// filter the index narrows the scan; other filters are checked on each
+/// instance. With a restricted [`Visibility`] the page is merged from the
+/// user's own index entries (requester, assignee, each team), newest first.
 pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
+    if let Some(v) = &filter.visibility
+        && !v.sees_all(filter.workflow.as_deref())
+    {
+        return instances_merged(r, filter, v);
+    }
     let limit = filter.limit.clamp(1, 500);
     let mut items = Vec::new();
     let (table, prefix) = match index_prefix(filter) {
@@ -67,6 +132,7 @@ pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
         for id in &ids {
             if let Some(i) = instance(r, id)?
                 && filter.matches(&i)
+                && filter.visibility.as_ref().is_none_or(|v| v.allows(&i))
             {
                 items.push(i);
                 if items.len() > limit {
@@ -86,6 +152,129 @@ pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
         None
     };
     Ok(Page { items, next })
+}
+
+/// The index prefixes of what a restricted user may read.
+fn visible_prefixes(v: &Visibility) -> Vec<String> {
+    let any = |f: fn(&Reach) -> bool| v.workflows.values().any(f);
+    let mut prefixes = Vec::new();
+    if any(|r| r.requester) {
+        prefixes.push(key(&["r", &v.user]));
+    }
+    if any(|r| r.assignee) {
+        prefixes.push(key(&["a", &v.user]));
+    }
+    if any(|r| r.team) {
+        prefixes.extend(v.teams.iter().map(|t| key(&["t", t])));
+    }
+    // Workflows seen whole: their own prefix.
+    prefixes.extend(v.workflows.iter().filter(|(_, r)| r.all).map(|(w, _)| key(&["w", w])));
+    prefixes
+}
+
+/// One index prefix read newest first, a chunk at a time.
+struct Stream {
+    prefix_len: usize,
+    lo: String,
+    hi: String,
+    buffer: std::collections::VecDeque<String>,
+    done: bool,
+}
+
+impl Stream {
+    fn head(&mut self, r: &dyn Read) -> Result<Option<&String>> {
+        if self.buffer.is_empty() && !self.done {
+            let mut last = None;
+            let (lo, hi, n) = (self.lo.clone(), self.hi.clone(), self.prefix_len);
+            let buffer = &mut self.buffer;
+            r.range(Table::InstanceIndex, Included(&lo), Excluded(&hi), true, &mut |k, _| {
+                buffer.push_back(k[n..].to_string());
+                last = Some(k.to_string());
+                Ok(buffer.len() < 128)
+            })?;
+            match last {
+                Some(k) if self.buffer.len() == 128 => self.hi = k,
+                _ => self.done = true,
+            }
+        }
+        Ok(self.buffer.front())
+    }
+}
+
+fn instances_merged(r: &dyn Read, filter: &InstanceFilter, v: &Visibility) -> Result<Page> {
+    let limit = filter.limit.clamp(1, 500);
+    let mut streams: Vec<Stream> = visible_prefixes(v)
+        .into_iter()
+        .map(|p| {
+            let (lo, end) = prefix_range(&p);
+            let hi = match &filter.before {
+                Some(b) => key(&[&p, b]),
+                None => end,
+            };
+            Stream { prefix_len: lo.len(), lo, hi, buffer: Default::default(), done: false }
+        })
+        .collect();
+    let mut items = Vec::new();
+    loop {
+        // The newest id at the head of any stream; the same id may head several.
+        let mut newest: Option<String> = None;
+        for s in streams.iter_mut() {
+            if let Some(id) = s.head(r)?
+                && newest.as_ref().is_none_or(|n| id > n)
+            {
+                newest = Some(id.clone());
+            }
+        }
+        let Some(id) = newest else { break };
+        for s in streams.iter_mut() {
+            if s.buffer.front() == Some(&id) {
+                s.buffer.pop_front();
+            }
+        }
+        if let Some(i) = instance(r, &id)?
+            && filter.matches(&i)
+            && v.allows(&i)
+        {
+            items.push(i);
+            if items.len() > limit {
+                break;
+            }
+        }
+    }
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// Counts of what a restricted user may read (see [`Store::instance_counts_visible`]).
+pub fn instance_counts_visible(r: &dyn Read, workflow: Option<&str>, v: &Visibility) -> Result<Vec<InstanceCount>> {
+    // Counted whole from the kept counts: workflows seen by role, and teams.
+    let whole =
+        |w: &str, team: Option<&str>| v.workflows.get(w).is_some_and(|reach| reach.all || (reach.team && team.is_some_and(|t| v.teams.iter().any(|x| x == t))));
+    let mut out: Vec<InstanceCount> = instance_counts(r, workflow)?.into_iter().filter(|c| whole(&c.workflow, c.team.as_deref())).collect();
+    // Plus the user's own requests and assignments that were not counted whole.
+    let mut seen = std::collections::HashSet::new();
+    for p in [key(&["r", &v.user]), key(&["a", &v.user])] {
+        for k in keys_with_prefix(r, Table::InstanceIndex, &p)? {
+            let id = &k[p.len() + 1..];
+            if !seen.insert(id.to_string()) {
+                continue;
+            }
+            let Some(i) = instance(r, id)? else { continue };
+            if workflow.is_some_and(|w| w != i.workflow) || whole(&i.workflow, i.assignment.team.as_deref()) || !v.allows(&i) {
+                continue;
+            }
+            match out.iter_mut().find(|c| c.workflow == i.workflow && c.state == i.state && c.team == i.assignment.team) {
+                Some(c) => c.count += 1,
+                None => out.push(InstanceCount { workflow: i.workflow.clone(), state: i.state.clone(), team: i.assignment.team.clone(), count: 1 }),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The narrowest index prefix for the filter, if any applies.
@@ -111,6 +300,7 @@ fn index_keys(i: &Instance) -> Vec<String> {
         key(&["wt", &i.workflow, team, &i.id]),
         key(&["wst", &i.workflow, &i.state, team, &i.id]),
         key(&["t", team, &i.id]),
+        key(&["r", &i.requester, &i.id]),
     ];
     if let Some(a) = &i.assignment.assignee {
         keys.push(key(&["a", a, &i.id]));
@@ -177,7 +367,7 @@ pub fn instance_counts(r: &dyn Read, workflow: Option<&str>) -> Result<Vec<Insta
 /// Indexes every instance of a store written before the index existed (once).
 fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
     if w.get(Table::Meta, "instance_index")?.is_some() {
-        return Ok(());
+        return ensure_requester_index(w);
     }
     let mut after: Option<String> = None;
     loop {
@@ -195,7 +385,32 @@ fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
             _ => break,
         }
     }
-    w.put(Table::Meta, "instance_index", b"1")
+    w.put(Table::Meta, "instance_index", b"1")?;
+    w.put(Table::Meta, "instance_index_requester", b"1")
+}
+
+/// Adds the requester entries (for visibility) to an index built before they existed (once).
+fn ensure_requester_index(w: &mut dyn Write) -> Result<()> {
+    if w.get(Table::Meta, "instance_index_requester")?.is_some() {
+        return Ok(());
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let mut chunk: Vec<Instance> = Vec::new();
+        let lo = after.as_deref().map_or(Unbounded, Excluded);
+        w.range(Table::Instances, lo, Unbounded, false, &mut |_, v| {
+            chunk.push(from_bytes("instance", v)?);
+            Ok(chunk.len() < 1024)
+        })?;
+        for i in &chunk {
+            w.put(Table::InstanceIndex, &key(&["r", &i.requester, &i.id]), b"")?;
+        }
+        match chunk.last() {
+            Some(last) if chunk.len() == 1024 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    w.put(Table::Meta, "instance_index_requester", b"1")
 }
 
 pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
@@ -681,5 +896,6 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             w.put(Table::Meta, "current_bundle", version.as_bytes())?;
             Ok(CommitOutcome::Committed)
         }
+        Job::Auth { ops, audit } => apply_auth(w, ops, audit),
     }
 }

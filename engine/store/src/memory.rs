@@ -42,8 +42,6 @@ impl Write for Tables {
 #[derive(Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
-    users: Mutex<BTreeMap<String, Actor>>,
-    tokens: Mutex<HashMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -64,26 +62,5 @@ impl Store for MemoryStore {
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()> {
         let tables = self.tables.lock().map_err(poisoned)?;
         f(&*tables)
-    }
-    fn put_user(&self, user: &Actor) -> Result<()> {
-        self.users.lock().map_err(poisoned)?.insert(user.id.clone(), user.clone());
-        Ok(())
-    }
-    fn user(&self, id: &str) -> Result<Option<Actor>> {
-        Ok(self.users.lock().map_err(poisoned)?.get(id).cloned())
-    }
-    fn users(&self) -> Result<Vec<Actor>> {
-        Ok(self.users.lock().map_err(poisoned)?.values().cloned().collect())
-    }
-    fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()> {
-        self.tokens.lock().map_err(poisoned)?.insert(token_hash.to_string(), user_id.to_string());
-        Ok(())
-    }
-    fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>> {
-        let user = self.tokens.lock().map_err(poisoned)?.get(token_hash).cloned();
-        Ok(match user {
-            Some(u) => self.user(&u)?,
-            None => None,
-        })
     }
 }

@@ -1,6 +1,5 @@
 //! The embedded store on redb, with group commit.
 
-use crate::auth::AuthFile;
 use crate::tables::{Read, Table, Write};
 use crate::*;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -26,7 +25,6 @@ pub struct RedbStore {
     db: Arc<Database>,
     writer: Mutex<Option<SyncSender<(Job, Reply)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    auth: AuthFile,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -63,30 +61,9 @@ impl RedbStore {
         let (tx, rx) = sync_channel(QUEUE);
         let writer_db = db.clone();
         let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, rx)).map_err(backend)?;
-        let store = RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), auth: AuthFile::new(dir.join("auth.redb")) };
+        let store = RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) };
         store.submit(Job::EnsureIndexes)?;
         Ok(store)
-    }
-
-    /// Users and tokens only, without opening the main database (which a
-    /// running server holds): what `flowform token` uses.
-    pub fn auth_only(dir: &Path) -> AuthOnly {
-        AuthOnly(AuthFile::new(dir.join("auth.redb")))
-    }
-}
-
-/// Access to users and tokens alone; see [`RedbStore::auth_only`].
-pub struct AuthOnly(AuthFile);
-
-impl AuthOnly {
-    pub fn user(&self, id: &str) -> Result<Option<Actor>> {
-        self.0.user(id)
-    }
-    pub fn users(&self) -> Result<Vec<Actor>> {
-        self.0.users()
-    }
-    pub fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()> {
-        self.0.add_token(token_hash, user_id)
     }
 }
 
@@ -262,24 +239,5 @@ impl Store for RedbStore {
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()> {
         let tx = ReadTx(self.db.begin_read().map_err(backend)?);
         f(&tx)
-    }
-
-    fn put_user(&self, user: &Actor) -> Result<()> {
-        self.auth.put_user(user)
-    }
-    fn user(&self, id: &str) -> Result<Option<Actor>> {
-        self.auth.user(id)
-    }
-    fn users(&self) -> Result<Vec<Actor>> {
-        self.auth.users()
-    }
-    fn add_token(&self, token_hash: &str, user_id: &str) -> Result<()> {
-        self.auth.add_token(token_hash, user_id)
-    }
-    fn user_for_token(&self, token_hash: &str) -> Result<Option<Actor>> {
-        self.auth.user_for_token(token_hash)
-    }
-    fn cached_user_for_token(&self, token_hash: &str) -> Option<Actor> {
-        self.auth.cached_user_for_token(token_hash)
     }
 }

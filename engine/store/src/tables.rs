@@ -33,14 +33,22 @@ pub enum Table {
     Outbox,
     /// Secondary index of instances for the list filters: `w␟workflow␟id`,
     /// `ws␟workflow␟state␟id`, `wt␟workflow␟team␟id`, `wst␟workflow␟state␟team␟id`,
-    /// `t␟team␟id`, `a␟assignee␟id` → empty.
+    /// `t␟team␟id`, `a␟assignee␟id`, `r␟requester␟id` → empty.
     InstanceIndex,
     /// workflow␟state␟team → number of instances (dashboards count without scanning).
     InstanceCounts,
+    /// user id → account.
+    Users,
+    /// SHA-256 of the token → token (its id, owner, name, expiry).
+    Tokens,
+    /// SHA-256 of the session id → session.
+    Sessions,
+    /// seq → security event.
+    Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 23] = [
         Table::Instances,
         Table::Events,
         Table::Idempotency,
@@ -60,6 +68,10 @@ impl Table {
         Table::Outbox,
         Table::InstanceIndex,
         Table::InstanceCounts,
+        Table::Users,
+        Table::Tokens,
+        Table::Sessions,
+        Table::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +95,10 @@ impl Table {
             Table::Outbox => "outbox",
             Table::InstanceIndex => "instance_index",
             Table::InstanceCounts => "instance_counts",
+            Table::Users => "users",
+            Table::Tokens => "tokens",
+            Table::Sessions => "sessions",
+            Table::Audit => "audit",
         }
     }
 }

@@ -20,6 +20,7 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         state_entered_seq: 0,
         due_at: None,
         overdue: false,
+        moved: Vec::new(),
     }
 }
 
@@ -71,11 +72,23 @@ fn semantics(store: &dyn Store) {
     assert_eq!(page2.next, None);
     let s2 = store.instances(&InstanceFilter { limit: 10, state: Some("s2".into()), ..Default::default() }).unwrap();
     assert_eq!(s2.items.len(), 1);
-    let user = Actor { id: "nurse".into(), name: "Li".into(), roles: vec!["staff".into()], teams: vec![], email: None };
+    let user = UserAccount { id: "nurse".into(), name: "Li".into(), roles: vec!["staff".into()], ..UserAccount::default() };
     store.put_user(&user).unwrap();
-    store.add_token("hash", "nurse").unwrap();
-    assert_eq!(store.user_for_token("hash").unwrap(), Some(user));
-    assert_eq!(store.user_for_token("other").unwrap(), None);
+    let token = TokenRecord { id: "tok_1".into(), hash: "hash".into(), user: "nurse".into(), ..TokenRecord::default() };
+    let entry = AuditEntry { kind: "token_created".into(), actor: "admin".into(), ..AuditEntry::default() };
+    store.submit(Job::Auth { ops: vec![AuthOp::PutToken(token.clone())], audit: vec![entry.clone(), entry] }).unwrap();
+    assert_eq!(store.user("nurse").unwrap(), Some(user));
+    assert_eq!(store.tokens().unwrap(), vec![token]);
+    assert_eq!(store.audit(None, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 1], "numbered by the store, newest first");
+    let session = |hash: &str, user: &str| SessionRecord { hash: hash.into(), user: user.into(), ..SessionRecord::default() };
+    store
+        .submit(Job::Auth {
+            ops: vec![AuthOp::PutSession(session("s1", "nurse")), AuthOp::PutSession(session("s2", "nurse")), AuthOp::PutSession(session("s3", "admin"))],
+            audit: vec![],
+        })
+        .unwrap();
+    store.submit(Job::Auth { ops: vec![AuthOp::DeleteSessionsOf("nurse".into())], audit: vec![] }).unwrap();
+    assert_eq!(store.sessions().unwrap().iter().map(|s| s.hash.as_str()).collect::<Vec<_>>(), vec!["s3"]);
 }
 
 #[test]
@@ -94,7 +107,7 @@ fn redb_store_semantics_and_durability() {
     let store = RedbStore::open(dir.path()).unwrap();
     assert_eq!(store.instance("a").unwrap().unwrap().version, 2);
     assert_eq!(store.history("a").unwrap().len(), 2);
-    assert_eq!(store.user_for_token("hash").unwrap().map(|u| u.id), Some("nurse".into()));
+    assert_eq!(store.tokens().unwrap()[0].user, "nurse", "accounts are durable like everything else");
 }
 
 #[test]
@@ -111,27 +124,6 @@ fn concurrent_writers_on_one_instance_one_wins_per_version() {
     let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == CommitOutcome::Committed).count(), 1);
     assert_eq!(store.history("x").unwrap().len(), 2);
-}
-
-#[test]
-fn auth_file_is_shared_with_another_handle() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(dir.path()).unwrap();
-    store.put_user(&Actor { id: "admin".into(), ..Actor::default() }).unwrap();
-    assert_eq!(store.user_for_token("h2").unwrap(), None);
-    // What `flowform token` does while the server holds the main file.
-    let cli = RedbStore::auth_only(dir.path());
-    assert!(cli.user("admin").unwrap().is_some());
-    cli.add_token("h2", "admin").unwrap();
-    // The memory shortcut never answers for a file it has not read yet…
-    assert_eq!(store.cached_user_for_token("h2"), None);
-    assert_eq!(store.user_for_token("h2").unwrap().map(|u| u.id), Some("admin".into()));
-    // …and answers from memory once it has, until the file changes again.
-    assert_eq!(store.cached_user_for_token("h2").map(|u| u.id), Some("admin".into()));
-    assert_eq!(store.cached_user_for_token("unknown"), None);
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    cli.add_token("h3", "admin").unwrap();
-    assert_eq!(store.cached_user_for_token("h2"), None, "a changed file is read again before answering");
 }
 
 use flowform_core::ledger::{MovementKind, Posting};
@@ -244,26 +236,6 @@ fn transfers_reservations_and_purges() {
     assert_eq!(store.submit(purge("B1")).unwrap(), CommitOutcome::Missing);
     assert_eq!(store.submit(Job::NextSequence("x".into())).unwrap(), CommitOutcome::Sequence(1));
     assert_eq!(store.submit(Job::NextSequence("x".into())).unwrap(), CommitOutcome::Sequence(2));
-}
-
-/// Regression: the auth file's time stamp was taken before closing it, and
-/// closing touches the file, so every read of users re-opened the file (this
-/// cut durable throughput to a third once notifications looked users up).
-#[test]
-fn reading_users_does_not_reopen_an_unchanged_auth_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(dir.path()).unwrap();
-    store.put_user(&Actor { id: "admin".into(), ..Actor::default() }).unwrap();
-    store.add_token("h", "admin").unwrap();
-    store.users().unwrap();
-    let stamp = || std::fs::metadata(dir.path().join("auth.redb")).unwrap().modified().unwrap();
-    let before = stamp();
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    for _ in 0..5 {
-        store.users().unwrap();
-        assert!(store.user_for_token("h").unwrap().is_some());
-    }
-    assert_eq!(stamp(), before, "the file was opened again although nothing changed");
 }
 
 mod index {

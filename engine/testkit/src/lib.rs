@@ -10,7 +10,7 @@ pub mod scenario;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use flowform_runtime::{ManualClock, Runtime, load_bundle, tokens};
+use flowform_runtime::{ManualClock, Runtime, load_bundle};
 use flowform_store::{RedbStore, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -132,8 +132,7 @@ impl TestApp {
         if let Some(t) = self.tokens.get(user) {
             return t.clone();
         }
-        let store = self.runtime.store().clone();
-        let token = tokens::issue(user, |u| Ok(store.user(u)?.is_some()), |h, u| store.add_token(h, u)).unwrap().unwrap_or_else(|| panic!("no user {user}"));
+        let token = self.runtime.create_token(user, "test", None, "test").unwrap_or_else(|e| panic!("no token for {user}: {e}")).token;
         self.tokens.insert(user.to_string(), token.clone());
         token
     }

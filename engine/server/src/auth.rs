@@ -1,0 +1,612 @@
+//! Who is asking: bearer tokens, browser sessions with CSRF protection, the
+//! local admin socket; and the routes that manage them (sign-in page, API
+//! tokens, users, the audit log).
+//!
+//! A request is authenticated in this order: the admin socket (the CLI, as
+//! `cli` with the admin role); `Authorization: Bearer`; the session cookie.
+//! A request authenticated by its cookie that changes something must carry
+//! the session's CSRF token (`X-CSRF-Token` header or `_csrf` form field) and,
+//! when the browser sends one, an `Origin` of this server.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, Path};
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{delete, get, post};
+use flowform_core::Actor;
+use flowform_runtime::accounts::{AccountError, NewUser, UserChange};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "ff_session";
+/// The cookie that carries the sign-in form's CSRF token before a session exists.
+const LOGIN_CSRF_COOKIE: &str = "ff_login_csrf";
+
+/// Marks requests that came through the local admin socket.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAdmin;
+
+/// How the server is reached, for cookies and client addresses.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// Behind a reverse proxy that terminates TLS: cookies are `Secure`, and
+    /// the client address is the last `X-Forwarded-For` entry.
+    pub behind_proxy: bool,
+}
+
+/// The authenticated user.
+pub struct Auth(pub Actor);
+
+/// How a request was authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    LocalAdmin,
+    Token,
+    Session { csrf: String },
+}
+
+/// The authenticated user and how.
+pub struct Authenticated {
+    pub actor: Actor,
+    pub via: Via,
+}
+
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The client's address: the connection's, or behind a declared proxy the
+/// address the proxy saw.
+pub(crate) fn client_address(parts: &Parts, config: &AuthConfig) -> Option<String> {
+    if config.behind_proxy
+        && let Some(forwarded) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
+        && let Some(last) = forwarded.split(',').map(str::trim).rfind(|s| !s.is_empty())
+    {
+        return Some(last.to_string());
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+}
+
+/// Whether the request's `Origin`, when present, is this server.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok()) else { return false };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if parts.extensions.get::<LocalAdmin>().is_some() {
+            let actor = Actor { id: "cli".into(), name: "flowform CLI".into(), roles: vec!["admin".into()], teams: Vec::new(), email: None };
+            return Ok(Authenticated { actor, via: Via::LocalAdmin });
+        }
+        if let Some(header) = parts.headers.get(AUTHORIZATION) {
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            let actor = state.runtime.authenticate(token).ok_or_else(|| ApiError::unauthorized("the token is not valid (unknown, expired or revoked)"))?;
+            return Ok(Authenticated { actor, via: Via::Token });
+        }
+        if let Some(cookie) = cookie(&parts.headers, SESSION_COOKIE) {
+            let session = state.runtime.session(cookie).ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))?;
+            if !is_safe(&parts.method) {
+                let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+                if !same_origin(&parts.headers) || sent != Some(session.csrf.as_str()) {
+                    state.runtime.audit_denied(&session.actor, &format!("{} {} without a valid CSRF token", parts.method, parts.uri.path()));
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "csrf_failed",
+                        "this request needs the page's CSRF token (X-CSRF-Token) and must come from this site",
+                    ));
+                }
+            }
+            return Ok(Authenticated { actor: session.actor, via: Via::Session { csrf: session.csrf } });
+        }
+        Err(ApiError::unauthorized("sign in at /login, or send `Authorization: Bearer <token>` (get one with `flowform token --user NAME`)"))
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Authenticated::from_request_parts(parts, state).await.map(|a| Auth(a.actor))
+    }
+}
+
+/// The client address of a request, for the audit log and throttling.
+pub struct ClientAddress(pub Option<String>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(client_address(parts, &state.auth)))
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        let message = e.to_string();
+        match e {
+            AccountError::NoUser(_) | AccountError::NoToken(_) => ApiError::not_found(message),
+            AccountError::UserExists(_) => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            AccountError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_account", message),
+            AccountError::BadCredentials => ApiError::unauthorized(message),
+            AccountError::Throttled { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message),
+            AccountError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            AccountError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
+pub(crate) fn require_admin(s: &AppState, actor: &Actor, what: &str) -> Result<(), ApiError> {
+    if actor.has_role("admin") {
+        return Ok(());
+    }
+    s.runtime.audit_denied(actor, what);
+    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the `admin` role"))
+}
+
+async fn blocking<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(&flowform_runtime::Runtime) -> Result<T, AccountError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let runtime = s.runtime.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&runtime)).await.map_err(ApiError::internal)??)
+}
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/", get(home))
+        .route("/static/app.css", get(stylesheet))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/me/sessions", delete(end_my_sessions))
+        .route("/api/v1/admin/users", get(list_users).post(create_user))
+        .route("/api/v1/admin/users/{id}", get(get_user).patch(update_user))
+        .route("/api/v1/admin/users/{id}/password", post(set_password))
+        .route("/api/v1/admin/users/{id}/sessions", delete(end_user_sessions))
+        .route("/api/v1/admin/audit", get(audit))
+}
+
+// ---- tokens ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenQuery {
+    /// Admins: `all`, or a user id; others: their own only.
+    user: Option<String>,
+}
+
+async fn list_tokens(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<TokenQuery>) -> Result<Json<Value>, ApiError> {
+    let user = match q.user.as_deref() {
+        None => Some(actor.id.clone()),
+        Some(u) if u == actor.id => Some(actor.id.clone()),
+        Some(other) => {
+            require_admin(&s, &actor, "list other users' tokens")?;
+            (other != "all").then(|| other.to_string())
+        }
+    };
+    Ok(Json(json!({"items": s.runtime.tokens(user.as_deref())})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenBody {
+    #[serde(default)]
+    name: Option<String>,
+    /// Lifetime in days (default 90).
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+    /// Admins only: a token for another user.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn create_token(State(s): State<AppState>, Auth(actor): Auth, ApiJson(body): ApiJson<NewTokenBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = body.user.clone().unwrap_or_else(|| actor.id.clone());
+    if user != actor.id {
+        require_admin(&s, &actor, "create a token for another user")?;
+    }
+    let token = s.runtime.create_token(&user, body.name.as_deref().unwrap_or(""), body.expires_in_days, &actor.id)?;
+    Ok((StatusCode::CREATED, Json(json!(token))))
+}
+
+async fn revoke_token(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let owner = if actor.has_role("admin") { None } else { Some(actor.id.as_str()) };
+    Ok(Json(json!(s.runtime.revoke_token(&id, owner, &actor.id)?)))
+}
+
+async fn end_my_sessions(State(s): State<AppState>, Auth(actor): Auth, ClientAddress(address): ClientAddress) -> Result<Json<Value>, ApiError> {
+    s.runtime.end_sessions(&actor.id, &actor.id, address.as_deref())?;
+    Ok(Json(json!({"ended": true})))
+}
+
+// ---- users (admin) ----
+
+async fn list_users(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "list users")?;
+    Ok(Json(json!({"items": s.runtime.users()})))
+}
+
+async fn get_user(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "read a user")?;
+    let user = s.runtime.user_account(&id).ok_or_else(|| ApiError::not_found(format!("no user `{id}`")))?;
+    Ok(Json(json!(flowform_runtime::accounts::UserView::from(&user))))
+}
+
+async fn create_user(State(s): State<AppState>, Auth(actor): Auth, ApiJson(body): ApiJson<NewUser>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&s, &actor, "create a user")?;
+    let user = blocking(&s, move |r| r.create_user(body, &actor.id)).await?;
+    Ok((StatusCode::CREATED, Json(json!(user))))
+}
+
+async fn update_user(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserChange>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "change a user")?;
+    let user = blocking(&s, move |r| r.update_user(&id, body, &actor.id)).await?;
+    Ok(Json(json!(user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn set_password(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PasswordBody>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "set a password")?;
+    blocking(&s, move |r| r.set_password(&id, &body.password, &actor.id)).await?;
+    Ok(Json(json!({"changed": true})))
+}
+
+async fn end_user_sessions(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    ClientAddress(address): ClientAddress,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "end a user's sessions")?;
+    if s.runtime.user_account(&id).is_none() {
+        return Err(ApiError::not_found(format!("no user `{id}`")));
+    }
+    s.runtime.end_sessions(&id, &actor.id, address.as_deref())?;
+    Ok(Json(json!({"ended": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+    kind: Option<String>,
+}
+
+/// Security events, newest first (`before` pages back).
+async fn audit(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "read the audit log")?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`limit` must be between 1 and 1000"));
+    }
+    let runtime = s.runtime.clone();
+    let kind = q.kind.clone();
+    let items = tokio::task::spawn_blocking(move || -> Result<Vec<_>, flowform_store::StoreError> {
+        // Filtering by kind reads on until a page is full (the log is small next to instances).
+        let mut out = Vec::new();
+        let mut before = q.before;
+        loop {
+            let batch = runtime.audit_log(before, 1000)?;
+            let done = batch.len() < 1000;
+            before = batch.last().map(|e| e.seq);
+            out.extend(batch.into_iter().filter(|e| kind.as_ref().is_none_or(|k| &e.kind == k)));
+            if out.len() >= limit || done {
+                out.truncate(limit);
+                return Ok(out);
+            }
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let next = if items.len() == limit { items.last().map(|e| e.seq) } else { None };
+    Ok(Json(json!({"items": items, "next_before": next})))
+}
+
+// ---- sign-in pages ----
+
+struct Texts {
+    lang: &'static str,
+    title: &'static str,
+    username: &'static str,
+    password: &'static str,
+    submit: &'static str,
+    failed: &'static str,
+    throttled: &'static str,
+    signed_in_as: &'static str,
+    sign_out: &'static str,
+    sign_out_everywhere: &'static str,
+    expired: &'static str,
+}
+
+const ZH: Texts = Texts {
+    lang: "zh-CN",
+    title: "登录",
+    username: "用户名",
+    password: "密码",
+    submit: "登录",
+    failed: "用户名或密码不正确。",
+    throttled: "登录失败次数过多，请稍后再试。",
+    signed_in_as: "当前用户",
+    sign_out: "退出登录",
+    sign_out_everywhere: "退出所有设备",
+    expired: "页面已过期，请重新登录。",
+};
+
+const EN: Texts = Texts {
+    lang: "en",
+    title: "Sign in",
+    username: "User name",
+    password: "Password",
+    submit: "Sign in",
+    failed: "Wrong user name or password.",
+    throttled: "Too many failed attempts; try again later.",
+    signed_in_as: "Signed in as",
+    sign_out: "Sign out",
+    sign_out_everywhere: "Sign out everywhere",
+    expired: "The page expired; please sign in again.",
+};
+
+fn texts(s: &AppState, headers: &HeaderMap) -> &'static Texts {
+    let from_header = headers.get(axum::http::header::ACCEPT_LANGUAGE).and_then(|h| h.to_str().ok()).and_then(flowform_core::Lang::from_accept_language);
+    let lang = from_header.unwrap_or(if s.runtime.bundle().model.app.default_language == "en" { flowform_core::Lang::En } else { flowform_core::Lang::ZhCn });
+    if lang == flowform_core::Lang::En { &EN } else { &ZH }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(t: &Texts, app_title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · {app}</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main>{body}</main></body></html>",
+        lang = t.lang,
+        title = escape(t.title),
+        app = escape(app_title),
+    )
+}
+
+/// Security headers of every page this module serves.
+fn page_response(status: StatusCode, html: String, cookies: Vec<String>) -> Response {
+    let mut response = (status, Html(html)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        "content-security-policy",
+        axum::http::HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", axum::http::HeaderValue::from_static("same-origin"));
+    h.insert("cache-control", axum::http::HeaderValue::from_static("no-store"));
+    for c in cookies {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&c) {
+            h.append(SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+fn cookie_attributes(s: &AppState) -> &'static str {
+    if s.auth.behind_proxy { "; Path=/; HttpOnly; SameSite=Lax; Secure" } else { "; Path=/; HttpOnly; SameSite=Lax" }
+}
+
+fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, status: StatusCode) -> Response {
+    let mut csrf = [0u8; 16];
+    rand::fill(&mut csrf);
+    let csrf: String = csrf.iter().map(|b| format!("{b:02x}")).collect();
+    let app_title = s.runtime.bundle().model.app.title.get(t.lang, &s.runtime.bundle().model.app.name).to_string();
+    let error_html = error.map(|e| format!("<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>", escape(e))).unwrap_or_default();
+    let described = if error.is_some() { " aria-describedby=\"login-error\"" } else { "" };
+    let body = format!(
+        "<h1>{app}</h1><form method=\"post\" action=\"/login\" class=\"card\"><h2>{title}</h2>{error_html}\
+         <input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\">\
+         <label for=\"username\">{ul}</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required value=\"{uv}\"{described}>\
+         <label for=\"password\">{pl}</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required{described}>\
+         <button type=\"submit\">{submit}</button></form>",
+        app = escape(&app_title),
+        title = escape(t.title),
+        ul = escape(t.username),
+        uv = escape(username),
+        pl = escape(t.password),
+        submit = escape(t.submit),
+    );
+    let cookie = format!("{LOGIN_CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict{}", if s.auth.behind_proxy { "; Secure" } else { "" });
+    page_response(status, page(t, &app_title, &body), vec![cookie])
+}
+
+async fn login_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let t = texts(&s, &headers);
+    if cookie(&headers, SESSION_COOKIE).and_then(|c| s.runtime.session(c)).is_some() {
+        return Redirect::to("/").into_response();
+    }
+    login_form(&s, t, None, "", StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+}
+
+async fn login(State(s): State<AppState>, ClientAddress(address): ClientAddress, headers: HeaderMap, form: axum::Form<LoginForm>) -> Response {
+    let t = texts(&s, &headers);
+    let form = form.0;
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
+    if !same_origin(&headers) || form.csrf.is_empty() || expected != Some(form.csrf.as_str()) {
+        return login_form(&s, t, Some(t.expired), &form.username, StatusCode::FORBIDDEN);
+    }
+    let runtime = s.runtime.clone();
+    let (username, password) = (form.username.clone(), form.password);
+    let result = tokio::task::spawn_blocking(move || runtime.login(&username, &password, address.as_deref())).await;
+    match result {
+        Ok(Ok(session)) => {
+            let mut response = Redirect::to("/").into_response();
+            let session_cookie = format!("{SESSION_COOKIE}={}{}", session.cookie, cookie_attributes(&s));
+            let clear = format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0");
+            for c in [session_cookie, clear] {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&c) {
+                    response.headers_mut().append(SET_COOKIE, v);
+                }
+            }
+            response
+        }
+        Ok(Err(AccountError::Throttled { .. })) => login_form(&s, t, Some(t.throttled), &form.username, StatusCode::TOO_MANY_REQUESTS),
+        Ok(Err(AccountError::BadCredentials)) => login_form(&s, t, Some(t.failed), &form.username, StatusCode::UNAUTHORIZED),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    /// `everywhere`: end every session of the user.
+    #[serde(default)]
+    scope: String,
+}
+
+async fn logout(State(s): State<AppState>, ClientAddress(address): ClientAddress, headers: HeaderMap, form: axum::Form<LogoutForm>) -> Response {
+    let Some(cookie_value) = cookie(&headers, SESSION_COOKIE) else { return Redirect::to("/login").into_response() };
+    let Some(session) = s.runtime.session(cookie_value) else { return Redirect::to("/login").into_response() };
+    if !same_origin(&headers) || form.csrf != session.csrf {
+        return ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "this form needs the page's CSRF token").into_response();
+    }
+    let result = if form.scope == "everywhere" {
+        s.runtime.end_sessions(&session.actor.id, &session.actor.id, address.as_deref())
+    } else {
+        s.runtime.logout(cookie_value, address.as_deref())
+    };
+    if let Err(e) = result {
+        return ApiError::from(e).into_response();
+    }
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")) {
+        response.headers_mut().append(SET_COOKIE, v);
+    }
+    response
+}
+
+/// The signed-in user's start page (the generated web app grows from here).
+async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = cookie(&headers, SESSION_COOKIE).and_then(|c| s.runtime.session(c)) else {
+        return Redirect::to("/login").into_response();
+    };
+    let t = texts(&s, &headers);
+    let bundle = s.runtime.bundle();
+    let app_title = bundle.model.app.title.get(t.lang, &bundle.model.app.name).to_string();
+    let roles: Vec<String> = session.actor.roles.iter().map(|r| bundle.model.roles.get(r).map_or(r.clone(), |d| d.label.get(t.lang, r).to_string())).collect();
+    let body = format!(
+        "<h1>{app}</h1><section class=\"card\"><p>{who}: <strong>{name}</strong></p><p class=\"muted\">{roles}</p>\
+         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><button type=\"submit\">{out}</button></form>\
+         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"scope\" value=\"everywhere\">\
+         <button type=\"submit\" class=\"secondary\">{everywhere}</button></form></section>",
+        app = escape(&app_title),
+        who = escape(t.signed_in_as),
+        name = escape(&session.actor.name),
+        roles = escape(&roles.join(" · ")),
+        csrf = escape(&session.csrf),
+        out = escape(t.sign_out),
+        everywhere = escape(t.sign_out_everywhere),
+    );
+    page_response(StatusCode::OK, page(t, &app_title, &body), Vec::new())
+}
+
+async fn stylesheet() -> Response {
+    let mut r = include_str!("app.css").into_response();
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/css; charset=utf-8"));
+    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("public, max-age=3600"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, "a=1; ff_session=abc ; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn origin_must_match_the_host_when_sent() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, "127.0.0.1:8080".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+}
