@@ -451,3 +451,32 @@ async fn restricted_lists_page_through_the_merged_index_newest_first() {
     }
     assert_eq!(seen, mine);
 }
+
+// ---- 5. xlsx export keeps text as text ----
+
+#[tokio::test]
+async fn xlsx_export_keeps_text_fields_as_written() {
+    let mut app = TestApp::hospital();
+    let vendors = [("V-PHONE", "+8613800000000"), ("V-LONG", "12345678901234567890"), ("V-EXP", "1e3"), ("V-NAN", "NaN"), ("V-ZERO", "007")];
+    for (code, text) in vendors {
+        app.post("/api/v1/records/vendor", "admin", json!({"data": {"code": code, "name": text, "phone": text}})).await.expect(201);
+    }
+    let query = flowform_runtime::records::RecordQuery { q: Some("V-".into()), limit: 100, ..Default::default() };
+    let (header, rows) = app.runtime.export_table("vendor", &query, flowform_core::Lang::ZhCn).unwrap();
+    let xlsx = flowform_runtime::import::to_xlsx("vendor", &header, &rows, &app.runtime.numeric_columns("vendor").unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vendors.xlsx");
+    std::fs::write(&path, xlsx).unwrap();
+    let table = flowform_runtime::import::read_table(&path).unwrap();
+    for (code, text) in vendors {
+        let row = table.rows.iter().find(|(_, r)| r[0] == code).unwrap_or_else(|| panic!("{code} missing"));
+        assert_eq!((row.1[1].as_str(), row.1[3].as_str()), (text, text), "{code}");
+    }
+    // Every cell read back equals the stored record's text, for every vendor.
+    for (_, row) in &table.rows {
+        let stored = app.runtime.store().record("vendor", &row[0]).unwrap().unwrap();
+        for (i, field) in ["code", "name", "contact", "phone"].iter().enumerate() {
+            assert_eq!(row[i], stored.data.get(*field).and_then(Value::as_str).unwrap_or_default(), "{} {field}", row[0]);
+        }
+    }
+}

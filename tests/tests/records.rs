@@ -319,7 +319,7 @@ async fn import_reports_every_bad_row_and_writes_nothing_until_the_file_is_right
     assert_eq!(rows.len(), 4);
     let csv = flowform_runtime::import::to_csv(&header, &rows).unwrap();
     assert!(csv.starts_with("\u{feff}设备编号,设备名称,设备类别".as_bytes()));
-    let xlsx = flowform_runtime::import::to_xlsx("asset", &header, &rows).unwrap();
+    let xlsx = flowform_runtime::import::to_xlsx("asset", &header, &rows, &app.runtime.numeric_columns("asset").unwrap()).unwrap();
     let back = dir.path().join("assets.xlsx");
     std::fs::write(&back, xlsx).unwrap();
     let table = flowform_runtime::import::read_table(&back).unwrap();

@@ -606,7 +606,7 @@ fn export(record_type: &str, out: &Path, filters: Vec<(String, String)>, dir: &P
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let bytes = match ext.as_str() {
         "csv" => flowform_runtime::import::to_csv(&header, &rows)?,
-        "xlsx" => flowform_runtime::import::to_xlsx(record_type, &header, &rows)?,
+        "xlsx" => flowform_runtime::import::to_xlsx(record_type, &header, &rows, &runtime.numeric_columns(record_type)?)?,
         _ => bail!("--out must end in .csv or .xlsx"),
     };
     std::fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;

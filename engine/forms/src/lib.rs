@@ -118,6 +118,18 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
             out.insert(f.name.clone(), d.value.clone());
         }
     }
+    // A whole number sent as `1.0` is the number 1: rules and the store see an integer.
+    for f in fields {
+        if f.field_type == FieldType::Integer
+            && let Some(Value::Number(n)) = out.get(&f.name)
+            && n.as_i64().is_none()
+            && let Some(x) = n.as_f64()
+            && x.fract() == 0.0
+            && x.abs() < 9_007_199_254_740_992.0
+        {
+            out.insert(f.name.clone(), Value::from(x as i64));
+        }
+    }
     // Conditions read the data as submitted (with defaults).
     // (Copied only when a field has a condition: most forms have none.)
     let conditional = fields.iter().any(|f| f.visible_when.is_some() || f.required_when.is_some());

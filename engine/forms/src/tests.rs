@@ -100,3 +100,20 @@ fn stored_data_is_not_held_to_required_when() {
     let errs = form().validate_stored(&json!({"asset": "a", "description": "abcdef", "floor": 99}), Lang::En).unwrap_err();
     assert_eq!(errs[0].field, "floor");
 }
+
+/// Regression: a quantity of `1.0` passed the form and then failed inside a
+/// rule as `bad_result` (rules saw a float).
+#[test]
+fn an_integer_sent_as_a_whole_float_becomes_an_integer() {
+    let form = form();
+    let base = json!({"asset": "EQ-000001", "description": "broken fan"});
+    let mut input = base.clone();
+    input["floor"] = json!(3.0);
+    input["parts"] = json!([{"part": "fan", "quantity": 2.0}]);
+    let out = form.validate(&input, Lang::En).unwrap();
+    assert!(out["floor"].is_i64() && out["parts"][0]["quantity"].is_i64(), "{out}");
+    assert_eq!((out["floor"].as_i64(), out["parts"][0]["quantity"].as_i64()), (Some(3), Some(2)));
+    let mut half = base;
+    half["floor"] = json!(1.5);
+    assert!(form.validate(&half, Lang::En).is_err());
+}

@@ -242,6 +242,13 @@ impl Runtime {
     }
 
     /// The records of a query as a table of text: headers are the field labels.
+    /// Which columns of [`Runtime::export_table`] hold numbers (number and integer fields).
+    pub fn numeric_columns(&self, record_type: &str) -> Result<Vec<bool>, CommandError> {
+        let bundle = self.bundle();
+        let (_, form) = crate::records::record_form(&bundle, record_type)?;
+        Ok(form.def.fields.iter().map(|f| matches!(f.field_type, FieldType::Integer | FieldType::Number)).collect())
+    }
+
     pub fn export_table(&self, record_type: &str, query: &crate::records::RecordQuery, lang: Lang) -> Result<(Vec<String>, Vec<Vec<String>>), CommandError> {
         let bundle = self.bundle();
         let (_, form) = crate::records::record_form(&bundle, record_type)?;
@@ -318,7 +325,10 @@ pub fn to_csv(header: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, Comman
     Ok(out)
 }
 
-pub fn to_xlsx(sheet_name: &str, header: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, CommandError> {
+/// An xlsx workbook: columns marked `numeric` (number and integer fields)
+/// get number cells; every other cell is text, exactly as stored, so a phone
+/// number `+8613800000000`, a 20-digit code or `1e3` stay what they are.
+pub fn to_xlsx(sheet_name: &str, header: &[String], rows: &[Vec<String>], numeric: &[bool]) -> Result<Vec<u8>, CommandError> {
     let err = |e: rust_xlsxwriter::XlsxError| CommandError::Internal(format!("cannot write xlsx: {e}"));
     let mut workbook = rust_xlsxwriter::Workbook::new();
     let sheet = workbook.add_worksheet();
@@ -330,7 +340,7 @@ pub fn to_xlsx(sheet_name: &str, header: &[String], rows: &[Vec<String>]) -> Res
     for (r, row) in rows.iter().enumerate() {
         for (c, v) in row.iter().enumerate() {
             match v.parse::<f64>() {
-                Ok(n) if !v.is_empty() && !v.starts_with('0') || v == "0" => sheet.write_number((r + 1) as u32, c as u16, n).map_err(err)?,
+                Ok(n) if numeric.get(c).copied().unwrap_or(false) && n.is_finite() => sheet.write_number((r + 1) as u32, c as u16, n).map_err(err)?,
                 _ => sheet.write_string((r + 1) as u32, c as u16, v).map_err(err)?,
             };
         }

@@ -332,7 +332,11 @@ async fn export(
     let is_csv = format == "csv";
     let bytes = blocking(&s, move |r| {
         let (header, rows) = r.export_table(&record_type, &query, lang)?;
-        if is_csv { flowform_runtime::import::to_csv(&header, &rows) } else { flowform_runtime::import::to_xlsx(&record_type, &header, &rows) }
+        if is_csv {
+            flowform_runtime::import::to_csv(&header, &rows)
+        } else {
+            flowform_runtime::import::to_xlsx(&record_type, &header, &rows, &r.numeric_columns(&record_type)?)
+        }
     })
     .await?;
     let content_type = if is_csv { "text/csv; charset=utf-8" } else { "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" };
