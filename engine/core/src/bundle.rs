@@ -67,10 +67,7 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     }
     let (rules, rule_diags) = RuleSet::compile(&model, limits);
     diags.extend(rule_diags);
-    let mut templates = handlebars::Handlebars::new();
-    templates.set_strict_mode(true);
-    templates.register_escape_fn(handlebars::no_escape);
-    templates.register_helper("json", Box::new(json_helper));
+    let mut templates = registry();
     for w in model.webhooks.values() {
         if let Err(e) = templates.register_template_string(&format!("webhook:{}", w.name), &w.body.value) {
             diags.push(Diagnostic::new(&w.file, w.body.pos, "template_syntax", format!("webhook `{}` body cannot be read: {}", w.name, e.reason())));
@@ -101,6 +98,69 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates })
 }
 
+/// The template registry: strict (an unknown variable is an error). Output is
+/// not escaped by default, because the same rendered text goes to channels
+/// that need different escaping: the inbox keeps plain text (pages escape it
+/// as HTML when they show it), e-mail is sent as plain text, and a webhook
+/// body escapes each value for its format with the helpers `json`,
+/// `markdown` and `html` (e.g. `{{json (markdown body)}}` for a markdown
+/// message inside a JSON payload).
+pub fn registry() -> handlebars::Handlebars<'static> {
+    let mut templates = handlebars::Handlebars::new();
+    templates.set_strict_mode(true);
+    templates.register_escape_fn(handlebars::no_escape);
+    templates.register_helper("json", Box::new(json_helper));
+    templates.register_helper("markdown", Box::new(markdown_helper));
+    templates.register_helper("html", Box::new(html_helper));
+    templates
+}
+
+/// Text that a markdown renderer shows as written: markdown punctuation is
+/// backslash-escaped and HTML is written as entities.
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '.' | '!' | '|' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for HTML: `& < > " '` as entities.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn text_of(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+handlebars::handlebars_helper!(markdown_helper: |v: Json| escape_markdown(&text_of(v)));
+handlebars::handlebars_helper!(html_helper: |v: Json| escape_html(&text_of(v)));
+
 /// `{{json value}}`: the value as JSON (a string gets quotes and escapes), for webhook bodies.
 fn json_helper(
     h: &handlebars::Helper,
@@ -112,4 +172,21 @@ fn json_helper(
     let value = h.param(0).map(|p| p.value().clone()).unwrap_or(serde_json::Value::Null);
     out.write(&value.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod escaping_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn webhook_values_are_escaped_for_their_format() {
+        let mut r = registry();
+        r.register_template_string("md", r#"{"text": {{json (markdown body)}}}"#).unwrap();
+        r.register_template_string("html", "<p>{{html body}}</p>").unwrap();
+        let ctx = json!({"body": "<script>alert(1)</script> [点我](http://x) **urgent**"});
+        let md: serde_json::Value = serde_json::from_str(&r.render("md", &ctx).unwrap()).unwrap();
+        assert_eq!(md["text"], "&lt;script&gt;alert\\(1\\)&lt;/script&gt; \\[点我\\]\\(http://x\\) \\*\\*urgent\\*\\*");
+        assert_eq!(r.render("html", &ctx).unwrap(), "<p>&lt;script&gt;alert(1)&lt;/script&gt; [点我](http://x) **urgent**</p>");
+    }
 }

@@ -103,7 +103,8 @@ pub const TEMPLATE_ROOTS: &[&str] = &["record", "instance", "actor", "event", "a
 
 /// Finds `{{ path }}` uses whose first name is not something a notification provides.
 fn check_template_variables(file: &str, src: &Sp<String>, diags: &mut Vec<Diagnostic>) {
-    const HELPERS: &[&str] = &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len", "json"];
+    const HELPERS: &[&str] =
+        &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len", "json", "markdown", "html"];
     let text = &src.value;
     let mut rest = text.as_str();
     let mut offset = 0;
