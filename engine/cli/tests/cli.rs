@@ -188,6 +188,82 @@ fn serve_token_and_restart_keep_every_instance() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user `nobody`"));
 }
 
+/// Sends a raw HTTP/1.1 request; returns the status line's code and the whole response.
+fn raw_http(addr: &str, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    (response.split(' ').nth(1).unwrap().parse().unwrap(), response)
+}
+
+/// Signs in through the page as a browser would; `Some(cookie)` on success.
+fn sign_in(addr: &str, user: &str, password: &str) -> Option<String> {
+    let (_, page) = raw_http(addr, &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"));
+    let csrf = page.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let body = format!("username={user}&password={password}&_csrf={csrf}");
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nCookie: ff_login_csrf={csrf}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, response) = raw_http(addr, &request);
+    if status != 303 {
+        return None;
+    }
+    response.lines().find_map(|l| l.strip_prefix("set-cookie: ff_session=")).map(|v| v.split(';').next().unwrap().to_string())
+}
+
+#[test]
+fn a_user_added_while_the_server_runs_signs_in_at_once_and_is_refused_once_disabled() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let user = |args: &[&str], stdin: Option<&str>| {
+        let mut child = bin()
+            .arg("user")
+            .args(args)
+            .arg("--data")
+            .arg(data.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (code, out) = user(&["add", "nurse_wu", "--roles", "staff", "--name", "吴护士"], None);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = user(&["add", "nurse_x", "--roles", "surgeon"], None);
+    assert_eq!(code, Some(2), "an undeclared role is refused: {out}");
+    assert!(out.contains("surgeon"), "{out}");
+    let (code, out) = user(&["passwd", "nurse_wu"], Some("a-good-password\n"));
+    assert_eq!(code, Some(0), "{out}");
+    let cookie = sign_in(&server.addr, "nurse_wu", "a-good-password").expect("signs in at once");
+    let me = format!("GET /api/v1/me HTTP/1.1\r\nHost: {}\r\nCookie: ff_session={cookie}\r\nConnection: close\r\n\r\n", server.addr);
+    assert_eq!(raw_http(&server.addr, &me).0, 200);
+    let token = token(data.path(), "nurse_wu");
+    assert_eq!(server.request("GET", "/api/v1/me", &token, None).0, 200);
+    let (code, out) = user(&["list"], None);
+    assert!(code == Some(0) && out.contains("nurse_wu\t吴护士"), "{out}");
+
+    let (code, out) = user(&["disable", "nurse_wu"], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(raw_http(&server.addr, &me).0, 401, "the session stops at once");
+    assert_eq!(server.request("GET", "/api/v1/me", &token, None).0, 401, "the token stops at once");
+    assert!(sign_in(&server.addr, "nurse_wu", "a-good-password").is_none());
+    server.stop();
+
+    // With the server stopped the same commands work on the store itself.
+    let (code, out) = user(&["set", "nurse_wu", "--enable"], None);
+    assert_eq!(code, Some(0), "{out}");
+    let server = Server::start(data.path());
+    assert!(sign_in(&server.addr, "nurse_wu", "a-good-password").is_some());
+    server.stop();
+}
+
 #[test]
 fn diff_lists_what_changed_between_two_directories() {
     let new = app_copy();
