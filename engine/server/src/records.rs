@@ -277,8 +277,14 @@ async fn post_movements(
     ApiJson(body): ApiJson<MovementsBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bundle = s.runtime.bundle();
-    if !bundle.model.ledgers.contains_key(&ledger) {
+    let Some(def) = bundle.model.ledgers.get(&ledger) else {
         return Err(ApiError::not_found(format!("no ledger `{ledger}`")));
+    };
+    // Permission before parsing: a user who may not post learns nothing about the movements.
+    if !actor.has_role("admin") && !def.roles.iter().any(|r| actor.has_role(&r.value)) {
+        s.runtime.audit_denied(&actor, &format!("post to ledger {ledger}"));
+        let roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).chain(["admin"]).collect();
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("posting to `{ledger}` needs one of the roles {}", roles.join(", "))));
     }
     let items: Vec<Value> = body
         .movements
