@@ -338,15 +338,22 @@ fn main() -> ExitCode {
 fn check(dir: &Path, format: Format) -> Result<ExitCode> {
     match load_bundle(dir) {
         Ok(bundle) => {
+            let warnings = flowform_model::check::warnings(&bundle.model);
             match format {
-                Format::Json => say!("{}", serde_json::json!({"ok": true, "version": bundle.version, "diagnostics": []})),
-                Format::Text => say!(
-                    "ok: {} workflow(s), {} form(s), {} rule(s); bundle version {}",
-                    bundle.model.workflows.len(),
-                    bundle.model.forms.len(),
-                    bundle.model.scripts.len(),
-                    bundle.version
-                ),
+                Format::Json => say!("{}", serde_json::json!({"ok": true, "version": bundle.version, "diagnostics": [], "warnings": warnings})),
+                Format::Text => {
+                    for w in &warnings {
+                        let text = w.render(bundle.sources.get(&w.file));
+                        say_raw!("{}\n", text.replacen("error[", "warning[", 1));
+                    }
+                    say!(
+                        "ok: {} workflow(s), {} form(s), {} rule(s); bundle version {}",
+                        bundle.model.workflows.len(),
+                        bundle.model.forms.len(),
+                        bundle.model.scripts.len(),
+                        bundle.version
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

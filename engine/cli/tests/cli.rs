@@ -265,6 +265,20 @@ fn a_user_added_while_the_server_runs_signs_in_at_once_and_is_refused_once_disab
 }
 
 #[test]
+fn check_warns_about_a_record_type_that_grants_nothing() {
+    let dir = app_copy();
+    let path = dir.path().join("definitions/records/vendor.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let stripped: String = text.lines().filter(|l| !l.starts_with("roles:") && !l.starts_with("access:")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, stripped).unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 0, "a warning does not fail the check: {out}");
+    assert!(out.contains("warning[grants_nothing]: record type `vendor` grants no operation") && out.contains("definitions/records/vendor.yaml:"), "{out}");
+    let (code, clean) = check(&repo());
+    assert!(code == 0 && !clean.contains("warning["), "the hospital grants every type something: {clean}");
+}
+
+#[test]
 fn diff_lists_what_changed_between_two_directories() {
     let new = app_copy();
     edit(new.path(), "definitions/workflows/repair.yaml", "  - name: record_work\n", "  - name: write_up\n");

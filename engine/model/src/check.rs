@@ -98,6 +98,28 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Advice that does not stop a bundle from loading: `flowform check` prints
+/// it as warnings. Today: a record type that grants no operation to any role
+/// (only admins may use it — fine for an admin-only type, a surprise otherwise).
+pub fn warnings(model: &Model) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for rt in model.record_types.values() {
+        if rt.access.grants_nothing() {
+            out.push(
+                Diagnostic::new(
+                    &rt.file,
+                    rt.pos,
+                    "grants_nothing",
+                    format!("record type `{}` grants no operation to any role: only admins may read or change its records", rt.name),
+                )
+                .with_hint(Some("grant roles, e.g. `access: { read: [all], create: [manager] }` or `roles: [manager]`".into())),
+            );
+        }
+    }
+    crate::diagnostic::sort(&mut out);
+    out
+}
+
 /// What every template can use.
 pub const TEMPLATE_ROOTS: &[&str] = &["record", "instance", "actor", "event", "app", "title", "body"];
 
