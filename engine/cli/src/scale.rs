@@ -191,14 +191,19 @@ fn spawn_server(dir: &Path, data: &Path) -> Result<(std::process::Child, String,
 }
 
 fn measure(dir: &Path, data: &Path) -> Result<()> {
-    let user = "manager_zheng";
-    let answer = crate::admin::token(dir, data, user, "scale bench", Some(1))?;
-    let token = answer.get("token").and_then(serde_json::Value::as_str).ok_or_else(|| anyhow!("no token for `{user}` in {}", data.display()))?.to_string();
+    let token_of = |user: &str| -> Result<String> {
+        let answer = crate::admin::token(dir, data, user, "scale bench", Some(1))?;
+        Ok(answer.get("token").and_then(serde_json::Value::as_str).ok_or_else(|| anyhow!("no token for `{user}` in {}", data.display()))?.to_string())
+    };
+    // A manager sees everything; the nurse reported every generated order;
+    // another nurse reported none; a utilities technician sees his team's.
+    let token = token_of("manager_zheng")?;
+    let restricted = [("nurse (her own requests)", token_of("nurse_li")?), ("another nurse (none of them)", token_of("nurse_chen")?), ("technician (his team's)", token_of("tech_zhao")?)];
     let (mut child, addr, startup) = spawn_server(dir, data)?;
     let pid = child.id();
     let rss_started = memory(&pid.to_string()).0;
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let get = |path: &str| -> Result<(Duration, Value)> {
+    let get_as = |token: &str, path: &str| -> Result<(Duration, Value)> {
         let t = Instant::now();
         let mut response = agent.get(format!("http://{addr}{path}")).header("Authorization", format!("Bearer {token}")).call()?;
         let status = response.status().as_u16();
@@ -210,14 +215,15 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         Ok((elapsed, serde_json::from_str(&text)?))
     };
     // Timings: the median and the worst of 30 requests each (after one warm-up).
-    let time = |name: &str, path: &str| -> Result<Value> {
-        let (_, body) = get(path)?;
-        let mut samples: Vec<Duration> = (0..30).map(|_| get(path).map(|(d, _)| d)).collect::<Result<_>>()?;
+    let time_as = |token: &str, name: &str, path: &str| -> Result<Value> {
+        let (_, body) = get_as(token, path)?;
+        let mut samples: Vec<Duration> = (0..30).map(|_| get_as(token, path).map(|(d, _)| d)).collect::<Result<_>>()?;
         samples.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!("scale: {name:<44} median {:>7.2} ms, max {:>7.2} ms   ({path})", ms(samples[15]), ms(samples[29]));
         Ok(json!({"name": name, "path": path, "median_ms": ms(samples[15]), "max_ms": ms(samples[29]), "body": body}))
     };
+    let time = |name: &str, path: &str| time_as(&token, name, path);
     let counts = time("count by state and team", "/api/v1/instances/counts?workflow=repair&by=state,team")?;
     let total = counts["body"]["total"].as_u64().unwrap_or(0);
     let list = time("filtered list page (closed, hvac, 50)", "/api/v1/instances?workflow=repair&state=closed&team=hvac_team&limit=50")?;
@@ -228,6 +234,12 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     time("history of one work order", &format!("/api/v1/instances/{some_id}/history"))?;
     time("one work order", &format!("/api/v1/instances/{some_id}"))?;
     time("history of one asset (its work orders)", &format!("/api/v1/records/asset/{}/history", asset_id(7)))?;
+    // Restricted users (visible_to): lists merge their own index entries, counts read per-user counts.
+    for (who, t) in &restricted {
+        time_as(t, &format!("list page as {who}"), "/api/v1/instances?workflow=repair&limit=50")?;
+        time_as(t, &format!("closed, page as {who}"), "/api/v1/instances?workflow=repair&state=closed&limit=50")?;
+        time_as(t, &format!("counts as {who}"), "/api/v1/instances/counts?workflow=repair&by=state")?;
+    }
     let (rss, peak) = memory(&pid.to_string());
     // Killed (SIGKILL), the next start repairs the store first: how long, and how much memory.
     child.kill()?;

@@ -154,9 +154,10 @@ pub fn instances(r: &dyn Read, filter: &InstanceFilter) -> Result<Page> {
     Ok(Page { items, next })
 }
 
-/// The index prefixes of what a restricted user may read.
-fn visible_prefixes(v: &Visibility) -> Vec<String> {
-    let any = |f: fn(&Reach) -> bool| v.workflows.values().any(f);
+/// The index prefixes of what a restricted user may read, as narrow as the
+/// filter allows (a team's entries of one workflow and state, say).
+fn visible_prefixes(v: &Visibility, f: &InstanceFilter) -> Vec<String> {
+    let any = |pred: fn(&Reach) -> bool| v.workflows.iter().any(|(w, r)| pred(r) && f.workflow.as_ref().is_none_or(|fw| fw == w));
     let mut prefixes = Vec::new();
     if any(|r| r.requester) {
         prefixes.push(key(&["r", &v.user]));
@@ -165,10 +166,21 @@ fn visible_prefixes(v: &Visibility) -> Vec<String> {
         prefixes.push(key(&["a", &v.user]));
     }
     if any(|r| r.team) {
-        prefixes.extend(v.teams.iter().map(|t| key(&["t", t])));
+        for t in &v.teams {
+            prefixes.push(match (f.workflow.as_deref(), f.state.as_deref()) {
+                (Some(w), Some(s)) => key(&["wst", w, s, t]),
+                (Some(w), None) => key(&["wt", w, t]),
+                _ => key(&["t", t]),
+            });
+        }
     }
     // Workflows seen whole: their own prefix.
-    prefixes.extend(v.workflows.iter().filter(|(_, r)| r.all).map(|(w, _)| key(&["w", w])));
+    for (w, _) in v.workflows.iter().filter(|(w, r)| r.all && f.workflow.as_ref().is_none_or(|fw| fw == *w)) {
+        prefixes.push(match f.state.as_deref() {
+            Some(s) => key(&["ws", w, s]),
+            None => key(&["w", w]),
+        });
+    }
     prefixes
 }
 
@@ -203,7 +215,7 @@ impl Stream {
 
 fn instances_merged(r: &dyn Read, filter: &InstanceFilter, v: &Visibility) -> Result<Page> {
     let limit = filter.limit.clamp(1, 500);
-    let mut streams: Vec<Stream> = visible_prefixes(v)
+    let mut streams: Vec<Stream> = visible_prefixes(v, filter)
         .into_iter()
         .map(|p| {
             let (lo, end) = prefix_range(&p);
@@ -250,31 +262,77 @@ fn instances_merged(r: &dyn Read, filter: &InstanceFilter, v: &Visibility) -> Re
     Ok(Page { items, next })
 }
 
-/// Counts of what a restricted user may read (see [`Store::instance_counts_visible`]).
+/// Counts of what a restricted user may read (see [`Store::instance_counts_visible`]):
+/// the kept counts of what the user sees whole (workflows by role, teams),
+/// plus the user's own requests and assignments outside those, from the
+/// per-user counts (requested + assigned − both). Reads counts only, never instances.
 pub fn instance_counts_visible(r: &dyn Read, workflow: Option<&str>, v: &Visibility) -> Result<Vec<InstanceCount>> {
-    // Counted whole from the kept counts: workflows seen by role, and teams.
-    let whole =
-        |w: &str, team: Option<&str>| v.workflows.get(w).is_some_and(|reach| reach.all || (reach.team && team.is_some_and(|t| v.teams.iter().any(|x| x == t))));
-    let mut out: Vec<InstanceCount> = instance_counts(r, workflow)?.into_iter().filter(|c| whole(&c.workflow, c.team.as_deref())).collect();
-    // Plus the user's own requests and assignments that were not counted whole.
-    let mut seen = std::collections::HashSet::new();
-    for p in [key(&["r", &v.user]), key(&["a", &v.user])] {
-        for k in keys_with_prefix(r, Table::InstanceIndex, &p)? {
-            let id = &k[p.len() + 1..];
-            if !seen.insert(id.to_string()) {
-                continue;
-            }
-            let Some(i) = instance(r, id)? else { continue };
-            if workflow.is_some_and(|w| w != i.workflow) || whole(&i.workflow, i.assignment.team.as_deref()) || !v.allows(&i) {
-                continue;
-            }
-            match out.iter_mut().find(|c| c.workflow == i.workflow && c.state == i.state && c.team == i.assignment.team) {
-                Some(c) => c.count += 1,
-                None => out.push(InstanceCount { workflow: i.workflow.clone(), state: i.state.clone(), team: i.assignment.team.clone(), count: 1 }),
-            }
+    let whole = |w: &str, team: Option<&str>| v.workflows.get(w).is_some_and(|reach| reach.all || (reach.team && team.is_some_and(|t| v.teams.iter().any(|x| x == t))));
+    let mut totals: std::collections::BTreeMap<(String, String, Option<String>), i64> = std::collections::BTreeMap::new();
+    for c in instance_counts(r, workflow)? {
+        if whole(&c.workflow, c.team.as_deref()) {
+            *totals.entry((c.workflow, c.state, c.team)).or_default() += c.count as i64;
         }
     }
-    Ok(out)
+    for kind in ["r", "a", "b"] {
+        let prefix = match workflow {
+            Some(w) => key(&[kind, &v.user, w]),
+            None => key(&[kind, &v.user]),
+        };
+        let (lo, hi) = prefix_range(&prefix);
+        let mut rows = Vec::new();
+        r.range(Table::UserCounts, Included(&lo), Excluded(&hi), false, &mut |k, val| {
+            rows.push((k.to_string(), String::from_utf8_lossy(val).to_string()));
+            Ok(true)
+        })?;
+        for (k, val) in rows {
+            let parts: Vec<&str> = k.split(SEP).collect();
+            let [_, _, w, state, team] = parts[..] else { continue };
+            let n: i64 = val.parse().map_err(|e: std::num::ParseIntError| StoreError::Corrupt { what: "user count".into(), detail: e.to_string() })?;
+            let team = (!team.is_empty()).then(|| team.to_string());
+            let Some(reach) = v.workflows.get(w) else { continue };
+            if whole(w, team.as_deref()) {
+                continue;
+            }
+            let sign = match kind {
+                "r" if reach.requester => 1,
+                "a" if reach.assignee => 1,
+                // Requested by and assigned to the user: counted twice above.
+                "b" if reach.requester && reach.assignee => -1,
+                _ => continue,
+            };
+            *totals.entry((w.to_string(), state.to_string(), team)).or_default() += sign * n;
+        }
+    }
+    Ok(totals
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((workflow, state, team), n)| InstanceCount { workflow, state, team, count: n as u64 })
+        .collect())
+}
+
+/// The per-user count keys of an instance (see [`Table::UserCounts`]).
+fn user_count_keys(i: &Instance) -> Vec<String> {
+    let team = i.assignment.team.as_deref().unwrap_or("");
+    let mut keys = vec![key(&["r", &i.requester, &i.workflow, &i.state, team])];
+    if let Some(a) = &i.assignment.assignee {
+        keys.push(key(&["a", a, &i.workflow, &i.state, team]));
+        if *a == i.requester {
+            keys.push(key(&["b", a, &i.workflow, &i.state, team]));
+        }
+    }
+    keys
+}
+
+fn add_user_count(w: &mut dyn Write, k: &str, delta: i64) -> Result<()> {
+    let current = match w.get(Table::UserCounts, k)? {
+        Some(v) => String::from_utf8_lossy(&v).parse::<i64>().map_err(|e| StoreError::Corrupt { what: "user count".into(), detail: e.to_string() })?,
+        None => 0,
+    };
+    match current + delta {
+        0 => w.delete(Table::UserCounts, k),
+        n => w.put(Table::UserCounts, k, n.to_string().as_bytes()),
+    }
 }
 
 /// The narrowest index prefix for the filter, if any applies.
@@ -332,6 +390,14 @@ fn reindex(w: &mut dyn Write, old: Option<&Instance>, new: &Instance) -> Result<
     }
     for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
         w.put(Table::InstanceIndex, k, b"")?;
+    }
+    let new_user = user_count_keys(new);
+    let old_user = old.map(user_count_keys).unwrap_or_default();
+    for k in old_user.iter().filter(|k| !new_user.contains(k)) {
+        add_user_count(w, k, -1)?;
+    }
+    for k in new_user.iter().filter(|k| !old_user.contains(k)) {
+        add_user_count(w, k, 1)?;
     }
     let to = count_key(new);
     match old.map(count_key) {
@@ -404,6 +470,9 @@ fn ensure_requester_index(w: &mut dyn Write) -> Result<()> {
         })?;
         for i in &chunk {
             w.put(Table::InstanceIndex, &key(&["r", &i.requester, &i.id]), b"")?;
+            for k in user_count_keys(i) {
+                add_user_count(w, &k, 1)?;
+            }
         }
         match chunk.last() {
             Some(last) if chunk.len() == 1024 => after = Some(last.id.clone()),

@@ -37,6 +37,10 @@ pub enum Table {
     InstanceIndex,
     /// workflow␟state␟team → number of instances (dashboards count without scanning).
     InstanceCounts,
+    /// `r␟user␟workflow␟state␟team` (requested by), `a␟…` (assigned to),
+    /// `b␟…` (both) → number of instances: what a restricted user sees,
+    /// counted without scanning.
+    UserCounts,
     /// user id → account.
     Users,
     /// SHA-256 of the token → token (its id, owner, name, expiry).
@@ -48,7 +52,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 23] = [
+    pub const ALL: [Table; 24] = [
         Table::Instances,
         Table::Events,
         Table::Idempotency,
@@ -68,6 +72,7 @@ impl Table {
         Table::Outbox,
         Table::InstanceIndex,
         Table::InstanceCounts,
+        Table::UserCounts,
         Table::Users,
         Table::Tokens,
         Table::Sessions,
@@ -95,6 +100,7 @@ impl Table {
             Table::Outbox => "outbox",
             Table::InstanceIndex => "instance_index",
             Table::InstanceCounts => "instance_counts",
+            Table::UserCounts => "user_counts",
             Table::Users => "users",
             Table::Tokens => "tokens",
             Table::Sessions => "sessions",

@@ -305,6 +305,62 @@ mod index {
             let kept: BTreeMap<_, _> = store.instance_counts(None).unwrap().into_iter().map(|c| ((c.workflow, c.state, c.team), c.count)).collect();
             prop_assert_eq!(kept, counted);
         }
+
+        /// What a restricted user may read: the merged list and the counts
+        /// equal a scan filtered by `Visibility::allows`, for any reach per
+        /// workflow, any teams, and instances requested by and assigned to anyone.
+        #[test]
+        fn restricted_lists_and_counts_match_a_scan(
+            steps in proptest::collection::vec((step(), 0..3usize), 1..60),
+            reach in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()), 2),
+            teams in proptest::collection::vec(0..2usize, 0..2),
+            workflow in proptest::option::of(0..2usize),
+            state in proptest::option::of(0..3usize),
+            limit in 1..5usize,
+        ) {
+            const REQUESTERS: [&str; 3] = ["wang", "li", "chen"];
+            let store = MemoryStore::new();
+            let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+            for ((n, w, s, t, a), r) in steps {
+                let id = format!("I{n:02}");
+                let expected = versions.get(&id).copied().unwrap_or(0);
+                let mut c = write(&id, expected, STATES[s], None);
+                let existing = store.instance(&id).unwrap();
+                c.instance.workflow = existing.as_ref().map_or(WORKFLOWS[w].to_string(), |i| i.workflow.clone());
+                c.instance.requester = existing.as_ref().map_or(REQUESTERS[r].to_string(), |i| i.requester.clone());
+                c.instance.assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
+                prop_assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed);
+                versions.insert(id, expected + 1);
+            }
+            let v = Visibility {
+                user: "wang".into(),
+                teams: teams.iter().filter_map(|t| TEAMS[*t].map(str::to_string)).collect(),
+                workflows: WORKFLOWS.iter().zip(&reach).map(|(w, (all, requester, assignee, team))| (w.to_string(), Reach { all: *all, requester: *requester, assignee: *assignee, team: *team })).collect(),
+            };
+            let all: Vec<Instance> = versions.keys().rev().map(|id| store.instance(id).unwrap().unwrap()).collect();
+            let workflow = workflow.map(|w| WORKFLOWS[w].to_string());
+            let state = state.map(|s| STATES[s].to_string());
+            let in_list = |i: &Instance| v.allows(i) && workflow.as_ref().is_none_or(|w| &i.workflow == w) && state.as_ref().is_none_or(|s| &i.state == s);
+            let expected: Vec<String> = all.iter().filter(|i| in_list(i)).map(|i| i.id.clone()).collect();
+            let mut got = Vec::new();
+            let mut f = InstanceFilter { workflow: workflow.clone(), state: state.clone(), limit, visibility: Some(v.clone()), ..Default::default() };
+            loop {
+                let page = store.instances(&f).unwrap();
+                prop_assert!(page.items.len() <= limit);
+                got.extend(page.items.iter().map(|i| i.id.clone()));
+                match page.next {
+                    Some(next) => f.before = Some(next),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(&got, &expected);
+            let mut counted: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+            for i in all.iter().filter(|i| v.allows(i) && workflow.as_ref().is_none_or(|w| &i.workflow == w)) {
+                *counted.entry((i.workflow.clone(), i.state.clone(), i.assignment.team.clone())).or_default() += 1;
+            }
+            let kept: BTreeMap<_, _> = store.instance_counts_visible(workflow.as_deref(), &v).unwrap().into_iter().map(|c| ((c.workflow, c.state, c.team), c.count)).collect();
+            prop_assert_eq!(kept, counted);
+        }
     }
 }
 
