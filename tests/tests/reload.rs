@@ -255,3 +255,20 @@ async fn a_pipe_among_the_definitions_is_reported_not_read() {
     std::fs::remove_file(&fifo).unwrap();
     assert!(!matches!(reload(&app), ReloadOutcome::Rejected { .. }));
 }
+
+/// Regression: `every: { months: 300000 }` passed `check`, and the tick loop
+/// then panicked in jiff's arithmetic, stopping every timer and schedule.
+#[tokio::test]
+async fn a_schedule_period_past_the_limits_is_refused_at_its_line() {
+    let app = TestApp::hospital_copy();
+    let file = "definitions/schedules/monthly_inspection.yaml";
+    app.edit(file, "every: { months: 1 }", "every: { months: 300000 }");
+    let ReloadOutcome::Rejected { diagnostics, .. } = reload(&app) else { panic!("not rejected") };
+    let d = &diagnostics[0];
+    assert_eq!((d.file.as_str(), d.code), (file, "out_of_range"), "{d:?}");
+    assert_eq!(d.line as usize, flowform_tests::line_of(&app.app_dir.join(file), "months: 300000"));
+    app.edit(file, "every: { months: 300000 }", "every: { months: 1 }");
+    app.edit("definitions/workflows/requisition.yaml", "sla: { minutes: 120", "sla: { minutes: 99999999999");
+    let ReloadOutcome::Rejected { diagnostics, .. } = reload(&app) else { panic!("a huge SLA is refused too") };
+    assert_eq!(diagnostics[0].code, "out_of_range", "{diagnostics:?}");
+}

@@ -198,7 +198,11 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     // A manager sees everything; the nurse reported every generated order;
     // another nurse reported none; a utilities technician sees his team's.
     let token = token_of("manager_zheng")?;
-    let restricted = [("nurse (her own requests)", token_of("nurse_li")?), ("another nurse (none of them)", token_of("nurse_chen")?), ("technician (his team's)", token_of("tech_zhao")?)];
+    let restricted = [
+        ("nurse (her own requests)", token_of("nurse_li")?),
+        ("another nurse (none of them)", token_of("nurse_chen")?),
+        ("technician (his team's)", token_of("tech_zhao")?),
+    ];
     let (mut child, addr, startup) = spawn_server(dir, data)?;
     let pid = child.id();
     let rss_started = memory(&pid.to_string()).0;

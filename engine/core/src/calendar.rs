@@ -27,6 +27,9 @@ fn is_working_day(cal: &CalendarDef, date: Date) -> bool {
 pub fn add_working_minutes(cal: &CalendarDef, start: &str, minutes: i64) -> Option<String> {
     let tz = TimeZone::get(&cal.timezone.value).ok()?;
     let start: Timestamp = start.parse().ok()?;
+    if minutes > flowform_model::defs::MAX_MINUTES {
+        return None;
+    }
     let mut remaining = SignedDuration::from_mins(minutes.max(0));
     let mut current = start;
     let hours: Vec<(Time, Time)> = cal.hours.iter().filter_map(|(a, b)| Some((time(a)?, time(b)?))).collect();

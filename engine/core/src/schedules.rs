@@ -75,13 +75,15 @@ pub fn next_after(def: &ScheduleDef, from: &str) -> Option<String> {
     let tz = TimeZone::get(&def.timezone.value).ok()?;
     let t: Timestamp = from.parse().ok()?;
     let n = def.every.1.max(1) as i64;
+    // `try_*`: a period past jiff's range is no next date, never a panic.
     let span = match def.every.0.as_str() {
-        "months" => jiff::Span::new().months(n),
-        "weeks" => jiff::Span::new().weeks(n),
-        "days" => jiff::Span::new().days(n),
-        "hours" => jiff::Span::new().hours(n),
-        _ => jiff::Span::new().minutes(n),
-    };
+        "months" => jiff::Span::new().try_months(n),
+        "weeks" => jiff::Span::new().try_weeks(n),
+        "days" => jiff::Span::new().try_days(n),
+        "hours" => jiff::Span::new().try_hours(n),
+        _ => jiff::Span::new().try_minutes(n),
+    }
+    .ok()?;
     let due = t.to_zoned_datetime(tz).checked_add(span).ok()?.timestamp();
     Some(format!("{due:.3}"))
 }

@@ -48,6 +48,10 @@ pub fn add_seconds(now: &str, seconds: i64) -> Option<String> {
 /// `now` plus some minutes, as stored (RFC 3339, milliseconds, UTC).
 pub fn add_minutes(now: &str, minutes: i64) -> Option<String> {
     let t: jiff::Timestamp = now.parse().ok()?;
+    // Minutes may come from instance data: past the limit there is no deadline, never a panic.
+    if !(0..=flowform_model::defs::MAX_MINUTES).contains(&minutes) {
+        return None;
+    }
     let due = t.checked_add(jiff::SignedDuration::from_mins(minutes)).ok()?;
     Some(format!("{due:.3}"))
 }
@@ -136,4 +140,16 @@ pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -
         outcome.effects.push(Effect::Notify { notifications: notify_specs(&step.notify) });
     }
     Ok(Some(outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression: minutes from a data field past jiff's range panicked in the tick loop.
+    #[test]
+    fn minutes_past_the_limit_give_no_deadline_instead_of_a_panic() {
+        let now = "2026-11-30T00:00:00.000Z";
+        assert_eq!(super::add_minutes(now, 60).as_deref(), Some("2026-11-30T01:00:00.000Z"));
+        assert_eq!(super::add_minutes(now, i64::MAX), None);
+        assert_eq!(super::add_minutes(now, -1), None);
+    }
 }

@@ -168,6 +168,20 @@ pub struct LedgerDef {
     pub max_quantity: i64,
 }
 
+/// The longest duration a definition may give in minutes (an SLA, a timer): 10 years.
+pub const MAX_MINUTES: i64 = 10 * 366 * 24 * 60;
+
+/// The largest `every` of a schedule per unit: 10 years.
+pub fn every_limit(unit: &str) -> i64 {
+    match unit {
+        "minutes" => MAX_MINUTES,
+        "hours" => 10 * 366 * 24,
+        "days" => 10 * 366,
+        "weeks" => 10 * 53,
+        _ => 120,
+    }
+}
+
 /// `max_quantity` of a ledger that does not set it.
 pub const DEFAULT_MAX_QUANTITY: i64 = 1_000_000;
 /// The largest `max_quantity` a ledger may set: sums of many such movements

@@ -804,6 +804,15 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
 
 fn amount(r: &mut Reader, node: &Node, what: &str) -> Option<Amount> {
     match &node.value {
+        Value::Int(i) if *i > crate::defs::MAX_MINUTES => {
+            r.error(
+                node.pos,
+                "out_of_range",
+                format!("{what} is {i} minutes; at most {} (10 years)", crate::defs::MAX_MINUTES),
+                Some("durations are in minutes: 1440 is a day".into()),
+            );
+            None
+        }
         Value::Int(i) if *i >= 0 => Some(Amount::Minutes(*i)),
         Value::Str(_) => r.name(node, &format!("{what} (a field name)")).map(Amount::Field),
         _ => {
@@ -977,17 +986,28 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
     let every = map.require(r, "every", "a schedule").and_then(|n| {
         let m = r.map(n, "`every`")?;
         let mut found = None;
+        let mut given = false;
         for unit in ["minutes", "hours", "days", "weeks", "months"] {
-            if let Some(v) = m.get(unit).and_then(|v| r.int(v, "`every`")) {
+            let Some(node) = m.get(unit) else { continue };
+            given = true;
+            if let Some(v) = r.int(node, "`every`") {
+                let max = crate::defs::every_limit(unit);
                 if v < 1 {
-                    r.error(m.pos, "invalid_value", "`every` must be at least 1".to_string(), None);
+                    r.error(node.pos, "invalid_value", "`every` must be at least 1".to_string(), None);
+                } else if v > max {
+                    r.error(
+                        node.pos,
+                        "out_of_range",
+                        format!("`every: {{ {unit}: {v} }}` is too long; at most {max} {unit} (10 years)"),
+                        Some("a schedule repeats at least once in 10 years".into()),
+                    );
                 } else {
                     found = Some((unit.to_string(), v as u32));
                 }
             }
         }
         m.finish(r, "`every`");
-        if found.is_none() {
+        if !given {
             r.error(m.pos, "missing_key", "`every` needs one of minutes, hours, days, weeks, months".to_string(), Some("e.g. `every: { months: 1 }`".into()));
         }
         found

@@ -86,7 +86,7 @@ fn excel_date(serial: f64) -> String {
     let days = serial.floor() as i64;
     let secs = ((serial - serial.floor()) * 86_400.0).round() as i64;
     let base = jiff::civil::date(1899, 12, 30);
-    match base.checked_add(jiff::Span::new().days(days)) {
+    match jiff::Span::new().try_days(days).ok().and_then(|span| base.checked_add(span).ok()).ok_or(()) {
         Ok(date) if secs == 0 => date.to_string(),
         Ok(date) => {
             let t = jiff::civil::Time::new((secs / 3600) as i8, ((secs % 3600) / 60) as i8, (secs % 60) as i8, 0).unwrap_or_default();

@@ -267,7 +267,8 @@ fn instances_merged(r: &dyn Read, filter: &InstanceFilter, v: &Visibility) -> Re
 /// plus the user's own requests and assignments outside those, from the
 /// per-user counts (requested + assigned − both). Reads counts only, never instances.
 pub fn instance_counts_visible(r: &dyn Read, workflow: Option<&str>, v: &Visibility) -> Result<Vec<InstanceCount>> {
-    let whole = |w: &str, team: Option<&str>| v.workflows.get(w).is_some_and(|reach| reach.all || (reach.team && team.is_some_and(|t| v.teams.iter().any(|x| x == t))));
+    let whole =
+        |w: &str, team: Option<&str>| v.workflows.get(w).is_some_and(|reach| reach.all || (reach.team && team.is_some_and(|t| v.teams.iter().any(|x| x == t))));
     let mut totals: std::collections::BTreeMap<(String, String, Option<String>), i64> = std::collections::BTreeMap::new();
     for c in instance_counts(r, workflow)? {
         if whole(&c.workflow, c.team.as_deref()) {
@@ -304,11 +305,7 @@ pub fn instance_counts_visible(r: &dyn Read, workflow: Option<&str>, v: &Visibil
             *totals.entry((w.to_string(), state.to_string(), team)).or_default() += sign * n;
         }
     }
-    Ok(totals
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|((workflow, state, team), n)| InstanceCount { workflow, state, team, count: n as u64 })
-        .collect())
+    Ok(totals.into_iter().filter(|(_, n)| *n > 0).map(|((workflow, state, team), n)| InstanceCount { workflow, state, team, count: n as u64 }).collect())
 }
 
 /// The per-user count keys of an instance (see [`Table::UserCounts`]).
