@@ -695,6 +695,15 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        // The CLI's socket exists before the server says it serves.
+        let socket = admin::socket_path(&data);
+        let admin_listener = match flowform_server::bind_admin_socket(&socket) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, socket = %socket.display(), "the admin socket is not available; `flowform user` needs the server stopped");
+                None
+            }
+        };
         let shutdown = shutdown_signal();
         say!("flowform: serving {} (bundle {version}) on http://{local}", dir.display());
         say!("get an API token with: flowform token --user admin --data {}", data.display());
@@ -703,7 +712,6 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         fire_timers(runtime.clone());
         let config = flowform_server::auth::AuthConfig { behind_proxy: behind_proxy() };
         let app = flowform_server::app_with(runtime, config);
-        let socket = admin::socket_path(&data);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let admin_app = app.clone();
         let admin = tokio::spawn(async move {
@@ -711,8 +719,10 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = flowform_server::serve_admin_socket(&socket, admin_app, shutdown).await {
-                tracing::warn!(error = %e, socket = %socket.display(), "the admin socket is not available; `flowform user` needs the server stopped");
+            if let Some(listener) = admin_listener
+                && let Err(e) = flowform_server::serve_admin_listener(listener, &socket, admin_app, shutdown).await
+            {
+                tracing::warn!(error = %e, "the admin socket stopped");
             }
         });
         flowform_server::serve(listener, app, shutdown).await.context("server failed")?;

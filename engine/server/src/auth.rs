@@ -17,7 +17,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use flowform_core::Actor;
 use flowform_runtime::accounts::{AccountError, NewUser, UserChange};
 use serde::Deserialize;
@@ -181,20 +181,27 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || f(&runtime)).await.map_err(ApiError::internal)??)
 }
 
-pub fn router() -> axum::Router<AppState> {
+/// The sign-in pages (HTML, not part of the OpenAPI document).
+pub fn pages() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/", get(home))
         .route("/static/app.css", get(stylesheet))
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/me/sessions", delete(end_my_sessions))
-        .route("/api/v1/admin/users", get(list_users).post(create_user))
-        .route("/api/v1/admin/users/{id}", get(get_user).patch(update_user))
-        .route("/api/v1/admin/users/{id}/password", post(set_password))
-        .route("/api/v1/admin/users/{id}/sessions", delete(end_user_sessions))
-        .route("/api/v1/admin/audit", get(audit))
+}
+
+/// The documented account routes: tokens, sessions, users, audit.
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(end_my_sessions))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
+        .routes(routes!(set_password))
+        .routes(routes!(end_user_sessions))
+        .routes(routes!(audit))
 }
 
 // ---- tokens ----
@@ -206,6 +213,7 @@ struct TokenQuery {
     user: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts", summary = "API tokens (never the secret)", params(("user" = Option<String>, Query, description = "admins: a user id or `all`")), responses((status = 200, description = "API tokens (never the secret)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn list_tokens(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<TokenQuery>) -> Result<Json<Value>, ApiError> {
     let user = match q.user.as_deref() {
         None => Some(actor.id.clone()),
@@ -231,6 +239,7 @@ struct NewTokenBody {
     user: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", summary = "Create an API token; the secret is shown once", request_body(content = Object, description = "{'name': '...', 'expires_in_days': 90, 'user': 'admins only'}", content_type = "application/json"), responses((status = 201, description = "Create an API token; the secret is shown once", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn create_token(State(s): State<AppState>, Auth(actor): Auth, ApiJson(body): ApiJson<NewTokenBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = body.user.clone().unwrap_or_else(|| actor.id.clone());
     if user != actor.id {
@@ -240,11 +249,13 @@ async fn create_token(State(s): State<AppState>, Auth(actor): Auth, ApiJson(body
     Ok((StatusCode::CREATED, Json(json!(token))))
 }
 
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", summary = "Revoke a token", params(("id" = String, Path, description = "token id (tok_…)")), responses((status = 200, description = "Revoke a token", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn revoke_token(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let owner = if actor.has_role("admin") { None } else { Some(actor.id.as_str()) };
     Ok(Json(json!(s.runtime.revoke_token(&id, owner, &actor.id)?)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/me/sessions", tag = "accounts", summary = "Sign out everywhere", responses((status = 200, description = "Sign out everywhere", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn end_my_sessions(State(s): State<AppState>, Auth(actor): Auth, ClientAddress(address): ClientAddress) -> Result<Json<Value>, ApiError> {
     s.runtime.end_sessions(&actor.id, &actor.id, address.as_deref())?;
     Ok(Json(json!({"ended": true})))
@@ -252,23 +263,27 @@ async fn end_my_sessions(State(s): State<AppState>, Auth(actor): Auth, ClientAdd
 
 // ---- users (admin) ----
 
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", summary = "Users (admin)", responses((status = 200, description = "Users (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn list_users(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "list users")?;
     Ok(Json(json!({"items": s.runtime.users()})))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}", tag = "admin", summary = "One user (admin)", params(("id" = String, Path, description = "user id")), responses((status = 200, description = "One user (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn get_user(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "read a user")?;
     let user = s.runtime.user_account(&id).ok_or_else(|| ApiError::not_found(format!("no user `{id}`")))?;
     Ok(Json(json!(flowform_runtime::accounts::UserView::from(&user))))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin", summary = "Create a user (admin)", request_body(content = Object, description = "{'id', 'name', 'roles', 'teams', 'department', 'language', 'email', 'password'}", content_type = "application/json"), responses((status = 201, description = "Create a user (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn create_user(State(s): State<AppState>, Auth(actor): Auth, ApiJson(body): ApiJson<NewUser>) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&s, &actor, "create a user")?;
     let user = blocking(&s, move |r| r.create_user(body, &actor.id)).await?;
     Ok((StatusCode::CREATED, Json(json!(user))))
 }
 
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", summary = "Change a user (admin)", params(("id" = String, Path, description = "user id")), request_body(content = Object, description = "{'name', 'roles', 'teams', 'department', 'language', 'email', 'disabled'} — only what changes", content_type = "application/json"), responses((status = 200, description = "Change a user (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn update_user(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -286,6 +301,7 @@ struct PasswordBody {
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/password", tag = "admin", summary = "Set a password (admin)", params(("id" = String, Path, description = "user id")), request_body(content = Object, description = "{'password': '...'}", content_type = "application/json"), responses((status = 200, description = "Set a password (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn set_password(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -297,6 +313,7 @@ async fn set_password(
     Ok(Json(json!({"changed": true})))
 }
 
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", tag = "admin", summary = "End a user's sessions (admin)", params(("id" = String, Path, description = "user id")), responses((status = 200, description = "End a user's sessions (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn end_user_sessions(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -320,6 +337,7 @@ struct AuditQuery {
 }
 
 /// Security events, newest first (`before` pages back).
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", summary = "Security events, newest first (admin)", params(("kind" = Option<String>, Query, description = "event kind"), ("before" = Option<u64>, Query, description = "seq"), ("limit" = Option<u32>, Query, description = "1–1000")), responses((status = 200, description = "Security events, newest first (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn audit(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "read the audit log")?;
     let limit = q.limit.unwrap_or(100);

@@ -10,6 +10,18 @@ use flowform_core::Rejection;
 use flowform_runtime::CommandError;
 use serde_json::{Value, json};
 
+/// The error shape, as the OpenAPI document describes it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, snake_case (docs/api.md lists them).
+    pub code: String,
+    /// For people, in the user's language where the engine has it.
+    pub message: String,
+    /// Field errors (`[{field, code, message}]`) or other structured detail.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

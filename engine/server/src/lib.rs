@@ -5,6 +5,7 @@
 //! runs it on a bound listener until the shutdown future resolves.
 
 pub mod auth;
+mod docs;
 mod error;
 mod extract;
 mod records;
@@ -16,6 +17,8 @@ use flowform_runtime::Runtime;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -32,7 +35,57 @@ pub fn app(runtime: Arc<Runtime>) -> Router {
 
 /// [`app`] with how the server is reached (e.g. behind a TLS proxy).
 pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
-    routes::router().merge(auth::router()).with_state(AppState { runtime, auth: config }).layer(axum::middleware::from_fn(error::json_errors))
+    let (api, document) = documented().split_for_parts();
+    let spec = Arc::new(document.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+    api.merge(auth::pages())
+        .route("/api/v1/openapi.json", axum::routing::get(move || openapi_json(spec.clone())))
+        .route("/api/v1/docs", axum::routing::get(docs::page))
+        .route("/static/api-docs.js", axum::routing::get(docs::script))
+        .fallback(routes::not_found)
+        .with_state(AppState { runtime, auth: config })
+        .layer(axum::middleware::from_fn(error::json_errors))
+}
+
+/// Every documented route, with the OpenAPI document they make: the router
+/// and the document come from the same `#[utoipa::path]` annotations, so
+/// they cannot drift apart.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::router()).merge(records::router()).merge(auth::router())
+}
+
+/// The OpenAPI 3.1 document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().into_openapi()
+}
+
+async fn openapi_json(spec: Arc<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], spec.as_str().to_string()).into_response()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Flowform API", description = "The HTTP API of the Flowform workflow engine; see docs/api.md for errors, visibility and examples."),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("session" = []))
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                auth::SESSION_COOKIE,
+                "the browser session from POST /login; changes also need X-CSRF-Token",
+            ))),
+        );
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in
@@ -45,10 +98,26 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
 /// the data directory): every request there acts as `cli` with the admin
 /// role, as the owner of the data directory already may.
 pub async fn serve_admin_socket(path: &std::path::Path, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    serve_admin_listener(bind_admin_socket(path)?, path, app, shutdown).await
+}
+
+/// Binds the admin socket (mode 0600), replacing a stale one, so that it
+/// exists before the server says it is serving.
+pub fn bind_admin_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// [`serve_admin_socket`] on a socket already bound with [`bind_admin_socket`].
+pub async fn serve_admin_listener(
+    listener: tokio::net::UnixListener,
+    path: &std::path::Path,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = app.layer(axum::Extension(auth::LocalAdmin));
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     let _ = std::fs::remove_file(path);

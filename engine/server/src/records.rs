@@ -4,10 +4,9 @@ use crate::AppState;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Path, UserLang};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use flowform_core::Actor;
 use flowform_core::ledger::{MovementKind, Posting};
 use flowform_model::RecordOp;
@@ -16,18 +15,20 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/records/{type}", get(list).post(create))
-        .route("/api/v1/records/{type}/export", get(export))
-        .route("/api/v1/records/{type}/{id}", get(read).put(update).delete(delete))
-        .route("/api/v1/records/{type}/{id}/restore", post(restore))
-        .route("/api/v1/records/{type}/{id}/history", get(history))
-        .route("/api/v1/ledgers/{name}/balances", get(balances))
-        .route("/api/v1/ledgers/{name}/movements", get(movements).post(post_movements))
-        .route("/api/v1/ledgers/{name}/below_threshold", get(below_threshold))
-        .route("/api/v1/ledger_events", get(ledger_events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(export))
+        .routes(routes!(read, update, delete))
+        .routes(routes!(restore))
+        .routes(routes!(history))
+        .routes(routes!(balances))
+        .routes(routes!(movements, post_movements))
+        .routes(routes!(below_threshold))
+        .routes(routes!(ledger_events))
 }
 
 /// Runs blocking store work off the async threads.
@@ -112,6 +113,7 @@ pub(crate) fn record_query(q: &BTreeMap<String, String>) -> Result<RecordQuery, 
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/records/{type}", tag = "records", summary = "Records of a type", params(("type" = String, Path, description = "record type"), ("q" = Option<String>, Query, description = "search text"), ("under" = Option<String>, Query, description = "FIELD:ID subtree"), ("sort" = Option<String>, Query, description = "field or -field"), ("limit" = Option<u32>, Query, description = "1–1000"), ("cursor" = Option<String>, Query, description = "next_cursor"), ("include_archived" = Option<bool>, Query, description = "archived too"), ("filters" = Option<BTreeMap<String, String>>, Query, style = Form, explode, description = "FIELD=VALUE filters")), responses((status = 200, description = "Records of a type", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn list(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -133,6 +135,7 @@ struct RecordBody {
     expected_version: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/api/v1/records/{type}", tag = "records", summary = "Create a record", params(("type" = String, Path, description = "record type")), request_body(content = Object, description = "{'data': {...}}", content_type = "application/json"), responses((status = 201, description = "Create a record", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn create(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -146,12 +149,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!(record))))
 }
 
+#[utoipa::path(get, path = "/api/v1/records/{type}/{id}", tag = "records", summary = "One record", params(("type" = String, Path, description = "record type"), ("id" = String, Path, description = "record id")), responses((status = 200, description = "One record", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn read(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     may(&s, &record_type, &actor, RecordOp::Read)?;
     let record = blocking(&s, move |r| r.record(&record_type, &id)).await?;
     Ok(Json(json!(record)))
 }
 
+#[utoipa::path(put, path = "/api/v1/records/{type}/{id}", tag = "records", summary = "Replace a record's data", params(("type" = String, Path, description = "record type"), ("id" = String, Path, description = "record id")), request_body(content = Object, description = "{'data': {...}, 'expected_version': N}", content_type = "application/json"), responses((status = 200, description = "Replace a record's data", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn update(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -166,6 +171,7 @@ async fn update(
 }
 
 /// Archives the record; with `?purge=true` deletes it for good, which is refused while anything refers to it.
+#[utoipa::path(delete, path = "/api/v1/records/{type}/{id}", tag = "records", summary = "Archive (or purge) a record", params(("type" = String, Path, description = "record type"), ("id" = String, Path, description = "record id"), ("purge" = Option<bool>, Query, description = "delete for good")), responses((status = 200, description = "Archive (or purge) a record", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn delete(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -182,12 +188,14 @@ async fn delete(
     Ok((StatusCode::OK, Json(json!(record))))
 }
 
+#[utoipa::path(post, path = "/api/v1/records/{type}/{id}/restore", tag = "records", summary = "Restore an archived record", params(("type" = String, Path, description = "record type"), ("id" = String, Path, description = "record id")), responses((status = 200, description = "Restore an archived record", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn restore(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     may(&s, &record_type, &actor, RecordOp::Archive)?;
     let record = blocking(&s, move |r| r.archive_record(&record_type, &id, false, &actor)).await?;
     Ok(Json(json!(record)))
 }
 
+#[utoipa::path(get, path = "/api/v1/records/{type}/{id}/history", tag = "records", summary = "A record's history and its instances'", params(("type" = String, Path, description = "record type"), ("id" = String, Path, description = "record id")), responses((status = 200, description = "A record's history and its instances'", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn history(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     may(&s, &record_type, &actor, RecordOp::Read)?;
     let events = blocking(&s, move |r| r.record_history(&record_type, &id)).await?;
@@ -217,6 +225,7 @@ fn ledger_filters(s: &AppState, ledger: &str, q: &BTreeMap<String, String>, extr
     Ok(out)
 }
 
+#[utoipa::path(get, path = "/api/v1/ledgers/{name}/balances", tag = "ledgers", summary = "Balances", params(("name" = String, Path, description = "ledger"), ("under" = Option<String>, Query, description = "DIMENSION:ID subtree"), ("rollup" = Option<bool>, Query, description = "sum the subtree"), ("filters" = Option<BTreeMap<String, String>>, Query, style = Form, explode, description = "FIELD=VALUE filters")), responses((status = 200, description = "Balances", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn balances(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -235,6 +244,7 @@ async fn balances(
     Ok(Json(json!({"items": items})))
 }
 
+#[utoipa::path(get, path = "/api/v1/ledgers/{name}/movements", tag = "ledgers", summary = "Movements, oldest first", params(("name" = String, Path, description = "ledger"), ("after" = Option<u64>, Query, description = "movement number"), ("limit" = Option<u32>, Query, description = "1–1000"), ("instance" = Option<String>, Query, description = "instance id"), ("filters" = Option<BTreeMap<String, String>>, Query, style = Form, explode, description = "FIELD=VALUE filters")), responses((status = 200, description = "Movements, oldest first", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn movements(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -268,6 +278,7 @@ struct MovementsBody {
     movements: Vec<Map<String, Value>>,
 }
 
+#[utoipa::path(post, path = "/api/v1/ledgers/{name}/movements", tag = "ledgers", summary = "Post movements by hand", params(("name" = String, Path, description = "ledger"), ("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")), request_body(content = Object, description = "{'movements': [{kind, DIMENSION: ID, quantity, reason}]}", content_type = "application/json"), responses((status = 201, description = "Post movements by hand", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn post_movements(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -307,12 +318,14 @@ async fn post_movements(
     Ok((StatusCode::CREATED, Json(json!({"movements": moved}))))
 }
 
+#[utoipa::path(get, path = "/api/v1/ledgers/{name}/below_threshold", tag = "ledgers", summary = "Items below their minimum", params(("name" = String, Path, description = "ledger")), responses((status = 200, description = "Items below their minimum", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn below_threshold(State(s): State<AppState>, Auth(actor): Auth, Path(ledger): Path<String>) -> Result<Json<Value>, ApiError> {
     may_read_ledger(&s, &ledger, &actor)?;
     let items = blocking(&s, move |r| r.below_threshold(&ledger)).await?;
     Ok(Json(json!({"items": items})))
 }
 
+#[utoipa::path(get, path = "/api/v1/ledger_events", tag = "ledgers", summary = "Ledger events (below threshold)", responses((status = 200, description = "Ledger events (below threshold)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn ledger_events(State(s): State<AppState>, _: Auth) -> Result<Json<Value>, ApiError> {
     let store = s.runtime.store().clone();
     let events = tokio::task::spawn_blocking(move || store.ledger_events()).await.map_err(ApiError::internal)??;
@@ -320,6 +333,7 @@ async fn ledger_events(State(s): State<AppState>, _: Auth) -> Result<Json<Value>
 }
 
 /// The filtered list as a file: `?format=csv` (UTF-8 with BOM) or `xlsx`, same filters as the list.
+#[utoipa::path(get, path = "/api/v1/records/{type}/export", tag = "records", summary = "The filtered list as CSV or xlsx", params(("type" = String, Path, description = "record type"), ("format" = Option<String>, Query, description = "csv or xlsx"), ("filters" = Option<BTreeMap<String, String>>, Query, style = Form, explode, description = "FIELD=VALUE filters")), responses((status = 200, description = "The filtered list as CSV or xlsx", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn export(
     State(s): State<AppState>,
     Auth(actor): Auth,

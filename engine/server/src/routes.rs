@@ -6,53 +6,56 @@ use crate::auth::require_admin;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, IdempotencyKey, Path, UserLang};
 use crate::views;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use flowform_core::{Actor, Instance};
 use flowform_runtime::CommandOptions;
 use flowform_store::InstanceFilter;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/bundle", get(bundle))
-        .route("/api/v1/bundle/versions", get(bundle_versions))
-        .route("/api/v1/bundle/diff", get(bundle_diff))
-        .route("/api/v1/admin/reload", post(admin_reload))
-        .route("/api/v1/admin/migrate", post(admin_migrate))
-        .route("/api/v1/workflows", get(workflows))
-        .route("/api/v1/workflows/{name}", get(workflow))
-        .route("/api/v1/workflows/{name}/instances", post(start))
-        .route("/api/v1/forms/{name}", get(form))
-        .route("/api/v1/instances", get(instances))
-        .route("/api/v1/instances/counts", get(instance_counts))
-        .route("/api/v1/instances/{id}", get(instance))
-        .route("/api/v1/instances/{id}/history", get(history))
-        .route("/api/v1/instances/{id}/transitions/{name}", post(transition))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/inbox", get(inbox))
-        .route("/api/v1/admin/outbox", get(admin_outbox))
-        .route("/api/v1/inbox/{seq}/read", post(mark_read))
-        .merge(crate::records::router())
-        .fallback(not_found)
+/// The documented routes of the API core (instances, definitions, inbox, admin).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(bundle))
+        .routes(routes!(bundle_versions))
+        .routes(routes!(bundle_diff))
+        .routes(routes!(admin_reload))
+        .routes(routes!(admin_migrate))
+        .routes(routes!(workflows))
+        .routes(routes!(workflow))
+        .routes(routes!(start))
+        .routes(routes!(form))
+        .routes(routes!(instances))
+        .routes(routes!(instance_counts))
+        .routes(routes!(instance))
+        .routes(routes!(history))
+        .routes(routes!(transition))
+        .routes(routes!(me))
+        .routes(routes!(inbox))
+        .routes(routes!(admin_outbox))
+        .routes(routes!(mark_read))
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see docs/api.md")
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", summary = "Liveness", responses((status = 200, description = "Liveness", body = Object)), security(()))]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", summary = "The signed-in user", responses((status = 200, description = "The signed-in user", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn me(Auth(actor): Auth) -> Json<Actor> {
     Json(actor)
 }
 
+#[utoipa::path(get, path = "/api/v1/bundle", tag = "definitions", summary = "The definitions running now, with `last_rejected`", responses((status = 200, description = "The definitions running now, with `last_rejected`", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
     let b = s.runtime.bundle();
     Json(json!({
@@ -67,6 +70,7 @@ async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/bundle/versions", tag = "definitions", summary = "Every stored bundle version", responses((status = 200, description = "Every stored bundle version", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn bundle_versions(State(s): State<AppState>, _: Auth) -> Result<Json<Value>, ApiError> {
     let versions = s.runtime.store().bundle_versions()?;
     Ok(Json(json!({"current": s.runtime.bundle().version, "versions": versions})))
@@ -79,6 +83,7 @@ struct DiffQuery {
     to: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/bundle/diff", tag = "definitions", summary = "What changed between two versions", params(("from" = String, Query, description = "a bundle version"), ("to" = Option<String>, Query, description = "a bundle version (default: current)")), responses((status = 200, description = "What changed between two versions", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn bundle_diff(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQuery<DiffQuery>) -> Result<Json<Value>, ApiError> {
     let runtime = s.runtime.clone();
     let diff = tokio::task::spawn_blocking(move || -> Result<_, flowform_runtime::CommandError> {
@@ -91,6 +96,7 @@ async fn bundle_diff(State(s): State<AppState>, _: Auth, ApiQuery(q): ApiQuery<D
     Ok(Json(json!(diff)))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/reload", tag = "admin", summary = "Reload the definitions (admin)", responses((status = 200, description = "Reload the definitions (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn admin_reload(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "admin route")?;
     let runtime = s.runtime.clone();
@@ -98,6 +104,7 @@ async fn admin_reload(State(s): State<AppState>, Auth(actor): Auth) -> Result<Js
     Ok(Json(json!(outcome)))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/migrate", tag = "admin", summary = "Move running instances to the current version (admin)", request_body(content = Object, description = "a migration request: {workflow, map, dry_run}", content_type = "application/json"), responses((status = 200, description = "Move running instances to the current version (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn admin_migrate(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -112,17 +119,20 @@ async fn admin_migrate(
     Ok(Json(body))
 }
 
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "definitions", summary = "Workflows with their states and transitions", responses((status = 200, description = "Workflows with their states and transitions", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn workflows(State(s): State<AppState>, _: Auth) -> Json<Value> {
     let b = s.runtime.bundle();
     Json(b.model.workflows.values().map(views::workflow_summary).collect())
 }
 
+#[utoipa::path(get, path = "/api/v1/workflows/{name}", tag = "definitions", summary = "One workflow", params(("name" = String, Path, description = "workflow name")), responses((status = 200, description = "One workflow", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn workflow(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
     let wf = b.workflow(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_workflow", format!("unknown workflow `{name}`")))?;
     Ok(Json(views::workflow_detail(wf, &b)))
 }
 
+#[utoipa::path(get, path = "/api/v1/forms/{name}", tag = "definitions", summary = "A form as JSON Schema and UI description", params(("name" = String, Path, description = "form name")), responses((status = 200, description = "A form as JSON Schema and UI description", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn form(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
     let f = b.form(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("unknown form `{name}`")))?;
@@ -136,6 +146,7 @@ struct StartBody {
     data: Option<Map<String, Value>>,
 }
 
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/instances", tag = "instances", summary = "Start an instance", params(("name" = String, Path, description = "workflow name"), ("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")), request_body(content = Object, description = "{'data': {...}} — the start form", content_type = "application/json"), responses((status = 201, description = "Start an instance", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn start(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -159,6 +170,7 @@ struct TransitionBody {
     expected_version: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/api/v1/instances/{id}/transitions/{name}", tag = "instances", summary = "Take a transition", params(("id" = String, Path, description = "instance id"), ("name" = String, Path, description = "transition name"), ("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")), request_body(content = Object, description = "{'data': {...}, 'expected_version': N}", content_type = "application/json"), responses((status = 200, description = "Take a transition", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn transition(
     State(s): State<AppState>,
     Auth(actor): Auth,
@@ -179,11 +191,13 @@ fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
     views::instance(instance, available, bundle.as_deref())
 }
 
+#[utoipa::path(get, path = "/api/v1/instances/{id}", tag = "instances", summary = "One instance (404 if the caller may not read it)", params(("id" = String, Path, description = "instance id")), responses((status = 200, description = "One instance (404 if the caller may not read it)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let instance = s.runtime.instance_for(&id, &actor)?;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
+#[utoipa::path(get, path = "/api/v1/instances/{id}/history", tag = "instances", summary = "Its events, oldest first", params(("id" = String, Path, description = "instance id")), responses((status = 200, description = "Its events, oldest first", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn history(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let events = s.runtime.history_for(&id, &actor)?;
     Ok(Json(json!(events)))
@@ -201,6 +215,7 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances", summary = "Instances the caller may read, newest first", params(("workflow" = Option<String>, Query, description = "workflow"), ("state" = Option<String>, Query, description = "state"), ("team" = Option<String>, Query, description = "team"), ("assignee" = Option<String>, Query, description = "user id or `me`"), ("overdue" = Option<bool>, Query, description = "past the deadline"), ("limit" = Option<u32>, Query, description = "1–500 (default 50)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "Instances the caller may read, newest first", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
@@ -233,6 +248,7 @@ struct CountsQuery {
 /// How many instances there are per state and team (or any grouping of
 /// workflow, state, team): read from counts the store keeps with every command,
 /// so it costs the same for a thousand instances as for millions.
+#[utoipa::path(get, path = "/api/v1/instances/counts", tag = "instances", summary = "Counts of the instances the caller may read", params(("workflow" = Option<String>, Query, description = "workflow"), ("by" = Option<String>, Query, description = "comma-separated: workflow, state, team")), responses((status = 200, description = "Counts of the instances the caller may read", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn instance_counts(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<CountsQuery>) -> Result<Json<Value>, ApiError> {
     const GROUPS: [&str; 3] = ["workflow", "state", "team"];
     let by: Vec<String> = q.by.as_deref().unwrap_or("state,team").split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
@@ -283,6 +299,7 @@ struct InboxQuery {
 }
 
 /// The caller's in-app notifications, newest first.
+#[utoipa::path(get, path = "/api/v1/inbox", tag = "notifications", summary = "The caller's in-app notifications", params(("unread" = Option<bool>, Query, description = "only unread")), responses((status = 200, description = "The caller's in-app notifications", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn inbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<InboxQuery>) -> Result<Json<Value>, ApiError> {
     let runtime = s.runtime.clone();
     let mut items = tokio::task::spawn_blocking(move || runtime.inbox(&actor.id)).await.map_err(ApiError::internal)??;
@@ -294,6 +311,7 @@ async fn inbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQue
     Ok(Json(json!({"items": items, "unread": unread})))
 }
 
+#[utoipa::path(post, path = "/api/v1/inbox/{seq}/read", tag = "notifications", summary = "Mark a notification read", params(("seq" = u64, Path, description = "notification number")), responses((status = 200, description = "Mark a notification read", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn mark_read(State(s): State<AppState>, Auth(actor): Auth, Path(seq): Path<u64>) -> Result<Json<Value>, ApiError> {
     let runtime = s.runtime.clone();
     tokio::task::spawn_blocking(move || runtime.mark_read(&actor.id, seq)).await.map_err(ApiError::internal)??;
@@ -307,6 +325,7 @@ struct OutboxQuery {
 }
 
 /// Messages to outside channels with their delivery status; `?status=dead` is the dead-letter list.
+#[utoipa::path(get, path = "/api/v1/admin/outbox", tag = "admin", summary = "Outgoing messages and dead letters (admin)", params(("status" = Option<String>, Query, description = "pending, delivered or dead")), responses((status = 200, description = "Outgoing messages and dead letters (admin)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn admin_outbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<OutboxQuery>) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "admin route")?;
     let runtime = s.runtime.clone();
