@@ -82,8 +82,9 @@ impl Drop for RedbStore {
 
 /// The writer thread: takes every queued job, applies them in one write
 /// transaction and commits once with `Durability::Immediate` (fsync), then
-/// answers each. A storage failure fails the whole batch, and nothing of it is
-/// acknowledged.
+/// answers each. When a job fails (an error, or a panic, which is caught) the
+/// batch is rolled back and each job runs again in a transaction of its own,
+/// so the failing job fails alone and the others commit; the thread goes on.
 fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -93,18 +94,20 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
                 Err(_) => break,
             }
         }
-        match commit_batch(&db, &batch) {
-            Ok(outcomes) => {
-                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                    reply(Ok(outcome));
-                }
-            }
+        let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
+        let outcomes: Vec<Result<CommitOutcome>> = match commit_batch(&db, &jobs) {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) if jobs.len() == 1 => vec![Err(e)],
             Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "group commit failed");
-                for (_, reply) in batch {
-                    reply(Err(backend(&e)));
-                }
+                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing its jobs one by one");
+                jobs.iter().map(|job| commit_batch(&db, std::slice::from_ref(job)).and_then(|mut o| o.pop().ok_or_else(|| backend("no outcome")))).collect()
             }
+        };
+        for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "a store job failed");
+            }
+            reply(outcome);
         }
     }
 }
@@ -198,18 +201,25 @@ impl Read for ReadTx {
     }
 }
 
-fn commit_batch(db: &Database, batch: &[(Job, Reply)]) -> Result<Vec<CommitOutcome>> {
+fn commit_batch(db: &Database, batch: &[&Job]) -> Result<Vec<CommitOutcome>> {
     let mut tx = db.begin_write().map_err(backend)?;
     tx.set_durability(Durability::Immediate).map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
         let mut w = WriteTx::new(&tx);
-        for (job, _) in batch {
-            outcomes.push(logic::apply(&mut w, job)?);
+        for job in batch {
+            // A bug in a job's logic must not take the writer thread down with it.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logic::apply(&mut w, job)))
+                .unwrap_or_else(|panic| Err(backend(format!("a store job panicked: {}", panic_message(&panic)))));
+            outcomes.push(applied?);
         }
     }
     tx.commit().map_err(backend)?;
     Ok(outcomes)
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown".into())
 }
 
 impl Store for RedbStore {

@@ -388,3 +388,51 @@ fn a_store_written_before_the_index_gets_it_when_opened() {
     let page = store.instances(&InstanceFilter { workflow: Some("w".into()), state: Some("s1".into()), limit: 10, ..Default::default() }).unwrap();
     assert_eq!(page.items.len(), 3);
 }
+
+/// Regression: one job's error failed the whole group commit of up to 511
+/// unrelated jobs. Now the failing job fails alone, the others commit, and
+/// the writer goes on.
+#[test]
+fn a_failing_job_fails_alone_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RedbStore::open(dir.path()).unwrap();
+        let item = InboxItem { seq: 0, user: "li".into(), template: "t".into(), title: "t".into(), body: "b".into(), instance_id: None, at: "2026-01-01T00:00:00Z".into(), read: false };
+        store.submit(Job::Notify { inbox: vec![item], outbox: vec![], meta: ("k".into(), "v".into()) }).unwrap();
+    }
+    {
+        // Corrupt the stored inbox item, as a bug or a bad disk might.
+        let db = redb::Database::create(dir.path().join("flowform.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("inbox")).unwrap();
+            let key = redb::ReadableTable::iter(&t).unwrap().next().unwrap().unwrap().0.value().to_string();
+            t.insert(key.as_str(), b"{not json".as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    let seq = 1;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..20 {
+        let sender = tx.clone();
+        store.submit_then(Job::Command(Box::new(write(&format!("ok{i:02}"), 0, "s", None))), Box::new(move |o| sender.send((i, o)).unwrap()));
+        if i == 10 {
+            let sender = tx.clone();
+            store.submit_then(Job::MarkRead { user: "li".into(), seq }, Box::new(move |o| sender.send((99, o)).unwrap()));
+        }
+    }
+    drop(tx);
+    let answers: Vec<(i32, Result<CommitOutcome>)> = rx.iter().collect();
+    assert_eq!(answers.len(), 21);
+    for (i, outcome) in &answers {
+        match i {
+            99 => assert!(outcome.is_err(), "the corrupt item's job fails"),
+            _ => assert_eq!(outcome.as_ref().unwrap(), &CommitOutcome::Committed, "job {i} commits"),
+        }
+    }
+    for i in 0..20 {
+        assert!(store.instance(&format!("ok{i:02}")).unwrap().is_some());
+    }
+    assert_eq!(store.commit(write("after", 0, "s", None)).unwrap(), CommitOutcome::Committed, "the writer goes on");
+}
