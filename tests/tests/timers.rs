@@ -417,3 +417,65 @@ async fn a_completion_anchored_plan_comes_due_after_the_last_one_finished() {
     app.runtime.run_schedules().await.unwrap();
     assert_eq!(gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200)).len(), 10);
 }
+
+/// Regression: `fire_due_timers` returned at the first error, and a timer
+/// that could not act was never dropped, so one poisoned timer could block
+/// all others. Now it is quarantined with its reason, the others fire, and
+/// `/healthz` and the admin API name it.
+#[tokio::test]
+async fn a_poisoned_timer_is_quarantined_and_the_others_fire() {
+    let mut app = TestApp::hospital();
+    let wo = app.start_instance("repair", "nurse_li", entrapment()).await.expect(201);
+    let good = wo["id"].as_str().unwrap().to_string();
+    // An instance whose definitions version is gone from the store, with a due timer.
+    let mut poisoned: flowform_core::Instance = serde_json::from_value(json!({
+        "id": "00000000000000000000POISON", "workflow": "repair", "bundle_version": "no-such-version", "version": 0,
+        "state": "unaccepted", "data": {}, "assignment": {}, "requester": "nurse_li", "created_at": "2026-11-25T01:00:00.000Z",
+        "updated_at": "2026-11-25T01:00:00.000Z"
+    }))
+    .unwrap();
+    poisoned.version = 1;
+    let timer = flowform_core::timers::TimerSpec {
+        instance_id: poisoned.id.clone(),
+        timer: "sla".into(),
+        state: "unaccepted".into(),
+        entered_seq: 1,
+        due_at: "2026-11-25T01:01:00.000Z".into(),
+    };
+    let event: flowform_core::Event = serde_json::from_value(json!({
+        "instance_id": poisoned.id, "seq": 1, "kind": "started", "actor": "nurse_li", "at": "2026-11-25T01:00:00.000Z",
+        "bundle_version": "no-such-version", "to_state": "unaccepted", "input": {}, "changes": {}
+    }))
+    .unwrap();
+    let write = flowform_store::CommandWrite {
+        instance: poisoned.clone(),
+        expected_version: 0,
+        event,
+        idempotency: None,
+        refs: vec![],
+        postings: vec![],
+        timers: Some(vec![timer]),
+        fired_timer: None,
+        inbox: vec![],
+        outbox: vec![],
+    };
+    assert_eq!(app.runtime.store().commit(write).unwrap(), flowform_store::CommitOutcome::Committed);
+
+    app.clock.advance(SignedDuration::from_mins(5));
+    assert_eq!(fire(&app).await, 1, "the good order's reminder fires despite the poisoned timer");
+    assert_eq!(inbox(&mut app, "tech_sun").await, vec!["accept_reminder", "dispatched"]);
+    app.runtime.tick_done(None);
+    let q = app.get("/api/v1/admin/quarantine", "admin").await.expect(200);
+    assert_eq!(q["items"].as_array().unwrap().len(), 1, "{q}");
+    assert_eq!(q["items"][0]["timer"]["instance_id"], poisoned.id.as_str());
+    assert!(q["items"][0]["reason"].as_str().unwrap().contains("no-such-version"), "{q}");
+    let health = app.request(axum::http::Method::GET, "/healthz", None, None, &[]).await.expect(503);
+    assert_eq!(health["components"]["timers"]["status"], "degraded");
+    assert!(health["components"]["timers"]["detail"].as_str().unwrap().contains(&poisoned.id), "{health}");
+    assert_eq!(health["components"]["writer"]["status"], "ok");
+    // Seen and cleared: healthy again; the good order fires on.
+    app.request(axum::http::Method::DELETE, "/api/v1/admin/quarantine", Some("admin"), None, &[]).await.expect(200);
+    app.request(axum::http::Method::GET, "/healthz", None, None, &[]).await.expect(200);
+    app.clock.advance(SignedDuration::from_mins(15));
+    assert_eq!(fire(&app).await, 1, "the escalation of {good} fires");
+}

@@ -689,6 +689,7 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         let mode = if watch_setting == "poll" { WatchMode::Poll } else { WatchMode::Auto };
         let w = watch(runtime.clone(), mode).context("cannot watch the definitions")?;
         tracing::info!(polling = w.polling, "watching definitions/, forms/, rules/ for changes");
+        runtime.set_watcher(true);
         Some(w)
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
@@ -747,27 +748,46 @@ fn fire_timers(runtime: Arc<Runtime>) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let runtime = runtime.clone();
-            if let Err(e) = runtime.run_schedules().await {
-                tracing::warn!(error = %e, "running schedules failed; retrying");
+            // Each part of a round in a task of its own: an error or even a
+            // panic is logged and reported in /healthz, and the loop goes on.
+            let mut error: Option<String> = None;
+            let schedules = tokio::spawn({
+                let runtime = runtime.clone();
+                async move { runtime.run_schedules().await }
+            });
+            match schedules.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => error = Some(format!("schedules: {e}")),
+                Err(e) => error = Some(format!("schedules panicked: {e}")),
             }
-            let result = tokio::task::spawn_blocking(move || {
-                if let Err(e) = runtime.notify_ledger_events() {
-                    tracing::warn!(error = %e, "ledger notifications failed; retrying");
+            let blocking = tokio::task::spawn_blocking({
+                let runtime = runtime.clone();
+                move || (runtime.notify_ledger_events(), runtime.fire_due_timers(), runtime.deliver_outbox())
+            });
+            match blocking.await {
+                Ok((ledger, timers, outbox)) => {
+                    if let Err(e) = ledger {
+                        error.get_or_insert(format!("ledger notifications: {e}"));
+                    }
+                    match timers {
+                        Ok(n) if n > 0 => tracing::info!(fired = n, "timers fired"),
+                        Err(e) => {
+                            error.get_or_insert(format!("timers: {e}"));
+                        }
+                        _ => {}
+                    }
+                    if let Err(e) = outbox {
+                        error.get_or_insert(format!("outbox: {e}"));
+                    }
                 }
-                (runtime.fire_due_timers(), runtime.deliver_outbox())
-            })
-            .await;
-            if let Ok((timers, outbox)) = result {
-                match timers {
-                    Ok(n) if n > 0 => tracing::info!(fired = n, "timers fired"),
-                    Err(e) => tracing::warn!(error = %e, "firing timers failed; retrying"),
-                    _ => {}
-                }
-                if let Err(e) = outbox {
-                    tracing::warn!(error = %e, "delivering notifications failed; retrying");
+                Err(e) => {
+                    error.get_or_insert(format!("timer round panicked: {e}"));
                 }
             }
+            if let Some(e) = &error {
+                tracing::warn!(error = %e, "a timer round failed; retrying");
+            }
+            runtime.tick_done(error);
         }
     });
 }

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod demo;
+pub mod health;
 pub mod import;
 pub mod migrate;
 pub mod notify;
@@ -111,6 +112,7 @@ pub struct Runtime {
     variables: Mutex<HashMap<String, String>>,
     /// Users, tokens and sessions in memory (see `accounts`).
     accounts: accounts::Accounts,
+    health: health::Health,
 }
 
 /// The options of one command from an API client.
@@ -139,6 +141,7 @@ impl Runtime {
             ids: Mutex::new(ulid::Generator::new()),
             loaded_at: ArcSwap::from_pointee(loaded_at),
             accounts: accounts::Accounts::default(),
+            health: health::Health::default(),
         };
         runtime.load_accounts()?;
         Ok(runtime)

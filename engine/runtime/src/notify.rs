@@ -1,7 +1,7 @@
 //! Notifications and timers at run time: rendering templates for the
 //! recipients of a notification, and firing due timers exactly once.
 
-use crate::{CommandError, Runtime};
+use crate::{CommandError, Runtime, other_outcome};
 use flowform_core::timers::NotifySpec;
 use flowform_core::{Actor, Bundle, Instance, Lang};
 use flowform_model::Recipient;
@@ -193,32 +193,19 @@ impl Runtime {
             }
             let mut progressed = false;
             for timer in due {
-                let Some(instance) = self.store.instance(&timer.instance_id)? else {
-                    self.store.submit(flowform_store::Job::DropTimer(timer))?;
-                    continue;
-                };
-                let bundle = self.bundle_for(&instance.bundle_version)?;
-                match flowform_core::timers::fire(&bundle, &instance, &timer, &now) {
-                    Ok(None) => {
-                        self.store.submit(flowform_store::Job::DropTimer(timer))?;
+                // Each timer alone: one that cannot act is quarantined with its
+                // reason, and the others still fire.
+                match self.fire_one(&timer, &now) {
+                    Ok(Fired::Acted) => {
+                        fired += 1;
                         progressed = true;
                     }
-                    Ok(Some(outcome)) => {
-                        let mut write = self.prepare(&bundle, outcome, None, instance.version, None, Lang::ZhCn)?;
-                        write.fired_timer = Some(timer.clone());
-                        match self.store.commit(write)? {
-                            CommitOutcome::Committed => {
-                                fired += 1;
-                                progressed = true;
-                            }
-                            CommitOutcome::TimerGone => progressed = true,
-                            // The instance changed meanwhile: the next round decides again.
-                            _ => {}
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %timer.instance_id, timer = %timer.timer, error = %e, "timer could not act; dropped");
-                        self.store.submit(flowform_store::Job::DropTimer(timer))?;
+                    Ok(Fired::Done) => progressed = true,
+                    Ok(Fired::Retry) => {}
+                    Err(reason) => {
+                        tracing::error!(instance = %timer.instance_id, timer = %timer.timer, %reason, "timer quarantined");
+                        let q = flowform_store::Quarantined { timer: timer.clone(), reason, at: now.clone() };
+                        self.store.submit(flowform_store::Job::QuarantineTimer(q))?;
                         progressed = true;
                     }
                 }
@@ -226,6 +213,33 @@ impl Runtime {
             if !progressed {
                 return Ok(fired);
             }
+        }
+    }
+
+    /// Fires one due timer; `Err` is why it cannot act (it is then quarantined).
+    fn fire_one(&self, timer: &flowform_core::timers::TimerSpec, now: &str) -> Result<Fired, String> {
+        let Some(instance) = self.store.instance(&timer.instance_id).map_err(|e| e.to_string())? else {
+            self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(|e| e.to_string())?;
+            return Ok(Fired::Done);
+        };
+        let bundle = self.bundle_for(&instance.bundle_version).map_err(|e| e.to_string())?;
+        match flowform_core::timers::fire(&bundle, &instance, timer, now) {
+            Ok(None) => {
+                self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(|e| e.to_string())?;
+                Ok(Fired::Done)
+            }
+            Ok(Some(outcome)) => {
+                let mut write = self.prepare(&bundle, outcome, None, instance.version, None, Lang::ZhCn).map_err(|e| e.to_string())?;
+                write.fired_timer = Some(timer.clone());
+                match self.store.commit(write).map_err(|e| e.to_string())? {
+                    CommitOutcome::Committed => Ok(Fired::Acted),
+                    CommitOutcome::TimerGone => Ok(Fired::Done),
+                    // The instance changed meanwhile: the next round decides again.
+                    CommitOutcome::Conflict { .. } => Ok(Fired::Retry),
+                    other => Err(other_outcome(other).to_string()),
+                }
+            }
+            Err(e) => Err(format!("the timer could not act: {e}")),
         }
     }
 
@@ -396,4 +410,14 @@ fn post(url: &str, content_type: &str, body: &str) -> Result<(), String> {
     let response = agent.post(url).header("content-type", content_type).send(body.as_bytes()).map_err(|e| e.to_string())?;
     let status = response.status();
     if status.is_success() { Ok(()) } else { Err(format!("HTTP {}", status.as_u16())) }
+}
+
+/// What firing one timer did.
+enum Fired {
+    /// It acted (a command committed).
+    Acted,
+    /// Dropped or already gone: nothing more to do.
+    Done,
+    /// The instance changed under it: decide again next round.
+    Retry,
 }

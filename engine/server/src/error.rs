@@ -99,6 +99,13 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
     }
 }
 
+/// What a request that panicked answers (the catch-panic layer): a logged
+/// 500 with an error id, in the error shape; the server goes on.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown".into());
+    ApiError::internal(format!("a request panicked: {what}")).into_response()
+}
+
 /// Middleware: every error answer of the API has the `{code, message,
 /// details}` shape, also those made before a handler runs (405 from the
 /// router, 413 from the body limit, rejections of axum's own extractors).
@@ -185,5 +192,33 @@ impl From<CommandError> for ApiError {
 impl From<flowform_store::StoreError> for ApiError {
     fn from(e: flowform_store::StoreError) -> Self {
         ApiError::from(CommandError::Store(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A panic in a handler is a logged 500 in the error shape, and the next request is served.
+    #[tokio::test]
+    async fn a_panicking_request_answers_500_and_the_server_goes_on() {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response));
+        let get = |path: &'static str| axum::http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap_or_default();
+        let r = app.clone().oneshot(get("/boom")).await.unwrap_or_else(|e| match e {});
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap_or_default();
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["code"], "internal");
+        assert!(v["message"].as_str().unwrap_or_default().contains("error id"));
+        let r = app.oneshot(get("/ok")).await.unwrap_or_else(|e| match e {});
+        assert_eq!(r.status(), StatusCode::OK);
     }
 }

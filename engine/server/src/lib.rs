@@ -44,6 +44,7 @@ pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
         .fallback(routes::not_found)
         .with_state(AppState { runtime, auth: config })
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
 }
 
 /// Every documented route, with the OpenAPI document they make: the router

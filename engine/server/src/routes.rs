@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(quarantine, clear_quarantine))
         .routes(routes!(bundle))
         .routes(routes!(bundle_versions))
         .routes(routes!(bundle_diff))
@@ -45,9 +46,31 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see docs/api.md")
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "health", summary = "Liveness", responses((status = 200, description = "Liveness", body = Object)), security(()))]
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "health", summary = "Health of the server and its parts",
+    description = "`{status, components: {writer, timers, watcher, outbox}}`; each component `ok`, `degraded` (with `detail`) or `off`. 503 with the same body when one is degraded.",
+    responses((status = 200, description = "all parts work", body = Object), (status = 503, description = "a part is degraded", body = Object)), security(()))]
+async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let report = s.runtime.health();
+    let status = if report.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!(report)))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/quarantine", tag = "admin", summary = "Timers taken out of the queue because they could not act (admin)",
+    responses((status = 200, description = "`{items: [{timer, reason, at}]}`", body = Object), (status = "4XX", description = "an error", body = crate::error::ErrorBody)))]
+async fn quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "read the quarantine")?;
+    let store = s.runtime.store().clone();
+    let items = tokio::task::spawn_blocking(move || store.quarantined()).await.map_err(ApiError::internal)??;
+    Ok(Json(json!({"items": items})))
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/quarantine", tag = "admin", summary = "Forget the quarantined timers once seen (admin)",
+    responses((status = 200, description = "`{cleared: true}`", body = Object), (status = "4XX", description = "an error", body = crate::error::ErrorBody)))]
+async fn clear_quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "clear the quarantine")?;
+    let store = s.runtime.store().clone();
+    tokio::task::spawn_blocking(move || store.submit(flowform_store::Job::ClearQuarantine)).await.map_err(ApiError::internal)??;
+    Ok(Json(json!({"cleared": true})))
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", summary = "The signed-in user", responses((status = 200, description = "The signed-in user", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]

@@ -91,6 +91,14 @@ pub struct CommandWrite {
     pub outbox: Vec<OutboxItem>,
 }
 
+/// A timer taken out of the queue because it could not act.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub timer: TimerSpec,
+    pub reason: String,
+    pub at: String,
+}
+
 /// A message in a user's in-app inbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InboxItem {
@@ -191,6 +199,12 @@ pub enum Job {
     SetCurrentBundle(String),
     /// Drops a timer that no longer applies (the instance left the state).
     DropTimer(TimerSpec),
+    /// Takes a timer that cannot act out of the queue, keeping it with the
+    /// reason for admins (`GET /api/v1/admin/quarantine`), so it never blocks
+    /// the others.
+    QuarantineTimer(Quarantined),
+    /// Forgets the quarantined timers admins have seen.
+    ClearQuarantine,
     /// Sets a small named value (e.g. the last period a schedule ran for).
     /// Notifications not caused by a command (e.g. low stock), written together
     /// with the marker of what has been notified.
@@ -394,6 +408,10 @@ pub trait Store: Send + Sync + 'static {
         done(self.submit(job));
     }
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()>;
+    /// Whether writes can be applied (a store with a writer thread: it runs).
+    fn healthy(&self) -> bool {
+        true
+    }
 
     /// Adds or replaces a user account (no audit entry: tools and tests).
     fn put_user(&self, user: &UserAccount) -> Result<()> {
@@ -499,6 +517,10 @@ pub trait Store: Send + Sync + 'static {
     fn outbox(&self) -> Result<Vec<OutboxItem>> {
         read_with(self, logic::outbox)
     }
+    /// Timers taken out of the queue, oldest first.
+    fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        read_with(self, |r| collect_quarantine(r))
+    }
     fn meta(&self, key: &str) -> Result<Option<String>> {
         read_with(self, |r| Ok(r.get(tables::Table::Meta, &format!("user{}{key}", tables::SEP))?.map(|v| String::from_utf8_lossy(&v).to_string())))
     }
@@ -514,6 +536,16 @@ fn read_with<S: Store + ?Sized, T>(store: &S, f: impl FnOnce(&dyn Read) -> Resul
         Ok(())
     })?;
     out.ok_or_else(|| StoreError::Backend("read did not run".into()))
+}
+
+fn collect_quarantine(r: &dyn Read) -> Result<Vec<Quarantined>> {
+    let (lo, hi) = tables::prefix_range("quarantine");
+    let mut out = Vec::new();
+    r.range(tables::Table::Meta, std::ops::Bound::Included(&lo), std::ops::Bound::Excluded(&hi), false, &mut |_, v| {
+        out.push(from_bytes("quarantined timer", v)?);
+        Ok(true)
+    })?;
+    Ok(out)
 }
 
 fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -933,6 +933,17 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             drop_timer(w, t)?;
             Ok(CommitOutcome::Committed)
         }
+        Job::QuarantineTimer(q) => {
+            drop_timer(w, &q.timer)?;
+            w.put(Table::Meta, &key(&["quarantine", &q.at, &q.timer.instance_id, &q.timer.timer]), &to_bytes(q)?)?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::ClearQuarantine => {
+            for k in keys_with_prefix(w, Table::Meta, "quarantine")? {
+                w.delete(Table::Meta, &k)?;
+            }
+            Ok(CommitOutcome::Committed)
+        }
         Job::MarkRead { user, seq } => {
             let k = key(&[user, &num(*seq)]);
             let Some(mut item) = get::<InboxItem>(w, Table::Inbox, &k, "inbox item")? else { return Ok(CommitOutcome::Missing) };

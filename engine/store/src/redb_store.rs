@@ -223,6 +223,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl Store for RedbStore {
+    fn healthy(&self) -> bool {
+        self.thread.lock().is_ok_and(|t| t.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
     fn submit(&self, job: Job) -> Result<CommitOutcome> {
         let (reply, answer) = std::sync::mpsc::channel();
         self.submit_then(

@@ -397,7 +397,16 @@ fn a_failing_job_fails_alone_and_the_writer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = RedbStore::open(dir.path()).unwrap();
-        let item = InboxItem { seq: 0, user: "li".into(), template: "t".into(), title: "t".into(), body: "b".into(), instance_id: None, at: "2026-01-01T00:00:00Z".into(), read: false };
+        let item = InboxItem {
+            seq: 0,
+            user: "li".into(),
+            template: "t".into(),
+            title: "t".into(),
+            body: "b".into(),
+            instance_id: None,
+            at: "2026-01-01T00:00:00Z".into(),
+            read: false,
+        };
         store.submit(Job::Notify { inbox: vec![item], outbox: vec![], meta: ("k".into(), "v".into()) }).unwrap();
     }
     {

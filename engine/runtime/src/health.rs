@@ -1,0 +1,108 @@
+//! How the parts that run on their own are doing: the store's writer, the
+//! tick loop (timers, schedules, outbox), the file watcher. `/healthz`
+//! answers from here, so a load balancer or an admin sees a stopped part
+//! instead of a server that only looks alive.
+
+use crate::Runtime;
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A tick loop that has not finished a round for this long is stalled.
+const TICK_STALLED_SECS: i64 = 60;
+
+#[derive(Default)]
+pub struct Health {
+    ticking: AtomicBool,
+    last_tick: Mutex<Option<jiff::Timestamp>>,
+    last_tick_error: Mutex<Option<String>>,
+    watcher: Mutex<Option<bool>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    /// `ok`, `degraded` or `off` (not running in this process).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthReport {
+    /// `ok`, or `degraded` when a component is.
+    pub status: &'static str,
+    pub components: std::collections::BTreeMap<&'static str, Component>,
+}
+
+impl HealthReport {
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+fn ok() -> Component {
+    Component { status: "ok", detail: None }
+}
+
+impl Runtime {
+    /// The tick loop finished a round (with the first error of the round, if any).
+    pub fn tick_done(&self, error: Option<String>) {
+        self.health.ticking.store(true, Ordering::Relaxed);
+        if let Ok(mut t) = self.health.last_tick.lock() {
+            *t = Some(self.clock.now());
+        }
+        if let Ok(mut e) = self.health.last_tick_error.lock() {
+            *e = error;
+        }
+    }
+
+    /// Whether a file watcher serves reloads (`false`: it failed; never set: off).
+    pub fn set_watcher(&self, running: bool) {
+        if let Ok(mut w) = self.health.watcher.lock() {
+            *w = Some(running);
+        }
+    }
+
+    pub fn health(&self) -> HealthReport {
+        let mut components = std::collections::BTreeMap::new();
+        components.insert(
+            "writer",
+            if self.store.healthy() { ok() } else { Component { status: "degraded", detail: Some("the store's writer has stopped; writes fail".into()) } },
+        );
+        let timers = if !self.health.ticking.load(Ordering::Relaxed) {
+            Component { status: "off", detail: None }
+        } else {
+            let last = self.health.last_tick.lock().ok().and_then(|t| *t);
+            let stalled = last.is_none_or(|t| self.clock.now().duration_since(t).as_secs() > TICK_STALLED_SECS);
+            let quarantined = self.store.quarantined().unwrap_or_default();
+            let error = self.health.last_tick_error.lock().ok().and_then(|e| e.clone());
+            if stalled {
+                Component { status: "degraded", detail: Some(format!("no timer round finished for over {TICK_STALLED_SECS} s")) }
+            } else if !quarantined.is_empty() {
+                let names: Vec<String> = quarantined.iter().take(5).map(|q| format!("{} {} ({})", q.timer.instance_id, q.timer.timer, q.reason)).collect();
+                Component { status: "degraded", detail: Some(format!("{} timer(s) quarantined: {}", quarantined.len(), names.join("; "))) }
+            } else if let Some(e) = error {
+                Component { status: "degraded", detail: Some(e) }
+            } else {
+                ok()
+            }
+        };
+        components.insert("timers", timers);
+        components.insert(
+            "watcher",
+            match self.health.watcher.lock().ok().and_then(|w| *w) {
+                None => Component { status: "off", detail: None },
+                Some(true) => ok(),
+                Some(false) => Component { status: "degraded", detail: Some("the file watcher stopped; reload with POST /api/v1/admin/reload".into()) },
+            },
+        );
+        let outbox = match self.health.last_tick_error.lock().ok().and_then(|e| e.clone()) {
+            Some(e) if e.starts_with("outbox") => Component { status: "degraded", detail: Some(e) },
+            _ if self.health.ticking.load(Ordering::Relaxed) => ok(),
+            _ => Component { status: "off", detail: None },
+        };
+        components.insert("outbox", outbox);
+        let status = if components.values().any(|c| c.status == "degraded") { "degraded" } else { "ok" };
+        HealthReport { status, components }
+    }
+}
