@@ -480,3 +480,56 @@ async fn xlsx_export_keeps_text_fields_as_written() {
         }
     }
 }
+
+// ---- found in review ----
+
+/// An asset's history lists the events of the orders that refer to it — only
+/// those the caller may read (it listed every order, with its input, to anyone).
+#[tokio::test]
+async fn a_record_history_shows_only_the_instances_the_caller_may_read() {
+    let mut app = TestApp::hospital();
+    let chen = app.start_instance("repair", "nurse_chen", repair()).await.expect(201);
+    let chen_id = chen["id"].as_str().unwrap().to_string();
+    let mine = app.start_instance("repair", "nurse_li", repair()).await.expect(201);
+    let mine_id = mine["id"].as_str().unwrap().to_string();
+    let history = app.get("/api/v1/records/asset/EQ-000101/history", "nurse_li").await.expect(200);
+    let instances: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["instance_id"].as_str()).collect();
+    assert!(instances.contains(&mine_id.as_str()) && !instances.contains(&chen_id.as_str()), "{instances:?}");
+    let all = app.get("/api/v1/records/asset/EQ-000101/history", "manager_zheng").await.expect(200);
+    assert!(all.as_array().unwrap().iter().any(|e| e["instance_id"] == chen_id.as_str()));
+}
+
+/// Parallel guesses are counted before the password is checked: no more than
+/// the allowed failures get through, however many arrive at once; and a
+/// huge user name is logged cut to 64 characters.
+#[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_throttle() {
+    let mut app = TestApp::hospital();
+    let handles: Vec<_> = (0..12)
+        .map(|_| {
+            let runtime = app.runtime.clone();
+            std::thread::spawn(move || runtime.login("nurse_li", "wrong-password", Some("10.0.0.9")))
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let checked = results.iter().filter(|r| matches!(r, Err(flowform_runtime::accounts::AccountError::BadCredentials))).count();
+    let throttled = results.iter().filter(|r| matches!(r, Err(flowform_runtime::accounts::AccountError::Throttled { .. }))).count();
+    assert_eq!((checked, throttled), (5, 7));
+    let long = "x".repeat(100_000);
+    assert!(app.runtime.login(&long, "whatever-password", Some("10.0.0.10")).is_err());
+    let audit = app.get("/api/v1/admin/audit?kind=login_failed", "admin").await.expect(200);
+    assert!(audit["items"].as_array().unwrap().iter().all(|e| e["actor"].as_str().unwrap().chars().count() <= 64));
+    let throttled_entries = audit["items"].as_array().unwrap().iter().filter(|e| e["detail"] == "throttled").count();
+    assert_eq!(throttled_entries, 1, "a throttled name is logged once per window, not per attempt");
+}
+
+/// A new password ends the user's sessions and revokes their API tokens.
+#[tokio::test]
+async fn a_new_password_revokes_the_old_ways_in() {
+    let mut app = TestApp::hospital();
+    let token = app.post("/api/v1/tokens", "nurse_li", json!({"name": "old phone"})).await.expect(201);
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    app.request(Method::GET, "/api/v1/me", None, None, &[("authorization", &bearer)]).await.expect(200);
+    app.post("/api/v1/admin/users/nurse_li/password", "admin", json!({"password": "a-brand-new-one"})).await.expect(200);
+    app.request(Method::GET, "/api/v1/me", None, None, &[("authorization", &bearer)]).await.expect(401);
+}

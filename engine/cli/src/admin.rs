@@ -73,14 +73,15 @@ fn offline(dir: &Path, data: &Path) -> Result<Runtime> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot open the store in {}", data.display())),
     };
-    let bundle = match load_bundle(dir) {
-        Ok(b) => b,
-        Err(_) => {
-            // The roles and teams to check against: the version the store serves.
-            let version = store.current_bundle()?.ok_or_else(|| anyhow!("cannot load the definitions in {} (run `flowform check`)", dir.display()))?;
+    // The roles and teams to check against: the version the store serves
+    // (so a command run from a checkout with edited files changes nothing
+    // else); the directory's only for a store that never served any.
+    let bundle = match store.current_bundle()? {
+        Some(version) => {
             let sources = store.bundle(&version)?.ok_or_else(|| anyhow!("the stored bundle {version} is missing"))?;
             flowform_core::compile(sources).map_err(|d| anyhow!("the stored bundle {version} does not compile ({} problems)", d.len()))?
         }
+        None => load_bundle(dir).map_err(|e| anyhow!("cannot load the definitions in {} ({e}); run `flowform check`", dir.display()))?,
     };
     let store: Arc<dyn Store> = Arc::new(store);
     Ok(Runtime::new(bundle, store, Arc::new(SystemClock))?)

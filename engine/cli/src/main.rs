@@ -711,7 +711,14 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         tracing::info!(%local, bundle = %version, "listening");
         reload_on_sighup(runtime.clone());
         fire_timers(runtime.clone());
-        let config = flowform_server::auth::AuthConfig { behind_proxy: behind_proxy() };
+        let trusted_proxies = std::env::var("FLOWFORM_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().with_context(|| format!("FLOWFORM_TRUSTED_PROXIES: `{s}` is not an IP address")))
+            .collect::<Result<Vec<std::net::IpAddr>>>()?;
+        let config = flowform_server::auth::AuthConfig { behind_proxy: behind_proxy(), trusted_proxies };
         let app = flowform_server::app_with(runtime, config);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let admin_app = app.clone();

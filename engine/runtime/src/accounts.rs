@@ -188,9 +188,27 @@ struct Memory {
 #[derive(Default)]
 pub struct Accounts {
     memory: RwLock<Memory>,
-    /// Failed sign-ins per `user:NAME` and `addr:ADDRESS`: (count, window start).
-    failures: Mutex<HashMap<String, (u32, Timestamp)>>,
+    /// Sign-in attempts per `user:NAME` and `addr:ADDRESS` in the current window.
+    failures: Mutex<HashMap<String, Attempts>>,
+    /// Held from reading an account to applying the change to memory, so
+    /// that concurrent changes (a disable and a rename, a sign-in and a
+    /// password reset) apply in one order to the store and to memory.
+    changes: Mutex<()>,
+    /// Argon2 verifications running now (each takes 19 MiB and ~50 ms):
+    /// bounded so a flood of sign-ins cannot exhaust memory.
+    hashing: (Mutex<usize>, std::sync::Condvar),
 }
+
+#[derive(Clone, Copy)]
+struct Attempts {
+    count: u32,
+    since: Timestamp,
+    /// Whether the refusals of this window were written to the audit log.
+    audited: bool,
+}
+
+/// Argon2 verifications at once.
+const HASHING_PERMITS: usize = 2;
 
 fn parse_time(s: &str) -> Option<Timestamp> {
     s.parse().ok()
@@ -269,15 +287,28 @@ impl Runtime {
         for t in self.store.tokens()? {
             m.tokens.insert(t.hash.clone(), t);
         }
+        let mut expired = Vec::new();
         for s in self.store.sessions()? {
             let created = parse_time(&s.created_at).unwrap_or(now);
             let seen = parse_time(&s.seen_at).unwrap_or(created);
+            if now.duration_since(seen) > SESSION_IDLE || now.duration_since(created) > SESSION_ABSOLUTE {
+                expired.push(AuthOp::DeleteSession(s.hash));
+                continue;
+            }
             m.sessions.insert(s.hash.clone(), LiveSession { record: s, created, seen, written: seen });
         }
         if let Ok(mut memory) = self.accounts.memory.write() {
             *memory = m;
         }
+        // Sessions that ended while the server was down are forgotten at start.
+        if !expired.is_empty() {
+            self.store.submit(Job::Auth { ops: expired, audit: Vec::new() })?;
+        }
         Ok(())
+    }
+
+    fn lock_changes(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        self.accounts.changes.lock().map_err(|_| StoreError::Backend("accounts poisoned".into()))
     }
 
     fn write_accounts(&self, ops: Vec<AuthOp>, audit: Vec<AuditEntry>) -> Result<(), StoreError> {
@@ -301,6 +332,7 @@ impl Runtime {
                     m.sessions.remove(&h);
                 }
                 AuthOp::DeleteSessionsOf(user) => m.sessions.retain(|_, s| s.record.user != user),
+                AuthOp::TouchSession { .. } => {}
             }
         }
         Ok(())
@@ -373,34 +405,75 @@ impl Runtime {
             SessionView { actor: actor_of(account), csrf, language: account.language.clone() }
         };
         if let Some(record) = write_seen {
-            self.store.submit_then(Job::Auth { ops: vec![AuthOp::PutSession(record)], audit: Vec::new() }, Box::new(|_| {}));
+            // Only touches a session the store still has: a sign-out committed
+            // meanwhile is never undone.
+            let op = AuthOp::TouchSession { hash: record.hash, seen_at: record.seen_at };
+            self.store.submit_then(Job::Auth { ops: vec![op], audit: Vec::new() }, Box::new(|_| {}));
         }
         Some(view)
     }
 
-    fn throttled(&self, keys: &[String], now: Timestamp) -> Option<i64> {
-        let failures = self.accounts.failures.lock().ok()?;
-        keys.iter()
-            .filter_map(|k| failures.get(k))
-            .filter(|(count, since)| *count >= THROTTLE_FAILURES && now.duration_since(*since) < THROTTLE_WINDOW)
-            .map(|(_, since)| (THROTTLE_WINDOW - now.duration_since(*since)).as_secs().div_euclid(60) + 1)
-            .max()
-    }
-
-    fn note_failure(&self, keys: &[String], now: Timestamp) {
-        if let Ok(mut failures) = self.accounts.failures.lock() {
-            // Forget old windows so the map cannot grow without bound.
-            if failures.len() > 10_000 {
-                failures.retain(|_, (_, since)| now.duration_since(*since) < THROTTLE_WINDOW);
-            }
-            for k in keys {
-                let e = failures.entry(k.clone()).or_insert((0, now));
-                if now.duration_since(e.1) >= THROTTLE_WINDOW {
-                    *e = (0, now);
-                }
-                e.0 += 1;
+    /// Counts an attempt against every key before the password is checked
+    /// (so parallel guesses cannot all pass a check made before any failed),
+    /// or refuses it when a key has used up its window: `Err((minutes left,
+    /// whether to audit this refusal))`.
+    fn reserve_attempt(&self, keys: &[String], now: Timestamp) -> Result<(), (i64, bool)> {
+        let Ok(mut failures) = self.accounts.failures.lock() else { return Err((1, false)) };
+        if failures.len() > 10_000 {
+            failures.retain(|_, a| now.duration_since(a.since) < THROTTLE_WINDOW);
+        }
+        for k in keys {
+            if let Some(a) = failures.get_mut(k)
+                && a.count >= THROTTLE_FAILURES
+                && now.duration_since(a.since) < THROTTLE_WINDOW
+            {
+                let minutes = (THROTTLE_WINDOW - now.duration_since(a.since)).as_secs().div_euclid(60) + 1;
+                let audit = !a.audited;
+                a.audited = true;
+                return Err((minutes, audit));
             }
         }
+        for k in keys {
+            let a = failures.entry(k.clone()).or_insert(Attempts { count: 0, since: now, audited: false });
+            if now.duration_since(a.since) >= THROTTLE_WINDOW {
+                *a = Attempts { count: 0, since: now, audited: false };
+            }
+            a.count += 1;
+        }
+        Ok(())
+    }
+
+    /// A successful sign-in gives its attempt back (and clears the user's count).
+    fn release_attempt(&self, keys: &[String]) {
+        if let Ok(mut failures) = self.accounts.failures.lock() {
+            for (i, k) in keys.iter().enumerate() {
+                if i == 0 {
+                    failures.remove(k);
+                } else if let Some(a) = failures.get_mut(k) {
+                    a.count = a.count.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Runs an Argon2 verification when a permit is free.
+    fn with_hashing_permit<T>(&self, f: impl FnOnce() -> T) -> T {
+        let (lock, freed) = &self.accounts.hashing;
+        if let Ok(mut busy) = lock.lock() {
+            while *busy >= HASHING_PERMITS {
+                busy = match freed.wait(busy) {
+                    Ok(b) => b,
+                    Err(p) => p.into_inner(),
+                };
+            }
+            *busy += 1;
+        }
+        let out = f();
+        if let Ok(mut busy) = lock.lock() {
+            *busy = busy.saturating_sub(1);
+        }
+        freed.notify_one();
+        out
     }
 
     /// Checks a user name and password (blocking: Argon2 takes tens of
@@ -410,32 +483,31 @@ impl Runtime {
     pub fn login(&self, username: &str, password: &str, address: Option<&str>) -> Result<NewSession, AccountError> {
         let now = self.clock.now();
         let username = username.trim();
-        let mut keys = vec![format!("user:{}", username.to_lowercase())];
+        // What is logged of the name: a user id is at most 64 characters.
+        let shown: String = username.chars().take(64).collect();
+        let mut keys = vec![format!("user:{}", shown.to_lowercase())];
         if let Some(a) = address {
             keys.push(format!("addr:{a}"));
         }
-        if let Some(minutes) = self.throttled(&keys, now) {
-            self.audit_event("login_failed", username, username, address, "throttled");
+        if let Err((minutes, audit)) = self.reserve_attempt(&keys, now) {
+            if audit {
+                self.audit_event("login_failed", &shown, &shown, address, "throttled");
+            }
             return Err(AccountError::Throttled { minutes });
         }
-        let account = self.accounts.memory.read().ok().and_then(|m| m.users.get(username).cloned());
-        let ok = password.len() <= MAX_PASSWORD_BYTES && verify_password(account.as_ref().and_then(|u| u.password_hash.as_deref()), password);
+        let account = if valid_user_id(username) { self.accounts.memory.read().ok().and_then(|m| m.users.get(username).cloned()) } else { None };
+        let verified_hash = account.as_ref().and_then(|u| u.password_hash.clone());
+        let ok = password.len() <= MAX_PASSWORD_BYTES && self.with_hashing_permit(|| verify_password(verified_hash.as_deref(), password));
+        let fail = |why: &str| {
+            self.audit_event("login_failed", &shown, &shown, address, why);
+            Err(AccountError::BadCredentials)
+        };
         let account = match account {
             Some(a) if ok && !a.disabled => a,
-            other => {
-                self.note_failure(&keys, now);
-                let why = match other {
-                    None => "unknown user",
-                    Some(a) if a.disabled => "disabled user",
-                    Some(_) => "wrong password",
-                };
-                self.audit_event("login_failed", username, username, address, why);
-                return Err(AccountError::BadCredentials);
-            }
+            None => return fail("unknown user"),
+            Some(a) if a.disabled => return fail("disabled user"),
+            Some(_) => return fail("wrong password"),
         };
-        if let Ok(mut failures) = self.accounts.failures.lock() {
-            failures.remove(&keys[0]);
-        }
         // A new random id at every sign-in: a session id known before it is worthless after.
         let cookie = random_hex(32);
         let csrf = random_hex(32);
@@ -448,13 +520,24 @@ impl Runtime {
             csrf: csrf.clone(),
             address: address.map(str::to_string),
         };
-        let audit = self.entry("login", &account.id, &account.id, address, "");
-        self.write_accounts(vec![AuthOp::PutSession(record)], vec![audit])?;
+        {
+            // The account may have changed while the password was checked
+            // (disabled, a new password): the session is written only if not.
+            let _changes = self.accounts.changes.lock().map_err(|_| StoreError::Backend("accounts poisoned".into()))?;
+            let current = self.user_account(&account.id);
+            if current.as_ref().is_none_or(|u| u.disabled || u.password_hash != verified_hash) {
+                return fail("changed during sign-in");
+            }
+            let audit = self.entry("login", &account.id, &account.id, address, "");
+            self.write_accounts(vec![AuthOp::PutSession(record)], vec![audit])?;
+        }
+        self.release_attempt(&keys);
         Ok(NewSession { cookie, csrf, user: account.id })
     }
 
     /// Ends one session (sign out).
     pub fn logout(&self, cookie: &str, address: Option<&str>) -> Result<(), AccountError> {
+        let _changes = self.lock_changes()?;
         let hash = crate::tokens::hash(cookie);
         let user = self.accounts.memory.read().ok().and_then(|m| m.sessions.get(&hash).map(|s| s.record.user.clone()));
         let audit = user.iter().map(|u| self.entry("logout", u, u, address, "")).collect();
@@ -464,6 +547,7 @@ impl Runtime {
 
     /// Ends every session of `user` ("sign out everywhere").
     pub fn end_sessions(&self, user: &str, by: &str, address: Option<&str>) -> Result<(), AccountError> {
+        let _changes = self.lock_changes()?;
         let audit = self.entry("sessions_ended", by, user, address, "");
         self.write_accounts(vec![AuthOp::DeleteSessionsOf(user.to_string())], vec![audit])?;
         Ok(())
@@ -518,6 +602,7 @@ impl Runtime {
 
     /// Creates a user (blocking when a password is given: it is hashed).
     pub fn create_user(&self, new: NewUser, by: &str) -> Result<UserView, AccountError> {
+        let _changes = self.lock_changes()?;
         if !valid_user_id(&new.id) {
             return Err(AccountError::Invalid(format!("`{}` cannot be a user id: use 1 to 64 letters, digits, `_`, `-`, `.` or `@`", new.id)));
         }
@@ -548,6 +633,7 @@ impl Runtime {
 
     /// Changes a user; disabling one also ends their sessions.
     pub fn update_user(&self, id: &str, change: UserChange, by: &str) -> Result<UserView, AccountError> {
+        let _changes = self.lock_changes()?;
         let mut user = self.user_account(id).ok_or_else(|| AccountError::NoUser(id.to_string()))?;
         let roles = change.roles.clone().unwrap_or_else(|| user.roles.clone());
         let teams = change.teams.clone().unwrap_or_else(|| user.teams.clone());
@@ -596,16 +682,28 @@ impl Runtime {
 
     /// Sets a user's password (blocking: it is hashed) and ends their other sessions.
     pub fn set_password(&self, id: &str, password: &str, by: &str) -> Result<(), AccountError> {
+        let _changes = self.lock_changes()?;
         let mut user = self.user_account(id).ok_or_else(|| AccountError::NoUser(id.to_string()))?;
         user.password_hash = Some(hash_password(password)?);
         user.updated_at = self.now();
-        let audit = self.entry("password_changed", by, id, None, "");
-        self.write_accounts(vec![AuthOp::PutUser(user), AuthOp::DeleteSessionsOf(id.to_string())], vec![audit])?;
+        // A new password ends every way in that the old one could have made:
+        // the user's sessions and API tokens.
+        let now = format!("{:.3}", self.clock.now());
+        let mut ops = vec![AuthOp::PutUser(user), AuthOp::DeleteSessionsOf(id.to_string())];
+        let tokens: Vec<TokenRecord> =
+            self.accounts.memory.read().map(|m| m.tokens.values().filter(|t| t.user == id && t.revoked_at.is_none()).cloned().collect()).unwrap_or_default();
+        for mut t in tokens {
+            t.revoked_at = Some(now.clone());
+            ops.push(AuthOp::PutToken(t));
+        }
+        let audit = self.entry("password_changed", by, id, None, "sessions ended, tokens revoked");
+        self.write_accounts(ops, vec![audit])?;
         Ok(())
     }
 
     /// A new API token for `user`, valid `days` days (default 90).
     pub fn create_token(&self, user: &str, name: &str, days: Option<i64>, by: &str) -> Result<NewToken, AccountError> {
+        let _changes = self.lock_changes()?;
         let account = self.user_account(user).ok_or_else(|| AccountError::NoUser(user.to_string()))?;
         if account.disabled {
             return Err(AccountError::Invalid(format!("user `{user}` is disabled")));
@@ -650,6 +748,7 @@ impl Runtime {
 
     /// Revokes a token by its id. `owner`: only that user's tokens (not an admin).
     pub fn revoke_token(&self, id: &str, owner: Option<&str>, by: &str) -> Result<TokenView, AccountError> {
+        let _changes = self.lock_changes()?;
         let found = self.accounts.memory.read().ok().and_then(|m| m.tokens.values().find(|t| t.id == id).cloned());
         let mut token = found.filter(|t| owner.is_none_or(|o| t.user == o)).ok_or_else(|| AccountError::NoToken(id.to_string()))?;
         let now = self.clock.now();
@@ -665,6 +764,7 @@ impl Runtime {
     /// accounts moved into the main store). Old tokens get the default
     /// lifetime from now; users without a password keep signing in with tokens.
     pub fn import_legacy_accounts(&self, legacy: &flowform_store::LegacyAuth) -> Result<usize, AccountError> {
+        let _changes = self.lock_changes()?;
         let now = self.clock.now();
         let at = format!("{now:.3}");
         let expires = now.checked_add(SignedDuration::from_hours(TOKEN_DEFAULT_DAYS * 24)).map_err(|e| AccountError::Invalid(e.to_string()))?;
@@ -705,6 +805,7 @@ impl Runtime {
 
     /// Adds a user as it is (demo data, imports), with an audit entry.
     pub fn import_user(&self, user: UserAccount) -> Result<(), StoreError> {
+        let _changes = self.lock_changes()?;
         let audit = self.entry("user_created", "import", &user.id, None, format!("roles {}", user.roles.join(",")));
         self.write_accounts(vec![AuthOp::PutUser(user)], vec![audit])
     }

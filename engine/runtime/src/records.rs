@@ -441,7 +441,9 @@ impl Runtime {
     }
 
     /// The record's own events and the events of every instance that referred to it, by time.
-    pub fn record_history(&self, type_name: &str, id: &str) -> Result<Vec<Value>, CommandError> {
+    /// A record's own events and the events of the instances that refer to
+    /// it — only those instances `actor` may read.
+    pub fn record_history(&self, type_name: &str, id: &str, actor: &Actor) -> Result<Vec<Value>, CommandError> {
         self.record(type_name, id)?;
         let mut out: Vec<Value> = Vec::new();
         for e in self.store.record_history(type_name, id)? {
@@ -452,6 +454,7 @@ impl Runtime {
         for source in self.store.referrers(type_name, id)? {
             if let Some(instance_id) = source.strip_prefix("instance:")
                 && let Some(instance) = self.store.instance(instance_id)?
+                && self.may_read(&instance, actor)
             {
                 for e in self.store.history(instance_id)? {
                     let mut v = json!(e);

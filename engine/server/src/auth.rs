@@ -37,8 +37,10 @@ pub struct LocalAdmin;
 #[derive(Clone, Debug, Default)]
 pub struct AuthConfig {
     /// Behind a reverse proxy that terminates TLS: cookies are `Secure`, and
-    /// the client address is the last `X-Forwarded-For` entry.
+    /// the client address is the last `X-Forwarded-For` entry (from the proxy only).
     pub behind_proxy: bool,
+    /// The proxies' addresses (`FLOWFORM_TRUSTED_PROXIES`); empty: loopback.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// The authenticated user.
@@ -69,16 +71,37 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v.trim())
 }
 
-/// The client's address: the connection's, or behind a declared proxy the
-/// address the proxy saw.
+/// The client's address: the connection's; behind a declared proxy, and only
+/// for a connection from that proxy (loopback, or `trusted_proxies`), the
+/// address the proxy appended last to `X-Forwarded-For`. An IPv6 client
+/// counts as its /64 (one host can use a whole /64).
 pub(crate) fn client_address(parts: &Parts, config: &AuthConfig) -> Option<String> {
-    if config.behind_proxy
-        && let Some(forwarded) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
-        && let Some(last) = forwarded.split(',').map(str::trim).rfind(|s| !s.is_empty())
-    {
-        return Some(last.to_string());
-    }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let from_proxy = peer.is_some_and(|p| if config.trusted_proxies.is_empty() { p.is_loopback() } else { config.trusted_proxies.contains(&p) });
+    let forwarded = if config.behind_proxy && from_proxy {
+        parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
+            .next_back()
+    } else {
+        None
+    };
+    forwarded.or(peer).map(|ip| match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        other => other.to_string(),
+    })
+}
+
+/// Compares secrets without stopping at the first difference.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether the request's `Origin`, when present, is this server.
@@ -116,7 +139,7 @@ impl FromRequestParts<AppState> for Authenticated {
             let session = state.runtime.session(cookie).ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))?;
             if !is_safe(&parts.method) {
                 let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-                if !same_origin(&parts.headers) || sent != Some(session.csrf.as_str()) {
+                if !same_origin(&parts.headers) || !sent.is_some_and(|t| same_secret(t, &session.csrf)) {
                     state.runtime.audit_denied(&session.actor, &format!("{} {} without a valid CSRF token", parts.method, parts.uri.path()));
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
@@ -245,19 +268,20 @@ async fn create_token(State(s): State<AppState>, Auth(actor): Auth, ApiJson(body
     if user != actor.id {
         require_admin(&s, &actor, "create a token for another user")?;
     }
-    let token = s.runtime.create_token(&user, body.name.as_deref().unwrap_or(""), body.expires_in_days, &actor.id)?;
+    let token = blocking(&s, move |r| r.create_token(&user, body.name.as_deref().unwrap_or(""), body.expires_in_days, &actor.id)).await?;
     Ok((StatusCode::CREATED, Json(json!(token))))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", summary = "Revoke a token", params(("id" = String, Path, description = "token id (tok_…)")), responses((status = 200, description = "Revoke a token", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn revoke_token(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let owner = if actor.has_role("admin") { None } else { Some(actor.id.as_str()) };
-    Ok(Json(json!(s.runtime.revoke_token(&id, owner, &actor.id)?)))
+    let owner = owner.map(str::to_string);
+    Ok(Json(json!(blocking(&s, move |r| r.revoke_token(&id, owner.as_deref(), &actor.id)).await?)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/me/sessions", tag = "accounts", summary = "Sign out everywhere", responses((status = 200, description = "Sign out everywhere", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn end_my_sessions(State(s): State<AppState>, Auth(actor): Auth, ClientAddress(address): ClientAddress) -> Result<Json<Value>, ApiError> {
-    s.runtime.end_sessions(&actor.id, &actor.id, address.as_deref())?;
+    blocking(&s, move |r| r.end_sessions(&actor.id, &actor.id, address.as_deref())).await?;
     Ok(Json(json!({"ended": true})))
 }
 
@@ -324,7 +348,7 @@ async fn end_user_sessions(
     if s.runtime.user_account(&id).is_none() {
         return Err(ApiError::not_found(format!("no user `{id}`")));
     }
-    s.runtime.end_sessions(&id, &actor.id, address.as_deref())?;
+    blocking(&s, move |r| r.end_sessions(&id, &actor.id, address.as_deref())).await?;
     Ok(Json(json!({"ended": true})))
 }
 
@@ -513,7 +537,7 @@ async fn login(State(s): State<AppState>, ClientAddress(address): ClientAddress,
     let t = texts(&s, &headers);
     let form = form.0;
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
-    if !same_origin(&headers) || form.csrf.is_empty() || expected != Some(form.csrf.as_str()) {
+    if !same_origin(&headers) || form.csrf.is_empty() || !expected.is_some_and(|e| same_secret(e, &form.csrf)) {
         return login_form(&s, t, Some(t.expired), &form.username, StatusCode::FORBIDDEN);
     }
     let runtime = s.runtime.clone();
@@ -550,16 +574,14 @@ struct LogoutForm {
 async fn logout(State(s): State<AppState>, ClientAddress(address): ClientAddress, headers: HeaderMap, form: axum::Form<LogoutForm>) -> Response {
     let Some(cookie_value) = cookie(&headers, SESSION_COOKIE) else { return Redirect::to("/login").into_response() };
     let Some(session) = s.runtime.session(cookie_value) else { return Redirect::to("/login").into_response() };
-    if !same_origin(&headers) || form.csrf != session.csrf {
+    if !same_origin(&headers) || !same_secret(&form.csrf, &session.csrf) {
         return ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "this form needs the page's CSRF token").into_response();
     }
-    let result = if form.scope == "everywhere" {
-        s.runtime.end_sessions(&session.actor.id, &session.actor.id, address.as_deref())
-    } else {
-        s.runtime.logout(cookie_value, address.as_deref())
-    };
+    let (everywhere, cookie_value, who) = (form.scope == "everywhere", cookie_value.to_string(), session.actor.id.clone());
+    let result =
+        blocking(&s, move |r| if everywhere { r.end_sessions(&who, &who, address.as_deref()) } else { r.logout(&cookie_value, address.as_deref()) }).await;
     if let Err(e) = result {
-        return ApiError::from(e).into_response();
+        return e.into_response();
     }
     let mut response = Redirect::to("/login").into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")) {
@@ -621,6 +643,33 @@ mod tests {
         assert!(same_origin(&h));
         h.insert(ORIGIN, "http://evil.example".parse().unwrap());
         assert!(!same_origin(&h));
+    }
+
+    fn parts(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut req = axum::http::Request::builder().uri("/");
+        for f in forwarded {
+            req = req.header("x-forwarded-for", *f);
+        }
+        let (mut parts, _) = req.body(()).unwrap_or_default().into_parts();
+        parts.extensions.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))));
+        parts
+    }
+
+    #[test]
+    fn the_forwarded_address_is_trusted_only_from_the_declared_proxy() {
+        let off = AuthConfig::default();
+        let on = AuthConfig { behind_proxy: true, trusted_proxies: Vec::new() };
+        // Not declared: the header is ignored.
+        assert_eq!(client_address(&parts("127.0.0.1:5000", &["1.2.3.4"]), &off).as_deref(), Some("127.0.0.1"));
+        // Declared, from the proxy (loopback): the last address the proxy appended.
+        assert_eq!(client_address(&parts("127.0.0.1:5000", &["6.6.6.6", "1.2.3.4"]), &on).as_deref(), Some("1.2.3.4"));
+        assert_eq!(client_address(&parts("127.0.0.1:5000", &["6.6.6.6, 1.2.3.4"]), &on).as_deref(), Some("1.2.3.4"));
+        // Declared, but the connection is not from the proxy: ignored.
+        assert_eq!(client_address(&parts("8.8.8.8:5000", &["1.2.3.4"]), &on).as_deref(), Some("8.8.8.8"));
+        // Garbage is not an address.
+        assert_eq!(client_address(&parts("127.0.0.1:5000", &["not-an-ip"]), &on).as_deref(), Some("127.0.0.1"));
+        // IPv6 clients count by /64.
+        assert_eq!(client_address(&parts("[2001:db8:1:2:3:4:5:6]:5000", &[]), &off).as_deref(), Some("2001:db8:1:2::/64"));
     }
 
     #[test]

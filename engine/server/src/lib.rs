@@ -105,10 +105,19 @@ pub async fn serve_admin_socket(path: &std::path::Path, app: Router, shutdown: i
 /// Binds the admin socket (mode 0600), replacing a stale one, so that it
 /// exists before the server says it is serving.
 pub fn bind_admin_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // Bound in a private folder (0700), made 0600, then moved into place: at
+    // no moment can another local user connect to it.
+    let parent = path.parent().unwrap_or(std::path::Path::new("."));
+    let private = parent.join(format!(".admin-sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("admin.sock");
+    let listener = tokio::net::UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staged, path)?;
+    let _ = std::fs::remove_dir(&private);
     Ok(listener)
 }
 

@@ -198,7 +198,7 @@ async fn restore(State(s): State<AppState>, Auth(actor): Auth, Path((record_type
 #[utoipa::path(get, path = "/api/v1/records/{type}/{id}/history", tag = "records", summary = "A record's history and its instances'", params(("type" = String, Path, description = "record type"), ("id" = String, Path, description = "record id")), responses((status = 200, description = "A record's history and its instances'", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn history(State(s): State<AppState>, Auth(actor): Auth, Path((record_type, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     may(&s, &record_type, &actor, RecordOp::Read)?;
-    let events = blocking(&s, move |r| r.record_history(&record_type, &id)).await?;
+    let events = blocking(&s, move |r| r.record_history(&record_type, &id, &actor)).await?;
     Ok(Json(json!(events)))
 }
 
@@ -259,6 +259,11 @@ async fn movements(
     };
     let limit = limit_param(&q, 100, 1000)?;
     let instance = q.get("instance").cloned();
+    // The movements of one instance only for who may read that instance (404 otherwise, as for the instance).
+    if let Some(id) = &instance {
+        let (runtime, id, who) = (s.runtime.clone(), id.clone(), actor.clone());
+        tokio::task::spawn_blocking(move || runtime.instance_for(&id, &who)).await.map_err(ApiError::internal)??;
+    }
     let store = s.runtime.store().clone();
     let rows = tokio::task::spawn_blocking(move || store.movements(&ledger, after, usize::MAX)).await.map_err(ApiError::internal)??;
     let items: Vec<_> = rows
@@ -326,9 +331,18 @@ async fn below_threshold(State(s): State<AppState>, Auth(actor): Auth, Path(ledg
 }
 
 #[utoipa::path(get, path = "/api/v1/ledger_events", tag = "ledgers", summary = "Ledger events (below threshold)", responses((status = 200, description = "Ledger events (below threshold)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
-async fn ledger_events(State(s): State<AppState>, _: Auth) -> Result<Json<Value>, ApiError> {
+async fn ledger_events(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
     let store = s.runtime.store().clone();
     let events = tokio::task::spawn_blocking(move || store.ledger_events()).await.map_err(ApiError::internal)??;
+    // Only the events of ledgers the caller may read.
+    let bundle = s.runtime.bundle();
+    let readable = |ledger: &str| {
+        bundle.model.ledgers.get(ledger).is_some_and(|def| {
+            let granted: Vec<&str> = def.read.iter().chain(&def.roles).map(|r| r.value.as_str()).collect();
+            granted.contains(&flowform_model::EVERYONE) || actor.roles.iter().any(|r| r == "admin" || granted.contains(&r.as_str()))
+        })
+    };
+    let events: Vec<_> = events.into_iter().filter(|e| readable(&e.ledger)).collect();
     Ok(Json(json!(events)))
 }
 

@@ -180,7 +180,7 @@ async fn start(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let opts = CommandOptions { lang, idempotency_key: key, expected_version: None };
     let data = Value::Object(body.data.unwrap_or_default());
-    let instance = s.runtime.start(&name, &data, &actor, &opts).await?;
+    let instance = s.runtime.start(&name, &data, &actor, &opts).await.inspect_err(|e| audit_refusal(&s, &actor, &format!("start {name}"), e))?;
     Ok((StatusCode::CREATED, Json(render(&s, &instance, &actor))))
 }
 
@@ -204,8 +204,15 @@ async fn transition(
 ) -> Result<Json<Value>, ApiError> {
     let opts = CommandOptions { lang, idempotency_key: key, expected_version: body.expected_version };
     let data = Value::Object(body.data.unwrap_or_default());
-    let instance = s.runtime.transition(&id, &name, &data, &actor, &opts).await?;
+    let instance = s.runtime.transition(&id, &name, &data, &actor, &opts).await.inspect_err(|e| audit_refusal(&s, &actor, &format!("{name} on {id}"), e))?;
     Ok(Json(render(&s, &instance, &actor)))
+}
+
+/// A start or transition refused for lack of a role goes to the audit log.
+fn audit_refusal(s: &AppState, actor: &Actor, what: &str, e: &flowform_runtime::CommandError) {
+    if let flowform_runtime::CommandError::Rejected(flowform_core::Rejection::Forbidden(_)) = e {
+        s.runtime.audit_denied(actor, what);
+    }
 }
 
 fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {

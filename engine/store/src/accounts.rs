@@ -93,4 +93,9 @@ pub enum AuthOp {
     DeleteSession(String),
     /// Ends every session of a user.
     DeleteSessionsOf(String),
+    /// Records a session's last request, if the session still exists.
+    TouchSession {
+        hash: String,
+        seen_at: String,
+    },
 }

@@ -61,6 +61,12 @@ fn apply_auth(w: &mut dyn Write, ops: &[AuthOp], audit: &[AuditEntry]) -> Result
             AuthOp::PutToken(t) => w.put(Table::Tokens, &t.hash, &to_bytes(t)?)?,
             AuthOp::PutSession(sn) => w.put(Table::Sessions, &sn.hash, &to_bytes(sn)?)?,
             AuthOp::DeleteSession(hash) => w.delete(Table::Sessions, hash)?,
+            AuthOp::TouchSession { hash, seen_at } => {
+                if let Some(mut session) = get::<SessionRecord>(w, Table::Sessions, hash, "session")? {
+                    session.seen_at = seen_at.clone();
+                    w.put(Table::Sessions, hash, &to_bytes(&session)?)?;
+                }
+            }
             AuthOp::DeleteSessionsOf(user) => {
                 let mut hashes = Vec::new();
                 w.range(Table::Sessions, Unbounded, Unbounded, false, &mut |k, v| {

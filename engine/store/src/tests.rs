@@ -89,6 +89,15 @@ fn semantics(store: &dyn Store) {
         .unwrap();
     store.submit(Job::Auth { ops: vec![AuthOp::DeleteSessionsOf("nurse".into())], audit: vec![] }).unwrap();
     assert_eq!(store.sessions().unwrap().iter().map(|s| s.hash.as_str()).collect::<Vec<_>>(), vec!["s3"]);
+    // Touching a session that ended does not bring it back.
+    store
+        .submit(Job::Auth {
+            ops: vec![AuthOp::TouchSession { hash: "s1".into(), seen_at: "later".into() }, AuthOp::TouchSession { hash: "s3".into(), seen_at: "later".into() }],
+            audit: vec![],
+        })
+        .unwrap();
+    let sessions = store.sessions().unwrap();
+    assert_eq!(sessions.iter().map(|s| (s.hash.as_str(), s.seen_at.as_str())).collect::<Vec<_>>(), vec![("s3", "later")]);
 }
 
 #[test]
