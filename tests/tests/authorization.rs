@@ -5,8 +5,11 @@
 //! engine's permission code), and the whole matrix with a reviewed snapshot,
 //! so a change in either the engine or the definitions shows up here.
 //!
-//! Transitions are covered by the YAML scenarios (tests/scenarios/), which
-//! drive each one as its real user and as someone who may not take it.
+//! Every transition too: an instance is put straight into the transition's
+//! source state (a fixture written to the store, not a path through the
+//! workflow), and each role tries it; the roles, teams and `visible_to` of the
+//! definitions say what should happen. The YAML scenarios (tests/scenarios/)
+//! add the relational roles (requester, assignee) on real paths.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +39,17 @@ fn expected_ledger(model: &Model, ledger: &str, read: bool, role: &str) -> bool 
     let post: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).collect();
     let reads: Vec<&str> = def.read.iter().map(|r| r.value.as_str()).collect();
     role == "admin" || post.contains(&role) || (read && (reads.contains(&role) || reads.contains(&EVERYONE)))
+}
+
+/// Whether a user with only `role` (no team, not the requester or assignee)
+/// may take `transition`, as the definitions say: they must see the instance
+/// (a `role:` in `visible_to`) and hold one of its roles (and it must need no team).
+fn expected_transition(model: &Model, workflow: &str, transition: &str, role: &str) -> bool {
+    let wf = &model.workflows[workflow];
+    let t = wf.transition(transition).unwrap();
+    let sees = role == "admin" || wf.audiences().iter().any(|a| matches!(a, flowform_model::Audience::Role(r) if r == role));
+    let roles: Vec<&str> = t.roles.iter().map(|r| r.value.as_str()).collect();
+    sees && t.teams.is_empty() && (roles.is_empty() || roles.contains(&role))
 }
 
 /// 2xx and the "valid request, bad data" answers count as allowed; 401/403/404 as denied.
@@ -127,6 +141,71 @@ async fn every_role_gets_exactly_what_the_definitions_grant() {
         })
         .collect();
     insta::assert_snapshot!("hospital_authorization_matrix", table.join("\n"));
+}
+
+#[tokio::test]
+async fn every_role_may_take_exactly_the_transitions_the_definitions_grant() {
+    let mut app = TestApp::hospital();
+    let bundle = app.runtime.bundle();
+    let model = bundle.model.clone();
+    let roles: Vec<String> = model.roles.keys().cloned().collect();
+    for role in &roles {
+        app.post("/api/v1/admin/users", "admin", json!({"id": format!("m_{role}"), "roles": [role]})).await.expect(201);
+    }
+    let mut lines = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut n = 0;
+    for wf in model.workflows.values() {
+        for t in &wf.transitions {
+            let from = &t.from[0].value;
+            let mut allowed_roles = Vec::new();
+            for role in &roles {
+                n += 1;
+                let id = format!("01MATRIX{n:018}");
+                // The fixture: an instance in the source state, reported by a nurse, with the HVAC team.
+                let instance: flowform_core::Instance = serde_json::from_value(json!({
+                    "id": id, "workflow": wf.name, "bundle_version": bundle.version, "version": 1, "state": from, "data": {},
+                    "assignment": {"team": "hvac_team", "assignee": "tech_wang"}, "requester": "nurse_li",
+                    "created_at": "2026-11-25T01:00:00.000Z", "updated_at": "2026-11-25T01:00:00.000Z"
+                }))
+                .unwrap();
+                let event: flowform_core::Event = serde_json::from_value(json!({
+                    "instance_id": id, "seq": 1, "kind": "started", "actor": "nurse_li", "at": "2026-11-25T01:00:00.000Z",
+                    "bundle_version": bundle.version, "to_state": from, "input": {}, "changes": {}
+                }))
+                .unwrap();
+                let write = flowform_store::CommandWrite {
+                    instance,
+                    expected_version: 0,
+                    event,
+                    idempotency: None,
+                    refs: vec![],
+                    postings: vec![],
+                    timers: None,
+                    fired_timer: None,
+                    inbox: vec![],
+                    outbox: vec![],
+                };
+                app.runtime.store().commit(write).unwrap();
+                let r = app.transition(&id, &t.name, &format!("m_{role}"), json!({})).await;
+                let got = match (r.status.as_u16(), r.body["code"].as_str()) {
+                    (404, _) | (403, Some("forbidden")) => false,
+                    (s, _) if s < 500 => true,
+                    (s, _) => panic!("{} {}: {s} {}", wf.name, t.name, r.body),
+                };
+                let want = expected_transition(&model, &wf.name, &t.name, role);
+                if got != want {
+                    mismatches.push(format!("{}.{} as {role}: got {got}, the definitions say {want} ({})", wf.name, t.name, r.body));
+                }
+                if got {
+                    allowed_roles.push(role.as_str());
+                }
+            }
+            lines.push(format!("{}.{} (from {from}): {}", wf.name, t.name, if allowed_roles.is_empty() { "-".to_string() } else { allowed_roles.join(", ") }));
+        }
+    }
+    assert!(mismatches.is_empty(), "the API and the definitions disagree:\n{}", mismatches.join("\n"));
+    insta::assert_snapshot!("hospital_transition_matrix", lines.join("\n"));
 }
 
 /// Reading instances follows `visible_to`: the matrix of who reads an order
