@@ -324,3 +324,36 @@ async fn instance_counts_follow_every_command_by_state_and_team() {
     let list = app.get("/api/v1/instances?workflow=repair&state=unaccepted&team=hvac_team", "manager_zheng").await.expect(200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+/// Regression: the fingerprint hashed the JSON text with keys in the order
+/// sent, so a retry of the same body with its keys in another order was
+/// refused as a reused key.
+#[tokio::test]
+async fn a_retry_with_the_keys_in_another_order_is_the_same_request() {
+    let mut app = TestApp::hospital();
+    let headers = [("idempotency-key", "report-43")];
+    let a: serde_json::Value =
+        serde_json::from_str(r#"{"data": {"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}}"#)
+            .unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(r#"{"data": {"description": "空调不制冷了", "location": "ICU", "department": "icu", "category": "hvac", "asset": "EQ-000101"}}"#)
+            .unwrap();
+    let first = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(a), &headers).await.expect(201);
+    let second = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(b), &headers).await.expect(201);
+    assert_eq!(first["id"], second["id"]);
+}
+
+/// Regression: a routing rule that returned only fields cleared the team and the assignee.
+#[tokio::test]
+async fn a_routing_rule_that_returns_only_fields_keeps_the_assignment() {
+    let mut app = TestApp::hospital_copy();
+    app.write("rules/escalate.rhai", "#{ escalations: (record.escalations ?? 0) + 1 }\n");
+    assert!(!matches!(app.runtime.reload(), flowform_runtime::reload::ReloadOutcome::Rejected { .. }));
+    let wo = started(&mut app).await;
+    app.transition(&id(&wo), "accept", "tech_wang", json!({})).await.expect(200);
+    let body = app.transition(&id(&wo), "escalate", "tech_wang", json!({"escalate_to": "utilities_team", "reason": "需要水电配合"})).await;
+    let v = body.expect(200);
+    // The team stays (the transition itself hands the order back: no assignee).
+    assert_eq!(v["assignment"]["team"].as_str(), Some("hvac_team"), "{v}");
+    assert_eq!(v["data"]["escalations"], 1);
+}

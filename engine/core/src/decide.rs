@@ -306,6 +306,10 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -
             return Err(bad_result(script, format!("a `route` rule must return a map such as #{{ team: \"hvac_team\" }}, it gave {other}")));
         }
     };
+    // A rule that names any of team, assignee or vendor makes a new assignment
+    // (what it leaves out is cleared: a new team has not accepted yet); a rule
+    // that returns only fields leaves the assignment as it is.
+    let assigns = fields.keys().any(|k| matches!(k.as_str(), "team" | "assignee" | "vendor"));
     let mut assignment = Assignment::default();
     for (k, v) in fields {
         let text = || match &v {
@@ -332,7 +336,9 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -
             }
         }
     }
-    inst.assignment = assignment;
+    if assigns {
+        inst.assignment = assignment;
+    }
     Ok(())
 }
 

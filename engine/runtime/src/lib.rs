@@ -368,10 +368,24 @@ pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &
     let mut h = Sha256::new();
     h.update(operation.as_bytes());
     h.update([0]);
-    h.update(input.to_string().as_bytes());
+    // Keys in a fixed order: the same body sent with its keys in another order is the same request.
+    h.update(canonical(input).to_string().as_bytes());
     h.update([0]);
     h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
     Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
+}
+
+/// `value` with the keys of every object sorted.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&m[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A commit outcome that the caller did not expect for its kind of write.
