@@ -170,15 +170,40 @@ impl Runtime {
         if current.version == version {
             return Ok(current);
         }
-        let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
-        if let Some(b) = pinned.get(version) {
-            return Ok(b.clone());
+        if let Some(b) = self.pinned_bundle(version)? {
+            return Ok(b);
         }
         let sources = self.store.bundle(version)?.ok_or_else(|| CommandError::BundleMissing(version.to_string()))?;
+        // Compiled outside the lock: other requests for other versions go on meanwhile.
         let bundle = flowform_core::compile(sources).map_err(|d| CommandError::BundleBroken { version: version.to_string(), count: d.len() })?;
-        let bundle = Arc::new(bundle);
-        pinned.insert(version.to_string(), bundle.clone());
-        Ok(bundle)
+        self.pin(version, bundle)
+    }
+
+    fn pinned_bundle(&self, version: &str) -> Result<Option<Arc<Bundle>>, CommandError> {
+        let pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
+        Ok(pinned.get(version).cloned())
+    }
+
+    fn pin(&self, version: &str, bundle: Bundle) -> Result<Arc<Bundle>, CommandError> {
+        let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
+        Ok(pinned.entry(version.to_string()).or_insert_with(|| Arc::new(bundle)).clone())
+    }
+
+    /// [`Runtime::bundle_for`] for async callers: an old version that must be
+    /// compiled first is compiled on the blocking pool, never on the
+    /// request's thread (a large bundle takes a while).
+    pub async fn bundle_for_async(&self, version: &str) -> Result<Arc<Bundle>, CommandError> {
+        let current = self.bundle();
+        if current.version == version {
+            return Ok(current);
+        }
+        if let Some(b) = self.pinned_bundle(version)? {
+            return Ok(b);
+        }
+        let sources = self.store.bundle(version)?.ok_or_else(|| CommandError::BundleMissing(version.to_string()))?;
+        let compiled = tokio::task::spawn_blocking(move || flowform_core::compile(sources)).await.map_err(|e| CommandError::Internal(e.to_string()))?;
+        let bundle = compiled.map_err(|d| CommandError::BundleBroken { version: version.to_string(), count: d.len() })?;
+        self.pin(version, bundle)
     }
 
     fn new_id(&self) -> String {
@@ -248,7 +273,7 @@ impl Runtime {
             {
                 return Err(CommandError::StaleVersion { expected, current: instance.version });
             }
-            let bundle = self.bundle_for(&instance.bundle_version)?;
+            let bundle = self.bundle_for_async(&instance.bundle_version).await?;
             let now = self.now();
             let outcome = flowform_core::transition(&bundle, &instance, name, input, actor, &now, opts.lang)?;
             let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());

@@ -224,6 +224,8 @@ fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
 #[utoipa::path(get, path = "/api/v1/instances/{id}", tag = "instances", summary = "One instance (404 if the caller may not read it)", params(("id" = String, Path, description = "instance id")), responses((status = 200, description = "One instance (404 if the caller may not read it)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let instance = s.runtime.instance_for(&id, &actor)?;
+    // An old definitions version is compiled off the request's thread, before rendering uses it.
+    let _ = s.runtime.bundle_for_async(&instance.bundle_version).await;
     Ok(Json(render(&s, &instance, &actor)))
 }
 
@@ -263,6 +265,10 @@ async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): Ap
     };
     let runtime = s.runtime.clone();
     let page = tokio::task::spawn_blocking(move || runtime.instances(&filter)).await.map_err(ApiError::internal)??;
+    let versions: std::collections::BTreeSet<&str> = page.items.iter().map(|i| i.bundle_version.as_str()).collect();
+    for v in versions {
+        let _ = s.runtime.bundle_for_async(v).await;
+    }
     let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next})))
 }
