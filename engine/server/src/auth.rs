@@ -142,8 +142,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 if !same_origin(&parts.headers) || !sent.is_some_and(|t| same_secret(t, &session.csrf)) {
                     state.runtime.audit_denied(&session.actor, &format!("{} {} without a valid CSRF token", parts.method, parts.uri.path()));
                     return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "csrf_failed",
+                        crate::codes::ErrorCode::CsrfFailed,
                         "this request needs the page's CSRF token (X-CSRF-Token) and must come from this site",
                     ));
                 }
@@ -178,11 +177,11 @@ impl From<AccountError> for ApiError {
         let message = e.to_string();
         match e {
             AccountError::NoUser(_) | AccountError::NoToken(_) => ApiError::not_found(message),
-            AccountError::UserExists(_) => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
-            AccountError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_account", message),
+            AccountError::UserExists(_) => ApiError::new(crate::codes::ErrorCode::AlreadyExists, message),
+            AccountError::Invalid(_) => ApiError::new(crate::codes::ErrorCode::InvalidAccount, message),
             AccountError::BadCredentials => ApiError::unauthorized(message),
-            AccountError::Throttled { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message),
-            AccountError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            AccountError::Throttled { .. } => ApiError::new(crate::codes::ErrorCode::TooManyRequests, message),
+            AccountError::Forbidden(_) => ApiError::new(crate::codes::ErrorCode::Forbidden, message),
             AccountError::Store(e) => ApiError::from(e),
         }
     }
@@ -193,7 +192,7 @@ pub(crate) fn require_admin(s: &AppState, actor: &Actor, what: &str) -> Result<(
         return Ok(());
     }
     s.runtime.audit_denied(actor, what);
-    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the `admin` role"))
+    Err(ApiError::new(crate::codes::ErrorCode::Forbidden, "this needs the `admin` role"))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -366,7 +365,7 @@ async fn audit(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQue
     require_admin(&s, &actor, "read the audit log")?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`limit` must be between 1 and 1000"));
+        return Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, "`limit` must be between 1 and 1000"));
     }
     let runtime = s.runtime.clone();
     let kind = q.kind.clone();
@@ -575,7 +574,7 @@ async fn logout(State(s): State<AppState>, ClientAddress(address): ClientAddress
     let Some(cookie_value) = cookie(&headers, SESSION_COOKIE) else { return Redirect::to("/login").into_response() };
     let Some(session) = s.runtime.session(cookie_value) else { return Redirect::to("/login").into_response() };
     if !same_origin(&headers) || !same_secret(&form.csrf, &session.csrf) {
-        return ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "this form needs the page's CSRF token").into_response();
+        return ApiError::new(crate::codes::ErrorCode::CsrfFailed, "this form needs the page's CSRF token").into_response();
     }
     let (everywhere, cookie_value, who) = (form.scope == "everywhere", cookie_value.to_string(), session.actor.id.clone());
     let result =

@@ -10,6 +10,8 @@ use flowform_core::Rejection;
 use flowform_runtime::CommandError;
 use serde_json::{Value, json};
 
+pub use crate::codes::ErrorCode;
+
 /// The error shape, as the OpenAPI document describes it.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -25,14 +27,15 @@ pub struct ErrorBody {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Value,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: json!([]) }
+    /// An error with `code` and the code's status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status: code.status(), code, message: message.into(), details: json!([]) }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -41,61 +44,61 @@ impl ApiError {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+        ApiError::new(ErrorCode::NotFound, what)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(ErrorCode::Unauthorized, message)
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
         let id = ulid::Ulid::generate().to_string();
         tracing::error!(error_id = %id, error = %error, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error; the server log has the details under error id {id}"))
+        ApiError::new(ErrorCode::Internal, format!("internal error; the server log has the details under error id {id}"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message, "details": self.details}))).into_response()
+        (self.status, Json(json!({"code": self.code.as_str(), "message": self.message, "details": self.details}))).into_response()
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let (status, code) = match &r {
-            JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-            JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
-            _ => (StatusCode::BAD_REQUEST, "invalid_body"),
+            JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
+            JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidBody),
+            JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson),
+            // A body that cannot be read as text at all: bad request, with the code of a wrong body.
+            _ => (StatusCode::BAD_REQUEST, ErrorCode::InvalidBody),
         };
-        ApiError::new(status, code, r.body_text())
+        ApiError { status, ..ApiError::new(code, r.body_text()) }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", format!("a part of the URL is not valid: {}", r.body_text()))
+        ApiError::new(ErrorCode::InvalidPath, format!("a part of the URL is not valid: {}", r.body_text()))
     }
 }
 
 /// The `code` of an error answer made outside our handlers (the router's 405,
 /// a body over the size limit, …), by status.
-pub fn code_for_status(status: StatusCode) -> &'static str {
+pub fn code_for_status(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
-        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        s if s.is_server_error() => "internal",
-        _ => "error",
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidBody,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
     }
 }
 
@@ -126,7 +129,8 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
     let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
-    let mut error = ApiError::new(status, code_for_status(status), message).into_response();
+    // The status stays as it was made; the code is the one for that status.
+    let mut error = ApiError { status, ..ApiError::new(code_for_status(status), message) }.into_response();
     for (name, value) in parts.headers.iter() {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
             error.headers_mut().insert(name.clone(), value.clone());
@@ -137,53 +141,48 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+        ApiError::new(ErrorCode::InvalidQuery, r.body_text())
     }
 }
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
-        use StatusCode as S;
         let message = e.to_string();
         match e {
             CommandError::Rejected(r) => match r {
-                Rejection::UnknownWorkflow(_) => ApiError::new(S::NOT_FOUND, "unknown_workflow", message),
-                Rejection::UnknownRecordType(_) => ApiError::new(S::NOT_FOUND, "unknown_record_type", message),
+                Rejection::UnknownWorkflow(_) => ApiError::new(ErrorCode::UnknownWorkflow, message),
+                Rejection::UnknownRecordType(_) => ApiError::new(ErrorCode::UnknownRecordType, message),
                 Rejection::UnknownTransition { available, .. } => {
-                    ApiError::new(S::NOT_FOUND, "unknown_transition", message).with_details(json!({"transitions": available}))
+                    ApiError::new(ErrorCode::UnknownTransition, message).with_details(json!({"transitions": available}))
                 }
                 Rejection::NotInThisState { state, allowed_from, .. } => {
-                    ApiError::new(S::CONFLICT, "transition_not_allowed", message).with_details(json!({"state": state, "allowed_from": allowed_from}))
+                    ApiError::new(ErrorCode::TransitionNotAllowed, message).with_details(json!({"state": state, "allowed_from": allowed_from}))
                 }
-                Rejection::Forbidden(_) => ApiError::new(S::FORBIDDEN, "forbidden", message),
-                Rejection::GuardFailed { .. } => ApiError::new(S::FORBIDDEN, "guard_failed", message),
-                Rejection::InvalidInput(errors) => {
-                    ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors))
-                }
-                Rejection::Posting(refused) => ApiError::new(S::UNPROCESSABLE_ENTITY, "posting_refused", message).with_details(json!(refused)),
-                Rejection::Rule(err) => ApiError::new(S::UNPROCESSABLE_ENTITY, "rule_failed", message)
+                Rejection::Forbidden(_) => ApiError::new(ErrorCode::Forbidden, message),
+                Rejection::GuardFailed { .. } => ApiError::new(ErrorCode::GuardFailed, message),
+                Rejection::InvalidInput(errors) => ApiError::new(ErrorCode::FormInvalid, "the submitted data is not valid").with_details(json!(errors)),
+                Rejection::Posting(refused) => ApiError::new(ErrorCode::PostingRefused, message).with_details(json!(refused)),
+                Rejection::Rule(err) => ApiError::new(ErrorCode::RuleFailed, message)
                     .with_details(json!([{"script": err.script, "file": err.file, "line": err.line, "column": err.column, "kind": err.kind}])),
             },
             CommandError::InstanceNotFound(_) | CommandError::RecordNotFound(_) => ApiError::not_found(message),
-            CommandError::BadQuery(_) => ApiError::new(S::BAD_REQUEST, "invalid_query", message),
-            CommandError::InvalidReferences(errors) => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "form_invalid", "the submitted data is not valid").with_details(json!(errors))
-            }
-            CommandError::Referenced(_) => ApiError::new(S::CONFLICT, "record_referenced", message),
-            CommandError::AlreadyExists(_) => ApiError::new(S::CONFLICT, "already_exists", message),
+            CommandError::BadQuery(_) => ApiError::new(ErrorCode::InvalidQuery, message),
+            CommandError::InvalidReferences(errors) => ApiError::new(ErrorCode::FormInvalid, "the submitted data is not valid").with_details(json!(errors)),
+            CommandError::Referenced(_) => ApiError::new(ErrorCode::RecordReferenced, message),
+            CommandError::AlreadyExists(_) => ApiError::new(ErrorCode::AlreadyExists, message),
             CommandError::Ledger(v) => {
                 let dims: Vec<String> = v.dims.iter().map(|(k, val)| format!("{k} `{val}`")).collect();
                 let message = format!("not enough in {} for {}: {} requested, {} available", v.ledger, dims.join(", "), v.requested, v.available);
-                ApiError::new(S::CONFLICT, "ledger_violation", message)
+                ApiError::new(ErrorCode::LedgerViolation, message)
                     .with_details(json!({"ledger": v.ledger, "dimensions": v.dims, "requested": v.requested, "available": v.available}))
             }
-            CommandError::UnknownBundleVersion(_) => ApiError::new(S::NOT_FOUND, "unknown_bundle_version", message),
+            CommandError::UnknownBundleVersion(_) => ApiError::new(ErrorCode::UnknownBundleVersion, message),
             CommandError::StaleVersion { expected, current } => {
-                ApiError::new(S::CONFLICT, "version_conflict", message).with_details(json!({"expected_version": expected, "current_version": current}))
+                ApiError::new(ErrorCode::VersionConflict, message).with_details(json!({"expected_version": expected, "current_version": current}))
             }
-            CommandError::IdempotencyKeyReused => ApiError::new(S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message),
-            CommandError::TooMuchContention => ApiError::new(S::CONFLICT, "contention", message),
-            CommandError::Store(flowform_store::StoreError::Closed) => ApiError::new(S::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),
+            CommandError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused, message),
+            CommandError::TooMuchContention => ApiError::new(ErrorCode::Contention, message),
+            CommandError::Store(flowform_store::StoreError::Closed) => ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
             other => ApiError::internal(other),
         }
     }

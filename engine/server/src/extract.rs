@@ -51,11 +51,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         match parts.headers.get("idempotency-key") {
             None => Ok(IdempotencyKey(None)),
             Some(v) => {
-                let key = v
-                    .to_str()
-                    .map_err(|_| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?;
+                let key = v.to_str().map_err(|_| ApiError::new(crate::codes::ErrorCode::InvalidIdempotencyKey, "Idempotency-Key must be visible ASCII"))?;
                 if key.is_empty() || key.len() > 200 {
-                    return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"));
+                    return Err(ApiError::new(crate::codes::ErrorCode::InvalidIdempotencyKey, "Idempotency-Key must be 1 to 200 characters"));
                 }
                 Ok(IdempotencyKey(Some(key.to_string())))
             }

@@ -5,6 +5,7 @@
 //! runs it on a bound listener until the shutdown future resolves.
 
 pub mod auth;
+pub mod codes;
 mod docs;
 mod error;
 mod extract;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use codes::ErrorCode;
 pub use error::ApiError;
 
 #[derive(Clone)]

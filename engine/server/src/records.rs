@@ -45,7 +45,7 @@ async fn blocking<T: Send + 'static>(
 pub(crate) fn may(s: &AppState, record_type: &str, actor: &Actor, op: RecordOp) -> Result<(), ApiError> {
     let bundle = s.runtime.bundle();
     let Some(rt) = bundle.model.record_types.get(record_type) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_record_type", format!("unknown record type `{record_type}`")));
+        return Err(ApiError::new(crate::codes::ErrorCode::UnknownRecordType, format!("unknown record type `{record_type}`")));
     };
     if rt.access.allows(op, actor.roles.iter().map(String::as_str)) {
         return Ok(());
@@ -53,7 +53,7 @@ pub(crate) fn may(s: &AppState, record_type: &str, actor: &Actor, op: RecordOp) 
     s.runtime.audit_denied(actor, &format!("{} {record_type}", op.name()));
     let mut roles = rt.access.roles(op);
     roles.push("admin");
-    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("to {} {record_type} records needs one of the roles {}", op.name(), roles.join(", "))))
+    Err(ApiError::new(crate::codes::ErrorCode::Forbidden, format!("to {} {record_type} records needs one of the roles {}", op.name(), roles.join(", "))))
 }
 
 /// Whether `actor` may read the balances and movements of `ledger`.
@@ -67,14 +67,14 @@ fn may_read_ledger(s: &AppState, ledger: &str, actor: &Actor) -> Result<(), ApiE
         return Ok(());
     }
     s.runtime.audit_denied(actor, &format!("read ledger {ledger}"));
-    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("reading {ledger} needs one of the roles {}, admin", granted.join(", "))))
+    Err(ApiError::new(crate::codes::ErrorCode::Forbidden, format!("reading {ledger} needs one of the roles {}, admin", granted.join(", "))))
 }
 
 fn bool_param(q: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> {
     match q.get(name).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{name}` must be true or false, not `{other}`"))),
+        Some(other) => Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, format!("`{name}` must be true or false, not `{other}`"))),
     }
 }
 
@@ -83,7 +83,7 @@ fn pair_param(q: &BTreeMap<String, String>, name: &str) -> Result<Option<(String
         None => Ok(None),
         Some(v) => match v.split_once(':') {
             Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok(Some((a.to_string(), b.to_string()))),
-            _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{name}` must look like FIELD:ID, not `{v}`"))),
+            _ => Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, format!("`{name}` must look like FIELD:ID, not `{v}`"))),
         },
     }
 }
@@ -95,7 +95,7 @@ fn limit_param(q: &BTreeMap<String, String>, default: usize, max: usize) -> Resu
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`limit` must be between 1 and {max}"))),
+            .ok_or_else(|| ApiError::new(crate::codes::ErrorCode::InvalidQuery, format!("`limit` must be between 1 and {max}"))),
     }
 }
 
@@ -214,11 +214,7 @@ fn ledger_filters(s: &AppState, ledger: &str, q: &BTreeMap<String, String>, extr
             continue;
         }
         if !dims.contains(&k.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("unknown parameter `{k}`; dimensions of {ledger}: {}", dims.join(", ")),
-            ));
+            return Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, format!("unknown parameter `{k}`; dimensions of {ledger}: {}", dims.join(", "))));
         }
         out.push((k.clone(), v.clone()));
     }
@@ -254,7 +250,7 @@ async fn movements(
     may_read_ledger(&s, &ledger, &actor)?;
     let filters = ledger_filters(&s, &ledger, &q, &["after", "limit", "instance"])?;
     let after: u64 = match q.get("after") {
-        Some(a) => a.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`after` must be a movement number"))?,
+        Some(a) => a.parse().map_err(|_| ApiError::new(crate::codes::ErrorCode::InvalidQuery, "`after` must be a movement number"))?,
         None => 0,
     };
     let limit = limit_param(&q, 100, 1000)?;
@@ -300,7 +296,7 @@ async fn post_movements(
     if !actor.has_role("admin") && !def.roles.iter().any(|r| actor.has_role(&r.value)) {
         s.runtime.audit_denied(&actor, &format!("post to ledger {ledger}"));
         let roles: Vec<&str> = def.roles.iter().map(|r| r.value.as_str()).chain(["admin"]).collect();
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("posting to `{ledger}` needs one of the roles {}", roles.join(", "))));
+        return Err(ApiError::new(crate::codes::ErrorCode::Forbidden, format!("posting to `{ledger}` needs one of the roles {}", roles.join(", "))));
     }
     let items: Vec<Value> = body
         .movements
@@ -315,7 +311,7 @@ async fn post_movements(
             flowform_core::Rejection::Rule(r) => r.message.clone(),
             other => other.to_string(),
         };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_movement", message)
+        ApiError::new(crate::codes::ErrorCode::InvalidMovement, message)
             .with_details(json!({"kinds": MovementKind::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>()}))
     })?;
     let opts = flowform_runtime::CommandOptions { lang, idempotency_key, expected_version: None };
@@ -359,7 +355,7 @@ async fn export(
     use axum::response::IntoResponse;
     let format = q.get("format").cloned().unwrap_or_else(|| "csv".into());
     if format != "csv" && format != "xlsx" {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`format` must be csv or xlsx"));
+        return Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, "`format` must be csv or xlsx"));
     }
     let query = record_query(&q)?;
     let name = record_type.clone();

@@ -151,14 +151,14 @@ async fn workflows(State(s): State<AppState>, _: Auth) -> Json<Value> {
 #[utoipa::path(get, path = "/api/v1/workflows/{name}", tag = "definitions", summary = "One workflow", params(("name" = String, Path, description = "workflow name")), responses((status = 200, description = "One workflow", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn workflow(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
-    let wf = b.workflow(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_workflow", format!("unknown workflow `{name}`")))?;
+    let wf = b.workflow(&name).ok_or_else(|| ApiError::new(crate::codes::ErrorCode::UnknownWorkflow, format!("unknown workflow `{name}`")))?;
     Ok(Json(views::workflow_detail(wf, &b)))
 }
 
 #[utoipa::path(get, path = "/api/v1/forms/{name}", tag = "definitions", summary = "A form as JSON Schema and UI description", params(("name" = String, Path, description = "form name")), responses((status = 200, description = "A form as JSON Schema and UI description", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn form(State(s): State<AppState>, _: Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let b = s.runtime.bundle();
-    let f = b.form(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("unknown form `{name}`")))?;
+    let f = b.form(&name).ok_or_else(|| ApiError::new(crate::codes::ErrorCode::UnknownForm, format!("unknown form `{name}`")))?;
     Ok(Json(json!({"name": f.name(), "json_schema": f.json_schema, "ui": f.ui})))
 }
 
@@ -251,7 +251,7 @@ struct ListQuery {
 async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "`limit` must be between 1 and 500"));
+        return Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, "`limit` must be between 1 and 500"));
     }
     let filter = InstanceFilter {
         workflow: q.workflow,
@@ -289,7 +289,7 @@ async fn instance_counts(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(
     const GROUPS: [&str; 3] = ["workflow", "state", "team"];
     let by: Vec<String> = q.by.as_deref().unwrap_or("state,team").split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
     if let Some(bad) = by.iter().find(|g| !GROUPS.contains(&g.as_str())) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`by` takes workflow, state and team, not `{bad}`")));
+        return Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, format!("`by` takes workflow, state and team, not `{bad}`")));
     }
     let store = s.runtime.store().clone();
     let workflow = q.workflow.clone();
