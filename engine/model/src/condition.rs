@@ -66,7 +66,7 @@ pub struct ConditionError {
 impl Condition {
     pub fn parse(src: &str) -> Result<Condition, ConditionError> {
         let tokens = lex(src)?;
-        let mut p = Parser { tokens, at: 0 };
+        let mut p = Parser { tokens, at: 0, depth: 0 };
         let cond = p.or()?;
         if let Some((off, tok)) = p.tokens.get(p.at) {
             return Err(ConditionError { offset: *off, message: format!("unexpected `{}`", tok.text()) });
@@ -276,7 +276,11 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ConditionError> {
 struct Parser {
     tokens: Vec<(usize, Tok)>,
     at: usize,
+    depth: usize,
 }
+
+/// How deeply `(` and `!` may nest in a condition.
+pub const MAX_DEPTH: usize = 32;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -310,9 +314,18 @@ impl Parser {
         }
         Ok(if args.len() == 1 { args.remove(0) } else { Condition::And { args } })
     }
+    /// Goes one level deeper (`(` or `!`), refusing past [`MAX_DEPTH`]: a
+    /// condition is read by recursion, which must not run out of stack.
+    fn deeper(&mut self) -> Result<(), ConditionError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH { self.err(format!("the condition is nested too deeply (at most {MAX_DEPTH} levels of `(` and `!`)")) } else { Ok(()) }
+    }
     fn not(&mut self) -> Result<Condition, ConditionError> {
         if self.eat("!") {
-            return Ok(Condition::Not { arg: Box::new(self.not()?) });
+            self.deeper()?;
+            let arg = self.not()?;
+            self.depth -= 1;
+            return Ok(Condition::Not { arg: Box::new(arg) });
         }
         self.comparison()
     }
@@ -328,10 +341,12 @@ impl Parser {
     }
     fn comparison(&mut self) -> Result<Condition, ConditionError> {
         if self.eat("(") {
+            self.deeper()?;
             let inner = self.or()?;
             if !self.eat(")") {
                 return self.err("expected `)`");
             }
+            self.depth -= 1;
             return Ok(inner);
         }
         let field = match self.peek().cloned() {
@@ -381,6 +396,18 @@ impl Parser {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Regression: the parser recursed without a limit, so a condition of a
+    /// hundred thousand `(` overflowed the stack.
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = format!("{}a == 1{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(Condition::parse(&deep).unwrap_err().message.contains("nested too deeply"));
+        let nots = format!("{}a", "!".repeat(100_000));
+        assert!(Condition::parse(&nots).is_err());
+        let fine = format!("{}a == 1{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(Condition::parse(&fine).is_ok());
+    }
 
     fn check(src: &str, data: Value, expected: bool) {
         let c = Condition::parse(src).unwrap_or_else(|e| panic!("{src}: {e:?}"));

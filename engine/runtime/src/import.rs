@@ -347,3 +347,16 @@ pub fn to_xlsx(sheet_name: &str, header: &[String], rows: &[Vec<String>], numeri
     }
     workbook.save_to_buffer().map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Regression: a date cell far past jiff's range panicked in `Span::days`.
+    #[test]
+    fn excel_dates_past_the_calendar_are_kept_as_numbers() {
+        assert_eq!(super::excel_date(45000.0), "2023-03-15");
+        assert_eq!(super::excel_date(45000.5), "2023-03-15T12:00:00");
+        assert_eq!(super::excel_date(1e18), "1000000000000000000");
+        assert_eq!(super::excel_date(-1e18), "-1000000000000000000");
+        assert!(!super::excel_date(f64::NAN).is_empty());
+    }
+}
