@@ -130,6 +130,34 @@ fn hooks(out: &mut Vec<String>, old: &Hooks, new: &Hooks) {
     cmp(out, "validate rule", opt(&old.validate), opt(&new.validate));
     cmp(out, "route rule", opt(&old.route), opt(&new.route));
     cmp(out, "compute rule", opt(&old.compute), opt(&new.compute));
+    cmp(out, "post rule", opt(&old.post), opt(&new.post));
+}
+
+/// A definition's text without its places in the file: a comment or a moved
+/// line is not a change, anything else is.
+fn without_places<T: Debug>(v: &T) -> String {
+    let text = format!("{v:?}");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("pos: Pos {") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match rest.find('}') {
+            Some(end) => rest = &rest[end + 1..],
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `details` when it says something; else, if anything else of the
+/// definition differs, that it did — so no key can change unreported.
+fn or_any<T: Debug>(mut details: Vec<String>, old: &T, new: &T) -> Vec<String> {
+    if details.is_empty() && without_places(old) != without_places(new) {
+        details.push("its definition changed".to_string());
+    }
+    details
 }
 
 fn transition_details(o: &TransitionDef, n: &TransitionDef) -> Vec<String> {
@@ -195,11 +223,34 @@ fn workflow_details(dx: &mut Differ, name: &str, o: &WorkflowDef, n: &WorkflowDe
             d.push(format!("label changed from {} to {}", label_text(&os.label), label_text(&ns.label)));
         }
         cmp(&mut d, "final", os.is_final, ns.is_final);
-        d
+        cmp(&mut d, "color", &os.color, &ns.color);
+        if without_places(&os.sla) != without_places(&ns.sla) || opt(&os.sla_calendar) != opt(&ns.sla_calendar) {
+            d.push(format!("SLA changed from {} to {}", without_places(&os.sla), without_places(&ns.sla)).replace('"', "`"));
+        }
+        if without_places(&os.timers) != without_places(&ns.timers) {
+            d.push(format!("timed steps changed ({} → {})", os.timers.len(), ns.timers.len()));
+        }
+        if without_places(&os.sla_notify) != without_places(&ns.sla_notify) {
+            d.push("notifications on breach changed".to_string());
+        }
+        or_any(d, os, ns)
     });
     dx.keyed("transition", name, o.transitions.iter().map(|t| (t.name.as_str(), t)), n.transitions.iter().map(|t| (t.name.as_str(), t)), |_, _, ot, nt| {
-        transition_details(ot, nt)
+        or_any(transition_details(ot, nt), ot, nt)
     });
+    if without_places(&o.visible_to) != without_places(&n.visible_to) {
+        d.push(format!("who may read it (visible_to) changed from {:?} to {:?}", o.audiences(), n.audiences()).replace('"', "`"));
+    }
+    if without_places(&o.on_assigned) != without_places(&n.on_assigned) {
+        d.push("notifications on dispatch (on_assigned) changed".to_string());
+    }
+    if without_places(&o.start) != without_places(&n.start) && !dx.changes.iter().any(|c| c.area == "start" && c.path == name) {
+        dx.push(ChangeKind::Changed, "start", name.to_string(), vec!["its definition changed".to_string()]);
+    }
+    let others = without_places(&(&o.description, &o.record));
+    if others != without_places(&(&n.description, &n.record)) {
+        d.push("description or record changed".to_string());
+    }
     d
 }
 
@@ -238,6 +289,61 @@ pub fn diff(old: &Bundle, new: &Bundle) -> BundleDiff {
     });
     dx.keyed("team", "", om.teams.iter().map(|(k, v)| (k.as_str(), v)), nm.teams.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
         if o.label != n.label { vec![format!("label changed from {} to {}", label_text(&o.label), label_text(&n.label))] } else { Vec::new() }
+    });
+    dx.keyed("record type", "", om.record_types.iter().map(|(k, v)| (k.as_str(), v)), nm.record_types.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
+        let mut d = Vec::new();
+        cmp(&mut d, "form", &o.form.value, &n.form.value);
+        cmp(&mut d, "key", &o.key.value, &n.key.value);
+        cmp(&mut d, "display", opt(&o.display), opt(&n.display));
+        cmp(&mut d, "search", names(&o.search), names(&n.search));
+        cmp(&mut d, "filters", names(&o.filters), names(&n.filters));
+        cmp(&mut d, "parent", opt(&o.parent), opt(&n.parent));
+        for (op_name, op) in flowform_model::RecordOp::ALL {
+            cmp(&mut d, &format!("who may {op_name}"), o.access.roles(op), n.access.roles(op));
+        }
+        let workflows = |r: &flowform_model::RecordTypeDef| r.starts.iter().map(|t| t.workflow.value.clone()).collect::<Vec<_>>();
+        cmp(&mut d, "workflows it starts", workflows(o), workflows(n));
+        or_any(d, o, n)
+    });
+    dx.keyed("ledger", "", om.ledgers.iter().map(|(k, v)| (k.as_str(), v)), nm.ledgers.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
+        let mut d = Vec::new();
+        cmp(&mut d, "dimensions", o.dimension_names(), n.dimension_names());
+        cmp(&mut d, "non_negative", o.non_negative, n.non_negative);
+        cmp(&mut d, "max_quantity", o.max_quantity, n.max_quantity);
+        cmp(&mut d, "who may post", names(&o.roles), names(&n.roles));
+        cmp(&mut d, "who may read", names(&o.read), names(&n.read));
+        or_any(d, o, n)
+    });
+    dx.keyed("schedule", "", om.schedules.iter().map(|(k, v)| (k.as_str(), v)), nm.schedules.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
+        let mut d = Vec::new();
+        cmp(&mut d, "workflow", &o.workflow.value, &n.workflow.value);
+        cmp(&mut d, "every", &o.every, &n.every);
+        cmp(&mut d, "at", &o.at, &n.at);
+        cmp(&mut d, "timezone", &o.timezone.value, &n.timezone.value);
+        cmp(&mut d, "for each record of", opt(&o.record), opt(&n.record));
+        cmp(&mut d, "roles it starts with", names(&o.roles), names(&n.roles));
+        cmp(&mut d, "start data", &o.data, &n.data);
+        or_any(d, o, n)
+    });
+    dx.keyed("template", "", om.templates.iter().map(|(k, v)| (k.as_str(), v)), nm.templates.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
+        let mut d = Vec::new();
+        cmp(&mut d, "title", &o.title.value, &n.title.value);
+        cmp(&mut d, "body", &o.body.value, &n.body.value);
+        cmp(&mut d, "channels", names(&o.channels), names(&n.channels));
+        or_any(d, o, n)
+    });
+    dx.keyed("webhook", "", om.webhooks.iter().map(|(k, v)| (k.as_str(), v)), nm.webhooks.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
+        let mut d = Vec::new();
+        cmp(&mut d, "url", &o.url.value, &n.url.value);
+        cmp(&mut d, "body", &o.body.value, &n.body.value);
+        cmp(&mut d, "content type", &o.content_type, &n.content_type);
+        or_any(d, o, n)
+    });
+    dx.keyed("calendar", "", om.calendars.iter().map(|(k, v)| (k.as_str(), v)), nm.calendars.iter().map(|(k, v)| (k.as_str(), v)), |_, _, o, n| {
+        let mut d = Vec::new();
+        cmp(&mut d, "timezone", &o.timezone.value, &n.timezone.value);
+        cmp(&mut d, "working hours", &o.hours, &n.hours);
+        or_any(d, o, n)
     });
     BundleDiff { from: old.version.clone(), to: new.version.clone(), changes: dx.changes }
 }
