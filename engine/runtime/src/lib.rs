@@ -91,6 +91,9 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, LoadError> {
     flowform_core::compile(sources).map_err(LoadError::Invalid)
 }
 
+/// How many compiled older definitions versions are kept in memory.
+const MAX_PINNED: usize = 16;
+
 /// How many times a command without `expected_version` is re-decided when
 /// another command changed the instance in between.
 const MAX_RETRIES: usize = 8;
@@ -186,6 +189,11 @@ impl Runtime {
 
     fn pin(&self, version: &str, bundle: Bundle) -> Result<Arc<Bundle>, CommandError> {
         let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
+        // Bounded: past the limit, versions no request holds right now are
+        // dropped (compiled again if an instance needs them later).
+        if pinned.len() >= MAX_PINNED && !pinned.contains_key(version) {
+            pinned.retain(|_, b| Arc::strong_count(b) > 1);
+        }
         Ok(pinned.entry(version.to_string()).or_insert_with(|| Arc::new(bundle)).clone())
     }
 

@@ -151,7 +151,7 @@ impl Runtime {
         let now = self.now();
         let (mut delivered, mut failed) = (0, 0);
         let bundle = self.bundle();
-        for item in self.store.outbox()?.into_iter().filter(|i| i.status == "pending" && i.next_at <= now) {
+        for item in self.store.due_outbox(&now, 500)? {
             let content_type = bundle.model.webhooks.get(&item.channel).map_or("application/json", |w| w.content_type.as_str()).to_string();
             let result = if item.channel == "email" {
                 self.send_mail(&item)
@@ -249,7 +249,7 @@ impl Runtime {
     pub fn notify_ledger_events(&self) -> Result<usize, CommandError> {
         const MARK: &str = "notified_ledger_events";
         let last: u64 = self.store.meta(MARK)?.and_then(|v| v.parse().ok()).unwrap_or(0);
-        let events: Vec<flowform_store::LedgerEvent> = self.store.ledger_events()?.into_iter().filter(|e| e.seq > last).collect();
+        let events: Vec<flowform_store::LedgerEvent> = self.store.ledger_events_after(last, 500)?;
         let Some(newest) = events.last().map(|e| e.seq) else { return Ok(0) };
         let bundle = self.bundle();
         let now = self.now();

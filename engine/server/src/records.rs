@@ -261,15 +261,35 @@ async fn movements(
         tokio::task::spawn_blocking(move || runtime.instance_for(&id, &who)).await.map_err(ApiError::internal)??;
     }
     let store = s.runtime.store().clone();
-    let rows = tokio::task::spawn_blocking(move || store.movements(&ledger, after, usize::MAX)).await.map_err(ApiError::internal)??;
-    let items: Vec<_> = rows
-        .into_iter()
-        .filter(|m| filters.iter().all(|(k, v)| m.dims.get(k) == Some(v)))
-        .filter(|m| instance.as_ref().is_none_or(|i| m.instance_id.as_ref() == Some(i)))
-        .take(limit + 1)
-        .collect();
-    let next = (items.len() > limit).then(|| items[limit - 1].seq);
-    let items: Vec<_> = items.into_iter().take(limit).collect();
+    // Read in chunks, never the whole ledger: at most SCAN movements per
+    // request; when the budget runs out first, `next_after` says where to go on.
+    const CHUNK: usize = 1000;
+    const SCAN: usize = 50_000;
+    let (items, next) = tokio::task::spawn_blocking(move || -> Result<(Vec<flowform_store::Movement>, Option<u64>), flowform_store::StoreError> {
+        let mut items = Vec::new();
+        let mut cursor = after;
+        let mut scanned = 0;
+        loop {
+            let chunk = store.movements(&ledger, cursor, CHUNK)?;
+            let Some(last) = chunk.last().map(|m| m.seq) else { return Ok((items, None)) };
+            scanned += chunk.len();
+            for m in chunk {
+                if filters.iter().all(|(k, v)| m.dims.get(k) == Some(v)) && instance.as_ref().is_none_or(|i| m.instance_id.as_ref() == Some(i)) {
+                    if items.len() == limit {
+                        let next = items.last().map(|x: &flowform_store::Movement| x.seq);
+                        return Ok((items, next));
+                    }
+                    items.push(m);
+                }
+            }
+            cursor = last;
+            if scanned >= SCAN {
+                return Ok((items, Some(last)));
+            }
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(json!({"items": items, "next_after": next})))
 }
 

@@ -517,6 +517,14 @@ pub trait Store: Send + Sync + 'static {
     fn outbox(&self) -> Result<Vec<OutboxItem>> {
         read_with(self, logic::outbox)
     }
+    /// Pending outbox messages due at or before `now` (by index, never the whole outbox).
+    fn due_outbox(&self, now: &str, limit: usize) -> Result<Vec<OutboxItem>> {
+        read_with(self, |r| logic::due_outbox(r, now, limit))
+    }
+    /// Ledger events after `after` (a seq), oldest first.
+    fn ledger_events_after(&self, after: u64, limit: usize) -> Result<Vec<LedgerEvent>> {
+        read_with(self, |r| logic::ledger_events_after(r, after, limit))
+    }
     /// Timers taken out of the queue, oldest first.
     fn quarantined(&self) -> Result<Vec<Quarantined>> {
         read_with(self, |r| collect_quarantine(r))

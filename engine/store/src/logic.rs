@@ -455,11 +455,32 @@ fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
         }
     }
     w.put(Table::Meta, "instance_index", b"1")?;
-    w.put(Table::Meta, "instance_index_requester", b"1")
+    w.put(Table::Meta, "instance_index_requester", b"1")?;
+    ensure_outbox_index(w)
+}
+
+/// Indexes the pending outbox messages of a store written before the index existed (once).
+fn ensure_outbox_index(w: &mut dyn Write) -> Result<()> {
+    if w.get(Table::Meta, "outbox_due_index")?.is_some() {
+        return Ok(());
+    }
+    let mut pending = Vec::new();
+    w.range(Table::Outbox, Unbounded, Unbounded, false, &mut |k, v| {
+        let item: OutboxItem = from_bytes("outbox item", v)?;
+        if item.status == "pending" {
+            pending.push(key(&[&item.next_at, k]));
+        }
+        Ok(true)
+    })?;
+    for k in pending {
+        w.put(Table::OutboxDue, &k, b"")?;
+    }
+    w.put(Table::Meta, "outbox_due_index", b"1")
 }
 
 /// Adds the requester entries (for visibility) to an index built before they existed (once).
 fn ensure_requester_index(w: &mut dyn Write) -> Result<()> {
+    ensure_outbox_index(w)?;
     if w.get(Table::Meta, "instance_index_requester")?.is_some() {
         return Ok(());
     }
@@ -551,11 +572,38 @@ pub fn movements(r: &dyn Read, ledger: &str, after: u64, limit: usize) -> Result
 }
 
 pub fn ledger_events(r: &dyn Read) -> Result<Vec<LedgerEvent>> {
+    ledger_events_after(r, 0, usize::MAX)
+}
+
+/// Ledger events after `after` (a seq), oldest first, at most `limit`.
+pub fn ledger_events_after(r: &dyn Read, after: u64, limit: usize) -> Result<Vec<LedgerEvent>> {
+    let lo = num(after.saturating_add(1));
     let mut out = Vec::new();
-    r.range(Table::LedgerEvents, Unbounded, Unbounded, false, &mut |_, v| {
+    r.range(Table::LedgerEvents, Included(&lo), Unbounded, false, &mut |_, v| {
         out.push(from_bytes("ledger event", v)?);
-        Ok(true)
+        Ok(out.len() < limit)
     })?;
+    Ok(out)
+}
+
+/// Pending outbox messages due at or before `now`, earliest first, at most `limit`.
+pub fn due_outbox(r: &dyn Read, now: &str, limit: usize) -> Result<Vec<OutboxItem>> {
+    let hi = format!("{now}\u{20}");
+    let mut seqs = Vec::new();
+    r.range(Table::OutboxDue, Unbounded, Excluded(&hi), false, &mut |k, _| {
+        if let Some((_, seq)) = k.rsplit_once(SEP) {
+            seqs.push(seq.to_string());
+        }
+        Ok(seqs.len() < limit)
+    })?;
+    let mut out = Vec::new();
+    for seq in seqs {
+        if let Some(item) = get::<OutboxItem>(r, Table::Outbox, &seq, "outbox item")?
+            && item.status == "pending"
+        {
+            out.push(item);
+        }
+    }
     Ok(out)
 }
 
@@ -837,6 +885,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 let mut item = item.clone();
                 item.seq = next(w, "outbox")?;
                 w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
+                w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
             }
             Ok(CommitOutcome::Committed)
         }
@@ -927,6 +976,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 let mut item = item.clone();
                 item.seq = next(w, "outbox")?;
                 w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
+                w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
             }
             w.put(Table::Meta, &format!("user{SEP}{}", meta.0), meta.1.as_bytes())?;
             Ok(CommitOutcome::Committed)
@@ -963,6 +1013,8 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if item.status != "pending" {
                 return Ok(CommitOutcome::Committed);
             }
+            // Out of the due index under the time it was due; back in under the next one.
+            w.delete(Table::OutboxDue, &key(&[&item.next_at, &k]))?;
             item.attempts += 1;
             item.last_error = error.clone();
             if *delivered {
@@ -971,6 +1023,9 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 item.next_at = next_at.clone();
             } else {
                 item.status = "dead".into();
+            }
+            if item.status == "pending" {
+                w.put(Table::OutboxDue, &key(&[&item.next_at, &k]), b"")?;
             }
             w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
             Ok(CommitOutcome::Committed)

@@ -41,6 +41,9 @@ pub enum Table {
     /// `b␟…` (both) → number of instances: what a restricted user sees,
     /// counted without scanning.
     UserCounts,
+    /// next_at␟seq → empty: the pending outbox messages by when they are due,
+    /// so delivery reads what is due, never the whole outbox.
+    OutboxDue,
     /// user id → account.
     Users,
     /// SHA-256 of the token → token (its id, owner, name, expiry).
@@ -52,7 +55,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 24] = [
+    pub const ALL: [Table; 25] = [
         Table::Instances,
         Table::Events,
         Table::Idempotency,
@@ -73,6 +76,7 @@ impl Table {
         Table::InstanceIndex,
         Table::InstanceCounts,
         Table::UserCounts,
+        Table::OutboxDue,
         Table::Users,
         Table::Tokens,
         Table::Sessions,
@@ -101,6 +105,7 @@ impl Table {
             Table::InstanceIndex => "instance_index",
             Table::InstanceCounts => "instance_counts",
             Table::UserCounts => "user_counts",
+            Table::OutboxDue => "outbox_due",
             Table::Users => "users",
             Table::Tokens => "tokens",
             Table::Sessions => "sessions",

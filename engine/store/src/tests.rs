@@ -454,3 +454,35 @@ fn a_failing_job_fails_alone_and_the_writer_goes_on() {
     }
     assert_eq!(store.commit(write("after", 0, "s", None)).unwrap(), CommitOutcome::Committed, "the writer goes on");
 }
+
+/// Delivery reads only what is due, through an index kept with every write:
+/// a failed attempt moves the message to its next time, a delivered or dead
+/// one leaves the index.
+#[test]
+fn the_outbox_is_read_by_due_time_not_in_full() {
+    let store = MemoryStore::new();
+    let item = |seq: u64, next_at: &str| OutboxItem {
+        seq,
+        channel: "wecom".into(),
+        url: "http://127.0.0.1:1/x".into(),
+        body: "{}".into(),
+        template: "t".into(),
+        instance_id: None,
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+        status: "pending".into(),
+        attempts: 0,
+        next_at: next_at.into(),
+        last_error: None,
+    };
+    let notify = |items: Vec<OutboxItem>, mark: &str| Job::Notify { inbox: vec![], outbox: items, meta: (mark.into(), "1".into()) };
+    store.submit(notify(vec![item(0, "2026-01-01T00:00:00.000Z")], "a")).unwrap();
+    store.submit(notify(vec![item(0, "2026-01-01T05:00:00.000Z")], "b")).unwrap();
+    let due = |now: &str| store.due_outbox(now, 10).unwrap().iter().map(|i| i.next_at.clone()).collect::<Vec<_>>();
+    assert_eq!(due("2026-01-01T01:00:00.000Z"), vec!["2026-01-01T00:00:00.000Z"]);
+    let first = store.due_outbox("2026-01-01T01:00:00.000Z", 10).unwrap()[0].seq;
+    store.submit(Job::Delivery { seq: first, delivered: false, error: Some("down".into()), next_at: Some("2026-01-01T02:00:00.000Z".into()) }).unwrap();
+    assert!(due("2026-01-01T01:00:00.000Z").is_empty(), "moved to its next attempt");
+    assert_eq!(due("2026-01-01T02:00:00.000Z"), vec!["2026-01-01T02:00:00.000Z"]);
+    store.submit(Job::Delivery { seq: first, delivered: true, error: None, next_at: None }).unwrap();
+    assert_eq!(due("2026-01-01T06:00:00.000Z"), vec!["2026-01-01T05:00:00.000Z"], "the delivered one left the index");
+}
