@@ -73,6 +73,22 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
             diags.push(Diagnostic::new(&w.file, w.body.pos, "template_syntax", format!("webhook `{}` body cannot be read: {}", w.name, e.reason())));
         }
     }
+    if let Some(tz) = &model.app.timezone
+        && jiff::tz::TimeZone::get(&tz.value).is_err()
+    {
+        diags.push(
+            Diagnostic::new(&model.app.file, tz.pos, "unknown_timezone", format!("unknown time zone `{}`", tz.value))
+                .with_hint(Some("use an IANA name such as Asia/Shanghai".into())),
+        );
+    }
+    for sc in model.schedules.values() {
+        if !sc.timezone.value.is_empty() && jiff::tz::TimeZone::get(&sc.timezone.value).is_err() {
+            diags.push(
+                Diagnostic::new(&sc.file, sc.timezone.pos, "unknown_timezone", format!("unknown time zone `{}`", sc.timezone.value))
+                    .with_hint(Some("use an IANA name such as Asia/Shanghai or Europe/Berlin".into())),
+            );
+        }
+    }
     for c in model.calendars.values() {
         if jiff::tz::TimeZone::get(&c.timezone.value).is_err() {
             diags.push(

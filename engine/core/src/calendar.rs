@@ -75,6 +75,27 @@ mod tests {
         }
     }
 
+    /// In a zone with summer time the working hours stay local hours: the
+    /// day the clocks jump has one hour less, the day they fall back one more.
+    #[test]
+    fn working_time_follows_the_local_clock_across_summer_time() {
+        let berlin = CalendarDef {
+            timezone: Sp::new("Europe/Berlin".into(), Pos::default()),
+            hours: vec![("01:00".into(), "05:00".into())],
+            weekdays: vec![1, 2, 3, 4, 5, 6, 7],
+            holidays: Vec::new(),
+            workdays: Vec::new(),
+            ..cal()
+        };
+        // 2026-03-29: 02:00 → 03:00. From 01:30 CET (00:30 UTC), 60 minutes:
+        // 30 until the jump, 30 after it: 03:30 CEST = 01:30 UTC.
+        assert_eq!(add_working_minutes(&berlin, "2026-03-29T00:30:00Z", 60).as_deref(), Some("2026-03-29T01:30:00.000Z"));
+        // That day holds 3 working hours: 200 minutes run into the next day (01:00 CEST = 23:00 UTC, +20).
+        assert_eq!(add_working_minutes(&berlin, "2026-03-29T00:00:00Z", 200).as_deref(), Some("2026-03-29T23:20:00.000Z"));
+        // 2026-10-25: 03:00 → 02:00; 01:00–05:00 local is 5 real hours.
+        assert_eq!(add_working_minutes(&berlin, "2026-10-24T23:00:00Z", 300).as_deref(), Some("2026-10-25T04:00:00.000Z"));
+    }
+
     #[test]
     fn counts_only_working_time() {
         // Wednesday 2026-11-25 11:30 in Shanghai = 03:30 UTC; 60 working minutes:

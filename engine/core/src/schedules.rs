@@ -112,6 +112,21 @@ mod tests {
         }
     }
 
+    /// A daily start at a time the spring-forward jump skips starts once,
+    /// at the first real time after it; on the fall-back day, once.
+    #[test]
+    fn periods_across_summer_time() {
+        let mut berlin = def("days", 1);
+        berlin.timezone = Sp::new("Europe/Berlin".into(), Pos::default());
+        berlin.at = "02:30".into();
+        // 2026-03-29 02:30 does not exist in Berlin: the period starts at 03:30 CEST = 01:30 UTC.
+        assert_eq!(period(&berlin, "2026-03-29T01:45:00Z").unwrap(), ("2026-03-29".into(), "2026-03-29T01:30:00.000Z".into()));
+        assert_eq!(period(&berlin, "2026-03-29T01:00:00Z").unwrap().0, "2026-03-28");
+        // 2026-10-25 02:30 happens twice; the period starts at the first (CEST, 00:30 UTC), once.
+        assert_eq!(period(&berlin, "2026-10-25T01:45:00Z").unwrap(), ("2026-10-25".into(), "2026-10-25T00:30:00.000Z".into()));
+        assert_eq!(next_after(&def("months", 1), "2026-01-31T00:00:00.000Z").as_deref(), Some("2026-02-28T00:00:00.000Z"));
+    }
+
     #[test]
     fn periods() {
         // 2026-12-01 07:59 in Shanghai is still November's period.

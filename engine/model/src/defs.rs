@@ -199,6 +199,11 @@ pub struct App {
     pub name: String,
     pub title: Label,
     pub default_language: String,
+    /// The file the app settings are in.
+    pub file: String,
+    /// The app's time zone (IANA, e.g. `Asia/Shanghai`): schedules without
+    /// their own `timezone` use it. No default in the engine.
+    pub timezone: Option<Sp<String>>,
 }
 
 #[derive(Clone, Debug)]

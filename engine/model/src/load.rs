@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 /// Reads all sources. Problems are appended to `diags`; the model holds whatever
 /// could be read, so that later checks still find the rest of the problems.
 pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
-    let mut model = Model { app: App { name: "app".into(), title: Label::plain("Flowform"), default_language: "zh-CN".into() }, ..Model::default() };
+    let mut model = Model {
+        app: App { name: "app".into(), title: Label::plain("Flowform"), default_language: "zh-CN".into(), timezone: None, file: String::new() },
+        ..Model::default()
+    };
     let mut app_seen: Option<(String, Pos)> = None;
     for (path, text) in sources.iter() {
         match SourceKind::of(path) {
@@ -38,6 +41,18 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
                 }
             }
             None => {}
+        }
+    }
+    // Schedules without a time zone of their own take the app's.
+    for sc in model.schedules.values_mut() {
+        if sc.timezone.value.is_empty() {
+            match &model.app.timezone {
+                Some(tz) => sc.timezone = Sp::new(tz.value.clone(), sc.timezone.pos),
+                None => diags.push(
+                    Diagnostic::new(&sc.file, sc.pos, "missing_key", format!("schedule `{}` needs a time zone", sc.name))
+                        .with_hint(Some("set `timezone: Asia/Shanghai` in the schedule, or once for the app under `app:`".into())),
+                ),
+            }
         }
     }
     model
@@ -172,6 +187,10 @@ fn load_app(r: &mut Reader, node: &Node, app: &mut App) {
             r.error(n.pos, "unknown_language", format!("unknown language `{}`", n.value), did_you_mean(&n.value, crate::label::LANGUAGES.iter().copied()));
         }
     }
+    if let Some(n) = map.get("timezone").and_then(|n| r.string(n, "the time zone")) {
+        app.timezone = Some(n);
+    }
+    app.file = r.file.to_string();
     map.finish(r, "`app`");
 }
 
@@ -1020,7 +1039,8 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         }
         None => "00:00".into(),
     };
-    let timezone = map.get("timezone").and_then(|n| r.string(n, "`timezone`")).unwrap_or_else(|| Sp::new("Asia/Shanghai".into(), map.pos));
+    // Empty: the app's time zone, filled in once every file is read.
+    let timezone = map.get("timezone").and_then(|n| r.string(n, "`timezone`")).unwrap_or_else(|| Sp::new(String::new(), map.pos));
     let mut record = None;
     let mut filter = Vec::new();
     if let Some(n) = map.get("for_each")
