@@ -218,6 +218,9 @@ pub fn template_fields(template: &str) -> Vec<String> {
 fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnostic>) {
     let file = rt.file.as_str();
     let Some(form) = model.forms.get(&rt.form.value) else {
+        if model.unreadable.contains(&rt.form.value) {
+            return;
+        }
         let hint = did_you_mean(&rt.form.value, model.forms.keys().map(String::as_str)).or(Some(format!("create forms/{}.yaml", rt.form.value)));
         err(diags, file, rt.form.pos, "unknown_form", format!("unknown form `{}`", rt.form.value), hint);
         return;
@@ -388,6 +391,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
     let form_ref = |diags: &mut Vec<Diagnostic>, form: &Option<Sp<String>>| {
         if let Some(f) = form
             && !model.forms.contains_key(&f.value)
+            && !model.unreadable.contains(&f.value)
         {
             let hint =
                 did_you_mean(&f.value, model.forms.keys().map(String::as_str)).or(Some(format!("create forms/{}.yaml with `form: {}`", f.value, f.value)));

@@ -26,6 +26,9 @@ pub struct Model {
     pub webhooks: BTreeMap<String, WebhookDef>,
     pub calendars: BTreeMap<String, CalendarDef>,
     pub schedules: BTreeMap<String, ScheduleDef>,
+    /// Names (file stems) of files that could not be read as YAML: what
+    /// refers to them is not reported again (the cause is reported once).
+    pub unreadable: std::collections::BTreeSet<String>,
 }
 
 /// Starts instances of a workflow on a schedule, one per matching record.

@@ -26,6 +26,7 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
             }
             Some(SourceKind::Definition) => {
                 let Some(root) = parse(path, text, diags) else {
+                    model.unreadable.insert(stem(path));
                     continue;
                 };
                 let mut r = Reader::new(path, diags);
@@ -33,6 +34,7 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
             }
             Some(SourceKind::Form) => {
                 let Some(root) = parse(path, text, diags) else {
+                    model.unreadable.insert(stem(path));
                     continue;
                 };
                 let mut r = Reader::new(path, diags);
@@ -56,6 +58,12 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
         }
     }
     model
+}
+
+/// `forms/parts_return.yaml` → `parts_return`: the name a file usually defines.
+fn stem(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split('.').next().unwrap_or(file).to_string()
 }
 
 fn parse(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node> {

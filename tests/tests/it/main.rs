@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod authorization;
+mod diagnostics;
 mod diff;
 mod generic;
 mod openapi;

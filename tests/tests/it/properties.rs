@@ -70,8 +70,10 @@ proptest! {
         for (t, a, i) in commands {
             let name = names[t % names.len()];
             let before = instance.clone();
+            let offered: Vec<String> = flowform_core::available_transitions(bundle, &instance, &actors[a], "2026-01-01T01:00:00Z").into_iter().map(|t| t.name).collect();
             match flowform_core::transition(bundle, &instance, name, &inputs()[i], &actors[a], "2026-01-01T01:00:00Z", Lang::En) {
                 Ok(outcome) => {
+                    prop_assert!(offered.iter().any(|o| o == name), "{name} was taken but not offered to {} in {}", actors[a].id, before.state);
                     let def = wf.transition(name).unwrap();
                     prop_assert!(def.from.iter().any(|f| f.value == before.state), "{name} taken from {}", before.state);
                     prop_assert!(wf.state(&outcome.instance.state).is_some());
@@ -85,7 +87,12 @@ proptest! {
                     instance = outcome.instance;
                     events += 1;
                 }
-                Err(_) => prop_assert_eq!(&instance, &before),
+                // A refusal for state, role, team or guard is exactly "not offered";
+                // what is offered may still be refused for its data.
+                Err(flowform_core::Rejection::NotInThisState { .. } | flowform_core::Rejection::Forbidden(_) | flowform_core::Rejection::GuardFailed { .. } | flowform_core::Rejection::UnknownTransition { .. }) => {
+                    prop_assert!(!offered.iter().any(|o| o == name), "{name} was offered to {} in {} but refused", actors[a].id, before.state);
+                }
+                Err(_) => {}
             }
         }
         prop_assert_eq!(instance.version, events);
@@ -163,12 +170,28 @@ proptest! {
         }
         let mut broken = sources.clone();
         broken.insert(path, text);
-        if let Err(diags) = flowform_core::compile(broken.clone()) {
-            prop_assert!(!diags.is_empty());
-            for d in diags {
-                prop_assert!(d.line >= 1 && d.column >= 1, "{d:?}");
-                prop_assert!(broken.get(&d.file).is_some() || d.file == "definitions", "{d:?}");
-                prop_assert!(!d.message.is_empty());
+        match flowform_core::compile(broken.clone()) {
+            Err(diags) => {
+                prop_assert!(!diags.is_empty());
+                for d in diags {
+                    prop_assert!(d.line >= 1 && d.column >= 1, "{d:?}");
+                    prop_assert!(broken.get(&d.file).is_some() || d.file == "definitions", "{d:?}");
+                    prop_assert!(!d.message.is_empty());
+                }
+            }
+            // A mutant that still compiles must still be consistent: what the
+            // checker promises holds in the bundle it let through.
+            Ok(bundle) => {
+                for wf in bundle.model.workflows.values() {
+                    prop_assert!(wf.state(&wf.initial.value).is_some(), "{}: initial state missing", wf.name);
+                    for t in &wf.transitions {
+                        prop_assert!(t.from.iter().all(|f| wf.state(&f.value).is_some()), "{}.{}: unknown from", wf.name, t.name);
+                        prop_assert!(t.to.as_ref().is_none_or(|to| wf.state(&to.value).is_some()), "{}.{}: unknown to", wf.name, t.name);
+                        if let Some(form) = &t.form {
+                            prop_assert!(bundle.form(&form.value).is_some(), "{}.{}: unknown form", wf.name, t.name);
+                        }
+                    }
+                }
             }
         }
     }

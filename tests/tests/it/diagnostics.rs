@@ -1,0 +1,43 @@
+//! A corpus of broken definitions and what `check` says about each, as
+//! business staff read it (file:line:col, message, source line, hint), kept
+//! as a reviewed snapshot: a change in any message or place shows up here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use flowform_tests::TestApp;
+
+/// (what the mistake is, file, text to replace, replacement).
+const CORPUS: &[(&str, &str, &str, &str)] = &[
+    ("a misspelt state", "definitions/workflows/repair.yaml", "to: in_progress\n", "to: in_progres\n"),
+    ("an unknown key", "definitions/workflows/repair.yaml", "initial: unaccepted", "initial: unaccepted\nfrom_state: unaccepted"),
+    ("an unknown role", "definitions/workflows/requisition.yaml", "roles: [storekeeper]\n    post: issue_parts", "roles: [storekeper]\n    post: issue_parts"),
+    ("an unknown field type", "forms/parts_return.yaml", "quantity: { type: integer", "quantity: { type: integr"),
+    ("a duplicate key", "forms/parts_return.yaml", "  reason: { type: text", "  reason: { type: text }\n  reason: { type: text"),
+    ("a period past the limit", "definitions/schedules/hvac_quarterly.yaml", "every: { months: 3 }", "every: { months: 300000 }"),
+    ("a quantity limit out of range", "definitions/ledgers/stock.yaml", "non_negative: true", "non_negative: true\nmax_quantity: 0"),
+    ("an unknown audience", "definitions/workflows/repair.yaml", "role:dispatcher, role:manager]", "role:dispatcher, manager]"),
+    ("an undeclared role in an access list", "definitions/records/vendor.yaml", "access: { read: [dispatcher,", "access: { read: [dispatchers,"),
+    ("a template variable notifications do not give", "definitions/notifications/dispatched.yaml", "{{record.description}}", "{{technician.name}}"),
+    ("a Rhai syntax error", "rules/check_return.rhai", "let errors = [];", "let errors = [;"),
+    ("an unknown time zone", "definitions/app.yaml", "timezone: Asia/Shanghai", "timezone: Asia/Shangai"),
+];
+
+#[test]
+fn the_diagnostics_of_common_mistakes() {
+    let mut out = String::new();
+    for (what, file, from, to) in CORPUS {
+        let app = TestApp::hospital_copy();
+        app.edit(file, from, to);
+        let sources = flowform_runtime::sources::read_dir(&app.app_dir).unwrap();
+        let diags = match flowform_core::compile(sources.clone()) {
+            Err(d) => d,
+            Ok(_) => panic!("{what}: the broken definitions were accepted"),
+        };
+        out.push_str(&format!("## {what}\n"));
+        for d in &diags {
+            out.push_str(&d.render(sources.get(&d.file)));
+        }
+        out.push('\n');
+    }
+    insta::assert_snapshot!("diagnostics_corpus", out);
+}
