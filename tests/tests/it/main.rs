@@ -14,4 +14,5 @@ mod records;
 mod reload;
 mod reload_under_load;
 mod scenarios;
+mod simulation;
 mod timers;
