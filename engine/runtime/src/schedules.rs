@@ -12,6 +12,10 @@ pub struct ScheduleRun {
     pub period: String,
     pub started: usize,
     pub skipped: bool,
+    /// Starts refused (record id: why); the period is done all the same.
+    pub refused: Vec<String>,
+    /// A start failed for a reason that may pass (storage): the period runs again.
+    pub retry: bool,
 }
 
 /// Fills `{field}` in a template value from a record (a lone `{field}` keeps the field's type).
@@ -48,7 +52,14 @@ impl Runtime {
             if sc.after_completion {
                 let started = self.run_after_completion(sc, &now).await?;
                 if started > 0 {
-                    runs.push(ScheduleRun { schedule: sc.name.clone(), period: "after completion".into(), started, skipped: false });
+                    runs.push(ScheduleRun {
+                        schedule: sc.name.clone(),
+                        period: "after completion".into(),
+                        started,
+                        skipped: false,
+                        refused: Vec::new(),
+                        retry: false,
+                    });
                 }
                 continue;
             }
@@ -64,7 +75,7 @@ impl Runtime {
             if last.as_deref() == Some(period.as_str()) {
                 continue;
             }
-            let mut run = ScheduleRun { schedule: sc.name.clone(), period: period.clone(), started: 0, skipped: false };
+            let mut run = ScheduleRun { schedule: sc.name.clone(), period: period.clone(), started: 0, skipped: false, refused: Vec::new(), retry: false };
             if !sc.catch_up_once && flowform_core::schedules::missed(&start, &now) {
                 run.skipped = true;
             } else {
@@ -87,9 +98,23 @@ impl Runtime {
                     let opts = CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(key), expected_version: None };
                     match self.start(&sc.workflow.value, &Value::Object(data), &actor, &opts).await {
                         Ok(_) => run.started += 1,
-                        Err(e) => tracing::warn!(schedule = %sc.name, record = ?target.as_ref().map(|r| &r.id), error = %e, "scheduled start refused"),
+                        // A refusal (form, roles) stays a refusal: reported, the period goes on.
+                        Err(e @ CommandError::Rejected(_)) | Err(e @ CommandError::InvalidReferences(_)) => {
+                            tracing::warn!(schedule = %sc.name, record = ?target.as_ref().map(|r| &r.id), error = %e, "scheduled start refused");
+                            run.refused.push(format!("{}: {e}", target.as_ref().map_or("-", |r| r.id.as_str())));
+                        }
+                        // Anything else (storage, contention) may work next time: the period
+                        // is not marked done, and the idempotency keys keep what did start from starting twice.
+                        Err(e) => {
+                            tracing::warn!(schedule = %sc.name, error = %e, "scheduled start failed; the period is retried");
+                            run.retry = true;
+                        }
                     }
                 }
+            }
+            if run.retry {
+                runs.push(run);
+                continue;
             }
             let store = self.store.clone();
             let job = Job::SetMeta { key: meta_key, value: period };
