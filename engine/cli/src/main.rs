@@ -710,6 +710,7 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         say!("get an API token with: flowform token --user admin --data {}", data.display());
         tracing::info!(%local, bundle = %version, "listening");
         reload_on_sighup(runtime.clone());
+        runtime.set_retention(retention()?);
         fire_timers(runtime.clone());
         let trusted_proxies = std::env::var("FLOWFORM_TRUSTED_PROXIES")
             .unwrap_or_default()
@@ -741,6 +742,26 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     })
 }
 
+/// `FLOWFORM_KEEP_OUTBOX_DAYS` (30), `FLOWFORM_KEEP_LEDGER_EVENTS_DAYS` (90),
+/// `FLOWFORM_KEEP_IDEMPOTENCY_DAYS` (30); `0` keeps forever.
+fn retention() -> Result<flowform_runtime::health::Retention> {
+    let days = |name: &str, default: i64| -> Result<Option<i64>> {
+        match std::env::var(name) {
+            Err(_) => Ok(Some(default)),
+            Ok(v) => match v.trim().parse::<i64>() {
+                Ok(0) => Ok(None),
+                Ok(d) if d > 0 => Ok(Some(d)),
+                _ => bail!("{name} must be a number of days (0: keep forever), not `{v}`"),
+            },
+        }
+    };
+    Ok(flowform_runtime::health::Retention {
+        outbox_days: days("FLOWFORM_KEEP_OUTBOX_DAYS", 30)?,
+        ledger_events_days: days("FLOWFORM_KEEP_LEDGER_EVENTS_DAYS", 90)?,
+        idempotency_days: days("FLOWFORM_KEEP_IDEMPOTENCY_DAYS", 30)?,
+    })
+}
+
 /// `FLOWFORM_BEHIND_PROXY=1`: a reverse proxy terminates TLS in front of the
 /// server (cookies are `Secure`; the client address is from `X-Forwarded-For`).
 fn behind_proxy() -> bool {
@@ -769,7 +790,12 @@ fn fire_timers(runtime: Arc<Runtime>) {
             }
             let blocking = tokio::task::spawn_blocking({
                 let runtime = runtime.clone();
-                move || (runtime.notify_ledger_events(), runtime.fire_due_timers(), runtime.deliver_outbox())
+                move || {
+                    if let Err(e) = runtime.prune_daily() {
+                        tracing::warn!(error = %e, "pruning failed; retrying tomorrow's round");
+                    }
+                    (runtime.notify_ledger_events(), runtime.fire_due_timers(), runtime.deliver_outbox())
+                }
             });
             match blocking.await {
                 Ok((ledger, timers, outbox)) => {

@@ -106,3 +106,65 @@ impl Runtime {
         HealthReport { status, components }
     }
 }
+
+/// How long what is done is kept (days; `None`: forever). Set by the binary
+/// from `FLOWFORM_KEEP_*_DAYS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub outbox_days: Option<i64>,
+    pub ledger_events_days: Option<i64>,
+    pub idempotency_days: Option<i64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { outbox_days: Some(30), ledger_events_days: Some(90), idempotency_days: Some(30) }
+    }
+}
+
+impl Runtime {
+    pub fn set_retention(&self, retention: Retention) {
+        if let Ok(mut r) = self.retention.lock() {
+            *r = retention;
+        }
+    }
+
+    /// Deletes delivered outbox messages, notified ledger events and
+    /// idempotency keys past their retention, once a day (the first call of
+    /// a day does it). Blocking. Returns how many entries were deleted.
+    pub fn prune_daily(&self) -> Result<u64, crate::CommandError> {
+        const MARK: &str = "pruned_on";
+        let now = self.clock.now();
+        let today = now.to_zoned_datetime(jiff::tz::TimeZone::UTC).date().to_string();
+        if self.store.meta(MARK)?.as_deref() == Some(today.as_str()) {
+            return Ok(0);
+        }
+        let retention = self.retention.lock().map(|r| *r).unwrap_or_default();
+        let cutoff =
+            |days: Option<i64>| days.and_then(|d| now.checked_sub(jiff::SignedDuration::from_hours(d.clamp(0, 36_600) * 24)).ok()).map(|t| format!("{t:.3}"));
+        let before = flowform_store::PruneBefore {
+            outbox: cutoff(retention.outbox_days),
+            ledger_events: cutoff(retention.ledger_events_days),
+            idempotency: cutoff(retention.idempotency_days),
+        };
+        let upto: u64 = self.store.meta("notified_ledger_events")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut total = 0;
+        // A batch per job; a large backlog takes a few jobs (bounded per day).
+        for _ in 0..20 {
+            match self.store.submit(flowform_store::Job::Prune { before: before.clone(), ledger_events_upto: upto })? {
+                flowform_store::CommitOutcome::Sequence(n) => {
+                    total += n;
+                    if n < 10_000 {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.store.submit(flowform_store::Job::SetMeta { key: MARK.into(), value: today })?;
+        if total > 0 {
+            tracing::info!(deleted = total, "pruned what retention lets go");
+        }
+        Ok(total)
+    }
+}

@@ -116,6 +116,7 @@ pub struct Runtime {
     /// Users, tokens and sessions in memory (see `accounts`).
     accounts: accounts::Accounts,
     health: health::Health,
+    retention: Mutex<health::Retention>,
 }
 
 /// The options of one command from an API client.
@@ -145,6 +146,7 @@ impl Runtime {
             loaded_at: ArcSwap::from_pointee(loaded_at),
             accounts: accounts::Accounts::default(),
             health: health::Health::default(),
+            retention: Mutex::new(health::Retention::default()),
         };
         runtime.load_accounts()?;
         Ok(runtime)

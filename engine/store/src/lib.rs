@@ -205,6 +205,13 @@ pub enum Job {
     QuarantineTimer(Quarantined),
     /// Forgets the quarantined timers admins have seen.
     ClearQuarantine,
+    /// Deletes what retention lets go (at most a batch per job): answers
+    /// `Sequence(n)` with how many entries were deleted.
+    Prune {
+        before: PruneBefore,
+        /// Ledger events up to this seq were notified (only those may go).
+        ledger_events_upto: u64,
+    },
     /// Sets a small named value (e.g. the last period a schedule ran for).
     /// Notifications not caused by a command (e.g. low stock), written together
     /// with the marker of what has been notified.
@@ -256,6 +263,20 @@ pub struct IdempotentResult {
     /// The movements a posting by hand made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub movements: Option<Vec<Movement>>,
+    /// When the first request was made (for retention; older keys have none and are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// Cut-off times of a [`Job::Prune`]; `None`: keep that kind forever.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneBefore {
+    /// Delivered outbox messages created before this time.
+    pub outbox: Option<String>,
+    /// Ledger events (already notified) from before this time.
+    pub ledger_events: Option<String>,
+    /// Idempotency keys first used before this time.
+    pub idempotency: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

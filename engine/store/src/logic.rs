@@ -43,6 +43,49 @@ pub(crate) fn all<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, what
     Ok(out)
 }
 
+/// How much one prune job deletes at most, so a first prune of a large store
+/// does not make one huge transaction (the next day goes on).
+const PRUNE_BATCH: usize = 10_000;
+
+/// Deletes what the retention settings let go (see [`Job::Prune`]).
+fn prune(w: &mut dyn Write, before: &PruneBefore, ledger_events_upto: u64) -> Result<CommitOutcome> {
+    let mut doomed: Vec<(Table, String)> = Vec::new();
+    if let Some(cutoff) = &before.outbox {
+        w.range(Table::Outbox, Unbounded, Unbounded, false, &mut |k, v| {
+            let item: OutboxItem = from_bytes("outbox item", v)?;
+            if item.status == "delivered" && item.created_at.as_str() < cutoff.as_str() {
+                doomed.push((Table::Outbox, k.to_string()));
+            }
+            Ok(doomed.len() < PRUNE_BATCH)
+        })?;
+    }
+    if let Some(cutoff) = &before.ledger_events {
+        // Only events already notified: the marker says up to which seq.
+        let hi = num(ledger_events_upto.saturating_add(1));
+        w.range(Table::LedgerEvents, Unbounded, Excluded(&hi), false, &mut |k, v| {
+            let e: LedgerEvent = from_bytes("ledger event", v)?;
+            if e.at.as_str() < cutoff.as_str() {
+                doomed.push((Table::LedgerEvents, k.to_string()));
+            }
+            Ok(doomed.len() < PRUNE_BATCH)
+        })?;
+    }
+    if let Some(cutoff) = &before.idempotency {
+        w.range(Table::Idempotency, Unbounded, Unbounded, false, &mut |k, v| {
+            let r: IdempotentResult = from_bytes("idempotency record", v)?;
+            if r.at.as_deref().is_some_and(|at| at < cutoff.as_str()) {
+                doomed.push((Table::Idempotency, k.to_string()));
+            }
+            Ok(doomed.len() < PRUNE_BATCH)
+        })?;
+    }
+    let n = doomed.len() as u64;
+    for (table, k) in doomed {
+        w.delete(table, &k)?;
+    }
+    Ok(CommitOutcome::Sequence(n))
+}
+
 /// Security events, newest first.
 pub(crate) fn audit(r: &dyn Read, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
     let hi = before.map(num);
@@ -860,7 +903,13 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             reindex(w, old.as_ref(), &c.instance)?;
             w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
             if let Some(idem) = &c.idempotency {
-                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None };
+                let result = IdempotentResult {
+                    fingerprint: idem.fingerprint.clone(),
+                    instance: Some(c.instance.clone()),
+                    record: None,
+                    movements: None,
+                    at: Some(c.event.at.clone()),
+                };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
@@ -902,7 +951,13 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             w.put(Table::RecordEvents, &key(&[&rw.record.record_type, &rw.record.id, &num(rw.event.seq)]), &to_bytes(&rw.event)?)?;
             replace_refs(w, &format!("record:{}/{}", rw.record.record_type, rw.record.id), &rw.refs)?;
             if let Some(idem) = &rw.idempotency {
-                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: Some(rw.record.clone()), movements: None };
+                let result = IdempotentResult {
+                    fingerprint: idem.fingerprint.clone(),
+                    instance: None,
+                    record: Some(rw.record.clone()),
+                    movements: None,
+                    at: Some(rw.event.at.clone()),
+                };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             Ok(CommitOutcome::Committed)
@@ -931,7 +986,13 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             let moved: Vec<Movement> = plan.movements.iter().map(|(_, m)| m.clone()).collect();
             write_plan(w, plan)?;
             if let Some(idem) = &lw.idempotency {
-                let result = IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: None, movements: Some(moved.clone()) };
+                let result = IdempotentResult {
+                    fingerprint: idem.fingerprint.clone(),
+                    instance: None,
+                    record: None,
+                    movements: Some(moved.clone()),
+                    at: Some(lw.at.clone()),
+                };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             Ok(CommitOutcome::Moved(moved))
@@ -1035,5 +1096,6 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             Ok(CommitOutcome::Committed)
         }
         Job::Auth { ops, audit } => apply_auth(w, ops, audit),
+        Job::Prune { before, ledger_events_upto } => prune(w, before, *ledger_events_upto),
     }
 }

@@ -486,3 +486,46 @@ fn the_outbox_is_read_by_due_time_not_in_full() {
     store.submit(Job::Delivery { seq: first, delivered: true, error: None, next_at: None }).unwrap();
     assert_eq!(due("2026-01-01T06:00:00.000Z"), vec!["2026-01-01T05:00:00.000Z"], "the delivered one left the index");
 }
+
+/// Retention: delivered messages, notified ledger events and idempotency keys
+/// past their cut-off go; pending messages, events not yet notified, and keys
+/// without a time (written by older versions) stay.
+#[test]
+fn pruning_deletes_only_what_retention_lets_go() {
+    let store = MemoryStore::new();
+    let item = |status: &str, created_at: &str| OutboxItem {
+        seq: 0,
+        channel: "wecom".into(),
+        url: "u".into(),
+        body: "{}".into(),
+        template: "t".into(),
+        instance_id: None,
+        created_at: created_at.into(),
+        status: status.into(),
+        attempts: 0,
+        next_at: created_at.into(),
+        last_error: None,
+    };
+    store.submit(Job::Notify { inbox: vec![], outbox: vec![item("pending", "2026-01-01T00:00:00.000Z")], meta: ("a".into(), "1".into()) }).unwrap();
+    store.submit(Job::Notify { inbox: vec![], outbox: vec![item("pending", "2026-01-01T00:00:00.000Z")], meta: ("b".into(), "1".into()) }).unwrap();
+    let first = store.outbox().unwrap()[0].seq;
+    store.submit(Job::Delivery { seq: first, delivered: true, error: None, next_at: None }).unwrap();
+    let old = |key: &str, at: Option<&str>| {
+        let mut c = write(key, 0, "s", Some(key));
+        c.event.at = at.unwrap_or("2026-01-01T00:00:00.000Z").into();
+        c
+    };
+    store.commit(old("k_old", Some("2026-01-01T00:00:00.000Z"))).unwrap();
+    store.commit(old("k_new", Some("2026-06-01T00:00:00.000Z"))).unwrap();
+    let before = PruneBefore {
+        outbox: Some("2026-03-01T00:00:00.000Z".into()),
+        ledger_events: Some("2026-03-01T00:00:00.000Z".into()),
+        idempotency: Some("2026-03-01T00:00:00.000Z".into()),
+    };
+    assert_eq!(store.submit(Job::Prune { before, ledger_events_upto: 0 }).unwrap(), CommitOutcome::Sequence(2));
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "the pending one stays");
+    assert_eq!(outbox[0].status, "pending");
+    assert!(store.idempotent("k_old").unwrap().is_none(), "an old key goes");
+    assert!(store.idempotent("k_new").unwrap().is_some(), "a recent key stays");
+}

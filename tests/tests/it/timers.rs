@@ -479,3 +479,23 @@ async fn a_poisoned_timer_is_quarantined_and_the_others_fire() {
     app.clock.advance(SignedDuration::from_mins(15));
     assert_eq!(fire(&app).await, 1, "the escalation of {good} fires");
 }
+
+/// Idempotency keys past their retention are pruned once a day; recent ones
+/// keep protecting retries.
+#[tokio::test]
+async fn retention_prunes_old_idempotency_keys_once_a_day() {
+    let mut app = TestApp::hospital();
+    let headers = [("idempotency-key", "old-report")];
+    let body = serde_json::json!({"data": entrapment()});
+    let first = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body.clone()), &headers).await.expect(201);
+    app.clock.advance(SignedDuration::from_hours(24 * 31));
+    let recent = [("idempotency-key", "new-report")];
+    app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body.clone()), &recent).await.expect(201);
+    assert!(app.runtime.prune_daily().unwrap() >= 1);
+    assert_eq!(app.runtime.prune_daily().unwrap(), 0, "once a day");
+    // The recent key still answers with its first result; the old one is a new request.
+    let again = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body.clone()), &recent).await.expect(201);
+    let old_again = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(body), &headers).await.expect(201);
+    assert_ne!(old_again["id"], first["id"], "the 31-day-old key was forgotten");
+    assert_eq!(app.get("/api/v1/instances?workflow=repair", "admin").await.expect(200)["items"].as_array().unwrap().len(), 3, "{again}");
+}
