@@ -39,8 +39,8 @@ fn steps() -> Vec<(&'static str, Value, bool)> {
 fn actors(bundle: &flowform_core::Bundle) -> (Actor, Actor) {
     let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
-    let requester = Actor { id: "bench_requester".into(), name: "requester".into(), roles: roles.clone(), teams: vec![], email: None };
-    let tech = Actor { id: "bench_tech".into(), name: "technician".into(), roles, teams, email: None };
+    let requester = Actor { id: "bench_requester".into(), name: "requester".into(), roles: roles.clone(), teams: vec![], email: None, department: None };
+    let tech = Actor { id: "bench_tech".into(), name: "technician".into(), roles, teams, email: None, department: None };
     (requester, tech)
 }
 
@@ -149,7 +149,7 @@ async fn ledger(runtime: &Arc<Runtime>, clients: usize) -> Result<()> {
         values.push(ids);
     }
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
-    let keeper = Actor { id: "bench_keeper".into(), name: "keeper".into(), roles, teams: vec![], email: None };
+    let keeper = Actor { id: "bench_keeper".into(), name: "keeper".into(), roles, teams: vec![], email: None, department: None };
     let postings_total = 4_000usize;
     let per_client = postings_total.div_ceil(clients.max(1));
     let started = Instant::now();

@@ -501,7 +501,14 @@ fn migrate(workflow: String, to: String, map: Vec<(String, String)>, dry_run: bo
     let store: Arc<dyn Store> = Arc::new(open_store(data)?);
     let runtime = Runtime::new(bundle, store, Arc::new(SystemClock))?;
     let req = flowform_runtime::migrate::MigrationRequest { workflow, to, map: map.into_iter().collect(), dry_run };
-    let actor = flowform_core::Actor { id: "cli".into(), name: "flowform migrate".into(), roles: vec!["admin".into()], teams: Vec::new(), email: None };
+    let actor = flowform_core::Actor {
+        id: "cli".into(),
+        name: "flowform migrate".into(),
+        roles: vec!["admin".into()],
+        teams: Vec::new(),
+        email: None,
+        department: None,
+    };
     let report = runtime.migrate(&req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
     match format {
         Format::Json => say!("{}", serde_json::to_string_pretty(&report)?),
@@ -578,7 +585,14 @@ fn offline_runtime(dir: &Path, data: &Path) -> Result<Runtime> {
 fn import(record_type: &str, file: &Path, dry_run: bool, skip_invalid: bool, dir: &Path, data: &Path, lang: &str) -> Result<ExitCode> {
     let table = flowform_runtime::import::read_table(file)?;
     let runtime = offline_runtime(dir, data)?;
-    let actor = flowform_core::Actor { id: "import".into(), name: "flowform import".into(), roles: vec!["admin".into()], teams: Vec::new(), email: None };
+    let actor = flowform_core::Actor {
+        id: "import".into(),
+        name: "flowform import".into(),
+        roles: vec!["admin".into()],
+        teams: Vec::new(),
+        email: None,
+        department: None,
+    };
     let report = runtime.import(record_type, &table, dry_run, skip_invalid, &actor, lang_of(lang))?;
     for e in &report.errors {
         say!("{}: row {}: {}: {}", file.display(), e.row, if e.field.is_empty() { "-" } else { &e.field }, e.message);

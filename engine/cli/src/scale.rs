@@ -47,7 +47,7 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let bundle = runtime.bundle();
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
     let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
-    let admin = Actor { id: "admin".into(), name: "admin".into(), roles: roles.clone(), teams: teams.clone(), email: None };
+    let admin = Actor { id: "admin".into(), name: "admin".into(), roles: roles.clone(), teams: teams.clone(), email: None, department: None };
 
     // The asset ledger: copies of the first demo asset under new codes, from several threads (group commit).
     let template = runtime.record("asset", "EQ-000101").map_err(|e| anyhow!("the demo has no asset EQ-000101: {e}"))?.data;
@@ -76,8 +76,8 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     println!("scale: {assets} assets in {:.1} s", started.elapsed().as_secs_f64());
 
     // The work orders: decided by the core on one thread, written on this one.
-    let requester = Actor { id: "nurse_li".into(), name: "李护士".into(), roles: roles.clone(), teams: vec![], email: None };
-    let tech = Actor { id: "tech_wang".into(), name: "王师傅".into(), roles, teams, email: None };
+    let requester = Actor { id: "nurse_li".into(), name: "李护士".into(), roles: roles.clone(), teams: vec![], email: None, department: None };
+    let tech = Actor { id: "tech_wang".into(), name: "王师傅".into(), roles, teams, email: None, department: None };
     let base = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(n as i64 * 90 + 86_400);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
     let generator = {

@@ -169,7 +169,7 @@ fn actor(who: &str) -> Actor {
     } else {
         "reporter"
     };
-    Actor { id: who.to_string(), name: who.to_string(), roles: vec![role.to_string()], teams: vec![], email: None }
+    Actor { id: who.to_string(), name: who.to_string(), roles: vec![role.to_string()], teams: vec![], email: None, department: None }
 }
 
 /// The users the HTTP mode needs tokens for.

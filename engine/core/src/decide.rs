@@ -118,6 +118,7 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
         data: Map::new(),
         assignment: Assignment::default(),
         requester: actor.id.clone(),
+        requester_department: actor.department.clone(),
         created_at: now.to_string(),
         updated_at: now.to_string(),
         state_entered_at: now.to_string(),
@@ -499,7 +500,7 @@ pub(crate) fn finish_system(
 /// rules run as usual.
 pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str, set: &Map<String, Value>, now: &str) -> Result<Outcome, Rejection> {
     let (_, t) = transition_from_here(bundle, instance, name)?;
-    let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None };
+    let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
     let mut base = instance.clone();
     for (k, v) in set {
         base.data.insert(k.clone(), v.clone());

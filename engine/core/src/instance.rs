@@ -17,6 +17,9 @@ pub struct Actor {
     /// Where `email` notifications go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The user's department (for `visible_to: [department]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
 }
 
 impl Actor {
@@ -47,6 +50,9 @@ pub struct Instance {
     pub assignment: Assignment,
     /// The user who started it (the `requester` relational role).
     pub requester: String,
+    /// The requester's department when it was started (`visible_to: [department]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_department: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// When the instance entered its current state, and with which event.

@@ -94,7 +94,7 @@ pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &m
 }
 
 fn system() -> Actor {
-    Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None }
+    Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None }
 }
 
 /// Fires a due timer. `None` when it no longer applies (the instance left the

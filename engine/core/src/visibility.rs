@@ -16,6 +16,7 @@ fn reaches(audience: &Audience, i: &Instance, actor: &Actor) -> bool {
         Audience::Requester => i.requester == actor.id,
         Audience::Assignee => i.assignment.assignee.as_deref() == Some(actor.id.as_str()),
         Audience::Team => i.assignment.team.as_ref().is_some_and(|t| actor.teams.contains(t)),
+        Audience::Department => i.requester_department.is_some() && i.requester_department == actor.department,
         Audience::Role(role) => actor.has_role(role),
     }
 }

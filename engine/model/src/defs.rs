@@ -265,6 +265,8 @@ pub enum Audience {
     Assignee,
     /// Members of the team it is assigned to.
     Team,
+    /// Users of the requester's department (`department`).
+    Department,
     /// Everyone with this role (`role:manager`).
     Role(String),
 }
@@ -277,6 +279,7 @@ impl Audience {
             "requester" => Some(Audience::Requester),
             "assignee" => Some(Audience::Assignee),
             "team" => Some(Audience::Team),
+            "department" => Some(Audience::Department),
             other => other.strip_prefix("role:").filter(|r| !r.is_empty()).map(|r| Audience::Role(r.to_string())),
         }
     }

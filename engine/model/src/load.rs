@@ -312,7 +312,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
                     text.pos,
                     "invalid_value",
                     format!("`{}` is not an audience of `visible_to`", text.value),
-                    Some("use requester, assignee, team, or role:NAME (e.g. role:manager)".into()),
+                    Some("use requester, assignee, team, department, or role:NAME (e.g. role:manager)".into()),
                 ),
             }
         }

@@ -255,7 +255,7 @@ fn verify_password(hash: Option<&str>, password: &str) -> bool {
 }
 
 pub fn actor_of(u: &UserAccount) -> Actor {
-    Actor { id: u.id.clone(), name: u.name.clone(), roles: u.roles.clone(), teams: u.teams.clone(), email: u.email.clone() }
+    Actor { id: u.id.clone(), name: u.name.clone(), roles: u.roles.clone(), teams: u.teams.clone(), email: u.email.clone(), department: u.department.clone() }
 }
 
 fn token_view(t: &TokenRecord, now: Timestamp) -> TokenView {

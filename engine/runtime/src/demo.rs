@@ -110,7 +110,14 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
     let bundle = runtime.bundle();
     let store = runtime.store();
     let mut loaded = Loaded { users: load_users(&dir.join(&manifest.users), &bundle, runtime)?, ..Loaded::default() };
-    let loader = Actor { id: "demo".into(), name: "demo data".into(), roles: bundle.model.roles.keys().cloned().collect(), teams: Vec::new(), email: None };
+    let loader = Actor {
+        id: "demo".into(),
+        name: "demo data".into(),
+        roles: bundle.model.roles.keys().cloned().collect(),
+        teams: Vec::new(),
+        email: None,
+        department: None,
+    };
     for entry in &manifest.records {
         let path = dir.join(&entry.file);
         let shown = path.display().to_string();

@@ -366,10 +366,11 @@ impl Runtime {
                 requester: audiences.contains(&flowform_model::Audience::Requester),
                 assignee: audiences.contains(&flowform_model::Audience::Assignee),
                 team: audiences.contains(&flowform_model::Audience::Team),
+                department: audiences.contains(&flowform_model::Audience::Department),
             };
             workflows.insert(wf.name.clone(), reach);
         }
-        Some(flowform_store::Visibility { user: actor.id.clone(), teams: actor.teams.clone(), workflows })
+        Some(flowform_store::Visibility { user: actor.id.clone(), teams: actor.teams.clone(), department: actor.department.clone(), workflows })
     }
 
     /// The history of an instance `actor` may read.

@@ -176,7 +176,7 @@ impl Runtime {
     /// when every instance can move without a mapping; otherwise they keep their
     /// version and the report says why.
     pub(crate) fn auto_migrate(&self, bundle: &Bundle) -> Vec<MigrationReport> {
-        let system = Actor { id: "system".into(), name: "on_new_version: migrate".into(), roles: Vec::new(), teams: Vec::new(), email: None };
+        let system = Actor { id: "system".into(), name: "on_new_version: migrate".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
         let mut reports = Vec::new();
         for wf in bundle.model.workflows.values().filter(|w| w.on_new_version == OnNewVersion::Migrate) {
             let req = MigrationRequest { workflow: wf.name.clone(), to: bundle.version.clone(), map: BTreeMap::new(), dry_run: false };

@@ -283,6 +283,7 @@ impl Runtime {
                 roles: t.roles.iter().map(|r| r.value.clone()).collect(),
                 teams: Vec::new(),
                 email: None,
+                department: None,
             };
             let opts =
                 crate::CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(format!("trigger:{}:{}:{i}", rt.name, record.id)), expected_version: None };

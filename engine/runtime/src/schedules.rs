@@ -134,6 +134,7 @@ impl Runtime {
             roles: sc.roles.iter().map(|r| r.value.clone()).collect(),
             teams: Vec::new(),
             email: None,
+            department: None,
         }
     }
 

@@ -121,7 +121,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if parts.extensions.get::<LocalAdmin>().is_some() {
-            let actor = Actor { id: "cli".into(), name: "flowform CLI".into(), roles: vec!["admin".into()], teams: Vec::new(), email: None };
+            let actor = Actor { id: "cli".into(), name: "flowform CLI".into(), roles: vec!["admin".into()], teams: Vec::new(), email: None, department: None };
             return Ok(Authenticated { actor, via: Via::LocalAdmin });
         }
         if let Some(header) = parts.headers.get(AUTHORIZATION) {

@@ -324,6 +324,7 @@ pub struct InstanceFilter {
 pub struct Visibility {
     pub user: String,
     pub teams: Vec<String>,
+    pub department: Option<String>,
     /// Per workflow, what makes an instance readable; a workflow absent here is not.
     pub workflows: BTreeMap<String, Reach>,
 }
@@ -336,6 +337,8 @@ pub struct Reach {
     pub requester: bool,
     pub assignee: bool,
     pub team: bool,
+    /// Instances whose requester was of the user's department.
+    pub department: bool,
 }
 
 impl Visibility {
@@ -345,6 +348,7 @@ impl Visibility {
                 || (r.requester && i.requester == self.user)
                 || (r.assignee && i.assignment.assignee.as_deref() == Some(self.user.as_str()))
                 || (r.team && i.assignment.team.as_ref().is_some_and(|t| self.teams.contains(t)))
+                || (r.department && i.requester_department.is_some() && i.requester_department == self.department)
         })
     }
 

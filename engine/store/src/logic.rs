@@ -223,6 +223,11 @@ fn visible_prefixes(v: &Visibility, f: &InstanceFilter) -> Vec<String> {
             });
         }
     }
+    if let Some(d) = &v.department
+        && any(|r| r.department)
+    {
+        prefixes.push(key(&["d", d]));
+    }
     // Workflows seen whole: their own prefix.
     for (w, _) in v.workflows.iter().filter(|(w, r)| r.all && f.workflow.as_ref().is_none_or(|fw| fw == *w)) {
         prefixes.push(match f.state.as_deref() {
@@ -316,6 +321,9 @@ fn instances_merged(r: &dyn Read, filter: &InstanceFilter, v: &Visibility) -> Re
 /// plus the user's own requests and assignments outside those, from the
 /// per-user counts (requested + assigned − both). Reads counts only, never instances.
 pub fn instance_counts_visible(r: &dyn Read, workflow: Option<&str>, v: &Visibility) -> Result<Vec<InstanceCount>> {
+    if v.department.is_some() && v.workflows.values().any(|r| r.department) {
+        return counts_by_reading(r, workflow, v);
+    }
     let whole =
         |w: &str, team: Option<&str>| v.workflows.get(w).is_some_and(|reach| reach.all || (reach.team && team.is_some_and(|t| v.teams.iter().any(|x| x == t))));
     let mut totals: std::collections::BTreeMap<(String, String, Option<String>), i64> = std::collections::BTreeMap::new();
@@ -355,6 +363,25 @@ pub fn instance_counts_visible(r: &dyn Read, workflow: Option<&str>, v: &Visibil
         }
     }
     Ok(totals.into_iter().filter(|(_, n)| *n > 0).map(|((workflow, state, team), n)| InstanceCount { workflow, state, team, count: n as u64 }).collect())
+}
+
+/// Counts of what a user sees through their department: read from the
+/// merged index entries (each instance once), so the cost grows with what the
+/// user may read, not with the store.
+fn counts_by_reading(r: &dyn Read, workflow: Option<&str>, v: &Visibility) -> Result<Vec<InstanceCount>> {
+    let mut totals: std::collections::BTreeMap<(String, String, Option<String>), u64> = std::collections::BTreeMap::new();
+    let mut filter = InstanceFilter { workflow: workflow.map(str::to_string), limit: 500, visibility: Some(v.clone()), ..Default::default() };
+    loop {
+        let page = instances_merged(r, &filter, v)?;
+        for i in &page.items {
+            *totals.entry((i.workflow.clone(), i.state.clone(), i.assignment.team.clone())).or_default() += 1;
+        }
+        match page.next {
+            Some(next) => filter.before = Some(next),
+            None => break,
+        }
+    }
+    Ok(totals.into_iter().map(|((workflow, state, team), count)| InstanceCount { workflow, state, team, count }).collect())
 }
 
 /// The per-user count keys of an instance (see [`Table::UserCounts`]).
@@ -406,6 +433,9 @@ fn index_keys(i: &Instance) -> Vec<String> {
         key(&["t", team, &i.id]),
         key(&["r", &i.requester, &i.id]),
     ];
+    if let Some(d) = &i.requester_department {
+        keys.push(key(&["d", d, &i.id]));
+    }
     if let Some(a) = &i.assignment.assignee {
         keys.push(key(&["a", a, &i.id]));
     }

@@ -14,6 +14,7 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         data: Map::new(),
         assignment: Assignment { team: Some("t".into()), ..Assignment::default() },
         requester: "u".into(),
+        requester_department: None,
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
         state_entered_at: String::new(),
@@ -321,7 +322,8 @@ mod index {
         #[test]
         fn restricted_lists_and_counts_match_a_scan(
             steps in proptest::collection::vec((step(), 0..3usize), 1..60),
-            reach in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()), 2),
+            reach in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()), 2),
+            in_department in any::<bool>(),
             teams in proptest::collection::vec(0..2usize, 0..2),
             workflow in proptest::option::of(0..2usize),
             state in proptest::option::of(0..3usize),
@@ -337,6 +339,8 @@ mod index {
                 let existing = store.instance(&id).unwrap();
                 c.instance.workflow = existing.as_ref().map_or(WORKFLOWS[w].to_string(), |i| i.workflow.clone());
                 c.instance.requester = existing.as_ref().map_or(REQUESTERS[r].to_string(), |i| i.requester.clone());
+                // Requesters of two departments; "chen" has none.
+                c.instance.requester_department = existing.as_ref().map_or([Some("icu"), Some("icu"), None][r].map(str::to_string), |i| i.requester_department.clone());
                 c.instance.assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
                 prop_assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed);
                 versions.insert(id, expected + 1);
@@ -344,7 +348,14 @@ mod index {
             let v = Visibility {
                 user: "wang".into(),
                 teams: teams.iter().filter_map(|t| TEAMS[*t].map(str::to_string)).collect(),
-                workflows: WORKFLOWS.iter().zip(&reach).map(|(w, (all, requester, assignee, team))| (w.to_string(), Reach { all: *all, requester: *requester, assignee: *assignee, team: *team })).collect(),
+                department: in_department.then(|| "icu".to_string()),
+                workflows: WORKFLOWS
+                    .iter()
+                    .zip(&reach)
+                    .map(|(w, (all, requester, assignee, team, department))| {
+                        (w.to_string(), Reach { all: *all, requester: *requester, assignee: *assignee, team: *team, department: *department })
+                    })
+                    .collect(),
             };
             let all: Vec<Instance> = versions.keys().rev().map(|id| store.instance(id).unwrap().unwrap()).collect();
             let workflow = workflow.map(|w| WORKFLOWS[w].to_string());

@@ -533,3 +533,27 @@ async fn a_new_password_revokes_the_old_ways_in() {
     app.post("/api/v1/admin/users/nurse_li/password", "admin", json!({"password": "a-brand-new-one"})).await.expect(200);
     app.request(Method::GET, "/api/v1/me", None, None, &[("authorization", &bearer)]).await.expect(401);
 }
+
+/// `visible_to: [department]`: users of the requester's department read the
+/// order (lists and counts too); users of another department do not.
+#[tokio::test]
+async fn a_department_scope_shows_the_orders_of_ones_own_department() {
+    let mut app = TestApp::hospital_copy();
+    app.edit(
+        "definitions/workflows/repair.yaml",
+        "visible_to: [requester, assignee, team, role:dispatcher, role:manager]",
+        "visible_to: [requester, assignee, team, department, role:dispatcher, role:manager]",
+    );
+    assert!(!matches!(app.runtime.reload(), flowform_runtime::reload::ReloadOutcome::Rejected { .. }));
+    for (id, dept) in [("icu_a", "icu"), ("icu_b", "icu"), ("er_c", "emergency")] {
+        app.post("/api/v1/admin/users", "admin", json!({"id": id, "roles": ["staff"], "department": dept})).await.expect(201);
+    }
+    let wo = app.start_instance("repair", "icu_a", repair()).await.expect(201);
+    let id = wo["id"].as_str().unwrap().to_string();
+    app.start_instance("repair", "nurse_li", repair()).await.expect(201);
+    app.get(&format!("/api/v1/instances/{id}"), "icu_b").await.expect(200);
+    app.get(&format!("/api/v1/instances/{id}"), "er_c").await.expect(404);
+    assert_eq!(ids(&app.get("/api/v1/instances?workflow=repair", "icu_b").await.expect(200)), vec![id.clone()]);
+    assert_eq!(total(&app.get("/api/v1/instances/counts?workflow=repair", "icu_b").await.expect(200)), 1);
+    assert_eq!(total(&app.get("/api/v1/instances/counts?workflow=repair", "er_c").await.expect(200)), 0);
+}

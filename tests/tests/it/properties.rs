@@ -26,6 +26,7 @@ fn actors() -> Vec<Actor> {
         roles: roles.iter().map(|s| s.to_string()).collect(),
         teams: teams.iter().map(|s| s.to_string()).collect(),
         email: None,
+        department: None,
     };
     vec![
         a("nurse", &["staff"], &[]),

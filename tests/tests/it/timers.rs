@@ -263,7 +263,14 @@ async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_
     app.clock.set("2026-12-01T00:00:00Z".parse().unwrap());
     let store = app.runtime.store().clone();
     let some: Vec<String> = store.records("asset").unwrap().into_iter().take(20).map(|r| r.id).collect();
-    let actor = flowform_core::Actor { id: "schedule:monthly_inspection".into(), name: "x".into(), roles: vec!["admin".into()], teams: vec![], email: None };
+    let actor = flowform_core::Actor {
+        id: "schedule:monthly_inspection".into(),
+        name: "x".into(),
+        roles: vec!["admin".into()],
+        teams: vec![],
+        email: None,
+        department: None,
+    };
     for id in &some {
         let asset = store.record("asset", id).unwrap().unwrap();
         let data = json!({"asset": id, "category": asset.data["category"], "plan": format!("月度巡检 {}", asset.data["name"].as_str().unwrap())});
