@@ -7,6 +7,7 @@ mod api;
 mod authorization;
 mod diagnostics;
 mod diff;
+mod docs;
 mod generic;
 mod openapi;
 mod properties;
