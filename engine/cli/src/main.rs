@@ -786,6 +786,25 @@ fn behind_proxy() -> bool {
 /// stored, so a restart re-arms them) and delivers pending outbox messages,
 /// outside any command.
 fn fire_timers(runtime: Arc<Runtime>) {
+    // Deliveries to outside channels in a loop of their own: a slow or dead
+    // endpoint never holds up timers and schedules.
+    let outbox = runtime.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let runtime = outbox.clone();
+            let error = match tokio::task::spawn_blocking(move || runtime.deliver_outbox()).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("outbox: {e}")),
+                Err(e) => Some(format!("outbox round panicked: {e}")),
+            };
+            if let Some(e) = &error {
+                tracing::warn!(error = %e, "a delivery round failed; retrying");
+            }
+            outbox.delivery_done(error);
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
@@ -806,13 +825,13 @@ fn fire_timers(runtime: Arc<Runtime>) {
                 let runtime = runtime.clone();
                 move || {
                     if let Err(e) = runtime.prune_daily() {
-                        tracing::warn!(error = %e, "pruning failed; retrying tomorrow's round");
+                        tracing::warn!(error = %e, "pruning failed; it is tried again tomorrow");
                     }
-                    (runtime.notify_ledger_events(), runtime.fire_due_timers(), runtime.deliver_outbox())
+                    (runtime.notify_ledger_events(), runtime.fire_due_timers())
                 }
             });
             match blocking.await {
-                Ok((ledger, timers, outbox)) => {
+                Ok((ledger, timers)) => {
                     if let Err(e) = ledger {
                         error.get_or_insert(format!("ledger notifications: {e}"));
                     }
@@ -822,9 +841,6 @@ fn fire_timers(runtime: Arc<Runtime>) {
                             error.get_or_insert(format!("timers: {e}"));
                         }
                         _ => {}
-                    }
-                    if let Err(e) = outbox {
-                        error.get_or_insert(format!("outbox: {e}"));
                     }
                 }
                 Err(e) => {

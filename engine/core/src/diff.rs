@@ -148,7 +148,22 @@ fn without_places<T: Debug>(v: &T) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // The file a definition is in is not part of what it says either.
+    let mut cleaned = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("file: \"") {
+        cleaned.push_str(&rest[..at]);
+        let after = &rest[at + 7..];
+        match after.find('"') {
+            Some(end) => rest = &after[end + 1..],
+            None => {
+                rest = after;
+                break;
+            }
+        }
+    }
+    cleaned.push_str(rest);
+    cleaned
 }
 
 /// `details` when it says something; else, if anything else of the
@@ -238,7 +253,8 @@ fn workflow_details(dx: &mut Differ, name: &str, o: &WorkflowDef, n: &WorkflowDe
     dx.keyed("transition", name, o.transitions.iter().map(|t| (t.name.as_str(), t)), n.transitions.iter().map(|t| (t.name.as_str(), t)), |_, _, ot, nt| {
         or_any(transition_details(ot, nt), ot, nt)
     });
-    if without_places(&o.visible_to) != without_places(&n.visible_to) {
+    let audiences = |w: &WorkflowDef| w.audiences().into_iter().map(|a| format!("{a:?}")).collect::<BTreeSet<String>>();
+    if audiences(o) != audiences(n) {
         d.push(format!("who may read it (visible_to) changed from {:?} to {:?}", o.audiences(), n.audiences()).replace('"', "`"));
     }
     if without_places(&o.on_assigned) != without_places(&n.on_assigned) {
@@ -267,7 +283,7 @@ pub fn diff(old: &Bundle, new: &Bundle) -> BundleDiff {
     dx.keyed("workflow", "", om.workflows.iter().map(|(k, v)| (k.as_str(), v)), nm.workflows.iter().map(|(k, v)| (k.as_str(), v)), workflow_details);
     dx.keyed("form", "", om.forms.iter().map(|(k, v)| (k.as_str(), v)), nm.forms.iter().map(|(k, v)| (k.as_str(), v)), |dx, name, o, n| {
         dx.keyed("field", name, o.fields.iter().map(|f| (f.name.as_str(), f)), n.fields.iter().map(|f| (f.name.as_str(), f)), |_, _, of, nf| {
-            field_details(of, nf)
+            or_any(field_details(of, nf), of, nf)
         });
         let mut d = Vec::new();
         if o.title != n.title {

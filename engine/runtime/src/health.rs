@@ -16,12 +16,15 @@ pub struct Health {
     ticking: AtomicBool,
     last_tick: Mutex<Option<jiff::Timestamp>>,
     last_tick_error: Mutex<Option<String>>,
+    delivering: AtomicBool,
+    last_delivery_error: Mutex<Option<String>>,
     watcher: Mutex<Option<bool>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Component {
-    /// `ok`, `degraded` or `off` (not running in this process).
+    /// `ok`; `warning` (needs an admin's look, the server works: quarantined
+    /// timers, failing deliveries); `degraded` (a part has stopped); `off`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -29,14 +32,15 @@ pub struct Component {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct HealthReport {
-    /// `ok`, or `degraded` when a component is.
+    /// `ok`, `warning`, or `degraded` when a component is (then `/healthz` is 503).
     pub status: &'static str,
     pub components: std::collections::BTreeMap<&'static str, Component>,
 }
 
 impl HealthReport {
+    /// Whether the server works (answers 200): nothing is degraded.
     pub fn is_ok(&self) -> bool {
-        self.status == "ok"
+        self.status != "degraded"
     }
 }
 
@@ -52,6 +56,14 @@ impl Runtime {
             *t = Some(self.clock.now());
         }
         if let Ok(mut e) = self.health.last_tick_error.lock() {
+            *e = error;
+        }
+    }
+
+    /// The outbox loop finished a round (with its error, if any).
+    pub fn delivery_done(&self, error: Option<String>) {
+        self.health.delivering.store(true, Ordering::Relaxed);
+        if let Ok(mut e) = self.health.last_delivery_error.lock() {
             *e = error;
         }
     }
@@ -79,10 +91,10 @@ impl Runtime {
             if stalled {
                 Component { status: "degraded", detail: Some(format!("no timer round finished for over {TICK_STALLED_SECS} s")) }
             } else if !quarantined.is_empty() {
-                let names: Vec<String> = quarantined.iter().take(5).map(|q| format!("{} {} ({})", q.timer.instance_id, q.timer.timer, q.reason)).collect();
-                Component { status: "degraded", detail: Some(format!("{} timer(s) quarantined: {}", quarantined.len(), names.join("; "))) }
-            } else if let Some(e) = error {
-                Component { status: "degraded", detail: Some(e) }
+                // Which ones and why is for admins (GET /api/v1/admin/quarantine), not for anyone who asks.
+                Component { status: "warning", detail: Some(format!("{} timer(s) quarantined; see GET /api/v1/admin/quarantine", quarantined.len())) }
+            } else if error.is_some() {
+                Component { status: "warning", detail: Some("the last timer round had an error; see the log".into()) }
             } else {
                 ok()
             }
@@ -96,13 +108,19 @@ impl Runtime {
                 Some(false) => Component { status: "degraded", detail: Some("the file watcher stopped; reload with POST /api/v1/admin/reload".into()) },
             },
         );
-        let outbox = match self.health.last_tick_error.lock().ok().and_then(|e| e.clone()) {
-            Some(e) if e.starts_with("outbox") => Component { status: "degraded", detail: Some(e) },
-            _ if self.health.ticking.load(Ordering::Relaxed) => ok(),
-            _ => Component { status: "off", detail: None },
+        let outbox = match self.health.last_delivery_error.lock().ok().and_then(|e| e.clone()) {
+            Some(_) => Component { status: "warning", detail: Some("the last delivery round failed; see the log and GET /api/v1/admin/outbox".into()) },
+            None if self.health.delivering.load(Ordering::Relaxed) => ok(),
+            None => Component { status: "off", detail: None },
         };
         components.insert("outbox", outbox);
-        let status = if components.values().any(|c| c.status == "degraded") { "degraded" } else { "ok" };
+        let status = if components.values().any(|c| c.status == "degraded") {
+            "degraded"
+        } else if components.values().any(|c| c.status == "warning") {
+            "warning"
+        } else {
+            "ok"
+        };
         HealthReport { status, components }
     }
 }
@@ -150,18 +168,25 @@ impl Runtime {
         let upto: u64 = self.store.meta("notified_ledger_events")?.and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut total = 0;
         // A batch per job; a large backlog takes a few jobs (bounded per day).
+        let mut result = Ok(());
         for _ in 0..20 {
-            match self.store.submit(flowform_store::Job::Prune { before: before.clone(), ledger_events_upto: upto })? {
-                flowform_store::CommitOutcome::Sequence(n) => {
+            match self.store.submit(flowform_store::Job::Prune { before: before.clone(), ledger_events_upto: upto }) {
+                Ok(flowform_store::CommitOutcome::Sequence(n)) => {
                     total += n;
                     if n < 10_000 {
                         break;
                     }
                 }
-                _ => break,
+                Ok(_) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
+        // Marked done even when it failed: tried again tomorrow, not every second.
         self.store.submit(flowform_store::Job::SetMeta { key: MARK.into(), value: today })?;
+        result?;
         if total > 0 {
             tracing::info!(deleted = total, "pruned what retention lets go");
         }

@@ -192,17 +192,25 @@ impl Runtime {
                 return Ok(fired);
             }
             let mut progressed = false;
+            let mut transient: Option<String> = None;
             for timer in due {
                 // Each timer alone: one that cannot act is quarantined with its
-                // reason, and the others still fire.
-                match self.fire_one(&timer, &now) {
+                // reason, and the others still fire. A panic counts as cannot act.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fire_one(&timer, &now)))
+                    .unwrap_or_else(|_| Err(Failure::Permanent("firing the timer panicked (a bug; see the log)".into())));
+                match outcome {
                     Ok(Fired::Acted) => {
                         fired += 1;
                         progressed = true;
                     }
                     Ok(Fired::Done) => progressed = true,
                     Ok(Fired::Retry) => {}
-                    Err(reason) => {
+                    // Storage trouble may pass: the timer stays due and is tried next round.
+                    Err(Failure::Transient(e)) => {
+                        tracing::warn!(instance = %timer.instance_id, timer = %timer.timer, error = %e, "timer could not fire now; retrying");
+                        transient.get_or_insert(e);
+                    }
+                    Err(Failure::Permanent(reason)) => {
                         tracing::error!(instance = %timer.instance_id, timer = %timer.timer, %reason, "timer quarantined");
                         let q = flowform_store::Quarantined { timer: timer.clone(), reason, at: now.clone() };
                         self.store.submit(flowform_store::Job::QuarantineTimer(q))?;
@@ -210,36 +218,42 @@ impl Runtime {
                     }
                 }
             }
+            if let Some(e) = transient
+                && !progressed
+            {
+                return Err(CommandError::Internal(format!("timers could not fire: {e}")));
+            }
             if !progressed {
                 return Ok(fired);
             }
         }
     }
 
-    /// Fires one due timer; `Err` is why it cannot act (it is then quarantined).
-    fn fire_one(&self, timer: &flowform_core::timers::TimerSpec, now: &str) -> Result<Fired, String> {
-        let Some(instance) = self.store.instance(&timer.instance_id).map_err(|e| e.to_string())? else {
-            self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(|e| e.to_string())?;
+    /// Fires one due timer. `Err`: why it cannot fire — for now (storage),
+    /// or for good (the instance's definitions, a refused posting, a rule).
+    fn fire_one(&self, timer: &flowform_core::timers::TimerSpec, now: &str) -> Result<Fired, Failure> {
+        let Some(instance) = self.store.instance(&timer.instance_id).map_err(Failure::from_store)? else {
+            self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(Failure::from_store)?;
             return Ok(Fired::Done);
         };
-        let bundle = self.bundle_for(&instance.bundle_version).map_err(|e| e.to_string())?;
+        let bundle = self.bundle_for(&instance.bundle_version).map_err(Failure::from_command)?;
         match flowform_core::timers::fire(&bundle, &instance, timer, now) {
             Ok(None) => {
-                self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(|e| e.to_string())?;
+                self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(Failure::from_store)?;
                 Ok(Fired::Done)
             }
             Ok(Some(outcome)) => {
-                let mut write = self.prepare(&bundle, outcome, None, instance.version, None, Lang::ZhCn).map_err(|e| e.to_string())?;
+                let mut write = self.prepare(&bundle, outcome, None, instance.version, None, Lang::ZhCn).map_err(Failure::from_command)?;
                 write.fired_timer = Some(timer.clone());
-                match self.store.commit(write).map_err(|e| e.to_string())? {
+                match self.store.commit(write).map_err(Failure::from_store)? {
                     CommitOutcome::Committed => Ok(Fired::Acted),
                     CommitOutcome::TimerGone => Ok(Fired::Done),
                     // The instance changed meanwhile: the next round decides again.
                     CommitOutcome::Conflict { .. } => Ok(Fired::Retry),
-                    other => Err(other_outcome(other).to_string()),
+                    other => Err(Failure::Permanent(other_outcome(other).to_string())),
                 }
             }
-            Err(e) => Err(format!("the timer could not act: {e}")),
+            Err(e) => Err(Failure::Permanent(format!("the timer could not act: {e}"))),
         }
     }
 
@@ -420,4 +434,25 @@ enum Fired {
     Done,
     /// The instance changed under it: decide again next round.
     Retry,
+}
+
+/// Why a timer did not fire.
+enum Failure {
+    /// May pass (storage): try again next round.
+    Transient(String),
+    /// Will not pass by itself: quarantine.
+    Permanent(String),
+}
+
+impl Failure {
+    fn from_store(e: flowform_store::StoreError) -> Self {
+        Failure::Transient(e.to_string())
+    }
+
+    fn from_command(e: CommandError) -> Self {
+        match e {
+            CommandError::Store(_) | CommandError::Internal(_) | CommandError::TooMuchContention => Failure::Transient(e.to_string()),
+            other => Failure::Permanent(other.to_string()),
+        }
+    }
 }

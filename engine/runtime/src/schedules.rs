@@ -76,9 +76,15 @@ impl Runtime {
                 continue;
             }
             let mut run = ScheduleRun { schedule: sc.name.clone(), period: period.clone(), started: 0, skipped: false, refused: Vec::new(), retry: false };
-            if !sc.catch_up_once && flowform_core::schedules::missed(&start, &now) {
+            // A period that began (and is being retried) is never skipped as missed.
+            let begun_key = format!("schedule_begun:{}", sc.name);
+            let begun = self.store.meta(&begun_key)?.as_deref() == Some(period.as_str());
+            if !begun && !sc.catch_up_once && flowform_core::schedules::missed(&start, &now) {
                 run.skipped = true;
             } else {
+                if !begun {
+                    self.store.submit(Job::SetMeta { key: begun_key.clone(), value: period.clone() })?;
+                }
                 let actor = self.schedule_actor(sc);
                 let records = match &sc.record {
                     Some(rt) => self
@@ -98,16 +104,18 @@ impl Runtime {
                     let opts = CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(key), expected_version: None };
                     match self.start(&sc.workflow.value, &Value::Object(data), &actor, &opts).await {
                         Ok(_) => run.started += 1,
-                        // A refusal (form, roles) stays a refusal: reported, the period goes on.
-                        Err(e @ CommandError::Rejected(_)) | Err(e @ CommandError::InvalidReferences(_)) => {
-                            tracing::warn!(schedule = %sc.name, record = ?target.as_ref().map(|r| &r.id), error = %e, "scheduled start refused");
-                            run.refused.push(format!("{}: {e}", target.as_ref().map_or("-", |r| r.id.as_str())));
-                        }
-                        // Anything else (storage, contention) may work next time: the period
-                        // is not marked done, and the idempotency keys keep what did start from starting twice.
-                        Err(e) => {
+                        // Started in an earlier try of this period (its data changed since): started.
+                        Err(CommandError::IdempotencyKeyReused) => run.started += 1,
+                        // Storage or contention may pass: the period is not marked done, and the
+                        // idempotency keys keep what did start from starting twice.
+                        Err(e @ (CommandError::Store(_) | CommandError::Internal(_) | CommandError::TooMuchContention)) => {
                             tracing::warn!(schedule = %sc.name, error = %e, "scheduled start failed; the period is retried");
                             run.retry = true;
+                        }
+                        // Anything else is a refusal that stays one: reported, the period goes on.
+                        Err(e) => {
+                            tracing::warn!(schedule = %sc.name, record = ?target.as_ref().map(|r| &r.id), error = %e, "scheduled start refused");
+                            run.refused.push(format!("{}: {e}", target.as_ref().map_or("-", |r| r.id.as_str())));
                         }
                     }
                 }

@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(quarantine, clear_quarantine))
+        .routes(routes!(requeue_quarantine))
         .routes(routes!(bundle))
         .routes(routes!(bundle_versions))
         .routes(routes!(bundle_diff))
@@ -62,6 +63,20 @@ async fn quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json
     let store = s.runtime.store().clone();
     let items = tokio::task::spawn_blocking(move || store.quarantined()).await.map_err(ApiError::internal)??;
     Ok(Json(json!({"items": items})))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/quarantine/requeue", tag = "admin", summary = "Put quarantined timers back in the queue, after a fix (admin)",
+    description = "Timers whose instance is still in the state they were armed for fire on the next round; the others are forgotten.",
+    responses((status = 200, description = "`{requeued: n}`", body = Object), (status = "4XX", description = "an error", body = crate::error::ErrorBody)))]
+async fn requeue_quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "requeue the quarantine")?;
+    let store = s.runtime.store().clone();
+    let outcome = tokio::task::spawn_blocking(move || store.submit(flowform_store::Job::RequeueQuarantined)).await.map_err(ApiError::internal)??;
+    let n = match outcome {
+        flowform_store::CommitOutcome::Sequence(n) => n,
+        _ => 0,
+    };
+    Ok(Json(json!({"requeued": n})))
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/quarantine", tag = "admin", summary = "Forget the quarantined timers once seen (admin)",

@@ -205,6 +205,10 @@ pub enum Job {
     QuarantineTimer(Quarantined),
     /// Forgets the quarantined timers admins have seen.
     ClearQuarantine,
+    /// Puts quarantined timers back in the queue (those whose instance is
+    /// still in the state they were armed for), e.g. after a fix; answers
+    /// `Sequence(n)` with how many went back.
+    RequeueQuarantined,
     /// Deletes what retention lets go (at most a batch per job): answers
     /// `Sequence(n)` with how many entries were deleted.
     Prune {

@@ -49,11 +49,18 @@ const PRUNE_BATCH: usize = 10_000;
 
 /// Deletes what the retention settings let go (see [`Job::Prune`]).
 fn prune(w: &mut dyn Write, before: &PruneBefore, ledger_events_upto: u64) -> Result<CommitOutcome> {
+    // Outbox and ledger events are in time order (by seq): the scan stops at
+    // the first entry newer than the cut-off. Idempotency keys are not: they
+    // are read a bounded slice per job, from where the last job stopped.
+    // Entries that cannot be read are left alone (and do not stop the rest).
     let mut doomed: Vec<(Table, String)> = Vec::new();
     if let Some(cutoff) = &before.outbox {
         w.range(Table::Outbox, Unbounded, Unbounded, false, &mut |k, v| {
-            let item: OutboxItem = from_bytes("outbox item", v)?;
-            if item.status == "delivered" && item.created_at.as_str() < cutoff.as_str() {
+            let Ok(item) = from_bytes::<OutboxItem>("outbox item", v) else { return Ok(true) };
+            if item.created_at.as_str() >= cutoff.as_str() {
+                return Ok(false);
+            }
+            if item.status == "delivered" {
                 doomed.push((Table::Outbox, k.to_string()));
             }
             Ok(doomed.len() < PRUNE_BATCH)
@@ -63,27 +70,44 @@ fn prune(w: &mut dyn Write, before: &PruneBefore, ledger_events_upto: u64) -> Re
         // Only events already notified: the marker says up to which seq.
         let hi = num(ledger_events_upto.saturating_add(1));
         w.range(Table::LedgerEvents, Unbounded, Excluded(&hi), false, &mut |k, v| {
-            let e: LedgerEvent = from_bytes("ledger event", v)?;
-            if e.at.as_str() < cutoff.as_str() {
-                doomed.push((Table::LedgerEvents, k.to_string()));
+            let Ok(e) = from_bytes::<LedgerEvent>("ledger event", v) else { return Ok(true) };
+            if e.at.as_str() >= cutoff.as_str() {
+                return Ok(false);
             }
+            doomed.push((Table::LedgerEvents, k.to_string()));
             Ok(doomed.len() < PRUNE_BATCH)
         })?;
     }
+    let mut more = doomed.len() >= PRUNE_BATCH;
     if let Some(cutoff) = &before.idempotency {
-        w.range(Table::Idempotency, Unbounded, Unbounded, false, &mut |k, v| {
-            let r: IdempotentResult = from_bytes("idempotency record", v)?;
-            if r.at.as_deref().is_some_and(|at| at < cutoff.as_str()) {
+        const SLICE: usize = 50_000;
+        let after = w.get(Table::Meta, "prune_idempotency_after")?.map(|v| String::from_utf8_lossy(&v).to_string());
+        let mut scanned = 0;
+        let mut last: Option<String> = None;
+        w.range(Table::Idempotency, after.as_deref().map_or(Unbounded, Excluded), Unbounded, false, &mut |k, v| {
+            scanned += 1;
+            last = Some(k.to_string());
+            if let Ok(r) = from_bytes::<IdempotentResult>("idempotency record", v)
+                && r.at.as_deref().is_some_and(|at| at < cutoff.as_str())
+            {
                 doomed.push((Table::Idempotency, k.to_string()));
             }
-            Ok(doomed.len() < PRUNE_BATCH)
+            Ok(scanned < SLICE && doomed.len() < PRUNE_BATCH)
         })?;
+        match last {
+            Some(last) if scanned >= SLICE || doomed.len() >= PRUNE_BATCH => {
+                w.put(Table::Meta, "prune_idempotency_after", last.as_bytes())?;
+                more = true;
+            }
+            _ => w.delete(Table::Meta, "prune_idempotency_after")?,
+        }
     }
     let n = doomed.len() as u64;
     for (table, k) in doomed {
         w.delete(table, &k)?;
     }
-    Ok(CommitOutcome::Sequence(n))
+    // `PRUNE_BATCH` or more: there may be more to do (the runtime runs another job).
+    Ok(CommitOutcome::Sequence(if more { n.max(PRUNE_BATCH as u64) } else { n }))
 }
 
 /// Security events, newest first.
@@ -539,8 +563,9 @@ fn ensure_outbox_index(w: &mut dyn Write) -> Result<()> {
     }
     let mut pending = Vec::new();
     w.range(Table::Outbox, Unbounded, Unbounded, false, &mut |k, v| {
-        let item: OutboxItem = from_bytes("outbox item", v)?;
-        if item.status == "pending" {
+        if let Ok(item) = from_bytes::<OutboxItem>("outbox item", v)
+            && item.status == "pending"
+        {
             pending.push(key(&[&item.next_at, k]));
         }
         Ok(true)
@@ -671,10 +696,11 @@ pub fn due_outbox(r: &dyn Read, now: &str, limit: usize) -> Result<Vec<OutboxIte
     })?;
     let mut out = Vec::new();
     for seq in seqs {
-        if let Some(item) = get::<OutboxItem>(r, Table::Outbox, &seq, "outbox item")?
-            && item.status == "pending"
-        {
-            out.push(item);
+        // A message that cannot be read is skipped (and logged), never stops the others.
+        match get::<OutboxItem>(r, Table::Outbox, &seq, "outbox item") {
+            Ok(Some(item)) if item.status == "pending" => out.push(item),
+            Ok(_) => {}
+            Err(e) => tracing::error!(seq = %seq, error = %e, "an outbox message cannot be read; skipped"),
         }
     }
     Ok(out)
@@ -1084,6 +1110,24 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             drop_timer(w, &q.timer)?;
             w.put(Table::Meta, &key(&["quarantine", &q.at, &q.timer.instance_id, &q.timer.timer]), &to_bytes(q)?)?;
             Ok(CommitOutcome::Committed)
+        }
+        Job::RequeueQuarantined => {
+            let mut back = 0;
+            for k in keys_with_prefix(w, Table::Meta, "quarantine")? {
+                if let Some(q) = get::<Quarantined>(w, Table::Meta, &k, "quarantined timer")?
+                    && let Some(i) = get::<Instance>(w, Table::Instances, &q.timer.instance_id, "instance")?
+                    && i.state == q.timer.state
+                    && i.state_entered_seq == q.timer.entered_seq
+                {
+                    let t = &q.timer;
+                    let tk = timer_key(t);
+                    w.put(Table::Timers, &tk, &to_bytes(t)?)?;
+                    w.put(Table::TimerIndex, &key(&[&t.instance_id, &t.timer]), tk.as_bytes())?;
+                    back += 1;
+                }
+                w.delete(Table::Meta, &k)?;
+            }
+            Ok(CommitOutcome::Sequence(back))
         }
         Job::ClearQuarantine => {
             for k in keys_with_prefix(w, Table::Meta, "quarantine")? {

@@ -107,7 +107,10 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "a store job failed");
             }
-            reply(outcome);
+            // A caller's callback that panics must not take the writer down either.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply(outcome))).is_err() {
+                tracing::error!("a store job's reply panicked");
+            }
         }
     }
 }
