@@ -101,7 +101,9 @@ const MAX_RETRIES: usize = 8;
 pub struct Runtime {
     current: ArcSwap<Bundle>,
     /// Older bundle versions that instances still run on, compiled on demand.
-    pinned: Mutex<HashMap<String, Arc<Bundle>>>,
+    /// version → (bundle, when last used: a tick of `pin_clock`).
+    pinned: Mutex<HashMap<String, (Arc<Bundle>, u64)>>,
+    pin_clock: std::sync::atomic::AtomicU64,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ids: Mutex<ulid::Generator>,
@@ -140,6 +142,7 @@ impl Runtime {
             variables: Mutex::new(HashMap::new()),
             current: ArcSwap::from_pointee(bundle),
             pinned: Mutex::new(HashMap::new()),
+            pin_clock: std::sync::atomic::AtomicU64::new(0),
             store,
             clock,
             ids: Mutex::new(ulid::Generator::new()),
@@ -185,18 +188,26 @@ impl Runtime {
     }
 
     fn pinned_bundle(&self, version: &str) -> Result<Option<Arc<Bundle>>, CommandError> {
-        let pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
-        Ok(pinned.get(version).cloned())
+        let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
+        let now = self.pin_clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(pinned.get_mut(version).map(|(b, used)| {
+            *used = now;
+            b.clone()
+        }))
     }
 
     fn pin(&self, version: &str, bundle: Bundle) -> Result<Arc<Bundle>, CommandError> {
         let mut pinned = self.pinned.lock().map_err(|_| CommandError::Internal("bundle cache poisoned".into()))?;
-        // Bounded: past the limit, versions no request holds right now are
-        // dropped (compiled again if an instance needs them later).
-        if pinned.len() >= MAX_PINNED && !pinned.contains_key(version) {
-            pinned.retain(|_, b| Arc::strong_count(b) > 1);
+        let now = self.pin_clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Bounded: past the limit, the least recently used version that no
+        // request holds right now is dropped (compiled again when needed).
+        if pinned.len() >= MAX_PINNED
+            && !pinned.contains_key(version)
+            && let Some(oldest) = pinned.iter().filter(|(_, (b, _))| Arc::strong_count(b) == 1).min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+        {
+            pinned.remove(&oldest);
         }
-        Ok(pinned.entry(version.to_string()).or_insert_with(|| Arc::new(bundle)).clone())
+        Ok(pinned.entry(version.to_string()).or_insert_with(|| (Arc::new(bundle), now)).0.clone())
     }
 
     /// [`Runtime::bundle_for`] for async callers: an old version that must be

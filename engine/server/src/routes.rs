@@ -79,12 +79,21 @@ async fn requeue_quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Res
     Ok(Json(json!({"requeued": n})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearQuery {
+    /// Only entries quarantined at or before this time (the `at` of the newest one seen).
+    upto: Option<String>,
+}
+
 #[utoipa::path(delete, path = "/api/v1/admin/quarantine", tag = "admin", summary = "Forget the quarantined timers once seen (admin)",
+    params(("upto" = Option<String>, Query, description = "only those quarantined at or before this time: the `at` of the newest one seen, so one that came after is not lost")),
     responses((status = 200, description = "`{cleared: true}`", body = Object), (status = "4XX", description = "an error", body = crate::error::ErrorBody)))]
-async fn clear_quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
+async fn clear_quarantine(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ClearQuery>) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "clear the quarantine")?;
     let store = s.runtime.store().clone();
-    tokio::task::spawn_blocking(move || store.submit(flowform_store::Job::ClearQuarantine)).await.map_err(ApiError::internal)??;
+    let job = flowform_store::Job::ClearQuarantine { upto: q.upto };
+    tokio::task::spawn_blocking(move || store.submit(job)).await.map_err(ApiError::internal)??;
     Ok(Json(json!({"cleared": true})))
 }
 

@@ -203,8 +203,11 @@ pub enum Job {
     /// reason for admins (`GET /api/v1/admin/quarantine`), so it never blocks
     /// the others.
     QuarantineTimer(Quarantined),
-    /// Forgets the quarantined timers admins have seen.
-    ClearQuarantine,
+    /// Forgets the quarantined timers admins have seen: those quarantined at
+    /// or before `upto` (all: `None`).
+    ClearQuarantine {
+        upto: Option<String>,
+    },
     /// Puts quarantined timers back in the queue (those whose instance is
     /// still in the state they were armed for), e.g. after a fix; answers
     /// `Sequence(n)` with how many went back.

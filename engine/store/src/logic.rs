@@ -1129,9 +1129,13 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             Ok(CommitOutcome::Sequence(back))
         }
-        Job::ClearQuarantine => {
+        Job::ClearQuarantine { upto } => {
             for k in keys_with_prefix(w, Table::Meta, "quarantine")? {
-                w.delete(Table::Meta, &k)?;
+                // Keys are quarantine␟at␟instance␟timer: `at` decides.
+                let at = k.split(SEP).nth(1).unwrap_or("");
+                if upto.as_deref().is_none_or(|u| at <= u) {
+                    w.delete(Table::Meta, &k)?;
+                }
             }
             Ok(CommitOutcome::Committed)
         }

@@ -83,8 +83,9 @@ impl Drop for RedbStore {
 /// The writer thread: takes every queued job, applies them in one write
 /// transaction and commits once with `Durability::Immediate` (fsync), then
 /// answers each. When a job fails (an error, or a panic, which is caught) the
-/// batch is rolled back and each job runs again in a transaction of its own,
-/// so the failing job fails alone and the others commit; the thread goes on.
+/// batch is rolled back; the jobs before it commit together again, the job
+/// fails alone, and the jobs after it go on as a batch of their own — one
+/// extra commit per failing job; the thread goes on.
 fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -95,14 +96,25 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
             }
         }
         let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
-        let outcomes: Vec<Result<CommitOutcome>> = match commit_batch(&db, &jobs) {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(e) if jobs.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing its jobs one by one");
-                jobs.iter().map(|job| commit_batch(&db, std::slice::from_ref(job)).and_then(|mut o| o.pop().ok_or_else(|| backend("no outcome")))).collect()
+        let mut outcomes: Vec<Result<CommitOutcome>> = Vec::with_capacity(jobs.len());
+        while outcomes.len() < jobs.len() {
+            let rest = &jobs[outcomes.len()..];
+            match commit_batch(&db, rest) {
+                Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+                // The job at `failed` fails alone; those before it commit again without it.
+                Err((failed, e)) => {
+                    if failed > 0 {
+                        match commit_batch(&db, &rest[..failed]) {
+                            Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+                            // The disk itself fails: nothing of these is acknowledged.
+                            Err((_, e2)) => outcomes.extend((0..failed).map(|_| Err(backend(&e2)))),
+                        }
+                    }
+                    tracing::warn!(error = %e, "a store job failed; the others of its batch go on");
+                    outcomes.push(Err(e));
+                }
             }
-        };
+        }
         for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "a store job failed");
@@ -204,20 +216,23 @@ impl Read for ReadTx {
     }
 }
 
-fn commit_batch(db: &Database, batch: &[&Job]) -> Result<Vec<CommitOutcome>> {
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Immediate).map_err(backend)?;
+/// Applies `batch` in one transaction and commits it. `Err((i, e))`: job `i`
+/// failed (nothing was committed); a failing commit blames the last job.
+fn commit_batch(db: &Database, batch: &[&Job]) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
+    let last = batch.len().saturating_sub(1);
+    let mut tx = db.begin_write().map_err(|e| (0, backend(e)))?;
+    tx.set_durability(Durability::Immediate).map_err(|e| (0, backend(e)))?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
         let mut w = WriteTx::new(&tx);
-        for job in batch {
+        for (i, job) in batch.iter().enumerate() {
             // A bug in a job's logic must not take the writer thread down with it.
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logic::apply(&mut w, job)))
                 .unwrap_or_else(|panic| Err(backend(format!("a store job panicked: {}", panic_message(&panic)))));
-            outcomes.push(applied?);
+            outcomes.push(applied.map_err(|e| (i, e))?);
         }
     }
-    tx.commit().map_err(backend)?;
+    tx.commit().map_err(|e| (last, backend(e)))?;
     Ok(outcomes)
 }
 

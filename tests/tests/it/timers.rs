@@ -487,7 +487,10 @@ async fn a_poisoned_timer_is_quarantined_and_the_others_fire() {
     assert_eq!(back["requeued"], 1);
     fire(&app).await;
     assert_eq!(app.get("/api/v1/admin/quarantine", "admin").await.expect(200)["items"].as_array().unwrap().len(), 1);
-    app.request(axum::http::Method::DELETE, "/api/v1/admin/quarantine", Some("admin"), None, &[]).await.expect(200);
+    let seen = app.get("/api/v1/admin/quarantine", "admin").await.expect(200)["items"][0]["at"].as_str().unwrap().to_string();
+    app.request(axum::http::Method::DELETE, "/api/v1/admin/quarantine?upto=2000-01-01T00:00:00.000Z", Some("admin"), None, &[]).await.expect(200);
+    assert_eq!(app.get("/api/v1/admin/quarantine", "admin").await.expect(200)["items"].as_array().unwrap().len(), 1, "newer than `upto`: kept");
+    app.request(axum::http::Method::DELETE, &format!("/api/v1/admin/quarantine?upto={seen}"), Some("admin"), None, &[]).await.expect(200);
     let health = app.request(axum::http::Method::GET, "/healthz", None, None, &[]).await.expect(200);
     assert_eq!(health["status"], "ok");
     app.clock.advance(SignedDuration::from_mins(15));
