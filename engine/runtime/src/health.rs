@@ -100,6 +100,18 @@ impl Runtime {
             }
         };
         components.insert("timers", timers);
+        let failed = self.store.failed_triggers().map(|f| f.len()).unwrap_or(0);
+        components.insert(
+            "triggers",
+            if failed == 0 {
+                ok()
+            } else {
+                Component {
+                    status: "warning",
+                    detail: Some(format!("{failed} record trigger(s) could not start their workflow; see GET /api/v1/admin/quarantine")),
+                }
+            },
+        );
         components.insert(
             "watcher",
             match self.health.watcher.lock().ok().and_then(|w| *w) {

@@ -289,7 +289,20 @@ impl Runtime {
                 crate::CommandOptions { lang: Lang::ZhCn, idempotency_key: Some(format!("trigger:{}:{}:{i}", rt.name, record.id)), expected_version: None };
             match self.start_blocking(&t.workflow.value, &Value::Object(input), &actor, &opts) {
                 Ok(instance) => tracing::info!(record = %record.id, instance = %instance.id, workflow = %t.workflow.value, "record started a workflow"),
-                Err(e) => tracing::warn!(record = %record.id, workflow = %t.workflow.value, error = %e, "record trigger could not start the workflow"),
+                Err(e) => {
+                    tracing::warn!(record = %record.id, workflow = %t.workflow.value, error = %e, "record trigger could not start the workflow");
+                    // Kept for admins (GET /api/v1/admin/quarantine), not only in the log.
+                    let failure = flowform_store::FailedTrigger {
+                        record_type: rt.name.clone(),
+                        record: record.id.clone(),
+                        workflow: t.workflow.value.clone(),
+                        reason: e.to_string(),
+                        at: self.now(),
+                    };
+                    if let Err(e) = self.store.submit(Job::FailedTrigger(failure)) {
+                        tracing::error!(error = %e, "could not record a failed trigger");
+                    }
+                }
             }
         }
     }

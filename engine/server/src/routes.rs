@@ -61,8 +61,10 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
 async fn quarantine(State(s): State<AppState>, Auth(actor): Auth) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &actor, "read the quarantine")?;
     let store = s.runtime.store().clone();
-    let items = tokio::task::spawn_blocking(move || store.quarantined()).await.map_err(ApiError::internal)??;
-    Ok(Json(json!({"items": items})))
+    let (items, triggers) = tokio::task::spawn_blocking(move || Ok::<_, flowform_store::StoreError>((store.quarantined()?, store.failed_triggers()?)))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(json!({"items": items, "failed_triggers": triggers})))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/quarantine/requeue", tag = "admin", summary = "Put quarantined timers back in the queue, after a fix (admin)",

@@ -99,6 +99,16 @@ pub struct Quarantined {
     pub at: String,
 }
 
+/// A record's trigger that could not start its workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedTrigger {
+    pub record_type: String,
+    pub record: String,
+    pub workflow: String,
+    pub reason: String,
+    pub at: String,
+}
+
 /// A message in a user's in-app inbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InboxItem {
@@ -203,7 +213,9 @@ pub enum Job {
     /// reason for admins (`GET /api/v1/admin/quarantine`), so it never blocks
     /// the others.
     QuarantineTimer(Quarantined),
-    /// Forgets the quarantined timers admins have seen: those quarantined at
+    /// Keeps a trigger that could not start its workflow, for admins.
+    FailedTrigger(FailedTrigger),
+    /// Forgets the quarantined timers (and failed triggers) admins have seen: those at
     /// or before `upto` (all: `None`).
     ClearQuarantine {
         upto: Option<String>,
@@ -560,6 +572,18 @@ pub trait Store: Send + Sync + 'static {
     /// Timers taken out of the queue, oldest first.
     fn quarantined(&self) -> Result<Vec<Quarantined>> {
         read_with(self, |r| collect_quarantine(r))
+    }
+    /// Record triggers that could not start their workflow, oldest first.
+    fn failed_triggers(&self) -> Result<Vec<FailedTrigger>> {
+        read_with(self, |r| {
+            let (lo, hi) = tables::prefix_range("failed_trigger");
+            let mut out = Vec::new();
+            r.range(tables::Table::Meta, std::ops::Bound::Included(&lo), std::ops::Bound::Excluded(&hi), false, &mut |_, v| {
+                out.push(from_bytes("failed trigger", v)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
     }
     fn meta(&self, key: &str) -> Result<Option<String>> {
         read_with(self, |r| Ok(r.get(tables::Table::Meta, &format!("user{}{key}", tables::SEP))?.map(|v| String::from_utf8_lossy(&v).to_string())))

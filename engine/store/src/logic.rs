@@ -1129,8 +1129,14 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             Ok(CommitOutcome::Sequence(back))
         }
+        Job::FailedTrigger(f) => {
+            w.put(Table::Meta, &key(&["failed_trigger", &f.at, &f.record_type, &f.record, &f.workflow]), &to_bytes(f)?)?;
+            Ok(CommitOutcome::Committed)
+        }
         Job::ClearQuarantine { upto } => {
-            for k in keys_with_prefix(w, Table::Meta, "quarantine")? {
+            let mut keys = keys_with_prefix(w, Table::Meta, "quarantine")?;
+            keys.extend(keys_with_prefix(w, Table::Meta, "failed_trigger")?);
+            for k in keys {
                 // Keys are quarantine␟at␟instance␟timer: `at` decides.
                 let at = k.split(SEP).nth(1).unwrap_or("");
                 if upto.as_deref().is_none_or(|u| at <= u) {

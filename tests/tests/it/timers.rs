@@ -516,3 +516,21 @@ async fn retention_prunes_old_idempotency_keys_once_a_day() {
     assert_ne!(old_again["id"], first["id"], "the 31-day-old key was forgotten");
     assert_eq!(app.get("/api/v1/instances?workflow=repair", "admin").await.expect(200)["items"].as_array().unwrap().len(), 3, "{again}");
 }
+
+/// Regression: a record trigger that could not start its workflow was only
+/// logged. Now admins see it (and `/healthz` warns) until they clear it.
+#[tokio::test]
+async fn a_failed_record_trigger_is_shown_to_admins() {
+    let mut app = TestApp::hospital_copy();
+    app.edit("definitions/records/meter_reading.yaml", "    roles: [dispatcher]        # the trigger", "    roles: [staff]        # the trigger");
+    assert!(!matches!(app.runtime.reload(), flowform_runtime::reload::ReloadOutcome::Rejected { .. }));
+    let reading = serde_json::json!({"data": {"asset": "EQ-000101", "category": "hvac", "reading": 6000, "unit": "hours"}});
+    let created = app.post("/api/v1/records/meter_reading", "tech_wang", reading).await.expect(201);
+    let q = app.get("/api/v1/admin/quarantine", "admin").await.expect(200);
+    let failed = &q["failed_triggers"][0];
+    assert_eq!((failed["record"].as_str(), failed["workflow"].as_str()), (created["id"].as_str(), Some("inspection")), "{q}");
+    assert!(failed["reason"].as_str().unwrap().contains("dispatcher"), "{q}");
+    assert_eq!(app.request(axum::http::Method::GET, "/healthz", None, None, &[]).await.expect(200)["status"], "warning");
+    app.request(axum::http::Method::DELETE, "/api/v1/admin/quarantine", Some("admin"), None, &[]).await.expect(200);
+    assert_eq!(app.get("/api/v1/admin/quarantine", "admin").await.expect(200)["failed_triggers"].as_array().unwrap().len(), 0);
+}
