@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use flowform_core::Actor;
+use flowform_core::bundle::escape_html as escape;
 use flowform_runtime::accounts::{AccountError, NewUser, UserChange};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -438,21 +439,6 @@ fn texts(s: &AppState, headers: &HeaderMap) -> &'static Texts {
     let from_header = headers.get(axum::http::header::ACCEPT_LANGUAGE).and_then(|h| h.to_str().ok()).and_then(flowform_core::Lang::from_accept_language);
     let lang = from_header.unwrap_or(if s.runtime.bundle().model.app.default_language == "en" { flowform_core::Lang::En } else { flowform_core::Lang::ZhCn });
     if lang == flowform_core::Lang::En { &EN } else { &ZH }
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn page(t: &Texts, app_title: &str, body: &str) -> String {

@@ -535,22 +535,7 @@ fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
     if w.get(Table::Meta, "instance_index")?.is_some() {
         return ensure_requester_index(w);
     }
-    let mut after: Option<String> = None;
-    loop {
-        let mut chunk: Vec<Instance> = Vec::new();
-        let lo = after.as_deref().map_or(Unbounded, Excluded);
-        w.range(Table::Instances, lo, Unbounded, false, &mut |_, v| {
-            chunk.push(from_bytes("instance", v)?);
-            Ok(chunk.len() < 1024)
-        })?;
-        for i in &chunk {
-            reindex(w, None, i)?;
-        }
-        match chunk.last() {
-            Some(last) if chunk.len() == 1024 => after = Some(last.id.clone()),
-            _ => break,
-        }
-    }
+    for_each_instance(w, &mut |w, i| reindex(w, None, i))?;
     w.put(Table::Meta, "instance_index", b"1")?;
     w.put(Table::Meta, "instance_index_requester", b"1")?;
     ensure_outbox_index(w)
@@ -582,26 +567,36 @@ fn ensure_requester_index(w: &mut dyn Write) -> Result<()> {
     if w.get(Table::Meta, "instance_index_requester")?.is_some() {
         return Ok(());
     }
+    for_each_instance(w, &mut |w, i| {
+        w.put(Table::InstanceIndex, &key(&["r", &i.requester, &i.id]), b"")?;
+        for k in user_count_keys(i) {
+            add_user_count(w, &k, 1)?;
+        }
+        Ok(())
+    })?;
+    w.put(Table::Meta, "instance_index_requester", b"1")
+}
+
+/// Calls `f` with every instance, read a chunk at a time (a range callback
+/// must not write to the store it reads).
+fn for_each_instance(w: &mut dyn Write, f: &mut dyn FnMut(&mut dyn Write, &Instance) -> Result<()>) -> Result<()> {
+    const CHUNK: usize = 1024;
     let mut after: Option<String> = None;
     loop {
         let mut chunk: Vec<Instance> = Vec::new();
         let lo = after.as_deref().map_or(Unbounded, Excluded);
         w.range(Table::Instances, lo, Unbounded, false, &mut |_, v| {
             chunk.push(from_bytes("instance", v)?);
-            Ok(chunk.len() < 1024)
+            Ok(chunk.len() < CHUNK)
         })?;
         for i in &chunk {
-            w.put(Table::InstanceIndex, &key(&["r", &i.requester, &i.id]), b"")?;
-            for k in user_count_keys(i) {
-                add_user_count(w, &k, 1)?;
-            }
+            f(w, i)?;
         }
         match chunk.last() {
-            Some(last) if chunk.len() == 1024 => after = Some(last.id.clone()),
-            _ => break,
+            Some(last) if chunk.len() == CHUNK => after = Some(last.id.clone()),
+            _ => return Ok(()),
         }
     }
-    w.put(Table::Meta, "instance_index_requester", b"1")
 }
 
 pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
