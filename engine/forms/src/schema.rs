@@ -127,7 +127,7 @@ fn field_schema(f: &FieldDef) -> Value {
         }
         FieldType::Signature => {
             put("type", json!("string"));
-            put("pattern", json!("^data:image/(png|svg\\+xml);base64,"));
+            put("pattern", json!("^data:image/(png|jpeg);base64,[A-Za-z0-9+/=]+$"));
             put("maxLength", json!(MAX_SIGNATURE));
         }
         FieldType::Group => {

@@ -582,6 +582,37 @@ pub struct FieldDef {
     pub fields: Vec<FieldDef>,
 }
 
+impl FieldDef {
+    /// A field with only a name and a type (every other key at its default).
+    pub fn new(name: &str, field_type: FieldType) -> FieldDef {
+        FieldDef {
+            name: name.to_string(),
+            pos: Pos::default(),
+            field_type,
+            label: Label::default(),
+            help: Label::default(),
+            placeholder: Label::default(),
+            widget: None,
+            required: false,
+            default: None,
+            visible_when: None,
+            required_when: None,
+            min_length: None,
+            max_length: None,
+            pattern: None,
+            min: None,
+            max: None,
+            unit: None,
+            options: Vec::new(),
+            multiple: false,
+            record: None,
+            accept: None,
+            max_size: None,
+            fields: Vec::new(),
+        }
+    }
+}
+
 impl serde::Serialize for Recipient {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let text = match self {

@@ -202,6 +202,11 @@ impl Runtime {
         if total > 0 {
             tracing::info!(deleted = total, "pruned what retention lets go");
         }
+        match self.sweep_files() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed uploads nothing refers to"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep unreferenced uploads"),
+        }
         Ok(total)
     }
 }

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod demo;
+pub mod files;
 pub mod health;
 pub mod import;
 pub mod migrate;
@@ -119,6 +120,8 @@ pub struct Runtime {
     accounts: accounts::Accounts,
     health: health::Health,
     retention: Mutex<health::Retention>,
+    /// Uploaded attachments (`None`: uploads are refused).
+    files: Option<files::FileStore>,
 }
 
 /// The options of one command from an API client.
@@ -150,6 +153,7 @@ impl Runtime {
             accounts: accounts::Accounts::default(),
             health: health::Health::default(),
             retention: Mutex::new(health::Retention::default()),
+            files: None,
         };
         runtime.load_accounts()?;
         Ok(runtime)

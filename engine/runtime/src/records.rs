@@ -138,7 +138,8 @@ impl Runtime {
         lang: Lang,
     ) -> Result<CommandWrite, CommandError> {
         if let (Some(form), Value::Object(input)) = (form.and_then(|f| bundle.form(f)), &outcome.event.input) {
-            let errors = self.check_references(bundle, &form.def.fields, input, "", lang)?;
+            let mut errors = self.check_references(bundle, &form.def.fields, input, "", lang)?;
+            errors.extend(self.check_files(&form.def.fields, input, "", lang));
             if !errors.is_empty() {
                 return Err(CommandError::InvalidReferences(errors));
             }
@@ -192,7 +193,8 @@ impl Runtime {
         lang: Lang,
     ) -> Result<Record, CommandError> {
         let (rt, form) = record_form(bundle, &record.record_type)?;
-        let errors = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
+        let mut errors = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
+        errors.extend(self.check_files(&form.def.fields, &record.data, "", lang));
         if !errors.is_empty() {
             return Err(CommandError::InvalidReferences(errors));
         }

@@ -209,8 +209,17 @@ pub fn pages() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .route("/", get(home))
-        .route("/static/app.css", get(stylesheet))
+}
+
+/// Puts the signed-in user of a page request (session cookie) in the
+/// request's extensions as a [`flowform_web::Viewer`]; pages without one
+/// send the browser to the sign-in page.
+pub async fn web_session(State(s): State<AppState>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(session) = cookie(request.headers(), SESSION_COOKIE).and_then(|c| s.runtime.session(c)) {
+        let same_origin = same_origin(request.headers());
+        request.extensions_mut().insert(flowform_web::Viewer { actor: session.actor, csrf: session.csrf, same_origin });
+    }
+    next.run(request).await
 }
 
 /// The documented account routes: tokens, sessions, users, audit.
@@ -401,9 +410,6 @@ struct Texts {
     submit: &'static str,
     failed: &'static str,
     throttled: &'static str,
-    signed_in_as: &'static str,
-    sign_out: &'static str,
-    sign_out_everywhere: &'static str,
     expired: &'static str,
 }
 
@@ -415,9 +421,6 @@ const ZH: Texts = Texts {
     submit: "登录",
     failed: "用户名或密码不正确。",
     throttled: "登录失败次数过多，请稍后再试。",
-    signed_in_as: "当前用户",
-    sign_out: "退出登录",
-    sign_out_everywhere: "退出所有设备",
     expired: "页面已过期，请重新登录。",
 };
 
@@ -429,9 +432,6 @@ const EN: Texts = Texts {
     submit: "Sign in",
     failed: "Wrong user name or password.",
     throttled: "Too many failed attempts; try again later.",
-    signed_in_as: "Signed in as",
-    sign_out: "Sign out",
-    sign_out_everywhere: "Sign out everywhere",
     expired: "The page expired; please sign in again.",
 };
 
@@ -444,10 +444,11 @@ fn texts(s: &AppState, headers: &HeaderMap) -> &'static Texts {
 fn page(t: &Texts, app_title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · {app}</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main>{body}</main></body></html>",
+         <title>{title} · {app}</title><link rel=\"stylesheet\" href=\"{css}\"></head><body><main>{body}</main></body></html>",
         lang = t.lang,
         title = escape(t.title),
         app = escape(app_title),
+        css = flowform_web::assets::url("app.css"),
     )
 }
 
@@ -476,7 +477,7 @@ fn cookie_attributes(s: &AppState) -> &'static str {
     if s.auth.behind_proxy { "; Path=/; HttpOnly; SameSite=Lax; Secure" } else { "; Path=/; HttpOnly; SameSite=Lax" }
 }
 
-fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, status: StatusCode) -> Response {
+fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, next: &str, status: StatusCode) -> Response {
     let mut csrf = [0u8; 16];
     rand::fill(&mut csrf);
     let csrf: String = csrf.iter().map(|b| format!("{b:02x}")).collect();
@@ -485,7 +486,7 @@ fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, stat
     let described = if error.is_some() { " aria-describedby=\"login-error\"" } else { "" };
     let body = format!(
         "<h1>{app}</h1><form method=\"post\" action=\"/login\" class=\"card\"><h2>{title}</h2>{error_html}\
-         <input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\">\
+         <input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
          <label for=\"username\">{ul}</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required value=\"{uv}\"{described}>\
          <label for=\"password\">{pl}</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required{described}>\
          <button type=\"submit\">{submit}</button></form>",
@@ -493,6 +494,7 @@ fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, stat
         title = escape(t.title),
         ul = escape(t.username),
         uv = escape(username),
+        next = escape(&local_path(next)),
         pl = escape(t.password),
         submit = escape(t.submit),
     );
@@ -500,12 +502,23 @@ fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, stat
     page_response(status, page(t, &app_title, &body), vec![cookie])
 }
 
-async fn login_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
+/// `next` if it is a path on this site, else `/` (never another site).
+fn local_path(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control) { next.to_string() } else { "/".to_string() }
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_page(State(s): State<AppState>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<LoginQuery>) -> Response {
     let t = texts(&s, &headers);
     if cookie(&headers, SESSION_COOKIE).and_then(|c| s.runtime.session(c)).is_some() {
-        return Redirect::to("/").into_response();
+        return Redirect::to(&local_path(&q.next)).into_response();
     }
-    login_form(&s, t, None, "", StatusCode::OK)
+    login_form(&s, t, None, "", &q.next, StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -516,6 +529,8 @@ struct LoginForm {
     password: String,
     #[serde(default, rename = "_csrf")]
     csrf: String,
+    #[serde(default)]
+    next: String,
 }
 
 async fn login(State(s): State<AppState>, ClientAddress(address): ClientAddress, headers: HeaderMap, form: axum::Form<LoginForm>) -> Response {
@@ -523,14 +538,14 @@ async fn login(State(s): State<AppState>, ClientAddress(address): ClientAddress,
     let form = form.0;
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
     if !same_origin(&headers) || form.csrf.is_empty() || !expected.is_some_and(|e| same_secret(e, &form.csrf)) {
-        return login_form(&s, t, Some(t.expired), &form.username, StatusCode::FORBIDDEN);
+        return login_form(&s, t, Some(t.expired), &form.username, &form.next, StatusCode::FORBIDDEN);
     }
     let runtime = s.runtime.clone();
     let (username, password) = (form.username.clone(), form.password);
     let result = tokio::task::spawn_blocking(move || runtime.login(&username, &password, address.as_deref())).await;
     match result {
         Ok(Ok(session)) => {
-            let mut response = Redirect::to("/").into_response();
+            let mut response = Redirect::to(&local_path(&form.next)).into_response();
             let session_cookie = format!("{SESSION_COOKIE}={}{}", session.cookie, cookie_attributes(&s));
             let clear = format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0");
             for c in [session_cookie, clear] {
@@ -540,8 +555,8 @@ async fn login(State(s): State<AppState>, ClientAddress(address): ClientAddress,
             }
             response
         }
-        Ok(Err(AccountError::Throttled { .. })) => login_form(&s, t, Some(t.throttled), &form.username, StatusCode::TOO_MANY_REQUESTS),
-        Ok(Err(AccountError::BadCredentials)) => login_form(&s, t, Some(t.failed), &form.username, StatusCode::UNAUTHORIZED),
+        Ok(Err(AccountError::Throttled { .. })) => login_form(&s, t, Some(t.throttled), &form.username, &form.next, StatusCode::TOO_MANY_REQUESTS),
+        Ok(Err(AccountError::BadCredentials)) => login_form(&s, t, Some(t.failed), &form.username, &form.next, StatusCode::UNAUTHORIZED),
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
@@ -573,38 +588,6 @@ async fn logout(State(s): State<AppState>, ClientAddress(address): ClientAddress
         response.headers_mut().append(SET_COOKIE, v);
     }
     response
-}
-
-/// The signed-in user's start page (the generated web app grows from here).
-async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(session) = cookie(&headers, SESSION_COOKIE).and_then(|c| s.runtime.session(c)) else {
-        return Redirect::to("/login").into_response();
-    };
-    let t = texts(&s, &headers);
-    let bundle = s.runtime.bundle();
-    let app_title = bundle.model.app.title.get(t.lang, &bundle.model.app.name).to_string();
-    let roles: Vec<String> = session.actor.roles.iter().map(|r| bundle.model.roles.get(r).map_or(r.clone(), |d| d.label.get(t.lang, r).to_string())).collect();
-    let body = format!(
-        "<h1>{app}</h1><section class=\"card\"><p>{who}: <strong>{name}</strong></p><p class=\"muted\">{roles}</p>\
-         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><button type=\"submit\">{out}</button></form>\
-         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"scope\" value=\"everywhere\">\
-         <button type=\"submit\" class=\"secondary\">{everywhere}</button></form></section>",
-        app = escape(&app_title),
-        who = escape(t.signed_in_as),
-        name = escape(&session.actor.name),
-        roles = escape(&roles.join(" · ")),
-        csrf = escape(&session.csrf),
-        out = escape(t.sign_out),
-        everywhere = escape(t.sign_out_everywhere),
-    );
-    page_response(StatusCode::OK, page(t, &app_title, &body), Vec::new())
-}
-
-async fn stylesheet() -> Response {
-    let mut r = include_str!("app.css").into_response();
-    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/css; charset=utf-8"));
-    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("public, max-age=3600"));
-    r
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod codes;
 mod docs;
 mod error;
 mod extract;
+mod files;
 mod records;
 mod routes;
 mod views;
@@ -30,6 +31,12 @@ pub struct AppState {
     pub auth: auth::AuthConfig,
 }
 
+impl axum::extract::FromRef<AppState> for Arc<Runtime> {
+    fn from_ref(s: &AppState) -> Arc<Runtime> {
+        s.runtime.clone()
+    }
+}
+
 /// The whole API and the sign-in pages.
 pub fn app(runtime: Arc<Runtime>) -> Router {
     app_with(runtime, auth::AuthConfig::default())
@@ -39,12 +46,15 @@ pub fn app(runtime: Arc<Runtime>) -> Router {
 pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
     let (api, document) = documented().split_for_parts();
     let spec = Arc::new(document.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+    let state = AppState { runtime, auth: config };
+    let pages = flowform_web::router::<AppState>().layer(axum::middleware::from_fn_with_state(state.clone(), auth::web_session));
     api.merge(auth::pages())
+        .merge(pages)
         .route("/api/v1/openapi.json", axum::routing::get(move || openapi_json(spec.clone())))
         .route("/api/v1/docs", axum::routing::get(docs::page))
         .route("/static/api-docs.js", axum::routing::get(docs::script))
         .fallback(routes::not_found)
-        .with_state(AppState { runtime, auth: config })
+        .with_state(state)
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
 }
@@ -53,7 +63,7 @@ pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
 /// and the document come from the same `#[utoipa::path]` annotations, so
 /// they cannot drift apart.
 fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::router()).merge(records::router()).merge(auth::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::router()).merge(records::router()).merge(auth::router()).merge(files::router())
 }
 
 /// The OpenAPI 3.1 document of the API.

@@ -1,0 +1,1289 @@
+//! The page handlers. Each reads through the runtime with the viewer's
+//! authorization and hands display-ready values to a template.
+
+use crate::formview::{self, Ctx, Errors};
+use crate::render::{fragment, page};
+use crate::{Viewer, assets, display, texts};
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use flowform_core::{Actor, Bundle, Instance, Lang, Rejection};
+use flowform_model::{FieldDef, RecordOp, WorkflowDef};
+use flowform_runtime::{CommandError, CommandOptions, Runtime};
+use flowform_store::{InstanceFilter, Reach, Visibility};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+type Rt = State<Arc<Runtime>>;
+
+/// The language cookie a user's choice is kept in.
+const LANG_COOKIE: &str = "ff_lang";
+
+/// A signed-in page request: who, and in which language.
+pub struct P {
+    pub viewer: Viewer,
+    pub lang: Lang,
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// The user's choice (cookie), else the browser's `Accept-Language`, else the app's default.
+pub fn language(headers: &HeaderMap, bundle: &Bundle) -> Lang {
+    match cookie(headers, LANG_COOKIE) {
+        Some("en") => return Lang::En,
+        Some("zh-CN") => return Lang::ZhCn,
+        _ => {}
+    }
+    headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|h| h.to_str().ok())
+        .and_then(Lang::from_accept_language)
+        .unwrap_or(if bundle.model.app.default_language == "en" { Lang::En } else { Lang::ZhCn })
+}
+
+impl<S> FromRequestParts<S> for P
+where
+    S: Send + Sync,
+    Arc<Runtime>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Some(viewer) = parts.extensions.get::<Viewer>().cloned() else {
+            let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let to = if next == "/" { "/login".to_string() } else { format!("/login?next={}", encode(next)) };
+            return Err(Redirect::to(&to).into_response());
+        };
+        let runtime = Arc::<Runtime>::from_ref(state);
+        let lang = language(&parts.headers, &runtime.bundle());
+        Ok(P { viewer, lang })
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Runs store reads off the async threads.
+async fn blocking<T: Send + 'static>(rt: &Arc<Runtime>, f: impl FnOnce(&Runtime) -> T + Send + 'static) -> Result<T, Response> {
+    let rt = rt.clone();
+    tokio::task::spawn_blocking(move || f(&rt)).await.map_err(|e| {
+        tracing::error!(error = %e, "page work panicked");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    })
+}
+
+/// What every page has: texts, the user, the assets, the navigation.
+fn base(rt: &Runtime, p: &P, title: &str, nav: &str) -> Value {
+    let bundle = rt.bundle();
+    let app_title = bundle.model.app.title.get(p.lang.code(), &bundle.model.app.name).to_string();
+    json!({
+        "t": texts::all(p.lang),
+        "lang": p.lang.code(),
+        "title": title,
+        "app_title": app_title,
+        "csrf": p.viewer.csrf,
+        "user_name": p.viewer.actor.name,
+        "is_admin": p.viewer.actor.has_role("admin"),
+        "css": assets::url("app.css"),
+        "js": assets::url("app.js"),
+        "htmx": assets::url("htmx.min.js"),
+        "nav_home": nav == "home",
+        "nav_tasks": nav == "tasks",
+        "nav_start": nav == "start",
+        "nav_me": nav == "me",
+        "notice": null,
+    })
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn message(rt: &Runtime, p: &P, status: StatusCode, text: &str) -> Response {
+    let data = merge(base(rt, p, texts::t(p.lang, "error"), ""), json!({"message": text}));
+    page(status, "message", data)
+}
+
+fn not_found(rt: &Runtime, p: &P) -> Response {
+    message(rt, p, StatusCode::NOT_FOUND, texts::t(p.lang, "not_found"))
+}
+
+/// A post must carry the session's CSRF token and come from this site.
+fn csrf_ok(p: &P, form: &formview::Posted) -> bool {
+    let sent = form.get("_csrf").and_then(|v| v.first()).map_or("", String::as_str);
+    p.viewer.same_origin && sent.len() == p.viewer.csrf.len() && sent.bytes().zip(p.viewer.csrf.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+}
+
+fn csrf_refused(rt: &Runtime, p: &P) -> Response {
+    rt.audit_denied(&p.viewer.actor, "page form without a valid CSRF token");
+    message(rt, p, StatusCode::FORBIDDEN, if p.lang == Lang::En { "This form expired. Go back, reload the page and try again." } else { "表单已过期，请返回并刷新页面后重试。" })
+}
+
+fn new_key() -> String {
+    let mut raw = [0u8; 16];
+    rand::fill(&mut raw);
+    hex::encode(raw)
+}
+
+fn is_final(bundle: &Bundle, i: &Instance) -> bool {
+    bundle.workflow(&i.workflow).and_then(|w| w.state(&i.state)).is_some_and(|s| s.is_final)
+}
+
+fn may_start(wf: &WorkflowDef, actor: &Actor) -> bool {
+    wf.start.roles.is_empty() || wf.start.roles.iter().any(|r| actor.has_role(&r.value))
+}
+
+/// A card of an instance for lists.
+fn card(rt: &Runtime, bundle: &Bundle, i: &Instance, lang: Lang) -> Value {
+    let tz = display::zone(bundle);
+    let now = display::runtime_now(rt);
+    let (state_label, color) = display::state(bundle, &i.workflow, &i.state, lang);
+    let wf_title = bundle.workflow(&i.workflow).map_or_else(|| i.workflow.clone(), |w| w.title.get(lang.code(), &w.name).to_string());
+    let due = i.due_at.as_deref().filter(|_| !is_final(bundle, i)).map(|d| display::countdown(d, now, lang));
+    json!({
+        "url": format!("/i/{}", i.id),
+        "number": display::number(i, &tz),
+        "workflow": wf_title,
+        "summary": display::summary(rt, bundle, i, lang),
+        "state": state_label,
+        "color": color,
+        "due": due.as_ref().map(|d| d.0.clone()),
+        "overdue": due.as_ref().is_some_and(|d| d.1) || i.overdue,
+        "updated": display::relative(&i.updated_at, &tz, now, lang),
+        "assignee": i.assignment.assignee.as_deref().map(|a| rt.display_name(a)),
+        "team": i.assignment.team.as_deref().map(|t| display::team(bundle, t, lang)),
+        "actions": [],
+    })
+}
+
+fn by_deadline(items: &mut [Instance]) {
+    items.sort_by(|a, b| match (&a.due_at, &b.due_at) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => b.id.cmp(&a.id),
+    });
+}
+
+struct Work {
+    mine: Vec<Instance>,
+    queue: Vec<Instance>,
+    requests: Vec<Instance>,
+    overdue: Vec<Instance>,
+    unread: usize,
+}
+
+/// What the user can do now, read in one go off the async threads.
+fn work(rt: &Runtime, actor: &Actor, requests: usize) -> Result<Work, CommandError> {
+    let bundle = rt.bundle();
+    let open = |i: &Instance| !is_final(&bundle, i);
+    let visibility = rt.visibility(actor);
+    let mut mine: Vec<Instance> = rt
+        .instances(&InstanceFilter { assignee: Some(actor.id.clone()), limit: 100, visibility: visibility.clone(), ..Default::default() })?
+        .items
+        .into_iter()
+        .filter(open)
+        .collect();
+    by_deadline(&mut mine);
+    let mut queue = Vec::new();
+    for team in &actor.teams {
+        let page = rt.instances(&InstanceFilter { team: Some(team.clone()), limit: 100, visibility: visibility.clone(), ..Default::default() })?;
+        queue.extend(page.items.into_iter().filter(|i| open(i) && i.assignment.assignee.is_none()));
+    }
+    by_deadline(&mut queue);
+    let only_mine = Visibility {
+        user: actor.id.clone(),
+        workflows: bundle.model.workflows.keys().map(|w| (w.clone(), Reach { requester: true, ..Default::default() })).collect(),
+        ..Default::default()
+    };
+    let requests = rt.instances(&InstanceFilter { limit: requests, visibility: Some(only_mine), ..Default::default() })?.items;
+    let overdue: Vec<Instance> =
+        rt.instances(&InstanceFilter { overdue: Some(true), limit: 50, visibility, ..Default::default() })?.items.into_iter().filter(open).collect();
+    let unread = rt.inbox(&actor.id)?.iter().filter(|n| !n.read).count();
+    Ok(Work { mine, queue, requests, overdue, unread })
+}
+
+fn startable(bundle: &Bundle, actor: &Actor, lang: Lang) -> Vec<Value> {
+    bundle
+        .model
+        .workflows
+        .values()
+        .filter(|w| may_start(w, actor))
+        .map(|w| json!({"url": format!("/start/{}", w.name), "title": w.title.get(lang.code(), &w.name), "description": w.description.get(lang.code(), "")}))
+        .collect()
+}
+
+fn cards(rt: &Runtime, bundle: &Bundle, items: &[Instance], lang: Lang, limit: usize) -> Vec<Value> {
+    items.iter().take(limit).map(|i| card(rt, bundle, i, lang)).collect()
+}
+
+pub async fn home(State(rt): Rt, p: P) -> Response {
+    let actor = p.viewer.actor.clone();
+    let w = match blocking(&rt, move |rt| work(rt, &actor, 10)).await {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let bundle = rt.bundle();
+    let data = json!({
+        "start": startable(&bundle, &p.viewer.actor, p.lang),
+        "mine": cards(&rt, &bundle, &w.mine, p.lang, 10),
+        "queue": cards(&rt, &bundle, &w.queue, p.lang, 10),
+        "requests": cards(&rt, &bundle, &w.requests, p.lang, 10),
+        "overdue": cards(&rt, &bundle, &w.overdue, p.lang, 10),
+        "unread": w.unread,
+        "has_mine": !w.mine.is_empty(),
+        "has_queue": !p.viewer.actor.teams.is_empty(),
+        "has_overdue": !w.overdue.is_empty(),
+        "lists": lists(&bundle, p.lang),
+    });
+    page(StatusCode::OK, "home", merge(base(&rt, &p, texts::t(p.lang, "home"), "home"), data))
+}
+
+fn lists(bundle: &Bundle, lang: Lang) -> Vec<Value> {
+    bundle.model.workflows.values().map(|w| json!({"url": format!("/list/{}", w.name), "title": w.title.get(lang.code(), &w.name)})).collect()
+}
+
+pub async fn tasks(State(rt): Rt, p: P) -> Response {
+    let actor = p.viewer.actor.clone();
+    let w = match blocking(&rt, move |rt| work(rt, &actor, 30)).await {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let bundle = rt.bundle();
+    let data = json!({
+        "mine": cards(&rt, &bundle, &w.mine, p.lang, 100),
+        "queue": cards(&rt, &bundle, &w.queue, p.lang, 100),
+        "requests": cards(&rt, &bundle, &w.requests, p.lang, 30),
+        "has_queue": !p.viewer.actor.teams.is_empty(),
+        "lists": lists(&bundle, p.lang),
+    });
+    page(StatusCode::OK, "tasks", merge(base(&rt, &p, texts::t(p.lang, "tasks"), "tasks"), data))
+}
+
+pub async fn start_list(State(rt): Rt, p: P) -> Response {
+    let bundle = rt.bundle();
+    let data = json!({"start": startable(&bundle, &p.viewer.actor, p.lang)});
+    page(StatusCode::OK, "start", merge(base(&rt, &p, texts::t(p.lang, "start"), "start"), data))
+}
+
+/// What a form page shows.
+struct FormPage<'a> {
+    title: String,
+    subtitle: String,
+    action: String,
+    back: String,
+    fields: &'a [FieldDef],
+    data: Map<String, Value>,
+    errors: Errors,
+    notice: Option<String>,
+    version: Option<u64>,
+    submit: String,
+}
+
+fn form_page(rt: &Runtime, p: &P, status: StatusCode, f: FormPage) -> Response {
+    let bundle = rt.bundle();
+    let ctx = Ctx { runtime: rt, bundle: &bundle, lang: p.lang, tz: display::zone(&bundle) };
+    let mut used = std::collections::BTreeSet::new();
+    let fields = formview::fields(&ctx, f.fields, &f.data, "", &f.errors, &mut used);
+    // Errors that belong to no field on the page show above the form.
+    let mut general: Vec<String> = f.errors.iter().filter(|(k, _)| !used.contains(*k)).flat_map(|(_, v)| v.iter().cloned()).collect();
+    if let Some(n) = f.notice {
+        general.insert(0, n);
+    } else if !f.errors.is_empty() {
+        general.insert(0, texts::t(p.lang, "form_errors").to_string());
+    }
+    let data = json!({
+        "heading": f.title,
+        "subtitle": f.subtitle,
+        "action": f.action,
+        "back": f.back,
+        "fields": fields,
+        "general": general,
+        "key": new_key(),
+        "version": f.version,
+        "submit": f.submit,
+    });
+    page(status, "form", merge(base(rt, p, &f.title, "start"), data))
+}
+
+pub async fn start_form(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let bundle = rt.bundle();
+    let Some(wf) = bundle.workflow(&workflow).filter(|w| may_start(w, &p.viewer.actor)) else { return not_found(&rt, &p) };
+    let form = wf.start.form.as_ref().and_then(|f| bundle.form(&f.value));
+    let fields: &[FieldDef] = form.map_or(&[], |f| &f.def.fields);
+    // Values in the address fill the form (a scanned QR label names the record).
+    let data: Map<String, Value> = fields.iter().filter_map(|f| q.get(&f.name).map(|v| (f.name.clone(), json!(v)))).collect();
+    form_page(
+        &rt,
+        &p,
+        StatusCode::OK,
+        FormPage {
+            title: wf.title.get(p.lang.code(), &wf.name).to_string(),
+            subtitle: wf.description.get(p.lang.code(), "").to_string(),
+            action: format!("/start/{workflow}"),
+            back: "/".into(),
+            fields,
+            data,
+            errors: Errors::new(),
+            notice: None,
+            version: None,
+            submit: texts::t(p.lang, "submit").to_string(),
+        },
+    )
+}
+
+fn field_errors(e: &CommandError) -> Option<&[flowform_core::FieldError]> {
+    match e {
+        CommandError::Rejected(Rejection::InvalidInput(errors)) | CommandError::InvalidReferences(errors) => Some(errors),
+        _ => None,
+    }
+}
+
+fn command_status(e: &CommandError) -> StatusCode {
+    match e {
+        CommandError::Rejected(Rejection::Forbidden(_)) => StatusCode::FORBIDDEN,
+        CommandError::InstanceNotFound(_) | CommandError::RecordNotFound(_) => StatusCode::NOT_FOUND,
+        CommandError::StaleVersion { .. } | CommandError::IdempotencyKeyReused | CommandError::AlreadyExists(_) | CommandError::Referenced(_) => StatusCode::CONFLICT,
+        CommandError::Store(_) | CommandError::Internal(_) | CommandError::BundleMissing(_) | CommandError::BundleBroken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn command_failed(rt: &Runtime, p: &P, e: &CommandError) -> Response {
+    match e {
+        CommandError::InstanceNotFound(_) | CommandError::RecordNotFound(_) => not_found(rt, p),
+        CommandError::Rejected(Rejection::Forbidden(_)) => message(rt, p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden")),
+        other => message(rt, p, command_status(other), &other.to_string()),
+    }
+}
+
+pub async fn start_submit(State(rt): Rt, p: P, Path(workflow): Path<String>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let bundle = rt.bundle();
+    let Some(wf) = bundle.workflow(&workflow).filter(|w| may_start(w, &p.viewer.actor)) else { return not_found(&rt, &p) };
+    let form = wf.start.form.as_ref().and_then(|f| bundle.form(&f.value));
+    let fields: &[FieldDef] = form.map_or(&[], |f| &f.def.fields);
+    let data = formview::data_from(fields, &posted, "", &display::zone(&bundle));
+    let key = posted.get("_key").and_then(|v| v.first()).filter(|k| !k.is_empty()).map(|k| format!("web-{k}"));
+    let opts = CommandOptions { lang: p.lang, idempotency_key: key, expected_version: None };
+    match rt.start(&workflow, &Value::Object(data.clone()), &p.viewer.actor, &opts).await {
+        Ok(i) => Redirect::to(&format!("/i/{}?ok=1", i.id)).into_response(),
+        Err(e) => {
+            let (errors, notice) = match field_errors(&e) {
+                Some(errs) => (formview::errors_by_field(errs), None),
+                None => (Errors::new(), Some(e.to_string())),
+            };
+            form_page(
+                &rt,
+                &p,
+                command_status(&e),
+                FormPage {
+                    title: wf.title.get(p.lang.code(), &wf.name).to_string(),
+                    subtitle: wf.description.get(p.lang.code(), "").to_string(),
+                    action: format!("/start/{workflow}"),
+                    back: "/".into(),
+                    fields,
+                    data,
+                    errors,
+                    notice,
+                    version: None,
+                    submit: texts::t(p.lang, "submit").to_string(),
+                },
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct OkQuery {
+    ok: Option<String>,
+}
+
+/// Every field of the workflow's forms, start form first, for showing data.
+fn workflow_fields<'b>(bundle: &'b Bundle, wf: &WorkflowDef) -> Vec<&'b FieldDef> {
+    let names = wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref()));
+    names.filter_map(|n| bundle.form(&n.value)).flat_map(|f| f.def.fields.iter()).collect()
+}
+
+pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Query<OkQuery>) -> Response {
+    let actor = p.viewer.actor.clone();
+    let lookup = id.clone();
+    let (i, history) = match blocking(&rt, move |rt| rt.instance_for(&lookup, &actor).and_then(|i| Ok((rt.history_for(&lookup, &actor)?, i)))).await {
+        Ok(Ok((h, i))) => (i, h),
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let bundle = match rt.bundle_for_async(&i.bundle_version).await {
+        Ok(b) => b,
+        Err(e) => return command_failed(&rt, &p, &e),
+    };
+    let Some(wf) = bundle.workflow(&i.workflow) else { return not_found(&rt, &p) };
+    let lang = p.lang;
+    let tz = display::zone(&bundle);
+    let now = display::runtime_now(&rt);
+    let fields = workflow_fields(&bundle, wf);
+    let via = format!("instance={}", i.id);
+    let rows = display::data_rows(&rt, &bundle, &fields, &i.data, lang, &via);
+    let field_by_name: BTreeMap<&str, &FieldDef> = fields.iter().rev().map(|f| (f.name.as_str(), *f)).collect();
+    let timeline: Vec<Value> = history
+        .iter()
+        .rev()
+        .map(|e| {
+            let who = if e.kind == flowform_core::EventKind::Timer { texts::t(lang, "timer").to_string() } else { rt.display_name(&e.actor) };
+            let what = match (&e.kind, &e.transition) {
+                (flowform_core::EventKind::Started, _) => texts::t(lang, "started_by").to_string(),
+                (_, Some(t)) => wf.transitions.iter().find(|d| &d.name == t).map_or_else(|| t.clone(), |d| d.label.get(lang.code(), &d.name).to_string()),
+                _ => String::new(),
+            };
+            let (to_label, to_color) = display::state(&bundle, &i.workflow, &e.to_state, lang);
+            let changes: Vec<Value> = e
+                .changes
+                .iter()
+                .filter_map(|(k, c)| {
+                    let (label, after) = match k.as_str() {
+                        "assignment.team" => (texts::t(lang, "team").to_string(), c.after.as_str().map(|t| display::team(&bundle, t, lang)).unwrap_or_default()),
+                        "assignment.assignee" => (texts::t(lang, "assignee").to_string(), c.after.as_str().map(|a| rt.display_name(a)).unwrap_or_default()),
+                        other => {
+                            let f = field_by_name.get(other)?;
+                            (f.label.get(lang.code(), &f.name).to_string(), display::plain(&rt, &bundle, f, &c.after, lang))
+                        }
+                    };
+                    (!after.is_empty()).then(|| json!({"label": label, "after": after}))
+                })
+                .collect();
+            json!({
+                "who": who,
+                "what": what,
+                "when": display::relative(&e.at, &tz, now, lang),
+                "at": display::absolute(&e.at, &tz, now, lang),
+                "state": to_label,
+                "color": to_color,
+                "changes": changes,
+            })
+        })
+        .collect();
+    let available = rt.available_transitions(&i, &p.viewer.actor);
+    let actions: Vec<Value> = available
+        .iter()
+        .map(|t| {
+            json!({
+                "label": t.label.get(lang.code(), &t.name),
+                "url": format!("/i/{}/t/{}", i.id, t.name),
+                "has_form": t.form.is_some(),
+            })
+        })
+        .collect();
+    let (state_label, color) = display::state(&bundle, &i.workflow, &i.state, lang);
+    let due = i.due_at.as_deref().filter(|_| !is_final(&bundle, &i)).map(|d| display::countdown(d, now, lang));
+    let data = json!({
+        "number": display::number(&i, &tz),
+        "workflow": wf.title.get(lang.code(), &wf.name),
+        "summary": display::summary(&rt, &bundle, &i, lang),
+        "state": state_label,
+        "color": color,
+        "due": due.as_ref().map(|d| d.0.clone()),
+        "overdue": due.as_ref().is_some_and(|d| d.1) || i.overdue,
+        "requester": rt.display_name(&i.requester),
+        "created": display::absolute(&i.created_at, &tz, now, lang),
+        "assignee": i.assignment.assignee.as_deref().map(|a| rt.display_name(a)),
+        "team": i.assignment.team.as_deref().map(|t| display::team(&bundle, t, lang)),
+        "rows": rows,
+        "timeline": timeline,
+        "actions": actions,
+        "key": new_key(),
+        "version": i.version,
+        "saved": q.ok.is_some(),
+    });
+    page(StatusCode::OK, "instance", merge(base(&rt, &p, &display::number(&i, &tz), "tasks"), data))
+}
+
+async fn transition_context(rt: &Arc<Runtime>, p: &P, id: &str, transition: &str) -> Result<(Instance, Arc<Bundle>), Response> {
+    let actor = p.viewer.actor.clone();
+    let lookup = id.to_string();
+    let i = match blocking(rt, move |rt| rt.instance_for(&lookup, &actor)).await? {
+        Ok(i) => i,
+        Err(e) => return Err(command_failed(rt, p, &e)),
+    };
+    let bundle = rt.bundle_for_async(&i.bundle_version).await.map_err(|e| command_failed(rt, p, &e))?;
+    if bundle.workflow(&i.workflow).and_then(|w| w.transitions.iter().find(|t| t.name == transition)).is_none() {
+        return Err(not_found(rt, p));
+    }
+    Ok((i, bundle))
+}
+
+fn transition_page(rt: &Runtime, p: &P, status: StatusCode, bundle: &Bundle, i: &Instance, transition: &str, data: Map<String, Value>, errors: Errors, notice: Option<String>) -> Response {
+    let Some(wf) = bundle.workflow(&i.workflow) else { return not_found(rt, p) };
+    let Some(t) = wf.transitions.iter().find(|t| t.name == transition) else { return not_found(rt, p) };
+    let fields: &[FieldDef] = t.form.as_ref().and_then(|f| bundle.form(&f.value)).map_or(&[], |f| &f.def.fields);
+    let tz = display::zone(bundle);
+    form_page(
+        rt,
+        p,
+        status,
+        FormPage {
+            title: t.label.get(p.lang.code(), &t.name).to_string(),
+            subtitle: format!("{} · {}", display::number(i, &tz), display::summary(rt, bundle, i, p.lang)),
+            action: format!("/i/{}/t/{transition}", i.id),
+            back: format!("/i/{}", i.id),
+            fields,
+            data,
+            errors,
+            notice,
+            version: Some(i.version),
+            submit: t.label.get(p.lang.code(), &t.name).to_string(),
+        },
+    )
+}
+
+pub async fn transition_form(State(rt): Rt, p: P, Path((id, transition)): Path<(String, String)>) -> Response {
+    let (i, bundle) = match transition_context(&rt, &p, &id, &transition).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !rt.available_transitions(&i, &p.viewer.actor).iter().any(|t| t.name == transition) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    transition_page(&rt, &p, StatusCode::OK, &bundle, &i, &transition, Map::new(), Errors::new(), None)
+}
+
+pub async fn transition_submit(State(rt): Rt, p: P, Path((id, transition)): Path<(String, String)>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let (i, bundle) = match transition_context(&rt, &p, &id, &transition).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let fields: Vec<FieldDef> = bundle
+        .workflow(&i.workflow)
+        .and_then(|w| w.transitions.iter().find(|t| t.name == transition))
+        .and_then(|t| t.form.as_ref())
+        .and_then(|f| bundle.form(&f.value))
+        .map_or_else(Vec::new, |f| f.def.fields.clone());
+    let data = formview::data_from(&fields, &posted, "", &display::zone(&bundle));
+    let key = posted.get("_key").and_then(|v| v.first()).filter(|k| !k.is_empty()).map(|k| format!("web-{k}"));
+    let expected_version = posted.get("_version").and_then(|v| v.first()).and_then(|v| v.parse().ok());
+    let opts = CommandOptions { lang: p.lang, idempotency_key: key, expected_version };
+    match rt.transition(&id, &transition, &Value::Object(data.clone()), &p.viewer.actor, &opts).await {
+        Ok(i) => Redirect::to(&format!("/i/{}?ok=1", i.id)).into_response(),
+        Err(CommandError::StaleVersion { .. }) => {
+            // Someone else moved it: show the form again on the current version, input kept.
+            let actor = p.viewer.actor.clone();
+            let current = match blocking(&rt, move |rt| rt.instance_for(&id, &actor)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return command_failed(&rt, &p, &e),
+                Err(r) => return r,
+            };
+            if !rt.available_transitions(&current, &p.viewer.actor).iter().any(|t| t.name == transition) {
+                return Redirect::to(&format!("/i/{}", current.id)).into_response();
+            }
+            let notice = Some(texts::t(p.lang, "stale").to_string());
+            transition_page(&rt, &p, StatusCode::CONFLICT, &bundle, &current, &transition, data, Errors::new(), notice)
+        }
+        Err(e) => {
+            let (errors, notice) = match field_errors(&e) {
+                Some(errs) => (formview::errors_by_field(errs), None),
+                None => (Errors::new(), Some(e.to_string())),
+            };
+            transition_page(&rt, &p, command_status(&e), &bundle, &i, &transition, data, errors, notice)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    state: Option<String>,
+    team: Option<String>,
+    mine: Option<String>,
+    overdue: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Query<ListQuery>) -> Response {
+    let bundle = rt.bundle();
+    let Some(wf) = bundle.workflow(&workflow) else { return not_found(&rt, &p) };
+    let lang = p.lang;
+    let visibility = rt.visibility(&p.viewer.actor);
+    let filter = InstanceFilter {
+        workflow: Some(workflow.clone()),
+        state: q.state.clone().filter(|s| !s.is_empty()),
+        team: q.team.clone().filter(|s| !s.is_empty()),
+        assignee: q.mine.as_deref().filter(|m| *m == "1").map(|_| p.viewer.actor.id.clone()),
+        overdue: q.overdue.as_deref().filter(|o| *o == "1").map(|_| true),
+        before: q.cursor.clone().filter(|s| !s.is_empty()),
+        limit: 30,
+        visibility: visibility.clone(),
+    };
+    let wf_name = workflow.clone();
+    let read = blocking(&rt, move |rt| -> Result<_, CommandError> {
+        let page = rt.instances(&filter)?;
+        let counts = match &visibility {
+            None => rt.store().instance_counts(Some(&wf_name))?,
+            Some(v) => rt.store().instance_counts_visible(Some(&wf_name), v)?,
+        };
+        Ok((page, counts))
+    })
+    .await;
+    let (found, counts) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let mut per_state: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in &counts {
+        *per_state.entry(c.state.as_str()).or_default() += c.count;
+    }
+    let total: u64 = per_state.values().sum();
+    let keep = |extra: &str| {
+        let mut parts = Vec::new();
+        if let Some(t) = q.team.as_deref().filter(|s| !s.is_empty()) {
+            parts.push(format!("team={}", encode(t)));
+        }
+        if q.mine.as_deref() == Some("1") {
+            parts.push("mine=1".into());
+        }
+        if q.overdue.as_deref() == Some("1") {
+            parts.push("overdue=1".into());
+        }
+        if !extra.is_empty() {
+            parts.push(extra.to_string());
+        }
+        if parts.is_empty() { format!("/list/{workflow}") } else { format!("/list/{workflow}?{}", parts.join("&")) }
+    };
+    let current_state = q.state.clone().unwrap_or_default();
+    let mut tabs = vec![json!({"label": texts::t(lang, "all"), "count": total, "url": keep(""), "active": current_state.is_empty(), "color": "#1a73e8"})];
+    for s in &wf.states {
+        let (label, color) = display::state(&bundle, &workflow, &s.name, lang);
+        tabs.push(json!({
+            "label": label,
+            "count": per_state.get(s.name.as_str()).copied().unwrap_or(0),
+            "url": keep(&format!("state={}", encode(&s.name))),
+            "active": current_state == s.name,
+            "color": color,
+        }));
+    }
+    let state_part = if current_state.is_empty() { String::new() } else { format!("state={}", encode(&current_state)) };
+    let next = found.next.as_ref().map(|n| keep(&[state_part.clone(), format!("cursor={}", encode(n))].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("&")));
+    let teams: Vec<Value> = bundle
+        .model
+        .teams
+        .values()
+        .map(|t| json!({"value": t.name, "label": t.label.get(lang.code(), &t.name), "selected": q.team.as_deref() == Some(t.name.as_str())}))
+        .collect();
+    let data = json!({
+        "heading": wf.title.get(lang.code(), &wf.name),
+        "workflow": workflow,
+        "tabs": tabs,
+        "items": found.items.iter().map(|i| card(&rt, &bundle, i, lang)).collect::<Vec<_>>(),
+        "next": next,
+        "teams": teams,
+        "state": current_state,
+        "mine": q.mine.as_deref() == Some("1"),
+        "overdue_only": q.overdue.as_deref() == Some("1"),
+        "can_start": may_start(wf, &p.viewer.actor),
+        "board": false,
+    });
+    page(StatusCode::OK, "list", merge(base(&rt, &p, &wf.title.get(lang.code(), &wf.name).to_string(), "tasks"), data))
+}
+
+/// Open work nobody has taken, and overdue work: what a dispatcher acts on.
+pub async fn board(State(rt): Rt, p: P) -> Response {
+    let actor = p.viewer.actor.clone();
+    let read = blocking(&rt, move |rt| -> Result<_, CommandError> {
+        let bundle = rt.bundle();
+        let visibility = rt.visibility(&actor);
+        let page = rt.instances(&InstanceFilter { limit: 300, visibility: visibility.clone(), ..Default::default() })?;
+        let open: Vec<Instance> = page.items.into_iter().filter(|i| !is_final(&bundle, i)).collect();
+        let mut unassigned: Vec<Instance> = open.iter().filter(|i| i.assignment.assignee.is_none()).cloned().collect();
+        let mut overdue: Vec<Instance> = rt.instances(&InstanceFilter { overdue: Some(true), limit: 100, visibility, ..Default::default() })?.items;
+        overdue.retain(|i| !is_final(&bundle, i));
+        by_deadline(&mut unassigned);
+        by_deadline(&mut overdue);
+        Ok((unassigned, overdue))
+    })
+    .await;
+    let (unassigned, overdue) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let bundle = rt.bundle();
+    let with_actions = |items: &[Instance]| -> Vec<Value> {
+        items
+            .iter()
+            .map(|i| {
+                let mut c = card(&rt, &bundle, i, p.lang);
+                let actions: Vec<Value> = rt
+                    .available_transitions(i, &p.viewer.actor)
+                    .iter()
+                    .filter(|t| t.form.is_some())
+                    .map(|t| json!({"label": t.label.get(p.lang.code(), &t.name), "url": format!("/i/{}/t/{}", i.id, t.name)}))
+                    .collect();
+                c["actions"] = json!(actions);
+                c
+            })
+            .collect()
+    };
+    let data = json!({"unassigned": with_actions(&unassigned), "overdue": with_actions(&overdue)});
+    page(StatusCode::OK, "list", merge(base(&rt, &p, texts::t(p.lang, "board"), "tasks"), merge(board_shape(p.lang), data)))
+}
+
+/// The board uses the list template with its own sections.
+fn board_shape(lang: Lang) -> Value {
+    json!({"heading": texts::t(lang, "board"), "workflow": "", "tabs": [], "items": [], "next": null, "teams": [], "state": "", "mine": false, "overdue_only": false, "can_start": false, "board": true})
+}
+
+pub async fn inbox(State(rt): Rt, p: P) -> Response {
+    let user = p.viewer.actor.id.clone();
+    let items = match blocking(&rt, move |rt| rt.inbox(&user)).await {
+        Ok(Ok(items)) => items,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let bundle = rt.bundle();
+    let tz = display::zone(&bundle);
+    let now = display::runtime_now(&rt);
+    let list: Vec<Value> = items
+        .iter()
+        .rev()
+        .take(200)
+        .map(|n| {
+            json!({
+                "seq": n.seq,
+                "title": n.title,
+                "body": n.body,
+                "when": display::relative(&n.at, &tz, now, p.lang),
+                "read": n.read,
+                "url": n.instance_id.as_ref().map(|i| format!("/i/{i}")),
+            })
+        })
+        .collect();
+    page(StatusCode::OK, "inbox", merge(base(&rt, &p, texts::t(p.lang, "inbox"), "me"), json!({"items": list})))
+}
+
+pub async fn mark_read(State(rt): Rt, p: P, Path(seq): Path<u64>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let user = p.viewer.actor.id.clone();
+    match blocking(&rt, move |rt| rt.mark_read(&user, seq)).await {
+        Ok(Ok(())) => Redirect::to("/inbox").into_response(),
+        Ok(Err(e)) => command_failed(&rt, &p, &e),
+        Err(r) => r,
+    }
+}
+
+pub async fn me(State(rt): Rt, p: P) -> Response {
+    let bundle = rt.bundle();
+    let a = &p.viewer.actor;
+    let readable_types: Vec<Value> = bundle
+        .model
+        .record_types
+        .values()
+        .filter(|rt_def| rt_def.access.allows(RecordOp::Read, a.roles.iter().map(String::as_str)) || a.has_role("admin"))
+        .map(|t| json!({"url": format!("/records/{}", t.name), "title": t.title.get(p.lang.code(), &t.name)}))
+        .collect();
+    let ledgers: Vec<Value> = bundle
+        .model
+        .ledgers
+        .values()
+        .filter(|l| may_read_ledger(l, a))
+        .map(|l| json!({"url": format!("/ledgers/{}", l.name), "title": l.title.get(p.lang.code(), &l.name)}))
+        .collect();
+    let data = json!({
+        "name": a.name,
+        "roles": a.roles.iter().map(|r| display::role(&bundle, r, p.lang)).collect::<Vec<_>>().join(" · "),
+        "teams": a.teams.iter().map(|t| display::team(&bundle, t, p.lang)).collect::<Vec<_>>().join(" · "),
+        "record_types": readable_types,
+        "ledgers": ledgers,
+        "is_en": p.lang == Lang::En,
+    });
+    page(StatusCode::OK, "me", merge(base(&rt, &p, texts::t(p.lang, "me"), "me"), data))
+}
+
+fn may_read_ledger(l: &flowform_model::LedgerDef, a: &Actor) -> bool {
+    let granted: Vec<&str> = l.read.iter().chain(&l.roles).map(|r| r.value.as_str()).collect();
+    granted.contains(&flowform_model::EVERYONE) || a.roles.iter().any(|r| r == "admin" || granted.contains(&r.as_str()))
+}
+
+pub async fn set_lang(State(rt): Rt, p: P, Path(code): Path<String>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let value = if code == "en" { "en" } else { "zh-CN" };
+    let mut r = Redirect::to("/me").into_response();
+    if let Ok(v) = format!("{LANG_COOKIE}={value}; Path=/; Max-Age=31536000; SameSite=Lax").parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn may_records(bundle: &Bundle, record_type: &str, a: &Actor, op: RecordOp) -> bool {
+    bundle.model.record_types.get(record_type).is_some_and(|t| a.has_role("admin") || t.access.allows(op, a.roles.iter().map(String::as_str)))
+}
+
+#[derive(Deserialize, Default)]
+pub struct PickQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    field: String,
+}
+
+/// Search results for a record picker (an htmx fragment).
+pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(q): Query<PickQuery>) -> Response {
+    let bundle = rt.bundle();
+    if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
+        return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)}));
+    }
+    let query = flowform_runtime::records::RecordQuery { q: Some(q.q.trim().to_string()).filter(|s| !s.is_empty()), limit: 15, ..Default::default() };
+    let found = match blocking(&rt, move |rt| rt.list_records(&record_type, &query)).await {
+        Ok(Ok(r)) => r,
+        _ => return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)})),
+    };
+    let items: Vec<Value> = found.items.iter().map(|r| json!({"id": r.id, "title": r.title, "second": second_line(&bundle, r, p.lang)})).collect();
+    fragment("pick", &json!({"items": items, "field": q.field, "t": texts::all(p.lang)}))
+}
+
+/// A record's second line in pickers and lists: its id and the titles of
+/// the records it refers to (e.g. where it is).
+fn second_line(bundle: &Bundle, r: &flowform_core::records::Record, lang: Lang) -> String {
+    let mut parts = vec![r.id.clone()];
+    if let Some(form) = bundle.model.record_types.get(&r.record_type).and_then(|t| bundle.form(&t.form.value)) {
+        for f in form.def.fields.iter().filter(|f| f.field_type == flowform_model::FieldType::Enum).take(1) {
+            if let Some(v) = r.data.get(&f.name).and_then(Value::as_str) {
+                parts.push(display::option_label(f, v, lang));
+            }
+        }
+    }
+    parts.join(" · ")
+}
+
+/// Record types live on the "me" page, with the ledgers.
+pub async fn record_types() -> Response {
+    Redirect::to("/me").into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub struct RecordsQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    cursor: String,
+    #[serde(default)]
+    archived: String,
+}
+
+pub async fn records(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(q): Query<RecordsQuery>) -> Response {
+    let bundle = rt.bundle();
+    let Some(def) = bundle.model.record_types.get(&record_type) else { return not_found(&rt, &p) };
+    if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let query = flowform_runtime::records::RecordQuery {
+        q: Some(q.q.trim().to_string()).filter(|s| !s.is_empty()),
+        limit: 50,
+        cursor: Some(q.cursor.clone()).filter(|s| !s.is_empty()),
+        include_archived: q.archived == "1",
+        sort: def.parent.as_ref().map(|_| "id".to_string()),
+        ..Default::default()
+    };
+    let name = record_type.clone();
+    let found = match blocking(&rt, move |rt| rt.list_records(&name, &query)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    // A tree (a type with a parent field): indent each record under its parent.
+    let depth_of = |r: &flowform_core::records::Record| -> usize {
+        let Some(parent) = &def.parent else { return 0 };
+        let mut depth = 0;
+        let mut at = r.data.get(&parent.value).and_then(Value::as_str).map(str::to_string);
+        while let Some(id) = at.take() {
+            depth += 1;
+            if depth > 8 {
+                break;
+            }
+            at = found.items.iter().find(|x| x.id == id).and_then(|x| x.data.get(&parent.value)).and_then(Value::as_str).map(str::to_string);
+        }
+        depth
+    };
+    let items: Vec<Value> = found
+        .items
+        .iter()
+        .map(|r| {
+            json!({
+                "url": format!("/records/{record_type}/{}", encode(&r.id)),
+                "title": r.title,
+                "second": second_line(&bundle, r, p.lang),
+                "archived": r.archived,
+                "indent": format!("d{}", depth_of(r).min(6)),
+            })
+        })
+        .collect();
+    let next = found.next_cursor.as_ref().map(|c| format!("/records/{record_type}?q={}&cursor={}", encode(&q.q), encode(c)));
+    let data = json!({
+        "heading": def.title.get(p.lang.code(), &def.name),
+        "record_type": record_type,
+        "q": q.q,
+        "items": items,
+        "total": found.total,
+        "next": next,
+        "can_create": may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Create),
+        "has_qr": qr_workflows(&bundle, &record_type, &p.viewer.actor, p.lang).len() > 0,
+    });
+    page(StatusCode::OK, "records", merge(base(&rt, &p, &def.title.get(p.lang.code(), &def.name).to_string(), "me"), data))
+}
+
+/// Workflows whose start form refers to records of this type: a QR label on
+/// such a record opens them with the reference filled in.
+fn qr_workflows(bundle: &Bundle, record_type: &str, actor: &Actor, lang: Lang) -> Vec<Value> {
+    bundle
+        .model
+        .workflows
+        .values()
+        .filter(|w| may_start(w, actor))
+        .filter_map(|w| {
+            let form = bundle.form(&w.start.form.as_ref()?.value)?;
+            let field = form.def.fields.iter().find(|f| f.record.as_ref().is_some_and(|r| r.value == record_type))?;
+            Some(json!({"workflow": w.name, "field": field.name, "title": w.title.get(lang.code(), &w.name)}))
+        })
+        .collect()
+}
+
+pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, String)>) -> Response {
+    let bundle = rt.bundle();
+    let Some(def) = bundle.model.record_types.get(&record_type) else { return not_found(&rt, &p) };
+    if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let (name, rid, actor) = (record_type.clone(), id.clone(), p.viewer.actor.clone());
+    let (r, history) = match blocking(&rt, move |rt| rt.record(&name, &rid).and_then(|r| Ok((rt.record_history(&name, &rid, &actor)?, r)))).await {
+        Ok(Ok((h, r))) => (r, h),
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let fields: Vec<&FieldDef> = bundle.form(&def.form.value).map(|f| f.def.fields.iter().collect()).unwrap_or_default();
+    let via = format!("record={record_type}/{}", encode(&r.id));
+    let rows = display::data_rows(&rt, &bundle, &fields, &r.data, p.lang, &via);
+    let tz = display::zone(&bundle);
+    let now = display::runtime_now(&rt);
+    let timeline: Vec<Value> = history
+        .iter()
+        .rev()
+        .take(50)
+        .map(|e| {
+            let who = e.get("actor").and_then(Value::as_str).map(|a| rt.display_name(a)).unwrap_or_default();
+            let at = e.get("at").and_then(Value::as_str).map(|a| display::relative(a, &tz, now, p.lang)).unwrap_or_default();
+            let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
+            json!({"who": who, "when": at, "what": kind_label(kind, p.lang)})
+        })
+        .collect();
+    let starts: Vec<Value> = qr_workflows(&bundle, &record_type, &p.viewer.actor, p.lang)
+        .into_iter()
+        .map(|w| {
+            json!({
+                "title": w["title"],
+                "url": format!("/start/{}?{}={}", w["workflow"].as_str().unwrap_or(""), w["field"].as_str().unwrap_or(""), encode(&r.id)),
+            })
+        })
+        .collect();
+    let data = json!({
+        "heading": r.title,
+        "type_title": def.title.get(p.lang.code(), &def.name),
+        "list_url": format!("/records/{record_type}"),
+        "rows": rows,
+        "timeline": timeline,
+        "archived": r.archived,
+        "starts": starts,
+        "qr": if starts.is_empty() { Value::Null } else { json!(format!("/records/{record_type}/{}/qr.svg", encode(&r.id))) },
+        "can_edit": may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Update),
+        "edit_url": format!("/records/{record_type}/{}/edit", encode(&r.id)),
+    });
+    page(StatusCode::OK, "record", merge(base(&rt, &p, &r.title, "me"), data))
+}
+
+fn kind_label(kind: &str, lang: Lang) -> &'static str {
+    match (kind, lang) {
+        ("created", Lang::En) => "created",
+        ("created", _) => "创建",
+        ("archived", Lang::En) => "archived",
+        ("archived", _) => "停用",
+        ("restored", Lang::En) => "restored",
+        ("restored", _) => "恢复",
+        (_, Lang::En) => "updated",
+        _ => "修改",
+    }
+}
+
+fn record_form_page(rt: &Runtime, p: &P, status: StatusCode, record_type: &str, id: Option<&str>, data: Map<String, Value>, errors: Errors, notice: Option<String>, version: Option<u64>) -> Response {
+    let bundle = rt.bundle();
+    let Some(def) = bundle.model.record_types.get(record_type) else { return not_found(rt, p) };
+    let Some(form) = bundle.form(&def.form.value) else { return not_found(rt, p) };
+    let title = def.title.get(p.lang.code(), &def.name).to_string();
+    let (action, back, heading) = match id {
+        Some(id) => (format!("/records/{record_type}/{}/edit", encode(id)), format!("/records/{record_type}/{}", encode(id)), format!("{} · {}", texts::t(p.lang, "edit"), title)),
+        None => (format!("/records/{record_type}/new"), format!("/records/{record_type}"), format!("{} · {}", texts::t(p.lang, "new_record"), title)),
+    };
+    form_page(
+        rt,
+        p,
+        status,
+        FormPage { title: heading, subtitle: String::new(), action, back, fields: &form.def.fields, data, errors, notice, version, submit: texts::t(p.lang, "submit").to_string() },
+    )
+}
+
+pub async fn record_new(State(rt): Rt, p: P, Path(record_type): Path<String>) -> Response {
+    if !may_records(&rt.bundle(), &record_type, &p.viewer.actor, RecordOp::Create) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    record_form_page(&rt, &p, StatusCode::OK, &record_type, None, Map::new(), Errors::new(), None, None)
+}
+
+fn record_fields(bundle: &Bundle, record_type: &str) -> Vec<FieldDef> {
+    bundle.model.record_types.get(record_type).and_then(|d| bundle.form(&d.form.value)).map_or_else(Vec::new, |f| f.def.fields.clone())
+}
+
+pub async fn record_create(State(rt): Rt, p: P, Path(record_type): Path<String>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let bundle = rt.bundle();
+    if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Create) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let data = formview::data_from(&record_fields(&bundle, &record_type), &posted, "", &display::zone(&bundle));
+    let (name, input, actor, lang) = (record_type.clone(), Value::Object(data.clone()), p.viewer.actor.clone(), p.lang);
+    match blocking(&rt, move |rt| rt.create_record(&name, &input, &actor, lang)).await {
+        Ok(Ok(r)) => Redirect::to(&format!("/records/{record_type}/{}", encode(&r.id))).into_response(),
+        Ok(Err(e)) => {
+            let (errors, notice) = match field_errors(&e) {
+                Some(errs) => (formview::errors_by_field(errs), None),
+                None => (Errors::new(), Some(e.to_string())),
+            };
+            record_form_page(&rt, &p, command_status(&e), &record_type, None, data, errors, notice, None)
+        }
+        Err(r) => r,
+    }
+}
+
+pub async fn record_edit(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, String)>) -> Response {
+    if !may_records(&rt.bundle(), &record_type, &p.viewer.actor, RecordOp::Update) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let (name, rid) = (record_type.clone(), id.clone());
+    match blocking(&rt, move |rt| rt.record(&name, &rid)).await {
+        Ok(Ok(r)) => record_form_page(&rt, &p, StatusCode::OK, &record_type, Some(&id), r.data, Errors::new(), None, Some(r.version)),
+        Ok(Err(e)) => command_failed(&rt, &p, &e),
+        Err(r) => r,
+    }
+}
+
+pub async fn record_update(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, String)>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let bundle = rt.bundle();
+    if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Update) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let data = formview::data_from(&record_fields(&bundle, &record_type), &posted, "", &display::zone(&bundle));
+    let version: Option<u64> = posted.get("_version").and_then(|v| v.first()).and_then(|v| v.parse().ok());
+    let (name, rid, input, actor, lang) = (record_type.clone(), id.clone(), Value::Object(data.clone()), p.viewer.actor.clone(), p.lang);
+    match blocking(&rt, move |rt| rt.update_record(&name, &rid, &input, version, &actor, lang)).await {
+        Ok(Ok(r)) => Redirect::to(&format!("/records/{record_type}/{}", encode(&r.id))).into_response(),
+        Ok(Err(e)) => {
+            let (errors, notice) = match (&e, field_errors(&e)) {
+                (_, Some(errs)) => (formview::errors_by_field(errs), None),
+                (CommandError::StaleVersion { .. }, None) => (Errors::new(), Some(texts::t(p.lang, "stale").to_string())),
+                _ => (Errors::new(), Some(e.to_string())),
+            };
+            record_form_page(&rt, &p, command_status(&e), &record_type, Some(&id), data, errors, notice, version)
+        }
+        Err(r) => r,
+    }
+}
+
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let https = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) == Some("https");
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
+fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(code.render::<qrcode::render::svg::Color>().min_dimensions(160, 160).quiet_zone(true).build())
+}
+
+/// The QR code of a record: its page, where the workflows about it start.
+pub async fn qr(State(rt): Rt, p: P, headers: HeaderMap, Path((record_type, id)): Path<(String, String)>) -> Response {
+    if !may_records(&rt.bundle(), &record_type, &p.viewer.actor, RecordOp::Read) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let Some(svg) = qr_svg(&format!("{}/records/{record_type}/{}", origin(&headers), encode(&id))) else { return StatusCode::NOT_FOUND.into_response() };
+    let mut r = svg.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("image/svg+xml"));
+    r.headers_mut().insert("content-security-policy", axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"));
+    r.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// A printable sheet of QR labels for the records of a type.
+pub async fn labels(State(rt): Rt, p: P, Path(record_type): Path<String>) -> Response {
+    let bundle = rt.bundle();
+    let Some(def) = bundle.model.record_types.get(&record_type) else { return not_found(&rt, &p) };
+    if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let name = record_type.clone();
+    let query = flowform_runtime::records::RecordQuery { limit: 500, ..Default::default() };
+    let found = match blocking(&rt, move |rt| rt.list_records(&name, &query)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let items: Vec<Value> =
+        found.items.iter().map(|r| json!({"title": r.title, "id": r.id, "qr": format!("/records/{record_type}/{}/qr.svg", encode(&r.id))})).collect();
+    let data = json!({"heading": def.title.get(p.lang.code(), &def.name), "items": items});
+    page(StatusCode::OK, "labels", merge(base(&rt, &p, texts::t(p.lang, "print_labels"), "me"), data))
+}
+
+pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response {
+    let bundle = rt.bundle();
+    let Some(def) = bundle.model.ledgers.get(&ledger) else { return not_found(&rt, &p) };
+    if !may_read_ledger(def, &p.viewer.actor) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let name = ledger.clone();
+    let read = blocking(&rt, move |rt| -> Result<_, CommandError> { Ok((rt.balances(&name, &[], None, false)?, rt.below_threshold(&name)?)) }).await;
+    let (rows, below) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let title_of = |dim: &str, id: &str| {
+        let record_type = def.dimensions.iter().find(|(d, _)| d.value == dim).map(|(_, r)| r.value.as_str());
+        display::record_title(&rt, record_type, id)
+    };
+    let dims: Vec<Value> = def.dimensions.iter().map(|(d, r)| json!(bundle.model.record_types.get(&r.value).map_or(d.value.clone(), |t| t.title.get(p.lang.code(), &d.value).to_string()))).collect();
+    let table: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<Value> = def.dimensions.iter().map(|(d, _)| json!(row.dims.get(&d.value).map(|id| title_of(&d.value, id)).unwrap_or_default())).collect();
+            json!({"cells": cells, "on_hand": row.balance.on_hand, "available": row.balance.available()})
+        })
+        .collect();
+    let below: Vec<Value> = below
+        .iter()
+        .map(|b| {
+            let dim = def.threshold.as_ref().map(|(d, _)| d.value.as_str()).unwrap_or("");
+            let id = b.get(dim).or_else(|| b.get("id")).and_then(Value::as_str).unwrap_or("");
+            json!({"title": title_of(dim, id), "available": b.get("available").cloned().unwrap_or(Value::Null), "minimum": b.get("minimum").cloned().unwrap_or(Value::Null)})
+        })
+        .collect();
+    let data = json!({"heading": def.title.get(p.lang.code(), &def.name), "dims": dims, "rows": table, "below": below});
+    page(StatusCode::OK, "ledger", merge(base(&rt, &p, &def.title.get(p.lang.code(), &def.name).to_string(), "me"), data))
+}
+
+fn admin_page(rt: &Runtime, p: &P, notice: Option<String>) -> Response {
+    let bundle = rt.bundle();
+    let tz = display::zone(&bundle);
+    let now = display::runtime_now(rt);
+    let rejected = rt.last_rejected().map(|r| {
+        json!({
+            "when": display::relative(&r.at, &tz, now, p.lang),
+            "diagnostics": r.diagnostics.iter().map(|d| json!({"place": format!("{}:{}:{}", d.file, d.line, d.column), "code": d.code, "message": d.message, "hint": d.hint})).collect::<Vec<_>>(),
+        })
+    });
+    let versions = rt.store().bundle_versions().unwrap_or_default();
+    let dead: Vec<Value> = rt
+        .outbox()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.status == "dead")
+        .take(50)
+        .map(|o| json!({"channel": o.channel, "template": o.template, "error": o.last_error, "when": display::relative(&o.created_at, &tz, now, p.lang)}))
+        .collect();
+    let diagrams: Vec<Value> = bundle
+        .model
+        .workflows
+        .values()
+        .map(|w| json!({"title": w.title.get(p.lang.code(), &w.name), "url": format!("/admin/diagram/{}", w.name)}))
+        .collect();
+    let data = json!({
+        "version": bundle.version,
+        "loaded": display::relative(&rt.loaded_at(), &tz, now, p.lang),
+        "rejected": rejected,
+        "versions": versions.iter().rev().take(10).collect::<Vec<_>>(),
+        "dead": dead,
+        "diagrams": diagrams,
+        "admin_notice": notice,
+    });
+    page(StatusCode::OK, "admin", merge(base(rt, p, texts::t(p.lang, "admin"), "me"), data))
+}
+
+pub async fn admin(State(rt): Rt, p: P) -> Response {
+    if !p.viewer.actor.has_role("admin") {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    admin_page(&rt, &p, None)
+}
+
+pub async fn admin_reload(State(rt): Rt, p: P, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    if !p.viewer.actor.has_role("admin") {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let outcome = match blocking(&rt, |rt| rt.reload()).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let key = match outcome {
+        flowform_runtime::reload::ReloadOutcome::Reloaded { .. } => "reloaded",
+        flowform_runtime::reload::ReloadOutcome::Unchanged { .. } => "unchanged",
+        _ => "rejected",
+    };
+    admin_page(&rt, &p, Some(texts::t(p.lang, key).to_string()))
+}
+
+/// A workflow's states and transitions as a picture (SVG): states down the
+/// page in file order, each transition an arrow labelled with its name.
+pub async fn diagram(State(rt): Rt, p: P, Path(workflow): Path<String>) -> Response {
+    if !p.viewer.actor.has_role("admin") {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let bundle = rt.bundle();
+    let Some(wf) = bundle.workflow(&workflow) else { return StatusCode::NOT_FOUND.into_response() };
+    let mut r = crate::diagram::svg(wf, p.lang.code()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("image/svg+xml"));
+    r.headers_mut().insert("content-security-policy", axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"));
+    r.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
+    r
+}
