@@ -198,3 +198,39 @@ pub fn line_of(path: &Path, needle: &str) -> usize {
     let at = text.find(needle).unwrap_or_else(|| panic!("no `{needle}` in {}", path.display()));
     text[..at].matches('\n').count() + 1
 }
+
+/// Conditions with data and what the server's evaluator answers: the cases
+/// the browser's evaluator (engine/web/assets/cond.js) must answer alike.
+pub fn condition_cases() -> Vec<(Value, Value, bool)> {
+    let cases = [
+        ("priority == 'urgent'", serde_json::json!({"priority": "urgent"})),
+        ("priority == 'urgent'", serde_json::json!({})),
+        ("priority != \"urgent\"", serde_json::json!({"priority": "low"})),
+        ("floor >= 10 && building == 'lab'", serde_json::json!({"floor": 12, "building": "lab"})),
+        ("floor >= 10 && building == 'lab'", serde_json::json!({"floor": 9, "building": "lab"})),
+        ("floor > 10 or not resolved", serde_json::json!({"floor": 3, "resolved": false})),
+        ("floor > 10 or not resolved", serde_json::json!({"floor": 3, "resolved": true})),
+        ("category in ['hvac', 'elevator'] && !resolved", serde_json::json!({"category": "hvac"})),
+        ("category in ['hvac', 'elevator']", serde_json::json!({"category": ["plumbing", "elevator"]})),
+        ("tags == 'a'", serde_json::json!({"tags": ["a", "b"]})),
+        ("tags != 'a'", serde_json::json!({"tags": ["b"]})),
+        ("rating <= 2", serde_json::json!({"rating": 2})),
+        ("rating <= 2", serde_json::json!({"rating": null})),
+        ("rating <= 2", serde_json::json!({"rating": "2"})),
+        ("name < 'm'", serde_json::json!({"name": "kim"})),
+        ("photos", serde_json::json!({"photos": []})),
+        ("photos", serde_json::json!({"photos": [{"id": "x"}]})),
+        ("count", serde_json::json!({"count": 0})),
+        ("note", serde_json::json!({"note": ""})),
+        ("amount == 1", serde_json::json!({"amount": 1.0})),
+        ("!(a || b) && c", serde_json::json!({"a": false, "b": 0, "c": "x"})),
+    ];
+    cases
+        .into_iter()
+        .map(|(src, data)| {
+            let c = flowform_model::Condition::parse(src).unwrap_or_else(|e| panic!("{src}: {}", e.message));
+            let want = c.eval(&data);
+            (serde_json::to_value(&c).unwrap_or_default(), data, want)
+        })
+        .collect()
+}

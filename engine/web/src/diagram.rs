@@ -48,7 +48,7 @@ pub fn svg(wf: &WorkflowDef, lang: &str) -> String {
     }
     for (i, s) in wf.states.iter().enumerate() {
         let top = y(i as i64);
-        let color = s.color.clone().filter(|c| c.starts_with('#') && c.len() <= 7 && c[1..].bytes().all(|b| b.is_ascii_hexdigit())).unwrap_or_else(|| "#5f6b76".into());
+        let color = crate::display::color(s.color.as_deref());
         let _ = write!(
             out,
             "<rect x=\"{X}\" y=\"{top}\" width=\"{BOX_W}\" height=\"44\" rx=\"10\" fill=\"#fff\" stroke=\"{color}\" stroke-width=\"{sw}\"/>\

@@ -93,13 +93,28 @@ pub fn number(i: &Instance, tz: &TimeZone) -> String {
 pub fn state(bundle: &Bundle, workflow: &str, state: &str, lang: Lang) -> (String, String) {
     let def = bundle.workflow(workflow).and_then(|w| w.state(state));
     let label = def.map_or_else(|| state.to_string(), |s| s.label.get(lang.code(), state).to_string());
-    let color = def.and_then(|s| s.color.clone()).filter(|c| is_css_color(c)).unwrap_or_else(|| "#5f6b76".to_string());
-    (label, color)
+    (label, color(def.and_then(|s| s.color.as_deref())))
 }
 
-/// Only `#rgb`/`#rrggbb` or a plain color word reaches a `style` attribute.
-fn is_css_color(c: &str) -> bool {
-    (c.starts_with('#') && matches!(c.len(), 4 | 7) && c[1..].bytes().all(|b| b.is_ascii_hexdigit())) || (!c.is_empty() && c.bytes().all(|b| b.is_ascii_alphabetic()))
+/// A state's `color` as CSS: the named hints of docs/definitions.md
+/// (`warning`, `info`, `primary`, `success`, `danger`, `muted`) in colors
+/// readable with white text, or a `#rgb`/`#rrggbb` as written; anything
+/// else is muted.
+pub fn color(hint: Option<&str>) -> String {
+    let named = match hint.unwrap_or("muted") {
+        "warning" => "#b45309",
+        "info" => "#0369a1",
+        "primary" => "#1a73e8",
+        "success" => "#15803d",
+        "danger" | "error" => "#b00020",
+        c if is_hex_color(c) => c,
+        _ => "#5f6b76",
+    };
+    named.to_string()
+}
+
+fn is_hex_color(c: &str) -> bool {
+    c.starts_with('#') && matches!(c.len(), 4 | 7) && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub fn team(bundle: &Bundle, team: &str, lang: Lang) -> String {
@@ -120,8 +135,8 @@ pub fn summary(runtime: &Runtime, bundle: &Bundle, i: &Instance, lang: Lang) -> 
     {
         parts.push(plain(runtime, bundle, f, v, lang));
     }
-    if let Some(text) = form.def.fields.iter().filter(|f| matches!(f.field_type, FieldType::Text | FieldType::String)).find_map(|f| i.data.get(&f.name).and_then(Value::as_str))
-    {
+    let text_of = |t: FieldType| form.def.fields.iter().filter(|f| f.field_type == t).find_map(|f| i.data.get(&f.name).and_then(Value::as_str));
+    if let Some(text) = text_of(FieldType::Text).or_else(|| text_of(FieldType::String)) {
         let short: String = text.chars().take(40).collect();
         parts.push(if short.len() < text.len() { format!("{short}…") } else { short });
     }
@@ -251,8 +266,11 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_colors_reach_style_attributes() {
-        assert!(is_css_color("#1a73e8") && is_css_color("orange"));
-        assert!(!is_css_color("red;background:url(x)") && !is_css_color("#12345"));
+    fn color_hints_become_readable_colors_and_nothing_else_gets_through() {
+        assert_eq!(color(Some("success")), "#15803d");
+        assert_eq!(color(Some("#1a73e8")), "#1a73e8");
+        assert_eq!(color(Some("red;background:url(x)")), "#5f6b76");
+        assert_eq!(color(Some("#12345")), "#5f6b76");
+        assert_eq!(color(None), "#5f6b76");
     }
 }

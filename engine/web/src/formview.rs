@@ -259,7 +259,7 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         "is_location": is(FieldType::Location),
         "is_signature": is(FieldType::Signature),
         "is_group": is(FieldType::Group),
-        "is_rating": widget == "rating" && (is(FieldType::Integer) || is(FieldType::Number)),
+        "is_rating": (widget == "rating" || widget == "stars") && (is(FieldType::Integer) || is(FieldType::Number)),
         "stars": (1..=f.max.map_or(5, |m| m.clamp(1.0, 10.0) as u64)).map(|n| json!({"n": n, "on": value.and_then(Value::as_f64).is_some_and(|v| v >= n as f64), "id": format!("{id}-star{n}")})).collect::<Vec<_>>(),
     })
 }

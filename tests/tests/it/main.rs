@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod authorization;
+mod browser;
 mod diagnostics;
 mod diff;
 mod docs;
