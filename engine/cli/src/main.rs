@@ -672,10 +672,19 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     };
     let version = bundle.version.clone();
     let max_upload = match std::env::var("FLOWFORM_MAX_UPLOAD_MB") {
-        Ok(v) => v.trim().parse::<u64>().ok().filter(|n| (1..=1024).contains(n)).context("FLOWFORM_MAX_UPLOAD_MB must be a whole number of megabytes from 1 to 1024")? * 1024 * 1024,
+        Ok(v) => {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .context("FLOWFORM_MAX_UPLOAD_MB must be a whole number of megabytes from 1 to 1024")?
+                * 1024
+                * 1024
+        }
         Err(_) => flowform_runtime::files::DEFAULT_MAX_BYTES,
     };
-    let files = flowform_runtime::files::FileStore::open(&data.join("files"), max_upload).with_context(|| format!("cannot create {}", data.join("files").display()))?;
+    let files =
+        flowform_runtime::files::FileStore::open(&data.join("files"), max_upload).with_context(|| format!("cannot create {}", data.join("files").display()))?;
     let runtime = Arc::new(
         Runtime::new(bundle, store, Arc::new(SystemClock)).context("cannot record the bundle in the store")?.with_app_dir(dir.clone()).with_files(files),
     );

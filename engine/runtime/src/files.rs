@@ -288,8 +288,11 @@ impl Runtime {
         }
         if let Some((record_type, id)) = record {
             let bundle = self.bundle();
-            let readable =
-                bundle.model.record_types.get(record_type).is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str)));
+            let readable = bundle
+                .model
+                .record_types
+                .get(record_type)
+                .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str)));
             if readable && let Ok(r) = self.record(record_type, id) {
                 return names_it(&r.data);
             }

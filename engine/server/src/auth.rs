@@ -206,9 +206,7 @@ async fn blocking<T: Send + 'static>(
 
 /// The sign-in pages (HTML, not part of the OpenAPI document).
 pub fn pages() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
+    axum::Router::new().route("/login", get(login_page).post(login)).route("/logout", post(logout))
 }
 
 /// Puts the signed-in user of a page request (session cookie) in the
@@ -504,7 +502,11 @@ fn login_form(s: &AppState, t: &Texts, error: Option<&str>, username: &str, next
 
 /// `next` if it is a path on this site, else `/` (never another site).
 fn local_path(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control) { next.to_string() } else { "/".to_string() }
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control) {
+        next.to_string()
+    } else {
+        "/".to_string()
+    }
 }
 
 #[derive(Deserialize)]

@@ -2,15 +2,15 @@
 //! `GET /api/v1/files/{id}`. Files are stored by the runtime
 //! ([`flowform_runtime::files`]); the type is sniffed from the bytes.
 
+use crate::AppState;
 use crate::auth::Auth;
 use crate::codes::ErrorCode;
 use crate::error::ApiError;
 use crate::extract::Path;
-use crate::AppState;
+use axum::Json;
 use axum::extract::{Multipart, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use flowform_runtime::files::FileError;
 use serde::Deserialize;
 use serde_json::Value;

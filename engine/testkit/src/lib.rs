@@ -70,7 +70,8 @@ impl TestApp {
         })?;
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path()).map_err(|e| e.to_string())?);
         let clock = Arc::new(ManualClock::new("2026-11-25T01:00:00Z".parse().map_err(|e: jiff::Error| e.to_string())?));
-        let files = flowform_runtime::files::FileStore::open(&data.path().join("files"), flowform_runtime::files::DEFAULT_MAX_BYTES).map_err(|e| e.to_string())?;
+        let files =
+            flowform_runtime::files::FileStore::open(&data.path().join("files"), flowform_runtime::files::DEFAULT_MAX_BYTES).map_err(|e| e.to_string())?;
         let runtime = Arc::new(Runtime::new(bundle, store, clock.clone()).map_err(|e| e.to_string())?.with_app_dir(app_dir.to_path_buf()).with_files(files));
         if let Some(demo) = users_dir {
             flowform_runtime::demo::load(demo, &runtime).map_err(|e| e.to_string())?;

@@ -206,7 +206,9 @@ pub fn shown(runtime: &Runtime, bundle: &Bundle, f: &FieldDef, v: &Value, lang: 
                     let cells: Vec<Value> = f
                         .fields
                         .iter()
-                        .filter_map(|sub| item.get(&sub.name).map(|v| json!({"label": sub.label.get(lang.code(), &sub.name), "text": plain(runtime, bundle, sub, v, lang)})))
+                        .filter_map(|sub| {
+                            item.get(&sub.name).map(|v| json!({"label": sub.label.get(lang.code(), &sub.name), "text": plain(runtime, bundle, sub, v, lang)}))
+                        })
                         .collect();
                     json!({"number": n + 1, "cells": cells})
                 })

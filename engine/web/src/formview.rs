@@ -36,7 +36,9 @@ pub fn data_from(fields: &[FieldDef], p: &Posted, prefix: &str, tz: &TimeZone) -
             FieldType::String | FieldType::Text | FieldType::Date | FieldType::Ref | FieldType::Signature => first(p, &key).map(|s| json!(s)),
             FieldType::Integer => first(p, &key).map(|s| s.parse::<i64>().map_or_else(|_| json!(s), |n| json!(n))),
             FieldType::Number => first(p, &key).map(|s| s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or_else(|| json!(s), Value::Number)),
-            FieldType::Boolean => p.contains_key(&format!("{key}.present")).then(|| json!(p.get(&key).is_some_and(|v| v.iter().any(|s| s == "true" || s == "on")))),
+            FieldType::Boolean => {
+                p.contains_key(&format!("{key}.present")).then(|| json!(p.get(&key).is_some_and(|v| v.iter().any(|s| s == "true" || s == "on"))))
+            }
             FieldType::Enum if f.multiple => {
                 let items: Vec<Value> = p.get(&key).map(|v| v.iter().filter(|s| !s.is_empty()).map(|s| json!(s)).collect()).unwrap_or_default();
                 (!items.is_empty()).then_some(Value::Array(items))
@@ -62,12 +64,8 @@ pub fn data_from(fields: &[FieldDef], p: &Posted, prefix: &str, tz: &TimeZone) -
                     p.keys().filter_map(|k| k.strip_prefix(&head)).filter_map(|rest| rest.split_once(']')).filter_map(|(n, _)| n.parse().ok()).collect();
                 indexes.sort_unstable();
                 indexes.dedup();
-                let items: Vec<Value> = indexes
-                    .into_iter()
-                    .map(|i| data_from(&f.fields, p, &format!("{key}[{i}]."), tz))
-                    .filter(|m| !m.is_empty())
-                    .map(Value::Object)
-                    .collect();
+                let items: Vec<Value> =
+                    indexes.into_iter().map(|i| data_from(&f.fields, p, &format!("{key}[{i}]."), tz)).filter(|m| !m.is_empty()).map(Value::Object).collect();
                 (!items.is_empty()).then_some(Value::Array(items))
             }
         };
@@ -128,7 +126,14 @@ fn errors_of(errors: &Errors, path: &str, is_group: bool, used: &mut std::collec
 }
 
 /// The fields of a form as page views, filled from `data`.
-pub fn fields(ctx: &Ctx, defs: &[FieldDef], data: &Map<String, Value>, prefix: &str, errors: &Errors, used: &mut std::collections::BTreeSet<String>) -> Vec<Value> {
+pub fn fields(
+    ctx: &Ctx,
+    defs: &[FieldDef],
+    data: &Map<String, Value>,
+    prefix: &str,
+    errors: &Errors,
+    used: &mut std::collections::BTreeSet<String>,
+) -> Vec<Value> {
     defs.iter().map(|f| field(ctx, f, data.get(&f.name), &format!("{prefix}{}", f.name), errors, used)).collect()
 }
 

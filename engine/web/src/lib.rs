@@ -44,9 +44,7 @@ where
     Arc<Runtime>: FromRef<S>,
 {
     use axum::routing::{get, post};
-    let statics = Router::new()
-        .route("/static/{file}", get(assets::serve))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true));
+    let statics = Router::new().route("/static/{file}", get(assets::serve)).layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true));
     Router::new()
         .route("/", get(pages::home))
         .route("/tasks", get(pages::tasks))

@@ -69,9 +69,7 @@ where
 }
 
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// Runs store reads off the async threads.
@@ -130,7 +128,16 @@ fn csrf_ok(p: &P, form: &formview::Posted) -> bool {
 
 fn csrf_refused(rt: &Runtime, p: &P) -> Response {
     rt.audit_denied(&p.viewer.actor, "page form without a valid CSRF token");
-    message(rt, p, StatusCode::FORBIDDEN, if p.lang == Lang::En { "This form expired. Go back, reload the page and try again." } else { "表单已过期，请返回并刷新页面后重试。" })
+    message(
+        rt,
+        p,
+        StatusCode::FORBIDDEN,
+        if p.lang == Lang::En {
+            "This form expired. Go back, reload the page and try again."
+        } else {
+            "表单已过期，请返回并刷新页面后重试。"
+        },
+    )
 }
 
 fn new_key() -> String {
@@ -282,6 +289,27 @@ pub async fn start_list(State(rt): Rt, p: P) -> Response {
     page(StatusCode::OK, "start", merge(base(&rt, &p, texts::t(p.lang, "start"), "start"), data))
 }
 
+/// What the user typed, with the errors it got.
+struct Filled {
+    data: Map<String, Value>,
+    errors: Errors,
+    notice: Option<String>,
+}
+
+impl Filled {
+    fn empty() -> Filled {
+        Filled { data: Map::new(), errors: Errors::new(), notice: None }
+    }
+
+    /// The typed data with the errors of `e` (on fields where they belong).
+    fn failed(data: Map<String, Value>, e: &CommandError) -> Filled {
+        match field_errors(e) {
+            Some(errs) => Filled { data, errors: formview::errors_by_field(errs), notice: None },
+            None => Filled { data, errors: Errors::new(), notice: Some(e.to_string()) },
+        }
+    }
+}
+
 /// What a form page shows.
 struct FormPage<'a> {
     title: String,
@@ -359,8 +387,12 @@ fn command_status(e: &CommandError) -> StatusCode {
     match e {
         CommandError::Rejected(Rejection::Forbidden(_)) => StatusCode::FORBIDDEN,
         CommandError::InstanceNotFound(_) | CommandError::RecordNotFound(_) => StatusCode::NOT_FOUND,
-        CommandError::StaleVersion { .. } | CommandError::IdempotencyKeyReused | CommandError::AlreadyExists(_) | CommandError::Referenced(_) => StatusCode::CONFLICT,
-        CommandError::Store(_) | CommandError::Internal(_) | CommandError::BundleMissing(_) | CommandError::BundleBroken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        CommandError::StaleVersion { .. } | CommandError::IdempotencyKeyReused | CommandError::AlreadyExists(_) | CommandError::Referenced(_) => {
+            StatusCode::CONFLICT
+        }
+        CommandError::Store(_) | CommandError::Internal(_) | CommandError::BundleMissing(_) | CommandError::BundleBroken { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
@@ -388,10 +420,7 @@ pub async fn start_submit(State(rt): Rt, p: P, Path(workflow): Path<String>, axu
     match rt.start(&workflow, &Value::Object(data.clone()), &p.viewer.actor, &opts).await {
         Ok(i) => Redirect::to(&format!("/i/{}?ok=1", i.id)).into_response(),
         Err(e) => {
-            let (errors, notice) = match field_errors(&e) {
-                Some(errs) => (formview::errors_by_field(errs), None),
-                None => (Errors::new(), Some(e.to_string())),
-            };
+            let Filled { data, errors, notice } = Filled::failed(data, &e);
             form_page(
                 &rt,
                 &p,
@@ -460,7 +489,9 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
                 .iter()
                 .filter_map(|(k, c)| {
                     let (label, after) = match k.as_str() {
-                        "assignment.team" => (texts::t(lang, "team").to_string(), c.after.as_str().map(|t| display::team(&bundle, t, lang)).unwrap_or_default()),
+                        "assignment.team" => {
+                            (texts::t(lang, "team").to_string(), c.after.as_str().map(|t| display::team(&bundle, t, lang)).unwrap_or_default())
+                        }
                         "assignment.assignee" => (texts::t(lang, "assignee").to_string(), c.after.as_str().map(|a| rt.display_name(a)).unwrap_or_default()),
                         other => {
                             let f = field_by_name.get(other)?;
@@ -530,7 +561,8 @@ async fn transition_context(rt: &Arc<Runtime>, p: &P, id: &str, transition: &str
     Ok((i, bundle))
 }
 
-fn transition_page(rt: &Runtime, p: &P, status: StatusCode, bundle: &Bundle, i: &Instance, transition: &str, data: Map<String, Value>, errors: Errors, notice: Option<String>) -> Response {
+fn transition_page(rt: &Runtime, p: &P, status: StatusCode, bundle: &Bundle, i: &Instance, transition: &str, filled: Filled) -> Response {
+    let Filled { data, errors, notice } = filled;
     let Some(wf) = bundle.workflow(&i.workflow) else { return not_found(rt, p) };
     let Some(t) = wf.transitions.iter().find(|t| t.name == transition) else { return not_found(rt, p) };
     let fields: &[FieldDef] = t.form.as_ref().and_then(|f| bundle.form(&f.value)).map_or(&[], |f| &f.def.fields);
@@ -562,10 +594,15 @@ pub async fn transition_form(State(rt): Rt, p: P, Path((id, transition)): Path<(
     if !rt.available_transitions(&i, &p.viewer.actor).iter().any(|t| t.name == transition) {
         return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
     }
-    transition_page(&rt, &p, StatusCode::OK, &bundle, &i, &transition, Map::new(), Errors::new(), None)
+    transition_page(&rt, &p, StatusCode::OK, &bundle, &i, &transition, Filled::empty())
 }
 
-pub async fn transition_submit(State(rt): Rt, p: P, Path((id, transition)): Path<(String, String)>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+pub async fn transition_submit(
+    State(rt): Rt,
+    p: P,
+    Path((id, transition)): Path<(String, String)>,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Response {
     let posted = formview::posted(pairs);
     if !csrf_ok(&p, &posted) {
         return csrf_refused(&rt, &p);
@@ -598,15 +635,9 @@ pub async fn transition_submit(State(rt): Rt, p: P, Path((id, transition)): Path
                 return Redirect::to(&format!("/i/{}", current.id)).into_response();
             }
             let notice = Some(texts::t(p.lang, "stale").to_string());
-            transition_page(&rt, &p, StatusCode::CONFLICT, &bundle, &current, &transition, data, Errors::new(), notice)
+            transition_page(&rt, &p, StatusCode::CONFLICT, &bundle, &current, &transition, Filled { data, errors: Errors::new(), notice })
         }
-        Err(e) => {
-            let (errors, notice) = match field_errors(&e) {
-                Some(errs) => (formview::errors_by_field(errs), None),
-                None => (Errors::new(), Some(e.to_string())),
-            };
-            transition_page(&rt, &p, command_status(&e), &bundle, &i, &transition, data, errors, notice)
-        }
+        Err(e) => transition_page(&rt, &p, command_status(&e), &bundle, &i, &transition, Filled::failed(data, &e)),
     }
 }
 
@@ -683,7 +714,10 @@ pub async fn list(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Q
         }));
     }
     let state_part = if current_state.is_empty() { String::new() } else { format!("state={}", encode(&current_state)) };
-    let next = found.next.as_ref().map(|n| keep(&[state_part.clone(), format!("cursor={}", encode(n))].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("&")));
+    let next = found
+        .next
+        .as_ref()
+        .map(|n| keep(&[state_part.clone(), format!("cursor={}", encode(n))].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("&")));
     let teams: Vec<Value> = bundle
         .model
         .teams
@@ -703,7 +737,7 @@ pub async fn list(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Q
         "can_start": may_start(wf, &p.viewer.actor),
         "board": false,
     });
-    page(StatusCode::OK, "list", merge(base(&rt, &p, &wf.title.get(lang.code(), &wf.name).to_string(), "tasks"), data))
+    page(StatusCode::OK, "list", merge(base(&rt, &p, wf.title.get(lang.code(), &wf.name), "tasks"), data))
 }
 
 /// Open work nobody has taken, and overdue work: what a dispatcher acts on.
@@ -952,9 +986,9 @@ pub async fn records(State(rt): Rt, p: P, Path(record_type): Path<String>, Query
         "total": found.total,
         "next": next,
         "can_create": may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Create),
-        "has_qr": qr_workflows(&bundle, &record_type, &p.viewer.actor, p.lang).len() > 0,
+        "has_qr": !qr_workflows(&bundle, &record_type, &p.viewer.actor, p.lang).is_empty(),
     });
-    page(StatusCode::OK, "records", merge(base(&rt, &p, &def.title.get(p.lang.code(), &def.name).to_string(), "me"), data))
+    page(StatusCode::OK, "records", merge(base(&rt, &p, def.title.get(p.lang.code(), &def.name), "me"), data))
 }
 
 /// Workflows whose start form refers to records of this type: a QR label on
@@ -1038,20 +1072,36 @@ fn kind_label(kind: &str, lang: Lang) -> &'static str {
     }
 }
 
-fn record_form_page(rt: &Runtime, p: &P, status: StatusCode, record_type: &str, id: Option<&str>, data: Map<String, Value>, errors: Errors, notice: Option<String>, version: Option<u64>) -> Response {
+fn record_form_page(rt: &Runtime, p: &P, status: StatusCode, record_type: &str, id: Option<&str>, filled: Filled, version: Option<u64>) -> Response {
+    let Filled { data, errors, notice } = filled;
     let bundle = rt.bundle();
     let Some(def) = bundle.model.record_types.get(record_type) else { return not_found(rt, p) };
     let Some(form) = bundle.form(&def.form.value) else { return not_found(rt, p) };
     let title = def.title.get(p.lang.code(), &def.name).to_string();
     let (action, back, heading) = match id {
-        Some(id) => (format!("/records/{record_type}/{}/edit", encode(id)), format!("/records/{record_type}/{}", encode(id)), format!("{} · {}", texts::t(p.lang, "edit"), title)),
+        Some(id) => (
+            format!("/records/{record_type}/{}/edit", encode(id)),
+            format!("/records/{record_type}/{}", encode(id)),
+            format!("{} · {}", texts::t(p.lang, "edit"), title),
+        ),
         None => (format!("/records/{record_type}/new"), format!("/records/{record_type}"), format!("{} · {}", texts::t(p.lang, "new_record"), title)),
     };
     form_page(
         rt,
         p,
         status,
-        FormPage { title: heading, subtitle: String::new(), action, back, fields: &form.def.fields, data, errors, notice, version, submit: texts::t(p.lang, "submit").to_string() },
+        FormPage {
+            title: heading,
+            subtitle: String::new(),
+            action,
+            back,
+            fields: &form.def.fields,
+            data,
+            errors,
+            notice,
+            version,
+            submit: texts::t(p.lang, "submit").to_string(),
+        },
     )
 }
 
@@ -1059,7 +1109,7 @@ pub async fn record_new(State(rt): Rt, p: P, Path(record_type): Path<String>) ->
     if !may_records(&rt.bundle(), &record_type, &p.viewer.actor, RecordOp::Create) {
         return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
     }
-    record_form_page(&rt, &p, StatusCode::OK, &record_type, None, Map::new(), Errors::new(), None, None)
+    record_form_page(&rt, &p, StatusCode::OK, &record_type, None, Filled::empty(), None)
 }
 
 fn record_fields(bundle: &Bundle, record_type: &str) -> Vec<FieldDef> {
@@ -1079,13 +1129,7 @@ pub async fn record_create(State(rt): Rt, p: P, Path(record_type): Path<String>,
     let (name, input, actor, lang) = (record_type.clone(), Value::Object(data.clone()), p.viewer.actor.clone(), p.lang);
     match blocking(&rt, move |rt| rt.create_record(&name, &input, &actor, lang)).await {
         Ok(Ok(r)) => Redirect::to(&format!("/records/{record_type}/{}", encode(&r.id))).into_response(),
-        Ok(Err(e)) => {
-            let (errors, notice) = match field_errors(&e) {
-                Some(errs) => (formview::errors_by_field(errs), None),
-                None => (Errors::new(), Some(e.to_string())),
-            };
-            record_form_page(&rt, &p, command_status(&e), &record_type, None, data, errors, notice, None)
-        }
+        Ok(Err(e)) => record_form_page(&rt, &p, command_status(&e), &record_type, None, Filled::failed(data, &e), None),
         Err(r) => r,
     }
 }
@@ -1096,13 +1140,20 @@ pub async fn record_edit(State(rt): Rt, p: P, Path((record_type, id)): Path<(Str
     }
     let (name, rid) = (record_type.clone(), id.clone());
     match blocking(&rt, move |rt| rt.record(&name, &rid)).await {
-        Ok(Ok(r)) => record_form_page(&rt, &p, StatusCode::OK, &record_type, Some(&id), r.data, Errors::new(), None, Some(r.version)),
+        Ok(Ok(r)) => {
+            record_form_page(&rt, &p, StatusCode::OK, &record_type, Some(&id), Filled { data: r.data, errors: Errors::new(), notice: None }, Some(r.version))
+        }
         Ok(Err(e)) => command_failed(&rt, &p, &e),
         Err(r) => r,
     }
 }
 
-pub async fn record_update(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, String)>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+pub async fn record_update(
+    State(rt): Rt,
+    p: P,
+    Path((record_type, id)): Path<(String, String)>,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Response {
     let posted = formview::posted(pairs);
     if !csrf_ok(&p, &posted) {
         return csrf_refused(&rt, &p);
@@ -1117,12 +1168,11 @@ pub async fn record_update(State(rt): Rt, p: P, Path((record_type, id)): Path<(S
     match blocking(&rt, move |rt| rt.update_record(&name, &rid, &input, version, &actor, lang)).await {
         Ok(Ok(r)) => Redirect::to(&format!("/records/{record_type}/{}", encode(&r.id))).into_response(),
         Ok(Err(e)) => {
-            let (errors, notice) = match (&e, field_errors(&e)) {
-                (_, Some(errs)) => (formview::errors_by_field(errs), None),
-                (CommandError::StaleVersion { .. }, None) => (Errors::new(), Some(texts::t(p.lang, "stale").to_string())),
-                _ => (Errors::new(), Some(e.to_string())),
-            };
-            record_form_page(&rt, &p, command_status(&e), &record_type, Some(&id), data, errors, notice, version)
+            let mut filled = Filled::failed(data, &e);
+            if let CommandError::StaleVersion { .. } = e {
+                filled.notice = Some(texts::t(p.lang, "stale").to_string());
+            }
+            record_form_page(&rt, &p, command_status(&e), &record_type, Some(&id), filled, version)
         }
         Err(r) => r,
     }
@@ -1189,11 +1239,16 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response
         let record_type = def.dimensions.iter().find(|(d, _)| d.value == dim).map(|(_, r)| r.value.as_str());
         display::record_title(&rt, record_type, id)
     };
-    let dims: Vec<Value> = def.dimensions.iter().map(|(d, r)| json!(bundle.model.record_types.get(&r.value).map_or(d.value.clone(), |t| t.title.get(p.lang.code(), &d.value).to_string()))).collect();
+    let dims: Vec<Value> = def
+        .dimensions
+        .iter()
+        .map(|(d, r)| json!(bundle.model.record_types.get(&r.value).map_or(d.value.clone(), |t| t.title.get(p.lang.code(), &d.value).to_string())))
+        .collect();
     let table: Vec<Value> = rows
         .iter()
         .map(|row| {
-            let cells: Vec<Value> = def.dimensions.iter().map(|(d, _)| json!(row.dims.get(&d.value).map(|id| title_of(&d.value, id)).unwrap_or_default())).collect();
+            let cells: Vec<Value> =
+                def.dimensions.iter().map(|(d, _)| json!(row.dims.get(&d.value).map(|id| title_of(&d.value, id)).unwrap_or_default())).collect();
             json!({"cells": cells, "on_hand": row.balance.on_hand, "available": row.balance.available()})
         })
         .collect();
@@ -1206,7 +1261,7 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response
         })
         .collect();
     let data = json!({"heading": def.title.get(p.lang.code(), &def.name), "dims": dims, "rows": table, "below": below});
-    page(StatusCode::OK, "ledger", merge(base(&rt, &p, &def.title.get(p.lang.code(), &def.name).to_string(), "me"), data))
+    page(StatusCode::OK, "ledger", merge(base(&rt, &p, def.title.get(p.lang.code(), &def.name), "me"), data))
 }
 
 fn admin_page(rt: &Runtime, p: &P, notice: Option<String>) -> Response {
@@ -1228,12 +1283,8 @@ fn admin_page(rt: &Runtime, p: &P, notice: Option<String>) -> Response {
         .take(50)
         .map(|o| json!({"channel": o.channel, "template": o.template, "error": o.last_error, "when": display::relative(&o.created_at, &tz, now, p.lang)}))
         .collect();
-    let diagrams: Vec<Value> = bundle
-        .model
-        .workflows
-        .values()
-        .map(|w| json!({"title": w.title.get(p.lang.code(), &w.name), "url": format!("/admin/diagram/{}", w.name)}))
-        .collect();
+    let diagrams: Vec<Value> =
+        bundle.model.workflows.values().map(|w| json!({"title": w.title.get(p.lang.code(), &w.name), "url": format!("/admin/diagram/{}", w.name)})).collect();
     let data = json!({
         "version": bundle.version,
         "loaded": display::relative(&rt.loaded_at(), &tz, now, p.lang),

@@ -51,7 +51,11 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("more", "更多", "More"),
     ("next_page", "下一页", "Next page"),
     ("form_errors", "请检查标出的内容。", "Please check the marked fields."),
-    ("stale", "这条记录刚被其他人修改过。您填写的内容已保留，请核对后重新提交。", "Someone else changed this just now. What you typed is kept: check it and submit again."),
+    (
+        "stale",
+        "这条记录刚被其他人修改过。您填写的内容已保留，请核对后重新提交。",
+        "Someone else changed this just now. What you typed is kept: check it and submit again.",
+    ),
     ("saved", "已提交", "Submitted"),
     ("started_by", "发起", "started it"),
     ("timer", "系统(定时)", "the system (timer)"),

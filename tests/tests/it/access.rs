@@ -301,7 +301,13 @@ async fn sign_in(app: &TestApp, user: &str, password: &str) -> Result<(String, S
     let session = cookie_value(&session);
     let (status, _, home) = raw(app, Method::GET, "/", &[("cookie", &format!("ff_session={session}"))], "").await;
     assert_eq!(status, StatusCode::OK);
-    Ok((session, hidden_csrf(&home)))
+    Ok((session, page_csrf(&home)))
+}
+
+/// The session's CSRF token, as every page carries it (`<meta name="csrf-token">`).
+fn page_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf-token\" content=\"").unwrap() + "name=\"csrf-token\" content=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
 }
 
 #[tokio::test]
