@@ -18,3 +18,4 @@ mod reload_under_load;
 mod scenarios;
 mod simulation;
 mod timers;
+mod web;

@@ -1,0 +1,259 @@
+//! Attachments and the generated pages through the router (no browser): what
+//! the upload accepts, who may read a file, what a `files` field accepts, the
+//! headers of every page, and a workflow added to the definitions appearing
+//! on the home page at the next reload.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use flowform_testkit::TestApp;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02,
+    0x00, 0x00, 0x00, 0x90, 0x77, 0x53, 0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63, 0xF8, 0xCF, 0xC0, 0x00, 0x00, 0x03, 0x01, 0x01,
+    0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
+struct Raw {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+async fn send(app: &TestApp, req: Request<Body>) -> Raw {
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Raw { status, headers, body }
+}
+
+async fn upload(app: &mut TestApp, user: &str, name: &str, content_type: &str, bytes: &[u8]) -> Raw {
+    let boundary = "XyZ-boundary-42";
+    let mut body =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n").into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/files")
+        .header("authorization", format!("Bearer {}", app.token(user)))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(Body::from(body))
+        .unwrap();
+    send(app, req).await
+}
+
+async fn download(app: &mut TestApp, user: &str, path: &str) -> Raw {
+    let req = Request::builder().uri(path).header("authorization", format!("Bearer {}", app.token(user))).body(Body::empty()).unwrap();
+    send(app, req).await
+}
+
+fn report(photos: Value) -> Value {
+    json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度", "photos": photos})
+}
+
+#[tokio::test]
+async fn a_photo_is_uploaded_referenced_and_read_by_those_who_may_read_the_order() {
+    let mut app = TestApp::hospital();
+    let up = upload(&mut app, "nurse_li", "IMG_0001.png", "image/png", PNG).await;
+    assert_eq!(up.status, StatusCode::CREATED, "{}", up.text());
+    let file = up.json();
+    assert_eq!(file["type"], "image/png");
+    assert_eq!(file["size"], PNG.len());
+    let id = file["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "an opaque id, not the content's hash");
+
+    let order = app.start_instance("repair", "nurse_li", report(json!([file]))).await.expect(201);
+    let order_id = order["id"].as_str().unwrap().to_string();
+
+    // The uploader reads it; the sniffed type and nosniff come with it.
+    let mine = download(&mut app, "nurse_li", &format!("/api/v1/files/{id}")).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(mine.body, PNG);
+    assert_eq!(mine.headers["content-type"], "image/png");
+    assert_eq!(mine.headers["x-content-type-options"], "nosniff");
+    // Someone who may read the order reads it through the order.
+    let via = format!("/api/v1/files/{id}?instance={order_id}");
+    assert_eq!(download(&mut app, "manager_zheng", &via).await.status, StatusCode::OK);
+    // Someone who may not read the order does not, with or without it.
+    assert_eq!(download(&mut app, "nurse_chen", &via).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(download(&mut app, "nurse_chen", &format!("/api/v1/files/{id}")).await.status, StatusCode::NOT_FOUND);
+    // Naming an order one may read that does not contain the file gives nothing either.
+    let other = app.start_instance("repair", "nurse_chen", report(json!([]))).await.expect(201);
+    let wrong = format!("/api/v1/files/{id}?instance={}", other["id"].as_str().unwrap());
+    assert_eq!(download(&mut app, "nurse_chen", &wrong).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn uploads_are_judged_by_their_bytes_not_their_names() {
+    let mut app = TestApp::hospital();
+    let html = b"<html><script>alert(1)</script></html>";
+    let r = upload(&mut app, "nurse_li", "photo.png", "image/png", html).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.json()["code"], "file_rejected");
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>"#;
+    assert_eq!(upload(&mut app, "nurse_li", "sign.svg", "image/svg+xml", svg).await.json()["code"], "file_rejected");
+    assert_eq!(upload(&mut app, "nurse_li", "empty.png", "image/png", b"").await.json()["code"], "file_rejected");
+    // A PDF is kept and served as an attachment, never inline.
+    let pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF";
+    let up = upload(&mut app, "nurse_li", "manual.pdf", "application/pdf", pdf).await;
+    assert_eq!(up.status, StatusCode::CREATED, "{}", up.text());
+    let got = download(&mut app, "nurse_li", &format!("/api/v1/files/{}", up.json()["id"].as_str().unwrap())).await;
+    assert_eq!(got.headers["content-type"], "application/pdf");
+    assert!(got.headers["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    // …and a photos field that accepts images refuses it.
+    let r = app.start_instance("repair", "nurse_li", report(json!([up.json()]))).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["details"][0]["field"], "photos[0]");
+    assert_eq!(r.body["details"][0]["code"], "file_type_not_accepted");
+}
+
+#[tokio::test]
+async fn a_files_field_accepts_only_files_the_store_holds() {
+    let mut app = TestApp::hospital();
+    let made_up = json!([{"id": "0123456789abcdef0123456789abcdef", "name": "x.png", "type": "image/png", "size": 10}]);
+    let r = app.start_instance("repair", "nurse_li", report(made_up)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["details"][0]["field"], "photos[0]");
+    assert_eq!(r.body["details"][0]["code"], "unknown_file");
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_while_it_arrives() {
+    let mut app = TestApp::hospital();
+    let mut big = PNG.to_vec();
+    big.resize(flowform_runtime::files::DEFAULT_MAX_BYTES as usize + 1, 0);
+    let r = upload(&mut app, "nurse_li", "big.png", "image/png", &big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.json()["code"], "file_too_large");
+}
+
+#[tokio::test]
+async fn signatures_are_images_not_markup() {
+    let mut app = TestApp::hospital();
+    let order = app.start_instance("repair", "nurse_li", report(json!([]))).await.expect(201);
+    let id = order["id"].as_str().unwrap().to_string();
+    app.transition(&id, "accept", "tech_wang", json!({})).await.expect(200);
+    let svg = "data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9ImFsZXJ0KDEpIi8+";
+    let r = app.transition(&id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "更换电容,试机正常", "signature": svg})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["details"][0]["field"], "signature");
+}
+
+/// Signs in through the form and returns the session cookie.
+async fn session(app: &TestApp, user: &str) -> String {
+    let login = send(app, Request::builder().uri("/login").body(Body::empty()).unwrap()).await;
+    let html = login.text();
+    let at = html.find("name=\"_csrf\" value=\"").unwrap() + 20;
+    let csrf = html[at..].split('"').next().unwrap().to_string();
+    let login_cookie = login.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|c| c.starts_with("ff_login_csrf=")).unwrap();
+    let login_cookie = login_cookie.split(';').next().unwrap().to_string();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", login_cookie)
+        .body(Body::from(format!("username={user}&password=demo2026&_csrf={csrf}")))
+        .unwrap();
+    let r = send(app, req).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let c = r.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|c| c.starts_with("ff_session=")).unwrap();
+    c.split(';').next().unwrap().to_string()
+}
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> Raw {
+    send(app, Request::builder().uri(path).header("cookie", cookie).header("accept-language", "zh-CN").body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn every_page_has_a_strict_content_security_policy_and_no_inline_script() {
+    let app = TestApp::hospital();
+    let cookie = session(&app, "admin").await;
+    for path in [
+        "/",
+        "/tasks",
+        "/start",
+        "/start/repair",
+        "/list/repair",
+        "/board",
+        "/inbox",
+        "/me",
+        "/records/asset",
+        "/records/asset/EQ-000101",
+        "/ledgers/stock",
+        "/admin",
+    ] {
+        let r = page(&app, &cookie, path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        let html = r.text();
+        assert!(!html.contains("<script>") && !html.contains(" onclick=") && !html.contains(" onload="), "{path} has inline script");
+        assert!(html.contains("<html lang=\"zh-CN\">"), "{path}");
+        // End users never see raw ids of the instance or timestamps in UTC.
+        assert!(!html.contains("T01:00:00"), "{path} shows a UTC timestamp");
+    }
+}
+
+#[tokio::test]
+async fn a_page_form_without_the_session_csrf_token_is_refused() {
+    let app = TestApp::hospital();
+    let cookie = session(&app, "nurse_li").await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/start/repair")
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("_csrf=forged&asset=EQ-000101&category=hvac&department=icu&location=x&description=abcdefg"))
+        .unwrap();
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let none = app.runtime.instances(&flowform_store::InstanceFilter { limit: 10, ..Default::default() }).unwrap();
+    assert!(none.items.is_empty(), "nothing was started");
+}
+
+#[tokio::test]
+async fn signed_out_pages_go_to_the_sign_in_page_and_come_back() {
+    let app = TestApp::hospital();
+    let r = send(&app, Request::builder().uri("/list/repair?state=closed").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers["location"], "/login?next=/list/repair%3Fstate%3Dclosed");
+    let login = send(&app, Request::builder().uri("/login?next=//evil.example/").body(Body::empty()).unwrap()).await;
+    assert!(login.text().contains("name=\"next\" value=\"/\""), "another site is never a next page");
+}
+
+#[tokio::test]
+async fn a_workflow_added_to_the_definitions_appears_on_the_home_page_at_the_next_reload() {
+    let mut app = TestApp::hospital_copy();
+    app.write(
+        "definitions/workflows/key_request.yaml",
+        "workflow: key_request\ntitle: { zh-CN: 钥匙借用, en: Key request }\nvisible_to: [requester]\nstart:\n  form: key_request\n  roles: [staff]\n\
+         states:\n  open: { label: { zh-CN: 待归还, en: Open }, color: info }\n  returned: { label: { zh-CN: 已归还, en: Returned }, final: true, color: success }\n\
+         initial: open\ntransitions:\n  - name: give_back\n    label: { zh-CN: 归还, en: Give back }\n    from: open\n    to: returned\n    roles: [requester]\n",
+    );
+    app.write(
+        "forms/key_request.yaml",
+        "form: key_request\ntitle: { zh-CN: 借钥匙, en: Key request }\nfields:\n  room:\n    type: string\n    required: true\n    label: { zh-CN: 房间, en: Room }\n  days:\n    type: integer\n    min: 1\n    max: 7\n    unit: 天\n    label: { zh-CN: 借用天数, en: Days }\n",
+    );
+    let reloaded = app.post("/api/v1/admin/reload", "admin", json!({})).await.expect(200);
+    assert_eq!(reloaded["status"], "reloaded", "{reloaded}");
+    let cookie = session(&app, "nurse_li").await;
+    let home = page(&app, &cookie, "/").await.text();
+    assert!(home.contains("钥匙借用") && home.contains("href=\"/start/key_request\""), "{home}");
+    let form = page(&app, &cookie, "/start/key_request").await.text();
+    assert!(form.contains("房间") && form.contains("借用天数") && form.contains("<span class=\"unit\">天</span>"), "{form}");
+}
