@@ -244,6 +244,34 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         time_as(t, &format!("closed, page as {who}"), "/api/v1/instances?workflow=repair&state=closed&limit=50")?;
         time_as(t, &format!("counts as {who}"), "/api/v1/instances/counts?workflow=repair&by=state")?;
     }
+    // The web app's pages, as a manager's phone would load them (server time, p99 of 100).
+    let cookie = page_session(&agent, &addr, "manager_zheng")?;
+    let page = |name: &str, path: &str| -> Result<()> {
+        let get = || -> Result<Duration> {
+            let t = Instant::now();
+            let mut response = agent.get(format!("http://{addr}{path}")).header("Cookie", &cookie).header("Accept-Language", "zh-CN").call()?;
+            let status = response.status().as_u16();
+            let _ = response.body_mut().read_to_string()?;
+            if status != 200 {
+                bail!("GET {path}: HTTP {status}");
+            }
+            Ok(t.elapsed())
+        };
+        get()?;
+        let mut samples: Vec<Duration> = (0..100).map(|_| get()).collect::<Result<_>>()?;
+        samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("scale: page {name:<39} median {:>7.2} ms, p99 {:>7.2} ms   ({path})", ms(samples[50]), ms(samples[98]));
+        Ok(())
+    };
+    page("home", "/")?;
+    page("tasks", "/tasks")?;
+    page("list with state tabs", "/list/repair")?;
+    page("list, closed", "/list/repair?state=closed")?;
+    page("dispatch board", "/board")?;
+    page("work order", &format!("/i/{some_id}"))?;
+    page("start form", "/start/repair")?;
+    page("asset page", &format!("/records/asset/{}", asset_id(7)))?;
     let (rss, peak) = memory(&pid.to_string());
     // Killed (SIGKILL), the next start repairs the store first: how long, and how much memory.
     child.kill()?;
@@ -264,4 +292,38 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     );
     println!("scale: start-up after kill -9 (with the store's crash repair) {:.2} s, RSS {rss_recovered:.0} MiB", recovery.as_secs_f64());
     Ok(())
+}
+
+/// Signs `user` in through the sign-in page (demo password) and returns the
+/// session cookie, as a browser would hold it.
+fn page_session(agent: &ureq::Agent, addr: &str, user: &str) -> Result<String> {
+    let mut login = agent.get(format!("http://{addr}/login")).call()?;
+    let login_cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ff_login_csrf="))
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow!("the sign-in page set no CSRF cookie"))?
+        .to_string();
+    let html = login.body_mut().read_to_string()?;
+    let csrf = html.split("name=\"_csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| anyhow!("no CSRF token on the sign-in page"))?.to_string();
+    let answer = agent
+        .post(format!("http://{addr}/login"))
+        .header("Cookie", &login_cookie)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .config()
+        .max_redirects(0)
+        .build()
+        .send(format!("username={user}&password=demo2026&_csrf={csrf}"))?;
+    answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ff_session="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("signing in as {user} failed (HTTP {})", answer.status()))
 }

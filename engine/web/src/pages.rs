@@ -194,22 +194,39 @@ struct Work {
     unread: usize,
 }
 
+/// The open instances `actor` may read (in a state that is not final),
+/// optionally of one team: read state by state through the store's
+/// (workflow, state[, team]) index, so the cost follows the open work, not
+/// the years of closed orders behind it. At most 500 per state.
+fn open_instances(rt: &Runtime, actor: &Actor, team: Option<&str>) -> Result<Vec<Instance>, CommandError> {
+    let bundle = rt.bundle();
+    let visibility = rt.visibility(actor);
+    let mut out = Vec::new();
+    for wf in bundle.model.workflows.values() {
+        for state in wf.states.iter().filter(|s| !s.is_final) {
+            let filter = InstanceFilter {
+                workflow: Some(wf.name.clone()),
+                state: Some(state.name.clone()),
+                team: team.map(str::to_string),
+                limit: 500,
+                visibility: visibility.clone(),
+                ..Default::default()
+            };
+            out.extend(rt.instances(&filter)?.items);
+        }
+    }
+    Ok(out)
+}
+
 /// What the user can do now, read in one go off the async threads.
 fn work(rt: &Runtime, actor: &Actor, requests: usize) -> Result<Work, CommandError> {
     let bundle = rt.bundle();
-    let open = |i: &Instance| !is_final(&bundle, i);
-    let visibility = rt.visibility(actor);
-    let mut mine: Vec<Instance> = rt
-        .instances(&InstanceFilter { assignee: Some(actor.id.clone()), limit: 100, visibility: visibility.clone(), ..Default::default() })?
-        .items
-        .into_iter()
-        .filter(open)
-        .collect();
+    let open = open_instances(rt, actor, None)?;
+    let mut mine: Vec<Instance> = open.iter().filter(|i| i.assignment.assignee.as_deref() == Some(actor.id.as_str())).cloned().collect();
     by_deadline(&mut mine);
     let mut queue = Vec::new();
     for team in &actor.teams {
-        let page = rt.instances(&InstanceFilter { team: Some(team.clone()), limit: 100, visibility: visibility.clone(), ..Default::default() })?;
-        queue.extend(page.items.into_iter().filter(|i| open(i) && i.assignment.assignee.is_none()));
+        queue.extend(open_instances(rt, actor, Some(team))?.into_iter().filter(|i| i.assignment.assignee.is_none()));
     }
     by_deadline(&mut queue);
     let only_mine = Visibility {
@@ -218,8 +235,8 @@ fn work(rt: &Runtime, actor: &Actor, requests: usize) -> Result<Work, CommandErr
         ..Default::default()
     };
     let requests = rt.instances(&InstanceFilter { limit: requests, visibility: Some(only_mine), ..Default::default() })?.items;
-    let overdue: Vec<Instance> =
-        rt.instances(&InstanceFilter { overdue: Some(true), limit: 50, visibility, ..Default::default() })?.items.into_iter().filter(open).collect();
+    let mut overdue: Vec<Instance> = open.into_iter().filter(|i| i.overdue).collect();
+    by_deadline(&mut overdue);
     let unread = rt.inbox(&actor.id)?.iter().filter(|n| !n.read).count();
     Ok(Work { mine, queue, requests, overdue, unread })
 }
@@ -744,15 +761,13 @@ pub async fn list(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Q
 pub async fn board(State(rt): Rt, p: P) -> Response {
     let actor = p.viewer.actor.clone();
     let read = blocking(&rt, move |rt| -> Result<_, CommandError> {
-        let bundle = rt.bundle();
-        let visibility = rt.visibility(&actor);
-        let page = rt.instances(&InstanceFilter { limit: 300, visibility: visibility.clone(), ..Default::default() })?;
-        let open: Vec<Instance> = page.items.into_iter().filter(|i| !is_final(&bundle, i)).collect();
+        let open = open_instances(rt, &actor, None)?;
         let mut unassigned: Vec<Instance> = open.iter().filter(|i| i.assignment.assignee.is_none()).cloned().collect();
-        let mut overdue: Vec<Instance> = rt.instances(&InstanceFilter { overdue: Some(true), limit: 100, visibility, ..Default::default() })?.items;
-        overdue.retain(|i| !is_final(&bundle, i));
+        let mut overdue: Vec<Instance> = open.into_iter().filter(|i| i.overdue).collect();
         by_deadline(&mut unassigned);
         by_deadline(&mut overdue);
+        unassigned.truncate(100);
+        overdue.truncate(100);
         Ok((unassigned, overdue))
     })
     .await;
