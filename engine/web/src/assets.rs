@@ -39,24 +39,24 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     out
 });
 
-/// The URL of a vendored asset by its source name (`app.css`).
+/// The URL of a vendored file by its source name (`app.css`).
 pub fn url(name: &str) -> String {
     ASSETS.iter().find(|a| a.name == name).map_or_else(|| format!("/static/{name}"), |a| format!("/static/{}", a.hashed))
 }
 
-/// Every asset, for size checks.
+/// Every vendored file, for size checks.
 pub fn all() -> &'static [Asset] {
     &ASSETS
 }
 
 pub async fn serve(Path(file): Path<String>) -> Response {
-    let Some(asset) = ASSETS.iter().find(|a| a.hashed == file || a.name == file) else {
+    let Some(found) = ASSETS.iter().find(|a| a.hashed == file || a.name == file) else {
         return (StatusCode::NOT_FOUND, "no such file").into_response();
     };
-    let cache = if asset.hashed == file { "public, max-age=31536000, immutable" } else { "public, max-age=300" };
-    let mut r = asset.body.clone().into_response();
+    let cache = if found.hashed == file { "public, max-age=31536000, immutable" } else { "public, max-age=300" };
+    let mut r = found.body.clone().into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(found.content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r

@@ -1,6 +1,6 @@
 //! A compiled form as fields for the page, and a posted page back into the
 //! form's data. Field names in the page are the paths the validator reports
-//! errors at (`description`, `parts_used[1].quantity`), so every server error
+//! errors at (`note`, `lines[1].count`), so every server error
 //! lands on its field.
 
 use crate::display;
@@ -265,7 +265,8 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         "is_signature": is(FieldType::Signature),
         "is_group": is(FieldType::Group),
         "is_rating": (widget == "rating" || widget == "stars") && (is(FieldType::Integer) || is(FieldType::Number)),
-        "stars": (1..=f.max.map_or(5, |m| m.clamp(1.0, 10.0) as u64)).map(|n| json!({"n": n, "on": value.and_then(Value::as_f64).is_some_and(|v| v >= n as f64), "id": format!("{id}-star{n}")})).collect::<Vec<_>>(),
+        // Highest first: the row is laid out reversed, so CSS can light a star and those before it.
+        "stars": (1..=f.max.map_or(5, |m| m.clamp(1.0, 10.0) as u64)).rev().map(|n| json!({"n": n, "on": value.and_then(Value::as_f64).is_some_and(|v| v >= n as f64), "id": format!("{id}-star{n}")})).collect::<Vec<_>>(),
     })
 }
 

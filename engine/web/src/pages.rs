@@ -757,7 +757,7 @@ pub async fn list(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Q
     page(StatusCode::OK, "list", merge(base(&rt, &p, wf.title.get(lang.code(), &wf.name), "tasks"), data))
 }
 
-/// Open work nobody has taken, and overdue work: what a dispatcher acts on.
+/// Open work nobody has taken, and overdue work: what whoever dispatches acts on.
 pub async fn board(State(rt): Rt, p: P) -> Response {
     let actor = p.viewer.actor.clone();
     let read = blocking(&rt, move |rt| -> Result<_, CommandError> {
@@ -766,8 +766,9 @@ pub async fn board(State(rt): Rt, p: P) -> Response {
         let mut overdue: Vec<Instance> = open.into_iter().filter(|i| i.overdue).collect();
         by_deadline(&mut unassigned);
         by_deadline(&mut overdue);
-        unassigned.truncate(100);
-        overdue.truncate(100);
+        // What a screen shows; the lists per workflow have the rest.
+        unassigned.truncate(30);
+        overdue.truncate(30);
         Ok((unassigned, overdue))
     })
     .await;
@@ -1279,7 +1280,8 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response
     page(StatusCode::OK, "ledger", merge(base(&rt, &p, def.title.get(p.lang.code(), &def.name), "me"), data))
 }
 
-fn admin_page(rt: &Runtime, p: &P, notice: Option<String>) -> Response {
+/// `notice`: what the last action did, and whether it went wrong.
+fn admin_page(rt: &Runtime, p: &P, notice: Option<(String, bool)>) -> Response {
     let bundle = rt.bundle();
     let tz = display::zone(&bundle);
     let now = display::runtime_now(rt);
@@ -1307,7 +1309,8 @@ fn admin_page(rt: &Runtime, p: &P, notice: Option<String>) -> Response {
         "versions": versions.iter().rev().take(10).collect::<Vec<_>>(),
         "dead": dead,
         "diagrams": diagrams,
-        "admin_notice": notice,
+        "admin_notice": notice.as_ref().map(|n| n.0.clone()),
+        "admin_notice_bad": notice.as_ref().is_some_and(|n| n.1),
     });
     page(StatusCode::OK, "admin", merge(base(rt, p, texts::t(p.lang, "admin"), "me"), data))
 }
@@ -1336,7 +1339,7 @@ pub async fn admin_reload(State(rt): Rt, p: P, axum::Form(pairs): axum::Form<Vec
         flowform_runtime::reload::ReloadOutcome::Unchanged { .. } => "unchanged",
         _ => "rejected",
     };
-    admin_page(&rt, &p, Some(texts::t(p.lang, key).to_string()))
+    admin_page(&rt, &p, Some((texts::t(p.lang, key).to_string(), key == "rejected")))
 }
 
 /// A workflow's states and transitions as a picture (SVG): states down the

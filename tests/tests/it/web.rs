@@ -257,3 +257,67 @@ async fn a_workflow_added_to_the_definitions_appears_on_the_home_page_at_the_nex
     let form = page(&app, &cookie, "/start/key_request").await.text();
     assert!(form.contains("房间") && form.contains("借用天数") && form.contains("<span class=\"unit\">天</span>"), "{form}");
 }
+
+/// Nothing the web app or the server adds names a concept of the hospital:
+/// no workflow, form, field, record type, ledger, role or team of its
+/// definitions appears as a word in their sources (beyond the engine's own
+/// vocabulary, which the hospital happens to use too).
+#[test]
+fn the_engine_names_no_concept_of_the_hospital() {
+    let app = TestApp::hospital();
+    let bundle = app.runtime.bundle();
+    let m = &bundle.model;
+    let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    names.extend(m.workflows.keys().cloned());
+    names.extend(m.forms.keys().cloned());
+    names.extend(m.record_types.keys().cloned());
+    names.extend(m.ledgers.keys().cloned());
+    names.extend(m.roles.keys().cloned());
+    names.extend(m.teams.keys().cloned());
+    fn fields(defs: &[flowform_model::FieldDef], out: &mut std::collections::BTreeSet<String>) {
+        for f in defs {
+            out.insert(f.name.clone());
+            fields(&f.fields, out);
+        }
+    }
+    // Fields, states and transitions named by a plain English word
+    // (`description`, `value`) are too common to count; compound names are
+    // the hospital's own (`parts_used`, `in_progress`, `check_in`).
+    let mut compound = std::collections::BTreeSet::new();
+    for f in m.forms.values() {
+        fields(&f.fields, &mut compound);
+    }
+    for w in m.workflows.values() {
+        compound.extend(w.states.iter().map(|s| s.name.clone()));
+        compound.extend(w.transitions.iter().map(|t| t.name.clone()));
+    }
+    names.extend(compound.into_iter().filter(|n| n.contains('_')));
+    // The engine's own words, which the hospital uses for the same things.
+    for own in ["admin", "requester", "assignee", "team", "vendor", "name", "title", "code", "id", "open", "all", "state", "type", "file", "files", "label", "note", "comment", "parent", "location", "quantity", "reason", "version", "department", "part", "rejection"] {
+        names.remove(own);
+    }
+    let root = flowform_testkit::repo_root();
+    let mut sources = Vec::new();
+    for dir in ["engine/web/src", "engine/web/templates", "engine/web/assets", "engine/server/src"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("htmx")) {
+                continue;
+            }
+            sources.push(path);
+        }
+    }
+    let mut hits = Vec::new();
+    for path in sources.iter().filter(|p| p.is_file()) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Tests inside a source file may use the hospital as their example.
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for name in &names {
+            let word = regex::Regex::new(&format!(r"(^|[^A-Za-z0-9_]){}($|[^A-Za-z0-9_])", regex::escape(name))).unwrap();
+            if word.is_match(text) {
+                hits.push(format!("{}: `{name}`", path.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "hospital concepts in the engine:\n{}", hits.join("\n"));
+}
