@@ -61,3 +61,29 @@ pub async fn serve(Path(file): Path<String>) -> Response {
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    /// A form page ships every script and style there is: under 100 KB
+    /// compressed, for a phone on a slow network (gzip here; brotli is smaller).
+    #[test]
+    fn scripts_and_styles_are_light() {
+        let mut total = 0;
+        for asset in super::all() {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(asset.body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let size = gz.finish().unwrap_or_else(|e| panic!("{e}")).len();
+            println!("{}: {} bytes, {size} gzipped", asset.name, asset.body.len());
+            total += size;
+        }
+        assert!(total < 100 * 1024, "{total} bytes of JS and CSS gzipped");
+    }
+
+    #[test]
+    fn modules_import_each_other_by_hashed_name() {
+        let app = super::all().iter().find(|a| a.name == "app.js").map(|a| a.body.clone()).unwrap_or_default();
+        assert!(app.contains(&super::url("cond.js")) && !app.contains("\"./cond.js\""), "{}", &app[..200]);
+    }
+}

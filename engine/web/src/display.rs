@@ -62,7 +62,12 @@ pub fn countdown(due: &str, now: Timestamp, lang: Lang) -> (String, bool) {
         }
         3600..172_800 => {
             let (h, m) = (a / 3600, (a % 3600) / 60);
-            if lang == Lang::En { format!("{h} h {m} min") } else { format!("{h} 小时 {m} 分") }
+            match (lang, m) {
+                (Lang::En, 0) => format!("{h} h"),
+                (Lang::En, _) => format!("{h} h {m} min"),
+                (_, 0) => format!("{h} 小时"),
+                _ => format!("{h} 小时 {m} 分"),
+            }
         }
         _ => {
             if lang == Lang::En {
@@ -264,7 +269,7 @@ mod tests {
     fn countdowns_turn_into_overdue_marks() {
         let now: Timestamp = "2026-11-30T06:00:00Z".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(countdown("2026-11-30T08:30:00Z", now, Lang::ZhCn), ("剩余 2 小时 30 分".to_string(), false));
-        assert_eq!(countdown("2026-11-30T05:00:00Z", now, Lang::En), ("overdue by 60 min".to_string(), true));
+        assert_eq!(countdown("2026-11-30T05:00:00Z", now, Lang::En), ("overdue by 1 h".to_string(), true));
     }
 
     #[test]

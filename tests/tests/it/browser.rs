@@ -468,3 +468,57 @@ async fn repair_journey(name: &'static str, lang: &str) {
 browser_test!(journey_a_repair_from_report_to_rating, repair_journey("j1-repair", "zh-CN"));
 
 browser_test!(journey_a_repair_from_report_to_rating_in_english, repair_journey("j6-repair-en", "en"));
+
+/// A Chrome DevTools command through chromedriver (`goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(json!({"cmd": self.0, "params": self.1}).to_string()))
+    }
+}
+
+/// `FLOWFORM_MEASURE=1`: first contentful paint of the pages a nurse and a
+/// technician open, under Chromium's phone emulation with 4× CPU slowdown
+/// and the "Fast 3G" network profile, cold cache. A measurement for
+/// docs/performance.md, not a pass/fail test.
+#[test]
+fn first_contentful_paint_on_a_slow_phone() {
+    if std::env::var("FLOWFORM_MEASURE").is_err() || !browser_available() {
+        return;
+    }
+    let _turn = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(async {
+        let mut j = Journey::start("perf", "zh-CN").await;
+        j.sign_in("nurse_li").await;
+        let order = j.app.start_instance("repair", "nurse_li", json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度"})).await.expect(201);
+        // Fast 3G as Chromium's DevTools defines it: 562.5 ms RTT, 1.44 Mbit/s down, 675 kbit/s up.
+        for (cmd, params) in [
+            ("Network.enable", json!({})),
+            ("Network.setCacheDisabled", json!({"cacheDisabled": true})),
+            ("Network.emulateNetworkConditions", json!({"offline": false, "latency": 562.5, "downloadThroughput": 180_000, "uploadThroughput": 84_375})),
+            ("Emulation.setCPUThrottlingRate", json!({"rate": 4})),
+        ] {
+            j.client.issue_cmd(Cdp(cmd, params)).await.unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        }
+        let id = order["id"].as_str().unwrap_or_default().to_string();
+        for (name, path) in [("home", "/".to_string()), ("start form", "/start/repair".to_string()), ("work order", format!("/i/{id}")), ("transition form", format!("/i/{id}/t/cancel"))] {
+            let mut paints = Vec::new();
+            for _ in 0..3 {
+                j.go(&path).await;
+                j.until("performance.getEntriesByName('first-contentful-paint').length > 0").await;
+                let fcp = j.client.execute("return performance.getEntriesByName('first-contentful-paint')[0].startTime", vec![]).await.unwrap_or_default();
+                paints.push(fcp.as_f64().unwrap_or(f64::NAN));
+            }
+            paints.sort_by(f64::total_cmp);
+            println!("first contentful paint, {name:<16} median {:>6.0} ms (runs: {paints:.0?})", paints[1]);
+        }
+        j.end().await;
+    });
+}
