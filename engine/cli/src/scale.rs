@@ -308,7 +308,8 @@ fn page_session(agent: &ureq::Agent, addr: &str, user: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("the sign-in page set no CSRF cookie"))?
         .to_string();
     let html = login.body_mut().read_to_string()?;
-    let csrf = html.split("name=\"_csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| anyhow!("no CSRF token on the sign-in page"))?.to_string();
+    let csrf =
+        html.split("name=\"_csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| anyhow!("no CSRF token on the sign-in page"))?.to_string();
     let answer = agent
         .post(format!("http://{addr}/login"))
         .header("Cookie", &login_cookie)

@@ -183,6 +183,7 @@ function addItem(group) {
   items.insertAdjacentHTML("beforeend", html);
   renumber(group);
   const added = items.lastElementChild;
+  if (window.htmx) window.htmx.process(added);
   added.querySelector("input, select, textarea")?.focus();
   init(added);
 }
@@ -250,4 +251,9 @@ document.addEventListener("DOMContentLoaded", () => {
     } else if (e.target.matches("[data-autosubmit]")) e.target.form.requestSubmit();
   });
   document.body.addEventListener("htmx:afterSwap", (e) => init(e.target));
+  // A search answer that arrives after a record was chosen is dropped.
+  document.body.addEventListener("htmx:beforeSwap", (e) => {
+    const picker = e.detail.target?.closest?.("[data-picker]");
+    if (picker && picker.querySelector("[data-picker-search]").hidden) e.detail.shouldSwap = false;
+  });
 });

@@ -175,8 +175,15 @@ pub fn option_label(f: &FieldDef, value: &str, lang: Lang) -> String {
     f.options.iter().find(|o| o.value == value).map_or_else(|| value.to_string(), |o| o.label.get(lang.code(), value).to_string())
 }
 
+/// A reference as people read it: a record's title, or the readable number
+/// of an instance (a workflow with `record:` makes its instances referable).
 pub fn record_title(runtime: &Runtime, record_type: Option<&str>, id: &str) -> String {
-    record_type.and_then(|t| runtime.record(t, id).ok()).map_or_else(|| id.to_string(), |r| r.title)
+    let bundle = runtime.bundle();
+    match record_type {
+        Some(t) if bundle.model.record_types.contains_key(t) => runtime.record(t, id).map_or_else(|_| id.to_string(), |r| r.title),
+        Some(_) => runtime.instance(id).map_or_else(|_| id.to_string(), |i| number(&i, &zone(&bundle))),
+        None => id.to_string(),
+    }
 }
 
 pub fn runtime_now(runtime: &Runtime) -> Timestamp {

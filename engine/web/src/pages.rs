@@ -540,9 +540,23 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
             })
         })
         .collect();
+    // Workflows that start from this one (a requisition for a work order).
+    let linked: Vec<Value> = match (&wf.record, is_final(&bundle, &i)) {
+        (Some(kind), false) => qr_workflows(&rt.bundle(), kind, &p.viewer.actor, lang)
+            .into_iter()
+            .map(|w| {
+                json!({
+                    "title": w["title"],
+                    "url": format!("/start/{}?{}={}", w["workflow"].as_str().unwrap_or(""), w["field"].as_str().unwrap_or(""), i.id),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let (state_label, color) = display::state(&bundle, &i.workflow, &i.state, lang);
     let due = i.due_at.as_deref().filter(|_| !is_final(&bundle, &i)).map(|d| display::countdown(d, now, lang));
     let data = json!({
+        "linked": linked,
         "number": display::number(&i, &tz),
         "workflow": wf.title.get(lang.code(), &wf.name),
         "summary": display::summary(&rt, &bundle, &i, lang),
@@ -905,6 +919,9 @@ pub struct PickQuery {
 /// Search results for a record picker (an htmx fragment).
 pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(q): Query<PickQuery>) -> Response {
     let bundle = rt.bundle();
+    if !bundle.model.record_types.contains_key(&record_type) && bundle.model.workflows.values().any(|w| w.record.as_deref() == Some(record_type.as_str())) {
+        return pick_instances(&rt, &p, &record_type, &q).await;
+    }
     if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
         return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)}));
     }
@@ -914,6 +931,32 @@ pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(q)
         _ => return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)})),
     };
     let items: Vec<Value> = found.items.iter().map(|r| json!({"id": r.id, "title": r.title, "second": second_line(&bundle, r, p.lang)})).collect();
+    fragment("pick", &json!({"items": items, "field": q.field, "t": texts::all(p.lang)}))
+}
+
+/// Open instances the viewer may read of the workflows whose `record:` is
+/// `kind`, matching the search in their number or summary: what a `ref`
+/// field to a workflow's instances offers (a requisition's work order).
+async fn pick_instances(rt: &Arc<Runtime>, p: &P, kind: &str, q: &PickQuery) -> Response {
+    let (actor, kind_owned) = (p.viewer.actor.clone(), kind.to_string());
+    let open = match blocking(rt, move |rt| open_instances(rt, &actor, None)).await {
+        Ok(Ok(open)) => open,
+        _ => Vec::new(),
+    };
+    let bundle = rt.bundle();
+    let tz = display::zone(&bundle);
+    let needle = q.q.trim().to_lowercase();
+    let mut found: Vec<&Instance> =
+        open.iter().filter(|i| bundle.workflow(&i.workflow).and_then(|w| w.record.as_deref()) == Some(kind_owned.as_str())).collect();
+    // Mine first, then newest.
+    found.sort_by_key(|i| (i.assignment.assignee.as_deref() != Some(p.viewer.actor.id.as_str()), std::cmp::Reverse(i.id.clone())));
+    let items: Vec<Value> = found
+        .into_iter()
+        .map(|i| (display::number(i, &tz), display::summary(rt, &bundle, i, p.lang), i))
+        .filter(|(n, s, _)| needle.is_empty() || n.to_lowercase().contains(&needle) || s.to_lowercase().contains(&needle))
+        .take(15)
+        .map(|(n, s, i)| json!({"id": i.id, "title": n, "second": s}))
+        .collect();
     fragment("pick", &json!({"items": items, "field": q.field, "t": texts::all(p.lang)}))
 }
 

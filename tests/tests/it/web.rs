@@ -293,7 +293,34 @@ fn the_engine_names_no_concept_of_the_hospital() {
     }
     names.extend(compound.into_iter().filter(|n| n.contains('_')));
     // The engine's own words, which the hospital uses for the same things.
-    for own in ["admin", "requester", "assignee", "team", "vendor", "name", "title", "code", "id", "open", "all", "state", "type", "file", "files", "label", "note", "comment", "parent", "location", "quantity", "reason", "version", "department", "part", "rejection"] {
+    for own in [
+        "admin",
+        "requester",
+        "assignee",
+        "team",
+        "vendor",
+        "name",
+        "title",
+        "code",
+        "id",
+        "open",
+        "all",
+        "state",
+        "type",
+        "file",
+        "files",
+        "label",
+        "note",
+        "comment",
+        "parent",
+        "location",
+        "quantity",
+        "reason",
+        "version",
+        "department",
+        "part",
+        "rejection",
+    ] {
         names.remove(own);
     }
     let root = flowform_testkit::repo_root();
