@@ -3,6 +3,8 @@
 //! headers of every page, and a workflow added to the definitions appearing
 //! on the home page at the next reload.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use flowform_testkit::TestApp;
