@@ -176,6 +176,13 @@ impl Runtime {
         Ok((delivered, failed))
     }
 
+    /// Puts a dead letter back in the queue, due now (after the receiver was
+    /// fixed). Answers whether there was such a message.
+    pub fn retry_outbox(&self, seq: u64) -> Result<bool, CommandError> {
+        let now = self.clock.now_rfc3339();
+        Ok(!matches!(self.store.submit(flowform_store::Job::RetryDelivery { seq, at: now })?, flowform_store::CommitOutcome::Missing))
+    }
+
     pub fn outbox(&self) -> Result<Vec<OutboxItem>, CommandError> {
         Ok(self.store.outbox()?)
     }

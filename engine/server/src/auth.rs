@@ -220,6 +220,17 @@ pub async fn web_session(State(s): State<AppState>, mut request: axum::extract::
     next.run(request).await
 }
 
+/// `Strict-Transport-Security` on every answer served over TLS: behind the
+/// declared proxy, when it says the client came by HTTPS.
+pub async fn hsts(State(s): State<AppState>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let tls = s.auth.behind_proxy && request.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let mut response = next.run(request).await;
+    if tls {
+        response.headers_mut().insert("strict-transport-security", axum::http::HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
+    response
+}
+
 /// The documented account routes: tokens, sessions, users, audit.
 pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     use utoipa_axum::routes;

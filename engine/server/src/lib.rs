@@ -54,7 +54,8 @@ pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
         .route("/api/v1/docs", axum::routing::get(docs::page))
         .route("/static/api-docs.js", axum::routing::get(docs::script))
         .fallback(routes::not_found)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, auth::hsts))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
 }

@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
         .routes(routes!(inbox))
         .routes(routes!(admin_outbox))
+        .routes(routes!(retry_outbox))
         .routes(routes!(mark_read))
 }
 
@@ -396,4 +397,16 @@ async fn admin_outbox(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q):
         items.retain(|i| &i.status == status);
     }
     Ok(Json(json!({"items": items})))
+}
+
+/// A dead letter back in the queue, due now (after its receiver was fixed).
+#[utoipa::path(post, path = "/api/v1/admin/outbox/{seq}/retry", tag = "admin", summary = "Send a dead letter again (admin)", params(("seq" = u64, Path, description = "the message's number")), responses((status = 200, description = "queued again: {seq, status}", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
+async fn retry_outbox(State(s): State<AppState>, Auth(actor): Auth, Path(seq): Path<u64>) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "admin route")?;
+    let runtime = s.runtime.clone();
+    let found = tokio::task::spawn_blocking(move || runtime.retry_outbox(seq)).await.map_err(ApiError::internal)??;
+    if !found {
+        return Err(ApiError::not_found(format!("no outgoing message {seq}")));
+    }
+    Ok(Json(json!({"seq": seq, "status": "pending"})))
 }

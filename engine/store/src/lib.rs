@@ -260,6 +260,12 @@ pub enum Job {
         error: Option<String>,
         next_at: Option<String>,
     },
+    /// A dead letter goes back to the queue (an admin fixed the receiver):
+    /// pending again, due `at`, its attempts counted afresh.
+    RetryDelivery {
+        seq: u64,
+        at: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,6 +549,10 @@ pub trait Store: Send + Sync + 'static {
     /// Movements after `after` (a sequence number), oldest first.
     fn movements(&self, ledger: &str, after: u64, limit: usize) -> Result<Vec<Movement>> {
         read_with(self, |r| logic::movements(r, ledger, after, limit))
+    }
+    /// The newest movements of a ledger, newest first.
+    fn recent_movements(&self, ledger: &str, limit: usize) -> Result<Vec<Movement>> {
+        read_with(self, |r| logic::recent_movements(r, ledger, limit))
     }
     fn ledger_events(&self) -> Result<Vec<LedgerEvent>> {
         read_with(self, logic::ledger_events)

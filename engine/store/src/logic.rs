@@ -664,6 +664,17 @@ pub fn movements(r: &dyn Read, ledger: &str, after: u64, limit: usize) -> Result
     Ok(out)
 }
 
+/// The newest movements of a ledger, newest first, at most `limit`.
+pub fn recent_movements(r: &dyn Read, ledger: &str, limit: usize) -> Result<Vec<Movement>> {
+    let (lo, hi) = prefix_range(ledger);
+    let mut out = Vec::new();
+    r.range(Table::Movements, Included(&lo), Excluded(&hi), true, &mut |_, v| {
+        out.push(from_bytes("movement", v)?);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
 pub fn ledger_events(r: &dyn Read) -> Result<Vec<LedgerEvent>> {
     ledger_events_after(r, 0, usize::MAX)
 }
@@ -1167,6 +1178,19 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if item.status == "pending" {
                 w.put(Table::OutboxDue, &key(&[&item.next_at, &k]), b"")?;
             }
+            w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
+            Ok(CommitOutcome::Committed)
+        }
+        Job::RetryDelivery { seq, at } => {
+            let k = num(*seq);
+            let Some(mut item) = get::<OutboxItem>(w, Table::Outbox, &k, "outbox item")? else { return Ok(CommitOutcome::Missing) };
+            if item.status != "dead" {
+                return Ok(CommitOutcome::Committed);
+            }
+            item.status = "pending".into();
+            item.attempts = 0;
+            item.next_at = at.clone();
+            w.put(Table::OutboxDue, &key(&[&item.next_at, &k]), b"")?;
             w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
             Ok(CommitOutcome::Committed)
         }

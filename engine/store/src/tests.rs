@@ -496,6 +496,15 @@ fn the_outbox_is_read_by_due_time_not_in_full() {
     assert_eq!(due("2026-01-01T02:00:00.000Z"), vec!["2026-01-01T02:00:00.000Z"]);
     store.submit(Job::Delivery { seq: first, delivered: true, error: None, next_at: None }).unwrap();
     assert_eq!(due("2026-01-01T06:00:00.000Z"), vec!["2026-01-01T05:00:00.000Z"], "the delivered one left the index");
+    // A dead letter, retried by an admin, is due again; a delivered one is not touched.
+    let second = store.due_outbox("2026-01-01T06:00:00.000Z", 10).unwrap()[0].seq;
+    store.submit(Job::Delivery { seq: second, delivered: false, error: Some("gone".into()), next_at: None }).unwrap();
+    assert!(due("2026-01-02T00:00:00.000Z").is_empty(), "dead letters are not due");
+    store.submit(Job::RetryDelivery { seq: second, at: "2026-01-02T00:00:00.000Z".into() }).unwrap();
+    store.submit(Job::RetryDelivery { seq: first, at: "2026-01-02T00:00:00.000Z".into() }).unwrap();
+    assert_eq!(due("2026-01-02T00:00:00.000Z"), vec!["2026-01-02T00:00:00.000Z"], "only the dead letter came back");
+    let retried = store.outbox().unwrap().into_iter().find(|i| i.seq == second).unwrap();
+    assert_eq!((retried.status.as_str(), retried.attempts), ("pending", 0));
 }
 
 /// Retention: delivered messages, notified ledger events and idempotency keys

@@ -66,9 +66,12 @@ where
         .route("/records/{record_type}/{id}", get(pages::record))
         .route("/records/{record_type}/{id}/edit", get(pages::record_edit).post(pages::record_update))
         .route("/records/{record_type}/{id}/qr.svg", get(pages::qr))
+        .route("/records/{record_type}/{id}/archive", post(pages::record_archive))
         .route("/ledgers/{ledger}", get(pages::ledger))
         .route("/admin", get(pages::admin))
         .route("/admin/reload", post(pages::admin_reload))
+        .route("/admin/outbox/{seq}/retry", post(pages::admin_retry))
+        .route("/admin/diff", get(pages::admin_diff))
         .route("/admin/diagram/{workflow}", get(pages::diagram))
         .merge(statics)
 }

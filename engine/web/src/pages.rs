@@ -540,7 +540,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
             })
         })
         .collect();
-    // Workflows that start from this one (a requisition for a work order).
+    // Workflows that start from this one (their start form refers to its kind).
     let linked: Vec<Value> = match (&wf.record, is_final(&bundle, &i)) {
         (Some(kind), false) => qr_workflows(&rt.bundle(), kind, &p.viewer.actor, lang)
             .into_iter()
@@ -936,7 +936,7 @@ pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(q)
 
 /// Open instances the viewer may read of the workflows whose `record:` is
 /// `kind`, matching the search in their number or summary: what a `ref`
-/// field to a workflow's instances offers (a requisition's work order).
+/// field to a workflow's instances offers.
 async fn pick_instances(rt: &Arc<Runtime>, p: &P, kind: &str, q: &PickQuery) -> Response {
     let (actor, kind_owned) = (p.viewer.actor.clone(), kind.to_string());
     let open = match blocking(rt, move |rt| open_instances(rt, &actor, None)).await {
@@ -1091,7 +1091,20 @@ pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, 
             let who = e.get("actor").and_then(Value::as_str).map(|a| rt.display_name(a)).unwrap_or_default();
             let at = e.get("at").and_then(Value::as_str).map(|a| display::relative(a, &tz, now, p.lang)).unwrap_or_default();
             let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
-            json!({"who": who, "when": at, "what": kind_label(kind, p.lang)})
+            if e.get("source").and_then(Value::as_str) == Some("instance") {
+                // Work on this record: an event of an instance that refers to it.
+                let wf = e.get("workflow").and_then(Value::as_str).and_then(|w| bundle.workflow(w));
+                let step = match (wf, e.get("transition").and_then(Value::as_str)) {
+                    (Some(w), Some(t)) => {
+                        w.transitions.iter().find(|d| d.name == t).map_or_else(|| t.to_string(), |d| d.label.get(p.lang.code(), t).to_string())
+                    }
+                    _ => texts::t(p.lang, "started_by").to_string(),
+                };
+                let what = format!("{} · {step}", wf.map_or_else(String::new, |w| w.title.get(p.lang.code(), &w.name).to_string()));
+                let url = e.get("instance_id").and_then(Value::as_str).map(|i| format!("/i/{i}"));
+                return json!({"who": who, "when": at, "what": what, "url": url});
+            }
+            json!({"who": who, "when": at, "what": kind_label(kind, p.lang), "url": null})
         })
         .collect();
     let starts: Vec<Value> = qr_workflows(&bundle, &record_type, &p.viewer.actor, p.lang)
@@ -1113,6 +1126,8 @@ pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, 
         "starts": starts,
         "qr": if starts.is_empty() { Value::Null } else { json!(format!("/records/{record_type}/{}/qr.svg", encode(&r.id))) },
         "can_edit": may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Update),
+        "can_archive": may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Archive),
+        "archive_url": format!("/records/{record_type}/{}/archive", encode(&r.id)),
         "edit_url": format!("/records/{record_type}/{}/edit", encode(&r.id)),
     });
     page(StatusCode::OK, "record", merge(base(&rt, &p, &r.title, "me"), data))
@@ -1281,19 +1296,47 @@ pub async fn labels(State(rt): Rt, p: P, Path(record_type): Path<String>) -> Res
     page(StatusCode::OK, "labels", merge(base(&rt, &p, texts::t(p.lang, "print_labels"), "me"), data))
 }
 
-pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response {
+#[derive(Deserialize, Default)]
+pub struct LedgerQuery {
+    /// `DIMENSION:ID`: the balances under that record of a hierarchical dimension, summed.
+    #[serde(default)]
+    under: String,
+}
+
+pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>, Query(q): Query<LedgerQuery>) -> Response {
     let bundle = rt.bundle();
     let Some(def) = bundle.model.ledgers.get(&ledger) else { return not_found(&rt, &p) };
     if !may_read_ledger(def, &p.viewer.actor) {
         return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
     }
-    let name = ledger.clone();
-    let read = blocking(&rt, move |rt| -> Result<_, CommandError> { Ok((rt.balances(&name, &[], None, false)?, rt.below_threshold(&name)?)) }).await;
-    let (rows, below) = match read {
+    let under = q.under.split_once(':').map(|(d, id)| (d.to_string(), id.to_string()));
+    // Dimensions whose records form a tree can be rolled up along it.
+    let trees: Vec<(String, String)> = def
+        .dimensions
+        .iter()
+        .filter(|(_, r)| bundle.model.record_types.get(&r.value).is_some_and(|t| t.parent.is_some()))
+        .map(|(d, r)| (d.value.clone(), r.value.clone()))
+        .collect();
+    let (name, under_q, trees_q) = (ledger.clone(), under.clone(), trees.clone());
+    let read = blocking(&rt, move |rt| -> Result<_, CommandError> {
+        let rollup = under_q.is_some();
+        let rows = rt.balances(&name, &[], under_q, rollup)?;
+        let below = rt.below_threshold(&name)?;
+        let moves = rt.store().recent_movements(&name, 30)?;
+        let mut nodes = Vec::new();
+        for (dim, record_type) in &trees_q {
+            let page = rt.list_records(record_type, &flowform_runtime::records::RecordQuery { limit: 200, ..Default::default() })?;
+            nodes.extend(page.items.into_iter().map(|r| (dim.clone(), r.id, r.title)));
+        }
+        Ok((rows, below, moves, nodes))
+    })
+    .await;
+    let (rows, below, moves, nodes) = match read {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return command_failed(&rt, &p, &e),
         Err(r) => return r,
     };
+    let lang = p.lang;
     let title_of = |dim: &str, id: &str| {
         let record_type = def.dimensions.iter().find(|(d, _)| d.value == dim).map(|(_, r)| r.value.as_str());
         display::record_title(&rt, record_type, id)
@@ -1301,7 +1344,7 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response
     let dims: Vec<Value> = def
         .dimensions
         .iter()
-        .map(|(d, r)| json!(bundle.model.record_types.get(&r.value).map_or(d.value.clone(), |t| t.title.get(p.lang.code(), &d.value).to_string())))
+        .map(|(d, r)| json!(bundle.model.record_types.get(&r.value).map_or(d.value.clone(), |t| t.title.get(lang.code(), &d.value).to_string())))
         .collect();
     let table: Vec<Value> = rows
         .iter()
@@ -1319,8 +1362,37 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>) -> Response
             json!({"title": title_of(dim, id), "available": b.get("available").cloned().unwrap_or(Value::Null), "minimum": b.get("minimum").cloned().unwrap_or(Value::Null)})
         })
         .collect();
-    let data = json!({"heading": def.title.get(p.lang.code(), &def.name), "dims": dims, "rows": table, "below": below});
-    page(StatusCode::OK, "ledger", merge(base(&rt, &p, def.title.get(p.lang.code(), &def.name), "me"), data))
+    let tz = display::zone(&bundle);
+    let now = display::runtime_now(&rt);
+    let movements: Vec<Value> = moves
+        .iter()
+        .map(|m| {
+            let what: Vec<String> = def.dimensions.iter().filter_map(|(d, _)| m.dims.get(&d.value).map(|id| title_of(&d.value, id))).collect();
+            json!({
+                "kind": texts::movement(lang, &m.kind),
+                "what": what.join(" · "),
+                "quantity": m.quantity,
+                "reserved": m.reserved_delta,
+                "who": rt.display_name(&m.actor),
+                "when": display::relative(&m.at, &tz, now, lang),
+                "reason": m.reason,
+                "url": m.instance_id.as_ref().map(|i| format!("/i/{i}")),
+            })
+        })
+        .collect();
+    let choices: Vec<Value> =
+        nodes.iter().map(|(dim, id, title)| json!({"value": format!("{dim}:{id}"), "label": title, "selected": q.under == format!("{dim}:{id}")})).collect();
+    let data = json!({
+        "heading": def.title.get(lang.code(), &def.name),
+        "ledger": ledger,
+        "dims": dims,
+        "rows": table,
+        "below": below,
+        "movements": movements,
+        "choices": choices,
+        "rolled_up": under.is_some(),
+    });
+    page(StatusCode::OK, "ledger", merge(base(&rt, &p, def.title.get(lang.code(), &def.name), "me"), data))
 }
 
 /// `notice`: what the last action did, and whether it went wrong.
@@ -1341,7 +1413,7 @@ fn admin_page(rt: &Runtime, p: &P, notice: Option<(String, bool)>) -> Response {
         .into_iter()
         .filter(|o| o.status == "dead")
         .take(50)
-        .map(|o| json!({"channel": o.channel, "template": o.template, "error": o.last_error, "when": display::relative(&o.created_at, &tz, now, p.lang)}))
+        .map(|o| json!({"seq": o.seq, "channel": o.channel, "template": o.template, "error": o.last_error, "when": display::relative(&o.created_at, &tz, now, p.lang)}))
         .collect();
     let diagrams: Vec<Value> =
         bundle.model.workflows.values().map(|w| json!({"title": w.title.get(p.lang.code(), &w.name), "url": format!("/admin/diagram/{}", w.name)})).collect();
@@ -1398,4 +1470,69 @@ pub async fn diagram(State(rt): Rt, p: P, Path(workflow): Path<String>) -> Respo
     r.headers_mut().insert("content-security-policy", axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"));
     r.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
     r
+}
+
+pub async fn admin_retry(State(rt): Rt, p: P, Path(seq): Path<u64>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    if !p.viewer.actor.has_role("admin") {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    match blocking(&rt, move |rt| rt.retry_outbox(seq)).await {
+        Ok(Ok(_)) => admin_page(&rt, &p, Some((texts::t(p.lang, "queued_again").to_string(), false))),
+        Ok(Err(e)) => command_failed(&rt, &p, &e),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    from: String,
+}
+
+/// What changed from a stored version to the current one, in words.
+pub async fn admin_diff(State(rt): Rt, p: P, Query(q): Query<DiffQuery>) -> Response {
+    if !p.viewer.actor.has_role("admin") {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let from = q.from.clone();
+    let diff = match blocking(&rt, move |rt| -> Result<String, CommandError> {
+        let old = rt.bundle_named(&from)?;
+        let new = rt.bundle_named("current")?;
+        Ok(flowform_core::diff::diff(&old, &new).to_text())
+    })
+    .await
+    {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+        Err(r) => return r,
+    };
+    let heading = format!("{} → {}", q.from, rt.bundle().version);
+    page(StatusCode::OK, "diff", merge(base(&rt, &p, texts::t(p.lang, "versions"), "me"), json!({"heading": heading, "diff": diff})))
+}
+
+/// Archives a record (it stays, with its history, but cannot be chosen any
+/// more) or restores it.
+pub async fn record_archive(
+    State(rt): Rt,
+    p: P,
+    Path((record_type, id)): Path<(String, String)>,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    if !may_records(&rt.bundle(), &record_type, &p.viewer.actor, RecordOp::Archive) {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let archived = posted.get("archived").and_then(|v| v.first()).is_some_and(|v| v == "true");
+    let (name, rid, actor) = (record_type.clone(), id.clone(), p.viewer.actor.clone());
+    match blocking(&rt, move |rt| rt.archive_record(&name, &rid, archived, &actor)).await {
+        Ok(Ok(r)) => Redirect::to(&format!("/records/{record_type}/{}", encode(&r.id))).into_response(),
+        Ok(Err(e)) => command_failed(&rt, &p, &e),
+        Err(r) => r,
+    }
 }

@@ -25,6 +25,7 @@ static TEMPLATES: &[(&str, &str)] = &[
     ("labels", include_str!("../templates/labels.hbs")),
     ("ledger", include_str!("../templates/ledger.hbs")),
     ("admin", include_str!("../templates/admin.hbs")),
+    ("diff", include_str!("../templates/diff.hbs")),
     ("message", include_str!("../templates/message.hbs")),
 ];
 

@@ -80,6 +80,9 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("balance", "结存", "Balance"),
     ("below_threshold", "低于安全库存", "Below threshold"),
     ("movements", "出入库记录", "Movements"),
+    ("roll_up", "按层级汇总", "Sum up under"),
+    ("no_roll_up", "不汇总(逐项显示)", "Each place (no sum)"),
+    ("show", "显示", "Show"),
     ("bundle_version", "当前定义版本", "Definitions version"),
     ("loaded_at", "加载时间", "Loaded"),
     ("reload", "重新加载定义", "Reload the definitions"),
@@ -89,6 +92,9 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("diagrams", "流程图", "Workflow diagrams"),
     ("outbox", "外发消息", "Outgoing messages"),
     ("dead_letters", "发送失败", "Dead letters"),
+    ("retry", "重新发送", "Send again"),
+    ("changes_since", "与当前版本的差异", "changes since"),
+    ("queued_again", "已重新排队发送", "Queued to be sent again"),
     ("hint", "提示", "Hint"),
     ("reloaded", "已加载新版本", "New version loaded"),
     ("unchanged", "定义没有变化", "The definitions did not change"),
@@ -104,6 +110,23 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("file_too_large", "文件过大", "File too large"),
     ("signed", "已签名", "Signed"),
 ];
+
+/// A movement kind of the engine's ledgers, in words.
+pub fn movement(lang: Lang, kind: &str) -> String {
+    let (zh, en) = match kind {
+        "receive" => ("入库", "received"),
+        "issue" => ("出库", "issued"),
+        "reserve" => ("预留", "reserved"),
+        "release" => ("释放预留", "released"),
+        "issue_reserved" => ("预留出库", "issued (reserved)"),
+        "adjust" => ("盘点调整", "adjusted"),
+        "transfer_out" => ("调出", "transferred out"),
+        "transfer_in" => ("调入", "transferred in"),
+        "return" => ("退料", "returned"),
+        other => (other, other),
+    };
+    (if lang == Lang::En { en } else { zh }).to_string()
+}
 
 /// One text in `lang`.
 pub fn t(lang: Lang, key: &str) -> &'static str {

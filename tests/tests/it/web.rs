@@ -350,3 +350,52 @@ fn the_engine_names_no_concept_of_the_hospital() {
     }
     assert!(hits.is_empty(), "hospital concepts in the engine:\n{}", hits.join("\n"));
 }
+
+#[tokio::test]
+async fn behind_a_tls_proxy_every_answer_asks_for_https_from_then_on() {
+    let app = TestApp::hospital();
+    let config = flowform_server::auth::AuthConfig { behind_proxy: true, trusted_proxies: Vec::new() };
+    let router = flowform_server::app_with(app.runtime.clone(), config);
+    let ask = |proto: &'static str| Request::builder().uri("/login").header("x-forwarded-proto", proto).body(Body::empty()).unwrap();
+    let tls = router.clone().oneshot(ask("https")).await.unwrap();
+    assert!(tls.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
+    let plain = router.oneshot(ask("http")).await.unwrap();
+    assert!(plain.headers().get("strict-transport-security").is_none());
+    let direct = app.router.clone().oneshot(ask("https")).await.unwrap();
+    assert!(direct.headers().get("strict-transport-security").is_none(), "not behind a declared proxy: the header is not trusted");
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_sent_again_only_by_an_admin() {
+    let mut app = TestApp::hospital();
+    let r = app.post("/api/v1/admin/outbox/999/retry", "nurse_li", json!({})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = app.post("/api/v1/admin/outbox/999/retry", "admin", json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[tokio::test]
+async fn an_admin_archives_and_restores_a_record_from_its_page() {
+    let app = TestApp::hospital();
+    let cookie = session(&app, "admin").await;
+    let home = page(&app, &cookie, "/records/vendor").await.text();
+    let marker = "name=\"csrf-token\" content=\"";
+    let at = home.find(marker).unwrap() + marker.len();
+    let csrf = home[at..].split('"').next().unwrap().to_string();
+    let vendor = app.runtime.list_records("vendor", &flowform_runtime::records::RecordQuery { limit: 1, ..Default::default() }).unwrap().items[0].id.clone();
+    let post = |archived: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("/records/vendor/{vendor}/archive"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("_csrf={csrf}&archived={archived}")))
+            .unwrap()
+    };
+    assert_eq!(send(&app, post("true")).await.status, StatusCode::SEE_OTHER);
+    assert!(app.runtime.record("vendor", &vendor).unwrap().archived);
+    let shown = page(&app, &cookie, &format!("/records/vendor/{vendor}")).await.text();
+    assert!(shown.contains("已停用") && shown.contains("恢复"), "{shown}");
+    assert_eq!(send(&app, post("false")).await.status, StatusCode::SEE_OTHER);
+    assert!(!app.runtime.record("vendor", &vendor).unwrap().archived);
+}
