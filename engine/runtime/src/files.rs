@@ -114,7 +114,10 @@ impl FileStore {
         }
         let sha = hex::encode(sha2::Sha256::digest(bytes));
         let blob = self.root.join("blobs").join(&sha);
-        if !blob.exists() {
+        if blob.exists() {
+            // Fresh again, so a sweep running now leaves it (it keeps blobs changed after its cut-off).
+            std::fs::File::options().append(true).open(&blob)?.set_modified(std::time::SystemTime::now())?;
+        } else {
             write_atomically(&blob, bytes)?;
         }
         let mut raw = [0u8; 16];
@@ -170,9 +173,16 @@ impl FileStore {
                 live_blobs.insert(meta.sha256);
             }
         }
+        // A blob is removed only when no upload names it and it was not
+        // written or reused since the cut-off (an upload in flight writes
+        // its blob before its description).
+        let cutoff = before.parse::<jiff::Timestamp>().ok().and_then(|t| std::time::SystemTime::try_from(t).ok());
         for entry in std::fs::read_dir(self.root.join("blobs"))? {
-            let path = entry?.path();
-            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !live_blobs.contains(n) && !n.starts_with('.')) {
+            let entry = entry?;
+            let path = entry.path();
+            let unnamed = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !live_blobs.contains(n) && !n.starts_with('.'));
+            let old = cutoff.is_some_and(|c| entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < c));
+            if unnamed && old {
                 std::fs::remove_file(&path)?;
             }
         }
@@ -222,6 +232,31 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// What a command may put in its `files` fields: the actor's own uploads,
+/// and files the instance or record `held` before.
+pub(crate) struct FileCheck<'a> {
+    pub actor: &'a str,
+    pub held: &'a std::collections::HashSet<String>,
+    pub errors: Vec<FieldError>,
+}
+
+/// Every string in `values` (at any depth) that has the shape of a file id.
+pub(crate) fn ids_in<'a>(values: impl Iterator<Item = &'a Value>) -> std::collections::HashSet<String> {
+    fn collect(v: &Value, out: &mut std::collections::HashSet<String>) {
+        match v {
+            Value::String(s) if valid_id(s) => {
+                out.insert(s.clone());
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            Value::Object(m) => m.values().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    values.for_each(|v| collect(v, &mut out));
+    out
 }
 
 /// Every file id in `value`, at any depth (`{id, …}` objects of files fields).
@@ -275,48 +310,55 @@ impl Runtime {
 
     /// Whether `actor` may read file `meta`, given where the page found it:
     /// its uploader and admins always; others only through an instance or a
-    /// record they may read whose data names the file.
+    /// record they may read whose `files` fields hold it.
     pub fn may_read_file(&self, meta: &FileMeta, actor: &Actor, instance: Option<&str>, record: Option<(&str, &str)>) -> bool {
         if meta.uploader == actor.id || actor.has_role("admin") {
             return true;
         }
-        let names_it = |data: &Map<String, Value>| serde_json::to_string(data).is_ok_and(|t| t.contains(&format!("\"{}\"", meta.id)));
+        let bundle = self.bundle();
+        let holds = |forms: Vec<&str>, data: &Map<String, Value>| {
+            let mut ids = Vec::new();
+            for form in forms.into_iter().filter_map(|f| bundle.form(f)) {
+                file_ids(&form.def.fields, data, &mut ids);
+            }
+            ids.iter().any(|id| *id == meta.id)
+        };
         if let Some(id) = instance
             && let Ok(i) = self.instance_for(id, actor)
         {
-            return names_it(&i.data);
+            let forms: Vec<&str> = bundle
+                .workflow(&i.workflow)
+                .map(|w| w.start.form.iter().chain(w.transitions.iter().filter_map(|t| t.form.as_ref())).map(|f| f.value.as_str()).collect())
+                .unwrap_or_default();
+            return holds(forms, &i.data);
         }
-        if let Some((record_type, id)) = record {
-            let bundle = self.bundle();
-            let readable = bundle
-                .model
-                .record_types
-                .get(record_type)
-                .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str)));
-            if readable && let Ok(r) = self.record(record_type, id) {
-                return names_it(&r.data);
-            }
+        if let Some((record_type, id)) = record
+            && let Some(rt) = bundle.model.record_types.get(record_type)
+            && rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str))
+            && let Ok(r) = self.record(record_type, id)
+        {
+            return holds(vec![rt.form.value.as_str()], &r.data);
         }
         false
     }
 
     /// Every `files` value in `data` must name a stored upload of a type and
-    /// size the field accepts.
-    pub(crate) fn check_files(&self, fields: &[FieldDef], data: &Map<String, Value>, prefix: &str, lang: Lang) -> Vec<FieldError> {
-        let mut errors = Vec::new();
+    /// size the field accepts, that the instance or record held already or
+    /// that the actor uploaded (an id seen elsewhere cannot be copied in).
+    pub(crate) fn check_files(&self, fields: &[FieldDef], data: &Map<String, Value>, prefix: &str, lang: Lang, check: &mut FileCheck) {
         for f in fields {
             let path = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
             match (f.field_type, data.get(&f.name)) {
                 (FieldType::Files, Some(Value::Array(items))) => {
                     for (i, item) in items.iter().enumerate() {
                         let id = item.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-                        let meta = self.files.as_ref().and_then(|s| s.meta(&id).ok());
+                        let meta = self.files.as_ref().and_then(|s| s.meta(&id).ok()).filter(|m| m.uploader == check.actor || check.held.contains(&m.id));
                         let Some(meta) = meta else {
                             let message = match lang {
                                 Lang::En => "this file was not uploaded here (upload it again)".to_string(),
                                 Lang::ZhCn => "文件不存在，请重新上传".to_string(),
                             };
-                            errors.push(FieldError { field: format!("{path}[{i}]"), code: "unknown_file", message });
+                            check.errors.push(FieldError { field: format!("{path}[{i}]"), code: "unknown_file", message });
                             continue;
                         };
                         if let Some(accept) = &f.accept
@@ -326,7 +368,7 @@ impl Runtime {
                                 Lang::En => format!("{} is {}; this field accepts {accept}", meta.name, meta.content_type),
                                 Lang::ZhCn => format!("{} 的类型是 {}，此处只接受 {accept}", meta.name, meta.content_type),
                             };
-                            errors.push(FieldError { field: format!("{path}[{i}]"), code: "file_type_not_accepted", message });
+                            check.errors.push(FieldError { field: format!("{path}[{i}]"), code: "file_type_not_accepted", message });
                             continue;
                         }
                         if let Some(max) = f.max_size
@@ -336,22 +378,45 @@ impl Runtime {
                                 Lang::En => format!("{} is {} bytes; at most {max} are accepted", meta.name, meta.size),
                                 Lang::ZhCn => format!("{} 大小为 {} 字节，最多 {max} 字节", meta.name, meta.size),
                             };
-                            errors.push(FieldError { field: format!("{path}[{i}]"), code: "file_too_large", message });
-                            continue;
+                            check.errors.push(FieldError { field: format!("{path}[{i}]"), code: "file_too_large", message });
                         }
                     }
                 }
                 (FieldType::Group, Some(Value::Array(items))) => {
                     for (i, item) in items.iter().enumerate() {
                         if let Value::Object(m) = item {
-                            errors.extend(self.check_files(&f.fields, m, &format!("{path}[{i}]"), lang));
+                            self.check_files(&f.fields, m, &format!("{path}[{i}]"), lang, check);
                         }
                     }
                 }
                 _ => {}
             }
         }
-        errors
+    }
+
+    /// Replaces what was sent about each file (`{id, name, type, size}`) by
+    /// what the server knows of it.
+    pub(crate) fn canonical_files(&self, fields: &[FieldDef], data: &mut Map<String, Value>) {
+        let Some(store) = &self.files else { return };
+        for f in fields {
+            match (f.field_type, data.get_mut(&f.name)) {
+                (FieldType::Files, Some(Value::Array(items))) => {
+                    for item in items.iter_mut() {
+                        if let Some(meta) = item.get("id").and_then(Value::as_str).and_then(|id| store.meta(id).ok()) {
+                            *item = meta.reference();
+                        }
+                    }
+                }
+                (FieldType::Group, Some(Value::Array(items))) => {
+                    for item in items.iter_mut() {
+                        if let Value::Object(m) = item {
+                            self.canonical_files(&f.fields, m);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Removes uploads older than a day that no instance or record names
@@ -365,23 +430,13 @@ impl Runtime {
 
     /// Every string in instance and record data that looks like a file id.
     fn referenced_files(&self) -> Result<std::collections::HashSet<String>, CommandError> {
-        fn collect(v: &Value, out: &mut std::collections::HashSet<String>) {
-            match v {
-                Value::String(s) if valid_id(s) => {
-                    out.insert(s.clone());
-                }
-                Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
-                Value::Object(m) => m.values().for_each(|i| collect(i, out)),
-                _ => {}
-            }
-        }
         let mut out = std::collections::HashSet::new();
         let mut before = None;
         loop {
-            let filter = flowform_store::InstanceFilter { before: before.clone(), limit: 1000, ..Default::default() };
+            let filter = flowform_store::InstanceFilter { before: before.clone(), limit: 500, ..Default::default() };
             let page = self.store.instances(&filter)?;
             for i in &page.items {
-                i.data.values().for_each(|v| collect(v, &mut out));
+                out.extend(ids_in(i.data.values()));
             }
             match page.next {
                 Some(n) => before = Some(n),
@@ -390,7 +445,7 @@ impl Runtime {
         }
         for record_type in self.bundle().model.record_types.keys() {
             for r in self.store.records(record_type)? {
-                r.data.values().for_each(|v| collect(v, &mut out));
+                out.extend(ids_in(r.data.values()));
             }
         }
         Ok(out)

@@ -131,7 +131,7 @@ impl Runtime {
     pub(crate) fn prepare(
         &self,
         bundle: &Bundle,
-        outcome: Outcome,
+        mut outcome: Outcome,
         form: Option<&str>,
         expected_version: u64,
         idempotency: Option<IdempotencyKey>,
@@ -139,10 +139,20 @@ impl Runtime {
     ) -> Result<CommandWrite, CommandError> {
         if let (Some(form), Value::Object(input)) = (form.and_then(|f| bundle.form(f)), &outcome.event.input) {
             let mut errors = self.check_references(bundle, &form.def.fields, input, "", lang)?;
-            errors.extend(self.check_files(&form.def.fields, input, "", lang));
+            // Files the instance held before the command may stay; new ones must be the actor's own uploads.
+            let held = crate::files::ids_in(outcome.event.changes.values().map(|c| &c.before));
+            let mut files = crate::files::FileCheck { actor: &outcome.event.actor, held: &held, errors: Vec::new() };
+            self.check_files(&form.def.fields, input, "", lang, &mut files);
+            errors.extend(files.errors);
             if !errors.is_empty() {
                 return Err(CommandError::InvalidReferences(errors));
             }
+            // What is stored about each file is what the server knows, not what was sent.
+            let fields = form.def.fields.clone();
+            if let Value::Object(input) = &mut outcome.event.input {
+                self.canonical_files(&fields, input);
+            }
+            self.canonical_files(&fields, &mut outcome.instance.data);
         }
         let mut postings = Vec::new();
         let mut timers = None;
@@ -194,10 +204,20 @@ impl Runtime {
     ) -> Result<Record, CommandError> {
         let (rt, form) = record_form(bundle, &record.record_type)?;
         let mut errors = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
-        errors.extend(self.check_files(&form.def.fields, &record.data, "", lang));
+        // A record's files: those it held may stay; new ones must be the actor's own uploads.
+        let held = match self.store.record(&record.record_type, &record.id)? {
+            Some(before) => crate::files::ids_in(before.data.values()),
+            None => Default::default(),
+        };
+        let actor = event.actor.clone();
+        let mut files = crate::files::FileCheck { actor: &actor, held: &held, errors: Vec::new() };
+        self.check_files(&form.def.fields, &record.data, "", lang, &mut files);
+        errors.extend(files.errors);
         if !errors.is_empty() {
             return Err(CommandError::InvalidReferences(errors));
         }
+        let mut record = record;
+        self.canonical_files(&form.def.fields, &mut record.data);
         if let Some(parent) = &rt.parent
             && let Some(Value::String(p)) = record.data.get(&parent.value)
             && self.ancestors(&record.record_type, &parent.value, p)?.contains(&record.id)

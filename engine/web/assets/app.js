@@ -10,11 +10,22 @@ function paintBadges(root) {
 }
 
 // ---- values of fields, as the condition language sees them ----
+// The value as the server will see it: nothing for a hidden field, the
+// field's default for an empty one, numbers as numbers.
 function fieldValue(wrapper) {
+  if (wrapper.hidden) return null;
+  const value = rawValue(wrapper);
+  if ((value === null || value === "") && wrapper.dataset.default) {
+    try { return JSON.parse(wrapper.dataset.default); } catch { return null; }
+  }
+  return value;
+}
+
+function rawValue(wrapper) {
   const type = wrapper.dataset.type;
   const controls = [...wrapper.querySelectorAll("input, select, textarea")].filter((c) => c.closest("[data-field]") === wrapper);
   const named = controls.filter((c) => c.name && !c.name.startsWith("_q_") && !c.name.endsWith(".present"));
-  const text = (c) => (c && c.value !== "" ? c.value : null);
+  const text = (c) => (c && c.value.trim() !== "" ? c.value : null);
   switch (type) {
     case "boolean": return !!named.find((c) => c.type === "checkbox")?.checked;
     case "integer":
@@ -36,8 +47,19 @@ function fieldValue(wrapper) {
     case "files": {
       try { const v = JSON.parse(named[0]?.value || "[]"); return v.length ? v : null; } catch { return null; }
     }
-    case "location": return text(named.find((c) => c.name.endsWith(".tag")));
-    case "group": return null;
+    case "location": {
+      const tag = text(named.find((c) => c.name.endsWith(".tag")));
+      const lat = text(named.find((c) => c.name.endsWith(".lat")));
+      const lng = text(named.find((c) => c.name.endsWith(".lng")));
+      const place = {};
+      if (tag !== null) place.tag = tag.trim();
+      if (lat !== null && lng !== null) { place.lat = Number(lat); place.lng = Number(lng); }
+      return Object.keys(place).length ? place : null;
+    }
+    case "group": {
+      const items = wrapper.querySelectorAll(":scope > fieldset > [data-group-items] > [data-group-item]");
+      return items.length ? [...items].map(() => ({})) : null;
+    }
     default: return text(named[0]);
   }
 }
@@ -89,7 +111,10 @@ async function upload(box, file) {
   const input = box.querySelector("[data-files-input]");
   const hidden = box.querySelector("[data-files-value]");
   const list = JSON.parse(hidden.value || "[]");
-  if (list.length >= Number(box.dataset.max || 20)) return;
+  if (list.length >= Number(box.dataset.max || 20)) {
+    status.textContent = `${input.dataset.failed}: ≤ ${box.dataset.max}`;
+    return;
+  }
   status.textContent = input.dataset.uploading;
   const body = new FormData();
   body.append("file", file, file.name);
@@ -157,6 +182,7 @@ function signaturePad(box) {
   box.querySelector("[data-signature-clear]").addEventListener("click", () => {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     hidden.value = "";
+    box.dispatchEvent(new Event("change", { bubbles: true }));
   });
 }
 
@@ -179,13 +205,15 @@ function addItem(group) {
     const m = c.name.startsWith(base + "[") ? /^\[(\d+)\]/.exec(c.name.slice(base.length)) : null;
     if (m) next = Math.max(next, Number(m[1]) + 1);
   });
-  const html = group.querySelector(":scope > template[data-group-template]").innerHTML.replaceAll("__i__", String(next));
+  const html = group.querySelector(":scope > template[data-group-template]").innerHTML.replaceAll(group.dataset.placeholder, String(next));
   items.insertAdjacentHTML("beforeend", html);
   renumber(group);
   const added = items.lastElementChild;
   if (window.htmx) window.htmx.process(added);
   added.querySelector("input, select, textarea")?.focus();
   init(added);
+  const form = group.closest("form[data-form]");
+  if (form) refreshConditions(form);
 }
 
 function init(root) {
@@ -225,6 +253,8 @@ document.addEventListener("DOMContentLoaded", () => {
     } else if (t.matches("[data-group-add]")) addItem(t.closest("[data-group]"));
     else if (t.matches("[data-group-remove]")) {
       const group = t.closest("[data-group]");
+      const count = group.querySelectorAll(":scope > [data-group-items] > [data-group-item]").length;
+      if (count <= Number(group.dataset.min || 0)) return;
       t.closest("[data-group-item]").remove();
       renumber(group);
       group.dispatchEvent(new Event("change", { bubbles: true }));

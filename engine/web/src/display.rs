@@ -1,7 +1,7 @@
 //! How values look to people: times in the app's zone (relative when recent),
 //! readable instance numbers, option labels, record titles, display names.
 
-use flowform_core::{Bundle, Instance, Lang};
+use flowform_core::{Actor, Bundle, Instance, Lang};
 use flowform_model::{FieldDef, FieldType};
 use flowform_runtime::Runtime;
 use jiff::Timestamp;
@@ -132,13 +132,13 @@ pub fn role(bundle: &Bundle, role: &str, lang: Lang) -> String {
 
 /// A line that says what an instance is about: the title of the first record
 /// it refers to and the first text of its start form.
-pub fn summary(runtime: &Runtime, bundle: &Bundle, i: &Instance, lang: Lang) -> String {
+pub fn summary(runtime: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, lang: Lang) -> String {
     let Some(form) = bundle.workflow(&i.workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)) else { return String::new() };
     let mut parts = Vec::new();
     if let Some(f) = form.def.fields.iter().find(|f| f.field_type == FieldType::Ref && i.data.get(&f.name).is_some_and(Value::is_string))
         && let Some(v) = i.data.get(&f.name)
     {
-        parts.push(plain(runtime, bundle, f, v, lang));
+        parts.push(plain(runtime, actor, bundle, f, v, lang));
     }
     let text_of = |t: FieldType| form.def.fields.iter().filter(|f| f.field_type == t).find_map(|f| i.data.get(&f.name).and_then(Value::as_str));
     if let Some(text) = text_of(FieldType::Text).or_else(|| text_of(FieldType::String)) {
@@ -149,12 +149,12 @@ pub fn summary(runtime: &Runtime, bundle: &Bundle, i: &Instance, lang: Lang) -> 
 }
 
 /// A value as plain text (enum labels, record titles, yes/no).
-pub fn plain(runtime: &Runtime, bundle: &Bundle, f: &FieldDef, v: &Value, lang: Lang) -> String {
+pub fn plain(runtime: &Runtime, actor: &Actor, bundle: &Bundle, f: &FieldDef, v: &Value, lang: Lang) -> String {
     let yes_no = |b: bool| crate::texts::t(lang, if b { "yes" } else { "no" }).to_string();
     match (f.field_type, v) {
         (FieldType::Enum, Value::String(s)) => option_label(f, s, lang),
         (FieldType::Enum, Value::Array(items)) => items.iter().filter_map(Value::as_str).map(|s| option_label(f, s, lang)).collect::<Vec<_>>().join("、"),
-        (FieldType::Ref, Value::String(id)) => record_title(runtime, f.record.as_ref().map(|r| r.value.as_str()), id),
+        (FieldType::Ref, Value::String(id)) => record_title(runtime, actor, f.record.as_ref().map(|r| r.value.as_str()), id),
         (FieldType::Boolean, Value::Bool(b)) => yes_no(*b),
         (FieldType::Datetime, Value::String(s)) => absolute(s, &zone(bundle), runtime_now(runtime), lang),
         (FieldType::Location, Value::Object(m)) => {
@@ -177,11 +177,20 @@ pub fn option_label(f: &FieldDef, value: &str, lang: Lang) -> String {
 
 /// A reference as people read it: a record's title, or the readable number
 /// of an instance (a workflow with `record:` makes its instances referable).
-pub fn record_title(runtime: &Runtime, record_type: Option<&str>, id: &str) -> String {
+/// Only what `actor` may read is named: otherwise the bare id shows (a page
+/// is never a way to look up what the API would refuse).
+pub fn record_title(runtime: &Runtime, actor: &Actor, record_type: Option<&str>, id: &str) -> String {
     let bundle = runtime.bundle();
     match record_type {
-        Some(t) if bundle.model.record_types.contains_key(t) => runtime.record(t, id).map_or_else(|_| id.to_string(), |r| r.title),
-        Some(_) => runtime.instance(id).map_or_else(|_| id.to_string(), |i| number(&i, &zone(&bundle))),
+        Some(t) if bundle.model.record_types.contains_key(t) => {
+            let readable = actor.has_role("admin")
+                || bundle.model.record_types.get(t).is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str)));
+            if !readable {
+                return id.to_string();
+            }
+            runtime.record(t, id).map_or_else(|_| id.to_string(), |r| r.title)
+        }
+        Some(_) => runtime.instance_for(id, actor).map_or_else(|_| id.to_string(), |i| number(&i, &zone(&bundle))),
         None => id.to_string(),
     }
 }
@@ -193,7 +202,7 @@ pub fn runtime_now(runtime: &Runtime) -> Timestamp {
 /// A value for a read-only page: text, or images and links for files and
 /// signatures. `via` says where the page found it (`instance=ID` or
 /// `record=TYPE/ID`), which is what lets other readers fetch its files.
-pub fn shown(runtime: &Runtime, bundle: &Bundle, f: &FieldDef, v: &Value, lang: Lang, via: &str) -> Value {
+pub fn shown(runtime: &Runtime, actor: &Actor, bundle: &Bundle, f: &FieldDef, v: &Value, lang: Lang, via: &str) -> Value {
     match (f.field_type, v) {
         (FieldType::Files, Value::Array(items)) => {
             let files: Vec<Value> = items
@@ -219,7 +228,8 @@ pub fn shown(runtime: &Runtime, bundle: &Bundle, f: &FieldDef, v: &Value, lang: 
                         .fields
                         .iter()
                         .filter_map(|sub| {
-                            item.get(&sub.name).map(|v| json!({"label": sub.label.get(lang.code(), &sub.name), "text": plain(runtime, bundle, sub, v, lang)}))
+                            item.get(&sub.name)
+                                .map(|v| json!({"label": sub.label.get(lang.code(), &sub.name), "text": plain(runtime, actor, bundle, sub, v, lang)}))
                         })
                         .collect();
                     json!({"number": n + 1, "cells": cells})
@@ -228,7 +238,7 @@ pub fn shown(runtime: &Runtime, bundle: &Bundle, f: &FieldDef, v: &Value, lang: 
             json!({"text": "", "files": null, "image": null, "rows": rows})
         }
         _ => {
-            let mut text = plain(runtime, bundle, f, v, lang);
+            let mut text = plain(runtime, actor, bundle, f, v, lang);
             if let Some(unit) = &f.unit
                 && !text.is_empty()
             {
@@ -240,7 +250,15 @@ pub fn shown(runtime: &Runtime, bundle: &Bundle, f: &FieldDef, v: &Value, lang: 
 }
 
 /// The fields of `data` a form describes, in form order, for a read-only page.
-pub fn data_rows(runtime: &Runtime, bundle: &Bundle, fields: &[&FieldDef], data: &serde_json::Map<String, Value>, lang: Lang, via: &str) -> Vec<Value> {
+pub fn data_rows(
+    runtime: &Runtime,
+    actor: &Actor,
+    bundle: &Bundle,
+    fields: &[&FieldDef],
+    data: &serde_json::Map<String, Value>,
+    lang: Lang,
+    via: &str,
+) -> Vec<Value> {
     let mut seen = std::collections::BTreeSet::new();
     let mut rows = Vec::new();
     for f in fields {
@@ -251,7 +269,7 @@ pub fn data_rows(runtime: &Runtime, bundle: &Bundle, fields: &[&FieldDef], data:
         if v.is_null() || v.as_str() == Some("") {
             continue;
         }
-        let mut row = shown(runtime, bundle, f, v, lang, via);
+        let mut row = shown(runtime, actor, bundle, f, v, lang, via);
         row["label"] = json!(f.label.get(lang.code(), &f.name));
         rows.push(row);
     }

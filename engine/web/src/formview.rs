@@ -22,8 +22,10 @@ pub fn posted(pairs: Vec<(String, String)>) -> Posted {
     out
 }
 
+/// The first value sent under `key` that is not blank, as typed (a text's
+/// leading spaces are the user's).
 fn first<'a>(p: &'a Posted, key: &str) -> Option<&'a str> {
-    p.get(key).and_then(|v| v.iter().map(|s| s.trim()).find(|s| !s.is_empty()))
+    p.get(key).and_then(|v| v.iter().map(String::as_str).find(|s| !s.trim().is_empty()))
 }
 
 /// The data of `fields` from the page; values that do not parse are kept as
@@ -34,14 +36,17 @@ pub fn data_from(fields: &[FieldDef], p: &Posted, prefix: &str, tz: &TimeZone) -
         let key = format!("{prefix}{}", f.name);
         let value = match f.field_type {
             FieldType::String | FieldType::Text | FieldType::Date | FieldType::Ref | FieldType::Signature => first(p, &key).map(|s| json!(s)),
-            FieldType::Integer => first(p, &key).map(|s| s.parse::<i64>().map_or_else(|_| json!(s), |n| json!(n))),
-            FieldType::Number => first(p, &key).map(|s| s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or_else(|| json!(s), Value::Number)),
+            FieldType::Integer => first(p, &key).map(str::trim).map(|s| s.parse::<i64>().map_or_else(|_| json!(s), |n| json!(n))),
+            FieldType::Number => {
+                first(p, &key).map(str::trim).map(|s| s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or_else(|| json!(s), Value::Number))
+            }
             FieldType::Boolean => {
                 p.contains_key(&format!("{key}.present")).then(|| json!(p.get(&key).is_some_and(|v| v.iter().any(|s| s == "true" || s == "on"))))
             }
             FieldType::Enum if f.multiple => {
                 let items: Vec<Value> = p.get(&key).map(|v| v.iter().filter(|s| !s.is_empty()).map(|s| json!(s)).collect()).unwrap_or_default();
-                (!items.is_empty()).then_some(Value::Array(items))
+                // Boxes all unticked on a page that showed them: an empty choice, not "not sent".
+                (!items.is_empty() || p.contains_key(&format!("{key}.present"))).then_some(Value::Array(items))
             }
             FieldType::Enum => first(p, &key).map(|s| json!(s)),
             FieldType::Datetime => first(p, &key).map(|s| local_to_utc(s, tz).map_or_else(|| json!(s), |t| json!(t))),
@@ -49,7 +54,7 @@ pub fn data_from(fields: &[FieldDef], p: &Posted, prefix: &str, tz: &TimeZone) -
             FieldType::Location => {
                 let mut m = Map::new();
                 if let Some(tag) = first(p, &format!("{key}.tag")) {
-                    m.insert("tag".into(), json!(tag));
+                    m.insert("tag".into(), json!(tag.trim()));
                 }
                 for part in ["lat", "lng", "accuracy"] {
                     if let Some(n) = first(p, &format!("{key}.{part}")).and_then(|s| s.parse::<f64>().ok()).and_then(serde_json::Number::from_f64) {
@@ -64,8 +69,13 @@ pub fn data_from(fields: &[FieldDef], p: &Posted, prefix: &str, tz: &TimeZone) -
                     p.keys().filter_map(|k| k.strip_prefix(&head)).filter_map(|rest| rest.split_once(']')).filter_map(|(n, _)| n.parse().ok()).collect();
                 indexes.sort_unstable();
                 indexes.dedup();
-                let items: Vec<Value> =
-                    indexes.into_iter().map(|i| data_from(&f.fields, p, &format!("{key}[{i}]."), tz)).filter(|m| !m.is_empty()).map(Value::Object).collect();
+                let items: Vec<Value> = indexes
+                    .into_iter()
+                    .map(|i| data_from(&f.fields, p, &format!("{key}[{i}]."), tz))
+                    // An item left blank (only unticked switches) is dropped.
+                    .filter(|m| m.values().any(|v| v != &Value::Bool(false)))
+                    .map(Value::Object)
+                    .collect();
                 (!items.is_empty()).then_some(Value::Array(items))
             }
         };
@@ -101,6 +111,10 @@ pub fn errors_by_field(errors: &[FieldError]) -> Errors {
 /// What the page needs to render fields.
 pub struct Ctx<'a> {
     pub runtime: &'a Runtime,
+    pub actor: &'a flowform_core::Actor,
+    /// Where the form's data lives (`instance=ID`, `record=TYPE/ID`): what
+    /// lets others read the files it holds. Empty for a new one.
+    pub via: String,
     pub bundle: &'a Bundle,
     pub lang: Lang,
     pub tz: TimeZone,
@@ -180,7 +194,7 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
     let step = if is(FieldType::Integer) { "1" } else { "any" };
     let record = f.record.as_ref().map(|r| r.value.clone());
     let chosen_title = match (f.field_type, value) {
-        (FieldType::Ref, Some(Value::String(rid))) => display::record_title(ctx.runtime, record.as_deref(), rid),
+        (FieldType::Ref, Some(Value::String(rid))) => display::record_title(ctx.runtime, ctx.actor, record.as_deref(), rid),
         _ => String::new(),
     };
     let files: Vec<Value> = match (f.field_type, value) {
@@ -189,7 +203,8 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
             .filter_map(|i| {
                 let fid = i.get("id")?.as_str()?;
                 let is_image = i.get("type").and_then(Value::as_str).is_some_and(|t| t.starts_with("image/"));
-                Some(json!({"id": fid, "name": i.get("name").and_then(Value::as_str).unwrap_or(""), "is_image": is_image, "url": format!("/api/v1/files/{fid}")}))
+                let url = if ctx.via.is_empty() { format!("/api/v1/files/{fid}") } else { format!("/api/v1/files/{fid}?{}", ctx.via) };
+                Some(json!({"id": fid, "name": i.get("name").and_then(Value::as_str).unwrap_or(""), "is_image": is_image, "url": url}))
             })
             .collect(),
         _ => Vec::new(),
@@ -212,7 +227,7 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
             .collect();
         let none = Errors::new();
         let mut ignore = std::collections::BTreeSet::new();
-        let template = fields(ctx, &f.fields, &Map::new(), &format!("{path}[__i__]."), &none, &mut ignore);
+        let template = fields(ctx, &f.fields, &Map::new(), &format!("{path}[__{id}__]."), &none, &mut ignore);
         (items, template)
     } else {
         (Vec::new(), Vec::new())
@@ -248,6 +263,10 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         "tag": loc("tag"),
         "lat": loc("lat"),
         "lng": loc("lng"),
+        "accuracy": loc("accuracy"),
+        "placeholder_token": format!("__{id}__"),
+        "min_items": f.min.map_or(0, |m| m as u64),
+        "default_json": f.default.as_ref().map_or(Value::Null, |d| json!(d.value.to_string())),
         "items": items,
         "template": template,
         "is_input": is(FieldType::String),
@@ -295,5 +314,16 @@ mod tests {
         let bad = FieldDef::new("bad", FieldType::Number);
         let data = data_from(&[g, n, bad], &posted, "", &TimeZone::UTC);
         assert_eq!(Value::Object(data), json!({"g": [{"a": "x"}, {"a": "y"}], "n": 12, "bad": "1,5"}));
+    }
+
+    #[test]
+    fn a_blank_item_with_a_switch_is_dropped_and_unticked_boxes_are_an_empty_choice() {
+        let mut g = FieldDef::new("g", FieldType::Group);
+        g.fields = vec![FieldDef::new("ok", FieldType::Boolean), FieldDef::new("a", FieldType::String)];
+        let mut tags = FieldDef::new("tags", FieldType::Enum);
+        tags.multiple = true;
+        let posted = p(&[("g[0].ok.present", "1"), ("g[1].ok.present", "1"), ("g[1].a", "  indented"), ("tags.present", "1")]);
+        let data = data_from(&[g, tags], &posted, "", &TimeZone::UTC);
+        assert_eq!(Value::Object(data), json!({"g": [{"ok": false, "a": "  indented"}], "tags": []}));
     }
 }

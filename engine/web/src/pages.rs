@@ -155,7 +155,7 @@ fn may_start(wf: &WorkflowDef, actor: &Actor) -> bool {
 }
 
 /// A card of an instance for lists.
-fn card(rt: &Runtime, bundle: &Bundle, i: &Instance, lang: Lang) -> Value {
+fn card(rt: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, lang: Lang) -> Value {
     let tz = display::zone(bundle);
     let now = display::runtime_now(rt);
     let (state_label, color) = display::state(bundle, &i.workflow, &i.state, lang);
@@ -165,7 +165,7 @@ fn card(rt: &Runtime, bundle: &Bundle, i: &Instance, lang: Lang) -> Value {
         "url": format!("/i/{}", i.id),
         "number": display::number(i, &tz),
         "workflow": wf_title,
-        "summary": display::summary(rt, bundle, i, lang),
+        "summary": display::summary(rt, actor, bundle, i, lang),
         "state": state_label,
         "color": color,
         "due": due.as_ref().map(|d| d.0.clone()),
@@ -251,8 +251,8 @@ fn startable(bundle: &Bundle, actor: &Actor, lang: Lang) -> Vec<Value> {
         .collect()
 }
 
-fn cards(rt: &Runtime, bundle: &Bundle, items: &[Instance], lang: Lang, limit: usize) -> Vec<Value> {
-    items.iter().take(limit).map(|i| card(rt, bundle, i, lang)).collect()
+fn cards(rt: &Runtime, actor: &Actor, bundle: &Bundle, items: &[Instance], lang: Lang, limit: usize) -> Vec<Value> {
+    items.iter().take(limit).map(|i| card(rt, actor, bundle, i, lang)).collect()
 }
 
 pub async fn home(State(rt): Rt, p: P) -> Response {
@@ -265,10 +265,10 @@ pub async fn home(State(rt): Rt, p: P) -> Response {
     let bundle = rt.bundle();
     let data = json!({
         "start": startable(&bundle, &p.viewer.actor, p.lang),
-        "mine": cards(&rt, &bundle, &w.mine, p.lang, 10),
-        "queue": cards(&rt, &bundle, &w.queue, p.lang, 10),
-        "requests": cards(&rt, &bundle, &w.requests, p.lang, 10),
-        "overdue": cards(&rt, &bundle, &w.overdue, p.lang, 10),
+        "mine": cards(&rt, &p.viewer.actor, &bundle, &w.mine, p.lang, 10),
+        "queue": cards(&rt, &p.viewer.actor, &bundle, &w.queue, p.lang, 10),
+        "requests": cards(&rt, &p.viewer.actor, &bundle, &w.requests, p.lang, 10),
+        "overdue": cards(&rt, &p.viewer.actor, &bundle, &w.overdue, p.lang, 10),
         "unread": w.unread,
         "has_mine": !w.mine.is_empty(),
         "has_queue": !p.viewer.actor.teams.is_empty(),
@@ -291,9 +291,9 @@ pub async fn tasks(State(rt): Rt, p: P) -> Response {
     };
     let bundle = rt.bundle();
     let data = json!({
-        "mine": cards(&rt, &bundle, &w.mine, p.lang, 100),
-        "queue": cards(&rt, &bundle, &w.queue, p.lang, 100),
-        "requests": cards(&rt, &bundle, &w.requests, p.lang, 30),
+        "mine": cards(&rt, &p.viewer.actor, &bundle, &w.mine, p.lang, 100),
+        "queue": cards(&rt, &p.viewer.actor, &bundle, &w.queue, p.lang, 100),
+        "requests": cards(&rt, &p.viewer.actor, &bundle, &w.requests, p.lang, 30),
         "has_queue": !p.viewer.actor.teams.is_empty(),
         "lists": lists(&bundle, p.lang),
     });
@@ -339,11 +339,13 @@ struct FormPage<'a> {
     notice: Option<String>,
     version: Option<u64>,
     submit: String,
+    /// Where the data lives (`instance=ID`, `record=TYPE/ID`), for its files.
+    via: String,
 }
 
 fn form_page(rt: &Runtime, p: &P, status: StatusCode, f: FormPage) -> Response {
     let bundle = rt.bundle();
-    let ctx = Ctx { runtime: rt, bundle: &bundle, lang: p.lang, tz: display::zone(&bundle) };
+    let ctx = Ctx { runtime: rt, actor: &p.viewer.actor, via: f.via.clone(), bundle: &bundle, lang: p.lang, tz: display::zone(&bundle) };
     let mut used = std::collections::BTreeSet::new();
     let fields = formview::fields(&ctx, f.fields, &f.data, "", &f.errors, &mut used);
     // Errors that belong to no field on the page show above the form.
@@ -389,6 +391,7 @@ pub async fn start_form(State(rt): Rt, p: P, Path(workflow): Path<String>, Query
             notice: None,
             version: None,
             submit: texts::t(p.lang, "submit").to_string(),
+            via: String::new(),
         },
     )
 }
@@ -453,6 +456,7 @@ pub async fn start_submit(State(rt): Rt, p: P, Path(workflow): Path<String>, axu
                     notice,
                     version: None,
                     submit: texts::t(p.lang, "submit").to_string(),
+                    via: String::new(),
                 },
             )
         }
@@ -488,7 +492,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
     let now = display::runtime_now(&rt);
     let fields = workflow_fields(&bundle, wf);
     let via = format!("instance={}", i.id);
-    let rows = display::data_rows(&rt, &bundle, &fields, &i.data, lang, &via);
+    let rows = display::data_rows(&rt, &p.viewer.actor, &bundle, &fields, &i.data, lang, &via);
     let field_by_name: BTreeMap<&str, &FieldDef> = fields.iter().rev().map(|f| (f.name.as_str(), *f)).collect();
     let timeline: Vec<Value> = history
         .iter()
@@ -512,7 +516,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
                         "assignment.assignee" => (texts::t(lang, "assignee").to_string(), c.after.as_str().map(|a| rt.display_name(a)).unwrap_or_default()),
                         other => {
                             let f = field_by_name.get(other)?;
-                            (f.label.get(lang.code(), &f.name).to_string(), display::plain(&rt, &bundle, f, &c.after, lang))
+                            (f.label.get(lang.code(), &f.name).to_string(), display::plain(&rt, &p.viewer.actor, &bundle, f, &c.after, lang))
                         }
                     };
                     (!after.is_empty()).then(|| json!({"label": label, "after": after}))
@@ -559,7 +563,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
         "linked": linked,
         "number": display::number(&i, &tz),
         "workflow": wf.title.get(lang.code(), &wf.name),
-        "summary": display::summary(&rt, &bundle, &i, lang),
+        "summary": display::summary(&rt, &p.viewer.actor, &bundle, &i, lang),
         "state": state_label,
         "color": color,
         "due": due.as_ref().map(|d| d.0.clone()),
@@ -604,7 +608,7 @@ fn transition_page(rt: &Runtime, p: &P, status: StatusCode, bundle: &Bundle, i: 
         status,
         FormPage {
             title: t.label.get(p.lang.code(), &t.name).to_string(),
-            subtitle: format!("{} · {}", display::number(i, &tz), display::summary(rt, bundle, i, p.lang)),
+            subtitle: format!("{} · {}", display::number(i, &tz), display::summary(rt, &p.viewer.actor, bundle, i, p.lang)),
             action: format!("/i/{}/t/{transition}", i.id),
             back: format!("/i/{}", i.id),
             fields,
@@ -613,6 +617,7 @@ fn transition_page(rt: &Runtime, p: &P, status: StatusCode, bundle: &Bundle, i: 
             notice,
             version: Some(i.version),
             submit: t.label.get(p.lang.code(), &t.name).to_string(),
+            via: format!("instance={}", i.id),
         },
     )
 }
@@ -759,7 +764,7 @@ pub async fn list(State(rt): Rt, p: P, Path(workflow): Path<String>, Query(q): Q
         "heading": wf.title.get(lang.code(), &wf.name),
         "workflow": workflow,
         "tabs": tabs,
-        "items": found.items.iter().map(|i| card(&rt, &bundle, i, lang)).collect::<Vec<_>>(),
+        "items": found.items.iter().map(|i| card(&rt, &p.viewer.actor, &bundle, i, lang)).collect::<Vec<_>>(),
         "next": next,
         "teams": teams,
         "state": current_state,
@@ -796,7 +801,7 @@ pub async fn board(State(rt): Rt, p: P) -> Response {
         items
             .iter()
             .map(|i| {
-                let mut c = card(&rt, &bundle, i, p.lang);
+                let mut c = card(&rt, &p.viewer.actor, &bundle, i, p.lang);
                 let actions: Vec<Value> = rt
                     .available_transitions(i, &p.viewer.actor)
                     .iter()
@@ -908,16 +913,18 @@ fn may_records(bundle: &Bundle, record_type: &str, a: &Actor, op: RecordOp) -> b
     bundle.model.record_types.get(record_type).is_some_and(|t| a.has_role("admin") || t.access.allows(op, a.roles.iter().map(String::as_str)))
 }
 
-#[derive(Deserialize, Default)]
 pub struct PickQuery {
-    #[serde(default)]
     q: String,
-    #[serde(default)]
     field: String,
 }
 
-/// Search results for a record picker (an htmx fragment).
-pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(q): Query<PickQuery>) -> Response {
+/// Search results for a record picker (an htmx fragment). The search box
+/// of field `F` sends itself as `_q_F`; `field` names the field.
+pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(params): Query<BTreeMap<String, String>>) -> Response {
+    let q = PickQuery {
+        q: params.iter().find(|(k, _)| k.as_str() == "q" || k.starts_with("_q_")).map(|(_, v)| v.clone()).unwrap_or_default(),
+        field: params.get("field").cloned().unwrap_or_default(),
+    };
     let bundle = rt.bundle();
     if !bundle.model.record_types.contains_key(&record_type) && bundle.model.workflows.values().any(|w| w.record.as_deref() == Some(record_type.as_str())) {
         return pick_instances(&rt, &p, &record_type, &q).await;
@@ -952,7 +959,7 @@ async fn pick_instances(rt: &Arc<Runtime>, p: &P, kind: &str, q: &PickQuery) -> 
     found.sort_by_key(|i| (i.assignment.assignee.as_deref() != Some(p.viewer.actor.id.as_str()), std::cmp::Reverse(i.id.clone())));
     let items: Vec<Value> = found
         .into_iter()
-        .map(|i| (display::number(i, &tz), display::summary(rt, &bundle, i, p.lang), i))
+        .map(|i| (display::number(i, &tz), display::summary(rt, &p.viewer.actor, &bundle, i, p.lang), i))
         .filter(|(n, s, _)| needle.is_empty() || n.to_lowercase().contains(&needle) || s.to_lowercase().contains(&needle))
         .take(15)
         .map(|(n, s, i)| json!({"id": i.id, "title": n, "second": s}))
@@ -1080,7 +1087,7 @@ pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, 
     };
     let fields: Vec<&FieldDef> = bundle.form(&def.form.value).map(|f| f.def.fields.iter().collect()).unwrap_or_default();
     let via = format!("record={record_type}/{}", encode(&r.id));
-    let rows = display::data_rows(&rt, &bundle, &fields, &r.data, p.lang, &via);
+    let rows = display::data_rows(&rt, &p.viewer.actor, &bundle, &fields, &r.data, p.lang, &via);
     let tz = display::zone(&bundle);
     let now = display::runtime_now(&rt);
     let timeline: Vec<Value> = history
@@ -1175,6 +1182,7 @@ fn record_form_page(rt: &Runtime, p: &P, status: StatusCode, record_type: &str, 
             notice,
             version,
             submit: texts::t(p.lang, "submit").to_string(),
+            via: id.map_or_else(String::new, |id| format!("record={record_type}/{}", encode(id))),
         },
     )
 }
@@ -1243,8 +1251,14 @@ pub async fn record_update(
         Ok(Ok(r)) => Redirect::to(&format!("/records/{record_type}/{}", encode(&r.id))).into_response(),
         Ok(Err(e)) => {
             let mut filled = Filled::failed(data, &e);
+            let mut version = version;
             if let CommandError::StaleVersion { .. } = e {
+                // Someone else saved it meanwhile: the form again on the current version, input kept.
                 filled.notice = Some(texts::t(p.lang, "stale").to_string());
+                let (name, rid) = (record_type.clone(), id.clone());
+                if let Ok(Ok(current)) = blocking(&rt, move |rt| rt.record(&name, &rid)).await {
+                    version = Some(current.version);
+                }
             }
             record_form_page(&rt, &p, command_status(&e), &record_type, Some(&id), filled, version)
         }
@@ -1315,6 +1329,7 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>, Query(q): Q
         .dimensions
         .iter()
         .filter(|(_, r)| bundle.model.record_types.get(&r.value).is_some_and(|t| t.parent.is_some()))
+        .filter(|(_, r)| may_records(&bundle, &r.value, &p.viewer.actor, RecordOp::Read))
         .map(|(d, r)| (d.value.clone(), r.value.clone()))
         .collect();
     let (name, under_q, trees_q) = (ledger.clone(), under.clone(), trees.clone());
@@ -1339,7 +1354,7 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>, Query(q): Q
     let lang = p.lang;
     let title_of = |dim: &str, id: &str| {
         let record_type = def.dimensions.iter().find(|(d, _)| d.value == dim).map(|(_, r)| r.value.as_str());
-        display::record_title(&rt, record_type, id)
+        display::record_title(&rt, &p.viewer.actor, record_type, id)
     };
     let dims: Vec<Value> = def
         .dimensions

@@ -399,3 +399,59 @@ async fn an_admin_archives_and_restores_a_record_from_its_page() {
     assert_eq!(send(&app, post("false")).await.status, StatusCode::SEE_OTHER);
     assert!(!app.runtime.record("vendor", &vendor).unwrap().archived);
 }
+
+#[tokio::test]
+async fn a_file_id_seen_elsewhere_cannot_be_copied_into_ones_own_order() {
+    let mut app = TestApp::hospital();
+    let up = upload(&mut app, "nurse_li", "IMG_0002.png", "image/png", PNG).await.json();
+    let id = up["id"].as_str().unwrap().to_string();
+    app.start_instance("repair", "nurse_li", report(json!([up.clone()]))).await.expect(201);
+    // Another nurse who learnt the id puts it in her own order: refused.
+    let r = app.start_instance("repair", "nurse_chen", report(json!([up]))).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["details"][0]["code"], "unknown_file");
+    // …or in a text field of her own order, then asks through it: still nothing.
+    let mut data = report(json!([]));
+    data["description"] = json!(format!("see \"{id}\" please"));
+    let mine = app.start_instance("repair", "nurse_chen", data).await.expect(201);
+    let via = format!("/api/v1/files/{id}?instance={}", mine["id"].as_str().unwrap());
+    assert_eq!(download(&mut app, "nurse_chen", &via).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn what_is_stored_about_a_file_is_what_the_server_knows() {
+    let mut app = TestApp::hospital();
+    let mut up = upload(&mut app, "nurse_li", "IMG_0003.png", "image/png", PNG).await.json();
+    up["name"] = json!("totally-not-a-photo.exe");
+    up["type"] = json!("text/html");
+    up["size"] = json!(1);
+    let order = app.start_instance("repair", "nurse_li", report(json!([up]))).await.expect(201);
+    let stored = &order["data"]["photos"][0];
+    assert_eq!((stored["name"].as_str(), stored["type"].as_str(), stored["size"].as_u64()), (Some("IMG_0003.png"), Some("image/png"), Some(PNG.len() as u64)));
+}
+
+#[tokio::test]
+async fn a_record_picker_finds_what_is_typed() {
+    let app = TestApp::hospital();
+    let cookie = session(&app, "nurse_li").await;
+    let found = page(&app, &cookie, "/pick/asset?_q_asset=%E5%86%B7%E5%8D%B4%E5%A1%94&field=asset").await.text();
+    assert!(found.contains("冷却塔"), "{found}");
+    assert_eq!(found.matches("pick-option").count(), 2, "the two cooling towers and nothing else: {found}");
+    assert!(!found.contains("冷水机组"));
+}
+
+#[tokio::test]
+async fn a_form_filled_from_the_address_names_only_what_the_user_may_read() {
+    let mut app = TestApp::hospital();
+    let mut data = report(json!([]));
+    data["category"] = json!("plumbing");
+    let other = app.start_instance("repair", "nurse_chen", data).await.expect(201);
+    let id = other["id"].as_str().unwrap().to_string();
+    let number = flowform_web::display::number(&app.runtime.instance(&id).unwrap(), &flowform_web::display::zone(&app.runtime.bundle()));
+    let cookie = session(&app, "tech_wang").await;
+    let form = page(&app, &cookie, &format!("/start/requisition?work_order={id}")).await.text();
+    assert!(!form.contains(&number), "an order tech_wang may not read is not named");
+    let cookie = session(&app, "admin").await;
+    let form = page(&app, &cookie, &format!("/start/requisition?work_order={id}")).await.text();
+    assert!(form.contains(&number), "an admin sees its number");
+}
