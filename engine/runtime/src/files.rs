@@ -321,7 +321,7 @@ impl Runtime {
             for form in forms.into_iter().filter_map(|f| bundle.form(f)) {
                 file_ids(&form.def.fields, data, &mut ids);
             }
-            ids.iter().any(|id| *id == meta.id)
+            ids.contains(&meta.id)
         };
         if let Some(id) = instance
             && let Ok(i) = self.instance_for(id, actor)
