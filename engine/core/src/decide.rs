@@ -111,6 +111,7 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
     }
     let before = Instance {
         id: id.to_string(),
+        number: None,
         workflow: wf.name.clone(),
         bundle_version: bundle.version.clone(),
         version: 0,

@@ -40,6 +40,9 @@ pub struct Assignment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
+    /// The readable number (the workflow's `number` template), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
     pub workflow: String,
     /// The bundle version the instance started under; it keeps running on it.
     pub bundle_version: String,

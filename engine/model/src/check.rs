@@ -364,6 +364,28 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
     if !wf.states.is_empty() {
         state_ref(diags, &wf.initial, "`initial`");
     }
+    if let Some(number) = &wf.number {
+        // `{field}` must be a field of the start form; `{seq}` makes numbers unique.
+        let start_fields: Vec<&str> =
+            wf.start.form.as_ref().and_then(|f| model.forms.get(&f.value)).map(|f| f.fields.iter().map(|x| x.name.as_str()).collect()).unwrap_or_default();
+        for name in template_fields(&number.value) {
+            if !start_fields.contains(&name.as_str()) {
+                let hint = did_you_mean(&name, start_fields.iter().copied())
+                    .or(Some("use `{seq:4}`, `{yyyyMMdd}`, `{yyyyMM}`, `{yyyy}` or a field of the start form".into()));
+                err(diags, file, number.pos, "unknown_field", format!("`number` names `{name}`, which is not a field of the start form"), hint);
+            }
+        }
+        if !number.value.contains("{seq") {
+            err(
+                diags,
+                file,
+                number.pos,
+                "invalid_value",
+                "`number` needs a sequence (`{seq:4}`) so that no two instances share a number".to_string(),
+                Some("e.g. `number: \"WX-{yyyyMMdd}-{seq:4}\"`".into()),
+            );
+        }
+    }
     let role_names: Vec<&str> = model.roles.keys().map(String::as_str).chain(RELATIONAL_ROLES.iter().copied()).collect();
     let check_roles = |diags: &mut Vec<Diagnostic>, roles: &[Sp<String>]| {
         for role in roles {

@@ -254,6 +254,10 @@ pub struct WorkflowDef {
     /// Who may read the instances (`visible_to`); `None`: the default
     /// (requester, assignee, team). Admins always may.
     pub visible_to: Option<Vec<Sp<Audience>>>,
+    /// The readable number of each instance (`number: "WX-{yyyyMMdd}-{seq:4}"`):
+    /// dates in the app's zone, `{seq:N}` counted per workflow (per day when
+    /// the template has a date), `{field}` from the start form.
+    pub number: Option<Sp<String>>,
 }
 
 /// One entry of `visible_to`.

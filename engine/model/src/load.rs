@@ -242,6 +242,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
     let title = opt_label(r, map, "title", "the title");
     let description = opt_label(r, map, "description", "the description");
     let record = map.get("record").and_then(|n| r.name(n, "the record type")).map(|s| s.value);
+    let number = map.get("number").and_then(|n| r.string(n, "`number`"));
     let start = match map.require(r, "start", "a workflow") {
         Some(node) => load_start(r, node),
         None => None,
@@ -322,6 +323,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
     let name = name?;
     Some(WorkflowDef {
         visible_to,
+        number,
         title: title.or_name(&name.value),
         name: name.value,
         file: r.file.to_string(),

@@ -280,9 +280,33 @@ impl Runtime {
         let bundle = self.bundle();
         let now = self.now();
         let id = self.new_id();
-        let outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
+        let mut outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
+        if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
+            outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data)?);
+        }
         let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
         Ok(Err((self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?, id)))
+    }
+
+    /// The readable number of a new instance: the template filled with the
+    /// start form's data, today's date in the app's zone, and the next
+    /// number of the workflow's sequence (one per day when the template has
+    /// a date). A start that fails after this leaves a gap, never a duplicate.
+    fn next_number(&self, bundle: &Bundle, workflow: &str, template: &str, data: &serde_json::Map<String, Value>) -> Result<String, CommandError> {
+        let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let local = self.clock.now().to_zoned_datetime(tz).strftime("%Y-%m-%dT%H:%M:%S").to_string();
+        // The sequence restarts with the most precise date the number shows.
+        let digits: String = local.chars().filter(char::is_ascii_digit).collect();
+        let period = [("{yyyyMMdd}", 8), ("{yyyyMM}", 6), ("{yyyy}", 4)].into_iter().find(|(token, _)| template.contains(token)).map(|(_, n)| &digits[..n]);
+        let sequence = match period {
+            Some(p) => format!("workflow:{workflow}:{p}"),
+            None => format!("workflow:{workflow}"),
+        };
+        let seq = match self.store.submit(flowform_store::Job::NextSequence(sequence))? {
+            flowform_store::CommitOutcome::Sequence(n) => n,
+            other => return Err(CommandError::Internal(format!("the number sequence answered {other:?}"))),
+        };
+        Ok(flowform_core::records::fill(template, data, Some(seq), &local))
     }
 
     /// Takes transition `name` on instance `id`.

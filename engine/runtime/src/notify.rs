@@ -28,7 +28,7 @@ pub fn template_context(bundle: &Bundle, instance: &Instance, actor: &str, event
     json!({
         "record": record,
         "instance": {
-            "id": instance.id, "workflow": instance.workflow,
+            "id": instance.id, "number": instance.number.clone().unwrap_or_else(|| instance.id.clone()), "workflow": instance.workflow,
             "workflow_title": wf.map(|w| w.title.get("zh-CN", &w.name).to_string()),
             "state": instance.state, "state_label": state_label, "version": instance.version,
             "due_at": instance.due_at, "overdue": instance.overdue, "assignment": instance.assignment,

@@ -47,6 +47,7 @@ pub fn instance(i: &Instance, available: Vec<AvailableTransition>, bundle: Optio
     let state_label = bundle.and_then(|b| b.workflow(&i.workflow)).and_then(|w| w.state(&i.state)).map(|s| s.label.clone());
     json!({
         "id": i.id,
+        "number": i.number,
         "workflow": i.workflow,
         "bundle_version": i.bundle_version,
         "version": i.version,

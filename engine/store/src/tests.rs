@@ -7,6 +7,7 @@ use std::sync::Arc;
 fn instance(id: &str, version: u64, state: &str) -> Instance {
     Instance {
         id: id.into(),
+        number: None,
         workflow: "w".into(),
         bundle_version: "b1".into(),
         version,

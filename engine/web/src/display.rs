@@ -86,9 +86,13 @@ pub fn countdown(due: &str, now: Timestamp, lang: Lang) -> (String, bool) {
     (text, overdue)
 }
 
-/// The number people read and say: the day it was started (app's zone) and
-/// four characters of its id, e.g. `20261130-7K3F`.
+/// The number people read and say: the workflow's `number` (e.g.
+/// `WX-20261130-0007`), else the day it was started (app's zone) and four
+/// characters of its id, e.g. `20261130-7K3F`.
 pub fn number(i: &Instance, tz: &TimeZone) -> String {
+    if let Some(n) = &i.number {
+        return n.clone();
+    }
     let day = parse(&i.created_at).map(|t| t.to_zoned_datetime(tz.clone()).strftime("%Y%m%d").to_string()).unwrap_or_default();
     let tail: String = i.id.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("{day}-{tail}")

@@ -37,7 +37,9 @@ async fn a_lift_entrapment_reminds_at_5_minutes_escalates_at_20_and_breaches_at_
     assert_eq!(inbox(&mut app, "tech_sun").await, vec!["accept_reminder", "dispatched"], "the elevator team is reminded at 5 minutes");
     assert!(inbox(&mut app, "tech_wang").await.is_empty(), "other teams are not");
     let item = &app.get("/api/v1/inbox", "tech_sun").await.expect(200)["items"][0];
-    assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{id} 门诊楼 2 号电梯"));
+    // Titles name the order by its readable number, never its id.
+    assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{} 门诊楼 2 号电梯", wo["number"].as_str().unwrap()));
+    assert!(wo["number"].as_str().unwrap().starts_with("WX-20261125-"), "{wo}");
     assert!(item["body"].as_str().unwrap().contains("2026-11-25T01:30:00.000Z"));
 
     app.clock.advance(SignedDuration::from_mins(15));
@@ -222,7 +224,7 @@ async fn a_webhook_that_fails_twice_gets_exactly_one_copy_and_never_slows_the_co
     assert_eq!(got.len(), 1);
     let body: Value = serde_json::from_str(&got[0]).unwrap();
     assert_eq!(body["msgtype"], "text");
-    assert_eq!(body["text"]["content"], format!("【升级】{} 超时未接单", wo["id"].as_str().unwrap()));
+    assert_eq!(body["text"]["content"], format!("【升级】{} 超时未接单", wo["number"].as_str().unwrap()));
     let all = app.get("/api/v1/admin/outbox", "admin").await.expect(200);
     let item = &wecom(&all)[0];
     assert_eq!((item["status"].as_str(), item["attempts"].as_u64(), item["last_error"].as_str()), (Some("delivered"), Some(3), None));

@@ -455,3 +455,30 @@ async fn a_form_filled_from_the_address_names_only_what_the_user_may_read() {
     let form = page(&app, &cookie, &format!("/start/requisition?work_order={id}")).await.text();
     assert!(form.contains(&number), "an admin sees its number");
 }
+
+#[tokio::test]
+async fn orders_get_readable_numbers_counted_per_day_in_the_app_zone() {
+    let mut app = TestApp::hospital();
+    let first = app.start_instance("repair", "nurse_li", report(json!([]))).await.expect(201);
+    let second = app.start_instance("repair", "nurse_li", report(json!([]))).await.expect(201);
+    // 2026-11-25T01:00Z is 09:00 in Shanghai.
+    assert_eq!(first["number"], "WX-20261125-0001");
+    assert_eq!(second["number"], "WX-20261125-0002");
+    // 17:00Z is already the next day in Shanghai: the count starts again.
+    app.clock.advance(jiff::SignedDuration::from_hours(16));
+    let next_day = app.start_instance("repair", "nurse_li", report(json!([]))).await.expect(201);
+    assert_eq!(next_day["number"], "WX-20261126-0001");
+    let stored = app.get(&format!("/api/v1/instances/{}", first["id"].as_str().unwrap()), "nurse_li").await.expect(200);
+    assert_eq!(stored["number"], "WX-20261125-0001", "kept with the instance");
+}
+
+#[tokio::test]
+async fn a_number_template_must_count_and_name_only_start_fields() {
+    let mut app = TestApp::hospital_copy();
+    app.edit("definitions/workflows/repair.yaml", "number: \"WX-{yyyyMMdd}-{seq:4}\"", "number: \"WX-{yyyyMMdd}-{asset_code}\"");
+    let r = app.post("/api/v1/admin/reload", "admin", json!({})).await.expect(200);
+    assert_eq!(r["status"], "rejected", "{r}");
+    let codes: Vec<&str> = r["diagnostics"].as_array().unwrap().iter().filter_map(|d| d["code"].as_str()).collect();
+    assert_eq!(codes, vec!["invalid_value", "unknown_field"], "{r}");
+    assert_eq!(r["diagnostics"][1]["hint"], "did you mean `asset`?", "{r}");
+}
