@@ -30,8 +30,10 @@ pub enum Rejection {
     NotInThisState { transition: String, state: String, allowed_from: Vec<String> },
     #[error("{0}")]
     Forbidden(String),
-    #[error("the condition of `{transition}` is not met: {condition}")]
-    GuardFailed { transition: String, condition: String },
+    /// The transition's `when` is false; `message` is its localized `message`
+    /// (never the condition's source).
+    #[error("{message}")]
+    GuardFailed { transition: String, message: String },
     #[error("the submitted data is not valid")]
     InvalidInput(Vec<FieldError>),
     #[error("{0}")]
@@ -103,8 +105,32 @@ fn role_list(roles: &[Sp<String>]) -> String {
     roles.iter().map(|r| format!("`{}`", r.value)).collect::<Vec<_>>().join(", ")
 }
 
+/// What a command reads besides the instance and its input, handed in by
+/// the caller so that the decision stays pure and can be replayed: the
+/// records it refers to, as `{TYPE: {ID: {fields…, id, title, archived}}}`
+/// (rules read them with `lookup(type, id)` and `find(type, filter)`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reads {
+    pub records: Value,
+}
+
 /// Starts an instance. `id` comes from the caller (the runtime generates it).
 pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor, now: &str, id: &str, lang: Lang) -> Result<Outcome, Rejection> {
+    start_with(bundle, workflow_name, input, actor, now, id, lang, &Reads::default())
+}
+
+/// [`start`] with the records the command reads.
+#[allow(clippy::too_many_arguments)]
+pub fn start_with(
+    bundle: &Bundle,
+    workflow_name: &str,
+    input: &Value,
+    actor: &Actor,
+    now: &str,
+    id: &str,
+    lang: Lang,
+    reads: &Reads,
+) -> Result<Outcome, Rejection> {
     let wf = workflow(bundle, workflow_name)?;
     if !roles_allow(&wf.start.roles, actor, None) {
         return Err(Rejection::Forbidden(format!("starting `{}` needs one of the roles {}", wf.name, role_list(&wf.start.roles))));
@@ -129,7 +155,7 @@ pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor,
         moved: Vec::new(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
-    let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang)?;
+    let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
     finish(bundle, &before, after, EventKind::Started, None, None, cleaned, postings, actor, now)
 }
 
@@ -155,10 +181,30 @@ fn transition_from_here<'b>(bundle: &'b Bundle, instance: &Instance, name: &str)
 
 /// Takes a named transition on an instance.
 pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Outcome, Rejection> {
+    transition_with(bundle, instance, name, input, actor, now, lang, &Reads::default())
+}
+
+/// [`transition`] with the records the command reads.
+#[allow(clippy::too_many_arguments)]
+pub fn transition_with(
+    bundle: &Bundle,
+    instance: &Instance,
+    name: &str,
+    input: &Value,
+    actor: &Actor,
+    now: &str,
+    lang: Lang,
+    reads: &Reads,
+) -> Result<Outcome, Rejection> {
     let (wf, t) = transition_from_here(bundle, instance, name)?;
-    permitted(bundle, wf, t, instance, actor, now)?;
     let form = t.form.as_ref().map(|f| f.value.as_str());
-    let (mut after, cleaned, postings) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang)?;
+    // Roles and teams first; then the guard, which sees the validated input.
+    let guard_input = match (&t.when, form.and_then(|f| bundle.form(f))) {
+        (Some(_), Some(f)) if roles_and_teams(t, instance, actor).is_ok() => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
+        _ => Value::Object(Map::new()),
+    };
+    permitted(bundle, wf, t, instance, actor, now, &guard_input, reads, lang)?;
+    let (mut after, cleaned, postings) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang, reads)?;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }
@@ -170,8 +216,8 @@ pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Valu
     Ok(outcome)
 }
 
-/// Roles, teams and the `when` guard.
-fn permitted(bundle: &Bundle, wf: &WorkflowDef, t: &TransitionDef, instance: &Instance, actor: &Actor, now: &str) -> Result<(), Rejection> {
+/// Roles and teams of a transition.
+fn roles_and_teams(t: &TransitionDef, instance: &Instance, actor: &Actor) -> Result<(), Rejection> {
     if !roles_allow(&t.roles, actor, Some(instance)) {
         let relational: Vec<&str> = t.roles.iter().map(|r| r.value.as_str()).filter(|r| RELATIONAL_ROLES.contains(r)).collect();
         let mut msg = format!("`{}` needs one of the roles {}", t.name, role_list(&t.roles));
@@ -183,10 +229,40 @@ fn permitted(bundle: &Bundle, wf: &WorkflowDef, t: &TransitionDef, instance: &In
     if !t.teams.is_empty() && !t.teams.iter().any(|team| actor.teams.contains(&team.value)) {
         return Err(Rejection::Forbidden(format!("`{}` is for members of {}", t.name, role_list(&t.teams))));
     }
-    if let Some(when) = &t.when {
-        let ctx = ScriptContext { record: record_json(instance), input: Value::Object(Map::new()), actor: actor_json(actor), now: now.to_string() };
+    Ok(())
+}
+
+/// Roles, teams and the `when` guard (with the command's input; empty when
+/// listing what one may do).
+#[allow(clippy::too_many_arguments)]
+fn permitted(
+    bundle: &Bundle,
+    wf: &WorkflowDef,
+    t: &TransitionDef,
+    instance: &Instance,
+    actor: &Actor,
+    now: &str,
+    input: &Value,
+    reads: &Reads,
+    lang: Lang,
+) -> Result<(), Rejection> {
+    roles_and_teams(t, instance, actor)?;
+    if t.when.is_some() {
+        let ctx = ScriptContext {
+            record: record_json(instance),
+            input: input.clone(),
+            actor: actor_json(actor),
+            now: now.to_string(),
+            records: reads.records.clone(),
+        };
         if !bundle.rules.run_guard(&guard_key(&wf.name, &t.name), &ctx)? {
-            return Err(Rejection::GuardFailed { transition: t.name.clone(), condition: when.value.clone() });
+            let label = t.label.get(lang.code(), &t.name);
+            let message = match (t.when_message.is_empty(), lang) {
+                (false, _) => t.when_message.get(lang.code(), "").to_string(),
+                (true, Lang::En) => format!("“{label}” cannot be done now: its conditions are not met"),
+                (true, Lang::ZhCn) => format!("当前不满足“{label}”的条件"),
+            };
+            return Err(Rejection::GuardFailed { transition: t.name.clone(), message });
         }
     }
     Ok(())
@@ -203,6 +279,7 @@ fn apply(
     actor: &Actor,
     now: &str,
     lang: Lang,
+    reads: &Reads,
 ) -> Result<(Instance, Value, Vec<Posting>), Rejection> {
     let cleaned = match form.and_then(|f| bundle.form(f)) {
         Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
@@ -225,7 +302,13 @@ fn apply(
             after.data.insert(k.clone(), v.clone());
         }
     }
-    let ctx = |inst: &Instance| ScriptContext { record: record_json(inst), input: cleaned.clone(), actor: actor_json(actor), now: now.to_string() };
+    let ctx = |inst: &Instance| ScriptContext {
+        record: record_json(inst),
+        input: cleaned.clone(),
+        actor: actor_json(actor),
+        now: now.to_string(),
+        records: reads.records.clone(),
+    };
     if let Some(script) = &hooks.validate {
         let errors = field_errors(bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?;
         if !errors.is_empty() {
@@ -414,7 +497,7 @@ pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor
     wf.transitions
         .iter()
         .filter(|t| t.from.iter().any(|f| f.value == instance.state))
-        .filter(|t| permitted(bundle, wf, t, instance, actor, now).is_ok())
+        .filter(|t| permitted(bundle, wf, t, instance, actor, now, &Value::Object(Map::new()), &Reads::default(), Lang::En).is_ok())
         .map(|t| AvailableTransition {
             name: t.name.clone(),
             label: t.label.clone(),
@@ -506,7 +589,7 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     for (k, v) in set {
         base.data.insert(k.clone(), v.clone());
     }
-    let (mut after, _, postings) = apply(bundle, &base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En)?;
+    let (mut after, _, postings) = apply(bundle, &base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En, &Reads::default())?;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }

@@ -20,6 +20,6 @@ pub mod timers;
 pub mod visibility;
 
 pub use bundle::{Bundle, compile};
-pub use decide::{AvailableTransition, Outcome, Rejection, available_transitions, start, transition};
+pub use decide::{AvailableTransition, Outcome, Reads, Rejection, available_transitions, start, start_with, transition, transition_with};
 pub use flowform_forms::{FieldError, Lang};
 pub use instance::{Actor, Assignment, Change, Effect, Event, EventKind, Instance};

@@ -481,8 +481,12 @@ pub struct TransitionDef {
     pub to: Option<Sp<String>>,
     pub roles: Vec<Sp<String>>,
     pub teams: Vec<Sp<String>>,
-    /// A Rhai expression that must be true.
+    /// A Rhai expression that must be true (it sees `record`, `input`, `actor`,
+    /// `now`, `lookup` and `find`).
     pub when: Option<Sp<String>>,
+    /// What the user is told when `when` is false (`when: {condition, message}`);
+    /// never the condition's source.
+    pub when_message: Label,
     pub form: Option<Sp<String>>,
     pub hooks: Hooks,
     pub assign: Option<Assign>,

@@ -418,7 +418,20 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
     let to = map.get("to").and_then(|n| r.name(n, "the target state"));
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     let teams = map.get("teams").map(|n| r.name_list(n, "a team")).unwrap_or_default();
-    let when = map.get("when").and_then(|n| r.string(n, "`when` (a Rhai condition)"));
+    // `when: "condition"`, or `when: {condition: "...", message: {zh-CN: ..., en: ...}}`.
+    let (when, when_message) = match map.get("when") {
+        Some(n) if matches!(n.value, Value::Map(_)) => match r.map(n, "`when`") {
+            Some(m) => {
+                let condition = m.require(r, "condition", "`when`").and_then(|c| r.string(c, "`condition` (a Rhai condition)"));
+                let message = m.get("message").and_then(|l| r.label(l, "the message")).unwrap_or_default();
+                m.finish(r, "`when`");
+                (condition, message)
+            }
+            None => (None, Label::default()),
+        },
+        Some(n) => (r.string(n, "`when` (a Rhai condition)"), Label::default()),
+        None => (None, Label::default()),
+    };
     let form = map.get("form").and_then(|n| r.name(n, "the form name"));
     let hooks = load_hooks(r, &map);
     let assign = map.get("assign").and_then(|n| r.string(n, "`assign`")).and_then(|s| match s.value.as_str() {
@@ -438,7 +451,21 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
     let what = name.as_ref().map_or_else(|| "a transition".to_string(), |n| format!("transition `{}`", n.value));
     map.finish(r, &what);
     let name = name?;
-    Some(TransitionDef { label: label.or_name(&name.value), name: name.value, pos: name.pos, from, to, roles, teams, when, form, hooks, assign, notify })
+    Some(TransitionDef {
+        label: label.or_name(&name.value),
+        name: name.value,
+        pos: name.pos,
+        from,
+        to,
+        roles,
+        teams,
+        when,
+        when_message,
+        form,
+        hooks,
+        assign,
+        notify,
+    })
 }
 
 fn load_form(r: &mut Reader, root: &Node) -> Option<FormDef> {

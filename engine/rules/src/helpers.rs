@@ -2,7 +2,45 @@
 //! strings and small string utilities. None of them reads the clock: `now` is
 //! passed in.
 
-use rhai::{Engine, EvalAltResult, Position};
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use serde_json::Value;
+use std::cell::RefCell;
+
+thread_local! {
+    /// The records the command running on this thread was handed (see
+    /// [`crate::ScriptContext::records`]): what `lookup` and `find` read.
+    static RECORDS: RefCell<Value> = const { RefCell::new(Value::Null) };
+}
+
+/// Runs `f` with `records` readable by `lookup`/`find` on this thread.
+pub(crate) fn with_records<T>(records: &Value, f: impl FnOnce() -> T) -> T {
+    let previous = RECORDS.with(|r| r.replace(records.clone()));
+    let out = f();
+    RECORDS.with(|r| *r.borrow_mut() = previous);
+    out
+}
+
+fn to_dynamic(v: &Value) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+/// `lookup(type, id)`: the record (its fields, `id`, `title`, `archived`), or `()`.
+fn lookup(record_type: &str, id: &str) -> Dynamic {
+    RECORDS.with(|r| r.borrow().get(record_type).and_then(|t| t.get(id)).map_or(Dynamic::UNIT, to_dynamic))
+}
+
+/// `find(type, #{field: value, ...})`: the records of the snapshot whose fields equal the given values.
+fn find(record_type: &str, filter: rhai::Map) -> Result<rhai::Array, Box<EvalAltResult>> {
+    let filter: serde_json::Map<String, Value> =
+        filter.into_iter().map(|(k, v)| Ok((k.to_string(), rhai::serde::from_dynamic::<Value>(&v)?))).collect::<Result<_, Box<EvalAltResult>>>()?;
+    Ok(RECORDS.with(|r| {
+        r.borrow()
+            .get(record_type)
+            .and_then(Value::as_object)
+            .map(|records| records.values().filter(|rec| filter.iter().all(|(k, v)| rec.get(k) == Some(v))).map(to_dynamic).collect())
+            .unwrap_or_default()
+    }))
+}
 
 fn parse(ts: &str) -> Result<jiff::Timestamp, Box<EvalAltResult>> {
     ts.parse::<jiff::Timestamp>().map_err(|e| Box::new(EvalAltResult::ErrorRuntime(format!("`{ts}` is not a time: {e}").into(), Position::NONE)))
@@ -15,6 +53,9 @@ fn add_seconds(ts: &str, secs: i64) -> Result<String, Box<EvalAltResult>> {
 }
 
 pub(crate) fn register(engine: &mut Engine) {
+    engine.register_fn("lookup", lookup);
+    engine.register_fn("lookup", |_: &str, _: ()| Dynamic::UNIT);
+    engine.register_fn("find", find);
     engine.register_fn("add_minutes", |ts: &str, n: i64| add_seconds(ts, n.saturating_mul(60)));
     engine.register_fn("add_hours", |ts: &str, n: i64| add_seconds(ts, n.saturating_mul(3600)));
     engine.register_fn("add_days", |ts: &str, n: i64| add_seconds(ts, n.saturating_mul(86400)));

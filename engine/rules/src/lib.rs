@@ -29,6 +29,10 @@ pub struct ScriptContext {
     pub actor: Value,
     /// The command's time, RFC 3339.
     pub now: String,
+    /// The records the command reads, handed in by the runtime so the
+    /// decision stays pure: `{TYPE: {ID: {fields…, id, title, archived}}}`.
+    /// `lookup(type, id)` and `find(type, filter)` read them.
+    pub records: Value,
 }
 
 /// Which script failed, where, and why.
@@ -164,7 +168,9 @@ impl RuleSet {
             scope.push_constant_dynamic(k, d);
         }
         scope.push_constant("now", ctx.now.clone());
-        let result = sandbox::with_deadline(self.wall_limit, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast));
+        let result = helpers::with_records(&ctx.records, || {
+            sandbox::with_deadline(self.wall_limit, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast))
+        });
         let error_at = |pos: rhai::Position, kind, message: String| {
             let (line, column) = (pos.line().unwrap_or(1) as u32, pos.position().unwrap_or(1) as u32);
             RuleError {
@@ -225,7 +231,7 @@ fn declared_scope() -> Scope<'static> {
 
 fn syntax_hint(message: &str) -> Option<String> {
     if message.contains("Variable not found") || message.contains("Undefined variable") {
-        Some("scripts can use `record`, `input`, `actor`, `now` and variables they define with `let`".into())
+        Some("scripts can use `record`, `input`, `actor`, `now`, `lookup(type, id)`, `find(type, filter)` and variables they define with `let`".into())
     } else if message.contains("eval") {
         Some("`eval` is disabled in rules".into())
     } else if message.contains("import") {

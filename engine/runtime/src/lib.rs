@@ -280,12 +280,62 @@ impl Runtime {
         let bundle = self.bundle();
         let now = self.now();
         let id = self.new_id();
-        let mut outcome = flowform_core::start(&bundle, workflow, input, actor, &now, &id, opts.lang)?;
+        let reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
+        let mut outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
         if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
             outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data)?);
         }
         let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
         Ok(Err((self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?, id)))
+    }
+
+    /// The records a command reads: every record its instance's data and its
+    /// input refer to (`ref` fields of the workflow's forms), and the records
+    /// those refer to in turn (an asset's location); instances of a workflow
+    /// `record:` kind as their data with `id`, `state` and `number`. Read
+    /// before deciding, handed to the pure core (rules' `lookup`/`find`).
+    fn reads(&self, bundle: &Bundle, workflow: &str, data: &serde_json::Map<String, Value>, input: &Value) -> Result<flowform_core::Reads, CommandError> {
+        let mut merged = data.clone();
+        if let Value::Object(m) = input {
+            merged.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut wanted = flowform_core::records::instance_references(bundle, workflow, &merged);
+        let mut records: serde_json::Map<String, Value> = serde_json::Map::new();
+        for depth in 0..2 {
+            let mut next = Vec::new();
+            for (kind, id) in std::mem::take(&mut wanted) {
+                if records.get(&kind).and_then(|t| t.get(&id)).is_some() {
+                    continue;
+                }
+                let entry = if bundle.model.record_types.contains_key(&kind) {
+                    self.store.record(&kind, &id)?.map(|r| {
+                        if depth == 0
+                            && let Some(form) = bundle.model.record_types.get(&kind).and_then(|t| bundle.form(&t.form.value))
+                        {
+                            next.extend(flowform_core::records::references(&form.def.fields, &r.data));
+                        }
+                        let mut m = r.data.clone();
+                        m.insert("id".into(), serde_json::json!(r.id));
+                        m.insert("title".into(), serde_json::json!(r.title));
+                        m.insert("archived".into(), serde_json::json!(r.archived));
+                        Value::Object(m)
+                    })
+                } else {
+                    self.store.instance(&id)?.filter(|i| bundle.workflow(&i.workflow).and_then(|w| w.record.as_deref()) == Some(kind.as_str())).map(|i| {
+                        let mut m = i.data.clone();
+                        m.insert("id".into(), serde_json::json!(i.id));
+                        m.insert("state".into(), serde_json::json!(i.state));
+                        m.insert("number".into(), serde_json::json!(i.number));
+                        Value::Object(m)
+                    })
+                };
+                if let Some(entry) = entry {
+                    records.entry(kind).or_insert_with(|| Value::Object(serde_json::Map::new()))[&id] = entry;
+                }
+            }
+            wanted = next;
+        }
+        Ok(flowform_core::Reads { records: Value::Object(records) })
     }
 
     /// The readable number of a new instance: the template filled with the
@@ -324,7 +374,8 @@ impl Runtime {
             }
             let bundle = self.bundle_for_async(&instance.bundle_version).await?;
             let now = self.now();
-            let outcome = flowform_core::transition(&bundle, &instance, name, input, actor, &now, opts.lang)?;
+            let reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
+            let outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
             let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
             let write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
             match self.commit(write).await? {

@@ -104,12 +104,12 @@ async fn a_work_order_goes_from_report_to_closed_with_full_history() {
     assert!(early["details"][0]["message"].as_str().unwrap().contains("check in"), "{early}");
 
     app.clock.advance(jiff::SignedDuration::from_mins(15));
-    let v = app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-5F-502"}})).await.expect(200);
+    let v = app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000101"}})).await.expect(200);
     assert_eq!(v["state"], "in_progress");
     assert_eq!(v["data"]["response_minutes"], 25);
     // Regression: the check-in place once had the report's field name and overwrote it.
     assert_eq!(v["data"]["location"], "住院楼 5 层 502 室");
-    assert_eq!(v["data"]["check_in_place"], json!({"tag": "RFID-5F-502"}));
+    assert_eq!(v["data"]["check_in_place"], json!({"tag": "RFID-EQ-000101"}));
 
     let bad = app.transition(&wo_id, "complete", "tech_wang", json!({"fault_cause": "wear"})).await.expect(422);
     assert_eq!(bad["details"][0]["field"], "work_notes");
@@ -205,7 +205,7 @@ async fn reopening_re_dispatches() {
     let wo = started(&mut app).await;
     let wo_id = id(&wo);
     app.transition(&wo_id, "accept", "tech_wang", json!({})).await.expect(200);
-    app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "QR-1"}})).await.expect(200);
+    app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000101"}})).await.expect(200);
     app.transition(&wo_id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "cleaned the filter"})).await.expect(200);
     let v = app.transition(&wo_id, "reopen", "nurse_li", json!({"reason": "still too warm"})).await.expect(200);
     assert_eq!(v["state"], "unaccepted");

@@ -74,7 +74,7 @@ async fn instances_keep_the_version_they_started_on_also_after_a_restart() {
     let mut app = app.restart();
     app.transition(&old, "record_work", "tech_wang", findings.clone()).await.expect(200);
     assert_eq!(app.transition(&new, "record_work", "tech_wang", findings).await.expect(404)["code"], "unknown_transition");
-    app.transition(&new, "check_in", "tech_wang", json!({"place": {"tag": "RFID-1"}})).await.expect(200);
+    app.transition(&new, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000101"}})).await.expect(200);
     let versions = app.get("/api/v1/bundle/versions", "admin").await.expect(200);
     assert_eq!(versions["versions"].as_array().unwrap().len(), 3);
 }
@@ -190,7 +190,7 @@ async fn a_migration_that_would_strand_instances_is_refused_and_a_mapping_makes_
     );
     assert_eq!(last["input"]["to_version"], to.as_str());
     assert_eq!(last["input"]["mapping"], json!({"in_progress": "working"}));
-    app.transition(&id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-1"}})).await.expect(200);
+    app.transition(&id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000101"}})).await.expect(200);
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ async fn an_unanswered_work_order_closes_after_72_hours_as_unverified() {
         .expect(201);
     let id = wo["id"].as_str().unwrap().to_string();
     app.transition(&id, "accept", "tech_wang", json!({})).await.expect(200);
-    app.transition(&id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-1"}})).await.expect(200);
+    app.transition(&id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000101"}})).await.expect(200);
     app.transition(&id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "更换风机电容"})).await.expect(200);
     assert!(inbox(&mut app, "nurse_li").await.contains(&"please_confirm".to_string()));
     app.clock.advance(SignedDuration::from_hours(71));

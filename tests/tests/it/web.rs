@@ -482,3 +482,23 @@ async fn a_number_template_must_count_and_name_only_start_fields() {
     assert_eq!(codes, vec!["invalid_value", "unknown_field"], "{r}");
     assert_eq!(r["diagnostics"][1]["hint"], "did you mean `asset`?", "{r}");
 }
+
+#[tokio::test]
+async fn a_refused_guard_says_why_in_the_users_language_and_never_shows_its_source() {
+    let mut app = TestApp::hospital_copy();
+    // Technicians may read every order here, so the guard (not visibility) answers.
+    app.edit("definitions/workflows/repair.yaml", "role:dispatcher, role:manager]", "role:dispatcher, role:manager, role:technician]");
+    app.post("/api/v1/admin/reload", "admin", json!({})).await.expect(200);
+    let order = app.start_instance("repair", "nurse_li", report(json!([]))).await.expect(201);
+    let id = order["id"].as_str().unwrap().to_string();
+    // An elevator technician may not accept an HVAC order.
+    let zh = app
+        .request(Method::POST, &format!("/api/v1/instances/{id}/transitions/accept"), Some("tech_sun"), Some(json!({})), &[("accept-language", "zh-CN")])
+        .await;
+    assert_eq!((zh.status.as_u16(), zh.body["code"].as_str()), (403, Some("guard_failed")), "{}", zh.body);
+    assert_eq!(zh.body["message"], "该工单已派给其他班组，只有该班组的维修人员可以接单");
+    let en =
+        app.request(Method::POST, &format!("/api/v1/instances/{id}/transitions/accept"), Some("tech_sun"), Some(json!({})), &[("accept-language", "en")]).await;
+    assert_eq!(en.body["message"], "This order is dispatched to another team; only its technicians may accept it");
+    assert!(!en.body.to_string().contains("actor.teams"), "no script source in the answer: {}", en.body);
+}
