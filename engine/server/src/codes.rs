@@ -45,7 +45,7 @@ codes! {
     InvalidIdempotencyKey = (BAD_REQUEST, "invalid_idempotency_key", "an empty or over-long `Idempotency-Key`"),
     Unauthorized = (UNAUTHORIZED, "unauthorized", "no token or session, or one that is not valid (unknown, expired, revoked, user disabled)"),
     Forbidden = (FORBIDDEN, "forbidden", "the actor lacks the role or team the transition, record operation or route needs"),
-    GuardFailed = (FORBIDDEN, "guard_failed", "the transition's `when` condition is false"),
+    GuardFailed = (FORBIDDEN, "guard_failed", "the transition's `when` condition is false (the message is its `message`, in the user's language)"),
     CsrfFailed = (FORBIDDEN, "csrf_failed", "a change sent with the session cookie but without the page's CSRF token, or from another site"),
     NotFound = (NOT_FOUND, "not_found", "no such thing (also: an instance the caller may not read)"),
     UnknownWorkflow = (NOT_FOUND, "unknown_workflow", "no such workflow"),
