@@ -93,10 +93,38 @@ impl RuleSet {
         let scope = declared_scope();
         let mut scripts = HashMap::new();
         let mut diags = Vec::new();
-        for script in model.scripts.values() {
+        // Shared code: the functions of rules/lib/*.rhai, available to every script and guard.
+        let mut library = AST::empty();
+        for script in model.scripts.values().filter(|s| is_library(&s.name)) {
+            match engine.compile_with_scope(&scope, &script.text) {
+                Ok(ast) if <AST as AsRef<[_]>>::as_ref(&ast).is_empty() => library = library.merge(&ast),
+                Ok(_) => {
+                    // The first line that is not a function, a comment or blank.
+                    let line = first_statement_line(&script.text);
+                    diags.push(
+                        Diagnostic::new(
+                            &script.file,
+                            Pos::new(line, 1),
+                            "rhai_library",
+                            "a file under rules/lib/ holds only functions (`fn name(…) { … }`)".to_string(),
+                        )
+                        .with_hint(Some("move this statement into a script, or into a function".into())),
+                    );
+                }
+                Err(e) => {
+                    let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
+                    diags.push(
+                        Diagnostic::new(&script.file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0))
+                            .with_hint(syntax_hint(&e.0.to_string())),
+                    );
+                }
+            }
+        }
+        let with_library = |ast: AST| if library.iter_functions().next().is_some() { library.merge(&ast) } else { ast };
+        for script in model.scripts.values().filter(|s| !is_library(&s.name)) {
             match engine.compile_with_scope(&scope, &script.text) {
                 Ok(ast) => {
-                    scripts.insert(script.name.clone(), Compiled { ast, file: script.file.clone(), origin: Pos::new(0, 0) });
+                    scripts.insert(script.name.clone(), Compiled { ast: with_library(ast), file: script.file.clone(), origin: Pos::new(0, 0) });
                 }
                 Err(e) => {
                     let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
@@ -113,7 +141,7 @@ impl RuleSet {
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
                         let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
-                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast, file: wf.file.clone(), origin });
+                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast: with_library(ast), file: wf.file.clone(), origin });
                     }
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
@@ -131,7 +159,7 @@ impl RuleSet {
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
                         let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
-                        scripts.insert(trigger_key(&rt.name, i), Compiled { ast, file: rt.file.clone(), origin });
+                        scripts.insert(trigger_key(&rt.name, i), Compiled { ast: with_library(ast), file: rt.file.clone(), origin });
                     }
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
@@ -215,6 +243,25 @@ impl RuleSet {
             }
         }
     }
+}
+
+/// Roughly where a library's first statement is: the first line at the top
+/// level (outside braces) that is not blank, a comment or a `fn`.
+fn first_statement_line(text: &str) -> u32 {
+    let mut depth = 0i32;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if depth == 0 && !trimmed.is_empty() && !trimmed.starts_with("//") && !trimmed.starts_with("fn ") && !trimmed.starts_with("private fn ") {
+            return n as u32 + 1;
+        }
+        depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+    }
+    1
+}
+
+/// Scripts under `rules/lib/` are shared functions, not rules of their own.
+pub fn is_library(name: &str) -> bool {
+    name.starts_with("lib/")
 }
 
 /// The variables every script may use; with strict variables on, anything else

@@ -121,3 +121,17 @@ fn json_reaches_scripts_as_the_serde_conversion_gives_it() {
         assert_eq!(format!("{direct:?}"), format!("{via_serde:?}"), "{v}");
     }
 }
+
+#[test]
+fn library_functions_are_shared_and_libraries_hold_only_functions() {
+    let (set, diags) = rules(&[
+        ("rules/lib/util.rhai", "// shared\nfn double(x) { x * 2 }\nfn label(t) { `#${t}` }\n"),
+        ("rules/uses.rhai", "label(double(21))"),
+        ("definitions/app.yaml", "app: a\n"),
+    ]);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(set.run("uses", &ctx()).unwrap(), json!("#42"));
+    let (_, diags) = rules(&[("rules/lib/bad.rhai", "fn ok() { 1 }\n\nlet x = 1;\n")]);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!((diags[0].code, diags[0].line), ("rhai_library", 3));
+}
