@@ -393,7 +393,7 @@ fn import_checks_every_row_and_export_writes_csv_and_xlsx() {
 #[test]
 fn check_reports_a_template_variable_that_notifications_do_not_provide() {
     let dir = app_copy();
-    edit(dir.path(), "definitions/notifications/accepted.yaml", "{{actor.id}} 已接单", "{{technician}} 已接单");
+    edit(dir.path(), "definitions/notifications/accepted.yaml", "{{text.assignee}} 已接单", "{{technician}} 已接单");
     edit(dir.path(), "definitions/workflows/repair.yaml", "template: accepted }", "template: acceptd }");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1, "{out}");

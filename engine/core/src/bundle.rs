@@ -128,7 +128,35 @@ pub fn registry() -> handlebars::Handlebars<'static> {
     templates.register_helper("json", Box::new(json_helper));
     templates.register_helper("markdown", Box::new(markdown_helper));
     templates.register_helper("html", Box::new(html_helper));
+    templates.register_helper("time", Box::new(time_helper));
     templates
+}
+
+/// `{{time event.at}}`: an RFC 3339 time as `2026-11-30 14:05` in the app's
+/// time zone (`app.timezone` of the context); anything else as it is.
+fn time_helper(
+    h: &handlebars::Helper,
+    _: &handlebars::Handlebars,
+    ctx: &handlebars::Context,
+    _: &mut handlebars::RenderContext,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let value = h.param(0).map(|p| p.value().clone()).unwrap_or(serde_json::Value::Null);
+    let tz = ctx
+        .data()
+        .pointer("/app/timezone")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|t| jiff::tz::TimeZone::get(t).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let text = match &value {
+        serde_json::Value::String(s) => {
+            s.parse::<jiff::Timestamp>().map_or_else(|_| s.clone(), |t| t.to_zoned_datetime(tz).strftime("%Y-%m-%d %H:%M").to_string())
+        }
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    out.write(&text)?;
+    Ok(())
 }
 
 /// Text that a markdown renderer shows as written: markdown punctuation is

@@ -121,12 +121,12 @@ pub fn warnings(model: &Model) -> Vec<Diagnostic> {
 }
 
 /// What every template can use.
-pub const TEMPLATE_ROOTS: &[&str] = &["record", "instance", "actor", "event", "app", "title", "body"];
+pub const TEMPLATE_ROOTS: &[&str] = &["record", "text", "instance", "actor", "event", "app", "title", "body"];
 
 /// Finds `{{ path }}` uses whose first name is not something a notification provides.
 fn check_template_variables(file: &str, src: &Sp<String>, diags: &mut Vec<Diagnostic>) {
     const HELPERS: &[&str] =
-        &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len", "json", "markdown", "html"];
+        &["if", "unless", "each", "with", "lookup", "else", "this", "eq", "ne", "gt", "lt", "and", "or", "not", "len", "json", "markdown", "html", "time"];
     let text = &src.value;
     let mut rest = text.as_str();
     let mut offset = 0;

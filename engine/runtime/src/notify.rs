@@ -36,7 +36,11 @@ pub fn template_context(bundle: &Bundle, instance: &Instance, actor: &str, event
         },
         "actor": {"id": actor},
         "event": event,
-        "app": {"name": bundle.model.app.name, "title": bundle.model.app.title.get("zh-CN", &bundle.model.app.name)},
+        "app": {
+            "name": bundle.model.app.name,
+            "title": bundle.model.app.title.get("zh-CN", &bundle.model.app.name),
+            "timezone": bundle.model.app.timezone.as_ref().map(|t| t.value.clone()),
+        },
     })
 }
 
@@ -77,6 +81,82 @@ impl Runtime {
 
     /// Renders notifications: inbox items (one per recipient) and outbox items
     /// (one per webhook channel of the template).
+    /// Every field of an instance as people read it, for templates
+    /// (`{{text.priority}}` → 紧急): option labels, record titles, display
+    /// names, team labels, times in the app's zone, yes/no — in the app's
+    /// default language. Also `number`, `state`, `team`, `assignee`,
+    /// `requester`, `due_at`, `created_at`.
+    pub fn readable(&self, bundle: &Bundle, instance: &Instance) -> Value {
+        let lang = bundle.model.app.default_language.as_str();
+        let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let local = |ts: &str| {
+            ts.parse::<jiff::Timestamp>().map_or_else(|_| ts.to_string(), |t| t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string())
+        };
+        let mut out = serde_json::Map::new();
+        let forms = bundle
+            .workflow(&instance.workflow)
+            .map(|w| w.start.form.iter().chain(w.transitions.iter().filter_map(|t| t.form.as_ref())).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for form in forms.into_iter().filter_map(|f| bundle.form(&f.value)) {
+            for f in &form.def.fields {
+                if out.contains_key(&f.name) {
+                    continue;
+                }
+                let Some(v) = instance.data.get(&f.name) else { continue };
+                let text = match (f.field_type, v) {
+                    (flowform_model::FieldType::Enum, Value::String(s)) => {
+                        f.options.iter().find(|o| &o.value == s).map_or_else(|| s.clone(), |o| o.label.get(lang, s).to_string())
+                    }
+                    (flowform_model::FieldType::Enum, Value::Array(items)) => items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| f.options.iter().find(|o| o.value == s).map_or_else(|| s.to_string(), |o| o.label.get(lang, s).to_string()))
+                        .collect::<Vec<_>>()
+                        .join("、"),
+                    (flowform_model::FieldType::Ref, Value::String(id)) => match f.record.as_ref().map(|r| r.value.as_str()) {
+                        Some(t) if bundle.model.record_types.contains_key(t) => self.store.record(t, id).ok().flatten().map_or_else(|| id.clone(), |r| r.title),
+                        _ => self.store.instance(id).ok().flatten().and_then(|i| i.number).unwrap_or_else(|| id.clone()),
+                    },
+                    (flowform_model::FieldType::Datetime, Value::String(t)) => local(t),
+                    (flowform_model::FieldType::Boolean, Value::Bool(b)) => (if *b {
+                        if lang == "en" { "yes" } else { "是" }
+                    } else if lang == "en" {
+                        "no"
+                    } else {
+                        "否"
+                    })
+                    .to_string(),
+                    (_, Value::String(s)) => s.clone(),
+                    (_, Value::Number(n)) => n.to_string(),
+                    (flowform_model::FieldType::Files, Value::Array(items)) => {
+                        items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).collect::<Vec<_>>().join(", ")
+                    }
+                    (flowform_model::FieldType::Location, Value::Object(m)) => m.get("tag").and_then(Value::as_str).unwrap_or("").to_string(),
+                    _ => continue,
+                };
+                out.insert(f.name.clone(), json!(text));
+            }
+        }
+        let wf = bundle.workflow(&instance.workflow);
+        let team = instance.assignment.team.as_deref().map(|t| bundle.model.teams.get(t).map_or_else(|| t.to_string(), |d| d.label.get(lang, t).to_string()));
+        for (k, v) in [
+            ("number", Some(instance.number.clone().unwrap_or_else(|| instance.id.clone()))),
+            (
+                "state",
+                Some(wf.and_then(|w| w.state(&instance.state)).map_or_else(|| instance.state.clone(), |s| s.label.get(lang, &instance.state).to_string())),
+            ),
+            ("team", team),
+            ("assignee", instance.assignment.assignee.as_deref().map(|a| self.display_name(a))),
+            ("vendor", instance.assignment.vendor.clone()),
+            ("requester", Some(self.display_name(&instance.requester))),
+            ("due_at", instance.due_at.as_deref().map(local)),
+            ("created_at", Some(local(&instance.created_at))),
+        ] {
+            out.insert(k.into(), json!(v.unwrap_or_default()));
+        }
+        Value::Object(out)
+    }
+
     pub(crate) fn render_notifications(
         &self,
         bundle: &Bundle,
@@ -86,6 +166,7 @@ impl Runtime {
         event: Value,
     ) -> Result<(Vec<InboxItem>, Vec<OutboxItem>), CommandError> {
         let mut context = template_context(bundle, instance, actor, event);
+        context["text"] = self.readable(bundle, instance);
         let now = self.now();
         let mut items = Vec::new();
         let mut outbox = Vec::new();
@@ -291,12 +372,16 @@ impl Runtime {
                 .unwrap_or_default();
             record.entry("id").or_insert(json!(e.value));
             let context = json!({
-                "record": record,
-                "instance": {},
-                "actor": {"id": "system"},
-                "event": {"kind": e.kind, "ledger": e.ledger, "dimension": e.dimension, "value": e.value, "available": e.available, "minimum": e.minimum, "at": e.at},
-                "app": {"name": bundle.model.app.name, "title": bundle.model.app.title.get("zh-CN", &bundle.model.app.name)},
-            });
+                    "record": record,
+                    "instance": {},
+                    "actor": {"id": "system"},
+                    "event": {"kind": e.kind, "ledger": e.ledger, "dimension": e.dimension, "value": e.value, "available": e.available, "minimum": e.minimum, "at": e.at},
+                    "app": {
+                "name": bundle.model.app.name,
+                "title": bundle.model.app.title.get("zh-CN", &bundle.model.app.name),
+                "timezone": bundle.model.app.timezone.as_ref().map(|t| t.value.clone()),
+            },
+                });
             for spec in flowform_core::timers::notify_specs(&ledger.notify_below_threshold) {
                 let render = |part: &str| {
                     bundle.templates.render(&format!("{}.{part}", spec.template), &context).unwrap_or_else(|err| format!("template error: {}", err.reason()))

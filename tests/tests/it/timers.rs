@@ -40,7 +40,9 @@ async fn a_lift_entrapment_reminds_at_5_minutes_escalates_at_20_and_breaches_at_
     // Titles name the order by its readable number, never its id.
     assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{} 门诊楼 2 号电梯", wo["number"].as_str().unwrap()));
     assert!(wo["number"].as_str().unwrap().starts_with("WX-20261125-"), "{wo}");
-    assert!(item["body"].as_str().unwrap().contains("2026-11-25T01:30:00.000Z"));
+    // Times in the app's zone, options by their labels: 01:30Z is 09:30 in Shanghai.
+    let body = item["body"].as_str().unwrap();
+    assert!(body.contains("请在 2026-11-25 09:30 前接单") && body.contains("紧急程度:紧急") && !body.contains('Z'), "{body}");
 
     app.clock.advance(SignedDuration::from_mins(15));
     assert_eq!(fire(&app).await, 1);
