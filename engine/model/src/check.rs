@@ -350,7 +350,66 @@ fn err(diags: &mut Vec<Diagnostic>, file: &str, pos: Pos, code: &'static str, ms
     diags.push(Diagnostic::new(file, pos, code, msg).with_hint(hint));
 }
 
+/// `to: field:NAME` names a field of the workflow's forms holding a user id;
+/// `to: field:REF.NAME` a field of the record a `ref` field points at
+/// (`department.head`, `asset.responsible`).
+fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    let forms: Vec<&FormDef> =
+        wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref())).filter_map(|f| model.forms.get(&f.value)).collect();
+    let field = |name: &str| forms.iter().flat_map(|f| f.fields.iter()).find(|f| f.name == name);
+    let mut specs: Vec<&NotifyDef> = wf.on_assigned.iter().collect();
+    for t in &wf.transitions {
+        specs.extend(&t.notify);
+    }
+    for s in &wf.states {
+        specs.extend(&s.sla_notify);
+        for timer in &s.timers {
+            specs.extend(&timer.notify);
+        }
+    }
+    for spec in specs {
+        for to in &spec.to {
+            let Recipient::Field(path) = &to.value else { continue };
+            let (first, rest) = path.split_once('.').map_or((path.as_str(), None), |(a, b)| (a, Some(b)));
+            let names: Vec<&str> = forms.iter().flat_map(|f| f.fields.iter().map(|x| x.name.as_str())).collect();
+            let Some(f) = field(first) else {
+                err(
+                    diags,
+                    &wf.file,
+                    to.pos,
+                    "unknown_field",
+                    format!("`to: field:{path}` names `{first}`, which no form of `{}` has", wf.name),
+                    did_you_mean(first, names),
+                );
+                continue;
+            };
+            let Some(sub) = rest else { continue };
+            let target = f.record.as_ref().and_then(|r| model.record_types.get(&r.value)).and_then(|rt| model.forms.get(&rt.form.value));
+            match target {
+                None => err(
+                    diags,
+                    &wf.file,
+                    to.pos,
+                    "invalid_value",
+                    format!("`to: field:{path}`: `{first}` is not a reference to a record type"),
+                    Some("`field:REF.NAME` reads NAME of the record a `ref` field points at".into()),
+                ),
+                Some(form) if !form.fields.iter().any(|x| x.name == sub) => err(
+                    diags,
+                    &wf.file,
+                    to.pos,
+                    "unknown_field",
+                    format!("`to: field:{path}`: form `{}` has no field `{sub}`", form.name),
+                    did_you_mean(sub, form.fields.iter().map(|x| x.name.as_str())),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    check_recipient_fields(model, wf, diags);
     let checked_from = diags.len();
     let file = wf.file.as_str();
     let state_names: Vec<&str> = wf.states.iter().map(|s| s.name.as_str()).collect();

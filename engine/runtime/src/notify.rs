@@ -58,7 +58,24 @@ impl Runtime {
                 Recipient::User(u) => {
                     out.insert(u.clone());
                 }
-                Recipient::Field(f) => out.extend(instance.data.get(f).and_then(Value::as_str).map(str::to_string)),
+                Recipient::Field(f) => match f.split_once('.') {
+                    None => out.extend(instance.data.get(f).and_then(Value::as_str).map(str::to_string)),
+                    // `field:department.head`: the user named by a field of the record a `ref` field points at.
+                    Some((reference, name)) => {
+                        let bundle = self.bundle_for(&instance.bundle_version).unwrap_or_else(|_| self.bundle());
+                        let record_type =
+                            bundle.workflow(&instance.workflow).and_then(|w| {
+                                w.start.form.iter().chain(w.transitions.iter().filter_map(|t| t.form.as_ref())).filter_map(|f| bundle.form(&f.value)).find_map(
+                                    |form| form.def.fields.iter().find(|x| x.name == reference).and_then(|x| x.record.as_ref()).map(|r| r.value.clone()),
+                                )
+                            });
+                        if let (Some(t), Some(id)) = (record_type, instance.data.get(reference).and_then(Value::as_str))
+                            && let Some(r) = self.store.record(&t, id)?
+                        {
+                            out.extend(r.data.get(name).and_then(Value::as_str).map(str::to_string));
+                        }
+                    }
+                },
                 Recipient::Team | Recipient::Role(_) => {
                     if users.is_none() {
                         users = Some(self.actors());

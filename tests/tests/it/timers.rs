@@ -538,3 +538,24 @@ async fn a_failed_record_trigger_is_shown_to_admins() {
     app.request(axum::http::Method::DELETE, "/api/v1/admin/quarantine", Some("admin"), None, &[]).await.expect(200);
     assert_eq!(app.get("/api/v1/admin/quarantine", "admin").await.expect(200)["failed_triggers"].as_array().unwrap().len(), 0);
 }
+
+/// An escalation reaches a person named in a record: the asset's responsible
+/// engineer (`to: field:asset.responsible`), besides the roles.
+#[tokio::test]
+async fn an_escalation_reaches_the_engineer_the_asset_names() {
+    let mut app = TestApp::hospital();
+    let wo = app
+        .start_instance(
+            "repair",
+            "nurse_li",
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了", "priority": "urgent", "urgent_reason": "病房过热"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(app.runtime.record("asset", "EQ-000101").unwrap().data["responsible"], "tech_zhang");
+    let escalate_after = wo["data"]["escalate_after"].as_i64().unwrap_or(60);
+    app.clock.advance(SignedDuration::from_mins(escalate_after + 1));
+    while fire(&app).await > 0 {}
+    let titles = inbox(&mut app, "tech_zhang").await;
+    assert!(titles.contains(&"escalated".to_string()), "{titles:?}");
+}

@@ -502,3 +502,14 @@ async fn a_refused_guard_says_why_in_the_users_language_and_never_shows_its_sour
     assert_eq!(en.body["message"], "This order is dispatched to another team; only its technicians may accept it");
     assert!(!en.body.to_string().contains("actor.teams"), "no script source in the answer: {}", en.body);
 }
+
+#[tokio::test]
+async fn a_recipient_named_by_a_record_field_is_checked_across_files() {
+    let mut app = TestApp::hospital_copy();
+    app.edit("definitions/workflows/repair.yaml", "field:asset.responsible]", "field:asset.responsibel]");
+    let r = app.post("/api/v1/admin/reload", "admin", json!({})).await.expect(200);
+    assert_eq!(r["status"], "rejected", "{r}");
+    let d = &r["diagnostics"][0];
+    assert_eq!((d["code"].as_str(), d["hint"].as_str()), (Some("unknown_field"), Some("did you mean `responsible`?")), "{r}");
+    assert!(d["message"].as_str().unwrap().contains("form `asset` has no field `responsibel`"), "{r}");
+}
