@@ -19,7 +19,7 @@ fn report(i: usize) -> Value {
     json!({
         "asset": format!("EQ-{:06}", 101 + i % 50),
         "category": CATEGORIES[i % CATEGORIES.len()],
-        "department": "inpatient_ward",
+        "department": "D-WARD5",
         "location": "住院楼 5 层",
         "priority": if i.is_multiple_of(3) { "urgent" } else { "normal" },
         "urgent_reason": "影响病人",

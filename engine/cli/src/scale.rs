@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "medical_gas"];
-const DEPARTMENTS: [&str; 4] = ["icu", "inpatient_ward", "outpatient", "emergency"];
+const DEPARTMENTS: [&str; 4] = ["D-ICU", "D-WARD5", "D-OPD", "D-ER"];
 /// Instances per import job (one write transaction each).
 const BATCH: usize = 2_000;
 

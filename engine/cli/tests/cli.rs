@@ -166,7 +166,7 @@ fn serve_token_and_restart_keep_every_instance() {
     let nurse = token(data.path(), "nurse_li");
     let (status, _) = server.request("GET", "/api/v1/bundle", "wrong", None);
     assert_eq!(status, 401);
-    let report = r#"{"data":{"asset":"EQ-000101","category":"hvac","department":"icu","location":"住院楼 5 层","description":"空调不制冷,室温 30 度"}}"#;
+    let report = r#"{"data":{"asset":"EQ-000101","category":"hvac","department":"D-ICU","location":"住院楼 5 层","description":"空调不制冷,室温 30 度"}}"#;
     let (status, created) = server.request("POST", "/api/v1/workflows/repair/instances", &nurse, Some(report));
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
@@ -300,7 +300,7 @@ fn migrate_refuses_to_strand_instances_and_moves_them_with_a_mapping() {
     let server = Server::start_in(app.path(), data.path());
     let nurse = token(data.path(), "nurse_li");
     let tech = token(data.path(), "tech_wang");
-    let report = r#"{"data":{"asset":"EQ-000101","category":"hvac","department":"icu","location":"ICU","description":"空调不制冷了"}}"#;
+    let report = r#"{"data":{"asset":"EQ-000101","category":"hvac","department":"D-ICU","location":"ICU","description":"空调不制冷了"}}"#;
     let (_, created) = server.request("POST", "/api/v1/workflows/repair/instances", &nurse, Some(report));
     let id = created["id"].as_str().unwrap().to_string();
     server.request("POST", &format!("/api/v1/instances/{id}/transitions/accept"), &tech, Some(r#"{"data":{}}"#));

@@ -185,12 +185,36 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(o)),
         _ => false,
     };
-    let options: Vec<Value> = f
-        .options
-        .iter()
-        .enumerate()
-        .map(|(n, o)| json!({"value": o.value, "label": o.label.get(lang.code(), &o.value), "selected": selected(&o.value), "id": format!("{id}-{n}")}))
-        .collect();
+    // A `ref` shown as a list (`widget: select`): its options are the records
+    // of the type, by title, read now — a record an admin adds is offered at once.
+    let readable = |t: &str| {
+        ctx.actor.has_role("admin")
+            || ctx
+                .bundle
+                .model
+                .record_types
+                .get(t)
+                .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, ctx.actor.roles.iter().map(String::as_str)))
+    };
+    let ref_select = f.field_type == FieldType::Ref && widget == "select" && f.record.as_ref().is_some_and(|r| readable(&r.value));
+    let options: Vec<Value> = if ref_select {
+        let record_type = f.record.as_ref().map(|r| r.value.clone()).unwrap_or_default();
+        let query = flowform_runtime::records::RecordQuery { limit: 200, sort: Some("title".into()), ..Default::default() };
+        ctx.runtime
+            .list_records(&record_type, &query)
+            .map(|page| page.items)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(n, r)| json!({"value": r.id, "label": r.title, "selected": selected(&r.id), "id": format!("{id}-{n}")}))
+            .collect()
+    } else {
+        f.options
+            .iter()
+            .enumerate()
+            .map(|(n, o)| json!({"value": o.value, "label": o.label.get(lang.code(), &o.value), "selected": selected(&o.value), "id": format!("{id}-{n}")}))
+            .collect()
+    };
     let step = if is(FieldType::Integer) { "1" } else { "any" };
     let record = f.record.as_ref().map(|r| r.value.clone());
     let chosen_title = match (f.field_type, value) {
@@ -274,11 +298,11 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         "is_number": is(FieldType::Integer) || is(FieldType::Number),
         "is_switch": is(FieldType::Boolean),
         "is_radio": is(FieldType::Enum) && widget == "radio",
-        "is_select": is(FieldType::Enum) && widget != "radio" && widget != "checkboxes",
+        "is_select": (is(FieldType::Enum) && widget != "radio" && widget != "checkboxes") || ref_select,
         "is_checkboxes": is(FieldType::Enum) && widget == "checkboxes",
         "is_date": is(FieldType::Date),
         "is_datetime": is(FieldType::Datetime),
-        "is_picker": is(FieldType::Ref),
+        "is_picker": is(FieldType::Ref) && !ref_select,
         "is_files": is(FieldType::Files),
         "is_location": is(FieldType::Location),
         "is_signature": is(FieldType::Signature),

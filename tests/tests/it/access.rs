@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn repair() -> Value {
-    json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU 5 床", "description": "空调不制冷了"})
+    json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU 5 床", "description": "空调不制冷了"})
 }
 
 fn ids(page: &Value) -> Vec<String> {

@@ -9,7 +9,7 @@ fn report() -> Value {
     json!({
         "asset": "EQ-000101",
         "category": "hvac",
-        "department": "inpatient_ward",
+        "department": "D-WARD5",
         "location": "住院楼 5 层 502 室",
         "description": "空调不制冷,室温 30 度",
     })
@@ -64,7 +64,7 @@ async fn a_valid_report_is_routed_by_the_dispatch_rule() {
     assert_eq!(wo["bundle_version"], app.runtime.bundle().version);
 
     let mut icu = report();
-    icu["department"] = json!("icu");
+    icu["department"] = json!("D-ICU");
     icu["category"] = json!("elevator");
     let wo = app.start_instance("repair", "nurse_li", icu).await.expect(201);
     assert_eq!(wo["assignment"]["team"], "elevator_team");
@@ -181,7 +181,7 @@ async fn the_same_idempotency_key_twice_makes_one_instance() {
     assert_eq!(first["id"], second["id"]);
     let list = app.get("/api/v1/instances?workflow=repair", "admin").await.expect(200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    let other = json!({"data": {"asset": "EQ-000102", "category": "other", "department": "icu", "location": "x", "description": "something else"}});
+    let other = json!({"data": {"asset": "EQ-000102", "category": "other", "department": "D-ICU", "location": "x", "description": "something else"}});
     let reused = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(other), &headers).await.expect(422);
     assert_eq!(reused["code"], "idempotency_key_reused");
 }
@@ -332,12 +332,14 @@ async fn instance_counts_follow_every_command_by_state_and_team() {
 async fn a_retry_with_the_keys_in_another_order_is_the_same_request() {
     let mut app = TestApp::hospital();
     let headers = [("idempotency-key", "report-43")];
-    let a: serde_json::Value =
-        serde_json::from_str(r#"{"data": {"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}}"#)
-            .unwrap();
-    let b: serde_json::Value =
-        serde_json::from_str(r#"{"data": {"description": "空调不制冷了", "location": "ICU", "department": "icu", "category": "hvac", "asset": "EQ-000101"}}"#)
-            .unwrap();
+    let a: serde_json::Value = serde_json::from_str(
+        r#"{"data": {"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}}"#,
+    )
+    .unwrap();
+    let b: serde_json::Value = serde_json::from_str(
+        r#"{"data": {"description": "空调不制冷了", "location": "ICU", "department": "D-ICU", "category": "hvac", "asset": "EQ-000101"}}"#,
+    )
+    .unwrap();
     let first = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(a), &headers).await.expect(201);
     let second = app.request(axum::http::Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(b), &headers).await.expect(201);
     assert_eq!(first["id"], second["id"]);

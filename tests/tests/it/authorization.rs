@@ -217,7 +217,7 @@ async fn who_reads_a_repair_order() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
         )
         .await
         .expect(201);

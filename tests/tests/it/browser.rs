@@ -11,6 +11,7 @@ use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use flowform_testkit::{TestApp, repo_root};
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,6 +27,8 @@ struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // chromedriver and the Chromium it started share a process group: all of it goes.
+        let _ = Command::new("kill").args(["-9", "--", &format!("-{}", self.0.id())]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -73,6 +76,7 @@ impl Journey {
         let port = free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -287,7 +291,7 @@ browser_test!(a_form_error_shows_on_its_field_and_the_input_survives, async {
     j.go("/start/repair").await;
     j.pick("asset", "冷水", "1号冷水机组").await;
     j.choose("category", "空调暖通").await;
-    j.choose("department", "门诊").await;
+    j.choose("department", "门诊部").await;
     j.type_in("input[name=location]", "门诊楼 3 层").await;
     j.type_in("textarea[name=description]", "漏水").await; // too short: at least 5 characters
     j.type_in("input[name=reporter_phone]", "abc").await; // not a phone number
@@ -317,7 +321,7 @@ browser_test!(a_double_submitted_start_creates_one_instance, async {
     j.go("/start/repair").await;
     j.pick("asset", "EQ-000103", "冷却塔").await;
     j.choose("category", "空调暖通").await;
-    j.choose("department", "行政后勤").await;
+    j.choose("department", "后勤保障部").await;
     j.type_in("input[name=location]", "后勤楼 B1").await;
     j.type_in("textarea[name=description]", "冷却塔风机异响").await;
     // Two taps on a slow network: the same form posted twice.
@@ -389,7 +393,7 @@ async fn repair_journey(name: &'static str, lang: &str) {
         "the asset is filled in from the QR page"
     );
     j.choose("category", if en { "HVAC" } else { "空调暖通" }).await;
-    j.choose("department", if en { "ICU" } else { "重症监护室" }).await;
+    j.choose("department", "重症监护室").await;
     j.type_in("input[name=location]", "住院楼 5 层 502").await;
     j.type_in("textarea[name=description]", "空调不制冷,室温 30 度").await;
     j.find("input[data-files-input]").await.send_keys(&photo.display().to_string()).await.unwrap_or_else(|e| panic!("attach photo: {e}"));
@@ -543,7 +547,7 @@ fn first_contentful_paint_on_a_slow_phone() {
             .start_instance(
                 "repair",
                 "nurse_li",
-                json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度"}),
+                json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度"}),
             )
             .await
             .expect(201);

@@ -64,7 +64,7 @@ proptest! {
         let wf = bundle.workflow("repair").unwrap();
         let actors = actors();
         let category = ["hvac", "plumbing", "elevator", "other"][category];
-        let report = json!({"asset": "EQ-000101", "category": category, "department": "icu", "location": "L1", "description": "broken thing"});
+        let report = json!({"asset": "EQ-000101", "category": category, "department": "D-ICU", "location": "L1", "description": "broken thing"});
         let mut instance = flowform_core::start(bundle, "repair", &report, &actors[0], "2026-01-01T00:00:00Z", "i1", Lang::En).unwrap().instance;
         let names: Vec<&str> = wf.transitions.iter().map(|t| t.name.as_str()).chain(["nonsense", "close"]).collect();
         let mut events = 1;

@@ -105,7 +105,7 @@ async fn records_have_versions_and_a_history_that_includes_their_work_orders() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-999999", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-999999", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
         )
         .await
         .expect(422);
@@ -114,7 +114,7 @@ async fn records_have_versions_and_a_history_that_includes_their_work_orders() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-009001", "category": "hvac", "department": "icu", "location": "机房", "description": "冷水机组报警停机"}),
+            json!({"asset": "EQ-009001", "category": "hvac", "department": "D-ICU", "location": "机房", "description": "冷水机组报警停机"}),
         )
         .await
         .expect(201);
@@ -156,7 +156,7 @@ async fn concurrent_requisitions_for_the_last_units_never_go_negative_and_surviv
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
         )
         .await
         .expect(201);
@@ -223,7 +223,7 @@ async fn parts_are_returned_released_and_transferred() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
         )
         .await
         .expect(201);
@@ -355,7 +355,7 @@ async fn concurrent_transitions_on_one_instance_one_wins_per_version() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
         )
         .await
         .expect(201);

@@ -11,7 +11,7 @@ const RECORD_WORK: &str =
     "  - name: record_work\n    label: { zh-CN: 记录维修过程, en: Record work }\n    from: in_progress\n    roles: [assignee]\n    form: work_record\n\n";
 
 fn report() -> Value {
-    json!({"asset": "EQ-000101", "category": "hvac", "department": "inpatient_ward", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度"})
+    json!({"asset": "EQ-000101", "category": "hvac", "department": "D-WARD5", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度"})
 }
 
 async fn accepted(app: &mut TestApp) -> String {

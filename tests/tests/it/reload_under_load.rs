@@ -44,7 +44,7 @@ async fn reloads_under_load_fail_no_request() {
             .start_instance(
                 "repair",
                 "nurse_li",
-                json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+                json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
             )
             .await
             .expect(201);

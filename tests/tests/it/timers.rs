@@ -7,7 +7,7 @@ use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 fn entrapment() -> Value {
-    json!({"asset": "EQ-000139", "category": "elevator", "department": "outpatient", "location": "门诊楼 2 号电梯", "description": "电梯困人,两人被困", "priority": "urgent", "urgent_reason": "有人被困"})
+    json!({"asset": "EQ-000139", "category": "elevator", "department": "D-OPD", "location": "门诊楼 2 号电梯", "description": "电梯困人,两人被困", "priority": "urgent", "urgent_reason": "有人被困"})
 }
 
 async fn fire(app: &TestApp) -> usize {
@@ -92,7 +92,7 @@ async fn an_unanswered_work_order_closes_after_72_hours_as_unverified() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "inpatient_ward", "location": "住院楼 5 层", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-WARD5", "location": "住院楼 5 层", "description": "空调不制冷了"}),
         )
         .await
         .expect(201);
@@ -143,7 +143,7 @@ async fn a_working_hours_sla_counts_only_working_time() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
         )
         .await
         .expect(201);
@@ -548,7 +548,7 @@ async fn an_escalation_reaches_the_engineer_the_asset_names() {
         .start_instance(
             "repair",
             "nurse_li",
-            json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "ICU", "description": "空调不制冷了", "priority": "urgent", "urgent_reason": "病房过热"}),
+            json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了", "priority": "urgent", "urgent_reason": "病房过热"}),
         )
         .await
         .expect(201);

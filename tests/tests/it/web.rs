@@ -64,7 +64,7 @@ async fn download(app: &mut TestApp, user: &str, path: &str) -> Raw {
 }
 
 fn report(photos: Value) -> Value {
-    json!({"asset": "EQ-000101", "category": "hvac", "department": "icu", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度", "photos": photos})
+    json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "住院楼 5 层", "description": "空调不制冷,室温 30 度", "photos": photos})
 }
 
 #[tokio::test]
@@ -512,4 +512,22 @@ async fn a_recipient_named_by_a_record_field_is_checked_across_files() {
     let d = &r["diagnostics"][0];
     assert_eq!((d["code"].as_str(), d["hint"].as_str()), (Some("unknown_field"), Some("did you mean `responsible`?")), "{r}");
     assert!(d["message"].as_str().unwrap().contains("form `asset` has no field `responsibel`"), "{r}");
+}
+
+#[tokio::test]
+async fn a_department_added_as_a_record_is_offered_and_accepted_at_once() {
+    let mut app = TestApp::hospital();
+    // 儿科 is not in any YAML: an admin adds it as a record.
+    app.post("/api/v1/records/department", "admin", json!({"data": {"code": "D-PED", "name": "儿科"}})).await.expect(201);
+    let cookie = session(&app, "nurse_li").await;
+    let form = page(&app, &cookie, "/start/repair").await.text();
+    assert!(form.contains("<option value=\"D-PED\">儿科</option>"), "the form offers it");
+    let mut data = report(json!([]));
+    data["department"] = json!("D-PED");
+    let order = app.start_instance("repair", "nurse_li", data).await.expect(201);
+    assert_eq!(order["data"]["department"], "D-PED");
+    let mut data = report(json!([]));
+    data["department"] = json!("D-NOPE");
+    let r = app.start_instance("repair", "nurse_li", data).await;
+    assert_eq!((r.status.as_u16(), r.body["details"][0]["code"].as_str()), (422, Some("unknown_reference")), "{}", r.body);
 }
