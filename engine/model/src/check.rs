@@ -13,6 +13,7 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     for form in model.forms.values() {
         check_fields(&form.file, &form.fields, diags);
         check_refs(model, &form.file, &form.fields, diags);
+        check_from(model, &form.file, &form.fields, diags);
     }
     for rt in model.record_types.values() {
         check_record_type(model, rt, diags);
@@ -184,6 +185,51 @@ fn record_kinds(model: &Model) -> Vec<&str> {
     let mut kinds: Vec<&str> = model.record_types.keys().map(String::as_str).collect();
     kinds.extend(model.workflows.values().filter_map(|w| w.record.as_deref()));
     kinds
+}
+
+/// `from: REF.FIELD`: REF a `ref` field beside it, FIELD a field of the
+/// record type REF points at.
+fn check_from(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
+    for f in fields {
+        check_from(model, file, &f.fields, diags);
+        let Some(from) = &f.from else { continue };
+        let Some((reference, name)) = from.value.split_once('.') else {
+            err(
+                diags,
+                file,
+                from.pos,
+                "invalid_value",
+                format!("`from: {}` must name a reference and its field", from.value),
+                Some("e.g. `from: asset.category`".into()),
+            );
+            continue;
+        };
+        let siblings = fields.iter().filter(|x| x.field_type == FieldType::Ref).map(|x| x.name.as_str());
+        let Some(target) = fields.iter().find(|x| x.name == reference && x.field_type == FieldType::Ref) else {
+            err(
+                diags,
+                file,
+                from.pos,
+                "unknown_field",
+                format!("`from: {}` names `{reference}`, which is not a `ref` field of this form", from.value),
+                did_you_mean(reference, siblings),
+            );
+            continue;
+        };
+        let form = target.record.as_ref().and_then(|r| model.record_types.get(&r.value)).and_then(|rt| model.forms.get(&rt.form.value));
+        if let Some(form) = form
+            && !form.fields.iter().any(|x| x.name == name)
+        {
+            err(
+                diags,
+                file,
+                from.pos,
+                "unknown_field",
+                format!("`from: {}`: form `{}` has no field `{name}`", from.value, form.name),
+                did_you_mean(name, form.fields.iter().map(|x| x.name.as_str())),
+            );
+        }
+    }
 }
 
 fn check_refs(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {

@@ -575,6 +575,11 @@ pub struct FieldDef {
     pub default: Option<Sp<Value>>,
     pub visible_when: Option<(Sp<String>, Condition)>,
     pub required_when: Option<(Sp<String>, Condition)>,
+    /// `from: asset.category`: the value is taken from field `category` of the
+    /// record that this form's `ref` field `asset` points at.
+    pub from: Option<Sp<String>>,
+    /// With `from`: whether the user may change the value (default: locked).
+    pub editable: bool,
     pub min_length: Option<u64>,
     pub max_length: Option<u64>,
     pub pattern: Option<Sp<String>>,
@@ -605,6 +610,8 @@ impl FieldDef {
             default: None,
             visible_when: None,
             required_when: None,
+            from: None,
+            editable: false,
             min_length: None,
             max_length: None,
             pattern: None,

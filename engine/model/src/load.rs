@@ -497,7 +497,8 @@ fn load_fields(r: &mut Reader, node: &Node) -> Vec<FieldDef> {
     out
 }
 
-const COMMON_FIELD_KEYS: &[&str] = &["type", "label", "help", "placeholder", "widget", "required", "default", "visible_when", "required_when"];
+const COMMON_FIELD_KEYS: &[&str] =
+    &["type", "label", "help", "placeholder", "widget", "required", "default", "visible_when", "required_when", "from", "editable"];
 
 fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef> {
     let what = format!("field `{}`", name.value);
@@ -509,7 +510,8 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
             type_name.pos,
             "unknown_field_type",
             format!("unknown field type `{}`", type_name.value),
-            did_you_mean(&type_name.value, FieldType::ALL.iter().map(|(n, _)| *n)),
+            did_you_mean(&type_name.value, FieldType::ALL.iter().map(|(n, _)| *n))
+                .or_else(|| Some(format!("field types: {}", FieldType::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))),
         );
         return None;
     };
@@ -525,6 +527,8 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
         default: map.get("default").map(|n| Sp::new(n.to_json(), n.pos)),
         visible_when: map.get("visible_when").and_then(|n| condition(r, n, "visible_when")),
         required_when: map.get("required_when").and_then(|n| condition(r, n, "required_when")),
+        from: map.get("from").and_then(|n| r.string(n, "`from` (REF.FIELD)")),
+        editable: map.get("editable").and_then(|n| r.bool(n, "`editable`")).unwrap_or(false),
         min_length: None,
         max_length: None,
         pattern: None,

@@ -280,6 +280,9 @@ impl Runtime {
         let bundle = self.bundle();
         let now = self.now();
         let id = self.new_id();
+        let fields =
+            bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)).map(|f| f.def.fields.clone()).unwrap_or_default();
+        let input = &self.fill_from(&bundle, &fields, input, &serde_json::Map::new())?;
         let reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
         let mut outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
         if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
@@ -287,6 +290,41 @@ impl Runtime {
         }
         let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
         Ok(Err((self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?, id)))
+    }
+
+    /// Fields with `from: REF.FIELD` take the value of FIELD of the record
+    /// REF points at (from the input, else the instance): always when locked,
+    /// when nothing was sent when `editable`. Done before the decision, so
+    /// the event records what was decided on.
+    pub fn fill_from(
+        &self,
+        bundle: &Bundle,
+        fields: &[flowform_model::FieldDef],
+        input: &Value,
+        data: &serde_json::Map<String, Value>,
+    ) -> Result<Value, CommandError> {
+        if !fields.iter().any(|f| f.from.is_some()) {
+            return Ok(input.clone());
+        }
+        let mut m = match input {
+            Value::Object(m) => m.clone(),
+            Value::Null => serde_json::Map::new(),
+            other => return Ok(other.clone()),
+        };
+        for f in fields {
+            let Some((reference, name)) = f.from.as_ref().and_then(|p| p.value.split_once('.')) else { continue };
+            let Some(record_type) = fields.iter().find(|x| x.name == reference).and_then(|x| x.record.as_ref()) else { continue };
+            let Some(id) = m.get(reference).or_else(|| data.get(reference)).and_then(Value::as_str).map(str::to_string) else { continue };
+            if !bundle.model.record_types.contains_key(&record_type.value) {
+                continue;
+            }
+            if let Some(value) = self.store.record(&record_type.value, &id)?.and_then(|r| r.data.get(name).cloned())
+                && (!f.editable || m.get(&f.name).is_none_or(Value::is_null))
+            {
+                m.insert(f.name.clone(), value);
+            }
+        }
+        Ok(Value::Object(m))
     }
 
     /// The records a command reads: every record its instance's data and its
@@ -374,6 +412,14 @@ impl Runtime {
             }
             let bundle = self.bundle_for_async(&instance.bundle_version).await?;
             let now = self.now();
+            let fields = bundle
+                .workflow(&instance.workflow)
+                .and_then(|w| w.transition(name))
+                .and_then(|t| t.form.as_ref())
+                .and_then(|f| bundle.form(&f.value))
+                .map(|f| f.def.fields.clone())
+                .unwrap_or_default();
+            let input = &self.fill_from(&bundle, &fields, input, &instance.data)?;
             let reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
             let outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
             let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());

@@ -82,7 +82,7 @@ function refreshConditions(form) {
       if (w.dataset.visibleWhen) {
         const visible = evaluate(JSON.parse(w.dataset.visibleWhen), data);
         w.hidden = !visible;
-        w.querySelectorAll("input, select, textarea").forEach((c) => { if (!c.type || c.type !== "hidden" || c.name) c.disabled = !visible; });
+        w.querySelectorAll("input, select, textarea").forEach((c) => { c.disabled = !visible || c.hasAttribute("data-locked"); });
       }
       const required = w.hasAttribute("data-required") || (w.dataset.requiredWhen ? evaluate(JSON.parse(w.dataset.requiredWhen), data) : false);
       const mark = w.querySelector("[data-req-mark]");
@@ -93,7 +93,23 @@ function refreshConditions(form) {
 }
 
 // ---- record pickers ----
-function choose(picker, id, title) {
+// Fields that take a value from the chosen record (`from: REF.FIELD`).
+function fillFrom(picker, fill) {
+  const wrapper = picker.closest("[data-field]");
+  const scope = wrapper.parentElement.closest("[data-group-item], [data-form]");
+  if (!scope || !fill) return;
+  scope.querySelectorAll(`[data-from^="${wrapper.dataset.name}."]`).forEach((target) => {
+    const value = fill[target.dataset.from.split(".")[1]];
+    if (value === undefined || value === null) return;
+    target.querySelectorAll("input, select, textarea").forEach((c) => {
+      if (c.type === "hidden" || c.name.startsWith("_q_")) return;
+      if (c.type === "radio" || c.type === "checkbox") c.checked = String(c.value) === String(value);
+      else c.value = String(value);
+    });
+  });
+}
+
+function choose(picker, id, title, fill) {
   picker.querySelector("[data-picker-value]").value = id;
   picker.querySelector("[data-picker-title]").textContent = title;
   picker.querySelector("[data-picker-chosen]").hidden = !id;
@@ -101,6 +117,7 @@ function choose(picker, id, title) {
   search.hidden = !!id;
   search.value = "";
   picker.querySelector("[data-picker-results]").innerHTML = "";
+  if (fill) { try { fillFrom(picker, JSON.parse(fill)); } catch { /* a record without fields */ } }
   picker.dispatchEvent(new Event("change", { bubbles: true }));
   if (!id) search.focus();
 }
@@ -241,7 +258,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("click", (e) => {
     const t = e.target.closest("button, a");
     if (!t) return;
-    if (t.matches(".pick-option")) choose(t.closest("[data-picker]"), t.dataset.pickId, t.dataset.pickTitle);
+    if (t.matches(".pick-option")) choose(t.closest("[data-picker]"), t.dataset.pickId, t.dataset.pickTitle, t.dataset.fill);
     else if (t.matches("[data-picker-clear]")) choose(t.closest("[data-picker]"), "", "");
     else if (t.matches("[data-file-remove]")) {
       const li = t.closest("li");

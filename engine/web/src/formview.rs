@@ -148,7 +148,30 @@ pub fn fields(
     errors: &Errors,
     used: &mut std::collections::BTreeSet<String>,
 ) -> Vec<Value> {
-    defs.iter().map(|f| field(ctx, f, data.get(&f.name), &format!("{prefix}{}", f.name), errors, used)).collect()
+    defs.iter()
+        .map(|f| {
+            // A locked `from` field shows what the server will take; an editable one starts from it.
+            let filled = f.from.as_ref().and_then(|_| from_value(ctx, defs, f, data));
+            let value = match (&filled, f.editable) {
+                (Some(v), false) => Some(v),
+                (Some(v), true) => data.get(&f.name).or(Some(v)),
+                (None, _) => data.get(&f.name),
+            };
+            let mut view = field(ctx, f, value, &format!("{prefix}{}", f.name), errors, used);
+            // A `ref` that other fields take values from sends its record's fields when chosen.
+            let dependents = defs.iter().any(|x| x.from.as_ref().is_some_and(|p| p.value.split_once('.').is_some_and(|(r, _)| r == f.name)));
+            view["fills"] = json!(dependents);
+            view
+        })
+        .collect()
+}
+
+/// The value a `from: REF.FIELD` field takes from the record REF names in `data`.
+fn from_value(ctx: &Ctx, defs: &[FieldDef], f: &FieldDef, data: &Map<String, Value>) -> Option<Value> {
+    let (reference, name) = f.from.as_ref()?.value.split_once('.')?;
+    let record_type = defs.iter().find(|x| x.name == reference)?.record.as_ref()?;
+    let id = data.get(reference)?.as_str()?;
+    ctx.runtime.record(&record_type.value, id).ok()?.data.get(name).cloned()
 }
 
 fn cond_json(c: &Option<(flowform_model::Sp<String>, flowform_model::Condition)>) -> Value {
@@ -291,6 +314,9 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         "placeholder_token": format!("__{id}__"),
         "min_items": f.min.map_or(0, |m| m as u64),
         "default_json": f.default.as_ref().map_or(Value::Null, |d| json!(d.value.to_string())),
+        "from": f.from.as_ref().map(|p| p.value.clone()),
+        "locked": f.from.is_some() && !f.editable,
+        "fills": false,
         "items": items,
         "template": template,
         "is_input": is(FieldType::String),

@@ -916,6 +916,8 @@ fn may_records(bundle: &Bundle, record_type: &str, a: &Actor, op: RecordOp) -> b
 pub struct PickQuery {
     q: String,
     field: String,
+    /// Send each record's fields (`data-fill`): other fields take values from it.
+    fill: bool,
 }
 
 /// Search results for a record picker (an htmx fragment). The search box
@@ -924,6 +926,7 @@ pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(pa
     let q = PickQuery {
         q: params.iter().find(|(k, _)| k.as_str() == "q" || k.starts_with("_q_")).map(|(_, v)| v.clone()).unwrap_or_default(),
         field: params.get("field").cloned().unwrap_or_default(),
+        fill: params.get("fill").is_some_and(|f| f == "1"),
     };
     let bundle = rt.bundle();
     if !bundle.model.record_types.contains_key(&record_type) && bundle.model.workflows.values().any(|w| w.record.as_deref() == Some(record_type.as_str())) {
@@ -937,7 +940,11 @@ pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(pa
         Ok(Ok(r)) => r,
         _ => return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)})),
     };
-    let items: Vec<Value> = found.items.iter().map(|r| json!({"id": r.id, "title": r.title, "second": second_line(&bundle, r, p.lang)})).collect();
+    let items: Vec<Value> = found
+        .items
+        .iter()
+        .map(|r| json!({"id": r.id, "title": r.title, "second": second_line(&bundle, r, p.lang), "fill": if q.fill { json!(Value::Object(r.data.clone()).to_string()) } else { Value::Null }}))
+        .collect();
     fragment("pick", &json!({"items": items, "field": q.field, "t": texts::all(p.lang)}))
 }
 
@@ -962,7 +969,7 @@ async fn pick_instances(rt: &Arc<Runtime>, p: &P, kind: &str, q: &PickQuery) -> 
         .map(|i| (display::number(i, &tz), display::summary(rt, &p.viewer.actor, &bundle, i, p.lang), i))
         .filter(|(n, s, _)| needle.is_empty() || n.to_lowercase().contains(&needle) || s.to_lowercase().contains(&needle))
         .take(15)
-        .map(|(n, s, i)| json!({"id": i.id, "title": n, "second": s}))
+        .map(|(n, s, i)| json!({"id": i.id, "title": n, "second": s, "fill": null}))
         .collect();
     fragment("pick", &json!({"items": items, "field": q.field, "t": texts::all(p.lang)}))
 }

@@ -109,6 +109,7 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("count", "数量", "Count"),
     ("file_too_large", "文件过大", "File too large"),
     ("signed", "已签名", "Signed"),
+    ("filled_in", "根据所选记录自动填写", "Filled in from the chosen record"),
 ];
 
 /// A movement kind of the engine's ledgers, in words.

@@ -66,6 +66,7 @@ async fn a_valid_report_is_routed_by_the_dispatch_rule() {
     let mut icu = report();
     icu["department"] = json!("D-ICU");
     icu["category"] = json!("elevator");
+    icu["asset"] = json!("EQ-000132"); // a lift: the category comes from the asset
     let wo = app.start_instance("repair", "nurse_li", icu).await.expect(201);
     assert_eq!(wo["assignment"]["team"], "elevator_team");
     assert_eq!(wo["data"]["priority"], "urgent", "critical departments raise the priority");
@@ -216,9 +217,11 @@ async fn reopening_re_dispatches() {
 #[tokio::test]
 async fn lists_filter_and_page() {
     let mut app = TestApp::hospital();
-    for category in ["hvac", "elevator", "hvac", "plumbing", "hvac"] {
+    // The category comes from the asset: one asset of each.
+    for (category, asset) in [("hvac", "EQ-000101"), ("elevator", "EQ-000132"), ("hvac", "EQ-000102"), ("plumbing", "EQ-000116"), ("hvac", "EQ-000103")] {
         let mut r = report();
         r["category"] = json!(category);
+        r["asset"] = json!(asset);
         app.start_instance("repair", "nurse_li", r).await.expect(201);
     }
     let hvac = app.get("/api/v1/instances?team=hvac_team&limit=2", "admin").await.expect(200);
@@ -302,6 +305,7 @@ async fn instance_counts_follow_every_command_by_state_and_team() {
     started(&mut app).await;
     let mut elevator = report();
     elevator["category"] = json!("elevator");
+    elevator["asset"] = json!("EQ-000132");
     app.start_instance("repair", "nurse_li", elevator).await.expect(201);
     app.transition(&id(&a), "accept", "tech_wang", json!({})).await.expect(200);
 

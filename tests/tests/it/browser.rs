@@ -290,7 +290,8 @@ browser_test!(a_form_error_shows_on_its_field_and_the_input_survives, async {
     j.sign_in("nurse_li").await;
     j.go("/start/repair").await;
     j.pick("asset", "冷水", "1号冷水机组").await;
-    j.choose("category", "空调暖通").await;
+    // The category comes from the asset, filled in as it is chosen.
+    j.until("document.querySelector('select[name=category]').value === 'hvac'").await;
     j.choose("department", "门诊部").await;
     j.type_in("input[name=location]", "门诊楼 3 层").await;
     j.type_in("textarea[name=description]", "漏水").await; // too short: at least 5 characters
@@ -320,7 +321,8 @@ browser_test!(a_double_submitted_start_creates_one_instance, async {
     j.sign_in("nurse_chen").await;
     j.go("/start/repair").await;
     j.pick("asset", "EQ-000103", "冷却塔").await;
-    j.choose("category", "空调暖通").await;
+    // The category comes from the asset, filled in as it is chosen.
+    j.until("document.querySelector('select[name=category]').value === 'hvac'").await;
     j.choose("department", "后勤保障部").await;
     j.type_in("input[name=location]", "后勤楼 B1").await;
     j.type_in("textarea[name=description]", "冷却塔风机异响").await;
@@ -392,7 +394,11 @@ async fn repair_journey(name: &'static str, lang: &str) {
         j.page_text().await.contains(if en { "Chiller 2" } else { "2号冷水机组" }) || j.page_text().await.contains("2号冷水机组"),
         "the asset is filled in from the QR page"
     );
-    j.choose("category", if en { "HVAC" } else { "空调暖通" }).await;
+    assert_eq!(
+        j.client.execute("return document.querySelector('select[name=category]').value", vec![]).await.unwrap_or_default(),
+        Value::String("hvac".into()),
+        "the asset's category is filled in from the QR page's asset"
+    );
     j.choose("department", "重症监护室").await;
     j.type_in("input[name=location]", "住院楼 5 层 502").await;
     j.type_in("textarea[name=description]", "空调不制冷,室温 30 度").await;

@@ -444,7 +444,7 @@ async fn a_record_picker_finds_what_is_typed() {
 async fn a_form_filled_from_the_address_names_only_what_the_user_may_read() {
     let mut app = TestApp::hospital();
     let mut data = report(json!([]));
-    data["category"] = json!("plumbing");
+    data["asset"] = json!("EQ-000116"); // plumbing: the utilities team's, not tech_wang's
     let other = app.start_instance("repair", "nurse_chen", data).await.expect(201);
     let id = other["id"].as_str().unwrap().to_string();
     let number = flowform_web::display::number(&app.runtime.instance(&id).unwrap(), &flowform_web::display::zone(&app.runtime.bundle()));
@@ -530,4 +530,20 @@ async fn a_department_added_as_a_record_is_offered_and_accepted_at_once() {
     data["department"] = json!("D-NOPE");
     let r = app.start_instance("repair", "nurse_li", data).await;
     assert_eq!((r.status.as_u16(), r.body["details"][0]["code"].as_str()), (422, Some("unknown_reference")), "{}", r.body);
+}
+
+#[tokio::test]
+async fn the_category_comes_from_the_asset_whatever_is_sent() {
+    let mut app = TestApp::hospital();
+    // A chiller (hvac) reported as a lift: it still goes to the HVAC team.
+    let mut data = report(json!([]));
+    data["category"] = json!("elevator");
+    let order = app.start_instance("repair", "nurse_li", data).await.expect(201);
+    assert_eq!(order["data"]["category"], "hvac");
+    assert_eq!(order["assignment"]["team"], "hvac_team");
+    // Not sent at all: filled in the same way.
+    let mut data = report(json!([]));
+    data.as_object_mut().unwrap().remove("category");
+    let order = app.start_instance("repair", "nurse_li", data).await.expect(201);
+    assert_eq!(order["data"]["category"], "hvac");
 }
