@@ -42,6 +42,9 @@ pub struct RecordEvent {
     pub actor: String,
     pub at: String,
     pub changes: BTreeMap<String, Change>,
+    /// The instance whose command made this change (`update:` of a workflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 fn record_type<'b>(bundle: &'b Bundle, name: &str) -> Result<&'b RecordTypeDef, Rejection> {
@@ -142,6 +145,7 @@ pub fn create(
         actor: actor.id.clone(),
         at: now.to_string(),
         changes: changes(&Map::new(), &data),
+        cause: None,
     };
     let record =
         Record { record_type: rt.name.clone(), id, version: 1, title, data, archived: false, created_at: now.to_string(), updated_at: now.to_string() };
@@ -173,6 +177,7 @@ pub fn update(bundle: &Bundle, record: &Record, input: &Value, actor: &Actor, no
         actor: actor.id.clone(),
         at: now.to_string(),
         changes: changes(&record.data, &data),
+        cause: None,
     };
     after.data = data;
     Ok((after, event))
@@ -195,6 +200,7 @@ pub fn set_archived(record: &Record, archived: bool, actor: &Actor, now: &str) -
         actor: actor.id.clone(),
         at: now.to_string(),
         changes,
+        cause: None,
     };
     (after, event)
 }

@@ -454,8 +454,46 @@ fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagn
     }
 }
 
+/// `update: { REF: { FIELD: value } }`: REF a `ref` field of the workflow's
+/// forms pointing at a record type, each FIELD a field of that type's form.
+fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    let forms: Vec<&FormDef> =
+        wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref())).filter_map(|f| model.forms.get(&f.value)).collect();
+    let refs: Vec<&FieldDef> = forms.iter().flat_map(|f| f.fields.iter()).filter(|f| f.field_type == FieldType::Ref).collect();
+    for u in wf.start.update.iter().chain(wf.transitions.iter().flat_map(|t| t.update.iter())) {
+        let Some(field) = refs.iter().find(|f| f.name == u.reference.value) else {
+            err(
+                diags,
+                &wf.file,
+                u.reference.pos,
+                "unknown_field",
+                format!("`update` names `{}`, which is not a `ref` field of the forms of `{}`", u.reference.value, wf.name),
+                did_you_mean(&u.reference.value, refs.iter().map(|f| f.name.as_str())),
+            );
+            continue;
+        };
+        let Some(form) = field.record.as_ref().and_then(|r| model.record_types.get(&r.value)).and_then(|rt| model.forms.get(&rt.form.value)) else {
+            err(diags, &wf.file, u.reference.pos, "invalid_value", format!("`update`: `{}` does not point at a record type", u.reference.value), None);
+            continue;
+        };
+        for (name, _) in &u.set {
+            if !form.fields.iter().any(|f| f.name == name.value) {
+                err(
+                    diags,
+                    &wf.file,
+                    name.pos,
+                    "unknown_field",
+                    format!("`update`: form `{}` has no field `{}`", form.name, name.value),
+                    did_you_mean(&name.value, form.fields.iter().map(|f| f.name.as_str())),
+                );
+            }
+        }
+    }
+}
+
 fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
     check_recipient_fields(model, wf, diags);
+    check_updates(model, wf, diags);
     let checked_from = diags.len();
     let file = wf.file.as_str();
     let state_names: Vec<&str> = wf.states.iter().map(|s| s.name.as_str()).collect();

@@ -345,6 +345,20 @@ pub struct StartDef {
     pub hooks: Hooks,
     /// Sent when an instance starts (e.g. a scheduled inspection was created).
     pub notify: Vec<NotifyDef>,
+    /// Records the start updates, in the same transaction (`update:`).
+    pub update: Vec<RecordUpdateDef>,
+}
+
+/// `update: { asset: { status: under_repair, last_repair: "{today}" } }`:
+/// fields set on the record a `ref` field of the instance points at, in the
+/// same transaction as the command, recorded in the record's history with
+/// the instance as the cause.
+#[derive(Clone, Debug)]
+pub struct RecordUpdateDef {
+    /// The `ref` field of the instance's data.
+    pub reference: Sp<String>,
+    /// Field → value; a text may hold `{now}`, `{today}` or `{field}` of the instance.
+    pub set: Vec<(Sp<String>, Value)>,
 }
 
 #[derive(Clone, Debug)]
@@ -491,6 +505,8 @@ pub struct TransitionDef {
     pub hooks: Hooks,
     pub assign: Option<Assign>,
     pub notify: Vec<NotifyDef>,
+    /// Records the transition updates, in the same transaction (`update:`).
+    pub update: Vec<RecordUpdateDef>,
 }
 
 #[derive(Clone, Debug)]

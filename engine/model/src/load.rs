@@ -345,8 +345,27 @@ fn load_start(r: &mut Reader, node: &Node) -> Option<StartDef> {
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     let hooks = load_hooks(r, &map);
     let notify = map.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
+    let update = map.get("update").map(|n| load_updates(r, n)).unwrap_or_default();
     map.finish(r, "`start`");
-    Some(StartDef { pos: map.pos, form, roles, hooks, notify })
+    Some(StartDef { pos: map.pos, form, roles, hooks, notify, update })
+}
+
+/// `update: { REF: { FIELD: value, … }, … }`.
+fn load_updates(r: &mut Reader, node: &Node) -> Vec<RecordUpdateDef> {
+    let mut out = Vec::new();
+    let Some(map) = r.map(node, "`update`") else { return out };
+    for (k, v) in map.entries() {
+        let Some(reference) = r.name(k, "a `ref` field of the instance") else { continue };
+        let Some(fields) = r.map(v, "the fields to set") else { continue };
+        let mut set = Vec::new();
+        for (fk, fv) in fields.entries() {
+            if let Some(name) = r.name(fk, "a field of the record") {
+                set.push((name, fv.to_json()));
+            }
+        }
+        out.push(RecordUpdateDef { reference, set });
+    }
+    out
 }
 
 fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef> {
@@ -433,6 +452,7 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
         None => (None, Label::default()),
     };
     let form = map.get("form").and_then(|n| r.name(n, "the form name"));
+    let update = map.get("update").map(|n| load_updates(r, n)).unwrap_or_default();
     let hooks = load_hooks(r, &map);
     let assign = map.get("assign").and_then(|n| r.string(n, "`assign`")).and_then(|s| match s.value.as_str() {
         "actor" => Some(Assign::Actor),
@@ -465,6 +485,7 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
         hooks,
         assign,
         notify,
+        update,
     })
 }
 

@@ -172,6 +172,7 @@ impl Runtime {
             }
         }
         let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);
+        let record_writes = self.record_updates(bundle, &outcome.instance, &outcome.event, lang)?;
         Ok(CommandWrite {
             instance: outcome.instance,
             expected_version,
@@ -183,7 +184,75 @@ impl Runtime {
             fired_timer: None,
             inbox,
             outbox,
+            records: record_writes,
         })
+    }
+
+    /// The record writes of the command's `update:` (of its transition, or of
+    /// the start): each referenced record with the fields set, validated by
+    /// its form, at the version read (the store refuses the command if it
+    /// changed meanwhile), with the instance as the cause in its history.
+    fn record_updates(
+        &self,
+        bundle: &Bundle,
+        instance: &flowform_core::Instance,
+        event: &flowform_core::Event,
+        lang: Lang,
+    ) -> Result<Vec<RecordWrite>, CommandError> {
+        let Some(wf) = bundle.workflow(&instance.workflow) else { return Ok(Vec::new()) };
+        let updates = match &event.transition {
+            Some(t) => wf.transition(t).map(|t| t.update.as_slice()).unwrap_or_default(),
+            None if event.kind == flowform_core::EventKind::Started => wf.start.update.as_slice(),
+            None => &[],
+        };
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let today = event.at.parse::<jiff::Timestamp>().map(|t| t.to_zoned_datetime(tz).date().to_string()).unwrap_or_default();
+        let forms: Vec<&FieldDef> = wf
+            .start
+            .form
+            .iter()
+            .chain(wf.transitions.iter().filter_map(|t| t.form.as_ref()))
+            .filter_map(|f| bundle.form(&f.value))
+            .flat_map(|f| f.def.fields.iter())
+            .collect();
+        let actor = flowform_core::Actor { id: event.actor.clone(), name: String::new(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
+        let mut out = Vec::new();
+        for u in updates {
+            let Some(record_type) = forms.iter().find(|f| f.name == u.reference.value).and_then(|f| f.record.as_ref()) else { continue };
+            let Some(id) = instance.data.get(&u.reference.value).and_then(Value::as_str) else { continue };
+            let Some(current) = self.store.record(&record_type.value, id)? else { continue };
+            let mut data = current.data.clone();
+            for (name, value) in &u.set {
+                let value = match value {
+                    Value::String(s) if s.contains('{') => {
+                        let mut context = instance.data.clone();
+                        context.insert("now".into(), json!(event.at));
+                        context.insert("today".into(), json!(today));
+                        let whole = s.trim();
+                        match context.get(whole.trim_start_matches('{').trim_end_matches('}')) {
+                            Some(v) if whole.starts_with('{') && whole.ends_with('}') && whole.matches('{').count() == 1 => v.clone(),
+                            _ => json!(records::fill(s, &context, None, &event.at)),
+                        }
+                    }
+                    other => other.clone(),
+                };
+                data.insert(name.value.clone(), value);
+            }
+            if data == current.data {
+                continue; // already so: no change, no event
+            }
+            let (mut record, mut record_event) =
+                records::update(bundle, &current, &Value::Object(data), &actor, &event.at, lang).map_err(CommandError::Rejected)?;
+            record_event.cause = Some(instance.id.clone());
+            record.updated_at = event.at.clone();
+            let (_, form) = record_form(bundle, &record.record_type)?;
+            let refs = records::references(&form.def.fields, &record.data);
+            out.push(RecordWrite { record, expected_version: current.version, event: record_event, refs, idempotency: None });
+        }
+        Ok(out)
     }
 
     fn record_type<'b>(&self, bundle: &'b Bundle, name: &str) -> Result<&'b RecordTypeDef, CommandError> {

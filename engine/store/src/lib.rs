@@ -89,6 +89,8 @@ pub struct CommandWrite {
     pub fired_timer: Option<TimerSpec>,
     pub inbox: Vec<InboxItem>,
     pub outbox: Vec<OutboxItem>,
+    /// Records the command updates (`update:`), each at the version it was read at.
+    pub records: Vec<RecordWrite>,
 }
 
 /// A timer taken out of the queue because it could not act.

@@ -957,6 +957,14 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             {
                 return Ok(CommitOutcome::TimerGone);
             }
+            // The records it updates must not have changed since they were read
+            // (checked before anything is written: a conflict decides again).
+            for rw in &c.records {
+                let now = record(w, &rw.record.record_type, &rw.record.id)?.map_or(0, |r| r.version);
+                if now != rw.expected_version {
+                    return Ok(CommitOutcome::Conflict { current_version: current });
+                }
+            }
             let plan = match plan_postings(w, &c.postings, &c.event.actor, &c.event.at, Some((&c.instance.id, c.event.seq)))? {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
@@ -997,6 +1005,11 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 item.seq = next(w, "outbox")?;
                 w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
                 w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
+            }
+            for rw in &c.records {
+                w.put(Table::Records, &key(&[&rw.record.record_type, &rw.record.id]), &to_bytes(&rw.record)?)?;
+                w.put(Table::RecordEvents, &key(&[&rw.record.record_type, &rw.record.id, &num(rw.event.seq)]), &to_bytes(&rw.event)?)?;
+                replace_refs(w, &format!("record:{}/{}", rw.record.record_type, rw.record.id), &rw.refs)?;
             }
             Ok(CommitOutcome::Committed)
         }

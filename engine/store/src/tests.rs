@@ -29,6 +29,7 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
 fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrite {
     let inst = instance(id, expected + 1, state);
     CommandWrite {
+        records: Vec::new(),
         event: Event {
             instance_id: id.into(),
             seq: expected + 1,
@@ -233,6 +234,7 @@ fn transfers_reservations_and_purges() {
         kind: RecordEventKind::Created,
         actor: "a".into(),
         at: String::new(),
+        cause: None,
         changes: BTreeMap::new(),
     };
     let put = |id: &str, refs: Vec<(String, String)>| {

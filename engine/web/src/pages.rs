@@ -1118,7 +1118,9 @@ pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, 
                 let url = e.get("instance_id").and_then(Value::as_str).map(|i| format!("/i/{i}"));
                 return json!({"who": who, "when": at, "what": what, "url": url});
             }
-            json!({"who": who, "when": at, "what": kind_label(kind, p.lang), "url": null})
+            // A change an instance made (`update:`) links to it.
+            let url = e.get("cause").and_then(Value::as_str).map(|i| format!("/i/{i}"));
+            json!({"who": who, "when": at, "what": kind_label(kind, p.lang), "url": url})
         })
         .collect();
     let starts: Vec<Value> = qr_workflows(&bundle, &record_type, &p.viewer.actor, p.lang)

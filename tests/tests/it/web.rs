@@ -547,3 +547,38 @@ async fn the_category_comes_from_the_asset_whatever_is_sent() {
     let order = app.start_instance("repair", "nurse_li", data).await.expect(201);
     assert_eq!(order["data"]["category"], "hvac");
 }
+
+#[tokio::test]
+async fn an_asset_is_under_repair_while_its_order_is_open_and_remembers_its_last_repair() {
+    let mut app = TestApp::hospital();
+    app.runtime
+        .update_record(
+            "asset",
+            "EQ-000102",
+            &serde_json::to_value(&app.runtime.record("asset", "EQ-000102").unwrap().data).unwrap(),
+            None,
+            &admin(&app),
+            flowform_core::Lang::En,
+        )
+        .unwrap();
+    let mut data = report(json!([]));
+    data["asset"] = json!("EQ-000102");
+    let order = app.start_instance("repair", "nurse_li", data).await.expect(201);
+    let id = order["id"].as_str().unwrap().to_string();
+    let asset = app.runtime.record("asset", "EQ-000102").unwrap();
+    assert_eq!(asset.data["status"], "under_repair");
+    let history = app.get("/api/v1/records/asset/EQ-000102/history", "admin").await.expect(200);
+    let own: Vec<&Value> = history.as_array().unwrap().iter().filter(|e| e["source"] == "record").collect();
+    assert_eq!(own.last().unwrap()["cause"], id.as_str(), "the change names the order that made it: {history}");
+    app.transition(&id, "accept", "tech_wang", json!({})).await.expect(200);
+    app.transition(&id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000102"}})).await.expect(200);
+    app.transition(&id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "更换电容,试机正常"})).await.expect(200);
+    app.transition(&id, "confirm", "nurse_li", json!({"rating": 5})).await.expect(200);
+    let asset = app.runtime.record("asset", "EQ-000102").unwrap();
+    assert_eq!(asset.data["status"], "in_service");
+    assert_eq!(asset.data["last_repair"], "2026-11-25", "the local day of the close-out");
+}
+
+fn admin(app: &TestApp) -> flowform_core::Actor {
+    app.runtime.actors().into_iter().find(|a| a.id == "admin").unwrap()
+}
