@@ -497,7 +497,14 @@ pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor
     wf.transitions
         .iter()
         .filter(|t| t.from.iter().any(|f| f.value == instance.state))
-        .filter(|t| permitted(bundle, wf, t, instance, actor, now, &Value::Object(Map::new()), &Reads::default(), Lang::En).is_ok())
+        // Without the command's input and records a guard that reads them cannot
+        // say no yet: offered, and decided when taken.
+        .filter(|t| {
+            !matches!(
+                permitted(bundle, wf, t, instance, actor, now, &Value::Object(Map::new()), &Reads::default(), Lang::En),
+                Err(Rejection::Forbidden(_) | Rejection::GuardFailed { .. })
+            )
+        })
         .map(|t| AvailableTransition {
             name: t.name.clone(),
             label: t.label.clone(),

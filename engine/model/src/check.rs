@@ -403,7 +403,7 @@ fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagn
     let forms: Vec<&FormDef> =
         wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref())).filter_map(|f| model.forms.get(&f.value)).collect();
     let field = |name: &str| forms.iter().flat_map(|f| f.fields.iter()).find(|f| f.name == name);
-    let mut specs: Vec<&NotifyDef> = wf.on_assigned.iter().collect();
+    let mut specs: Vec<&NotifyDef> = wf.on_assigned.iter().chain(&wf.start.notify).collect();
     for t in &wf.transitions {
         specs.extend(&t.notify);
     }
@@ -476,7 +476,28 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
             err(diags, &wf.file, u.reference.pos, "invalid_value", format!("`update`: `{}` does not point at a record type", u.reference.value), None);
             continue;
         };
-        for (name, _) in &u.set {
+        for (name, value) in &u.set {
+            // A literal option must be one of the field's options (`{from, to}` both).
+            if let Some(field) = form.fields.iter().find(|f| f.name == name.value && f.field_type == FieldType::Enum) {
+                let literals: Vec<&serde_json::Value> = match value {
+                    serde_json::Value::Object(m) => {
+                        m.values().flat_map(|v| if let serde_json::Value::Array(a) = v { a.iter().collect() } else { vec![v] }).collect()
+                    }
+                    v => vec![v],
+                };
+                for v in literals.into_iter().filter_map(serde_json::Value::as_str).filter(|v| !v.contains('{')) {
+                    if !field.options.iter().any(|o| o.value == v) {
+                        err(
+                            diags,
+                            &wf.file,
+                            name.pos,
+                            "not_an_option",
+                            format!("`update`: `{v}` is not an option of `{}`", name.value),
+                            did_you_mean(v, field.options.iter().map(|o| o.value.as_str())),
+                        );
+                    }
+                }
+            }
             if !form.fields.iter().any(|f| f.name == name.value) {
                 err(
                     diags,

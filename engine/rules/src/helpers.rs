@@ -14,10 +14,17 @@ thread_local! {
 
 /// Runs `f` with `records` readable by `lookup`/`find` on this thread.
 pub(crate) fn with_records<T>(records: &Value, f: impl FnOnce() -> T) -> T {
-    let previous = RECORDS.with(|r| r.replace(records.clone()));
-    let out = f();
-    RECORDS.with(|r| *r.borrow_mut() = previous);
-    out
+    /// Puts the previous snapshot back even if the run panics.
+    struct Restore(Option<Value>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                RECORDS.with(|r| *r.borrow_mut() = previous);
+            }
+        }
+    }
+    let _restore = Restore(Some(RECORDS.with(|r| r.replace(records.clone()))));
+    f()
 }
 
 fn to_dynamic(v: &Value) -> Dynamic {

@@ -244,24 +244,37 @@ impl Runtime {
 
     /// Starts an instance of `workflow` with the start form's data.
     pub async fn start(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
-        match self.plan_start(workflow, input, actor, opts)? {
-            Ok(replayed) => Ok(replayed),
-            Err((write, id)) => start_result(&id, self.commit(write).await?),
+        for _ in 0..MAX_RETRIES {
+            match self.plan_start(workflow, input, actor, opts)? {
+                Ok(replayed) => return Ok(replayed),
+                Err((write, id)) => match self.commit(write).await? {
+                    // A record it updates changed meanwhile: decide again on the fresh record.
+                    (CommitOutcome::RecordChanged, _) => continue,
+                    committed => return start_result(&id, committed),
+                },
+            }
         }
+        Err(CommandError::TooMuchContention)
     }
 
     /// [`Runtime::start`] for blocking contexts (record triggers, tools).
     pub fn start_blocking(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
-        match self.plan_start(workflow, input, actor, opts)? {
-            Ok(replayed) => Ok(replayed),
-            Err((write, id)) => {
-                let instance = write.instance.clone();
-                let idem = write.idempotency.clone();
-                let outcome = self.store.commit(write)?;
-                check_replay(&outcome, &idem)?;
-                start_result(&id, (outcome, instance))
+        for _ in 0..MAX_RETRIES {
+            match self.plan_start(workflow, input, actor, opts)? {
+                Ok(replayed) => return Ok(replayed),
+                Err((write, id)) => {
+                    let instance = write.instance.clone();
+                    let idem = write.idempotency.clone();
+                    let outcome = self.store.commit(write)?;
+                    if outcome == CommitOutcome::RecordChanged {
+                        continue;
+                    }
+                    check_replay(&outcome, &idem)?;
+                    return start_result(&id, (outcome, instance));
+                }
             }
         }
+        Err(CommandError::TooMuchContention)
     }
 
     /// The first result of a replayed key, or the write to commit and the new id.
@@ -286,7 +299,7 @@ impl Runtime {
         let reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
         let mut outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
         if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
-            outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data)?);
+            outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data, &now)?);
         }
         let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
         Ok(Err((self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?, id)))
@@ -380,9 +393,10 @@ impl Runtime {
     /// start form's data, today's date in the app's zone, and the next
     /// number of the workflow's sequence (one per day when the template has
     /// a date). A start that fails after this leaves a gap, never a duplicate.
-    fn next_number(&self, bundle: &Bundle, workflow: &str, template: &str, data: &serde_json::Map<String, Value>) -> Result<String, CommandError> {
+    fn next_number(&self, bundle: &Bundle, workflow: &str, template: &str, data: &serde_json::Map<String, Value>, now: &str) -> Result<String, CommandError> {
         let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
-        let local = self.clock.now().to_zoned_datetime(tz).strftime("%Y-%m-%dT%H:%M:%S").to_string();
+        let at = now.parse::<jiff::Timestamp>().unwrap_or_else(|_| self.clock.now());
+        let local = at.to_zoned_datetime(tz).strftime("%Y-%m-%dT%H:%M:%S").to_string();
         // The sequence restarts with the most precise date the number shows.
         let digits: String = local.chars().filter(char::is_ascii_digit).collect();
         let period = [("{yyyyMMdd}", 8), ("{yyyyMM}", 6), ("{yyyy}", 4)].into_iter().find(|(token, _)| template.contains(token)).map(|(_, n)| &digits[..n]);
@@ -433,6 +447,8 @@ impl Runtime {
                     }
                     // Someone else changed it between our read and our write: decide again.
                 }
+                // A record it updates changed: decide again (the instance itself did not).
+                (CommitOutcome::RecordChanged, _) => {}
                 (other, _) => return Err(other_outcome(other)),
             }
         }

@@ -119,7 +119,11 @@ impl Runtime {
                 if out.contains_key(&f.name) {
                     continue;
                 }
-                let Some(v) = instance.data.get(&f.name) else { continue };
+                // Every field is there (empty when not filled), so a strict template never fails on it.
+                let Some(v) = instance.data.get(&f.name) else {
+                    out.insert(f.name.clone(), json!(""));
+                    continue;
+                };
                 let text = match (f.field_type, v) {
                     (flowform_model::FieldType::Enum, Value::String(s)) => {
                         f.options.iter().find(|o| &o.value == s).map_or_else(|| s.clone(), |o| o.label.get(lang, s).to_string())
@@ -149,7 +153,7 @@ impl Runtime {
                         items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).collect::<Vec<_>>().join(", ")
                     }
                     (flowform_model::FieldType::Location, Value::Object(m)) => m.get("tag").and_then(Value::as_str).unwrap_or("").to_string(),
-                    _ => continue,
+                    _ => String::new(),
                 };
                 out.insert(f.name.clone(), json!(text));
             }

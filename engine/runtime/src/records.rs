@@ -226,14 +226,34 @@ impl Runtime {
             let Some(current) = self.store.record(&record_type.value, id)? else { continue };
             let mut data = current.data.clone();
             for (name, value) in &u.set {
+                // `{from: A, to: B}`: only when the field is A now (an asset retired
+                // meanwhile stays retired).
+                let value = match value {
+                    Value::Object(m) if m.contains_key("to") && m.contains_key("from") => {
+                        let from = &m["from"];
+                        let current_value = current.data.get(&name.value).unwrap_or(&Value::Null);
+                        let applies = match from {
+                            Value::Array(options) => options.contains(current_value),
+                            one => one == current_value,
+                        };
+                        if !applies {
+                            continue;
+                        }
+                        &m["to"]
+                    }
+                    other => other,
+                };
                 let value = match value {
                     Value::String(s) if s.contains('{') => {
                         let mut context = instance.data.clone();
                         context.insert("now".into(), json!(event.at));
                         context.insert("today".into(), json!(today));
                         let whole = s.trim();
+                        // A lone `{FIELD}` copies a plain value (never files or groups).
                         match context.get(whole.trim_start_matches('{').trim_end_matches('}')) {
-                            Some(v) if whole.starts_with('{') && whole.ends_with('}') && whole.matches('{').count() == 1 => v.clone(),
+                            Some(v) if whole.starts_with('{') && whole.ends_with('}') && whole.matches('{').count() == 1 && !v.is_array() && !v.is_object() => {
+                                v.clone()
+                            }
                             _ => json!(records::fill(s, &context, None, &event.at)),
                         }
                     }
@@ -249,6 +269,11 @@ impl Runtime {
             record_event.cause = Some(instance.id.clone());
             record.updated_at = event.at.clone();
             let (_, form) = record_form(bundle, &record.record_type)?;
+            // Only live records may be referred to, as for any record write.
+            let problems = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
+            if !problems.is_empty() {
+                return Err(CommandError::InvalidReferences(problems));
+            }
             let refs = records::references(&form.def.fields, &record.data);
             out.push(RecordWrite { record, expected_version: current.version, event: record_event, refs, idempotency: None });
         }

@@ -327,6 +327,8 @@ pub enum CommitOutcome {
     Moved(Vec<Movement>),
     /// The timer this command fires is gone: it fired already.
     TimerGone,
+    /// A record the command updates changed since it was read: decide again.
+    RecordChanged,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -962,7 +962,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             for rw in &c.records {
                 let now = record(w, &rw.record.record_type, &rw.record.id)?.map_or(0, |r| r.version);
                 if now != rw.expected_version {
-                    return Ok(CommitOutcome::Conflict { current_version: current });
+                    return Ok(CommitOutcome::RecordChanged);
                 }
             }
             let plan = match plan_postings(w, &c.postings, &c.event.actor, &c.event.at, Some((&c.instance.id, c.event.seq)))? {

@@ -171,6 +171,16 @@ fn from_value(ctx: &Ctx, defs: &[FieldDef], f: &FieldDef, data: &Map<String, Val
     let (reference, name) = f.from.as_ref()?.value.split_once('.')?;
     let record_type = defs.iter().find(|x| x.name == reference)?.record.as_ref()?;
     let id = data.get(reference)?.as_str()?;
+    let readable = ctx.actor.has_role("admin")
+        || ctx
+            .bundle
+            .model
+            .record_types
+            .get(&record_type.value)
+            .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, ctx.actor.roles.iter().map(String::as_str)));
+    if !readable {
+        return None;
+    }
     ctx.runtime.record(&record_type.value, id).ok()?.data.get(name).cloned()
 }
 

@@ -582,3 +582,17 @@ async fn an_asset_is_under_repair_while_its_order_is_open_and_remembers_its_last
 fn admin(app: &TestApp) -> flowform_core::Actor {
     app.runtime.actors().into_iter().find(|a| a.id == "admin").unwrap()
 }
+
+#[tokio::test]
+async fn a_retired_asset_stays_retired_when_an_order_is_reported_on_it() {
+    let mut app = TestApp::hospital();
+    let mut data = app.runtime.record("asset", "EQ-000103").unwrap().data;
+    data.insert("status".into(), json!("retired"));
+    app.runtime.update_record("asset", "EQ-000103", &Value::Object(data), None, &admin(&app), flowform_core::Lang::En).unwrap();
+    let mut report_data = report(json!([]));
+    report_data["asset"] = json!("EQ-000103");
+    let order = app.start_instance("repair", "nurse_li", report_data).await.expect(201);
+    assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "retired");
+    app.transition(order["id"].as_str().unwrap(), "cancel", "nurse_li", json!({"reason": "报错设备"})).await.expect(200);
+    assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "retired", "cancelling does not bring it back");
+}
