@@ -68,6 +68,10 @@ enum Command {
         dir: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Keep watching: check again on every save and print what changed
+        /// (new and fixed problems) since the last check. Stop with Ctrl-C.
+        #[arg(long)]
+        watch: bool,
     },
     /// Print a workflow's state machine as a diagram.
     Graph {
@@ -304,7 +308,8 @@ enum GraphFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { dir, format } => check(&dir, format),
+        Command::Check { dir, watch: true, .. } => check_watch(&dir),
+        Command::Check { dir, format, watch: false } => check(&dir, format),
         Command::Graph { workflow, dir, format, lang } => graph_cmd(&dir, &workflow, format, &lang).map(|_| ExitCode::SUCCESS),
         Command::Token { user, data, dir, name, days } => token(&user, &data, &dir, &name, days).map(|_| ExitCode::SUCCESS),
         Command::User { command } => user(command).map(|_| ExitCode::SUCCESS),
@@ -332,6 +337,60 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `check --watch`: polls the definitions (every 200 ms; a poll, not file
+/// events, so it works on every file system and editor), checks again when
+/// they change, and prints the problems that appeared (`+`) and were fixed
+/// (`-`) since the last check, with how long the check took.
+fn check_watch(dir: &Path) -> Result<ExitCode> {
+    let mut last_sources: Option<flowform_model::Sources> = None;
+    let mut last: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut first = true;
+    loop {
+        let sources = match flowform_runtime::sources::read_dir(dir) {
+            Ok(s) => s,
+            Err(e) => {
+                say!("check: cannot read {}: {e}", dir.display());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                continue;
+            }
+        };
+        if last_sources.as_ref() == Some(&sources) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let diags = match flowform_core::compile(sources.clone()) {
+            Ok(bundle) => flowform_model::check::warnings(&bundle.model),
+            Err(diags) => diags,
+        };
+        let took = started.elapsed();
+        // Keyed by place, code and message: a problem that only moved lines is "new" and "fixed".
+        let now: std::collections::BTreeMap<String, String> =
+            diags.iter().map(|d| (format!("{}:{}:{} {} {}", d.file, d.line, d.column, d.code, d.message), d.render(sources.get(&d.file)))).collect();
+        let added: Vec<&String> = now.keys().filter(|k| !last.contains_key(*k)).collect();
+        let fixed: Vec<&String> = last.keys().filter(|k| !now.contains_key(*k)).collect();
+        if first || !added.is_empty() || !fixed.is_empty() {
+            for k in &fixed {
+                say!("- fixed: {k}");
+            }
+            for k in &added {
+                say_raw!("+ {}\n", now[*k]);
+            }
+            let state = if now.is_empty() { "ok".to_string() } else { format!("{} problem(s)", now.len()) };
+            say!(
+                "check: {state} — {} new, {} fixed ({:.0} ms); watching {} (Ctrl-C to stop)",
+                added.len(),
+                fixed.len(),
+                took.as_secs_f64() * 1000.0,
+                dir.display()
+            );
+        }
+        first = false;
+        last = now;
+        last_sources = Some(sources);
     }
 }
 

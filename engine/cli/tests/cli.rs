@@ -468,3 +468,45 @@ fn the_scale_bench_generates_then_measures_a_store() {
     assert!(second.contains("measuring the existing store"), "{second}");
     assert!(second.contains("scale: 300 work orders;"), "{second}");
 }
+
+/// `check --watch` checks again on every save and prints what changed: the
+/// problem a save brings in, then its fix.
+#[test]
+fn check_watch_reports_new_and_fixed_problems_as_files_are_saved() {
+    use std::io::BufRead;
+    let dir = app_copy();
+    let mut child =
+        bin().args(["check", "--watch", "--dir"]).arg(dir.path()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                let done = line.contains(what);
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("no `{what}` in: {seen:?}");
+    };
+    wait_for("check: ok");
+    edit(dir.path(), "definitions/workflows/repair.yaml", "    to: in_progress\n    roles: [technician]", "    to: in_progres\n    roles: [technician]");
+    let seen = wait_for("1 new, 0 fixed");
+    assert!(seen.iter().any(|l| l.contains("error[unknown_state]")), "{seen:?}");
+    edit(dir.path(), "definitions/workflows/repair.yaml", "    to: in_progres\n", "    to: in_progress\n");
+    let seen = wait_for("0 new, 1 fixed");
+    assert!(seen.iter().any(|l| l.starts_with("- fixed:") && l.contains("unknown_state")), "{seen:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
