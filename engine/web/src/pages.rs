@@ -1009,20 +1009,42 @@ pub async fn records(State(rt): Rt, p: P, Path(record_type): Path<String>, Query
     if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
         return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
     }
+    // A tree type without a search is shown whole (up to 500), each record under its parent.
+    let as_tree = def.parent.is_some() && q.q.trim().is_empty();
     let query = flowform_runtime::records::RecordQuery {
         q: Some(q.q.trim().to_string()).filter(|s| !s.is_empty()),
-        limit: 50,
+        limit: if as_tree { 500 } else { 50 },
         cursor: Some(q.cursor.clone()).filter(|s| !s.is_empty()),
         include_archived: q.archived == "1",
-        sort: def.parent.as_ref().map(|_| "id".to_string()),
+        sort: def.parent.as_ref().map(|_| "title".to_string()),
         ..Default::default()
     };
     let name = record_type.clone();
-    let found = match blocking(&rt, move |rt| rt.list_records(&name, &query)).await {
+    let mut found = match blocking(&rt, move |rt| rt.list_records(&name, &query)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return command_failed(&rt, &p, &e),
         Err(r) => return r,
     };
+    if let (true, Some(parent)) = (as_tree, &def.parent) {
+        // Depth first: roots (no parent, or a parent not on the page), then their children, by title.
+        let ids: std::collections::HashSet<String> = found.items.iter().map(|r| r.id.clone()).collect();
+        let parent_of = |r: &flowform_core::records::Record| r.data.get(&parent.value).and_then(Value::as_str).filter(|p| ids.contains(*p)).map(str::to_string);
+        let mut children: BTreeMap<Option<String>, Vec<flowform_core::records::Record>> = BTreeMap::new();
+        for r in std::mem::take(&mut found.items) {
+            children.entry(parent_of(&r)).or_default().push(r);
+        }
+        let mut ordered = Vec::new();
+        let mut stack: Vec<flowform_core::records::Record> = children.remove(&None).unwrap_or_default().into_iter().rev().collect();
+        while let Some(r) = stack.pop() {
+            if let Some(kids) = children.remove(&Some(r.id.clone())) {
+                stack.extend(kids.into_iter().rev());
+            }
+            ordered.push(r);
+        }
+        // Whatever a cycle left out still shows, at the end.
+        ordered.extend(children.into_values().flatten());
+        found.items = ordered;
+    }
     // A tree (a type with a parent field): indent each record under its parent.
     let depth_of = |r: &flowform_core::records::Record| -> usize {
         let Some(parent) = &def.parent else { return 0 };

@@ -596,3 +596,17 @@ async fn a_retired_asset_stays_retired_when_an_order_is_reported_on_it() {
     app.transition(order["id"].as_str().unwrap(), "cancel", "nurse_li", json!({"reason": "报错设备"})).await.expect(200);
     assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "retired", "cancelling does not bring it back");
 }
+
+#[tokio::test]
+async fn a_tree_of_records_lists_each_under_its_parent() {
+    let app = TestApp::hospital();
+    let cookie = session(&app, "admin").await;
+    let html = page(&app, &cookie, "/records/location").await.text();
+    let at = |id: &str| html.find(&format!("/records/location/{id}\"")).unwrap_or_else(|| panic!("{id} missing"));
+    // 东院区 sorts before 总院区 by title, and each campus is followed by its own buildings.
+    assert!(at("DY") < at("ZY"));
+    assert!(at("ZY") < at("ZY-A") && at("ZY") < at("ZY-B"), "buildings under their campus");
+    let dy_children = html[at("DY")..at("ZY")].to_string();
+    assert!(!dy_children.contains("/records/location/ZY-"), "no building of 总院区 under 东院区");
+    assert!(html.contains("item d1") && html.contains("item d2"), "indented by depth");
+}
