@@ -78,6 +78,58 @@ codes! {
     ShuttingDown = (SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"),
 }
 
+impl ErrorCode {
+    /// The code's meaning in Chinese: the top-level `message` of an error
+    /// answered to a client that asked for zh (`Accept-Language: zh-CN`)
+    /// when the message itself is not already in Chinese.
+    pub fn zh(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "请求无法识别",
+            ErrorCode::InvalidJson => "请求内容不是有效的 JSON",
+            ErrorCode::InvalidQuery => "查询参数不正确",
+            ErrorCode::InvalidPath => "地址中的参数不正确",
+            ErrorCode::InvalidIdempotencyKey => "Idempotency-Key 为空或过长",
+            ErrorCode::Unauthorized => "未登录或登录已失效，请重新登录",
+            ErrorCode::Forbidden => "您没有执行此操作的权限",
+            ErrorCode::GuardFailed => "当前不满足此操作的条件",
+            ErrorCode::CsrfFailed => "页面已过期，请刷新后重试",
+            ErrorCode::NotFound => "找不到该内容，或您无权查看",
+            ErrorCode::UnknownWorkflow => "没有这个流程",
+            ErrorCode::UnknownTransition => "该流程没有这个操作",
+            ErrorCode::UnknownForm => "没有这个表单",
+            ErrorCode::UnknownBundleVersion => "没有这个定义版本",
+            ErrorCode::UnknownRecordType => "没有这种基础数据",
+            ErrorCode::MethodNotAllowed => "该地址不支持此请求方式",
+            ErrorCode::TransitionNotAllowed => "当前状态下不能执行此操作",
+            ErrorCode::VersionConflict => "该记录刚被其他人修改，请刷新后重试",
+            ErrorCode::AlreadyExists => "该编号已存在",
+            ErrorCode::RecordReferenced => "该记录已被引用，不能删除（可以停用）",
+            ErrorCode::LedgerViolation => "库存不足，操作未执行",
+            ErrorCode::Contention => "操作冲突，请重试",
+            ErrorCode::PayloadTooLarge => "请求内容过大",
+            ErrorCode::UriTooLong => "地址过长",
+            ErrorCode::FileTooLarge => "文件过大",
+            ErrorCode::UnsupportedMediaType => "请求内容应为 JSON",
+            ErrorCode::InvalidBody => "请求内容的格式不正确",
+            ErrorCode::FormInvalid => "填写的内容有误，请检查标出的字段",
+            ErrorCode::InvalidMovement => "出入库记录填写有误",
+            ErrorCode::PostingRefused => "出入库数量超出允许范围",
+            ErrorCode::FileRejected => "文件内容与类型不符或为空",
+            ErrorCode::RuleFailed => "业务规则执行出错",
+            ErrorCode::IdempotencyKeyReused => "该请求编号已用于另一请求",
+            ErrorCode::InvalidAccount => "账号信息不正确",
+            ErrorCode::TooManyRequests => "失败次数过多，请稍后再试",
+            ErrorCode::HeadersTooLarge => "请求头过大",
+            ErrorCode::Internal => "服务器出错，已记录，请稍后重试",
+            ErrorCode::ShuttingDown => "服务正在停止，请稍后重试",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ErrorCode;

@@ -113,6 +113,13 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 /// details}` shape, also those made before a handler runs (405 from the
 /// router, 413 from the body limit, rejections of axum's own extractors).
 pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // A client that asks for Chinese gets the top-level message in Chinese too.
+    let zh = request
+        .headers()
+        .get(axum::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(flowform_core::Lang::from_accept_language)
+        .is_some_and(|l| l == flowform_core::Lang::ZhCn);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -124,7 +131,7 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
-        return response;
+        return if zh { in_chinese(response).await } else { response };
     }
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
@@ -136,7 +143,33 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
             error.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    error
+    if zh { in_chinese(error).await } else { error }
+}
+
+/// An error answer whose message is not Chinese gets its code's Chinese
+/// meaning as `message`, the original kept as `message_en`.
+async fn in_chinese(response: Response) -> Response {
+    let is_json = response.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else { return Response::from_parts(parts, axum::body::Body::empty()) };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    let code = value.get("code").and_then(serde_json::Value::as_str).and_then(ErrorCode::parse);
+    let message = value.get("message").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+    if let Some(code) = code
+        && message.is_ascii()
+    {
+        value["message_en"] = serde_json::Value::String(message);
+        value["message"] = serde_json::Value::String(code.zh().to_string());
+    }
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(value.to_string()))
 }
 
 impl From<QueryRejection> for ApiError {

@@ -610,3 +610,22 @@ async fn a_tree_of_records_lists_each_under_its_parent() {
     assert!(!dy_children.contains("/records/location/ZY-"), "no building of 总院区 under 东院区");
     assert!(html.contains("item d1") && html.contains("item d2"), "indented by depth");
 }
+
+#[tokio::test]
+async fn errors_asked_in_chinese_are_chinese_throughout() {
+    let mut app = TestApp::hospital();
+    let mut data = report(json!([]));
+    data.as_object_mut().unwrap().remove("description");
+    let zh = app
+        .request(Method::POST, "/api/v1/workflows/repair/instances", Some("nurse_li"), Some(json!({"data": data})), &[("accept-language", "zh-CN,zh;q=0.9")])
+        .await;
+    assert_eq!(zh.status.as_u16(), 422);
+    assert_eq!(zh.body["message"], "填写的内容有误，请检查标出的字段", "{}", zh.body);
+    assert_eq!(zh.body["message_en"], "the submitted data is not valid");
+    assert!(zh.body["details"][0]["message"].as_str().unwrap().chars().any(|c| c > '\u{2e80}'), "the field's message too: {}", zh.body);
+    let none = app.request(Method::GET, "/api/v1/instances/nope", Some("nurse_li"), None, &[("accept-language", "zh-CN")]).await;
+    assert_eq!(none.body["message"], "找不到该内容，或您无权查看");
+    // Asked in English, or not asked: as before.
+    let en = app.request(Method::GET, "/api/v1/instances/nope", Some("nurse_li"), None, &[("accept-language", "en")]).await;
+    assert!(en.body["message"].as_str().unwrap().is_ascii() && en.body.get("message_en").is_none());
+}
