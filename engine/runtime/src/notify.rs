@@ -199,7 +199,7 @@ impl Runtime {
                     // The check makes sure templates only use what is provided; a field
                     // that an instance happens not to have is reported, not fatal.
                     tracing::warn!(template = %spec.template, error = %e, "notification template failed");
-                    (format!("[{}]", spec.template), format!("template error: {}", e.reason()))
+                    (format!("[{}]", spec.template), format!("template error: {}", template_problem(e.reason())))
                 }
             };
             let channels: Vec<String> =
@@ -405,7 +405,10 @@ impl Runtime {
                 });
             for spec in flowform_core::timers::notify_specs(&ledger.notify_below_threshold) {
                 let render = |part: &str| {
-                    bundle.templates.render(&format!("{}.{part}", spec.template), &context).unwrap_or_else(|err| format!("template error: {}", err.reason()))
+                    bundle
+                        .templates
+                        .render(&format!("{}.{part}", spec.template), &context)
+                        .unwrap_or_else(|err| format!("template error: {}", template_problem(err.reason())))
                 };
                 let (title, body) = (render("title"), render("body"));
                 let mut to = std::collections::BTreeSet::new();
@@ -567,5 +570,13 @@ impl Failure {
             CommandError::Store(_) | CommandError::Internal(_) | CommandError::TooMuchContention => Failure::Transient(e.to_string()),
             other => Failure::Permanent(other.to_string()),
         }
+    }
+}
+
+/// A template's failure in words (no Rust `Some(…)`): what is missing, or the reason.
+fn template_problem(reason: &handlebars::RenderErrorReason) -> String {
+    match reason {
+        handlebars::RenderErrorReason::MissingVariable(Some(path)) => format!("`{path}` has no value here"),
+        other => other.to_string(),
     }
 }

@@ -18,17 +18,29 @@ fn pick(lang: Lang, zh: String, en: String) -> String {
 impl Runtime {
     /// Whether `id` is a live record of `kind` (a record type, or a workflow's record kind).
     fn reference_problem(&self, bundle: &Bundle, kind: &str, id: &str, lang: Lang) -> Result<Option<String>, CommandError> {
+        // The kind as people call it: the record type's (or workflow's) title in the language asked for.
+        let code = lang.code();
+        let named = bundle
+            .model
+            .record_types
+            .get(kind)
+            .map(|t| t.title.get(code, kind).to_string())
+            .or_else(|| bundle.model.workflows.values().find(|w| w.record.as_deref() == Some(kind)).map(|w| w.title.get(code, kind).to_string()))
+            .unwrap_or_else(|| kind.to_string());
+        let kind_name = named.as_str();
         if bundle.model.record_types.contains_key(kind) {
             return Ok(match self.store.record(kind, id)? {
-                None => Some(pick(lang, format!("没有编号为 {id} 的{kind}记录"), format!("there is no {kind} `{id}`"))),
-                Some(r) if r.archived => {
-                    Some(pick(lang, format!("{kind} {id} 已归档,不能再引用"), format!("{kind} `{id}` is archived and cannot be referred to any more")))
-                }
+                None => Some(pick(lang, format!("没有编号为 {id} 的{kind_name}"), format!("there is no {kind_name} `{id}`"))),
+                Some(r) if r.archived => Some(pick(
+                    lang,
+                    format!("{kind_name} {id} 已停用,不能再选用"),
+                    format!("{kind_name} `{id}` is archived and cannot be referred to any more"),
+                )),
                 Some(_) => None,
             });
         }
         let ok = self.store.instance(id)?.is_some_and(|i| bundle.workflow(&i.workflow).and_then(|w| w.record.as_deref()) == Some(kind));
-        Ok((!ok).then(|| pick(lang, format!("没有编号为 {id} 的{kind}"), format!("there is no {kind} `{id}`"))))
+        Ok((!ok).then(|| pick(lang, format!("没有编号为 {id} 的{kind_name}"), format!("there is no {kind_name} `{id}`"))))
     }
 
     /// Field errors for `ref` values in `data` that do not point at a live record.

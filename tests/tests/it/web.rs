@@ -530,6 +530,7 @@ async fn a_department_added_as_a_record_is_offered_and_accepted_at_once() {
     data["department"] = json!("D-NOPE");
     let r = app.start_instance("repair", "nurse_li", data).await;
     assert_eq!((r.status.as_u16(), r.body["details"][0]["code"].as_str()), (422, Some("unknown_reference")), "{}", r.body);
+    assert_eq!(r.body["details"][0]["message"], "没有编号为 D-NOPE 的科室", "named as people call it, not by its type's key");
 }
 
 #[tokio::test]
