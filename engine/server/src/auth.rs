@@ -215,7 +215,7 @@ pub fn pages() -> axum::Router<AppState> {
 pub async fn web_session(State(s): State<AppState>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     if let Some(session) = cookie(request.headers(), SESSION_COOKIE).and_then(|c| s.runtime.session(c)) {
         let same_origin = same_origin(request.headers());
-        request.extensions_mut().insert(flowform_web::Viewer { actor: session.actor, csrf: session.csrf, same_origin });
+        request.extensions_mut().insert(flowform_web::Viewer { actor: session.actor, csrf: session.csrf, same_origin, language: session.language });
     }
     next.run(request).await
 }

@@ -35,6 +35,8 @@ pub struct Viewer {
     pub csrf: String,
     /// Whether the request's `Origin` (when sent) is this server.
     pub same_origin: bool,
+    /// The language set on the user's account (`flowform user set --language`).
+    pub language: Option<String>,
 }
 
 /// The pages, for a server whose state gives the runtime.

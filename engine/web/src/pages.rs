@@ -35,9 +35,10 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The user's choice (cookie), else the browser's `Accept-Language`, else the app's default.
-pub fn language(headers: &HeaderMap, bundle: &Bundle) -> Lang {
-    match cookie(headers, LANG_COOKIE) {
+/// The choice made on this device (cookie), else the language of the
+/// user's account, else the browser's `Accept-Language`, else the app's default.
+pub fn language(headers: &HeaderMap, account: Option<&str>, bundle: &Bundle) -> Lang {
+    match cookie(headers, LANG_COOKIE).or(account) {
         Some("en") => return Lang::En,
         Some("zh-CN") => return Lang::ZhCn,
         _ => {}
@@ -63,7 +64,7 @@ where
             return Err(Redirect::to(&to).into_response());
         };
         let runtime = Arc::<Runtime>::from_ref(state);
-        let lang = language(&parts.headers, &runtime.bundle());
+        let lang = language(&parts.headers, viewer.language.as_deref(), &runtime.bundle());
         Ok(P { viewer, lang })
     }
 }

@@ -630,3 +630,16 @@ async fn errors_asked_in_chinese_are_chinese_throughout() {
     let en = app.request(Method::GET, "/api/v1/instances/nope", Some("nurse_li"), None, &[("accept-language", "en")]).await;
     assert!(en.body["message"].as_str().unwrap().is_ascii() && en.body.get("message_en").is_none());
 }
+
+#[tokio::test]
+async fn the_language_of_a_users_account_chooses_the_pages_language() {
+    let mut app = TestApp::hospital();
+    app.request(Method::PATCH, "/api/v1/admin/users/nurse_chen", Some("admin"), Some(json!({"language": "en"})), &[]).await.expect(200);
+    let cookie = session(&app, "nurse_chen").await;
+    // The browser asks for Chinese; her account says English.
+    let home = page(&app, &cookie, "/").await.text();
+    assert!(home.contains("<html lang=\"en\">") && home.contains("Start something"), "{}", &home[..300]);
+    // A choice made on the device (the language switch) comes first.
+    let zh = send(&app, Request::builder().uri("/").header("cookie", format!("{cookie}; ff_lang=zh-CN")).body(Body::empty()).unwrap()).await.text();
+    assert!(zh.contains("<html lang=\"zh-CN\">"));
+}
