@@ -611,6 +611,15 @@ pub struct FieldDef {
     pub fields: Vec<FieldDef>,
 }
 
+impl LedgerDef {
+    /// Whether someone with `roles` may read the balances and movements
+    /// (`access.read` or `roles`; admins always).
+    pub fn readable_by<'a>(&self, roles: impl IntoIterator<Item = &'a str>) -> bool {
+        let granted: Vec<&str> = self.read.iter().chain(&self.roles).map(|r| r.value.as_str()).collect();
+        granted.contains(&EVERYONE) || roles.into_iter().any(|r| r == "admin" || granted.contains(&r))
+    }
+}
+
 impl FieldDef {
     /// A field with only a name and a type (every other key at its default).
     pub fn new(name: &str, field_type: FieldType) -> FieldDef {

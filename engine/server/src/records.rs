@@ -62,10 +62,10 @@ fn may_read_ledger(s: &AppState, ledger: &str, actor: &Actor) -> Result<(), ApiE
     let Some(def) = bundle.model.ledgers.get(ledger) else {
         return Err(ApiError::not_found(format!("no ledger `{ledger}`")));
     };
-    let granted: Vec<&str> = def.read.iter().chain(&def.roles).map(|r| r.value.as_str()).collect();
-    if granted.contains(&flowform_model::EVERYONE) || actor.roles.iter().any(|r| r == "admin" || granted.contains(&r.as_str())) {
+    if def.readable_by(actor.roles.iter().map(String::as_str)) {
         return Ok(());
     }
+    let granted: Vec<&str> = def.read.iter().chain(&def.roles).map(|r| r.value.as_str()).collect();
     s.runtime.audit_denied(actor, &format!("read ledger {ledger}"));
     Err(ApiError::new(crate::codes::ErrorCode::Forbidden, format!("reading {ledger} needs one of the roles {}, admin", granted.join(", "))))
 }

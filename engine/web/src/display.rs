@@ -187,8 +187,8 @@ pub fn record_title(runtime: &Runtime, actor: &Actor, record_type: Option<&str>,
     let bundle = runtime.bundle();
     match record_type {
         Some(t) if bundle.model.record_types.contains_key(t) => {
-            let readable = actor.has_role("admin")
-                || bundle.model.record_types.get(t).is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str)));
+            let readable =
+                bundle.model.record_types.get(t).is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, actor.roles.iter().map(String::as_str)));
             if !readable {
                 return id.to_string();
             }

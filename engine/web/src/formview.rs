@@ -171,13 +171,12 @@ fn from_value(ctx: &Ctx, defs: &[FieldDef], f: &FieldDef, data: &Map<String, Val
     let (reference, name) = f.from.as_ref()?.value.split_once('.')?;
     let record_type = defs.iter().find(|x| x.name == reference)?.record.as_ref()?;
     let id = data.get(reference)?.as_str()?;
-    let readable = ctx.actor.has_role("admin")
-        || ctx
-            .bundle
-            .model
-            .record_types
-            .get(&record_type.value)
-            .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, ctx.actor.roles.iter().map(String::as_str)));
+    let readable = ctx
+        .bundle
+        .model
+        .record_types
+        .get(&record_type.value)
+        .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, ctx.actor.roles.iter().map(String::as_str)));
     if !readable {
         return None;
     }
@@ -221,13 +220,7 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
     // A `ref` shown as a list (`widget: select`): its options are the records
     // of the type, by title, read now — a record an admin adds is offered at once.
     let readable = |t: &str| {
-        ctx.actor.has_role("admin")
-            || ctx
-                .bundle
-                .model
-                .record_types
-                .get(t)
-                .is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, ctx.actor.roles.iter().map(String::as_str)))
+        ctx.bundle.model.record_types.get(t).is_some_and(|rt| rt.access.allows(flowform_model::RecordOp::Read, ctx.actor.roles.iter().map(String::as_str)))
     };
     let ref_select = f.field_type == FieldType::Ref && widget == "select" && f.record.as_ref().is_some_and(|r| readable(&r.value));
     let options: Vec<Value> = if ref_select {

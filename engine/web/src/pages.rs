@@ -82,6 +82,18 @@ async fn blocking<T: Send + 'static>(rt: &Arc<Runtime>, f: impl FnOnce(&Runtime)
     })
 }
 
+/// A store read off the async threads; a refusal becomes its page.
+async fn read_or_page<T: Send + 'static>(
+    rt: &Arc<Runtime>,
+    p: &P,
+    f: impl FnOnce(&Runtime) -> Result<T, CommandError> + Send + 'static,
+) -> Result<T, Response> {
+    match blocking(rt, f).await? {
+        Ok(v) => Ok(v),
+        Err(e) => Err(command_failed(rt, p, &e)),
+    }
+}
+
 /// What every page has: texts, the user, the assets, the navigation.
 fn base(rt: &Runtime, p: &P, title: &str, nav: &str) -> Value {
     let bundle = rt.bundle();
@@ -258,9 +270,8 @@ fn cards(rt: &Runtime, actor: &Actor, bundle: &Bundle, items: &[Instance], lang:
 
 pub async fn home(State(rt): Rt, p: P) -> Response {
     let actor = p.viewer.actor.clone();
-    let w = match blocking(&rt, move |rt| work(rt, &actor, 10)).await {
-        Ok(Ok(w)) => w,
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let w = match read_or_page(&rt, &p, move |rt| work(rt, &actor, 10)).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let bundle = rt.bundle();
@@ -285,9 +296,8 @@ fn lists(bundle: &Bundle, lang: Lang) -> Vec<Value> {
 
 pub async fn tasks(State(rt): Rt, p: P) -> Response {
     let actor = p.viewer.actor.clone();
-    let w = match blocking(&rt, move |rt| work(rt, &actor, 30)).await {
-        Ok(Ok(w)) => w,
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let w = match read_or_page(&rt, &p, move |rt| work(rt, &actor, 30)).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let bundle = rt.bundle();
@@ -478,9 +488,8 @@ fn workflow_fields<'b>(bundle: &'b Bundle, wf: &WorkflowDef) -> Vec<&'b FieldDef
 pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Query<OkQuery>) -> Response {
     let actor = p.viewer.actor.clone();
     let lookup = id.clone();
-    let (i, history) = match blocking(&rt, move |rt| rt.instance_for(&lookup, &actor).and_then(|i| Ok((rt.history_for(&lookup, &actor)?, i)))).await {
-        Ok(Ok((h, i))) => (i, h),
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let (i, history) = match read_or_page(&rt, &p, move |rt| rt.instance_for(&lookup, &actor).and_then(|i| Ok((rt.history_for(&lookup, &actor)?, i)))).await {
+        Ok((h, i)) => (i, h),
         Err(r) => return r,
     };
     let bundle = match rt.bundle_for_async(&i.bundle_version).await {
@@ -663,9 +672,8 @@ pub async fn transition_submit(
         Err(CommandError::StaleVersion { .. }) => {
             // Someone else moved it: show the form again on the current version, input kept.
             let actor = p.viewer.actor.clone();
-            let current = match blocking(&rt, move |rt| rt.instance_for(&id, &actor)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return command_failed(&rt, &p, &e),
+            let current = match read_or_page(&rt, &p, move |rt| rt.instance_for(&id, &actor)).await {
+                Ok(c) => c,
                 Err(r) => return r,
             };
             if !rt.available_transitions(&current, &p.viewer.actor).iter().any(|t| t.name == transition) {
@@ -825,9 +833,8 @@ fn board_shape(lang: Lang) -> Value {
 
 pub async fn inbox(State(rt): Rt, p: P) -> Response {
     let user = p.viewer.actor.id.clone();
-    let items = match blocking(&rt, move |rt| rt.inbox(&user)).await {
-        Ok(Ok(items)) => items,
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let items = match read_or_page(&rt, &p, move |rt| rt.inbox(&user)).await {
+        Ok(items) => items,
         Err(r) => return r,
     };
     let bundle = rt.bundle();
@@ -871,7 +878,7 @@ pub async fn me(State(rt): Rt, p: P) -> Response {
         .model
         .record_types
         .values()
-        .filter(|rt_def| rt_def.access.allows(RecordOp::Read, a.roles.iter().map(String::as_str)) || a.has_role("admin"))
+        .filter(|rt_def| rt_def.access.allows(RecordOp::Read, a.roles.iter().map(String::as_str)))
         .map(|t| json!({"url": format!("/records/{}", t.name), "title": t.title.get(p.lang.code(), &t.name)}))
         .collect();
     let ledgers: Vec<Value> = bundle
@@ -893,8 +900,7 @@ pub async fn me(State(rt): Rt, p: P) -> Response {
 }
 
 fn may_read_ledger(l: &flowform_model::LedgerDef, a: &Actor) -> bool {
-    let granted: Vec<&str> = l.read.iter().chain(&l.roles).map(|r| r.value.as_str()).collect();
-    granted.contains(&flowform_model::EVERYONE) || a.roles.iter().any(|r| r == "admin" || granted.contains(&r.as_str()))
+    l.readable_by(a.roles.iter().map(String::as_str))
 }
 
 pub async fn set_lang(State(rt): Rt, p: P, Path(code): Path<String>, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
@@ -911,7 +917,7 @@ pub async fn set_lang(State(rt): Rt, p: P, Path(code): Path<String>, axum::Form(
 }
 
 fn may_records(bundle: &Bundle, record_type: &str, a: &Actor, op: RecordOp) -> bool {
-    bundle.model.record_types.get(record_type).is_some_and(|t| a.has_role("admin") || t.access.allows(op, a.roles.iter().map(String::as_str)))
+    bundle.model.record_types.get(record_type).is_some_and(|t| t.access.allows(op, a.roles.iter().map(String::as_str)))
 }
 
 pub struct PickQuery {
@@ -1021,9 +1027,8 @@ pub async fn records(State(rt): Rt, p: P, Path(record_type): Path<String>, Query
         ..Default::default()
     };
     let name = record_type.clone();
-    let mut found = match blocking(&rt, move |rt| rt.list_records(&name, &query)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let mut found = match read_or_page(&rt, &p, move |rt| rt.list_records(&name, &query)).await {
+        Ok(r) => r,
         Err(r) => return r,
     };
     if let (true, Some(parent)) = (as_tree, &def.parent) {
@@ -1110,9 +1115,8 @@ pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, 
         return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
     }
     let (name, rid, actor) = (record_type.clone(), id.clone(), p.viewer.actor.clone());
-    let (r, history) = match blocking(&rt, move |rt| rt.record(&name, &rid).and_then(|r| Ok((rt.record_history(&name, &rid, &actor)?, r)))).await {
-        Ok(Ok((h, r))) => (r, h),
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let (r, history) = match read_or_page(&rt, &p, move |rt| rt.record(&name, &rid).and_then(|r| Ok((rt.record_history(&name, &rid, &actor)?, r)))).await {
+        Ok((h, r)) => (r, h),
         Err(r) => return r,
     };
     let fields: Vec<&FieldDef> = bundle.form(&def.form.value).map(|f| f.def.fields.iter().collect()).unwrap_or_default();
@@ -1331,9 +1335,8 @@ pub async fn labels(State(rt): Rt, p: P, Path(record_type): Path<String>) -> Res
     }
     let name = record_type.clone();
     let query = flowform_runtime::records::RecordQuery { limit: 500, ..Default::default() };
-    let found = match blocking(&rt, move |rt| rt.list_records(&name, &query)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return command_failed(&rt, &p, &e),
+    let found = match read_or_page(&rt, &p, move |rt| rt.list_records(&name, &query)).await {
+        Ok(r) => r,
         Err(r) => return r,
     };
     let items: Vec<Value> =
