@@ -153,6 +153,8 @@ pub fn start_with(
         due_at: None,
         overdue: false,
         moved: Vec::new(),
+        parent: None,
+        children: Vec::new(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
     let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
@@ -212,6 +214,10 @@ pub fn transition_with(
     let mut outcome = finish(bundle, instance, after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)?;
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
+    }
+    let starts = crate::links::linked_starts(t, &outcome.instance, now);
+    if !starts.is_empty() {
+        outcome.effects.push(Effect::Start { starts });
     }
     Ok(outcome)
 }
@@ -485,6 +491,8 @@ fn finish(
         to_state: after.state.clone(),
         input,
         changes,
+        parent: None,
+        children: Vec::new(),
     };
     Ok(Outcome { instance: after, event, effects })
 }
@@ -614,6 +622,10 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     )?;
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
+    }
+    let starts = crate::links::linked_starts(t, &outcome.instance, now);
+    if !starts.is_empty() {
+        outcome.effects.push(Effect::Start { starts });
     }
     Ok(outcome)
 }

@@ -72,6 +72,12 @@ pub struct Instance {
     /// What its commands moved in ledgers (the bound of a `return`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<crate::ledger::Moved>,
+    /// The instance whose transition started this one (`starts:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The instances this one's transitions started, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +115,12 @@ pub struct Event {
     pub input: Value,
     /// Every data field (and `assignment.*`) the command changed.
     pub changes: BTreeMap<String, Change>,
+    /// On the start of a linked instance: the instance that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The instances this command started (`starts:`), in the same transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 /// What the runtime must do besides storing the new instance and the event.
@@ -123,6 +135,8 @@ pub enum Effect {
     Timers { arm: Vec<crate::timers::TimerSpec> },
     /// Notifications to send (rendered and delivered by the runtime).
     Notify { notifications: Vec<crate::timers::NotifySpec> },
+    /// Instances of other workflows to start with the command (`starts:`).
+    Start { starts: Vec<crate::links::LinkedStart> },
 }
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {

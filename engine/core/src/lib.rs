@@ -13,6 +13,7 @@ pub mod diff;
 pub mod graph;
 pub mod instance;
 pub mod ledger;
+pub mod links;
 pub mod migrate;
 pub mod records;
 pub mod schedules;

@@ -71,6 +71,8 @@ pub fn migrate(target: &Bundle, instance: &Instance, state: &str, mapping: &BTre
         to_state: state.to_string(),
         input: json!({"from_version": instance.bundle_version, "to_version": target.version, "mapping": mapping}),
         changes: diff(instance, &after),
+        parent: None,
+        children: Vec::new(),
     };
     Outcome { instance: after, event, effects: Vec::new() }
 }

@@ -92,6 +92,24 @@ pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, now: &s
     out
 }
 
+/// A value of a definition's `data`/`set` filled from `context`: a lone
+/// `{FIELD}` copies the field's value as it is (a number stays a number;
+/// never files or groups), other text has its `{FIELD}`s replaced by text,
+/// anything else is kept.
+pub fn fill_value(value: &Value, context: &Map<String, Value>, now: &str) -> Value {
+    match value {
+        Value::String(s) if s.contains('{') => {
+            let whole = s.trim();
+            let name = whole.trim_start_matches('{').trim_end_matches('}');
+            match context.get(name) {
+                Some(v) if whole.starts_with('{') && whole.ends_with('}') && whole.matches('{').count() == 1 && !v.is_array() && !v.is_object() => v.clone(),
+                _ => Value::String(fill(s, context, None, now)),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
 /// Whether the type's ids need a sequence number.
 pub fn needs_sequence(bundle: &Bundle, type_name: &str) -> bool {
     bundle.model.record_types.get(type_name).is_some_and(|rt| rt.key.value.contains("{seq"))

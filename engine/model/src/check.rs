@@ -512,9 +512,124 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// `starts:` of a transition: the workflow exists, `for_each` is a group
+/// field of the workflow's forms, `where` names fields of its items (or of
+/// the forms), `roles` are declared, `data` names fields of the started
+/// workflow's start form.
+fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    let forms: Vec<&FormDef> =
+        wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref())).filter_map(|f| model.forms.get(&f.value)).collect();
+    let all_fields: Vec<&FieldDef> = forms.iter().flat_map(|f| f.fields.iter()).collect();
+    for t in &wf.transitions {
+        for link in &t.starts {
+            let Some(target) = model.workflows.get(&link.workflow.value) else {
+                if !model.unreadable.contains(&link.workflow.value) {
+                    err(
+                        diags,
+                        &wf.file,
+                        link.workflow.pos,
+                        "unknown_workflow",
+                        format!("`starts` names workflow `{}`, which is not defined", link.workflow.value),
+                        did_you_mean(&link.workflow.value, model.workflows.keys().map(String::as_str)),
+                    );
+                }
+                continue;
+            };
+            // The names `where` and `data` may use: the item's fields, else the instance's.
+            let mut names: Vec<&str> = all_fields.iter().map(|f| f.name.as_str()).collect();
+            names.extend(["id", "number", "requester"]);
+            if let Some(each) = &link.for_each {
+                match all_fields.iter().find(|f| f.name == each.value) {
+                    Some(f) if f.field_type == FieldType::Group => names.extend(f.fields.iter().map(|x| x.name.as_str())),
+                    Some(_) => err(
+                        diags,
+                        &wf.file,
+                        each.pos,
+                        "invalid_value",
+                        format!("`for_each: {}` must name a `group` field (one start per item)", each.value),
+                        None,
+                    ),
+                    None => err(
+                        diags,
+                        &wf.file,
+                        each.pos,
+                        "unknown_field",
+                        format!("`for_each` names `{}`, which no form of `{}` has", each.value, wf.name),
+                        did_you_mean(&each.value, all_fields.iter().filter(|f| f.field_type == FieldType::Group).map(|f| f.name.as_str())),
+                    ),
+                }
+            }
+            if let Some((src, cond)) = &link.condition {
+                for name in cond.fields() {
+                    if !names.contains(&name) {
+                        err(
+                            diags,
+                            &wf.file,
+                            src.pos,
+                            "unknown_field",
+                            format!("`where` reads `{name}`, which is not a field here"),
+                            did_you_mean(name, names.iter().copied()),
+                        );
+                    }
+                }
+            }
+            for role in &link.roles {
+                if !model.roles.contains_key(&role.value) {
+                    err(
+                        diags,
+                        &wf.file,
+                        role.pos,
+                        "unknown_role",
+                        format!("unknown role `{}` in `starts`", role.value),
+                        did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
+                    );
+                }
+            }
+            let start_form = target.start.form.as_ref().and_then(|f| model.forms.get(&f.value));
+            for (key, value) in &link.data {
+                if let Some(form) = start_form
+                    && !form.fields.iter().any(|f| &f.name == key)
+                {
+                    err(
+                        diags,
+                        &wf.file,
+                        link.pos,
+                        "unknown_field",
+                        format!("`starts.data` sets `{key}`, which the start form `{}` of `{}` does not have", form.name, target.name),
+                        did_you_mean(key, form.fields.iter().map(|f| f.name.as_str())),
+                    );
+                }
+                for name in value.as_str().map(template_fields).unwrap_or_default() {
+                    if !names.contains(&name.as_str()) {
+                        err(
+                            diags,
+                            &wf.file,
+                            link.pos,
+                            "unknown_field",
+                            format!("`starts.data.{key}` names `{{{name}}}`, which is not a field here"),
+                            did_you_mean(&name, names.iter().copied()),
+                        );
+                    }
+                }
+            }
+            if target.start.hooks.post.is_some() {
+                err(
+                    diags,
+                    &wf.file,
+                    link.workflow.pos,
+                    "invalid_value",
+                    format!("`{}` posts ledger movements when it starts, which a linked start cannot do", target.name),
+                    Some("start it by hand, or move the movements to a later transition".into()),
+                );
+            }
+        }
+    }
+}
+
 fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
     check_recipient_fields(model, wf, diags);
     check_updates(model, wf, diags);
+    check_linked_starts(model, wf, diags);
     let checked_from = diags.len();
     let file = wf.file.as_str();
     let state_names: Vec<&str> = wf.states.iter().map(|s| s.name.as_str()).collect();

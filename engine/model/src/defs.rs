@@ -507,6 +507,28 @@ pub struct TransitionDef {
     pub notify: Vec<NotifyDef>,
     /// Records the transition updates, in the same transaction (`update:`).
     pub update: Vec<RecordUpdateDef>,
+    /// Instances of other workflows the transition starts, in the same
+    /// transaction, linked both ways (`starts:`).
+    pub starts: Vec<LinkedStartDef>,
+}
+
+/// `starts: [{workflow, for_each, where, roles, data}]` on a transition: one
+/// instance of `workflow` (or one per item of the group field `for_each`
+/// matching `where`), started with the same transaction as the transition,
+/// its `parent` the instance, listed among the instance's `children`.
+#[derive(Clone, Debug)]
+pub struct LinkedStartDef {
+    pub pos: Pos,
+    pub workflow: Sp<String>,
+    /// A `group` field of the instance: one start per item.
+    pub for_each: Option<Sp<String>>,
+    /// In the forms' condition language, over the item's fields (or the
+    /// instance's data without `for_each`).
+    pub condition: Option<(Sp<String>, Condition)>,
+    /// The roles the start acts with (default: the actor's own).
+    pub roles: Vec<Sp<String>>,
+    /// Start data; a text may name fields of the item or the instance in braces.
+    pub data: serde_json::Map<String, Value>,
 }
 
 #[derive(Clone, Debug)]

@@ -453,6 +453,7 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
     };
     let form = map.get("form").and_then(|n| r.name(n, "the form name"));
     let update = map.get("update").map(|n| load_updates(r, n)).unwrap_or_default();
+    let starts = map.get("starts").map(|n| load_linked_starts(r, n)).unwrap_or_default();
     let hooks = load_hooks(r, &map);
     let assign = map.get("assign").and_then(|n| r.string(n, "`assign`")).and_then(|s| match s.value.as_str() {
         "actor" => Some(Assign::Actor),
@@ -486,7 +487,37 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
         assign,
         notify,
         update,
+        starts,
     })
+}
+
+/// `starts:` of a transition: a mapping or a list of them.
+fn load_linked_starts(r: &mut Reader, node: &Node) -> Vec<LinkedStartDef> {
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(m) = r.map(item, "`starts`") else { continue };
+        let workflow = m.require(r, "workflow", "`starts`").and_then(|n| r.name(n, "the workflow"));
+        let for_each = m.get("for_each").and_then(|n| r.name(n, "a `group` field"));
+        let condition = m.get("where").and_then(|n| condition(r, n, "where"));
+        let roles = m.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+        let data = match m.get("data").map(|d| (d.pos, d.to_json())) {
+            Some((_, serde_json::Value::Object(o))) => o,
+            Some((pos, _)) => {
+                r.error(pos, "wrong_type", "`data` must be a mapping of start-form fields".to_string(), Some("e.g. `data: { asset: \"{asset}\" }`".into()));
+                serde_json::Map::new()
+            }
+            None => serde_json::Map::new(),
+        };
+        m.finish(r, "`starts` (workflow, for_each, where, roles, data)");
+        if let Some(workflow) = workflow {
+            out.push(LinkedStartDef { pos: m.pos, workflow, for_each, condition, roles, data });
+        }
+    }
+    out
 }
 
 fn load_form(r: &mut Reader, root: &Node) -> Option<FormDef> {

@@ -65,6 +65,9 @@ pub enum CommandError {
     UnknownBundleVersion(String),
     #[error("the instance kept changing; try again")]
     TooMuchContention,
+    /// A workflow a transition starts (`starts:`) refused its start.
+    #[error("could not start the linked workflow `{workflow}`{}: {source}", item.map(|i| format!(" for item {i}")).unwrap_or_default())]
+    LinkedStart { workflow: String, item: Option<usize>, source: Box<CommandError> },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -437,7 +440,9 @@ impl Runtime {
             let reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
             let outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
             let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
-            let write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
+            let effects = outcome.effects.clone();
+            let mut write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
+            self.link_children(&bundle, &mut write, &effects, actor, opts.lang)?;
             match self.commit(write).await? {
                 (CommitOutcome::Committed, instance) => return Ok(instance),
                 (CommitOutcome::Replay(first), _) => return first.instance.ok_or(CommandError::IdempotencyKeyReused),
@@ -453,6 +458,53 @@ impl Runtime {
             }
         }
         Err(CommandError::TooMuchContention)
+    }
+
+    /// The instances a command starts (`Effect::Start`): each decided by the
+    /// core as a start by the actor (with the link's roles when it declares
+    /// them), its `parent` the instance, added to the write so that they
+    /// commit with it or not at all. Their record updates join the
+    /// command's (one write per record).
+    pub(crate) fn link_children(
+        &self,
+        bundle: &Bundle,
+        write: &mut CommandWrite,
+        effects: &[flowform_core::Effect],
+        actor: &Actor,
+        lang: Lang,
+    ) -> Result<(), CommandError> {
+        let starts = effects.iter().filter_map(|e| match e {
+            flowform_core::Effect::Start { starts } => Some(starts),
+            _ => None,
+        });
+        for link in starts.flatten() {
+            let failed = |source: CommandError| CommandError::LinkedStart { workflow: link.workflow.clone(), item: link.item, source: Box::new(source) };
+            let child_actor = Actor { roles: if link.roles.is_empty() { actor.roles.clone() } else { link.roles.clone() }, ..actor.clone() };
+            let id = self.new_id();
+            let now = write.event.at.clone();
+            let form = bundle.workflow(&link.workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
+            let fields = form.as_deref().and_then(|f| bundle.form(f)).map(|f| f.def.fields.clone()).unwrap_or_default();
+            let input = self.fill_from(bundle, &fields, &Value::Object(link.data.clone()), &serde_json::Map::new()).map_err(failed)?;
+            let reads = self.reads(bundle, &link.workflow, &serde_json::Map::new(), &input).map_err(failed)?;
+            let mut outcome = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
+                .map_err(|r| failed(CommandError::Rejected(r)))?;
+            outcome.instance.parent = Some(write.instance.id.clone());
+            outcome.event.parent = Some(write.instance.id.clone());
+            if let Some(template) = bundle.workflow(&link.workflow).and_then(|w| w.number.as_ref()) {
+                outcome.instance.number = Some(self.next_number(bundle, &link.workflow, &template.value, &outcome.instance.data, &now).map_err(failed)?);
+            }
+            let mut child = self.prepare(bundle, outcome, form.as_deref(), 0, None, lang).map_err(failed)?;
+            if !child.postings.is_empty() {
+                return Err(failed(CommandError::BadQuery("a linked start cannot post ledger movements".into())));
+            }
+            for rw in std::mem::take(&mut child.records) {
+                merge_record_write(&mut write.records, rw);
+            }
+            write.instance.children.push(id.clone());
+            write.event.children.push(id);
+            write.children.push(child);
+        }
+        Ok(())
     }
 
     fn replay(&self, idem: &Option<IdempotencyKey>) -> Result<Option<Instance>, CommandError> {
@@ -561,6 +613,26 @@ pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &
     h.update([0]);
     h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
     Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
+}
+
+/// Adds a record write to a command's, merging two writes of one record
+/// (both read at the same version): the later one's changes apply on top.
+fn merge_record_write(writes: &mut Vec<flowform_store::RecordWrite>, rw: flowform_store::RecordWrite) {
+    let same = |w: &&mut flowform_store::RecordWrite| w.record.record_type == rw.record.record_type && w.record.id == rw.record.id;
+    match writes.iter_mut().find(|w| same(w)) {
+        Some(first) => {
+            for (field, change) in rw.event.changes {
+                first.record.data.insert(field.clone(), change.after.clone());
+                match first.event.changes.get_mut(&field) {
+                    Some(c) => c.after = change.after,
+                    None => {
+                        first.event.changes.insert(field, change);
+                    }
+                }
+            }
+        }
+        None => writes.push(rw),
+    }
 }
 
 /// `value` with the keys of every object sorted.

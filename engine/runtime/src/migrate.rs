@@ -144,6 +144,7 @@ impl Runtime {
         for (instance, to_state) in plans {
             let outcome = flowform_core::migrate::migrate(&target, &instance, &to_state, &req.map, actor, &now);
             let write = CommandWrite {
+                children: Vec::new(),
                 records: Vec::new(),
                 instance: outcome.instance,
                 expected_version: instance.version,

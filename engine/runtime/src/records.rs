@@ -180,7 +180,7 @@ impl Runtime {
                     inbox.extend(i);
                     outbox.extend(o);
                 }
-                Effect::Assigned { .. } => {}
+                Effect::Assigned { .. } | Effect::Start { .. } => {}
             }
         }
         let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);
@@ -197,6 +197,7 @@ impl Runtime {
             inbox,
             outbox,
             records: record_writes,
+            children: Vec::new(),
         })
     }
 
@@ -255,22 +256,10 @@ impl Runtime {
                     }
                     other => other,
                 };
-                let value = match value {
-                    Value::String(s) if s.contains('{') => {
-                        let mut context = instance.data.clone();
-                        context.insert("now".into(), json!(event.at));
-                        context.insert("today".into(), json!(today));
-                        let whole = s.trim();
-                        // A lone `{FIELD}` copies a plain value (never files or groups).
-                        match context.get(whole.trim_start_matches('{').trim_end_matches('}')) {
-                            Some(v) if whole.starts_with('{') && whole.ends_with('}') && whole.matches('{').count() == 1 && !v.is_array() && !v.is_object() => {
-                                v.clone()
-                            }
-                            _ => json!(records::fill(s, &context, None, &event.at)),
-                        }
-                    }
-                    other => other.clone(),
-                };
+                let mut context = instance.data.clone();
+                context.insert("now".into(), json!(event.at));
+                context.insert("today".into(), json!(today));
+                let value = records::fill_value(value, &context, &event.at);
                 data.insert(name.value.clone(), value);
             }
             if data == current.data {

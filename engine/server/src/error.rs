@@ -215,6 +215,11 @@ impl From<CommandError> for ApiError {
             }
             CommandError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused, message),
             CommandError::TooMuchContention => ApiError::new(ErrorCode::Contention, message),
+            CommandError::LinkedStart { workflow, item, source } => {
+                let inner = ApiError::from(*source);
+                ApiError::new(ErrorCode::LinkedStartFailed, message)
+                    .with_details(json!({"workflow": workflow, "item": item, "code": inner.code.as_str(), "details": inner.details}))
+            }
             CommandError::Store(flowform_store::StoreError::Closed) => ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
             other => ApiError::internal(other),
         }

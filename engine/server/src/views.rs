@@ -59,6 +59,8 @@ pub fn instance(i: &Instance, available: Vec<AvailableTransition>, bundle: Optio
         "state_entered_at": i.state_entered_at,
         "due_at": i.due_at,
         "overdue": i.overdue,
+        "parent": i.parent,
+        "children": i.children,
         "available_transitions": available,
         "created_at": i.created_at,
         "updated_at": i.updated_at,

@@ -91,6 +91,10 @@ pub struct CommandWrite {
     pub outbox: Vec<OutboxItem>,
     /// Records the command updates (`update:`), each at the version it was read at.
     pub records: Vec<RecordWrite>,
+    /// New instances the command starts (`starts:`), in the same transaction:
+    /// each must not exist yet and posts no movements; their record updates
+    /// are merged into `records`.
+    pub children: Vec<CommandWrite>,
 }
 
 /// A timer taken out of the queue because it could not act.

@@ -940,6 +940,48 @@ fn replay_or_none(w: &mut dyn Write, idem: &Option<IdempotencyKey>) -> Result<Op
     Ok(None)
 }
 
+/// Writes a checked command's instance, event, idempotency result,
+/// references, timers and notifications (not its movements or records).
+fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) -> Result<()> {
+    w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
+    reindex(w, old, &c.instance)?;
+    w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
+    if let Some(idem) = &c.idempotency {
+        let result = IdempotentResult {
+            fingerprint: idem.fingerprint.clone(),
+            instance: Some(c.instance.clone()),
+            record: None,
+            movements: None,
+            at: Some(c.event.at.clone()),
+        };
+        w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
+    }
+    add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
+    if let Some(t) = &c.fired_timer {
+        drop_timer(w, t)?;
+    }
+    if let Some(timers) = &c.timers {
+        drop_timers_of(w, &c.instance.id)?;
+        for t in timers {
+            let k = timer_key(t);
+            w.put(Table::Timers, &k, &to_bytes(t)?)?;
+            w.put(Table::TimerIndex, &key(&[&t.instance_id, &t.timer]), k.as_bytes())?;
+        }
+    }
+    for item in &c.inbox {
+        let mut item = item.clone();
+        item.seq = next(w, "inbox")?;
+        w.put(Table::Inbox, &key(&[&item.user, &num(item.seq)]), &to_bytes(&item)?)?;
+    }
+    for item in &c.outbox {
+        let mut item = item.clone();
+        item.seq = next(w, "outbox")?;
+        w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
+        w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
+    }
+    Ok(())
+}
+
 /// Applies one job: every check first, then every write.
 pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
     match job {
@@ -965,46 +1007,20 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                     return Ok(CommitOutcome::RecordChanged);
                 }
             }
+            // The instances it starts are new (their ids are fresh ULIDs) and post nothing.
+            for child in &c.children {
+                if child.expected_version != 0 || instance(w, &child.instance.id)?.is_some() || !child.postings.is_empty() || !child.children.is_empty() {
+                    return Ok(CommitOutcome::Conflict { current_version: current });
+                }
+            }
             let plan = match plan_postings(w, &c.postings, &c.event.actor, &c.event.at, Some((&c.instance.id, c.event.seq)))? {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
-            w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
-            reindex(w, old.as_ref(), &c.instance)?;
-            w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
-            if let Some(idem) = &c.idempotency {
-                let result = IdempotentResult {
-                    fingerprint: idem.fingerprint.clone(),
-                    instance: Some(c.instance.clone()),
-                    record: None,
-                    movements: None,
-                    at: Some(c.event.at.clone()),
-                };
-                w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
-            }
-            add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
+            write_command(w, c, old.as_ref())?;
             write_plan(w, plan)?;
-            if let Some(t) = &c.fired_timer {
-                drop_timer(w, t)?;
-            }
-            if let Some(timers) = &c.timers {
-                drop_timers_of(w, &c.instance.id)?;
-                for t in timers {
-                    let k = timer_key(t);
-                    w.put(Table::Timers, &k, &to_bytes(t)?)?;
-                    w.put(Table::TimerIndex, &key(&[&t.instance_id, &t.timer]), k.as_bytes())?;
-                }
-            }
-            for item in &c.inbox {
-                let mut item = item.clone();
-                item.seq = next(w, "inbox")?;
-                w.put(Table::Inbox, &key(&[&item.user, &num(item.seq)]), &to_bytes(&item)?)?;
-            }
-            for item in &c.outbox {
-                let mut item = item.clone();
-                item.seq = next(w, "outbox")?;
-                w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
-                w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
+            for child in &c.children {
+                write_command(w, child, None)?;
             }
             for rw in &c.records {
                 w.put(Table::Records, &key(&[&rw.record.record_type, &rw.record.id]), &to_bytes(&rw.record)?)?;

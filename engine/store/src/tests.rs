@@ -23,12 +23,15 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         due_at: None,
         overdue: false,
         moved: Vec::new(),
+        parent: None,
+        children: Vec::new(),
     }
 }
 
 fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrite {
     let inst = instance(id, expected + 1, state);
     CommandWrite {
+        children: Vec::new(),
         records: Vec::new(),
         event: Event {
             instance_id: id.into(),
@@ -42,6 +45,8 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
             to_state: state.into(),
             input: json!({}),
             changes: BTreeMap::new(),
+            parent: None,
+            children: Vec::new(),
         },
         instance: inst,
         expected_version: expected,
@@ -236,6 +241,8 @@ fn transfers_reservations_and_purges() {
         at: String::new(),
         cause: None,
         changes: BTreeMap::new(),
+            parent: None,
+            children: Vec::new(),
     };
     let put = |id: &str, refs: Vec<(String, String)>| {
         Job::Record(Box::new(RecordWrite { record: rec(id, 1), expected_version: 0, event: ev(id, 1), refs, idempotency: None }))

@@ -54,6 +54,10 @@ pub struct Step {
     pub lang: Option<String>,
     /// What the step is for; shown in failures.
     pub note: Option<String>,
+    /// `follow: child` (or `child 2`) makes the current instance's first
+    /// (second, …) linked child the current one; `follow: parent` its parent.
+    /// Done after the step's command, before its checks.
+    pub follow: Option<String>,
 }
 
 fn duration(text: &str) -> Result<jiff::SignedDuration, String> {
@@ -161,6 +165,20 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) 
         {
             *current = Some(id.to_string());
         }
+    }
+    if let Some(follow) = &step.follow {
+        let id = current.clone().ok_or("`follow` before any `start`")?;
+        let view = app.get(&format!("/api/v1/instances/{id}"), "admin").await.body;
+        let next = match follow.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["parent"] => view["parent"].as_str().map(str::to_string),
+            ["child"] => view["children"][0].as_str().map(str::to_string),
+            ["child", n] => {
+                let n: usize = n.parse().map_err(|_| format!("`follow: {follow}`: write `child 2`"))?;
+                view["children"][n.saturating_sub(1)].as_str().map(str::to_string)
+            }
+            _ => return Err(format!("`follow: {follow}`: write `parent`, `child` or `child 2`")),
+        };
+        *current = Some(next.ok_or_else(|| format!("`follow: {follow}`: the instance has no such link: {view}"))?);
     }
     if let Some(expect) = &step.instance {
         let id = current.clone().ok_or("`instance` before any `start`")?;

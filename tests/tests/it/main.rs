@@ -10,6 +10,7 @@ mod diagnostics;
 mod diff;
 mod docs;
 mod generic;
+mod links;
 mod openapi;
 mod properties;
 mod records;
