@@ -567,10 +567,24 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
             .collect(),
         _ => Vec::new(),
     };
+    // The instances linked to this one (`starts:`) that the viewer may read.
+    let related: Vec<Value> = i
+        .parent
+        .iter()
+        .map(|id| (id, true))
+        .chain(i.children.iter().map(|id| (id, false)))
+        .filter_map(|(id, is_parent)| {
+            let other = rt.instance_for(id, &p.viewer.actor).ok()?;
+            let (label, color) = display::state(&bundle, &other.workflow, &other.state, lang);
+            let title = bundle.workflow(&other.workflow).map_or_else(|| other.workflow.clone(), |w| w.title.get(lang.code(), &w.name).to_string());
+            Some(json!({"url": format!("/i/{}", other.id), "number": display::number(&other, &tz), "workflow": title, "state": label, "color": color, "parent": is_parent}))
+        })
+        .collect();
     let (state_label, color) = display::state(&bundle, &i.workflow, &i.state, lang);
     let due = i.due_at.as_deref().filter(|_| !is_final(&bundle, &i)).map(|d| display::countdown(d, now, lang));
     let data = json!({
         "linked": linked,
+        "related": related,
         "number": display::number(&i, &tz),
         "workflow": wf.title.get(lang.code(), &wf.name),
         "summary": display::summary(&rt, &p.viewer.actor, &bundle, &i, lang),

@@ -41,6 +41,8 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("history", "处理记录", "History"),
     ("actions", "可进行的操作", "What you can do"),
     ("details", "详情", "Details"),
+    ("related", "关联工单", "Linked"),
+    ("started_by", "由此发起", "Started from"),
     ("state", "状态", "State"),
     ("team", "班组", "Team"),
     ("assignee", "处理人", "Assignee"),
