@@ -72,9 +72,40 @@ pub fn missed(start: &str, now: &str) -> bool {
 
 /// `from` plus one `every` of the schedule, in its time zone (for `anchor: completion`).
 pub fn next_after(def: &ScheduleDef, from: &str) -> Option<String> {
+    next_after_n(def, from, def.every.1.max(1) as i64)
+}
+
+/// The interval of a schedule for one record: `every`'s number, or the
+/// record's own (`every: { days: FIELD }`); `None` when the record has no
+/// usable value (missing, below 1 or past the 10-year limit).
+pub fn interval_for(def: &ScheduleDef, record: &serde_json::Map<String, serde_json::Value>) -> Option<i64> {
+    match &def.every_field {
+        None => Some(def.every.1.max(1) as i64),
+        Some(field) => {
+            let n = record.get(&field.value).and_then(serde_json::Value::as_i64)?;
+            (1..=flowform_model::defs::every_limit(&def.every.0)).contains(&n).then_some(n)
+        }
+    }
+}
+
+/// When the first instance for a record is due with `first_due: FIELD`: the
+/// date in the field (at the schedule's `at`, in its zone) plus the interval;
+/// `None` when the record has no such date (due at once).
+pub fn first_due(def: &ScheduleDef, record: &serde_json::Map<String, serde_json::Value>, n: i64) -> Option<String> {
+    let field = def.first_due.as_ref()?;
+    let text = record.get(&field.value).and_then(serde_json::Value::as_str)?;
+    let tz = TimeZone::get(&def.timezone.value).ok()?;
+    let from = match text.parse::<Timestamp>() {
+        Ok(t) => t,
+        Err(_) => start_of(text.parse::<Date>().ok()?, at_time(&def.at), &tz)?,
+    };
+    next_after_n(def, &format!("{from:.3}"), n)
+}
+
+/// `from` plus `n` units of the schedule's `every`, in its time zone.
+pub fn next_after_n(def: &ScheduleDef, from: &str, n: i64) -> Option<String> {
     let tz = TimeZone::get(&def.timezone.value).ok()?;
     let t: Timestamp = from.parse().ok()?;
-    let n = def.every.1.max(1) as i64;
     // `try_*`: a period past jiff's range is no next date, never a panic.
     let span = match def.every.0.as_str() {
         "months" => jiff::Span::new().try_months(n),
@@ -103,8 +134,10 @@ mod tests {
             every: (unit.into(), n),
             at: "08:00".into(),
             timezone: Sp::new("Asia/Shanghai".into(), Pos::default()),
+            every_field: None,
+            first_due: None,
             record: None,
-            filter: Vec::new(),
+            filter: None,
             data: Default::default(),
             catch_up_once: true,
             after_completion: false,
@@ -125,6 +158,22 @@ mod tests {
         // 2026-10-25 02:30 happens twice; the period starts at the first (CEST, 00:30 UTC), once.
         assert_eq!(period(&berlin, "2026-10-25T01:45:00Z").unwrap(), ("2026-10-25".into(), "2026-10-25T00:30:00.000Z".into()));
         assert_eq!(next_after(&def("months", 1), "2026-01-31T00:00:00.000Z").as_deref(), Some("2026-02-28T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn per_record_intervals_and_first_due_dates() {
+        let mut d = def("days", 1);
+        d.every_field = Some(Sp::new("interval".into(), Pos::default()));
+        d.first_due = Some(Sp::new("last".into(), Pos::default()));
+        let record = |v: serde_json::Value| v.as_object().unwrap().clone();
+        assert_eq!(interval_for(&d, &record(serde_json::json!({"interval": 90}))), Some(90));
+        assert_eq!(interval_for(&d, &record(serde_json::json!({"interval": "90"}))), None, "text is not an interval");
+        assert_eq!(interval_for(&d, &record(serde_json::json!({"interval": 0}))), None);
+        assert_eq!(interval_for(&d, &record(serde_json::json!({"interval": 1_000_000}))), None, "past the 10-year limit");
+        assert_eq!(interval_for(&d, &record(serde_json::json!({}))), None);
+        // Last done on 2026-10-01: due 90 days later at 08:00 Shanghai (00:00 UTC).
+        assert_eq!(first_due(&d, &record(serde_json::json!({"last": "2026-10-01"})), 90).as_deref(), Some("2026-12-30T00:00:00.000Z"));
+        assert_eq!(first_due(&d, &record(serde_json::json!({})), 90), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Cross-reference and graph checks over a loaded [`Model`].
 
+use crate::condition::Condition;
 use crate::defs::*;
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
 use crate::reader::Sp;
@@ -79,20 +80,61 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
                 ),
                 Some(def) => {
                     if let Some(form) = model.forms.get(&def.form.value) {
-                        for (f, _) in &sc.filter {
-                            if !form.fields.iter().any(|x| x.name == f.value) {
-                                err(
-                                    diags,
-                                    file,
-                                    f.pos,
-                                    "unknown_field",
-                                    format!("`where` names `{}`, which {} records do not have", f.value, rt.value),
-                                    did_you_mean(&f.value, form.fields.iter().map(|x| x.name.as_str())),
-                                );
+                        if let Some((src, cond)) = &sc.filter {
+                            for problem in condition_problems(cond, &form.fields, &format!("{} records", rt.value)) {
+                                err(diags, file, src.pos, problem.0, problem.1, problem.2);
                             }
+                        }
+                        let field_of = |name: &Sp<String>, types: &[FieldType], what: &str, diags: &mut Vec<Diagnostic>| match form
+                            .fields
+                            .iter()
+                            .find(|x| x.name == name.value)
+                        {
+                            None => err(
+                                diags,
+                                file,
+                                name.pos,
+                                "unknown_field",
+                                format!("{what} names `{}`, which {} records do not have", name.value, rt.value),
+                                did_you_mean(&name.value, form.fields.iter().map(|x| x.name.as_str())),
+                            ),
+                            Some(f) if !types.contains(&f.field_type) => err(
+                                diags,
+                                file,
+                                name.pos,
+                                "type_mismatch",
+                                format!(
+                                    "{what}: `{}` is a {} field; it must be {}",
+                                    name.value,
+                                    f.field_type.name(),
+                                    types.iter().map(|t| t.name()).collect::<Vec<_>>().join(" or ")
+                                ),
+                                None,
+                            ),
+                            Some(_) => {}
+                        };
+                        if let Some(f) = &sc.every_field {
+                            field_of(f, &[FieldType::Integer], "`every`", diags);
+                        }
+                        if let Some(f) = &sc.first_due {
+                            field_of(f, &[FieldType::Date, FieldType::Datetime], "`first_due`", diags);
                         }
                     }
                 }
+            }
+        }
+        for (key, given) in [("every", &sc.every_field), ("first_due", &sc.first_due)] {
+            if let Some(f) = given
+                && (!sc.after_completion || sc.record.is_none())
+            {
+                err(
+                    diags,
+                    file,
+                    f.pos,
+                    "invalid_value",
+                    format!("`{key}` from a record's field needs `anchor: completion` and `for_each: {{ record: … }}` (each record has its own due dates)"),
+                    Some("fixed-date schedules have one period for every record: give a number".into()),
+                );
             }
         }
         check_start_data(model, file, sc.pos, wf, &sc.data, diags);
@@ -512,6 +554,64 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// What is wrong with a condition over records or items with `fields`:
+/// unknown fields, and comparisons that cannot be true (a number field with
+/// text, a text field with a number, an option the field does not have).
+/// (code, message, hint) each.
+pub fn condition_problems(cond: &Condition, fields: &[FieldDef], whose: &str) -> Vec<(&'static str, String, Option<String>)> {
+    use serde_json::Value as J;
+    let mut out = Vec::new();
+    let mut check = |field: &str, value: &J| {
+        let Some(f) = fields.iter().find(|x| x.name == field) else {
+            if !matches!(field, "id" | "title") {
+                out.push((
+                    "unknown_field",
+                    format!("`where` names `{field}`, which {whose} do not have"),
+                    did_you_mean(field, fields.iter().map(|x| x.name.as_str())),
+                ));
+            }
+            return;
+        };
+        let numeric = matches!(f.field_type, FieldType::Integer | FieldType::Number);
+        let textual = matches!(f.field_type, FieldType::String | FieldType::Text | FieldType::Enum | FieldType::Ref | FieldType::Date | FieldType::Datetime);
+        let bad = match value {
+            J::Null => None,
+            J::String(_) if numeric => Some(format!("`{field}` is a number field, compared with the text {value}")),
+            J::Number(_) if textual => Some(format!("`{field}` is a {} field, compared with the number {value}", f.field_type.name())),
+            J::Bool(_) if f.field_type != FieldType::Boolean => Some(format!("`{field}` is a {} field, compared with {value}", f.field_type.name())),
+            J::String(v) if f.field_type == FieldType::Enum && !f.options.iter().any(|o| &o.value == v) => {
+                out.push((
+                    "not_an_option",
+                    format!("`where`: `{v}` is not an option of `{field}`, so this is never true"),
+                    did_you_mean(v, f.options.iter().map(|o| o.value.as_str())),
+                ));
+                None
+            }
+            _ => None,
+        };
+        if let Some(message) = bad {
+            let hint = if numeric { format!("write the number without quotes: {field} == 3") } else { format!("quote the text: {field} == '3'") };
+            out.push(("type_mismatch", format!("{message}: this is never true"), Some(hint)));
+        }
+    };
+    fn walk(c: &Condition, check: &mut dyn FnMut(&str, &serde_json::Value)) {
+        match c {
+            Condition::Truthy { field } => check(field, &serde_json::Value::Null),
+            Condition::Not { arg } => walk(arg, check),
+            Condition::And { args } | Condition::Or { args } => args.iter().for_each(|a| walk(a, check)),
+            Condition::Compare { field, value, .. } => check(field, value),
+            Condition::In { field, values } => {
+                if values.is_empty() {
+                    check(field, &serde_json::Value::Null);
+                }
+                values.iter().for_each(|v| check(field, v));
+            }
+        }
+    }
+    walk(cond, &mut check);
+    out
+}
+
 /// `starts:` of a transition: the workflow exists, `for_each` is a group
 /// field of the workflow's forms, `where` names fields of its items (or of
 /// the forms), `roles` are declared, `data` names fields of the started
@@ -560,6 +660,12 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                 }
             }
             if let Some((src, cond)) = &link.condition {
+                let group: Vec<FieldDef> =
+                    link.for_each.as_ref().and_then(|each| all_fields.iter().find(|f| f.name == each.value)).map(|f| f.fields.clone()).unwrap_or_default();
+                let fields: Vec<FieldDef> = group.into_iter().chain(all_fields.iter().map(|f| (*f).clone())).collect();
+                for (code, message, hint) in condition_problems(cond, &fields, "the items").into_iter().filter(|p| p.0 != "unknown_field") {
+                    err(diags, &wf.file, src.pos, code, message, hint);
+                }
                 for name in cond.fields() {
                     if !names.contains(&name) {
                         err(

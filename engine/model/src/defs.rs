@@ -41,12 +41,21 @@ pub struct ScheduleDef {
     pub workflow: Sp<String>,
     /// `minutes`, `hours`, `days`, `weeks` or `months`, and how many.
     pub every: (String, u32),
+    /// `every: { days: FIELD }`: how many, read from this field of each
+    /// record (with `anchor: completion`); `every.1` is then unused.
+    pub every_field: Option<Sp<String>>,
+    /// `first_due: FIELD`: the first instance for a record is due `every`
+    /// after the date in this field of the record (with `anchor: completion`);
+    /// without it, the first is due at once.
+    pub first_due: Option<Sp<String>>,
     /// Time of day the period starts, `HH:MM` (for days, weeks, months).
     pub at: String,
     pub timezone: Sp<String>,
     /// One instance per record of this type matching `where` (or one instance when absent).
     pub record: Option<Sp<String>>,
-    pub filter: Vec<(Sp<String>, String)>,
+    /// `where`: in the forms' condition language (a mapping `{field: value}`
+    /// is the same as `field == value && …`), over the record's fields.
+    pub filter: Option<(Sp<String>, Condition)>,
     /// Start data; text values may name fields of the record in braces: `{id}`, `{name}`.
     pub data: serde_json::Map<String, serde_json::Value>,
     /// Missed while the server was down: `once` (run the latest missed period) or `skip`.

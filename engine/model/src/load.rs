@@ -1095,6 +1095,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
     let name = map.require(r, "schedule", "a schedule").and_then(|n| r.name(n, "the schedule name"));
     let title = opt_label(r, map, "title", "the title");
     let workflow = map.require(r, "workflow", "a schedule").and_then(|n| r.name(n, "the workflow"));
+    let mut every_field = None;
     let every = map.require(r, "every", "a schedule").and_then(|n| {
         let m = r.map(n, "`every`")?;
         let mut found = None;
@@ -1102,6 +1103,15 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         for unit in ["minutes", "hours", "days", "weeks", "months"] {
             let Some(node) = m.get(unit) else { continue };
             given = true;
+            // A field of the record: each record has its own interval.
+            if let node::Value::Str(field) = &node.value
+                && field.parse::<i64>().is_err()
+            {
+                let _ = field;
+                every_field = r.name(node, "a field of the record");
+                found = Some((unit.to_string(), 1));
+                continue;
+            }
             if let Some(v) = r.int(node, "`every`") {
                 let max = crate::defs::every_limit(unit);
                 if v < 1 {
@@ -1135,22 +1145,32 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
     // Empty: the app's time zone, filled in once every file is read.
     let timezone = map.get("timezone").and_then(|n| r.string(n, "`timezone`")).unwrap_or_else(|| Sp::new(String::new(), map.pos));
     let mut record = None;
-    let mut filter = Vec::new();
+    let mut filter = None;
     if let Some(n) = map.get("for_each")
         && let Some(m) = r.map(n, "`for_each`")
     {
         record = m.require(r, "record", "`for_each`").and_then(|n| r.name(n, "the record type"));
-        if let Some(w) = m.get("where")
-            && let Some(wm) = r.map(w, "`where`")
-        {
-            for (k, v) in wm.entries() {
-                if let (Some(k), Some(v)) = (r.name(k, "a field"), r.string(v, "a value")) {
-                    filter.push((k, v.value));
-                }
-            }
+        if let Some(w) = m.get("where") {
+            filter = match &w.value {
+                // `{field: value, …}`: each field equals its value (typed as written).
+                Value::Map(_) => r.map(w, "`where`").map(|wm| {
+                    let mut args = Vec::new();
+                    let mut text = Vec::new();
+                    for (k, v) in wm.entries() {
+                        if let Some(k) = r.name(k, "a field") {
+                            let value = v.to_json();
+                            text.push(format!("{} == {value}", k.value));
+                            args.push(Condition::Compare { field: k.value, cmp: crate::condition::Cmp::Eq, value });
+                        }
+                    }
+                    (Sp::new(text.join(" && "), w.pos), Condition::And { args })
+                }),
+                _ => condition(r, w, "where"),
+            };
         }
         m.finish(r, "`for_each`");
     }
+    let first_due = map.get("first_due").and_then(|n| r.name(n, "a date field of the record"));
     let data = match map.get("data") {
         Some(n) => match n.to_json() {
             serde_json::Value::Object(o) => o,
@@ -1199,6 +1219,8 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         pos: name.pos,
         workflow: workflow?,
         every: every?,
+        every_field,
+        first_due,
         at,
         timezone,
         record,

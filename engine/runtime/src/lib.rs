@@ -615,24 +615,36 @@ pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &
     Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
 }
 
-/// Adds a record write to a command's, merging two writes of one record
-/// (both read at the same version): the later one's changes apply on top.
-fn merge_record_write(writes: &mut Vec<flowform_store::RecordWrite>, rw: flowform_store::RecordWrite) {
-    let same = |w: &&mut flowform_store::RecordWrite| w.record.record_type == rw.record.record_type && w.record.id == rw.record.id;
-    match writes.iter_mut().find(|w| same(w)) {
-        Some(first) => {
-            for (field, change) in rw.event.changes {
-                first.record.data.insert(field.clone(), change.after.clone());
-                match first.event.changes.get_mut(&field) {
-                    Some(c) => c.after = change.after,
-                    None => {
-                        first.event.changes.insert(field, change);
-                    }
-                }
-            }
+/// Adds a record write to a command's. A second write of a record the
+/// command already writes (both read at the same version) is chained after
+/// the first: its changes apply on top, as the record's next version, with
+/// its own event and cause.
+fn merge_record_write(writes: &mut Vec<flowform_store::RecordWrite>, mut rw: flowform_store::RecordWrite) {
+    let Some(prev) = writes.iter().rev().find(|w| w.record.record_type == rw.record.record_type && w.record.id == rw.record.id) else {
+        writes.push(rw);
+        return;
+    };
+    let mut record = prev.record.clone();
+    let mut changes = std::collections::BTreeMap::new();
+    for (field, mut change) in std::mem::take(&mut rw.event.changes) {
+        let before = record.data.get(&field).cloned().unwrap_or(Value::Null);
+        if before == change.after {
+            continue;
         }
-        None => writes.push(rw),
+        change.before = before;
+        record.data.insert(field.clone(), change.after.clone());
+        changes.insert(field, change);
     }
+    if changes.is_empty() {
+        return;
+    }
+    record.version = prev.record.version + 1;
+    record.updated_at = rw.record.updated_at.clone();
+    rw.event.seq = prev.event.seq + 1;
+    rw.event.changes = changes;
+    rw.expected_version = prev.record.version;
+    rw.record = record;
+    writes.push(rw);
 }
 
 /// `value` with the keys of every object sorted.

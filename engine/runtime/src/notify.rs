@@ -354,7 +354,8 @@ impl Runtime {
             Ok(Some(outcome)) => {
                 let effects = outcome.effects.clone();
                 let mut write = self.prepare(&bundle, outcome, None, instance.version, None, Lang::ZhCn).map_err(Failure::from_command)?;
-                let system = flowform_core::Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
+                let system =
+                    flowform_core::Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
                 self.link_children(&bundle, &mut write, &effects, &system, Lang::ZhCn).map_err(Failure::from_command)?;
                 write.fired_timer = Some(timer.clone());
                 match self.store.commit(write).map_err(Failure::from_store)? {

@@ -79,22 +79,17 @@ impl Runtime {
             // A period that began (and is being retried) is never skipped as missed.
             let begun_key = format!("schedule_begun:{}", sc.name);
             let begun = self.store.meta(&begun_key)?.as_deref() == Some(period.as_str());
-            if !begun && !sc.catch_up_once && flowform_core::schedules::missed(&start, &now) {
+            // A schedule that never ran (a new install, a schedule just added)
+            // starts with its next period: it does not catch up past ones.
+            let new_schedule = last.is_none();
+            if !begun && (!sc.catch_up_once || new_schedule) && flowform_core::schedules::missed(&start, &now) {
                 run.skipped = true;
             } else {
                 if !begun {
                     self.store.submit(Job::SetMeta { key: begun_key.clone(), value: period.clone() })?;
                 }
                 let actor = self.schedule_actor(sc);
-                let records = match &sc.record {
-                    Some(rt) => self
-                        .store
-                        .records(&rt.value)?
-                        .into_iter()
-                        .filter(|r| !r.archived && sc.filter.iter().all(|(f, v)| r.data.get(&f.value).and_then(Value::as_str) == Some(v.as_str())))
-                        .collect(),
-                    None => Vec::new(),
-                };
+                let records = self.schedule_records(sc)?;
                 let targets: Vec<Option<flowform_core::records::Record>> =
                     if sc.record.is_some() { records.into_iter().map(Some).collect() } else { vec![None] };
                 for target in targets {
@@ -134,6 +129,25 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// The live records a schedule starts instances for (its `where` holding).
+    fn schedule_records(&self, sc: &flowform_model::ScheduleDef) -> Result<Vec<flowform_core::records::Record>, CommandError> {
+        let Some(rt) = &sc.record else { return Ok(Vec::new()) };
+        Ok(self
+            .store
+            .records(&rt.value)?
+            .into_iter()
+            .filter(|r| {
+                !r.archived
+                    && sc.filter.as_ref().is_none_or(|(_, cond)| {
+                        let mut data = r.data.clone();
+                        data.insert("id".into(), Value::String(r.id.clone()));
+                        data.insert("title".into(), Value::String(r.title.clone()));
+                        cond.eval(&Value::Object(data))
+                    })
+            })
+            .collect())
+    }
+
     /// The schedule acts with the roles its definition declares, never with every role.
     fn schedule_actor(&self, sc: &flowform_model::ScheduleDef) -> Actor {
         Actor {
@@ -150,20 +164,20 @@ impl Runtime {
     /// the previous one reached a final state (the first one at once). The count
     /// is part of the idempotency key, so a crash never makes a duplicate.
     async fn run_after_completion(&self, sc: &flowform_model::ScheduleDef, now: &str) -> Result<usize, CommandError> {
-        let Some(rt) = &sc.record else { return Ok(0) };
-        let records: Vec<flowform_core::records::Record> = self
-            .store
-            .records(&rt.value)?
-            .into_iter()
-            .filter(|r| !r.archived && sc.filter.iter().all(|(f, v)| r.data.get(&f.value).and_then(Value::as_str) == Some(v.as_str())))
-            .collect();
+        if sc.record.is_none() {
+            return Ok(0);
+        }
+        let records = self.schedule_records(sc)?;
         let actor = self.schedule_actor(sc);
         let mut started = 0;
         for record in records {
             let meta_key = format!("schedule:{}:{}", sc.name, record.id);
             let last = self.store.meta(&meta_key)?;
+            // The record's own interval (`every: { days: FIELD }`); without one it is not scheduled.
+            let Some(interval) = flowform_core::schedules::interval_for(sc, &record.data) else { continue };
             let (n, due) = match last.as_deref().and_then(|v| v.split_once('|')) {
-                None => (1u64, true),
+                // The first: due `every` after the record's last date (`first_due`), else at once.
+                None => (1u64, flowform_core::schedules::first_due(sc, &record.data, interval).is_none_or(|d| d.as_str() <= now)),
                 Some((n, id)) => {
                     let n: u64 = n.parse().unwrap_or(1);
                     match self.store.instance(id)? {
@@ -171,7 +185,7 @@ impl Runtime {
                         Some(i) => {
                             let finished =
                                 self.bundle_for(&i.bundle_version)?.workflow(&i.workflow).and_then(|w| w.state(&i.state)).is_some_and(|s| s.is_final);
-                            let next = flowform_core::schedules::next_after(sc, &i.updated_at);
+                            let next = flowform_core::schedules::next_after_n(sc, &i.updated_at, interval);
                             (n + 1, finished && next.is_some_and(|d| d.as_str() <= now))
                         }
                     }

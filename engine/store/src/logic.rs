@@ -1001,11 +1001,18 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             // The records it updates must not have changed since they were read
             // (checked before anything is written: a conflict decides again).
+            // A record written twice by one command: the second write follows the first.
+            let mut planned: HashMap<(&str, &str), u64> = HashMap::new();
             for rw in &c.records {
-                let now = record(w, &rw.record.record_type, &rw.record.id)?.map_or(0, |r| r.version);
+                let k = (rw.record.record_type.as_str(), rw.record.id.as_str());
+                let now = match planned.get(&k) {
+                    Some(v) => *v,
+                    None => record(w, k.0, k.1)?.map_or(0, |r| r.version),
+                };
                 if now != rw.expected_version {
                     return Ok(CommitOutcome::RecordChanged);
                 }
+                planned.insert(k, rw.record.version);
             }
             // The instances it starts are new (their ids are fresh ULIDs) and post nothing.
             for child in &c.children {

@@ -241,8 +241,6 @@ fn transfers_reservations_and_purges() {
         at: String::new(),
         cause: None,
         changes: BTreeMap::new(),
-            parent: None,
-            children: Vec::new(),
     };
     let put = |id: &str, refs: Vec<(String, String)>| {
         Job::Record(Box::new(RecordWrite { record: rec(id, 1), expected_version: 0, event: ev(id, 1), refs, idempotency: None }))

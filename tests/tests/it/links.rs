@@ -8,7 +8,10 @@ use flowform_tests::TestApp;
 use serde_json::{Value, json};
 
 async fn inspection_in_progress(app: &mut TestApp, asset: &str) -> String {
-    let started = app.post("/api/v1/workflows/inspection/instances", "dispatcher_liu", json!({"data": {"asset": asset, "category": "hvac", "plan": "月度巡检"}})).await.expect(201);
+    let started = app
+        .post("/api/v1/workflows/inspection/instances", "dispatcher_liu", json!({"data": {"asset": asset, "category": "hvac", "plan": "月度巡检"}}))
+        .await
+        .expect(201);
     let id = started["id"].as_str().unwrap().to_string();
     app.post(&format!("/api/v1/instances/{id}/transitions/start_work"), "tech_wang", json!({"data": {}})).await.expect(200);
     id
@@ -49,9 +52,14 @@ async fn abnormal_items_start_linked_repair_orders_that_put_the_asset_under_repa
     let asset = app.get("/api/v1/records/asset/EQ-000104", "admin").await.expect(200);
     assert_eq!(asset["data"]["status"], "under_repair");
     let history = app.get("/api/v1/records/asset/EQ-000104/history", "admin").await.expect(200);
-    let update = history.as_array().unwrap().iter().find(|e| e["source"] == "record" && e["kind"] == "updated").unwrap().clone();
-    assert_eq!(update["cause"], json!(child_id), "{history}");
-    assert_eq!(update["changes"]["status"]["after"], "under_repair");
+    let updates: Vec<&Value> = history.as_array().unwrap().iter().filter(|e| e["source"] == "record" && e["kind"] == "updated").collect();
+    // Two changes in one transaction, each with its own cause: the inspection
+    // records the maintenance date, the repair order puts the asset under repair.
+    assert_eq!(updates.len(), 2, "{history}");
+    assert_eq!((updates[0]["cause"].clone(), updates[0]["changes"]["last_maintained"]["after"].clone()), (json!(id), json!("2026-11-25")));
+    assert_eq!((updates[1]["cause"].clone(), updates[1]["changes"]["status"]["after"].clone()), (json!(child_id), json!("under_repair")));
+    assert_eq!(updates[1]["seq"], 3);
+    assert_eq!(asset["version"], 3);
     // The technician of the asset's team sees it in the team queue.
     assert_eq!(child["assignment"]["team"], "hvac_team");
 }
@@ -63,7 +71,8 @@ async fn a_refused_linked_start_refuses_the_whole_transition_and_writes_nothing(
     // The department the linked repair is reported for is archived: its start is refused.
     app.request(Method::DELETE, "/api/v1/records/department/D-ADMIN", Some("admin"), None, &[]).await.expect(200);
     let before = repair_count(&mut app).await;
-    let refused = app.post(&format!("/api/v1/instances/{id}/transitions/finish"), "tech_wang", finish(&[("压力", "ok"), ("排水", "abnormal")])).await.expect(422);
+    let refused =
+        app.post(&format!("/api/v1/instances/{id}/transitions/finish"), "tech_wang", finish(&[("压力", "ok"), ("排水", "abnormal")])).await.expect(422);
     assert_eq!(refused["code"], "linked_start_failed", "{refused}");
     assert_eq!(refused["details"]["workflow"], "repair");
     assert_eq!(refused["details"]["item"], 2);

@@ -37,8 +37,8 @@ async fn a_lift_entrapment_reminds_at_5_minutes_escalates_at_20_and_breaches_at_
     assert_eq!(inbox(&mut app, "tech_sun").await, vec!["accept_reminder", "dispatched"], "the elevator team is reminded at 5 minutes");
     assert!(inbox(&mut app, "tech_wang").await.is_empty(), "other teams are not");
     let item = &app.get("/api/v1/inbox", "tech_sun").await.expect(200)["items"][0];
-    // Titles name the order by its readable number, never its id.
-    assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{} 门诊楼 2 号电梯", wo["number"].as_str().unwrap()));
+    // Titles name the order by its readable number, never its id, and where the asset is (its location record, then the detail typed).
+    assert_eq!(item["title"].as_str().unwrap(), format!("【待接单】{} 住院楼 1 层 门诊楼 2 号电梯", wo["number"].as_str().unwrap()));
     assert!(wo["number"].as_str().unwrap().starts_with("WX-20261125-"), "{wo}");
     // Times in the app's zone, options by their labels: 01:30Z is 09:30 in Shanghai.
     let body = item["body"].as_str().unwrap();
@@ -254,17 +254,24 @@ async fn inspections(app: &mut TestApp) -> usize {
 #[tokio::test]
 async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_duplicates() {
     let mut app = TestApp::hospital();
+    // A new install does not catch up: November began before the first start.
     let runs = app.runtime.run_schedules().await.unwrap();
     let monthly = runs.iter().find(|r| r.schedule == "monthly_inspection").unwrap();
-    assert_eq!((monthly.period.as_str(), monthly.started), ("2026-11", 50));
+    assert_eq!((monthly.period.as_str(), monthly.started, monthly.skipped), ("2026-11", 0, true));
     let quarterly = runs.iter().find(|r| r.schedule == "hvac_quarterly_maintenance").unwrap();
     assert!(quarterly.skipped, "the quarter began long ago and its catch-up policy is skip");
-    assert_eq!(inspections(&mut app).await, 50);
-    assert!(app.runtime.run_schedules().await.unwrap().is_empty(), "the period already ran");
+    assert_eq!(inspections(&mut app).await, 0, "no flood of past periods' orders");
+    assert!(app.runtime.run_schedules().await.unwrap().iter().all(|r| r.schedule == "medical_gas_service"), "the periods are done");
 
-    // A crash half-way through December: the period is not marked done, and
-    // some orders exist. The rerun after the restart completes it without duplicates.
     app.clock.set("2026-12-01T00:00:00Z".parse().unwrap());
+    let runs = app.runtime.run_schedules().await.unwrap();
+    let monthly = runs.iter().find(|r| r.schedule == "monthly_inspection").unwrap();
+    assert_eq!((monthly.period.as_str(), monthly.started), ("2026-12", 50));
+    assert_eq!(inspections(&mut app).await, 50);
+
+    // A crash half-way through January: the period is not marked done, and
+    // some orders exist. The rerun after the restart completes it without duplicates.
+    app.clock.set("2027-01-01T00:00:00Z".parse().unwrap());
     let store = app.runtime.store().clone();
     let some: Vec<String> = store.records("asset").unwrap().into_iter().take(20).map(|r| r.id).collect();
     let actor = flowform_core::Actor {
@@ -278,7 +285,7 @@ async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_
     for id in &some {
         let asset = store.record("asset", id).unwrap().unwrap();
         let data = json!({"asset": id, "category": asset.data["category"], "plan": format!("月度巡检 {}", asset.data["name"].as_str().unwrap())});
-        let opts = flowform_runtime::CommandOptions { idempotency_key: Some(format!("schedule:monthly_inspection:2026-12:{id}")), ..Default::default() };
+        let opts = flowform_runtime::CommandOptions { idempotency_key: Some(format!("schedule:monthly_inspection:2027-01:{id}")), ..Default::default() };
         app.runtime.start("inspection", &data, &actor, &opts).await.unwrap();
     }
     assert_eq!(inspections(&mut app).await, 70);
@@ -286,7 +293,7 @@ async fn a_monthly_schedule_over_50_assets_makes_50_orders_per_period_and_never_
     let mut app = app.restart();
     let runs = app.runtime.run_schedules().await.unwrap();
     let monthly = runs.iter().find(|r| r.schedule == "monthly_inspection").unwrap();
-    assert_eq!(monthly.period, "2026-12");
+    assert_eq!(monthly.period, "2027-01");
     assert_eq!(inspections(&mut app).await, 100, "exactly 50 per period");
     let one = app.get("/api/v1/instances?workflow=inspection&limit=1", "admin").await.expect(200)["items"][0].clone();
     assert_eq!(one["state"], "planned");
@@ -405,28 +412,77 @@ async fn a_meter_reading_over_the_service_interval_starts_a_maintenance_order() 
     assert_eq!(inbox(&mut app, "tech_zhang").await, vec!["inspection_planned"], "the team hears of the new order");
 }
 
+/// The medical-gas plan: each device at its own interval (from the asset),
+/// the first order one interval after its last maintenance, the next one
+/// an interval after the previous order was finished.
 #[tokio::test]
 async fn a_completion_anchored_plan_comes_due_after_the_last_one_finished() {
     let mut app = TestApp::hospital();
-    let gas = |v: &Value| {
-        v["items"].as_array().unwrap().iter().filter(|i| i["data"]["plan"].as_str().is_some_and(|p| p.starts_with("医用气体保养"))).cloned().collect::<Vec<_>>()
-    };
+    async fn gas(app: &mut TestApp) -> Vec<String> {
+        let page = app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200);
+        let mut assets: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["data"]["plan"].as_str().is_some_and(|p| p.starts_with("医用气体保养")))
+            .map(|i| i["data"]["asset"].as_str().unwrap().to_string())
+            .collect();
+        assets.sort();
+        assets
+    }
+    // 2026-11-25: EQ-000142 (30 days, last 2026-10-20) and EQ-000145 (14 days, last 2026-11-05) are due.
     app.runtime.run_schedules().await.unwrap();
-    let first = gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200));
-    assert_eq!(first.len(), 9, "one for each medical gas device, at once");
-    let id = first[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(gas(&mut app).await, ["EQ-000142", "EQ-000145"]);
+    let page = app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200);
+    let id = page["items"].as_array().unwrap().iter().find(|i| i["data"]["asset"] == "EQ-000142").unwrap()["id"].as_str().unwrap().to_string();
     app.transition(&id, "start_work", "tech_zhou", json!({})).await.expect(200);
     app.transition(&id, "finish", "tech_zhou", json!({"checklist": [{"item": "压力", "result": "ok"}], "summary": "正常"})).await.expect(200);
-    app.clock.advance(SignedDuration::from_hours(24 * 29));
+    let asset = app.get("/api/v1/records/asset/EQ-000142", "admin").await.expect(200);
+    assert_eq!(asset["data"]["last_maintained"], "2026-11-25", "finishing it records the maintenance on the asset");
+    // 2026-12-01 08:00 Shanghai: EQ-000143 (last 2026-11-01) comes due.
+    app.clock.set("2026-12-01T00:00:00Z".parse().unwrap());
     app.runtime.run_schedules().await.unwrap();
-    assert_eq!(gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200)).len(), 9, "not yet 30 days");
-    app.clock.advance(SignedDuration::from_hours(24));
+    assert_eq!(gas(&mut app).await, ["EQ-000142", "EQ-000143", "EQ-000145"]);
+    // 2026-12-25 00:00Z: the six last maintained 2026-11-10…20 are due; EQ-000142 (finished 11-25 01:00Z) not yet.
+    app.clock.set("2026-12-25T00:00:00Z".parse().unwrap());
     app.runtime.run_schedules().await.unwrap();
-    let now = gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200));
-    assert_eq!(now.len(), 10, "only the finished one comes due again; the others are still open");
-    assert_eq!(now[0]["data"]["asset"], first[0]["data"]["asset"]);
+    let now = gas(&mut app).await;
+    assert_eq!(now.len(), 9, "{now:?}");
+    assert_eq!(now.iter().filter(|a| *a == "EQ-000142").count(), 1);
+    app.clock.advance(SignedDuration::from_hours(1));
     app.runtime.run_schedules().await.unwrap();
-    assert_eq!(gas(&app.get("/api/v1/instances?workflow=inspection&limit=500", "admin").await.expect(200)).len(), 10);
+    let now = gas(&mut app).await;
+    assert_eq!(now.iter().filter(|a| *a == "EQ-000142").count(), 2, "30 days after it was finished");
+    assert_eq!(now.iter().filter(|a| *a == "EQ-000145").count(), 1, "still open: not due again");
+    app.runtime.run_schedules().await.unwrap();
+    assert_eq!(gas(&mut app).await.len(), 10);
+}
+
+#[test]
+fn check_refuses_a_schedule_filter_that_compares_a_number_with_text() {
+    let app = TestApp::hospital_copy();
+    let file = "definitions/schedules/medical_gas_after_service.yaml";
+    app.edit(file, "status != 'retired'", "maintenance_interval_days == '30'");
+    let diags = match flowform_core::compile(flowform_runtime::sources::read_dir(&app.app_dir).unwrap()) {
+        Err(d) => d,
+        Ok(_) => panic!("a comparison that is never true was accepted"),
+    };
+    let d = diags.iter().find(|d| d.code == "type_mismatch").unwrap_or_else(|| panic!("{diags:?}"));
+    assert!(d.file.ends_with("medical_gas_after_service.yaml") && d.line == 14, "{d:?}");
+    assert!(d.message.contains("`maintenance_interval_days` is a number field, compared with the text \"30\""), "{}", d.message);
+    // The mapping form is typed too, and an option the field does not have is never true.
+    app.edit(file, "where: \"category == 'medical_gas' && maintenance_interval_days == '30'\"", "where: { category: medical_gs }");
+    let diags = flowform_core::compile(flowform_runtime::sources::read_dir(&app.app_dir).unwrap()).err().unwrap();
+    assert!(diags.iter().any(|d| d.code == "not_an_option" && d.hint.as_deref().is_some_and(|h| h.contains("medical_gas"))), "{diags:?}");
+    // A per-record interval needs a number field and `anchor: completion`.
+    app.edit(file, "where: { category: medical_gs }", "where: { category: medical_gas }");
+    app.edit(file, "every: { days: maintenance_interval_days }", "every: { days: name }");
+    let diags = flowform_core::compile(flowform_runtime::sources::read_dir(&app.app_dir).unwrap()).err().unwrap();
+    assert!(diags.iter().any(|d| d.code == "type_mismatch" && d.message.contains("`name` is a string field")), "{diags:?}");
+    app.edit(file, "every: { days: name }", "every: { days: maintenance_interval_days }");
+    app.edit(file, "anchor: completion\n", "");
+    let diags = flowform_core::compile(flowform_runtime::sources::read_dir(&app.app_dir).unwrap()).err().unwrap();
+    assert!(diags.iter().any(|d| d.message.contains("needs `anchor: completion`")), "{diags:?}");
 }
 
 /// Regression: `fire_due_timers` returned at the first error, and a timer
