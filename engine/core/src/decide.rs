@@ -112,6 +112,11 @@ fn role_list(roles: &[Sp<String>]) -> String {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reads {
     pub records: Value,
+    /// Who a route rule may `pick` from, per team:
+    /// `{TEAM: {turn, members: [{id, roles, load, on_duty}]}}` — the team's
+    /// active members, how many open instances each is assigned, whether
+    /// the duty roster has them on duty now, and the team's round-robin turn.
+    pub people: Value,
 }
 
 /// Starts an instance. `id` comes from the caller (the runtime generates it).
@@ -157,8 +162,12 @@ pub fn start_with(
         children: Vec::new(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
-    let (after, cleaned, postings) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
-    finish(bundle, &before, after, EventKind::Started, None, None, cleaned, postings, actor, now)
+    let (after, cleaned, postings, picked) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
+    let mut outcome = finish(bundle, &before, after, EventKind::Started, None, None, cleaned, postings, actor, now)?;
+    if let Some(team) = picked {
+        outcome.effects.push(Effect::Picked { team });
+    }
+    Ok(outcome)
 }
 
 /// The workflow and the transition `name`, if it starts from the instance's state.
@@ -206,7 +215,7 @@ pub fn transition_with(
         _ => Value::Object(Map::new()),
     };
     permitted(bundle, wf, t, instance, actor, now, &guard_input, reads, lang)?;
-    let (mut after, cleaned, postings) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang, reads)?;
+    let (mut after, cleaned, postings, picked) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang, reads)?;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }
@@ -218,6 +227,9 @@ pub fn transition_with(
     let starts = crate::links::linked_starts(t, &outcome.instance, now);
     if !starts.is_empty() {
         outcome.effects.push(Effect::Start { starts });
+    }
+    if let Some(team) = picked {
+        outcome.effects.push(Effect::Picked { team });
     }
     Ok(outcome)
 }
@@ -286,7 +298,7 @@ fn apply(
     now: &str,
     lang: Lang,
     reads: &Reads,
-) -> Result<(Instance, Value, Vec<Posting>), Rejection> {
+) -> Result<(Instance, Value, Vec<Posting>, Option<String>), Rejection> {
     let cleaned = match form.and_then(|f| bundle.form(f)) {
         Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
         None => {
@@ -321,9 +333,10 @@ fn apply(
             return Err(Rejection::InvalidInput(errors));
         }
     }
+    let mut picked = None;
     if let Some(script) = &hooks.route {
         let out = bundle.rules.run(&script.value, &ctx(&after))?;
-        apply_route(bundle, &mut after, out, &script.value)?;
+        picked = apply_route(bundle, &mut after, out, &script.value, &reads.people)?;
     }
     if let Some(script) = &hooks.compute {
         let out = bundle.rules.run(&script.value, &ctx(&after))?;
@@ -344,7 +357,7 @@ fn apply(
         Some(script) => parse_postings(bundle, bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?,
         None => Vec::new(),
     };
-    Ok((after, cleaned, postings))
+    Ok((after, cleaned, postings, picked))
 }
 
 fn bad_result(script: &str, message: String) -> Rejection {
@@ -389,19 +402,26 @@ fn field_errors(out: Value, script: &str) -> Result<Vec<FieldError>, Rejection> 
     })
 }
 
-fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -> Result<(), Rejection> {
+/// The ways a route rule may choose a person of the team (`pick`).
+pub const PICK_METHODS: [&str; 3] = ["on_duty", "round_robin", "least_loaded"];
+
+/// Applies a route rule's result. `Some(team)`: a person was picked by
+/// round robin (the runtime moves the team's turn on).
+fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, people: &Value) -> Result<Option<String>, Rejection> {
     let fields = match out {
-        Value::Null => return Ok(()),
+        Value::Null => return Ok(None),
         Value::Object(fields) => fields,
         other => {
             return Err(bad_result(script, format!("a `route` rule must return a map such as #{{ team: \"hvac_team\" }}, it gave {other}")));
         }
     };
-    // A rule that names any of team, assignee or vendor makes a new assignment
-    // (what it leaves out is cleared: a new team has not accepted yet); a rule
-    // that returns only fields leaves the assignment as it is.
-    let assigns = fields.keys().any(|k| matches!(k.as_str(), "team" | "assignee" | "vendor"));
+    // A rule that names any of team, assignee, vendor or pick makes a new
+    // assignment (what it leaves out is cleared: a new team has not accepted
+    // yet); a rule that returns only fields leaves the assignment as it is.
+    let assigns = fields.keys().any(|k| matches!(k.as_str(), "team" | "assignee" | "vendor" | "pick"));
     let mut assignment = Assignment::default();
+    let mut pick = None;
+    let mut pick_role = None;
     for (k, v) in fields {
         let text = || match &v {
             Value::String(s) if !s.is_empty() => Ok(Some(s.clone())),
@@ -422,15 +442,65 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str) -
             }
             "assignee" => assignment.assignee = text()?,
             "vendor" => assignment.vendor = text()?,
+            "pick" => {
+                pick = text()?;
+                if let Some(p) = &pick
+                    && !PICK_METHODS.contains(&p.as_str())
+                {
+                    return Err(bad_result(script, format!("`pick: \"{p}\"` is not known; use one of {}", PICK_METHODS.join(", "))));
+                }
+            }
+            "pick_role" => pick_role = text()?,
             _ => {
                 inst.data.insert(k, v);
             }
         }
     }
+    let mut bumped = None;
+    if let (Some(method), Some(team), None) = (&pick, &assignment.team, &assignment.assignee) {
+        let chosen = pick_person(people, team, method, pick_role.as_deref());
+        if chosen.is_some() && method == "round_robin" {
+            bumped = Some(team.clone());
+        }
+        assignment.assignee = chosen;
+    }
     if assigns {
         inst.assignment = assignment;
     }
-    Ok(())
+    Ok(bumped)
+}
+
+/// A person of `team` chosen by `method` from what the runtime read
+/// (`Reads::people`); `None` when nobody fits (the order waits in the team's
+/// queue). Admins are never picked unless `role` is `admin`. Deterministic:
+/// the same reads give the same person.
+pub fn pick_person(people: &Value, team: &str, method: &str, role: Option<&str>) -> Option<String> {
+    let entry = people.get(team)?;
+    let members: Vec<&Value> = entry
+        .get("members")?
+        .as_array()?
+        .iter()
+        .filter(|m| {
+            let roles: Vec<&str> = m["roles"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            role.is_none_or(|r| roles.contains(&r)) && (role == Some("admin") || !roles.contains(&"admin"))
+        })
+        .collect();
+    let on_duty: Vec<&Value> = members.iter().copied().filter(|m| m["on_duty"] == Value::Bool(true)).collect();
+    let mut pool = match method {
+        "on_duty" => on_duty,
+        _ if !on_duty.is_empty() => on_duty,
+        _ => members,
+    };
+    pool.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let chosen = match method {
+        "round_robin" if !pool.is_empty() => {
+            let turn = entry.get("turn").and_then(Value::as_u64).unwrap_or(0) as usize;
+            pool.get(turn % pool.len()).copied()
+        }
+        "least_loaded" => pool.iter().copied().min_by_key(|m| m["load"].as_u64().unwrap_or(0)),
+        _ => pool.first().copied(),
+    };
+    chosen.and_then(|m| m["id"].as_str()).map(str::to_string)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -604,7 +674,7 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     for (k, v) in set {
         base.data.insert(k.clone(), v.clone());
     }
-    let (mut after, _, postings) = apply(bundle, &base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En, &Reads::default())?;
+    let (mut after, _, postings, _) = apply(bundle, &base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En, &Reads::default())?;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }
@@ -628,4 +698,42 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
         outcome.effects.push(Effect::Start { starts });
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::pick_person;
+    use serde_json::json;
+
+    fn people(turn: u64) -> serde_json::Value {
+        json!({"t": {"turn": turn, "members": [
+            {"id": "carol", "roles": ["technician"], "load": 2, "on_duty": false},
+            {"id": "admin", "roles": ["admin", "technician"], "load": 0, "on_duty": false},
+            {"id": "bob", "roles": ["technician"], "load": 1, "on_duty": false},
+            {"id": "amy", "roles": ["technician"], "load": 3, "on_duty": false},
+            {"id": "dan", "roles": ["staff"], "load": 0, "on_duty": false},
+        ]}})
+    }
+
+    #[test]
+    fn round_robin_takes_turns_in_id_order_and_never_picks_admins() {
+        let picks: Vec<String> = (0..4).map(|turn| pick_person(&people(turn), "t", "round_robin", Some("technician")).unwrap()).collect();
+        assert_eq!(picks, ["amy", "bob", "carol", "amy"]);
+    }
+
+    #[test]
+    fn least_loaded_takes_the_fewest_open_orders_of_the_role() {
+        assert_eq!(pick_person(&people(0), "t", "least_loaded", Some("technician")).as_deref(), Some("bob"));
+        assert_eq!(pick_person(&people(0), "t", "least_loaded", None).as_deref(), Some("dan"), "without a role, anyone of the team but admins");
+    }
+
+    #[test]
+    fn on_duty_people_come_first_and_on_duty_alone_needs_someone_on_duty() {
+        let mut p = people(0);
+        p["t"]["members"][0]["on_duty"] = json!(true);
+        assert_eq!(pick_person(&p, "t", "least_loaded", Some("technician")).as_deref(), Some("carol"), "on duty beats a lighter load");
+        assert_eq!(pick_person(&p, "t", "on_duty", Some("technician")).as_deref(), Some("carol"));
+        assert_eq!(pick_person(&people(0), "t", "on_duty", Some("technician")), None, "nobody on duty: the team's queue");
+        assert_eq!(pick_person(&people(0), "other", "least_loaded", None), None);
+    }
 }

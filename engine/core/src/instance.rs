@@ -137,6 +137,8 @@ pub enum Effect {
     Notify { notifications: Vec<crate::timers::NotifySpec> },
     /// Instances of other workflows to start with the command (`starts:`).
     Start { starts: Vec<crate::links::LinkedStart> },
+    /// A route rule picked a person of `team` by round robin: the team's turn moves on.
+    Picked { team: String },
 }
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {

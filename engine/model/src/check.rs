@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 
 pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
+    check_roster(model, diags);
     for wf in model.workflows.values() {
         check_workflow(model, wf, diags);
     }
@@ -550,6 +551,50 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
                     did_you_mean(&name.value, form.fields.iter().map(|f| f.name.as_str())),
                 );
             }
+        }
+    }
+}
+
+/// `app.roster`: a record type whose form has the roster's fields.
+fn check_roster(model: &Model, diags: &mut Vec<Diagnostic>) {
+    let Some(roster) = &model.app.roster else { return };
+    let file = model.app.file.as_str();
+    let Some(form) = model.record_types.get(&roster.value).and_then(|rt| model.forms.get(&rt.form.value)) else {
+        if !model.record_types.contains_key(&roster.value) {
+            err(
+                diags,
+                file,
+                roster.pos,
+                "unknown_record_type",
+                format!("`roster` names `{}`, which is not a record type", roster.value),
+                did_you_mean(&roster.value, model.record_types.keys().map(String::as_str)),
+            );
+        }
+        return;
+    };
+    for (name, types) in ROSTER_FIELDS {
+        match form.fields.iter().find(|f| f.name == name) {
+            Some(f) if types.contains(&f.field_type) => {}
+            Some(f) => err(
+                diags,
+                file,
+                roster.pos,
+                "type_mismatch",
+                format!(
+                    "the roster's `{name}` is a {} field; it must be {}",
+                    f.field_type.name(),
+                    types.iter().map(|t| t.name()).collect::<Vec<_>>().join(" or ")
+                ),
+                None,
+            ),
+            None => err(
+                diags,
+                file,
+                roster.pos,
+                "unknown_field",
+                format!("the roster `{}` needs a field `{name}` (its form `{}` has none)", roster.value, form.name),
+                Some("a roster's records have `team`, `user`, `starts_at` and `ends_at`".into()),
+            ),
         }
     }
 }

@@ -216,7 +216,19 @@ pub struct App {
     /// The app's time zone (IANA, e.g. `Asia/Shanghai`): schedules without
     /// their own `timezone` use it. No default in the engine.
     pub timezone: Option<Sp<String>>,
+    /// The record type of the duty roster (`roster: duty_shift`): who is on
+    /// duty when, by team — fields `team`, `user`, `starts_at`, `ends_at`.
+    /// Dispatch rules that `pick` a person prefer those on duty.
+    pub roster: Option<Sp<String>>,
 }
+
+/// The fields a duty roster's records must have, and their types.
+pub const ROSTER_FIELDS: [(&str, &[FieldType]); 4] = [
+    ("team", &[FieldType::String, FieldType::Enum, FieldType::Ref]),
+    ("user", &[FieldType::String]),
+    ("starts_at", &[FieldType::Datetime]),
+    ("ends_at", &[FieldType::Datetime]),
+];
 
 #[derive(Clone, Debug)]
 pub struct RoleDef {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 /// could be read, so that later checks still find the rest of the problems.
 pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
     let mut model = Model {
-        app: App { name: "app".into(), title: Label::plain("Flowform"), default_language: "zh-CN".into(), timezone: None, file: String::new() },
+        app: App { name: "app".into(), title: Label::plain("Flowform"), default_language: "zh-CN".into(), timezone: None, roster: None, file: String::new() },
         ..Model::default()
     };
     let mut app_seen: Option<(String, Pos)> = None;
@@ -198,6 +198,7 @@ fn load_app(r: &mut Reader, node: &Node, app: &mut App) {
     if let Some(n) = map.get("timezone").and_then(|n| r.string(n, "the time zone")) {
         app.timezone = Some(n);
     }
+    app.roster = map.get("roster").and_then(|n| r.name(n, "the record type of the duty roster"));
     app.file = r.file.to_string();
     map.finish(r, "`app`");
 }

@@ -389,7 +389,49 @@ impl Runtime {
             }
             wanted = next;
         }
-        Ok(flowform_core::Reads { records: Value::Object(records) })
+        let people = if picks(bundle, workflow) { self.people(bundle)? } else { Value::Null };
+        Ok(flowform_core::Reads { records: Value::Object(records), people })
+    }
+
+    /// Who a route rule may `pick` from, per team (see [`flowform_core::Reads::people`]):
+    /// the team's active members with their roles and open assigned
+    /// instances, on duty when the roster (`app.roster`) has a shift of
+    /// theirs for the team covering now, and the team's round-robin turn.
+    fn people(&self, bundle: &Bundle) -> Result<Value, CommandError> {
+        let now = self.now();
+        let mut shifts: Vec<(String, String)> = Vec::new();
+        if let Some(roster) = &bundle.model.app.roster {
+            for r in self.store.records(&roster.value)? {
+                let field = |f: &str| r.data.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+                let (from, to) = (field("starts_at").parse::<jiff::Timestamp>(), field("ends_at").parse::<jiff::Timestamp>());
+                let at = now.parse::<jiff::Timestamp>();
+                if let (false, Ok(from), Ok(to), Ok(at)) = (r.archived, from, to, at)
+                    && from <= at
+                    && at < to
+                {
+                    shifts.push((field("team"), field("user")));
+                }
+            }
+        }
+        let actors = self.actors();
+        let mut out = serde_json::Map::new();
+        for team in bundle.model.teams.keys() {
+            let mut members = Vec::new();
+            for a in actors.iter().filter(|a| a.teams.contains(team) || shifts.iter().any(|(t, u)| t == team && *u == a.id)) {
+                let load: u64 = self
+                    .store
+                    .assigned_counts(&a.id)?
+                    .into_iter()
+                    .filter(|(w, s, _)| !bundle.workflow(w).and_then(|w| w.state(s)).is_some_and(|s| s.is_final))
+                    .map(|(_, _, n)| n)
+                    .sum();
+                let on_duty = shifts.iter().any(|(t, u)| t == team && *u == a.id);
+                members.push(serde_json::json!({"id": a.id, "roles": a.roles, "load": load, "on_duty": on_duty}));
+            }
+            let turn: u64 = self.store.meta(&format!("turn:{team}"))?.and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.insert(team.clone(), serde_json::json!({"turn": turn, "members": members}));
+        }
+        Ok(Value::Object(out))
     }
 
     /// The readable number of a new instance: the template filled with the
@@ -613,6 +655,15 @@ pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &
     h.update([0]);
     h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
     Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
+}
+
+/// Whether a route rule of `workflow` may pick a person (its scripts, or
+/// the shared library, say `pick`): only then are the teams' people read.
+fn picks(bundle: &Bundle, workflow: &str) -> bool {
+    let Some(wf) = bundle.workflow(workflow) else { return false };
+    let mut routes = wf.start.hooks.route.iter().chain(wf.transitions.iter().filter_map(|t| t.hooks.route.as_ref()));
+    let says = |name: &str| bundle.model.scripts.get(name).is_some_and(|s| s.text.contains("pick"));
+    routes.any(|r| says(&r.value)) || bundle.model.scripts.iter().any(|(name, s)| name.starts_with("lib/") && s.text.contains("pick"))
 }
 
 /// Adds a record write to a command's. A second write of a record the

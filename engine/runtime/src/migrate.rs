@@ -145,6 +145,7 @@ impl Runtime {
             let outcome = flowform_core::migrate::migrate(&target, &instance, &to_state, &req.map, actor, &now);
             let write = CommandWrite {
                 children: Vec::new(),
+                meta: Vec::new(),
                 records: Vec::new(),
                 instance: outcome.instance,
                 expected_version: instance.version,

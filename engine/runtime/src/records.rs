@@ -166,10 +166,22 @@ impl Runtime {
             }
             self.canonical_files(&fields, &mut outcome.instance.data);
         }
+        // A person assigned by someone else (a rule, a dispatcher) must be an
+        // active user, of the team or on duty for it.
+        if let Some(change) = outcome.event.changes.get("assignment.assignee")
+            && let Some(user) = change.after.as_str()
+            && user != outcome.event.actor
+        {
+            let team = outcome.instance.assignment.team.clone();
+            if let Some(message) = self.unfit_assignee(bundle, user, team.as_deref(), lang)? {
+                return Err(CommandError::InvalidReferences(vec![flowform_core::FieldError { field: "assignee".into(), code: "unknown_user", message }]));
+            }
+        }
         let mut postings = Vec::new();
         let mut timers = None;
         let mut inbox = Vec::new();
         let mut outbox = Vec::new();
+        let mut meta = Vec::new();
         for effect in &outcome.effects {
             match effect {
                 Effect::Post { postings: p } => postings.extend(self.posting_writes(bundle, p.clone(), lang)?),
@@ -179,6 +191,11 @@ impl Runtime {
                     let (i, o) = self.render_notifications(bundle, notifications, &outcome.instance, &outcome.event.actor, event)?;
                     inbox.extend(i);
                     outbox.extend(o);
+                }
+                Effect::Picked { team } => {
+                    let key = format!("turn:{team}");
+                    let turn: u64 = self.store.meta(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+                    meta.push((key, (turn + 1).to_string()));
                 }
                 Effect::Assigned { .. } | Effect::Start { .. } => {}
             }
@@ -198,7 +215,42 @@ impl Runtime {
             outbox,
             records: record_writes,
             children: Vec::new(),
+            meta,
         })
+    }
+
+    /// Why `user` cannot be assigned work of `team`, if they cannot: no such
+    /// active user, or not a member of the team and not on duty for it.
+    fn unfit_assignee(&self, bundle: &Bundle, user: &str, team: Option<&str>, lang: Lang) -> Result<Option<String>, CommandError> {
+        let zh = lang == Lang::ZhCn;
+        let Some(actor) = self.actors().into_iter().find(|a| a.id == user) else {
+            return Ok(Some(if zh { format!("没有账号为 {user} 的在用人员") } else { format!("there is no active user `{user}`") }));
+        };
+        let Some(team) = team else { return Ok(None) };
+        if actor.teams.iter().any(|t| t == team) {
+            return Ok(None);
+        }
+        let on_duty = match &bundle.model.app.roster {
+            Some(roster) => {
+                let now: jiff::Timestamp = self.clock.now();
+                self.store.records(&roster.value)?.iter().any(|r| {
+                    let field = |f: &str| r.data.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+                    let covers = matches!((field("starts_at").parse::<jiff::Timestamp>(), field("ends_at").parse::<jiff::Timestamp>()), (Ok(a), Ok(b)) if a <= now && now < b);
+                    !r.archived && field("team") == team && field("user") == user && covers
+                })
+            }
+            None => false,
+        };
+        if on_duty {
+            return Ok(None);
+        }
+        let team_name = bundle.model.teams.get(team).map_or_else(|| team.to_string(), |t| t.label.get(lang.code(), team).to_string());
+        let name = self.display_name(user);
+        Ok(Some(if zh {
+            format!("{name} 不是{team_name}的成员，也不在该班组当前的值班表上")
+        } else {
+            format!("{name} is not a member of {team_name} nor on duty for it")
+        }))
     }
 
     /// The record writes of the command's `update:` (of its transition, or of

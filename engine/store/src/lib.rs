@@ -95,6 +95,8 @@ pub struct CommandWrite {
     /// each must not exist yet and posts no movements; their record updates
     /// are merged into `records`.
     pub children: Vec<CommandWrite>,
+    /// Settings to write with the command (a team's round-robin turn).
+    pub meta: Vec<(String, String)>,
 }
 
 /// A timer taken out of the queue because it could not act.
@@ -512,6 +514,10 @@ pub trait Store: Send + Sync + 'static {
     /// user's own requests and assignments outside those.
     fn instance_counts_visible(&self, workflow: Option<&str>, visibility: &Visibility) -> Result<Vec<InstanceCount>> {
         read_with(self, |r| logic::instance_counts_visible(r, workflow, visibility))
+    }
+    /// How many instances are assigned to `user`: (workflow, state, count).
+    fn assigned_counts(&self, user: &str) -> Result<Vec<(String, String, u64)>> {
+        read_with(self, |r| logic::assigned_counts(r, user))
     }
     /// Events of one instance, oldest first.
     fn history(&self, id: &str) -> Result<Vec<Event>> {

@@ -432,6 +432,24 @@ fn add_user_count(w: &mut dyn Write, k: &str, delta: i64) -> Result<()> {
     }
 }
 
+/// How many instances are assigned to `user`, per workflow and state.
+pub fn assigned_counts(r: &dyn Read, user: &str) -> Result<Vec<(String, String, u64)>> {
+    let (lo, hi) = prefix_range(&key(&["a", user]));
+    let mut out: Vec<(String, String, u64)> = Vec::new();
+    r.range(Table::UserCounts, Included(lo.as_str()), Excluded(hi.as_str()), false, &mut |k, v| {
+        let parts: Vec<&str> = k.split(SEP).collect();
+        let n = String::from_utf8_lossy(v).parse::<u64>().unwrap_or(0);
+        if let [_, _, workflow, state, ..] = parts.as_slice() {
+            match out.iter_mut().find(|(w, s, _)| w == workflow && s == state) {
+                Some(e) => e.2 += n,
+                None => out.push((workflow.to_string(), state.to_string(), n)),
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 /// The narrowest index prefix for the filter, if any applies.
 fn index_prefix(f: &InstanceFilter) -> Option<String> {
     let (w, s, t) = (f.workflow.as_deref(), f.state.as_deref(), f.team.as_deref());
@@ -957,6 +975,9 @@ fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) ->
         w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
     }
     add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
+    for (k, value) in &c.meta {
+        w.put(Table::Meta, &format!("user{SEP}{k}"), value.as_bytes())?;
+    }
     if let Some(t) = &c.fired_timer {
         drop_timer(w, t)?;
     }

@@ -32,6 +32,7 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
     let inst = instance(id, expected + 1, state);
     CommandWrite {
         children: Vec::new(),
+        meta: Vec::new(),
         records: Vec::new(),
         event: Event {
             instance_id: id.into(),

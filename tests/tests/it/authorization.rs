@@ -176,6 +176,7 @@ async fn every_role_may_take_exactly_the_transitions_the_definitions_grant() {
                 .unwrap();
                 let write = flowform_store::CommandWrite {
                     children: Vec::new(),
+                    meta: Vec::new(),
                     records: Vec::new(),
                     instance,
                     expected_version: 0,

@@ -516,6 +516,7 @@ async fn a_poisoned_timer_is_quarantined_and_the_others_fire() {
     .unwrap();
     let write = flowform_store::CommandWrite {
         children: Vec::new(),
+        meta: Vec::new(),
         records: Vec::new(),
         instance: poisoned.clone(),
         expected_version: 0,
