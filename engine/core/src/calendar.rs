@@ -57,6 +57,39 @@ pub fn add_working_minutes(cal: &CalendarDef, start: &str, minutes: i64) -> Opti
     None
 }
 
+/// The working time between `from` and `to`, in seconds (0 when `to` is
+/// not after `from`; `None` when a time or the zone cannot be read).
+pub fn working_seconds_between(cal: &CalendarDef, from: &str, to: &str) -> Option<i64> {
+    let tz = TimeZone::get(&cal.timezone.value).ok()?;
+    let from: Timestamp = from.parse().ok()?;
+    let to: Timestamp = to.parse().ok()?;
+    if to <= from {
+        return Some(0);
+    }
+    let hours: Vec<(Time, Time)> = cal.hours.iter().filter_map(|(a, b)| Some((time(a)?, time(b)?))).collect();
+    let mut date = from.to_zoned_datetime(tz.clone()).date();
+    let last = to.to_zoned_datetime(tz.clone()).date();
+    let mut total = 0i64;
+    for _ in 0..3660 {
+        if is_working_day(cal, date) {
+            for (a, b) in &hours {
+                let open = date.to_datetime(*a).to_zoned_datetime(tz.clone()).ok()?.timestamp();
+                let close = date.to_datetime(*b).to_zoned_datetime(tz.clone()).ok()?.timestamp();
+                let start = if from > open { from } else { open };
+                let end = if to < close { to } else { close };
+                if end > start {
+                    total += end.duration_since(start).as_secs();
+                }
+            }
+        }
+        if date >= last {
+            return Some(total);
+        }
+        date = date.tomorrow().ok()?;
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +127,18 @@ mod tests {
         assert_eq!(add_working_minutes(&berlin, "2026-03-29T00:00:00Z", 200).as_deref(), Some("2026-03-29T23:20:00.000Z"));
         // 2026-10-25: 03:00 → 02:00; 01:00–05:00 local is 5 real hours.
         assert_eq!(add_working_minutes(&berlin, "2026-10-24T23:00:00Z", 300).as_deref(), Some("2026-10-25T04:00:00.000Z"));
+    }
+
+    #[test]
+    fn working_time_between_two_moments() {
+        // Wednesday 11:30 → 14:30 Shanghai: 30 minutes before lunch, 30 after.
+        assert_eq!(working_seconds_between(&cal(), "2026-11-25T03:30:00Z", "2026-11-25T06:30:00Z"), Some(3600));
+        // Friday 17:00 → Monday 08:30: 30 + 30 minutes.
+        assert_eq!(working_seconds_between(&cal(), "2026-11-27T09:00:00Z", "2026-11-30T00:30:00Z"), Some(3600));
+        assert_eq!(working_seconds_between(&cal(), "2026-11-30T00:30:00Z", "2026-11-27T09:00:00Z"), Some(0));
+        // The inverse of adding working minutes.
+        let due = add_working_minutes(&cal(), "2026-11-26T05:00:00Z", 1440).unwrap();
+        assert_eq!(working_seconds_between(&cal(), "2026-11-26T05:00:00Z", &due), Some(1440 * 60));
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub fn start_with(
         moved: Vec::new(),
         parent: None,
         children: Vec::new(),
+        deadlines: Vec::new(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
     let (after, cleaned, postings, picked) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
@@ -522,7 +523,8 @@ fn finish(
     if (kind == EventKind::Started || before.state != after.state)
         && let Some(wf) = bundle.workflow(&after.workflow)
     {
-        let arm = crate::timers::enter_state(&bundle.model, wf, &mut after, now);
+        let mut arm = crate::timers::enter_state(&bundle.model, wf, &mut after, now);
+        arm.extend(crate::deadlines::on_enter(&bundle.model, wf, &mut after, kind == EventKind::Started, transition.as_deref(), now));
         effects.push(Effect::Timers { arm });
     }
     let changes = diff(before, &after);

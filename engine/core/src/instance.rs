@@ -78,6 +78,9 @@ pub struct Instance {
     /// The instances this one's transitions started, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// The workflow's process deadlines (`deadlines:`) that have started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deadlines: Vec<crate::deadlines::DeadlineRun>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod calendar;
+pub mod deadlines;
 pub mod decide;
 pub mod diff;
 pub mod graph;

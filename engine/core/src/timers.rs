@@ -31,7 +31,7 @@ pub fn notify_specs(defs: &[NotifyDef]) -> Vec<NotifySpec> {
     defs.iter().map(|n| NotifySpec { template: n.template.value.clone(), to: n.to.iter().map(|t| t.value.clone()).collect() }).collect()
 }
 
-fn minutes(amount: &Amount, instance: &Instance) -> Option<i64> {
+pub(crate) fn minutes(amount: &Amount, instance: &Instance) -> Option<i64> {
     match amount {
         Amount::Minutes(m) => Some(*m),
         Amount::Field(f) => instance.data.get(&f.value).and_then(Value::as_f64).map(|m| m as i64),
@@ -58,7 +58,7 @@ pub fn add_minutes(now: &str, minutes: i64) -> Option<String> {
 
 /// Called when `instance` has just entered its state: records the entry, sets
 /// the SLA deadline and returns the timers to arm.
-fn due(model: &flowform_model::Model, calendar: &Option<flowform_model::Sp<String>>, now: &str, minutes: i64) -> Option<String> {
+pub(crate) fn due(model: &flowform_model::Model, calendar: &Option<flowform_model::Sp<String>>, now: &str, minutes: i64) -> Option<String> {
     match calendar.as_ref().and_then(|c| model.calendars.get(&c.value)) {
         Some(cal) => crate::calendar::add_working_minutes(cal, now, minutes),
         None => add_minutes(now, minutes),
@@ -93,7 +93,7 @@ pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &m
     out
 }
 
-fn system() -> Actor {
+pub(crate) fn system() -> Actor {
     Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None }
 }
 
@@ -102,6 +102,9 @@ fn system() -> Actor {
 pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -> Result<Option<Outcome>, Rejection> {
     if instance.state != spec.state || instance.state_entered_seq != spec.entered_seq {
         return Ok(None);
+    }
+    if spec.timer.starts_with("deadline:") {
+        return crate::deadlines::fire(bundle, instance, spec, now);
     }
     let Some(wf) = bundle.workflow(&instance.workflow) else { return Ok(None) };
     let Some(state) = wf.state(&instance.state) else { return Ok(None) };

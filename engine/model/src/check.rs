@@ -456,6 +456,12 @@ fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagn
             specs.extend(&timer.notify);
         }
     }
+    for d in &wf.deadlines {
+        specs.extend(&d.notify);
+        for step in &d.escalations {
+            specs.extend(&step.notify);
+        }
+    }
     for spec in specs {
         for to in &spec.to {
             let Recipient::Field(path) = &to.value else { continue };
@@ -777,7 +783,78 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
     }
 }
 
+/// `deadlines:`: `from` a transition that changes the state, states that
+/// exist, a calendar that exists, escalation steps and notifications.
+fn check_deadlines(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    let file = wf.file.as_str();
+    let states: Vec<&str> = wf.states.iter().map(|s| s.name.as_str()).collect();
+    for d in &wf.deadlines {
+        if let Some(from) = &d.from {
+            match wf.transition(&from.value) {
+                None => err(
+                    diags,
+                    file,
+                    from.pos,
+                    "unknown_transition",
+                    format!("deadline `{}` starts `from` `{}`, which is not a transition (or `start`)", d.name, from.value),
+                    did_you_mean(&from.value, wf.transitions.iter().map(|t| t.name.as_str()).chain(["start"])),
+                ),
+                Some(t) if t.to.is_none() => err(
+                    diags,
+                    file,
+                    from.pos,
+                    "invalid_value",
+                    format!("deadline `{}` starts `from` `{}`, which does not change the state", d.name, from.value),
+                    Some("a deadline's clock starts with the start or with a transition that has `to:`".into()),
+                ),
+                Some(_) => {}
+            }
+        }
+        for s in d.until.iter().chain(&d.paused_in) {
+            if !states.contains(&s.value.as_str()) {
+                err(
+                    diags,
+                    file,
+                    s.pos,
+                    "unknown_state",
+                    format!("unknown state `{}` in deadline `{}`", s.value, d.name),
+                    did_you_mean(&s.value, states.iter().copied()),
+                );
+            }
+        }
+        if let Some(c) = &d.calendar
+            && !model.calendars.contains_key(&c.value)
+        {
+            err(
+                diags,
+                file,
+                c.pos,
+                "unknown_calendar",
+                format!("unknown calendar `{}`", c.value),
+                did_you_mean(&c.value, model.calendars.keys().map(String::as_str)),
+            );
+        }
+        check_notify(model, file, &d.notify, diags);
+        for step in &d.escalations {
+            check_notify(model, file, &step.notify, diags);
+            if let Some(name) = &step.transition
+                && wf.transition(&name.value).is_none()
+            {
+                err(
+                    diags,
+                    file,
+                    name.pos,
+                    "unknown_transition",
+                    format!("unknown transition `{}`", name.value),
+                    did_you_mean(&name.value, wf.transitions.iter().map(|t| t.name.as_str())),
+                );
+            }
+        }
+    }
+}
+
 fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
+    check_deadlines(model, wf, diags);
     check_recipient_fields(model, wf, diags);
     check_updates(model, wf, diags);
     check_linked_starts(model, wf, diags);

@@ -279,6 +279,33 @@ pub struct WorkflowDef {
     /// dates in the app's zone, `{seq:N}` counted per workflow (per day when
     /// the template has a date), `{field}` from the start form.
     pub number: Option<Sp<String>>,
+    /// Deadlines across states (`deadlines:`), in file order.
+    pub deadlines: Vec<DeadlineDef>,
+}
+
+/// A deadline of the whole process, not of one state: measured from the
+/// start or a named transition, in calendar or working time, met on
+/// entering one of `until`, paused while in `paused_in`, with escalation
+/// steps on the way and actions at the breach.
+#[derive(Clone, Debug)]
+pub struct DeadlineDef {
+    pub name: String,
+    pub pos: Pos,
+    pub label: Label,
+    /// The transition that starts the clock; `None`: the start.
+    pub from: Option<Sp<String>>,
+    pub minutes: Amount,
+    pub calendar: Option<Sp<String>>,
+    /// States that meet it (default: the final states).
+    pub until: Vec<Sp<String>>,
+    /// States in which the clock stops.
+    pub paused_in: Vec<Sp<String>>,
+    /// Steps `after` minutes of the deadline's own time (pauses not counted).
+    pub escalations: Vec<TimerDef>,
+    /// Sent when it is breached.
+    pub notify: Vec<NotifyDef>,
+    /// Fields set when it is breached.
+    pub set: serde_json::Map<String, Value>,
 }
 
 /// One entry of `visible_to`.

@@ -292,6 +292,18 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
         }
     }
     let on_assigned = map.get("on_assigned").map(|n| load_notify_list(r, n)).unwrap_or_default();
+    let mut deadlines = Vec::new();
+    if let Some(n) = map.get("deadlines")
+        && let Some(dm) = r.map(n, "`deadlines`")
+    {
+        for (k, v) in dm.entries() {
+            if let Some(name) = r.name(k, "a deadline name")
+                && let Some(d) = load_deadline(r, name, v)
+            {
+                deadlines.push(d);
+            }
+        }
+    }
     let on_new_version = map.get("on_new_version").and_then(|n| r.string(n, "`on_new_version`")).map_or(OnNewVersion::Keep, |s| match s.value.as_str() {
         "keep" => OnNewVersion::Keep,
         "migrate" => OnNewVersion::Migrate,
@@ -337,7 +349,38 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
         transitions,
         on_new_version,
         on_assigned,
+        deadlines,
     })
+}
+
+/// One entry of `deadlines:`.
+fn load_deadline(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<DeadlineDef> {
+    let what = format!("deadline `{}`", name.value);
+    let m = r.map(node, &what)?;
+    let label = opt_label(r, &m, "label", "the label").or_name(&name.value);
+    let from = m.get("from").and_then(|n| r.name(n, "`start` or a transition")).filter(|f| f.value != "start");
+    let minutes = m.require(r, "minutes", &what).and_then(|n| amount(r, n, "`minutes`"));
+    let calendar = m.get("calendar").and_then(|n| r.name(n, "the calendar"));
+    let until = m.get("until").map(|n| r.name_list(n, "a state")).unwrap_or_default();
+    let paused_in = m.get("paused_in").map(|n| r.name_list(n, "a state")).unwrap_or_default();
+    let mut escalations = Vec::new();
+    if let Some(n) = m.get("escalations") {
+        match &n.value {
+            Value::Seq(items) => escalations.extend(items.iter().filter_map(|i| load_timer(r, i, "an escalation"))),
+            _ => r.error(n.pos, "wrong_type", format!("`escalations` must be a list, found {}", n.type_name()), None),
+        }
+    }
+    let notify = m.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
+    let set = match m.get("set").map(|n| (n.pos, n.to_json())) {
+        Some((_, serde_json::Value::Object(o))) => o,
+        Some((pos, _)) => {
+            r.error(pos, "wrong_type", "`set` must be a mapping of fields to values".to_string(), None);
+            serde_json::Map::new()
+        }
+        None => serde_json::Map::new(),
+    };
+    m.finish(r, &format!("{what} (label, from, minutes, calendar, until, paused_in, escalations, notify, set)"));
+    Some(DeadlineDef { name: name.value, pos: name.pos, label, from, minutes: minutes?, calendar, until, paused_in, escalations, notify, set })
 }
 
 fn load_start(r: &mut Reader, node: &Node) -> Option<StartDef> {

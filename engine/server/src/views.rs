@@ -61,6 +61,7 @@ pub fn instance(i: &Instance, available: Vec<AvailableTransition>, bundle: Optio
         "overdue": i.overdue,
         "parent": i.parent,
         "children": i.children,
+        "deadlines": i.deadlines,
         "available_transitions": available,
         "created_at": i.created_at,
         "updated_at": i.updated_at,

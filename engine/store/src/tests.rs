@@ -25,6 +25,7 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         moved: Vec::new(),
         parent: None,
         children: Vec::new(),
+        deadlines: Vec::new(),
     }
 }
 

@@ -580,11 +580,28 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
             Some(json!({"url": format!("/i/{}", other.id), "number": display::number(&other, &tz), "workflow": title, "state": label, "color": color, "parent": is_parent}))
         })
         .collect();
+    // Deadlines across states: a countdown while the clock runs, else how they ended.
+    let deadlines: Vec<Value> = i
+        .deadlines
+        .iter()
+        .filter_map(|run| {
+            let def = wf.deadlines.iter().find(|d| d.name == run.name)?;
+            let (text, late) = match (&run.met_at, &run.breached_at, &run.due_at) {
+                (Some(_), None, _) => (texts::t(lang, "deadline_met").to_string(), false),
+                (Some(_), Some(_), _) => (texts::t(lang, "deadline_met_late").to_string(), true),
+                (None, Some(_), _) => (texts::t(lang, "deadline_missed").to_string(), true),
+                (None, None, Some(due)) => display::countdown(due, now, lang),
+                (None, None, None) => (texts::t(lang, "deadline_paused").to_string(), false),
+            };
+            Some(json!({"label": def.label.get(lang.code(), &def.name), "text": text, "late": late}))
+        })
+        .collect();
     let (state_label, color) = display::state(&bundle, &i.workflow, &i.state, lang);
     let due = i.due_at.as_deref().filter(|_| !is_final(&bundle, &i)).map(|d| display::countdown(d, now, lang));
     let data = json!({
         "linked": linked,
         "related": related,
+        "deadlines": deadlines,
         "number": display::number(&i, &tz),
         "workflow": wf.title.get(lang.code(), &wf.name),
         "summary": display::summary(&rt, &p.viewer.actor, &bundle, &i, lang),

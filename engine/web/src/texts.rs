@@ -41,8 +41,12 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("history", "处理记录", "History"),
     ("actions", "可进行的操作", "What you can do"),
     ("details", "详情", "Details"),
-    ("related", "关联工单", "Linked"),
-    ("started_by", "由此发起", "Started from"),
+    ("linked_orders", "关联工单", "Linked orders"),
+    ("deadline_met", "已按时完成", "met"),
+    ("deadline_met_late", "已完成（超时）", "met late"),
+    ("deadline_missed", "已超时", "missed"),
+    ("deadline_paused", "已暂停计时", "paused"),
+    ("started_from", "发起自", "Started from"),
     ("state", "状态", "State"),
     ("team", "班组", "Team"),
     ("assignee", "处理人", "Assignee"),
@@ -140,4 +144,18 @@ pub fn t(lang: Lang, key: &str) -> &'static str {
 pub fn all(lang: Lang) -> Value {
     let m: Map<String, Value> = TEXTS.iter().map(|(k, zh, en)| (k.to_string(), Value::String((if lang == Lang::En { en } else { zh }).to_string()))).collect();
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression: a second entry with the same key silently replaced the
+    /// first in templates (the linked orders were titled "相关工单").
+    #[test]
+    fn every_key_is_given_once() {
+        let mut keys: Vec<&str> = super::TEXTS.iter().map(|(k, ..)| *k).collect();
+        keys.sort_unstable();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), before, "a text key is given twice");
+    }
 }

@@ -78,7 +78,9 @@ async fn leaving_the_state_cancels_its_timers() {
     let accepted = app.transition(&id, "accept", "tech_sun", json!({})).await.expect(200);
     assert_eq!(accepted["due_at"], Value::Null, "in progress has no deadline");
     assert_eq!(inbox(&mut app, "nurse_li").await, vec!["accepted"], "the requester hears that it was accepted");
-    assert!(app.runtime.store().timers_of(&id).unwrap().is_empty());
+    // Only the process deadline (resolution time, across states) is still armed.
+    let left: Vec<String> = app.runtime.store().timers_of(&id).unwrap().into_iter().map(|t| t.timer).collect();
+    assert_eq!(left, ["deadline:resolution", "deadline:resolution:step:0"]);
     app.clock.advance(SignedDuration::from_hours(2));
     assert_eq!(fire(&app).await, 0);
     assert_eq!(inbox(&mut app, "tech_sun").await, vec!["dispatched"], "no reminder after it was accepted");

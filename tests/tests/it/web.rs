@@ -643,3 +643,32 @@ async fn the_language_of_a_users_account_chooses_the_pages_language() {
     let zh = send(&app, Request::builder().uri("/").header("cookie", format!("{cookie}; ff_lang=zh-CN")).body(Body::empty()).unwrap()).await.text();
     assert!(zh.contains("<html lang=\"zh-CN\">"));
 }
+
+#[tokio::test]
+async fn the_order_page_shows_its_resolution_time_and_its_linked_orders() {
+    let mut app = TestApp::hospital();
+    let started = app
+        .post("/api/v1/workflows/inspection/instances", "dispatcher_liu", json!({"data": {"asset": "EQ-000104", "category": "hvac", "plan": "月度巡检"}}))
+        .await
+        .expect(201);
+    let id = started["id"].as_str().unwrap().to_string();
+    app.post(&format!("/api/v1/instances/{id}/transitions/start_work"), "tech_wang", json!({"data": {}})).await.expect(200);
+    let done = app
+        .post(
+            &format!("/api/v1/instances/{id}/transitions/finish"),
+            "tech_wang",
+            json!({"data": {"checklist": [{"item": "冷凝器压力", "result": "abnormal"}], "summary": "异常"}}),
+        )
+        .await
+        .expect(200);
+    let child = done["children"][0].as_str().unwrap().to_string();
+    let cookie = session(&app, "tech_wang").await;
+    let inspection = page(&app, &cookie, &format!("/i/{id}")).await.text();
+    assert!(inspection.contains("关联工单") && inspection.contains(&format!("href=\"/i/{child}\"")) && inspection.contains("设备报修"), "{inspection}");
+    let repair = page(&app, &cookie, &format!("/i/{child}")).await.text();
+    assert!(repair.contains("发起自") && repair.contains(&format!("href=\"/i/{id}\"")), "{repair}");
+    assert!(repair.contains("解决时限"), "the resolution deadline is shown: {repair}");
+    // Someone who may not read the inspection does not see the link to it.
+    let nurse = session(&app, "nurse_li").await;
+    assert_eq!(page(&app, &nurse, &format!("/i/{child}")).await.status, StatusCode::NOT_FOUND);
+}
