@@ -95,6 +95,9 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, LoadError> {
     flowform_core::compile(sources).map_err(LoadError::Invalid)
 }
 
+/// How far the records a command reads are followed from its own references.
+const MAX_READ_DEPTH: usize = 6;
+
 /// How many compiled older definitions versions are kept in memory.
 const MAX_PINNED: usize = 16;
 
@@ -355,7 +358,9 @@ impl Runtime {
         }
         let mut wanted = flowform_core::records::instance_references(bundle, workflow, &merged);
         let mut records: serde_json::Map<String, Value> = serde_json::Map::new();
-        for depth in 0..2 {
+        // The records they refer to in turn are read too, up a tree of
+        // places to its root (an asset's room, floor, building and campus).
+        for depth in 0..MAX_READ_DEPTH {
             let mut next = Vec::new();
             for (kind, id) in std::mem::take(&mut wanted) {
                 if records.get(&kind).and_then(|t| t.get(&id)).is_some() {
@@ -363,7 +368,7 @@ impl Runtime {
                 }
                 let entry = if bundle.model.record_types.contains_key(&kind) {
                     self.store.record(&kind, &id)?.map(|r| {
-                        if depth == 0
+                        if depth + 1 < MAX_READ_DEPTH
                             && let Some(form) = bundle.model.record_types.get(&kind).and_then(|t| bundle.form(&t.form.value))
                         {
                             next.extend(flowform_core::records::references(&form.def.fields, &r.data));

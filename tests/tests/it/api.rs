@@ -197,7 +197,11 @@ async fn instances_and_events_survive_a_restart() {
     assert_eq!((v["state"].as_str(), v["version"].as_u64()), (Some("in_progress"), Some(2)));
     let history = app.get(&format!("/api/v1/instances/{}/history", id(&wo)), "admin").await.expect(200);
     assert_eq!(history.as_array().unwrap().len(), 2);
-    app.transition(&id(&wo), "check_in", "tech_wang", json!({"place": {"lat": 23.1, "lng": 113.3}})).await.expect(200);
+    // A position by coordinates must be near the asset's place: the nearest
+    // place above its room with coordinates is the campus (总院区).
+    let far = app.transition(&id(&wo), "check_in", "tech_wang", json!({"place": {"lat": 23.1, "lng": 113.3}})).await.expect(422);
+    assert!(far["details"][0]["message"].as_str().unwrap().contains("不在 总院区 附近"), "{far}");
+    app.transition(&id(&wo), "check_in", "tech_wang", json!({"place": {"lat": 23.1288, "lng": 113.2648}})).await.expect(200);
 }
 
 #[tokio::test]
