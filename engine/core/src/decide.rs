@@ -117,6 +117,9 @@ pub struct Reads {
     /// active members, how many open instances each is assigned, whether
     /// the duty roster has them on duty now, and the team's round-robin turn.
     pub people: Value,
+    /// Every team's name when teams are also kept as records
+    /// (`app.teams_from`); `None`: the declared teams.
+    pub teams: Option<Vec<String>>,
 }
 
 /// Starts an instance. `id` comes from the caller (the runtime generates it).
@@ -337,7 +340,7 @@ fn apply(
     let mut picked = None;
     if let Some(script) = &hooks.route {
         let out = bundle.rules.run(&script.value, &ctx(&after))?;
-        picked = apply_route(bundle, &mut after, out, &script.value, &reads.people)?;
+        picked = apply_route(bundle, &mut after, out, &script.value, reads)?;
     }
     if let Some(script) = &hooks.compute {
         let out = bundle.rules.run(&script.value, &ctx(&after))?;
@@ -408,7 +411,12 @@ pub const PICK_METHODS: [&str; 3] = ["on_duty", "round_robin", "least_loaded"];
 
 /// Applies a route rule's result. `Some(team)`: a person was picked by
 /// round robin (the runtime moves the team's turn on).
-fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, people: &Value) -> Result<Option<String>, Rejection> {
+fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, reads: &Reads) -> Result<Option<String>, Rejection> {
+    let people = &reads.people;
+    let known: Vec<&str> = match &reads.teams {
+        Some(teams) => teams.iter().map(String::as_str).collect(),
+        None => bundle.model.teams.keys().map(String::as_str).collect(),
+    };
     let fields = match out {
         Value::Null => return Ok(None),
         Value::Object(fields) => fields,
@@ -433,11 +441,13 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, p
             "team" => {
                 let team = text()?;
                 if let Some(t) = &team
-                    && !bundle.model.teams.contains_key(t)
+                    && !known.contains(&t.as_str())
                 {
-                    let known: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
                     let hint = flowform_model::diagnostic::did_you_mean(t, known.iter().copied()).unwrap_or_default();
-                    return Err(bad_result(script, format!("routed to team `{t}`, which is not declared under `teams:` {hint}").trim_end().to_string()));
+                    return Err(bad_result(
+                        script,
+                        format!("routed to team `{t}`, which is not a team (declared under `teams:`, or a live team record) {hint}").trim_end().to_string(),
+                    ));
                 }
                 assignment.team = team;
             }

@@ -9,6 +9,18 @@ use std::collections::{BTreeSet, VecDeque};
 
 pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     check_roster(model, diags);
+    if let Some(t) = &model.app.teams_from
+        && !model.record_types.contains_key(&t.value)
+    {
+        err(
+            diags,
+            &model.app.file,
+            t.pos,
+            "unknown_record_type",
+            format!("`teams_from` names `{}`, which is not a record type", t.value),
+            did_you_mean(&t.value, model.record_types.keys().map(String::as_str)),
+        );
+    }
     for wf in model.workflows.values() {
         check_workflow(model, wf, diags);
     }
@@ -961,7 +973,8 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         }
         check_roles(diags, &t.roles);
         for team in &t.teams {
-            if !team_names.contains(&team.as_str()) {
+            // Teams kept as records (`teams_from`) are checked when the command runs.
+            if !team_names.contains(&team.as_str()) && model.app.teams_from.is_none() {
                 let hint = did_you_mean(&team.value, team_names.iter().copied()).or(Some("declare it under `teams:` in a definitions file".into()));
                 err(diags, file, team.pos, "unknown_team", format!("unknown team `{}`", team.value), hint);
             }

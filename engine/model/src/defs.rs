@@ -220,6 +220,10 @@ pub struct App {
     /// duty when, by team — fields `team`, `user`, `starts_at`, `ends_at`.
     /// Dispatch rules that `pick` a person prefer those on duty.
     pub roster: Option<Sp<String>>,
+    /// `teams_from: team`: the teams are also the live records of this type
+    /// (the record's id is the team's name, its title the label), so an
+    /// admin adds a team as a record, with no YAML edit.
+    pub teams_from: Option<Sp<String>>,
 }
 
 /// The fields a duty roster's records must have, and their types.

@@ -14,7 +14,15 @@ use std::collections::BTreeMap;
 /// could be read, so that later checks still find the rest of the problems.
 pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
     let mut model = Model {
-        app: App { name: "app".into(), title: Label::plain("Flowform"), default_language: "zh-CN".into(), timezone: None, roster: None, file: String::new() },
+        app: App {
+            name: "app".into(),
+            title: Label::plain("Flowform"),
+            default_language: "zh-CN".into(),
+            timezone: None,
+            roster: None,
+            teams_from: None,
+            file: String::new(),
+        },
         ..Model::default()
     };
     let mut app_seen: Option<(String, Pos)> = None;
@@ -199,6 +207,7 @@ fn load_app(r: &mut Reader, node: &Node, app: &mut App) {
         app.timezone = Some(n);
     }
     app.roster = map.get("roster").and_then(|n| r.name(n, "the record type of the duty roster"));
+    app.teams_from = map.get("teams_from").and_then(|n| r.name(n, "the record type of the teams"));
     app.file = r.file.to_string();
     map.finish(r, "`app`");
 }

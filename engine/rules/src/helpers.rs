@@ -37,6 +37,16 @@ fn lookup(record_type: &str, id: &str) -> Dynamic {
 }
 
 /// `find(type, #{field: value, ...})`: the records of the snapshot whose fields equal the given values.
+/// A field matches a filter value when it equals it, or, for a list (a
+/// multiple choice), when it contains it.
+fn matches(field: Option<&Value>, wanted: &Value) -> bool {
+    match field {
+        Some(Value::Array(items)) if !wanted.is_array() => items.contains(wanted),
+        Some(f) => f == wanted,
+        None => wanted.is_null(),
+    }
+}
+
 fn find(record_type: &str, filter: rhai::Map) -> Result<rhai::Array, Box<EvalAltResult>> {
     let filter: serde_json::Map<String, Value> =
         filter.into_iter().map(|(k, v)| Ok((k.to_string(), rhai::serde::from_dynamic::<Value>(&v)?))).collect::<Result<_, Box<EvalAltResult>>>()?;
@@ -44,7 +54,7 @@ fn find(record_type: &str, filter: rhai::Map) -> Result<rhai::Array, Box<EvalAlt
         r.borrow()
             .get(record_type)
             .and_then(Value::as_object)
-            .map(|records| records.values().filter(|rec| filter.iter().all(|(k, v)| rec.get(k) == Some(v))).map(to_dynamic).collect())
+            .map(|records| records.values().filter(|rec| filter.iter().all(|(k, v)| matches(rec.get(k), v))).map(to_dynamic).collect())
             .unwrap_or_default()
     }))
 }

@@ -562,10 +562,10 @@ impl Runtime {
                 return Err(AccountError::Invalid(format!("role `{r}` is not declared in the definitions (roles: {})", known.join(", "))));
             }
         }
+        let known: Vec<String> = self.teams(&bundle).into_iter().map(|(name, _)| name).collect();
         for t in teams {
-            if !bundle.model.teams.contains_key(t) {
-                let known: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
-                return Err(AccountError::Invalid(format!("team `{t}` is not declared in the definitions (teams: {})", known.join(", "))));
+            if !known.contains(t) {
+                return Err(AccountError::Invalid(format!("team `{t}` is not a team of the definitions or a team record (teams: {})", known.join(", "))));
             }
         }
         Ok(())

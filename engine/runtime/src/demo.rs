@@ -109,7 +109,8 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
     };
     let bundle = runtime.bundle();
     let store = runtime.store();
-    let mut loaded = Loaded { users: load_users(&dir.join(&manifest.users), &bundle, runtime)?, ..Loaded::default() };
+    // Records first: the users' teams may be team records.
+    let mut loaded = Loaded::default();
     let loader = Actor {
         id: "demo".into(),
         name: "demo data".into(),
@@ -136,6 +137,7 @@ pub fn load(dir: &Path, runtime: &Runtime) -> Result<Loaded, DemoError> {
         }
         loaded.records.push((entry.record_type.clone(), report.imported));
     }
+    loaded.users = load_users(&dir.join(&manifest.users), &bundle, runtime)?;
     for entry in &manifest.stock {
         let path = dir.join(&entry.file);
         let shown = path.display().to_string();
@@ -180,7 +182,8 @@ fn load_users(path: &Path, bundle: &Bundle, runtime: &Runtime) -> Result<Vec<Str
     let shown = path.display().to_string();
     let file: UsersFile = serde_saphyr::from_str(&read(path)?).map_err(|e| DemoError::Invalid { path: shown.clone(), message: e.to_string() })?;
     let roles: Vec<&str> = bundle.model.roles.keys().map(String::as_str).collect();
-    let teams: Vec<&str> = bundle.model.teams.keys().map(String::as_str).collect();
+    let teams: Vec<String> = runtime.teams(bundle).into_iter().map(|(name, _)| name).collect();
+    let teams: Vec<&str> = teams.iter().map(String::as_str).collect();
     let mut loaded = Vec::new();
     for u in file.users {
         for r in &u.roles {

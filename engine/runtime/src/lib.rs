@@ -395,7 +395,49 @@ impl Runtime {
             wanted = next;
         }
         let people = if picks(bundle, workflow) { self.people(bundle)? } else { Value::Null };
-        Ok(flowform_core::Reads { records: Value::Object(records), people })
+        let teams = bundle.model.app.teams_from.as_ref().map(|_| self.teams(bundle).into_iter().map(|(name, _)| name).collect());
+        // A type a rule `find`s in is read whole (its live records, up to a bound).
+        for kind in found_types(bundle, workflow) {
+            let all = self.store.records(&kind)?;
+            let entry = records.entry(kind.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+            for r in all.into_iter().filter(|r| !r.archived).take(MAX_FOUND) {
+                if entry.get(&r.id).is_none() {
+                    let mut m = r.data.clone();
+                    m.insert("id".into(), serde_json::json!(r.id));
+                    m.insert("title".into(), serde_json::json!(r.title));
+                    m.insert("archived".into(), serde_json::json!(false));
+                    entry[&r.id] = Value::Object(m);
+                }
+            }
+        }
+        Ok(flowform_core::Reads { records: Value::Object(records), people, teams })
+    }
+
+    /// Every team: those declared under `teams:`, and with `app.teams_from`
+    /// the live records of that type (the id is the name, the title the
+    /// label; a declared team keeps its declared label).
+    pub fn teams(&self, bundle: &Bundle) -> Vec<(String, flowform_model::Label)> {
+        let mut out: Vec<(String, flowform_model::Label)> = bundle.model.teams.iter().map(|(k, t)| (k.clone(), t.label.clone())).collect();
+        if let Some(kind) = &bundle.model.app.teams_from {
+            // A store that cannot be read offers the declared teams only; the command fails on its own reads.
+            for r in self.store.records(&kind.value).unwrap_or_default() {
+                if !r.archived && !out.iter().any(|(k, _)| *k == r.id) {
+                    out.push((r.id.clone(), flowform_model::Label::plain(&r.title)));
+                }
+            }
+        }
+        out
+    }
+
+    /// How people call team `name` in `lang` (its name when unknown).
+    pub fn team_label(&self, bundle: &Bundle, name: &str, lang: &str) -> String {
+        if let Some(t) = bundle.model.teams.get(name) {
+            return t.label.get(lang, name).to_string();
+        }
+        match &bundle.model.app.teams_from {
+            Some(kind) => self.store.record(&kind.value, name).ok().flatten().map_or_else(|| name.to_string(), |r| r.title),
+            None => name.to_string(),
+        }
     }
 
     /// Who a route rule may `pick` from, per team (see [`flowform_core::Reads::people`]):
@@ -420,7 +462,7 @@ impl Runtime {
         }
         let actors = self.actors();
         let mut out = serde_json::Map::new();
-        for team in bundle.model.teams.keys() {
+        for (team, _) in &self.teams(bundle) {
             let mut members = Vec::new();
             for a in actors.iter().filter(|a| a.teams.contains(team) || shifts.iter().any(|(t, u)| t == team && *u == a.id)) {
                 let load: u64 = self
@@ -660,6 +702,33 @@ pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &
     h.update([0]);
     h.update(opts.expected_version.map(|v| v.to_string()).unwrap_or_default().as_bytes());
     Ok(Some(IdempotencyKey { key: format!("{}\u{0}{key}", actor.id), fingerprint: hex::encode(h.finalize()) }))
+}
+
+/// How many live records of a type a rule's `find` sees.
+const MAX_FOUND: usize = 1000;
+
+/// The record types the rules of `workflow` (or the shared library) search
+/// with `find("TYPE", …)`: their live records are handed to the decision.
+fn found_types(bundle: &Bundle, workflow: &str) -> Vec<String> {
+    let Some(wf) = bundle.workflow(workflow) else { return Vec::new() };
+    let hooks = std::iter::once(&wf.start.hooks).chain(wf.transitions.iter().map(|t| &t.hooks));
+    let mut texts: Vec<&str> = hooks
+        .flat_map(|h| h.iter().map(|(_, s)| s.value.clone()).collect::<Vec<_>>())
+        .filter_map(|n| bundle.model.scripts.get(&n))
+        .map(|s| s.text.as_str())
+        .collect();
+    texts.extend(bundle.model.scripts.iter().filter(|(n, _)| n.starts_with("lib/")).map(|(_, s)| s.text.as_str()));
+    texts.extend(wf.transitions.iter().filter_map(|t| t.when.as_ref()).map(|w| w.value.as_str()));
+    let mut out: Vec<String> = Vec::new();
+    for text in texts {
+        for part in text.split("find(").skip(1) {
+            let name: String = part.trim_start().trim_start_matches('"').chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if bundle.model.record_types.contains_key(&name) && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
 }
 
 /// Whether a route rule of `workflow` may pick a person (its scripts, or

@@ -159,7 +159,7 @@ impl Runtime {
             }
         }
         let wf = bundle.workflow(&instance.workflow);
-        let team = instance.assignment.team.as_deref().map(|t| bundle.model.teams.get(t).map_or_else(|| t.to_string(), |d| d.label.get(lang, t).to_string()));
+        let team = instance.assignment.team.as_deref().map(|t| self.team_label(bundle, t, lang));
         for (k, v) in [
             ("number", Some(instance.number.clone().unwrap_or_else(|| instance.id.clone()))),
             (

@@ -244,7 +244,7 @@ impl Runtime {
         if on_duty {
             return Ok(None);
         }
-        let team_name = bundle.model.teams.get(team).map_or_else(|| team.to_string(), |t| t.label.get(lang.code(), team).to_string());
+        let team_name = self.team_label(bundle, team, lang.code());
         let name = self.display_name(user);
         Ok(Some(if zh {
             format!("{name} 不是{team_name}的成员，也不在该班组当前的值班表上")

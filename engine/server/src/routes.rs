@@ -115,7 +115,7 @@ async fn bundle(State(s): State<AppState>, _: Auth) -> Json<Value> {
         "workflows": b.model.workflows.keys().collect::<Vec<_>>(),
         "forms": b.model.forms.keys().collect::<Vec<_>>(),
         "roles": b.model.roles.iter().map(|(k, r)| json!({"name": k, "label": r.label})).collect::<Vec<_>>(),
-        "teams": b.model.teams.iter().map(|(k, t)| json!({"name": k, "label": t.label})).collect::<Vec<_>>(),
+        "teams": s.runtime.teams(&b).into_iter().map(|(k, label)| json!({"name": k, "label": label})).collect::<Vec<_>>(),
         "last_rejected": s.runtime.last_rejected(),
     }))
 }

@@ -126,8 +126,9 @@ fn is_hex_color(c: &str) -> bool {
     c.starts_with('#') && matches!(c.len(), 4 | 7) && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub fn team(bundle: &Bundle, team: &str, lang: Lang) -> String {
-    bundle.model.teams.get(team).map_or_else(|| team.to_string(), |t| t.label.get(lang.code(), team).to_string())
+/// How people call a team (declared, or a team record with `app.teams_from`).
+pub fn team(rt: &Runtime, bundle: &Bundle, team: &str, lang: Lang) -> String {
+    rt.team_label(bundle, team, lang.code())
 }
 
 pub fn role(bundle: &Bundle, role: &str, lang: Lang) -> String {

@@ -185,7 +185,7 @@ fn card(rt: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, lang: Lang) 
         "overdue": due.as_ref().is_some_and(|d| d.1) || i.overdue,
         "updated": display::relative(&i.updated_at, &tz, now, lang),
         "assignee": i.assignment.assignee.as_deref().map(|a| rt.display_name(a)),
-        "team": i.assignment.team.as_deref().map(|t| display::team(bundle, t, lang)),
+        "team": i.assignment.team.as_deref().map(|t| display::team(rt, bundle, t, lang)),
         "actions": [],
     })
 }
@@ -521,7 +521,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
                 .filter_map(|(k, c)| {
                     let (label, after) = match k.as_str() {
                         "assignment.team" => {
-                            (texts::t(lang, "team").to_string(), c.after.as_str().map(|t| display::team(&bundle, t, lang)).unwrap_or_default())
+                            (texts::t(lang, "team").to_string(), c.after.as_str().map(|t| display::team(&rt, &bundle, t, lang)).unwrap_or_default())
                         }
                         "assignment.assignee" => (texts::t(lang, "assignee").to_string(), c.after.as_str().map(|a| rt.display_name(a)).unwrap_or_default()),
                         other => {
@@ -612,7 +612,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
         "requester": rt.display_name(&i.requester),
         "created": display::absolute(&i.created_at, &tz, now, lang),
         "assignee": i.assignment.assignee.as_deref().map(|a| rt.display_name(a)),
-        "team": i.assignment.team.as_deref().map(|t| display::team(&bundle, t, lang)),
+        "team": i.assignment.team.as_deref().map(|t| display::team(&rt, &bundle, t, lang)),
         "rows": rows,
         "timeline": timeline,
         "actions": actions,
@@ -922,7 +922,7 @@ pub async fn me(State(rt): Rt, p: P) -> Response {
     let data = json!({
         "name": a.name,
         "roles": a.roles.iter().map(|r| display::role(&bundle, r, p.lang)).collect::<Vec<_>>().join(" · "),
-        "teams": a.teams.iter().map(|t| display::team(&bundle, t, p.lang)).collect::<Vec<_>>().join(" · "),
+        "teams": a.teams.iter().map(|t| display::team(&rt, &bundle, t, p.lang)).collect::<Vec<_>>().join(" · "),
         "record_types": readable_types,
         "ledgers": ledgers,
         "is_en": p.lang == Lang::En,

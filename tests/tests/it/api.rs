@@ -361,7 +361,7 @@ async fn a_routing_rule_that_returns_only_fields_keeps_the_assignment() {
     assert!(!matches!(app.runtime.reload(), flowform_runtime::reload::ReloadOutcome::Rejected { .. }));
     let wo = started(&mut app).await;
     app.transition(&id(&wo), "accept", "tech_wang", json!({})).await.expect(200);
-    let body = app.transition(&id(&wo), "escalate", "tech_wang", json!({"escalate_to": "utilities_team", "reason": "需要水电配合"})).await;
+    let body = app.transition(&id(&wo), "escalate", "tech_wang", json!({"escalate_to": "team", "to_team": "utilities_team", "reason": "需要水电配合"})).await;
     let v = body.expect(200);
     // The team stays (the transition itself hands the order back: no assignee).
     assert_eq!(v["assignment"]["team"].as_str(), Some("hvac_team"), "{v}");

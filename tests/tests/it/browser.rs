@@ -417,7 +417,8 @@ async fn repair_journey(name: &'static str, lang: &str) {
     assert!(j.page_text().await.contains("空调不制冷"), "the new order is on the board");
     j.shot("board").await;
     j.tap(if en { "Dispatch manually" } else { "人工派单" }).await;
-    j.choose("team", if en { "General team" } else { "综合维修班" }).await;
+    // Teams are records (班组): their names are the same in either language.
+    j.choose("team", "综合维修班").await;
     j.type_in("textarea[name=dispatch_note]", "先由综合班检查电源").await;
     j.shot("dispatch-form").await;
     j.submit().await;

@@ -672,3 +672,44 @@ async fn the_order_page_shows_its_resolution_time_and_its_linked_orders() {
     let nurse = session(&app, "nurse_li").await;
     assert_eq!(page(&app, &nurse, &format!("/i/{child}")).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_team_added_as_a_record_gets_members_orders_and_a_place_in_the_dispatch_form() {
+    let mut app = TestApp::hospital_copy();
+    // 锅炉班 is in no YAML file and no script: an admin adds it as a record.
+    let unknown = app
+        .post("/api/v1/admin/users", "admin", json!({"id": "tech_he", "name": "何师傅", "roles": ["technician"], "teams": ["boiler_team"]}))
+        .await
+        .expect(422);
+    assert!(unknown["message"].as_str().unwrap().contains("boiler_team"), "{unknown}");
+    app.post("/api/v1/records/team", "admin", json!({"data": {"code": "boiler_team", "name": "锅炉班", "categories": ["plumbing"]}})).await.expect(201);
+    app.post(
+        "/api/v1/admin/users",
+        "admin",
+        json!({"id": "tech_he", "name": "何师傅", "roles": ["staff", "technician"], "teams": ["boiler_team"], "password": "boiler-2026-ok"}),
+    )
+    .await
+    .expect(201);
+    // Plumbing now goes to it (the first team, by code, that handles the category).
+    let order =
+        app.start_instance("repair", "nurse_li", json!({"asset": "EQ-000120", "department": "D-WARD5", "description": "洗手池下水堵塞"})).await.expect(201);
+    assert_eq!(order["assignment"]["team"], "boiler_team", "{order}");
+    let id = order["id"].as_str().unwrap().to_string();
+    let accepted = app.transition(&id, "accept", "tech_he", json!({})).await.expect(200);
+    assert_eq!(accepted["assignment"]["assignee"], "tech_he");
+    // The dispatcher's form offers it, by its name.
+    let cookie = session(&app, "dispatcher_liu").await;
+    let form = page(&app, &cookie, &format!("/i/{id}/t/dispatch")).await.text();
+    assert!(form.contains("<option value=\"boiler_team\">锅炉班</option>"), "{form}");
+    // The app's metadata lists it with the declared ones.
+    let meta = app.get("/api/v1/bundle", "admin").await.expect(200);
+    assert!(meta["teams"].as_array().unwrap().iter().any(|t| t["name"] == "boiler_team"), "{meta}");
+    // A route to a team that is neither declared nor a record is refused, naming it.
+    app.write("rules/route_inspection.rhai", "#{ team: \"ghost_team\" }\n");
+    app.post("/api/v1/admin/reload", "admin", json!({})).await.expect(200);
+    let ghost = app
+        .post("/api/v1/workflows/inspection/instances", "dispatcher_liu", json!({"data": {"asset": "EQ-000104", "category": "hvac", "plan": "巡检"}}))
+        .await
+        .expect(422);
+    assert!(ghost["message"].as_str().unwrap().contains("ghost_team"), "{ghost}");
+}
