@@ -46,7 +46,8 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     flowform_runtime::demo::load(&dir.join("examples/hospital"), &runtime).map_err(|e| anyhow!("{e}"))?;
     let bundle = runtime.bundle();
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
-    let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
+    let teams: Vec<String> = runtime.teams(&bundle).into_iter().map(|(name, _)| name).collect();
+    let teams_all = teams.clone();
     let admin = Actor { id: "admin".into(), name: "admin".into(), roles: roles.clone(), teams: teams.clone(), email: None, department: None };
 
     // The asset ledger: copies of the first demo asset under new codes, from several threads (group commit).
@@ -79,12 +80,30 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let requester = Actor { id: "nurse_li".into(), name: "李护士".into(), roles: roles.clone(), teams: vec![], email: None, department: None };
     let tech = Actor { id: "tech_wang".into(), name: "王师傅".into(), roles, teams, email: None, department: None };
     let base = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(n as i64 * 90 + 86_400);
+    // What the dispatch rule reads: every team record (teams are records in the hospital app).
+    let mut records = serde_json::Map::new();
+    if let Some(kind) = &bundle.model.app.teams_from {
+        let all: serde_json::Map<String, Value> = runtime
+            .store()
+            .records(&kind.value)?
+            .into_iter()
+            .map(|r| {
+                let mut m = r.data.clone();
+                m.insert("id".into(), json!(r.id));
+                m.insert("title".into(), json!(r.title));
+                (r.id, Value::Object(m))
+            })
+            .collect();
+        records.insert(kind.value.clone(), Value::Object(all));
+    }
+    let reads = flowform_core::Reads { records: Value::Object(records), people: Value::Null, teams: Some(teams_all.clone()) };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
     let generator = {
         let bundle = bundle.clone();
+        let reads = reads.clone();
         std::thread::spawn(move || {
             for chunk in (0..n).step_by(BATCH) {
-                let batch = (chunk..(chunk + BATCH).min(n)).map(|i| order(&bundle, i, assets, base, &requester, &tech)).collect();
+                let batch = (chunk..(chunk + BATCH).min(n)).map(|i| order(&bundle, &reads, i, assets, base, &requester, &tech)).collect();
                 if tx.send(batch).is_err() {
                     return;
                 }
@@ -117,7 +136,15 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
 }
 
 /// Work order `i`: reported, and (for all but a few kept open) taken through to closed.
-fn order(bundle: &flowform_core::Bundle, i: usize, assets: usize, base: jiff::Timestamp, requester: &Actor, tech: &Actor) -> Result<ImportedInstance> {
+fn order(
+    bundle: &flowform_core::Bundle,
+    reads: &flowform_core::Reads,
+    i: usize,
+    assets: usize,
+    base: jiff::Timestamp,
+    requester: &Actor,
+    tech: &Actor,
+) -> Result<ImportedInstance> {
     let at = |step: i64| format!("{:.3}", base + jiff::SignedDuration::from_secs(i as i64 * 90 + step * 600));
     let ms = (base + jiff::SignedDuration::from_secs(i as i64 * 90)).as_millisecond() as u64;
     let id = ulid::Ulid::from_parts(ms, i as u128).to_string();
@@ -131,7 +158,7 @@ fn order(bundle: &flowform_core::Bundle, i: usize, assets: usize, base: jiff::Ti
         "description": format!("设备故障,需要维修 (工单 {i})"),
     });
     let decided = |r: Result<flowform_core::Outcome, flowform_core::Rejection>| r.map_err(|e| anyhow!("work order {i}: {e}: {e:?}"));
-    let first = decided(flowform_core::start(bundle, "repair", &report, requester, &at(0), &id, Lang::ZhCn))?;
+    let first = decided(flowform_core::start_with(bundle, "repair", &report, requester, &at(0), &id, Lang::ZhCn, reads))?;
     let mut instance = first.instance;
     let mut events = vec![first.event];
     // One in 625 stays unaccepted, one in 625 in progress: the open backlog, of every category.
@@ -148,7 +175,7 @@ fn order(bundle: &flowform_core::Bundle, i: usize, assets: usize, base: jiff::Ti
     };
     for (k, (name, input, by_requester)) in steps.iter().take(keep).enumerate() {
         let actor = if *by_requester { requester } else { tech };
-        let outcome = decided(flowform_core::transition(bundle, &instance, name, input, actor, &at(k as i64 + 1), Lang::ZhCn))?;
+        let outcome = decided(flowform_core::transition_with(bundle, &instance, name, input, actor, &at(k as i64 + 1), Lang::ZhCn, reads))?;
         instance = outcome.instance;
         events.push(outcome.event);
     }

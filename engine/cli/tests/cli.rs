@@ -72,7 +72,7 @@ fn three_errors_in_three_files_are_all_reported() {
     let dir = app_copy();
     edit(dir.path(), "definitions/workflows/repair.yaml", "roles: [technician]", "roles: [technican]");
     edit(dir.path(), "forms/rejection.yaml", "min_length: 5", "min_lenght: 5");
-    edit(dir.path(), "rules/dispatch.rhai", "let team = switch", "let team = swich");
+    edit(dir.path(), "rules/dispatch.rhai", "let team = team_for(record.category);", "let team = team_for(record.category;");
     let (code, out) = check(dir.path());
     assert_eq!(code, 1);
     let role_line = format!("definitions/workflows/repair.yaml:{}:13", line_of(&repo().join("definitions/workflows/repair.yaml"), "roles: [technician]"));
@@ -82,7 +82,7 @@ fn three_errors_in_three_files_are_all_reported() {
         "forms/rejection.yaml:7:5",
         "did you mean `min_length`?",
         "rules/dispatch.rhai:",
-        "swich",
+        "team_for(record.category;",
         "3 problem(s) found",
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
