@@ -8,6 +8,16 @@ use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 
 pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
+    let mut found = Vec::new();
+    check_all(model, &mut found);
+    // A definition that could not be read (a file that is not YAML, a field
+    // of an unknown type) is reported once, where it is broken: what names it
+    // elsewhere is not reported again.
+    found.retain(|d| !model.unreadable.iter().any(|name| d.message.contains(&format!("`{name}`"))));
+    diags.extend(found);
+}
+
+fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
     check_roster(model, diags);
     if let Some(t) = &model.app.teams_from
         && !model.record_types.contains_key(&t.value)

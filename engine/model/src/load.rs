@@ -49,6 +49,7 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
                 if let Some(form) = load_form(&mut r, &root) {
                     insert_unique(&mut r, &mut model.forms, form.name.clone(), form.pos, "form", |f| (&f.file, f.pos), form);
                 }
+                model.unreadable.extend(std::mem::take(&mut r.broken));
             }
             None => {}
         }
@@ -618,6 +619,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
             did_you_mean(&type_name.value, FieldType::ALL.iter().map(|(n, _)| *n))
                 .or_else(|| Some(format!("field types: {}", FieldType::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))),
         );
+        r.broken.push(name.value.clone());
         return None;
     };
     let mut f = FieldDef {

@@ -87,7 +87,32 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
     };
-    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| yaml_error(file, &e))
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| tab_error(file, text, &e).unwrap_or_else(|| yaml_error(file, &e)))
+}
+
+/// A tab in a line's indentation, reported at the tab itself (the parser
+/// reports the first character after the indentation, which sends people
+/// looking in the wrong place).
+fn tab_error(file: &str, text: &str, error: &serde_saphyr::Error) -> Option<Diagnostic> {
+    if !error.to_string().contains("tab") {
+        return None;
+    }
+    let near = error.location().map_or(1, |l| l.line() as usize);
+    // The reported line first, then the lines before it.
+    let lines: Vec<&str> = text.lines().collect();
+    let candidates = (1..=near.min(lines.len())).rev();
+    for line in candidates {
+        let content = lines[line - 1];
+        let indent: &str = &content[..content.len() - content.trim_start().len()];
+        if let Some(at) = indent.find('\t') {
+            let column = indent[..at].chars().count() as u32 + 1;
+            return Some(
+                Diagnostic::new(file, Pos::new(line as u32, column), "yaml_tab", "YAML: a tab in the indentation; YAML indents with spaces only".to_string())
+                    .with_hint(Some("replace the tab with spaces (most editors: “convert indentation to spaces”)".to_string())),
+            );
+        }
+    }
+    None
 }
 
 fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {

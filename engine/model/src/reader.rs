@@ -29,11 +29,14 @@ impl Sp<String> {
 pub struct Reader<'a> {
     pub file: &'a str,
     pub diags: &'a mut Vec<Diagnostic>,
+    /// Names of definitions that could not be read (a field of an unknown
+    /// type): what refers to them is not reported again.
+    pub broken: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(file: &'a str, diags: &'a mut Vec<Diagnostic>) -> Self {
-        Reader { file, diags }
+        Reader { file, diags, broken: Vec::new() }
     }
 
     pub fn error(&mut self, pos: Pos, code: &'static str, message: impl Into<String>, hint: Option<String>) {

@@ -111,13 +111,7 @@ impl RuleSet {
                         .with_hint(Some("move this statement into a script, or into a function".into())),
                     );
                 }
-                Err(e) => {
-                    let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
-                    diags.push(
-                        Diagnostic::new(&script.file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0))
-                            .with_hint(syntax_hint(&e.0.to_string())),
-                    );
-                }
+                Err(e) => diags.push(script_syntax_error(&script.file, &script.text, &e)),
             }
         }
         let with_library = |ast: AST| if library.iter_functions().next().is_some() { library.merge(&ast) } else { ast };
@@ -126,13 +120,7 @@ impl RuleSet {
                 Ok(ast) => {
                     scripts.insert(script.name.clone(), Compiled { ast: with_library(ast), file: script.file.clone(), origin: Pos::new(0, 0) });
                 }
-                Err(e) => {
-                    let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
-                    diags.push(
-                        Diagnostic::new(&script.file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0))
-                            .with_hint(syntax_hint(&e.0.to_string())),
-                    );
-                }
+                Err(e) => diags.push(script_syntax_error(&script.file, &script.text, &e)),
             }
         }
         for wf in model.workflows.values() {
@@ -274,6 +262,109 @@ fn declared_scope() -> Scope<'static> {
     scope.push_dynamic("actor", Dynamic::from_map(Default::default()));
     scope.push("now", String::new());
     scope
+}
+
+/// A script that does not parse. A bracket opened and never closed is
+/// reported where it was opened (the parser only notices at the end of the
+/// file, or at the next statement), with what is missing.
+fn script_syntax_error(file: &str, text: &str, e: &rhai::ParseError) -> Diagnostic {
+    if let Some((line, column, open)) = unclosed(text) {
+        let close = match open {
+            '{' => '}',
+            '(' => ')',
+            _ => ']',
+        };
+        return Diagnostic::new(file, Pos::new(line, column), "rhai_syntax", format!("script error: this `{open}` is never closed: a `{close}` is missing"))
+            .with_hint(Some(format!("add the `{close}` where this block ends (the parser said: {})", e.0)));
+    }
+    let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
+    Diagnostic::new(file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0)).with_hint(syntax_hint(&e.0.to_string()))
+}
+
+/// The bracket (line, column, char) that a script opens and never closes, if
+/// any, skipping strings and comments. A closing bracket less indented than
+/// the line that opened the innermost block closes the block of its own
+/// indentation: the inner one is the unclosed one.
+pub fn unclosed(text: &str) -> Option<(u32, u32, char)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |line: u32| lines.get(line as usize - 1).map_or(0, |l| l.len() - l.trim_start().len());
+    let mut stack: Vec<(u32, u32, char)> = Vec::new();
+    let mut unclosed = None;
+    let (mut line, mut column) = (1u32, 0u32);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        match c {
+            '\n' => {
+                line += 1;
+                column = 0;
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        line += 1;
+                        column = 0;
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for n in chars.by_ref() {
+                    column += 1;
+                    if n == '\n' {
+                        line += 1;
+                        column = 0;
+                    }
+                    if last == '*' && n == '/' {
+                        break;
+                    }
+                    last = n;
+                }
+            }
+            '"' | '`' | '\'' => {
+                let mut escaped = false;
+                for n in chars.by_ref() {
+                    column += 1;
+                    if n == '\n' {
+                        line += 1;
+                        column = 0;
+                    }
+                    if !escaped && n == c {
+                        break;
+                    }
+                    escaped = !escaped && n == '\\';
+                }
+            }
+            '{' | '(' | '[' => stack.push((line, column, c)),
+            '}' | ')' | ']' => {
+                let open = match c {
+                    '}' => '{',
+                    ')' => '(',
+                    _ => '[',
+                };
+                let Some(mut top) = stack.pop() else { continue };
+                // `foo(1, [2, 3)`: the `[` is the one left open.
+                if top.2 != open {
+                    unclosed.get_or_insert(top);
+                    while top.2 != open {
+                        let Some(next) = stack.pop() else { break };
+                        top = next;
+                    }
+                    continue;
+                }
+                if c == '}' && top.2 == '{' && indent(line) < indent(top.0) {
+                    // Closed by indentation: find the opener of this indentation.
+                    if let Some(i) = stack.iter().rposition(|o| o.2 == '{' && indent(o.0) == indent(line)) {
+                        unclosed.get_or_insert(top);
+                        stack.truncate(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    unclosed.or_else(|| stack.pop())
 }
 
 fn syntax_hint(message: &str) -> Option<String> {

@@ -135,3 +135,16 @@ fn library_functions_are_shared_and_libraries_hold_only_functions() {
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!((diags[0].code, diags[0].line), ("rhai_library", 3));
 }
+
+#[test]
+fn an_unclosed_block_is_found_where_it_opens() {
+    use crate::unclosed;
+    assert_eq!(unclosed("let a = 1;\nif a > 0 {\n    a\n"), Some((2, 10, '{')));
+    // The inner block lacks its `}`: the outer one's `}` is less indented than the inner opener.
+    let text = "fn f(x) {\n    if x {\n        1\n    // no brace here\n}\n";
+    assert_eq!(unclosed(text), Some((2, 10, '{')));
+    // Brackets in strings and comments do not count.
+    assert_eq!(unclosed("let s = \"{ [ (\"; // {\nlet t = `${s} {`;\n/* { */ s"), None);
+    assert_eq!(unclosed("let m = #{ a: [1, 2], b: (3) };"), None);
+    assert_eq!(unclosed("foo(1, [2, 3);"), Some((1, 8, '[')));
+}

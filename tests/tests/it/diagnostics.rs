@@ -19,6 +19,8 @@ const CORPUS: &[(&str, &str, &str, &str)] = &[
     ("an undeclared role in an access list", "definitions/records/vendor.yaml", "access: { read: [dispatcher,", "access: { read: [dispatchers,"),
     ("a template variable notifications do not give", "definitions/notifications/dispatched.yaml", "{{record.description}}", "{{technician.name}}"),
     ("a Rhai syntax error", "rules/check_return.rhai", "let errors = [];", "let errors = [;"),
+    ("a block never closed", "rules/check_return.rhai", "    i += 1;\n}", "    i += 1;\n"),
+    ("a tab in the indentation", "forms/parts_return.yaml", "  reason: { type: text", "\t reason: { type: text"),
     ("an unknown time zone", "definitions/app.yaml", "timezone: Asia/Shanghai", "timezone: Asia/Shangai"),
 ];
 
@@ -40,4 +42,21 @@ fn the_diagnostics_of_common_mistakes() {
         out.push('\n');
     }
     insta::assert_snapshot!("diagnostics_corpus", out);
+}
+
+/// Regression: a broken definition cascaded into an error in every file
+/// that names it (13 problems for one bad line in asset.yaml).
+#[test]
+fn a_broken_definition_is_reported_once_not_in_every_file_that_names_it() {
+    for (file, from, to, code) in [
+        ("definitions/records/asset.yaml", "key: \"{code}\"", "key: [oops", "yaml_syntax"),
+        ("forms/repair_report.yaml", "  asset:\n    type: ref\n", "  asset:\n    type: reff\n", "unknown_field_type"),
+    ] {
+        let app = TestApp::hospital_copy();
+        app.edit(file, from, to);
+        let diags = flowform_core::compile(flowform_runtime::sources::read_dir(&app.app_dir).unwrap()).err().unwrap();
+        let shown: Vec<String> = diags.iter().map(|d| format!("{}:{} {} {}", d.file, d.line, d.code, d.message)).collect();
+        assert_eq!(diags.len(), 1, "{file}: {shown:#?}");
+        assert_eq!((diags[0].file.as_str(), diags[0].code), (file, code));
+    }
 }
