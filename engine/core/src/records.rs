@@ -92,6 +92,15 @@ pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, now: &s
     out
 }
 
+/// Whether a record satisfies a condition over its fields (and `id`, `title`):
+/// the `where` of a `ref` field or of a schedule.
+pub fn matches_filter(cond: &flowform_model::Condition, record: &Record) -> bool {
+    let mut data = record.data.clone();
+    data.insert("id".into(), Value::String(record.id.clone()));
+    data.insert("title".into(), Value::String(record.title.clone()));
+    cond.eval(&Value::Object(data))
+}
+
 /// A value of a definition's `data`/`set` filled from `context`: a lone
 /// `{FIELD}` copies the field's value as it is (a number stays a number;
 /// never files or groups), other text has its `{FIELD}`s replaced by text,

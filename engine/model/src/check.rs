@@ -306,6 +306,15 @@ fn check_refs(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Di
                 .or(Some(format!("declare it in definitions/records/{}.yaml with `record: {}`", target.value, target.value)));
             err(diags, file, target.pos, "unknown_record_type", format!("unknown record type `{}`", target.value), hint);
         }
+        // `where` of a ref: over the fields of the records it offers, typed.
+        if let (Some((src, cond)), Some(form)) =
+            (&f.filter, f.record.as_ref().and_then(|t| model.record_types.get(&t.value)).and_then(|rt| model.forms.get(&rt.form.value)))
+        {
+            let whose = format!("{} records", f.record.as_ref().map_or("", |r| r.value.as_str()));
+            for (code, message, hint) in condition_problems(cond, &form.fields, &whose) {
+                err(diags, file, src.pos, code, message, hint);
+            }
+        }
         check_refs(model, file, &f.fields, diags);
     }
 }

@@ -637,7 +637,7 @@ impl FieldType {
             FieldType::Integer | FieldType::Number => &["min", "max", "unit"],
             FieldType::Enum => &["options", "multiple"],
             FieldType::Date | FieldType::Datetime => &[],
-            FieldType::Ref => &["record"],
+            FieldType::Ref => &["record", "where"],
             FieldType::Files => &["accept", "max", "max_size"],
             FieldType::Group => &["fields", "min", "max"],
             FieldType::Boolean | FieldType::Location | FieldType::Signature => &[],
@@ -680,6 +680,9 @@ pub struct FieldDef {
     pub options: Vec<EnumOption>,
     pub multiple: bool,
     pub record: Option<Sp<String>>,
+    /// For a `ref`: only records for which this condition holds may be
+    /// chosen (and are offered), e.g. `status != 'retired'`.
+    pub filter: Option<(Sp<String>, Condition)>,
     pub accept: Option<String>,
     pub max_size: Option<u64>,
     pub fields: Vec<FieldDef>,
@@ -720,6 +723,7 @@ impl FieldDef {
             options: Vec::new(),
             multiple: false,
             record: None,
+            filter: None,
             accept: None,
             max_size: None,
             fields: Vec::new(),

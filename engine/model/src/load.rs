@@ -645,6 +645,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
         options: Vec::new(),
         multiple: false,
         record: None,
+        filter: None,
         accept: None,
         max_size: None,
         fields: Vec::new(),
@@ -733,6 +734,11 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
     {
         f.record = r.name(n, "the record type");
     }
+    if let Some(n) = map.get("where")
+        && !misplaced(r, "where", n)
+    {
+        f.filter = condition(r, n, "where");
+    }
     if let Some(n) = map.get("accept")
         && !misplaced(r, "accept", n)
     {
@@ -761,7 +767,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
         _ => {}
     }
     map.allow(COMMON_FIELD_KEYS);
-    for key in ["min_length", "max_length", "pattern", "min", "max", "unit", "options", "multiple", "record", "accept", "max_size", "fields"] {
+    for key in ["min_length", "max_length", "pattern", "min", "max", "unit", "options", "multiple", "record", "where", "accept", "max_size", "fields"] {
         map.allow(&[key]);
     }
     map.finish(r, &what);

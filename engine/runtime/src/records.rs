@@ -87,6 +87,15 @@ impl Runtime {
                     }
                     if let Some(message) = self.reference_problem(bundle, &kind.value, id, lang)? {
                         errors.push(FieldError { field: path, code: "unknown_reference", message });
+                    } else if let Some((_, cond)) = &f.filter
+                        && let Some(record) = self.store.record(&kind.value, id)?
+                        && !records::matches_filter(cond, &record)
+                    {
+                        let message = match lang {
+                            Lang::En => format!("{} cannot be chosen here", record.title),
+                            Lang::ZhCn => format!("此处不可选择“{}”", record.title),
+                        };
+                        errors.push(FieldError { field: path, code: "not_an_option", message });
                     }
                 }
                 (FieldType::Group, Some(Value::Array(items)), _) => {

@@ -136,15 +136,7 @@ impl Runtime {
             .store
             .records(&rt.value)?
             .into_iter()
-            .filter(|r| {
-                !r.archived
-                    && sc.filter.as_ref().is_none_or(|(_, cond)| {
-                        let mut data = r.data.clone();
-                        data.insert("id".into(), Value::String(r.id.clone()));
-                        data.insert("title".into(), Value::String(r.title.clone()));
-                        cond.eval(&Value::Object(data))
-                    })
-            })
+            .filter(|r| !r.archived && sc.filter.as_ref().is_none_or(|(_, cond)| flowform_core::records::matches_filter(cond, r)))
             .collect())
     }
 

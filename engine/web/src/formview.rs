@@ -231,6 +231,7 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
             .map(|page| page.items)
             .unwrap_or_default()
             .into_iter()
+            .filter(|r| f.filter.as_ref().is_none_or(|(_, cond)| flowform_core::records::matches_filter(cond, r)))
             .enumerate()
             .map(|(n, r)| json!({"value": r.id, "label": r.title, "selected": selected(&r.id), "id": format!("{id}-{n}")}))
             .collect()
@@ -320,6 +321,8 @@ fn field(ctx: &Ctx, f: &FieldDef, value: Option<&Value>, path: &str, errors: &Er
         "from": f.from.as_ref().map(|p| p.value.clone()),
         "locked": f.from.is_some() && !f.editable,
         "fills": false,
+        // A `ref` with `where`: the picker offers only records that fit (the server checks again).
+        "where_json": f.filter.as_ref().map(|(src, _)| json!(src.value).to_string()),
         "items": items,
         "template": template,
         "is_input": is(FieldType::String),

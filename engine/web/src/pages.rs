@@ -973,7 +973,10 @@ pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(pa
     if !may_records(&bundle, &record_type, &p.viewer.actor, RecordOp::Read) {
         return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)}));
     }
-    let query = flowform_runtime::records::RecordQuery { q: Some(q.q.trim().to_string()).filter(|s| !s.is_empty()), limit: 15, ..Default::default() };
+    // The field's `where` (sent by its picker): only records that fit are offered.
+    let filter = params.get("where").and_then(|w| flowform_model::Condition::parse(w).ok());
+    let limit = if filter.is_some() { 60 } else { 15 };
+    let query = flowform_runtime::records::RecordQuery { q: Some(q.q.trim().to_string()).filter(|s| !s.is_empty()), limit, ..Default::default() };
     let found = match blocking(&rt, move |rt| rt.list_records(&record_type, &query)).await {
         Ok(Ok(r)) => r,
         _ => return fragment("pick", &json!({"items": [], "field": q.field, "t": texts::all(p.lang)})),
@@ -981,6 +984,8 @@ pub async fn pick(State(rt): Rt, p: P, Path(record_type): Path<String>, Query(pa
     let items: Vec<Value> = found
         .items
         .iter()
+        .filter(|r| filter.as_ref().is_none_or(|c| flowform_core::records::matches_filter(c, r)))
+        .take(15)
         .map(|r| json!({"id": r.id, "title": r.title, "second": second_line(&bundle, r, p.lang), "fill": if q.fill { json!(Value::Object(r.data.clone()).to_string()) } else { Value::Null }}))
         .collect();
     fragment("pick", &json!({"items": items, "field": q.field, "t": texts::all(p.lang)}))

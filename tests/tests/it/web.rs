@@ -585,17 +585,36 @@ fn admin(app: &TestApp) -> flowform_core::Actor {
 }
 
 #[tokio::test]
-async fn a_retired_asset_stays_retired_when_an_order_is_reported_on_it() {
+async fn an_asset_out_of_service_stays_so_and_a_retired_one_cannot_be_reported() {
     let mut app = TestApp::hospital();
-    let mut data = app.runtime.record("asset", "EQ-000103").unwrap().data;
-    data.insert("status".into(), json!("retired"));
-    app.runtime.update_record("asset", "EQ-000103", &Value::Object(data), None, &admin(&app), flowform_core::Lang::En).unwrap();
+    let set_status = |app: &TestApp, id: &str, status: &str| {
+        let mut data = app.runtime.record("asset", id).unwrap().data;
+        data.insert("status".into(), json!(status));
+        app.runtime.update_record("asset", id, &Value::Object(data), None, &admin(app), flowform_core::Lang::En).unwrap();
+    };
+    set_status(&app, "EQ-000103", "out_of_service");
     let mut report_data = report(json!([]));
     report_data["asset"] = json!("EQ-000103");
     let order = app.start_instance("repair", "nurse_li", report_data).await.expect(201);
-    assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "retired");
+    assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "out_of_service");
     app.transition(order["id"].as_str().unwrap(), "cancel", "nurse_li", json!({"reason": "报错设备"})).await.expect(200);
-    assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "retired", "cancelling does not bring it back");
+    assert_eq!(app.runtime.record("asset", "EQ-000103").unwrap().data["status"], "out_of_service", "cancelling does not bring it back");
+    // The repair form's asset is a `ref` with `where: "status != 'retired'"`.
+    set_status(&app, "EQ-000105", "retired");
+    let mut report_data = report(json!([]));
+    report_data["asset"] = json!("EQ-000105");
+    let refused = app.start_instance("repair", "nurse_li", report_data).await.expect(422);
+    assert_eq!((refused["details"][0]["field"].as_str(), refused["details"][0]["code"].as_str()), (Some("asset"), Some("not_an_option")), "{refused}");
+    // …and its picker does not offer it (the page sends the field's condition).
+    let cookie = session(&app, "nurse_li").await;
+    let form = page(&app, &cookie, "/start/repair").await.text();
+    let vals = form.split("hx-vals='").nth(1).unwrap_or_default().split("' ").next().unwrap_or_default().to_string();
+    assert_eq!(
+        vals, r#"{"field":"asset","fill":"1","where":&quot;status !&#x3D; &#x27;retired&#x27;&quot;}"#,
+        "the picker carries the condition (HTML-escaped JSON)"
+    );
+    let offered = page(&app, &cookie, "/pick/asset?_q_asset=%E9%A3%8E%E6%9C%BA%E7%9B%98%E7%AE%A1&field=asset&where=status%20!%3D%20%27retired%27").await.text();
+    assert!(!offered.contains("EQ-000105") && offered.contains("EQ-000113"), "{offered}");
 }
 
 #[tokio::test]
