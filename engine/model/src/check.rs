@@ -13,12 +13,15 @@ pub fn check(model: &Model, diags: &mut Vec<Diagnostic>) {
     // A definition that could not be read (a file that is not YAML, a field
     // of an unknown type) is reported once, where it is broken: what names it
     // elsewhere is not reported again.
-    found.retain(|d| !model.unreadable.iter().any(|name| d.message.contains(&format!("`{name}`"))));
+    found.retain(|d| !model.unreadable.iter().any(|name| d.message.contains(&format!("`{name}`")) || d.message.contains(&format!("`{name}."))));
     diags.extend(found);
 }
 
 fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
     check_roster(model, diags);
+    for rep in model.reports.values() {
+        check_report(model, rep, diags);
+    }
     if let Some(t) = &model.app.teams_from
         && !model.record_types.contains_key(&t.value)
     {
@@ -1187,5 +1190,232 @@ fn check_default(file: &str, f: &FieldDef, default: &Sp<Value>, diags: &mut Vec<
         (FieldType::Boolean, Value::Bool(_)) => {}
         (FieldType::String | FieldType::Text | FieldType::Date | FieldType::Datetime | FieldType::Ref, Value::String(_)) => {}
         (t, v) => bad(diags, format!("default `{v}` does not fit field `{}` of type `{}`", f.name, t.name()), None),
+    }
+}
+
+/// Every name a report over `source` may use: built-in fields of its rows,
+/// the fields of the forms, fields rules compute (named as map keys in the
+/// workflow's scripts), and `REF.FIELD` for the fields of referenced records.
+pub fn report_fields(model: &Model, source: &ReportSource) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut refs: Vec<(String, String)> = Vec::new();
+    let add_form = |form: &FormDef, out: &mut Vec<String>, refs: &mut Vec<(String, String)>| {
+        for f in &form.fields {
+            out.push(f.name.clone());
+            if let Some(t) = &f.record {
+                refs.push((f.name.clone(), t.value.clone()));
+            }
+        }
+    };
+    match source {
+        ReportSource::Instances { workflow } | ReportSource::Events { workflow, .. } => {
+            out.extend(["id", "number", "state", "team", "assignee", "vendor", "requester", "created_at", "updated_at", "workflow"].map(String::from));
+            if matches!(source, ReportSource::Events { .. }) {
+                out.extend(["at", "actor", "transition", "instance"].map(String::from));
+            }
+            if let Some(wf) = model.workflows.get(&workflow.value) {
+                for f in wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref())).filter_map(|f| model.forms.get(&f.value)) {
+                    add_form(f, &mut out, &mut refs);
+                }
+                // What rules compute: the keys of the maps they return.
+                let hooks = std::iter::once(&wf.start.hooks).chain(wf.transitions.iter().map(|t| &t.hooks));
+                for script in hooks.flat_map(|h| h.iter().map(|(_, s)| s.value.clone()).collect::<Vec<_>>()).filter_map(|n| model.scripts.get(&n)) {
+                    for line in script.text.lines() {
+                        let t = line.trim();
+                        if let Some((key, _)) = t.split_once(':')
+                            && !key.is_empty()
+                            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        {
+                            out.push(key.to_string());
+                        }
+                    }
+                }
+                for timer in wf.states.iter().flat_map(|s| s.timers.iter()) {
+                    out.extend(timer.set.keys().cloned());
+                }
+                for d in &wf.deadlines {
+                    out.extend(d.set.keys().cloned());
+                }
+            }
+        }
+        ReportSource::Movements { ledger } => {
+            out.extend(["at", "actor", "kind", "quantity", "on_hand_delta", "reserved_delta", "reason", "instance", "seq"].map(String::from));
+            if let Some(l) = model.ledgers.get(&ledger.value) {
+                for (dim, t) in &l.dimensions {
+                    out.push(dim.value.clone());
+                    refs.push((dim.value.clone(), t.value.clone()));
+                }
+            }
+        }
+        ReportSource::Records { record_type } => {
+            out.extend(["id", "title", "created_at", "updated_at"].map(String::from));
+            if let Some(form) = model.record_types.get(&record_type.value).and_then(|rt| model.forms.get(&rt.form.value)) {
+                add_form(form, &mut out, &mut refs);
+            }
+        }
+    }
+    for (field, t) in refs {
+        if let Some(form) = model.record_types.get(&t).and_then(|rt| model.forms.get(&rt.form.value)) {
+            out.extend(form.fields.iter().map(|f| format!("{field}.{}", f.name)));
+            out.push(format!("{field}.title"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
+    let file = rep.file.as_str();
+    let exists = match &rep.source {
+        ReportSource::Instances { workflow } | ReportSource::Events { workflow, .. } => {
+            let ok = model.workflows.contains_key(&workflow.value);
+            if !ok {
+                err(
+                    diags,
+                    file,
+                    workflow.pos,
+                    "unknown_workflow",
+                    format!("unknown workflow `{}`", workflow.value),
+                    did_you_mean(&workflow.value, model.workflows.keys().map(String::as_str)),
+                );
+            }
+            if let (ReportSource::Events { transition: Some(t), .. }, Some(wf)) = (&rep.source, model.workflows.get(&workflow.value))
+                && wf.transition(&t.value).is_none()
+            {
+                err(
+                    diags,
+                    file,
+                    t.pos,
+                    "unknown_transition",
+                    format!("`{}` has no transition `{}`", wf.name, t.value),
+                    did_you_mean(&t.value, wf.transitions.iter().map(|t| t.name.as_str()).chain(["all"])),
+                );
+            }
+            ok
+        }
+        ReportSource::Movements { ledger } => {
+            let ok = model.ledgers.contains_key(&ledger.value);
+            if !ok {
+                err(
+                    diags,
+                    file,
+                    ledger.pos,
+                    "unknown_ledger",
+                    format!("unknown ledger `{}`", ledger.value),
+                    did_you_mean(&ledger.value, model.ledgers.keys().map(String::as_str)),
+                );
+            }
+            ok
+        }
+        ReportSource::Records { record_type } => {
+            let ok = model.record_types.contains_key(&record_type.value);
+            if !ok {
+                err(
+                    diags,
+                    file,
+                    record_type.pos,
+                    "unknown_record_type",
+                    format!("unknown record type `{}`", record_type.value),
+                    did_you_mean(&record_type.value, model.record_types.keys().map(String::as_str)),
+                );
+            }
+            ok
+        }
+    };
+    if !exists {
+        return;
+    }
+    let names = report_fields(model, &rep.source);
+    let known = |diags: &mut Vec<Diagnostic>, name: &Sp<String>, what: &str| {
+        if !names.contains(&name.value) {
+            err(
+                diags,
+                file,
+                name.pos,
+                "unknown_field",
+                format!("{what} `{}` is not a field of this report's rows", name.value),
+                did_you_mean(&name.value, names.iter().map(String::as_str)),
+            );
+        }
+    };
+    known(diags, &rep.time, "`time`");
+    for d in &rep.dimensions {
+        for part in d.value.split(',').map(str::trim) {
+            let part_sp = Sp::new(part.to_string(), d.pos);
+            let d = &part_sp;
+            if !TIME_BUCKETS.contains(&d.value.as_str()) && !names.contains(&d.value) {
+                err(
+                    diags,
+                    file,
+                    d.pos,
+                    "unknown_field",
+                    format!("`by` names `{}`, which is neither a time bucket nor a field of this report's rows", d.value),
+                    did_you_mean(&d.value, names.iter().map(String::as_str).chain(TIME_BUCKETS)),
+                );
+            }
+        }
+    }
+    let check_condition = |diags: &mut Vec<Diagnostic>, c: &(Sp<String>, Condition)| {
+        for f in c.1.fields() {
+            if !names.iter().any(|n| n == f) {
+                err(
+                    diags,
+                    file,
+                    c.0.pos,
+                    "unknown_field",
+                    format!("the condition reads `{f}`, which is not a field of this report's rows"),
+                    did_you_mean(f, names.iter().map(String::as_str)),
+                );
+            }
+        }
+    };
+    if let Some(c) = &rep.filter {
+        check_condition(diags, c);
+    }
+    if rep.measures.is_empty() {
+        err(diags, file, rep.pos, "missing_key", format!("report `{}` has no measures", rep.name), Some("e.g. `measures: { orders: { count: true } }`".into()));
+    }
+    for m in &rep.measures {
+        if let Some(f) = &m.field {
+            known(diags, f, &format!("measure `{}`:", m.name));
+        }
+        if let Some((a, b, cal)) = &m.between {
+            known(diags, a, &format!("measure `{}`:", m.name));
+            known(diags, b, &format!("measure `{}`:", m.name));
+            if let Some(c) = cal
+                && !model.calendars.contains_key(&c.value)
+            {
+                err(
+                    diags,
+                    file,
+                    c.pos,
+                    "unknown_calendar",
+                    format!("unknown calendar `{}`", c.value),
+                    did_you_mean(&c.value, model.calendars.keys().map(String::as_str)),
+                );
+            }
+        }
+        if let Some(c) = &m.condition {
+            check_condition(diags, c);
+        }
+        if let Some(c) = &m.filter {
+            check_condition(diags, c);
+        }
+        if m.kind != MeasureKind::Count && m.kind != MeasureKind::Share && m.field.is_none() && m.between.is_none() {
+            err(diags, file, m.pos, "missing_key", format!("measure `{}` needs a field", m.name), None);
+        }
+    }
+    for role in &rep.roles {
+        if !model.roles.contains_key(&role.value) && role.value != EVERYONE {
+            err(
+                diags,
+                file,
+                role.pos,
+                "unknown_role",
+                format!("unknown role `{}`", role.value),
+                did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
+            );
+        }
     }
 }

@@ -26,10 +26,109 @@ pub struct Model {
     pub webhooks: BTreeMap<String, WebhookDef>,
     pub calendars: BTreeMap<String, CalendarDef>,
     pub schedules: BTreeMap<String, ScheduleDef>,
+    pub reports: BTreeMap<String, ReportDef>,
     /// Names (file stems) of files that could not be read as YAML: what
     /// refers to them is not reported again (the cause is reported once).
     pub unreadable: std::collections::BTreeSet<String>,
 }
+
+/// A report (`definitions/reports/*.yaml`): rows from a source, filtered,
+/// grouped by a dimension, with measures over each group.
+#[derive(Clone, Debug)]
+pub struct ReportDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    /// How it is computed, in words, for managers.
+    pub description: Label,
+    pub source: ReportSource,
+    /// The timestamp the `from`/`to` range applies to (default: `created_at`,
+    /// or `at` for events and movements).
+    pub time: Sp<String>,
+    /// Only rows for which this condition holds.
+    pub filter: Option<(Sp<String>, Condition)>,
+    /// The dimensions it may be grouped by (`by`); the first is the default.
+    pub dimensions: Vec<Sp<String>>,
+    pub measures: Vec<MeasureDef>,
+    /// `table`, `bar`, `line`, `pie` or `kpi`.
+    pub chart: Sp<String>,
+    /// Who may run it (admins always).
+    pub roles: Vec<Sp<String>>,
+}
+
+/// Where a report's rows come from.
+#[derive(Clone, Debug)]
+pub enum ReportSource {
+    /// One row per instance of the workflow.
+    Instances { workflow: Sp<String> },
+    /// One row per event of the workflow's instances (of one transition, or all).
+    Events { workflow: Sp<String>, transition: Option<Sp<String>> },
+    /// One row per movement of the ledger.
+    Movements { ledger: Sp<String> },
+    /// One row per live record of the type.
+    Records { record_type: Sp<String> },
+}
+
+/// What a report computes over each group of rows.
+#[derive(Clone, Debug)]
+pub struct MeasureDef {
+    pub name: String,
+    pub pos: Pos,
+    pub label: Label,
+    pub kind: MeasureKind,
+    /// The field it aggregates (sum, avg, min, max, p50, p90, distinct).
+    pub field: Option<Sp<String>>,
+    /// `minutes: { from: A, to: B, calendar: C }`: instead of a field, the
+    /// time between two timestamps of the row.
+    pub between: Option<Between>,
+    /// For `share`: the percentage of rows for which this holds.
+    pub condition: Option<(Sp<String>, Condition)>,
+    /// Only the group's rows for which this holds are measured (`where`).
+    pub filter: Option<(Sp<String>, Condition)>,
+    pub unit: Option<String>,
+}
+
+/// The time between two timestamps of a row: (from, to, calendar).
+pub type Between = (Sp<String>, Sp<String>, Option<Sp<String>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeasureKind {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    P50,
+    P90,
+    Distinct,
+    Share,
+    /// The earliest / latest timestamp of a field (first and last check-in).
+    First,
+    Last,
+}
+
+impl MeasureKind {
+    pub const ALL: [(&'static str, MeasureKind); 11] = [
+        ("first", MeasureKind::First),
+        ("last", MeasureKind::Last),
+        ("count", MeasureKind::Count),
+        ("sum", MeasureKind::Sum),
+        ("avg", MeasureKind::Avg),
+        ("min", MeasureKind::Min),
+        ("max", MeasureKind::Max),
+        ("p50", MeasureKind::P50),
+        ("p90", MeasureKind::P90),
+        ("distinct", MeasureKind::Distinct),
+        ("share", MeasureKind::Share),
+    ];
+}
+
+/// Time buckets a report may be grouped by.
+pub const TIME_BUCKETS: [&str; 5] = ["day", "week", "month", "quarter", "year"];
+
+/// The charts a report may be shown as.
+pub const CHARTS: [&str; 5] = ["table", "bar", "line", "pie", "kpi"];
 
 /// Starts instances of a workflow on a schedule, one per matching record.
 #[derive(Clone, Debug)]

@@ -135,6 +135,12 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         }
         return;
     }
+    if map.get("report").is_some() {
+        if let Some(rep) = load_report(r, &map) {
+            insert_unique(r, &mut model.reports, rep.name.clone(), rep.pos, "report", |d| (&d.file, d.pos), rep);
+        }
+        return;
+    }
     if map.get("ledger").is_some() {
         if let Some(l) = load_ledger(r, &map) {
             insert_unique(r, &mut model.ledgers, l.name.clone(), l.pos, "ledger", |d| (&d.file, d.pos), l);
@@ -1291,4 +1297,122 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         after_completion,
         roles,
     })
+}
+
+fn load_report(r: &mut Reader, map: &MapView) -> Option<ReportDef> {
+    let name = map.require(r, "report", "a report").and_then(|n| r.name(n, "the report name"));
+    let title = opt_label(r, map, "title", "the title");
+    let description = opt_label(r, map, "description", "the description");
+    let source = map.require(r, "source", "a report").and_then(|n| {
+        let m = r.map(n, "`source`")?;
+        let workflow = m.get("workflow").and_then(|n| r.name(n, "the workflow"));
+        let events = m.get("events").and_then(|n| r.name(n, "a transition, or `all`"));
+        let ledger = m.get("ledger").and_then(|n| r.name(n, "the ledger"));
+        let records = m.get("records").and_then(|n| r.name(n, "the record type"));
+        m.finish(r, "`source` (workflow, events, ledger, records)");
+        match (workflow, ledger, records) {
+            (Some(w), None, None) => Some(match events {
+                None => ReportSource::Instances { workflow: w },
+                Some(t) => ReportSource::Events { workflow: w, transition: (t.value != "all").then_some(t) },
+            }),
+            (None, Some(l), None) => Some(ReportSource::Movements { ledger: l }),
+            (None, None, Some(t)) => Some(ReportSource::Records { record_type: t }),
+            _ => {
+                r.error(
+                    m.pos,
+                    "invalid_value",
+                    "`source` names one of `workflow` (with `events` for its events), `ledger` or `records`".to_string(),
+                    Some("e.g. `source: { workflow: repair }` or `source: { ledger: stock }`".into()),
+                );
+                None
+            }
+        }
+    });
+    let default_time = match &source {
+        Some(ReportSource::Instances { .. }) | Some(ReportSource::Records { .. }) | None => "created_at",
+        _ => "at",
+    };
+    let time = map.get("time").and_then(|n| r.name(n, "a timestamp field")).unwrap_or_else(|| Sp::new(default_time.to_string(), map.pos));
+    let filter = map.get("where").and_then(|n| condition(r, n, "where"));
+    let dimensions = map.get("by").map(|n| r.path_list(n, "a dimension")).unwrap_or_default();
+    let mut measures = Vec::new();
+    if let Some(n) = map.require(r, "measures", "a report")
+        && let Some(mm) = r.map(n, "`measures`")
+    {
+        for (k, v) in mm.entries() {
+            let Some(mname) = r.name(k, "a measure name") else { continue };
+            if let Some(m) = load_measure(r, mname, v) {
+                measures.push(m);
+            }
+        }
+    }
+    let chart = map.get("chart").and_then(|n| r.name(n, "the chart")).unwrap_or_else(|| Sp::new("table".to_string(), map.pos));
+    if !CHARTS.contains(&chart.value.as_str()) {
+        r.error(chart.pos, "invalid_value", format!("`chart: {}` is not known", chart.value), Some(format!("charts: {}", CHARTS.join(", "))));
+    }
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    map.finish(r, "a report (report, title, description, source, time, where, by, measures, chart, roles)");
+    let name = name?;
+    Some(ReportDef {
+        title: title.or_name(&name.value),
+        name: name.value,
+        file: r.file.to_string(),
+        pos: name.pos,
+        description,
+        source: source?,
+        time,
+        filter,
+        dimensions,
+        measures,
+        chart,
+        roles,
+    })
+}
+
+/// `NAME: { count: true | sum: FIELD | avg: FIELD | … | share: CONDITION, label, unit }`;
+/// a field may be `{ minutes: [FROM, TO], calendar: C }`.
+fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<MeasureDef> {
+    let what = format!("measure `{}`", name.value);
+    let m = r.map(node, &what)?;
+    let label = opt_label(r, &m, "label", "the label").or_name(&name.value);
+    let unit = m.get("unit").and_then(|n| r.string(n, "the unit")).map(|s| s.value);
+    let filter = m.get("where").and_then(|n| condition(r, n, "where"));
+    let mut found: Option<(MeasureKind, &Node)> = None;
+    for (key, kind) in MeasureKind::ALL {
+        if let Some(n) = m.get(key) {
+            if found.is_some() {
+                r.error(n.pos, "invalid_value", format!("{what} gives two kinds; give one of {}", MeasureKind::ALL.map(|(k, _)| k).join(", ")), None);
+            }
+            found = Some((kind, n));
+        }
+    }
+    m.finish(r, &format!("{what} (one of count, sum, avg, min, max, p50, p90, distinct, share, first, last; label, unit, where)"));
+    let Some((kind, n)) = found else {
+        r.error(
+            m.pos,
+            "missing_key",
+            format!("{what} needs one of {}", MeasureKind::ALL.map(|(k, _)| k).join(", ")),
+            Some("e.g. `orders: { count: true }` or `avg_response: { avg: response_minutes }`".into()),
+        );
+        return None;
+    };
+    let mut def = MeasureDef { name: name.value.clone(), pos: name.pos, label, kind, field: None, between: None, condition: None, filter, unit };
+    match kind {
+        MeasureKind::Count => {}
+        MeasureKind::Share => def.condition = condition(r, n, "share"),
+        _ => match &n.value {
+            Value::Map(_) => {
+                let bm = r.map(n, "`minutes`")?;
+                let pair = bm.require(r, "minutes", "a duration").map(|p| r.name_list(p, "a timestamp field")).unwrap_or_default();
+                let calendar = bm.get("calendar").and_then(|c| r.name(c, "the calendar"));
+                bm.finish(r, "a duration (minutes: [FROM, TO], calendar)");
+                match <[Sp<String>; 2]>::try_from(pair) {
+                    Ok([a, b]) => def.between = Some((a, b, calendar)),
+                    Err(_) => r.error(bm.pos, "invalid_value", "`minutes` takes two timestamps: `[created_at, checked_in_at]`".to_string(), None),
+                }
+            }
+            _ => def.field = r.name(n, "a field"),
+        },
+    }
+    Some(def)
 }

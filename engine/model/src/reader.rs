@@ -132,6 +132,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A list of field paths (`asset.category`, `day,actor`): names joined by `.` or `,`.
+    pub fn path_list(&mut self, node: &Node, what: &str) -> Vec<Sp<String>> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(s) = self.string(item, what) else { continue };
+            let valid = s.value.split([',', '.']).map(str::trim).all(is_identifier);
+            if valid {
+                out.push(s);
+            } else {
+                self.error(
+                    s.pos,
+                    "invalid_name",
+                    format!("{what} `{}` is not a field name or path", s.value),
+                    Some("e.g. `department`, `asset.category` or `day,actor`".into()),
+                );
+            }
+        }
+        out
+    }
+
     /// A label: either one string (used for every language) or `{zh-CN: ..., en: ...}`.
     pub fn label(&mut self, node: &Node, what: &str) -> Option<Label> {
         match &node.value {

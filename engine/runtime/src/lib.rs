@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod notify;
 pub mod records;
 pub mod reload;
+pub mod reports;
 pub mod schedules;
 pub mod sources;
 pub mod tokens;
@@ -93,6 +94,11 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, LoadError> {
         return Err(LoadError::Invalid(problems));
     }
     flowform_core::compile(sources).map_err(LoadError::Invalid)
+}
+
+/// The app's time zone (`app.timezone`; UTC when it has none).
+pub fn app_zone(bundle: &Bundle) -> jiff::tz::TimeZone {
+    bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
 /// How far the records a command reads are followed from its own references.

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod files;
 mod records;
+mod reports;
 mod routes;
 mod views;
 
@@ -64,7 +65,12 @@ pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
 /// and the document come from the same `#[utoipa::path]` annotations, so
 /// they cannot drift apart.
 fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::router()).merge(records::router()).merge(auth::router()).merge(files::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::router())
+        .merge(records::router())
+        .merge(auth::router())
+        .merge(files::router())
+        .merge(reports::router())
 }
 
 /// The OpenAPI 3.1 document of the API.

@@ -16,6 +16,7 @@ mod properties;
 mod records;
 mod reload;
 mod reload_under_load;
+mod reports;
 mod scenarios;
 mod simulation;
 mod timers;

@@ -1,0 +1,221 @@
+//! Reports: rows (one per instance, event, movement or record, as the
+//! runtime reads them) filtered, grouped by a dimension and measured. Pure:
+//! the rows, the time range and the time zone are arguments; the same rows
+//! give the same table.
+
+use flowform_model::{MeasureDef, MeasureKind, Model, ReportDef};
+pub use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// What to compute: the range on the report's `time` (`from` inclusive,
+/// `to` exclusive), the dimension, and equality filters on fields.
+#[derive(Clone, Debug, Default)]
+pub struct ReportQuery {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// A time bucket (`day`, `week`, `month`, `quarter`, `year`), a field,
+    /// or `""` for one total row.
+    pub by: String,
+    pub filters: Vec<(String, String)>,
+}
+
+/// One group of rows and its measures (in the report's order; `None` when
+/// the group has no value for it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReportRow {
+    /// The dimension's raw value (`2026-11`, `D-ICU`, `hvac_team`); `""` for none.
+    pub key: String,
+    pub rows: usize,
+    pub values: Vec<Option<f64>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReportTable {
+    pub rows: Vec<ReportRow>,
+    pub total: ReportRow,
+}
+
+/// Joins the values of several dimensions in a row's key.
+pub const KEY_SEP: &str = "\u{1f}";
+
+/// The text of a value for grouping and filtering (numbers without `.0`).
+pub fn key_of(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The bucket of a timestamp in the app's zone: `2026-11-25`, `2026-W48`, `2026-11`, `2026-Q4`, `2026`.
+pub fn bucket(t: Timestamp, by: &str, tz: &TimeZone) -> String {
+    let z = t.to_zoned_datetime(tz.clone());
+    let d = z.date();
+    match by {
+        "day" => d.to_string(),
+        "week" => {
+            let w = d.iso_week_date();
+            format!("{:04}-W{:02}", w.year(), w.week())
+        }
+        "month" => format!("{:04}-{:02}", d.year(), d.month()),
+        "quarter" => format!("{:04}-Q{}", d.year(), (d.month() - 1) / 3 + 1),
+        _ => format!("{:04}", d.year()),
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+/// The value a measure reads from a row: its field, or the minutes between
+/// two timestamps (in working time with a calendar).
+fn measured(model: &Model, m: &MeasureDef, row: &Map<String, Value>) -> Option<f64> {
+    if let Some(f) = &m.field {
+        return row.get(&f.value).and_then(number);
+    }
+    let (a, b, cal) = m.between.as_ref()?;
+    let a = row.get(&a.value)?.as_str()?;
+    let b = row.get(&b.value)?.as_str()?;
+    match cal.as_ref().and_then(|c| model.calendars.get(&c.value)) {
+        Some(cal) => crate::calendar::working_seconds_between(cal, a, b).map(|s| s as f64 / 60.0),
+        None => {
+            let (a, b) = (a.parse::<Timestamp>().ok()?, b.parse::<Timestamp>().ok()?);
+            Some(b.duration_since(a).as_secs_f64() / 60.0)
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Option<f64> {
+    let kept: Vec<&Map<String, Value>>;
+    let rows = match &m.filter {
+        Some((_, c)) => {
+            kept = rows.iter().copied().filter(|r| c.eval(&Value::Object((*r).clone()))).collect();
+            &kept[..]
+        }
+        None => rows,
+    };
+    let values = || -> Vec<f64> { rows.iter().filter_map(|r| measured(model, m, r)).collect() };
+    match m.kind {
+        MeasureKind::Count => Some(rows.len() as f64),
+        MeasureKind::Share => {
+            let (_, cond) = m.condition.as_ref()?;
+            if rows.is_empty() {
+                return None;
+            }
+            let yes = rows.iter().filter(|r| cond.eval(&Value::Object((**r).clone()))).count();
+            Some(100.0 * yes as f64 / rows.len() as f64)
+        }
+        MeasureKind::Distinct => {
+            let f = m.field.as_ref()?;
+            let mut seen: Vec<String> = rows.iter().filter_map(|r| r.get(&f.value)).filter(|v| !v.is_null()).map(key_of).collect();
+            seen.sort();
+            seen.dedup();
+            Some(seen.len() as f64)
+        }
+        MeasureKind::Sum => {
+            let v = values();
+            (!v.is_empty()).then(|| v.iter().sum())
+        }
+        MeasureKind::Avg => {
+            let v = values();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        }
+        MeasureKind::Min => values().into_iter().reduce(f64::min),
+        MeasureKind::Max => values().into_iter().reduce(f64::max),
+        MeasureKind::First | MeasureKind::Last => {
+            let f = m.field.as_ref()?;
+            let times = rows.iter().filter_map(|r| r.get(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second() as f64);
+            if m.kind == MeasureKind::First { times.reduce(f64::min) } else { times.reduce(f64::max) }
+        }
+        MeasureKind::P50 | MeasureKind::P90 => {
+            let mut v = values();
+            v.sort_by(f64::total_cmp);
+            percentile(&v, if m.kind == MeasureKind::P50 { 0.5 } else { 0.9 })
+        }
+    }
+}
+
+/// Runs a report over `rows`: the range, the report's `where` and the
+/// query's filters first, then one row per value of the dimension (sorted by
+/// it), and the total over every kept row.
+pub fn run(model: &Model, rep: &ReportDef, rows: &[Map<String, Value>], q: &ReportQuery, tz: &TimeZone) -> ReportTable {
+    let time_of = |r: &Map<String, Value>| r.get(&rep.time.value).and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok());
+    let kept: Vec<&Map<String, Value>> = rows
+        .iter()
+        .filter(|r| {
+            let t = time_of(r);
+            let in_range = match (q.from, q.to) {
+                (None, None) => true,
+                _ => t.is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
+            };
+            in_range
+                && rep.filter.as_ref().is_none_or(|(_, c)| c.eval(&Value::Object((*r).clone())))
+                && q.filters.iter().all(|(k, v)| r.get(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
+        })
+        .collect();
+    let mut groups: BTreeMap<String, Vec<&Map<String, Value>>> = BTreeMap::new();
+    if !q.by.is_empty() {
+        // `by` may name several dimensions (`day,actor`): the key joins their values.
+        let dims: Vec<&str> = q.by.split(',').map(str::trim).collect();
+        for r in &kept {
+            let parts: Vec<String> = dims
+                .iter()
+                .map(|d| {
+                    if flowform_model::TIME_BUCKETS.contains(d) {
+                        time_of(r).map(|t| bucket(t, d, tz)).unwrap_or_default()
+                    } else {
+                        r.get(*d).map(key_of).unwrap_or_default()
+                    }
+                })
+                .collect();
+            groups.entry(parts.join(KEY_SEP)).or_default().push(r);
+        }
+    }
+    let row =
+        |key: String, rows: &[&Map<String, Value>]| ReportRow { key, rows: rows.len(), values: rep.measures.iter().map(|m| measure(model, m, rows)).collect() };
+    ReportTable { rows: groups.into_iter().map(|(k, rs)| row(k, &rs)).collect(), total: row(String::new(), &kept) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        assert_eq!(percentile(&v, 0.5), Some(5.0));
+        assert_eq!(percentile(&v, 0.9), Some(9.0));
+        assert_eq!(percentile(&[7.0], 0.9), Some(7.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn buckets_follow_the_app_zone() {
+        let tz = TimeZone::get("Asia/Shanghai").unwrap();
+        // 2026-12-31 17:00 UTC is already 2027-01-01 in Shanghai.
+        let t: Timestamp = "2026-12-31T17:00:00Z".parse().unwrap();
+        assert_eq!(bucket(t, "day", &tz), "2027-01-01");
+        assert_eq!(bucket(t, "month", &tz), "2027-01");
+        assert_eq!(bucket(t, "quarter", &tz), "2027-Q1");
+        assert_eq!(bucket(t, "week", &tz), "2026-W53");
+        assert_eq!(bucket(t, "year", &tz), "2027");
+    }
+}

@@ -1,0 +1,175 @@
+//! Reports and exports of the hospital application, through the API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use flowform_tests::TestApp;
+use http_body_util::BodyExt;
+use jiff::SignedDuration;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn raw(app: &mut TestApp, user: &str, path: &str) -> (StatusCode, String, Vec<u8>) {
+    let token = app.token(user);
+    let req = Request::builder().uri(path).header("authorization", format!("Bearer {token}")).header("accept-language", "zh-CN").body(Body::empty()).unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    (status, content_type, res.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+/// A repair reported by `nurse` for `department`, taken to `state`
+/// (`unaccepted`, `in_progress`, `closed` with a rating, or `auto` closed unconfirmed).
+async fn order(app: &mut TestApp, asset: &str, department: &str, state: &str, rating: i64) -> String {
+    let o =
+        app.start_instance("repair", "nurse_li", json!({"asset": asset, "department": department, "description": "空调不制冷，需要维修"})).await.expect(201);
+    let id = o["id"].as_str().unwrap().to_string();
+    if state == "unaccepted" {
+        return id;
+    }
+    let team = o["assignment"]["team"].as_str().unwrap().to_string();
+    let tech = match team.as_str() {
+        "hvac_team" => "tech_wang",
+        "utilities_team" => "tech_zhao",
+        "elevator_team" => "tech_sun",
+        "medical_gas_team" => "tech_zhou",
+        _ => "tech_wu",
+    };
+    app.transition(&id, "accept", tech, json!({})).await.expect(200);
+    app.clock.advance(SignedDuration::from_mins(15));
+    app.transition(&id, "check_in", tech, json!({"place": {"tag": format!("RFID-{asset}")}})).await.expect(200);
+    if state == "in_progress" {
+        return id;
+    }
+    app.transition(&id, "complete", tech, json!({"fault_cause": "wear", "work_notes": "更换部件，运行正常"})).await.expect(200);
+    if state == "auto" {
+        app.clock.advance(SignedDuration::from_hours(73));
+        let runtime = app.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.unwrap().unwrap();
+        return id;
+    }
+    app.transition(&id, "confirm", "nurse_li", json!({"rating": rating, "comment": "很好，谢谢师傅"})).await.expect(200);
+    id
+}
+
+#[tokio::test]
+async fn the_hospital_reports_are_listed_for_managers_and_hidden_from_others() {
+    let mut app = TestApp::hospital();
+    let list = app.get("/api/v1/reports", "manager_zheng").await.expect(200);
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for expected in
+        ["repair_overview", "response_time", "mttr", "sla_compliance", "satisfaction", "backlog", "attendance", "stock_consumption", "stock_on_hand"]
+    {
+        assert!(names.contains(&expected), "{expected} missing: {names:?}");
+    }
+    assert_eq!(list["items"][0]["title"].as_str().map(|t| !t.is_empty()), Some(true));
+    let nurse = app.get("/api/v1/reports", "nurse_li").await.expect(200);
+    assert_eq!(nurse["items"], json!([]));
+    assert_eq!(app.get("/api/v1/reports/sla_compliance", "nurse_li").await.expect(404)["code"], "not_found");
+    let keeper = app.get("/api/v1/reports", "keeper_qian").await.expect(200);
+    let names: Vec<&str> = keeper["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"stock_consumption") && !names.contains(&"satisfaction"), "{names:?}");
+}
+
+#[tokio::test]
+async fn sla_compliance_by_department_equals_a_recomputation_from_the_orders() {
+    let mut app = TestApp::hospital();
+    order(&mut app, "EQ-000101", "D-WARD5", "closed", 5).await;
+    order(&mut app, "EQ-000120", "D-WARD5", "closed", 4).await;
+    order(&mut app, "EQ-000102", "D-LAB", "closed", 3).await;
+    order(&mut app, "EQ-000103", "D-LAB", "in_progress", 0).await;
+    // An order that waits four days: closed well past its 4-hour deadline.
+    let late = app
+        .start_instance("repair", "nurse_li", json!({"asset": "EQ-000105", "department": "D-LAB", "description": "风机盘管噪音大，影响休息"}))
+        .await
+        .expect(201);
+    let late_id = late["id"].as_str().unwrap().to_string();
+    app.clock.advance(SignedDuration::from_hours(96));
+    app.transition(&late_id, "accept", "tech_wang", json!({})).await.expect(200);
+    app.transition(&late_id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000105"}})).await.expect(200);
+    app.transition(&late_id, "complete", "tech_wang", json!({"fault_cause": "wear", "work_notes": "已更换风机"})).await.expect(200);
+    app.transition(&late_id, "confirm", "nurse_li", json!({"rating": 2, "comment": "等待时间太长"})).await.expect(200);
+
+    let report = app.get("/api/v1/reports/sla_compliance?by=department", "manager_zheng").await.expect(200);
+    // The naive recomputation from the orders themselves.
+    let all = app.get("/api/v1/instances?workflow=repair&limit=500", "admin").await.expect(200);
+    for row in report["rows"].as_array().unwrap() {
+        let dept = row["key"].as_str().unwrap();
+        let closed: Vec<&Value> = all["items"].as_array().unwrap().iter().filter(|i| i["state"] == "closed" && i["data"]["department"] == dept).collect();
+        let met = closed.iter().filter(|i| i["data"]["sla_met"] == true).count();
+        assert_eq!(row["values"][0], json!(closed.len() as f64), "{dept}");
+        let expected = ((100.0 * met as f64 / closed.len() as f64) * 100.0).round() / 100.0;
+        assert_eq!(row["values"][1], json!(expected), "{dept}: {report}");
+    }
+    let lab = report["rows"].as_array().unwrap().iter().find(|r| r["key"] == "D-LAB").unwrap();
+    assert_eq!(lab["label"], "检验科", "departments by name");
+    assert_eq!((lab["values"][0].clone(), lab["values"][1].clone()), (json!(2.0), json!(50.0)), "one of the two closed in time: {report}");
+    assert_eq!(report["total"]["values"][0], json!(4.0));
+    // A range in the app's zone: nothing was reported in October.
+    let october = app.get("/api/v1/reports/sla_compliance?from=2026-10-01&to=2026-11-01", "manager_zheng").await.expect(200);
+    assert_eq!(october["total"]["rows"], 0);
+    // Bad queries say what is wrong.
+    assert_eq!(app.get("/api/v1/reports/sla_compliance?by=colour", "manager_zheng").await.expect(400)["code"], "invalid_query");
+    assert_eq!(app.get("/api/v1/reports/sla_compliance?from=yesterday", "manager_zheng").await.expect(400)["code"], "invalid_query");
+    assert_eq!(app.get("/api/v1/reports/sla_compliance?colour=red", "manager_zheng").await.expect(400)["code"], "invalid_query");
+    // A filter on any field: only the lab's orders.
+    let lab_only = app.get("/api/v1/reports/sla_compliance?by=team&department=D-LAB", "manager_zheng").await.expect(200);
+    assert_eq!(lab_only["total"]["values"][0], json!(2.0));
+    // Satisfaction: the average of rated orders; unconfirmed ones counted apart.
+    order(&mut app, "EQ-000104", "D-ICU", "auto", 0).await;
+    let sat = app.get("/api/v1/reports/satisfaction?by=team", "manager_zheng").await.expect(200);
+    assert_eq!(sat["total"]["values"], json!([4.0, 3.5, 1.0]), "{sat}");
+}
+
+#[tokio::test]
+async fn three_check_ins_in_a_day_are_three_check_ins_in_attendance() {
+    let mut app = TestApp::hospital();
+    for asset in ["EQ-000101", "EQ-000102", "EQ-000104"] {
+        order(&mut app, asset, "D-WARD5", "in_progress", 0).await;
+    }
+    let sheet = app.get("/api/v1/reports/attendance?by=day,actor", "manager_zheng").await.expect(200);
+    let wang = sheet["rows"].as_array().unwrap().iter().find(|r| r["key"].as_str().unwrap().ends_with("tech_wang")).unwrap_or_else(|| panic!("{sheet}"));
+    assert_eq!(wang["label"], "2026-11-25 · 王师傅 (空调班)");
+    // first, last, check-ins, orders: 09:15, 09:45 local (15 minutes per order).
+    assert_eq!(wang["values"], json!(["09:15", "09:45", 3.0, 3.0]), "{sheet}");
+}
+
+#[tokio::test]
+async fn csv_and_xlsx_exports_keep_numbers_as_numbers_and_text_safe() {
+    let mut app = TestApp::hospital();
+    // A department whose name would run as a spreadsheet formula.
+    app.post("/api/v1/records/department", "admin", json!({"data": {"code": "D-XSS", "name": "=HYPERLINK(\"x\")"}})).await.expect(201);
+    order(&mut app, "EQ-000101", "D-XSS", "closed", 5).await;
+    let (status, content_type, csv) = raw(&mut app, "manager_zheng", "/api/v1/reports/sla_compliance?by=department&format=csv").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/csv"));
+    let text = String::from_utf8(csv).unwrap();
+    assert!(text.starts_with('\u{feff}'), "a BOM, so spreadsheets read UTF-8");
+    assert!(text.contains("科室") && text.contains("SLA 达成率 (%)"), "Chinese headers: {text}");
+    assert!(text.contains("'=HYPERLINK"), "formula-looking text is escaped: {text}");
+    let (status, content_type, xlsx) = raw(&mut app, "manager_zheng", "/api/v1/reports/sla_compliance?by=department&format=xlsx").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.contains("spreadsheetml"));
+    use calamine::Reader;
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(xlsx)).unwrap();
+    let sheet = book.worksheet_range("report").unwrap();
+    let rows: Vec<Vec<calamine::Data>> = sheet.rows().map(|r| r.to_vec()).collect();
+    assert_eq!(rows[0][0], calamine::Data::String("报修科室".into()), "the dimension by the field's label");
+    assert!(matches!(rows[1][2], calamine::Data::Float(f) if f == 1.0), "numbers are numbers: {:?}", rows[1]);
+    // The work orders themselves, with the instance list's filters.
+    let (status, _, export) = raw(&mut app, "manager_zheng", "/api/v1/instances/export?workflow=repair&state=closed&format=xlsx").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(export)).unwrap();
+    let sheet = book.worksheet_range("export").unwrap();
+    let rows: Vec<Vec<calamine::Data>> = sheet.rows().map(|r| r.to_vec()).collect();
+    assert_eq!(rows.len(), 2, "the header and the one closed order");
+    let header: Vec<String> = rows[0].iter().map(|c| c.to_string()).collect();
+    let rating = header.iter().position(|h| h == "满意度").unwrap();
+    assert!(matches!(rows[1][rating], calamine::Data::Float(f) if f == 5.0), "{:?}", rows[1]);
+    assert_eq!(rows[1][1], calamine::Data::String("已关单".into()));
+    let (status, _, csv) = raw(&mut app, "nurse_li", "/api/v1/instances/export?workflow=repair&format=csv").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(String::from_utf8(csv).unwrap().lines().count(), 2, "a nurse exports what she may read: her own order");
+    assert_eq!(raw(&mut app, "manager_zheng", "/api/v1/instances/export?workflow=repair&format=pdf").await.0, StatusCode::BAD_REQUEST);
+}
