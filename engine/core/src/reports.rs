@@ -153,40 +153,45 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
     }
 }
 
+fn time_of(rep: &ReportDef, r: &Map<String, Value>) -> Option<Timestamp> {
+    r.get(&rep.time.value).and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok())
+}
+
+/// Whether a row counts: in the range, the report's `where`, the query's filters.
+pub fn keeps(rep: &ReportDef, r: &Map<String, Value>, q: &ReportQuery) -> bool {
+    let in_range = match (q.from, q.to) {
+        (None, None) => true,
+        _ => time_of(rep, r).is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
+    };
+    in_range
+        && rep.filter.as_ref().is_none_or(|(_, c)| c.eval(&Value::Object(r.clone())))
+        && q.filters.iter().all(|(k, v)| r.get(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
+}
+
+/// The group of a row: the values of the dimensions of `by` (several joined by [`KEY_SEP`]).
+pub fn group_key(rep: &ReportDef, r: &Map<String, Value>, by: &str, tz: &TimeZone) -> String {
+    by.split(',')
+        .map(str::trim)
+        .map(|d| {
+            if flowform_model::TIME_BUCKETS.contains(&d) {
+                time_of(rep, r).map(|t| bucket(t, d, tz)).unwrap_or_default()
+            } else {
+                r.get(d).map(key_of).unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(KEY_SEP)
+}
+
 /// Runs a report over `rows`: the range, the report's `where` and the
 /// query's filters first, then one row per value of the dimension (sorted by
 /// it), and the total over every kept row.
 pub fn run(model: &Model, rep: &ReportDef, rows: &[Map<String, Value>], q: &ReportQuery, tz: &TimeZone) -> ReportTable {
-    let time_of = |r: &Map<String, Value>| r.get(&rep.time.value).and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok());
-    let kept: Vec<&Map<String, Value>> = rows
-        .iter()
-        .filter(|r| {
-            let t = time_of(r);
-            let in_range = match (q.from, q.to) {
-                (None, None) => true,
-                _ => t.is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
-            };
-            in_range
-                && rep.filter.as_ref().is_none_or(|(_, c)| c.eval(&Value::Object((*r).clone())))
-                && q.filters.iter().all(|(k, v)| r.get(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
-        })
-        .collect();
+    let kept: Vec<&Map<String, Value>> = rows.iter().filter(|r| keeps(rep, r, q)).collect();
     let mut groups: BTreeMap<String, Vec<&Map<String, Value>>> = BTreeMap::new();
     if !q.by.is_empty() {
-        // `by` may name several dimensions (`day,actor`): the key joins their values.
-        let dims: Vec<&str> = q.by.split(',').map(str::trim).collect();
         for r in &kept {
-            let parts: Vec<String> = dims
-                .iter()
-                .map(|d| {
-                    if flowform_model::TIME_BUCKETS.contains(d) {
-                        time_of(r).map(|t| bucket(t, d, tz)).unwrap_or_default()
-                    } else {
-                        r.get(*d).map(key_of).unwrap_or_default()
-                    }
-                })
-                .collect();
-            groups.entry(parts.join(KEY_SEP)).or_default().push(r);
+            groups.entry(group_key(rep, r, &q.by, tz)).or_default().push(r);
         }
     }
     let row =

@@ -22,6 +22,9 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
     for rep in model.reports.values() {
         check_report(model, rep, diags);
     }
+    for d in model.dashboards.values() {
+        check_dashboard(model, d, diags);
+    }
     if let Some(t) = &model.app.teams_from
         && !model.record_types.contains_key(&t.value)
     {
@@ -1416,6 +1419,64 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                 format!("unknown role `{}`", role.value),
                 did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
             );
+        }
+    }
+}
+
+fn check_dashboard(model: &Model, d: &DashboardDef, diags: &mut Vec<Diagnostic>) {
+    let file = d.file.as_str();
+    for role in &d.roles {
+        if !model.roles.contains_key(&role.value) {
+            err(
+                diags,
+                file,
+                role.pos,
+                "unknown_role",
+                format!("unknown role `{}`", role.value),
+                did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
+            );
+        }
+    }
+    for t in &d.tiles {
+        let Some(rep) = model.reports.get(&t.report.value) else {
+            err(
+                diags,
+                file,
+                t.report.pos,
+                "unknown_report",
+                format!("unknown report `{}`", t.report.value),
+                did_you_mean(&t.report.value, model.reports.keys().map(String::as_str)),
+            );
+            continue;
+        };
+        if let Some(by) = &t.by
+            && !rep.dimensions.iter().any(|x| x.value == by.value)
+        {
+            err(
+                diags,
+                file,
+                by.pos,
+                "unknown_field",
+                format!("report `{}` is not grouped by `{}`", rep.name, by.value),
+                did_you_mean(&by.value, rep.dimensions.iter().map(|x| x.value.as_str())),
+            );
+        }
+        if let Some(m) = &t.measure
+            && !rep.measures.iter().any(|x| x.name == m.value)
+        {
+            err(
+                diags,
+                file,
+                m.pos,
+                "unknown_field",
+                format!("report `{}` has no measure `{}`", rep.name, m.value),
+                did_you_mean(&m.value, rep.measures.iter().map(|x| x.name.as_str())),
+            );
+        }
+        if let Some(c) = &t.chart
+            && !CHARTS.contains(&c.value.as_str())
+        {
+            err(diags, file, c.pos, "invalid_value", format!("`chart: {}` is not known", c.value), Some(format!("charts: {}", CHARTS.join(", "))));
         }
     }
 }

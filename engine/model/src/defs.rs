@@ -27,6 +27,7 @@ pub struct Model {
     pub calendars: BTreeMap<String, CalendarDef>,
     pub schedules: BTreeMap<String, ScheduleDef>,
     pub reports: BTreeMap<String, ReportDef>,
+    pub dashboards: BTreeMap<String, DashboardDef>,
     /// Names (file stems) of files that could not be read as YAML: what
     /// refers to them is not reported again (the cause is reported once).
     pub unreadable: std::collections::BTreeSet<String>,
@@ -55,6 +56,30 @@ pub struct ReportDef {
     pub chart: Sp<String>,
     /// Who may run it (admins always).
     pub roles: Vec<Sp<String>>,
+}
+
+/// A dashboard (`definitions/dashboards/*.yaml`): report tiles for some roles.
+#[derive(Clone, Debug)]
+pub struct DashboardDef {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub title: Label,
+    /// Who sees it (admins always); the first dashboard of a role is its default.
+    pub roles: Vec<Sp<String>>,
+    pub tiles: Vec<TileDef>,
+}
+
+/// One tile: a report, grouped by one of its dimensions (or its total), one
+/// measure, shown as a chart.
+#[derive(Clone, Debug)]
+pub struct TileDef {
+    pub pos: Pos,
+    pub report: Sp<String>,
+    pub by: Option<Sp<String>>,
+    pub measure: Option<Sp<String>>,
+    pub chart: Option<Sp<String>>,
+    pub title: Label,
 }
 
 /// Where a report's rows come from.

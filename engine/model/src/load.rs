@@ -135,6 +135,12 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         }
         return;
     }
+    if map.get("dashboard").is_some() {
+        if let Some(d) = load_dashboard(r, &map) {
+            insert_unique(r, &mut model.dashboards, d.name.clone(), d.pos, "dashboard", |d| (&d.file, d.pos), d);
+        }
+        return;
+    }
     if map.get("report").is_some() {
         if let Some(rep) = load_report(r, &map) {
             insert_unique(r, &mut model.reports, rep.name.clone(), rep.pos, "report", |d| (&d.file, d.pos), rep);
@@ -1415,4 +1421,38 @@ fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Measure
         },
     }
     Some(def)
+}
+
+fn load_dashboard(r: &mut Reader, map: &MapView) -> Option<DashboardDef> {
+    let name = map.require(r, "dashboard", "a dashboard").and_then(|n| r.name(n, "the dashboard name"));
+    let title = opt_label(r, map, "title", "the title");
+    let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
+    let mut tiles = Vec::new();
+    if let Some(n) = map.require(r, "tiles", "a dashboard") {
+        match &n.value {
+            Value::Seq(items) => {
+                for item in items {
+                    let Some(m) = r.map(item, "a tile") else { continue };
+                    let report = m.require(r, "report", "a tile").and_then(|n| r.name(n, "the report"));
+                    let by = m.get("by").and_then(|n| r.path_list(n, "a dimension").into_iter().next());
+                    let measure = m.get("measure").and_then(|n| r.name(n, "a measure of the report"));
+                    let chart = m.get("chart").and_then(|n| r.name(n, "the chart"));
+                    let title = opt_label(r, &m, "title", "the title");
+                    m.finish(r, "a tile (report, by, measure, chart, title)");
+                    if let Some(report) = report {
+                        tiles.push(TileDef { pos: m.pos, report, by, measure, chart, title });
+                    }
+                }
+            }
+            _ => r.error(
+                n.pos,
+                "wrong_type",
+                format!("`tiles` must be a list, found {}", n.type_name()),
+                Some("write each tile on a line starting with `- `".into()),
+            ),
+        }
+    }
+    map.finish(r, "a dashboard (dashboard, title, roles, tiles)");
+    let name = name?;
+    Some(DashboardDef { title: title.or_name(&name.value), name: name.value, file: r.file.to_string(), pos: name.pos, roles, tiles })
 }

@@ -184,6 +184,11 @@ impl Runtime {
         &self.store
     }
 
+    /// The runtime's clock, now.
+    pub fn clock_now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
     pub fn now(&self) -> String {
         self.clock.now_rfc3339()
     }

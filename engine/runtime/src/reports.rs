@@ -446,3 +446,47 @@ pub fn day_start(bundle: &Bundle, text: &str) -> Result<jiff::Timestamp, String>
     let date: jiff::civil::Date = text.parse().map_err(|_| format!("must be a date like 2026-11-01, not `{text}`"))?;
     date.to_datetime(jiff::civil::Time::midnight()).to_zoned_datetime(crate::app_zone(bundle)).map(|z| z.timestamp()).map_err(|e| e.to_string())
 }
+
+impl Runtime {
+    /// The instances behind one group of a report (its drill-down): the
+    /// ids of the kept rows whose group is `key`, newest first, at most `limit`.
+    pub fn report_group_instances(
+        &self,
+        name: &str,
+        actor: &Actor,
+        q: &ReportQuery,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<flowform_core::Instance>, CommandError> {
+        let bundle = self.bundle();
+        let rep = bundle.model.reports.get(name).filter(|r| may_run(r, actor)).ok_or_else(|| CommandError::RecordNotFound(format!("report `{name}`")))?;
+        if !matches!(rep.source, ReportSource::Instances { .. } | ReportSource::Events { .. }) {
+            return Ok(Vec::new());
+        }
+        let rows = self.report_rows(&bundle, rep, actor, q)?;
+        let tz = crate::app_zone(&bundle);
+        let mut ids: Vec<String> = rows
+            .iter()
+            .filter(|r| flowform_core::reports::keeps(rep, r, q) && (q.by.is_empty() || flowform_core::reports::group_key(rep, r, &q.by, &tz) == key))
+            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.dedup();
+        let mut out = Vec::new();
+        for id in ids.into_iter().take(limit) {
+            if let Some(i) = self.store.instance(&id)? {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The dashboards `actor` may see, their own roles' first.
+    pub fn dashboards_for(&self, actor: &Actor) -> Vec<flowform_model::DashboardDef> {
+        let bundle = self.bundle();
+        let mut out: Vec<flowform_model::DashboardDef> =
+            bundle.model.dashboards.values().filter(|d| actor.has_role("admin") || d.roles.iter().any(|r| actor.has_role(&r.value))).cloned().collect();
+        out.sort_by_key(|d| !d.roles.iter().any(|r| actor.roles.contains(&r.value) && r.value != "admin"));
+        out
+    }
+}

@@ -11,6 +11,8 @@
 #![recursion_limit = "256"]
 
 pub mod assets;
+mod charts;
+mod dashboards;
 mod diagram;
 pub mod display;
 pub mod formview;
@@ -70,6 +72,10 @@ where
         .route("/records/{record_type}/{id}/qr.svg", get(pages::qr))
         .route("/records/{record_type}/{id}/archive", post(pages::record_archive))
         .route("/ledgers/{ledger}", get(pages::ledger))
+        .route("/dashboards", get(dashboards::dashboards))
+        .route("/dashboards/{name}", get(dashboards::dashboard))
+        .route("/reports/{name}", get(dashboards::report))
+        .route("/reports/{name}/rows", get(dashboards::report_rows))
         .route("/admin", get(pages::admin))
         .route("/admin/reload", post(pages::admin_reload))
         .route("/admin/outbox/{seq}/retry", post(pages::admin_retry))

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-type Rt = State<Arc<Runtime>>;
+pub(crate) type Rt = State<Arc<Runtime>>;
 
 /// The language cookie a user's choice is kept in.
 const LANG_COOKIE: &str = "ff_lang";
@@ -74,7 +74,7 @@ fn encode(s: &str) -> String {
 }
 
 /// Runs store reads off the async threads.
-async fn blocking<T: Send + 'static>(rt: &Arc<Runtime>, f: impl FnOnce(&Runtime) -> T + Send + 'static) -> Result<T, Response> {
+pub(crate) async fn blocking<T: Send + 'static>(rt: &Arc<Runtime>, f: impl FnOnce(&Runtime) -> T + Send + 'static) -> Result<T, Response> {
     let rt = rt.clone();
     tokio::task::spawn_blocking(move || f(&rt)).await.map_err(|e| {
         tracing::error!(error = %e, "page work panicked");
@@ -83,7 +83,7 @@ async fn blocking<T: Send + 'static>(rt: &Arc<Runtime>, f: impl FnOnce(&Runtime)
 }
 
 /// A store read off the async threads; a refusal becomes its page.
-async fn read_or_page<T: Send + 'static>(
+pub(crate) async fn read_or_page<T: Send + 'static>(
     rt: &Arc<Runtime>,
     p: &P,
     f: impl FnOnce(&Runtime) -> Result<T, CommandError> + Send + 'static,
@@ -95,7 +95,7 @@ async fn read_or_page<T: Send + 'static>(
 }
 
 /// What every page has: texts, the user, the assets, the navigation.
-fn base(rt: &Runtime, p: &P, title: &str, nav: &str) -> Value {
+pub(crate) fn base(rt: &Runtime, p: &P, title: &str, nav: &str) -> Value {
     let bundle = rt.bundle();
     let app_title = bundle.model.app.title.get(p.lang.code(), &bundle.model.app.name).to_string();
     json!({
@@ -117,7 +117,7 @@ fn base(rt: &Runtime, p: &P, title: &str, nav: &str) -> Value {
     })
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
+pub(crate) fn merge(mut a: Value, b: Value) -> Value {
     if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
         a.extend(b);
     }
@@ -129,7 +129,7 @@ fn message(rt: &Runtime, p: &P, status: StatusCode, text: &str) -> Response {
     page(status, "message", data)
 }
 
-fn not_found(rt: &Runtime, p: &P) -> Response {
+pub(crate) fn not_found(rt: &Runtime, p: &P) -> Response {
     message(rt, p, StatusCode::NOT_FOUND, texts::t(p.lang, "not_found"))
 }
 
@@ -168,7 +168,7 @@ fn may_start(wf: &WorkflowDef, actor: &Actor) -> bool {
 }
 
 /// A card of an instance for lists.
-fn card(rt: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, lang: Lang) -> Value {
+pub(crate) fn card(rt: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, lang: Lang) -> Value {
     let tz = display::zone(bundle);
     let now = display::runtime_now(rt);
     let (state_label, color) = display::state(bundle, &i.workflow, &i.state, lang);
@@ -428,7 +428,7 @@ fn command_status(e: &CommandError) -> StatusCode {
     }
 }
 
-fn command_failed(rt: &Runtime, p: &P, e: &CommandError) -> Response {
+pub(crate) fn command_failed(rt: &Runtime, p: &P, e: &CommandError) -> Response {
     match e {
         CommandError::InstanceNotFound(_) | CommandError::RecordNotFound(_) => not_found(rt, p),
         CommandError::Rejected(Rejection::Forbidden(_)) => message(rt, p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden")),
@@ -925,6 +925,7 @@ pub async fn me(State(rt): Rt, p: P) -> Response {
         "teams": a.teams.iter().map(|t| display::team(&rt, &bundle, t, p.lang)).collect::<Vec<_>>().join(" · "),
         "record_types": readable_types,
         "ledgers": ledgers,
+        "has_dashboards": !rt.dashboards_for(a).is_empty(),
         "is_en": p.lang == Lang::En,
     });
     page(StatusCode::OK, "me", merge(base(&rt, &p, texts::t(p.lang, "me"), "me"), data))

@@ -27,6 +27,9 @@ static TEMPLATES: &[(&str, &str)] = &[
     ("admin", include_str!("../templates/admin.hbs")),
     ("diff", include_str!("../templates/diff.hbs")),
     ("message", include_str!("../templates/message.hbs")),
+    ("dashboard", include_str!("../templates/dashboard.hbs")),
+    ("report", include_str!("../templates/report.hbs")),
+    ("report_rows", include_str!("../templates/report_rows.hbs")),
 ];
 
 static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {

@@ -369,6 +369,33 @@ browser_test!(an_admin_sees_a_broken_definition_fixes_it_and_sees_the_new_versio
     j.end().await;
 });
 
+browser_test!(the_managers_dashboard_shows_charts_and_drills_down, async {
+    let mut j = Journey::start("j7-dashboard", "zh-CN").await;
+    for (asset, dept) in [("EQ-000101", "D-WARD5"), ("EQ-000102", "D-LAB"), ("EQ-000139", "D-ICU"), ("EQ-000120", "D-WARD5")] {
+        j.app
+            .start_instance("repair", "nurse_li", serde_json::json!({"asset": asset, "department": dept, "description": "设备故障需要维修"}))
+            .await
+            .expect(201);
+    }
+    j.sign_in("manager_zheng").await;
+    j.go("/me").await;
+    j.tap("统计看板").await;
+    j.until("document.querySelectorAll('svg.chart').length >= 3").await;
+    let page = j.page_text().await;
+    assert!(page.contains("后勤管理看板") && page.contains("故障类别分布"), "{page}");
+    j.shot("dashboard").await;
+    // Nothing is wider than the phone.
+    let wide: bool = j.client.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![]).await.unwrap().as_bool().unwrap();
+    assert!(!wide, "the dashboard fits 390 px");
+    // A bar of the backlog leads to the orders behind it.
+    j.go("/reports/backlog?by=team").await;
+    j.shot("report-table").await;
+    j.tap("空调班").await;
+    j.until("document.querySelectorAll('li.card.item').length >= 1").await;
+    j.shot("drill-down").await;
+    j.end().await;
+});
+
 /// Journey 1: a nurse reports a fault from an asset's QR page with a photo,
 /// the dispatcher re-dispatches it from the board, a technician accepts,
 /// checks in by tag, completes with a signature, the nurse confirms with a

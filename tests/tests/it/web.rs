@@ -732,3 +732,33 @@ async fn a_team_added_as_a_record_gets_members_orders_and_a_place_in_the_dispatc
         .expect(422);
     assert!(ghost["message"].as_str().unwrap().contains("ghost_team"), "{ghost}");
 }
+
+#[tokio::test]
+async fn the_managers_dashboard_draws_its_tiles_and_drills_down_to_the_orders() {
+    let mut app = TestApp::hospital();
+    for (asset, dept) in [("EQ-000101", "D-WARD5"), ("EQ-000102", "D-LAB"), ("EQ-000139", "D-ICU")] {
+        app.start_instance("repair", "nurse_li", json!({"asset": asset, "department": dept, "description": "设备故障需要维修"})).await.expect(201);
+    }
+    let cookie = session(&app, "manager_zheng").await;
+    let me = page(&app, &cookie, "/me").await.text();
+    assert!(me.contains("href=\"/dashboards\""), "managers find their dashboards");
+    let board = page(&app, &cookie, "/dashboards").await;
+    assert_eq!(board.status, StatusCode::OK);
+    // Attribute values as a browser reads them (handlebars writes `=` as an entity).
+    let html = board.text().replace("&#x3D;", "=").replace("&amp;", "&");
+    assert!(html.contains("后勤管理看板") && html.contains("每日报修量") && html.contains("故障类别分布"), "{html}");
+    assert!(html.matches("<svg class=\"chart\"").count() >= 3, "charts are drawn (tiles with no data yet say so)");
+    assert!(html.contains("<a class=\"card kpi-tile\" href=\"/reports/repair_overview/rows?from="), "a KPI links to its orders");
+    // The pie's drill-down: the orders of one category.
+    let at = html.find("/reports/repair_overview/rows?by=asset.category&key=elevator").expect("a slice for lifts");
+    let href = html[at..].split('"').next().unwrap().to_string();
+    let rows = page(&app, &cookie, &href).await.text();
+    assert_eq!(rows.matches("<li class=\"card item\">").count(), 1, "one lift order: {rows}");
+    // The report page: a table, a grouping choice, the downloads.
+    let report = page(&app, &cookie, "/reports/repair_overview?by=department").await.text().replace("&#x3D;", "=");
+    assert!(report.contains("<table class=\"report\">") && report.contains("检验科") && report.contains("format=xlsx"), "{report}");
+    // Nobody else's: a nurse has no dashboard.
+    let nurse = session(&app, "nurse_li").await;
+    assert_eq!(page(&app, &nurse, "/dashboards").await.status, StatusCode::NOT_FOUND);
+    assert!(!page(&app, &nurse, "/me").await.text().contains("href=\"/dashboards\""));
+}
