@@ -246,3 +246,95 @@ fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+/// One made-up closed-or-open repair order as a report row.
+fn order_row() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+    (
+        prop::sample::select(vec!["D-ICU", "D-LAB", "D-WARD5"]),
+        prop::sample::select(vec!["closed", "in_progress", "cancelled"]),
+        prop::option::of(0u32..600),
+        prop::option::of(any::<bool>()),
+        0i64..(90 * 86_400),
+    )
+        .prop_map(|(dept, state, response, sla, secs)| {
+            let created = jiff::Timestamp::from_second(1_790_000_000 + secs).unwrap();
+            let mut m = serde_json::Map::new();
+            m.insert("department".into(), json!(dept));
+            m.insert("state".into(), json!(state));
+            m.insert("created_at".into(), json!(format!("{created:.3}")));
+            if let Some(r) = response {
+                m.insert("response_minutes".into(), json!(r));
+            }
+            if let Some(s) = sla {
+                m.insert("sla_met".into(), json!(s));
+            }
+            m
+        })
+}
+
+fn nearest_rank(mut v: Vec<f64>, p: f64) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return None;
+    }
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Every measure of the hospital's SLA and response-time reports equals a
+    /// naive recomputation from the rows, for any rows, range and grouping.
+    #[test]
+    fn report_measures_equal_a_naive_recomputation(rows in prop::collection::vec(order_row(), 0..80), from_day in 0i64..60, days in 1i64..60, by_month in any::<bool>()) {
+        let bundle = hospital();
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let from = jiff::Timestamp::from_second(1_790_000_000 + from_day * 86_400).unwrap();
+        let to = jiff::Timestamp::from_second(1_790_000_000 + (from_day + days) * 86_400).unwrap();
+        let by = if by_month { "month" } else { "department" };
+        let q = flowform_core::reports::ReportQuery { from: Some(from), to: Some(to), by: by.into(), filters: vec![] };
+        let in_range = |r: &serde_json::Map<String, Value>| {
+            let t: jiff::Timestamp = r["created_at"].as_str().unwrap().parse().unwrap();
+            t >= from && t < to
+        };
+        let group_of = |r: &serde_json::Map<String, Value>| -> String {
+            if by_month {
+                let t: jiff::Timestamp = r["created_at"].as_str().unwrap().parse().unwrap();
+                let d = t.to_zoned_datetime(tz.clone()).date();
+                format!("{:04}-{:02}", d.year(), d.month())
+            } else {
+                r["department"].as_str().unwrap().to_string()
+            }
+        };
+        // SLA: closed rows only; count and the share met.
+        let sla = &bundle.model.reports["sla_compliance"];
+        let table = flowform_core::reports::run(&bundle.model, sla, &rows, &q, &tz);
+        let kept: Vec<&serde_json::Map<String, Value>> = rows.iter().filter(|r| in_range(r) && r["state"] == "closed").collect();
+        prop_assert_eq!(table.total.rows, kept.len());
+        let mut groups: std::collections::BTreeMap<String, Vec<&serde_json::Map<String, Value>>> = Default::default();
+        for r in &kept {
+            groups.entry(group_of(r)).or_default().push(r);
+        }
+        prop_assert_eq!(table.rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), groups.keys().cloned().collect::<Vec<_>>());
+        for row in &table.rows {
+            let g = &groups[&row.key];
+            let met = g.iter().filter(|r| r.get("sla_met") == Some(&json!(true))).count();
+            prop_assert_eq!(row.values[0], Some(g.len() as f64));
+            prop_assert_eq!(row.values[1], Some(100.0 * met as f64 / g.len() as f64));
+        }
+        // Response time: rows with a (non-zero) response; avg, p50, p90.
+        let response = &bundle.model.reports["response_time"];
+        let table = flowform_core::reports::run(&bundle.model, response, &rows, &q, &tz);
+        let kept: Vec<f64> = rows
+            .iter()
+            .filter(|r| in_range(r) && r.get("response_minutes").and_then(Value::as_f64).is_some_and(|m| m != 0.0))
+            .map(|r| r["response_minutes"].as_f64().unwrap())
+            .collect();
+        prop_assert_eq!(table.total.rows, kept.len());
+        let avg = (!kept.is_empty()).then(|| kept.iter().sum::<f64>() / kept.len() as f64);
+        prop_assert_eq!(table.total.values[1], avg);
+        prop_assert_eq!(table.total.values[2], nearest_rank(kept.clone(), 0.5));
+        prop_assert_eq!(table.total.values[3], nearest_rank(kept, 0.9));
+    }
+}
