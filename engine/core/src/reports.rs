@@ -140,6 +140,16 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
         }
         MeasureKind::Min => values().into_iter().reduce(f64::min),
         MeasureKind::Max => values().into_iter().reduce(f64::max),
+        MeasureKind::MeanGap => {
+            let f = m.field.as_ref()?;
+            let mut times: Vec<i64> = rows.iter().filter_map(|r| r.get(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second()).collect();
+            if times.len() < 2 {
+                return None;
+            }
+            times.sort_unstable();
+            let span = (times[times.len() - 1] - times[0]) as f64;
+            Some(span / 3600.0 / (times.len() - 1) as f64)
+        }
         MeasureKind::First | MeasureKind::Last => {
             let f = m.field.as_ref()?;
             let times = rows.iter().filter_map(|r| r.get(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second() as f64);

@@ -1223,15 +1223,7 @@ pub fn report_fields(model: &Model, source: &ReportSource) -> Vec<String> {
                 // What rules compute: the keys of the maps they return.
                 let hooks = std::iter::once(&wf.start.hooks).chain(wf.transitions.iter().map(|t| &t.hooks));
                 for script in hooks.flat_map(|h| h.iter().map(|(_, s)| s.value.clone()).collect::<Vec<_>>()).filter_map(|n| model.scripts.get(&n)) {
-                    for line in script.text.lines() {
-                        let t = line.trim();
-                        if let Some((key, _)) = t.split_once(':')
-                            && !key.is_empty()
-                            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        {
-                            out.push(key.to_string());
-                        }
-                    }
+                    out.extend(map_keys(&script.text));
                 }
                 for timer in wf.states.iter().flat_map(|s| s.timers.iter()) {
                     out.extend(timer.set.keys().cloned());
@@ -1265,6 +1257,31 @@ pub fn report_fields(model: &Model, source: &ReportSource) -> Vec<String> {
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// The keys of the map literals of a script (`#{ sla_met: …, closed_at: now }`):
+/// every identifier written just before a single `:`.
+fn map_keys(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    for (i, c) in chars.iter().enumerate() {
+        if *c != ':' || chars.get(i + 1) == Some(&':') || (i > 0 && chars[i - 1] == ':') {
+            continue;
+        }
+        let mut end = i;
+        while end > 0 && chars[end - 1] == ' ' {
+            end -= 1;
+        }
+        let mut start = end;
+        while start > 0 && (chars[start - 1].is_ascii_alphanumeric() || chars[start - 1] == '_') {
+            start -= 1;
+        }
+        let key: String = chars[start..end].iter().collect();
+        if key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+            out.push(key);
+        }
+    }
     out
 }
 

@@ -131,10 +131,14 @@ pub enum MeasureKind {
     /// The earliest / latest timestamp of a field (first and last check-in).
     First,
     Last,
+    /// The average time in hours between consecutive timestamps of a field
+    /// in the group (the mean time between failures of an asset).
+    MeanGap,
 }
 
 impl MeasureKind {
-    pub const ALL: [(&'static str, MeasureKind); 11] = [
+    pub const ALL: [(&'static str, MeasureKind); 12] = [
+        ("mean_gap", MeasureKind::MeanGap),
         ("first", MeasureKind::First),
         ("last", MeasureKind::Last),
         ("count", MeasureKind::Count),

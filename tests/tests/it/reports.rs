@@ -173,3 +173,35 @@ async fn csv_and_xlsx_exports_keep_numbers_as_numbers_and_text_safe() {
     assert_eq!(String::from_utf8(csv).unwrap().lines().count(), 2, "a nurse exports what she may read: her own order");
     assert_eq!(raw(&mut app, "manager_zheng", "/api/v1/instances/export?workflow=repair&format=pdf").await.0, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn mtbf_is_the_mean_gap_between_an_assets_reports_and_pm_compliance_counts_late_ones() {
+    let mut app = TestApp::hospital();
+    for _ in 0..3 {
+        app.start_instance("repair", "nurse_li", json!({"asset": "EQ-000101", "department": "D-LAB", "description": "冷水机组再次停机"})).await.expect(201);
+        app.clock.advance(SignedDuration::from_hours(10));
+    }
+    app.start_instance("repair", "nurse_li", json!({"asset": "EQ-000102", "department": "D-LAB", "description": "冷水机组停机"})).await.expect(201);
+    let mtbf = app.get("/api/v1/reports/mtbf?by=asset", "manager_zheng").await.expect(200);
+    let row = |key: &str| mtbf["rows"].as_array().unwrap().iter().find(|r| r["key"] == key).cloned().unwrap();
+    assert_eq!(row("EQ-000101")["values"], json!([3.0, 10.0]), "three reports ten hours apart: {mtbf}");
+    assert_eq!(row("EQ-000101")["label"], "1号冷水机组 (EQ-000101)");
+    assert_eq!(row("EQ-000102")["values"], json!([1.0, null]), "one report: no interval");
+    // Preventive maintenance: one inspection done in time, one past its three working days.
+    for late in [false, true] {
+        let i = app
+            .post("/api/v1/workflows/inspection/instances", "dispatcher_liu", json!({"data": {"asset": "EQ-000104", "category": "hvac", "plan": "季度保养"}}))
+            .await
+            .expect(201);
+        let id = i["id"].as_str().unwrap().to_string();
+        app.transition(&id, "start_work", "tech_wang", json!({})).await.expect(200);
+        if late {
+            app.clock.advance(SignedDuration::from_hours(24 * 7));
+            let runtime = app.runtime.clone();
+            tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.unwrap().unwrap();
+        }
+        app.transition(&id, "finish", "tech_wang", json!({"checklist": [{"item": "滤网", "result": "ok"}], "summary": "正常"})).await.expect(200);
+    }
+    let pm = app.get("/api/v1/reports/pm_compliance?by=team", "manager_zheng").await.expect(200);
+    assert_eq!(pm["total"]["values"], json!([2.0, 50.0]), "{pm}");
+}
