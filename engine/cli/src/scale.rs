@@ -271,6 +271,22 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         time_as(t, &format!("closed, page as {who}"), "/api/v1/instances?workflow=repair&state=closed&limit=50")?;
         time_as(t, &format!("counts as {who}"), "/api/v1/instances/counts?workflow=repair&by=state")?;
     }
+    // Reports over a year and a month (computed from the rows at query time: 3 samples each).
+    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let days_ago = |n: i64| today.checked_sub(jiff::Span::new().days(n)).unwrap_or(today);
+    let tomorrow = today.tomorrow().unwrap_or(today);
+    for (report, by) in [("sla_compliance", "department"), ("response_time", "team"), ("repair_overview", "month"), ("attendance", "day,actor")] {
+        for (span, from) in [("a year", days_ago(365)), ("a month", days_ago(30))] {
+            let path = format!("/api/v1/reports/{report}?by={by}&from={from}&to={tomorrow}");
+            let mut samples: Vec<Duration> = (0..3).map(|_| get_as(&token, &path).map(|(d, _)| d)).collect::<Result<_>>()?;
+            samples.sort();
+            println!(
+                "scale: report {report} by {by} over {span:<9} median {:>9.1} ms, max {:>9.1} ms",
+                samples[1].as_secs_f64() * 1000.0,
+                samples[2].as_secs_f64() * 1000.0
+            );
+        }
+    }
     // The web app's pages, as a manager's phone would load them (server time, p99 of 100).
     let cookie = page_session(&agent, &addr, "manager_zheng")?;
     let page = |name: &str, path: &str| -> Result<()> {

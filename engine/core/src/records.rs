@@ -95,10 +95,21 @@ pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, now: &s
 /// Whether a record satisfies a condition over its fields (and `id`, `title`):
 /// the `where` of a `ref` field or of a schedule.
 pub fn matches_filter(cond: &flowform_model::Condition, record: &Record) -> bool {
-    let mut data = record.data.clone();
-    data.insert("id".into(), Value::String(record.id.clone()));
-    data.insert("title".into(), Value::String(record.title.clone()));
-    cond.eval(&Value::Object(data))
+    let extra = |f: &str| match f {
+        "id" => Some(Value::String(record.id.clone())),
+        "title" => Some(Value::String(record.title.clone())),
+        _ => None,
+    };
+    if cond.fields().iter().any(|f| *f == "id" || *f == "title") {
+        let mut data = record.data.clone();
+        for f in ["id", "title"] {
+            if let Some(v) = extra(f) {
+                data.insert(f.into(), v);
+            }
+        }
+        return cond.eval_map(&data);
+    }
+    cond.eval_map(&record.data)
 }
 
 /// A value of a definition's `data`/`set` filled from `context`: a lone

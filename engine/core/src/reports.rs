@@ -107,7 +107,7 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
     let kept: Vec<&Map<String, Value>>;
     let rows = match &m.filter {
         Some((_, c)) => {
-            kept = rows.iter().copied().filter(|r| c.eval(&Value::Object((*r).clone()))).collect();
+            kept = rows.iter().copied().filter(|r| c.eval_map(r)).collect();
             &kept[..]
         }
         None => rows,
@@ -120,7 +120,7 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
             if rows.is_empty() {
                 return None;
             }
-            let yes = rows.iter().filter(|r| cond.eval(&Value::Object((**r).clone()))).count();
+            let yes = rows.iter().filter(|r| cond.eval_map(r)).count();
             Some(100.0 * yes as f64 / rows.len() as f64)
         }
         MeasureKind::Distinct => {
@@ -174,7 +174,7 @@ pub fn keeps(rep: &ReportDef, r: &Map<String, Value>, q: &ReportQuery) -> bool {
         _ => time_of(rep, r).is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
     };
     in_range
-        && rep.filter.as_ref().is_none_or(|(_, c)| c.eval(&Value::Object(r.clone())))
+        && rep.filter.as_ref().is_none_or(|(_, c)| c.eval_map(r))
         && q.filters.iter().all(|(k, v)| r.get(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
 }
 

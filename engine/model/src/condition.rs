@@ -91,12 +91,21 @@ impl Condition {
 
     /// Evaluates against form data (a JSON object). Missing fields are null.
     pub fn eval(&self, data: &Value) -> bool {
-        let get = |f: &str| data.get(f).unwrap_or(&Value::Null);
+        self.eval_by(&|f| data.get(f))
+    }
+
+    /// Evaluates against the fields of a map (no copy into a JSON object).
+    pub fn eval_map(&self, data: &serde_json::Map<String, Value>) -> bool {
+        self.eval_by(&|f| data.get(f))
+    }
+
+    fn eval_by<'a>(&self, lookup: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
+        let get = |f: &str| lookup(f).unwrap_or(&Value::Null);
         match self {
             Condition::Truthy { field } => truthy(get(field)),
-            Condition::Not { arg } => !arg.eval(data),
-            Condition::And { args } => args.iter().all(|a| a.eval(data)),
-            Condition::Or { args } => args.iter().any(|a| a.eval(data)),
+            Condition::Not { arg } => !arg.eval_by(lookup),
+            Condition::And { args } => args.iter().all(|a| a.eval_by(lookup)),
+            Condition::Or { args } => args.iter().any(|a| a.eval_by(lookup)),
             Condition::In { field, values } => {
                 let v = get(field);
                 match v {

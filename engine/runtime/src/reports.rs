@@ -106,9 +106,16 @@ impl Runtime {
                     if rows.len() >= MAX_REPORT_ROWS {
                         break;
                     }
+                    // Pages come newest first: once a whole page was created
+                    // before the range, so was everything after it.
+                    let all_older = q.from.is_some_and(|from| {
+                        rep.time.value == "created_at"
+                            && matches!(rep.source, ReportSource::Instances { .. })
+                            && page.items.iter().all(|i| i.created_at.parse::<jiff::Timestamp>().is_ok_and(|t| t < from))
+                    });
                     match page.next {
-                        Some(next) => before = Some(next),
-                        None => break,
+                        Some(next) if !all_older => before = Some(next),
+                        _ => break,
                     }
                 }
             }
