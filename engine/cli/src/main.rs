@@ -148,6 +148,9 @@ enum Command {
         /// Demo data to load first (default: DIR/examples/hospital when it exists).
         #[arg(long)]
         demo_dir: Option<PathBuf>,
+        /// Report which states, transitions and guard outcomes the scenarios exercised.
+        #[arg(long)]
+        coverage: bool,
     },
     /// Import records from a CSV or Excel file: every row is checked first;
     /// nothing is written if any row is invalid (unless --skip-invalid).
@@ -325,7 +328,7 @@ fn main() -> ExitCode {
         Command::Bench { dir, instances, clients, durable_instances, reload: None, .. } => {
             bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS)
         }
-        Command::Test { paths, dir, demo_dir } => test(paths, &dir, demo_dir),
+        Command::Test { paths, dir, demo_dir, coverage } => test(paths, &dir, demo_dir, coverage),
         Command::Import { record_type, file, dry_run, skip_invalid, dir, data, lang } => import(&record_type, &file, dry_run, skip_invalid, &dir, &data, &lang),
         Command::Export { record_type, out, filters, dir, data, lang } => export(&record_type, &out, filters, &dir, &data, &lang).map(|_| ExitCode::SUCCESS),
         Command::Diff { old, new, data, format } => diff(&old, &new, &data, format).map(|_| ExitCode::SUCCESS),
@@ -597,7 +600,7 @@ fn migrate(workflow: String, to: String, map: Vec<(String, String)>, dry_run: bo
     Ok(if report.blocked.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn test(paths: Vec<PathBuf>, dir: &Path, demo_dir: Option<PathBuf>) -> Result<ExitCode> {
+fn test(paths: Vec<PathBuf>, dir: &Path, demo_dir: Option<PathBuf>, show_coverage: bool) -> Result<ExitCode> {
     let paths = if paths.is_empty() { vec![dir.join("tests/scenarios")] } else { paths };
     let mut files = Vec::new();
     for p in paths {
@@ -613,12 +616,13 @@ fn test(paths: Vec<PathBuf>, dir: &Path, demo_dir: Option<PathBuf>) -> Result<Ex
     if files.is_empty() {
         bail!("no scenario files found");
     }
-    load(dir)?;
+    let bundle = load(dir)?;
     let demo = demo_dir.or_else(|| Some(dir.join("examples/hospital")).filter(|d| d.is_dir()));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut failed = 0;
+    let mut coverage = flowform_testkit::scenario::Coverage::default();
     for f in &files {
-        match rt.block_on(flowform_testkit::scenario::run_file_in(f, dir, demo.as_deref())) {
+        match rt.block_on(flowform_testkit::scenario::run_file_covered(f, dir, demo.as_deref(), &mut coverage)) {
             Ok(()) => say!("ok    {}", f.display()),
             Err(e) => {
                 failed += 1;
@@ -627,6 +631,9 @@ fn test(paths: Vec<PathBuf>, dir: &Path, demo_dir: Option<PathBuf>) -> Result<Ex
         }
     }
     say!("{} scenario(s), {} failed", files.len(), failed);
+    if show_coverage {
+        say!("\ncoverage (what the scenarios exercised):\n{}", coverage.report(&bundle).trim_end());
+    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

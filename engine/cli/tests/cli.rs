@@ -419,6 +419,20 @@ fn test_runs_scenarios_against_a_changed_copy_before_it_goes_live() {
     assert!(text.contains("FAIL") && text.contains("sla_minutes: expected 30, got 60"), "{text}");
 }
 
+#[test]
+fn test_coverage_names_what_the_scenarios_never_exercised() {
+    let scenario = repo().join("tests/scenarios/repair_cancel.yaml");
+    let out = bin().args(["test", "--coverage", "--dir"]).arg(repo()).arg(&scenario).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let repair = text.split("\nrepair\n").nth(1).unwrap_or_else(|| panic!("{text}"));
+    // A report that is cancelled: started and cancelled, nothing else.
+    assert!(repair.contains("states      2/"), "{text}");
+    assert!(repair.contains("not entered: in_progress") && repair.contains("not taken: accept"), "{text}");
+    assert!(repair.contains("guard of accept      never true nor false"), "{text}");
+    assert!(text.contains("requisition\n  states      0/5"), "{text}");
+}
+
 /// The peers' workload on bench/app: the same statistics in the pure core, through
 /// the durable store with concurrent clients, and over HTTP; each as the spec says.
 #[test]

@@ -105,9 +105,62 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
     run_file_in(path, &root, Some(&root.join("examples/hospital"))).await
 }
 
+/// What scenarios exercised: the states entered, the transitions taken (by
+/// people or timers, read from the instances' histories) and the outcomes of
+/// guarded transitions that steps tried, per workflow.
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    pub states: std::collections::BTreeSet<(String, String)>,
+    pub transitions: std::collections::BTreeSet<(String, String)>,
+    /// (workflow, transition) → (seen true, seen false).
+    pub guards: std::collections::BTreeMap<(String, String), (bool, bool)>,
+}
+
+impl Coverage {
+    /// A report per workflow of `bundle`: what was covered and what was not.
+    pub fn report(&self, bundle: &flowform_core::Bundle) -> String {
+        let mut out = String::new();
+        for wf in bundle.model.workflows.values() {
+            let states: Vec<&str> = wf.states.iter().map(|s| s.name.as_str()).collect();
+            let missing_states: Vec<&str> = states.iter().copied().filter(|s| !self.states.contains(&(wf.name.clone(), s.to_string()))).collect();
+            let transitions: Vec<&str> = wf.transitions.iter().map(|t| t.name.as_str()).collect();
+            let missing_transitions: Vec<&str> =
+                transitions.iter().copied().filter(|t| !self.transitions.contains(&(wf.name.clone(), t.to_string()))).collect();
+            out.push_str(&format!("{}\n", wf.name));
+            out.push_str(&format!(
+                "  states      {}/{}{}\n",
+                states.len() - missing_states.len(),
+                states.len(),
+                if missing_states.is_empty() { String::new() } else { format!("   not entered: {}", missing_states.join(", ")) }
+            ));
+            out.push_str(&format!(
+                "  transitions {}/{}{}\n",
+                transitions.len() - missing_transitions.len(),
+                transitions.len(),
+                if missing_transitions.is_empty() { String::new() } else { format!("   not taken: {}", missing_transitions.join(", ")) }
+            ));
+            for t in wf.transitions.iter().filter(|t| t.when.is_some()) {
+                let (yes, no) = self.guards.get(&(wf.name.clone(), t.name.clone())).copied().unwrap_or_default();
+                let missing: Vec<&str> = [(yes, "true"), (no, "false")].into_iter().filter(|(seen, _)| !seen).map(|(_, w)| w).collect();
+                out.push_str(&format!(
+                    "  guard of {:<12}{}\n",
+                    t.name,
+                    if missing.is_empty() { "both outcomes seen".to_string() } else { format!("never {}", missing.join(" nor ")) }
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// Runs a scenario file against the application in `app_dir`, with the demo
 /// data of `demo_dir`, on a temporary store and a virtual clock.
 pub async fn run_file_in(path: &Path, app_dir: &Path, demo_dir: Option<&Path>) -> Result<(), String> {
+    run_file_covered(path, app_dir, demo_dir, &mut Coverage::default()).await
+}
+
+/// [`run_file_in`], adding what the scenario exercised to `coverage`.
+pub async fn run_file_covered(path: &Path, app_dir: &Path, demo_dir: Option<&Path>, coverage: &mut Coverage) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let scenario: Scenario = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let data = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -119,15 +172,38 @@ pub async fn run_file_in(path: &Path, app_dir: &Path, demo_dir: Option<&Path>) -
         }
     };
     let mut current: Option<String> = None;
+    let mut result = Ok(());
     for (i, step) in scenario.steps.iter().enumerate() {
         let note = step.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
         let at = format!("{} — step {}{note}", scenario.scenario, i + 1);
-        run_step(&mut app, step, &mut current).await.map_err(|e| format!("{at}: {e}"))?;
+        if let Err(e) = run_step(&mut app, step, &mut current, coverage).await {
+            result = Err(format!("{at}: {e}"));
+            break;
+        }
     }
-    Ok(())
+    // What every instance went through, timers and linked starts included.
+    let store = app.runtime.store().clone();
+    let mut before = None;
+    loop {
+        let filter = flowform_store::InstanceFilter { before: before.clone(), limit: 500, ..Default::default() };
+        let Ok(page) = store.instances(&filter) else { break };
+        for i in &page.items {
+            for e in store.history(&i.id).unwrap_or_default() {
+                coverage.states.insert((i.workflow.clone(), e.to_state.clone()));
+                if let Some(t) = &e.transition {
+                    coverage.transitions.insert((i.workflow.clone(), t.clone()));
+                }
+            }
+        }
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    result
 }
 
-async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) -> Result<(), String> {
+async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, coverage: &mut Coverage) -> Result<(), String> {
     if let Some(wait) = &step.wait {
         app.clock.advance(duration(wait)?);
         // Time passed: what is due happens now, as the server's timer loop would do.
@@ -152,6 +228,21 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>) 
     } else {
         None
     };
+    if let Some((response, _)) = &response
+        && let (Some(name), Some(id)) = (&step.transition, current.as_ref())
+    {
+        // A guarded transition tried: its guard said yes (done) or no (`guard_failed`).
+        let workflow = app.runtime.instance(id).map(|i| i.workflow).unwrap_or_default();
+        let guarded = app.runtime.bundle().workflow(&workflow).and_then(|w| w.transition(name)).is_some_and(|t| t.when.is_some());
+        if guarded {
+            let entry = coverage.guards.entry((workflow, name.clone())).or_default();
+            match (response.status.as_u16(), response.body["code"].as_str()) {
+                (200, _) => entry.0 = true,
+                (_, Some("guard_failed")) => entry.1 = true,
+                _ => {}
+            }
+        }
+    }
     if let Some((response, default_status)) = response {
         let mut expect = step.expect.clone().unwrap_or_default();
         let status = expect.remove("status").and_then(|s| s.as_u64()).unwrap_or(default_status);
