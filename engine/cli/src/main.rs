@@ -778,6 +778,18 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     if let Some(diags) = rejected {
         runtime.set_rejected(diags);
     }
+    // Report facts are read into memory in the background: the server
+    // answers at once (reports read the store until they are ready).
+    {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            for workflow in runtime.report_workflows() {
+                runtime.build_report_facts(&workflow);
+            }
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "report facts ready");
+        });
+    }
     let watch_setting = std::env::var("FLOWFORM_WATCH").unwrap_or_default();
     let _watcher = if watch_setting == "off" {
         None

@@ -38,6 +38,27 @@ pub struct ReportTable {
     pub total: ReportRow,
 }
 
+/// A row of a report: its fields by name.
+pub trait Row {
+    fn field(&self, name: &str) -> Option<&Value>;
+}
+
+impl Row for Map<String, Value> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
+impl<R: Row> Row for &R {
+    fn field(&self, name: &str) -> Option<&Value> {
+        (**self).field(name)
+    }
+}
+
+fn holds<R: Row>(c: &flowform_model::Condition, r: &R) -> bool {
+    c.eval_by(&|f| r.field(f))
+}
+
 /// Joins the values of several dimensions in a row's key.
 pub const KEY_SEP: &str = "\u{1f}";
 
@@ -78,13 +99,13 @@ fn number(v: &Value) -> Option<f64> {
 
 /// The value a measure reads from a row: its field, or the minutes between
 /// two timestamps (in working time with a calendar).
-fn measured(model: &Model, m: &MeasureDef, row: &Map<String, Value>) -> Option<f64> {
+fn measured<R: Row>(model: &Model, m: &MeasureDef, row: &R) -> Option<f64> {
     if let Some(f) = &m.field {
-        return row.get(&f.value).and_then(number);
+        return row.field(&f.value).and_then(number);
     }
     let (a, b, cal) = m.between.as_ref()?;
-    let a = row.get(&a.value)?.as_str()?;
-    let b = row.get(&b.value)?.as_str()?;
+    let a = row.field(&a.value)?.as_str()?;
+    let b = row.field(&b.value)?.as_str()?;
     match cal.as_ref().and_then(|c| model.calendars.get(&c.value)) {
         Some(cal) => crate::calendar::working_seconds_between(cal, a, b).map(|s| s as f64 / 60.0),
         None => {
@@ -103,11 +124,11 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
-fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Option<f64> {
-    let kept: Vec<&Map<String, Value>>;
+fn measure<R: Row>(model: &Model, m: &MeasureDef, rows: &[&R]) -> Option<f64> {
+    let kept: Vec<&R>;
     let rows = match &m.filter {
         Some((_, c)) => {
-            kept = rows.iter().copied().filter(|r| c.eval_map(r)).collect();
+            kept = rows.iter().copied().filter(|r| holds(c, *r)).collect();
             &kept[..]
         }
         None => rows,
@@ -120,12 +141,12 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
             if rows.is_empty() {
                 return None;
             }
-            let yes = rows.iter().filter(|r| cond.eval_map(r)).count();
+            let yes = rows.iter().filter(|r| holds(cond, **r)).count();
             Some(100.0 * yes as f64 / rows.len() as f64)
         }
         MeasureKind::Distinct => {
             let f = m.field.as_ref()?;
-            let mut seen: Vec<String> = rows.iter().filter_map(|r| r.get(&f.value)).filter(|v| !v.is_null()).map(key_of).collect();
+            let mut seen: Vec<String> = rows.iter().filter_map(|r| r.field(&f.value)).filter(|v| !v.is_null()).map(key_of).collect();
             seen.sort();
             seen.dedup();
             Some(seen.len() as f64)
@@ -142,7 +163,7 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
         MeasureKind::Max => values().into_iter().reduce(f64::max),
         MeasureKind::MeanGap => {
             let f = m.field.as_ref()?;
-            let mut times: Vec<i64> = rows.iter().filter_map(|r| r.get(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second()).collect();
+            let mut times: Vec<i64> = rows.iter().filter_map(|r| r.field(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second()).collect();
             if times.len() < 2 {
                 return None;
             }
@@ -152,7 +173,7 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
         }
         MeasureKind::First | MeasureKind::Last => {
             let f = m.field.as_ref()?;
-            let times = rows.iter().filter_map(|r| r.get(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second() as f64);
+            let times = rows.iter().filter_map(|r| r.field(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second() as f64);
             if m.kind == MeasureKind::First { times.reduce(f64::min) } else { times.reduce(f64::max) }
         }
         MeasureKind::P50 | MeasureKind::P90 => {
@@ -163,30 +184,30 @@ fn measure(model: &Model, m: &MeasureDef, rows: &[&Map<String, Value>]) -> Optio
     }
 }
 
-fn time_of(rep: &ReportDef, r: &Map<String, Value>) -> Option<Timestamp> {
-    r.get(&rep.time.value).and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok())
+fn time_of<R: Row>(rep: &ReportDef, r: &R) -> Option<Timestamp> {
+    r.field(&rep.time.value).and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok())
 }
 
 /// Whether a row counts: in the range, the report's `where`, the query's filters.
-pub fn keeps(rep: &ReportDef, r: &Map<String, Value>, q: &ReportQuery) -> bool {
+pub fn keeps<R: Row>(rep: &ReportDef, r: &R, q: &ReportQuery) -> bool {
     let in_range = match (q.from, q.to) {
         (None, None) => true,
         _ => time_of(rep, r).is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
     };
     in_range
-        && rep.filter.as_ref().is_none_or(|(_, c)| c.eval_map(r))
-        && q.filters.iter().all(|(k, v)| r.get(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
+        && rep.filter.as_ref().is_none_or(|(_, c)| holds(c, r))
+        && q.filters.iter().all(|(k, v)| r.field(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
 }
 
 /// The group of a row: the values of the dimensions of `by` (several joined by [`KEY_SEP`]).
-pub fn group_key(rep: &ReportDef, r: &Map<String, Value>, by: &str, tz: &TimeZone) -> String {
+pub fn group_key<R: Row>(rep: &ReportDef, r: &R, by: &str, tz: &TimeZone) -> String {
     by.split(',')
         .map(str::trim)
         .map(|d| {
             if flowform_model::TIME_BUCKETS.contains(&d) {
                 time_of(rep, r).map(|t| bucket(t, d, tz)).unwrap_or_default()
             } else {
-                r.get(d).map(key_of).unwrap_or_default()
+                r.field(d).map(key_of).unwrap_or_default()
             }
         })
         .collect::<Vec<_>>()
@@ -196,16 +217,15 @@ pub fn group_key(rep: &ReportDef, r: &Map<String, Value>, by: &str, tz: &TimeZon
 /// Runs a report over `rows`: the range, the report's `where` and the
 /// query's filters first, then one row per value of the dimension (sorted by
 /// it), and the total over every kept row.
-pub fn run(model: &Model, rep: &ReportDef, rows: &[Map<String, Value>], q: &ReportQuery, tz: &TimeZone) -> ReportTable {
-    let kept: Vec<&Map<String, Value>> = rows.iter().filter(|r| keeps(rep, r, q)).collect();
-    let mut groups: BTreeMap<String, Vec<&Map<String, Value>>> = BTreeMap::new();
+pub fn run<R: Row>(model: &Model, rep: &ReportDef, rows: &[R], q: &ReportQuery, tz: &TimeZone) -> ReportTable {
+    let kept: Vec<&R> = rows.iter().filter(|r| keeps(rep, *r, q)).collect();
+    let mut groups: BTreeMap<String, Vec<&R>> = BTreeMap::new();
     if !q.by.is_empty() {
         for r in &kept {
-            groups.entry(group_key(rep, r, &q.by, tz)).or_default().push(r);
+            groups.entry(group_key(rep, *r, &q.by, tz)).or_default().push(*r);
         }
     }
-    let row =
-        |key: String, rows: &[&Map<String, Value>]| ReportRow { key, rows: rows.len(), values: rep.measures.iter().map(|m| measure(model, m, rows)).collect() };
+    let row = |key: String, rows: &[&R]| ReportRow { key, rows: rows.len(), values: rep.measures.iter().map(|m| measure(model, m, rows)).collect() };
     ReportTable { rows: groups.into_iter().map(|(k, rs)| row(k, &rs)).collect(), total: row(String::new(), &kept) }
 }
 

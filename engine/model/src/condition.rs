@@ -99,7 +99,8 @@ impl Condition {
         self.eval_by(&|f| data.get(f))
     }
 
-    fn eval_by<'a>(&self, lookup: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
+    /// Evaluates with `lookup` giving each field's value (missing: null).
+    pub fn eval_by<'a>(&self, lookup: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
         let get = |f: &str| lookup(f).unwrap_or(&Value::Null);
         match self {
             Condition::Truthy { field } => truthy(get(field)),

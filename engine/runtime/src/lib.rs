@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod demo;
+pub mod facts;
 pub mod files;
 pub mod health;
 pub mod import;
@@ -66,6 +67,9 @@ pub enum CommandError {
     UnknownBundleVersion(String),
     #[error("the instance kept changing; try again")]
     TooMuchContention,
+    /// Something the answer needs is being prepared (report facts after a start).
+    #[error("{0}")]
+    Unavailable(String),
     /// A workflow a transition starts (`starts:`) refused its start.
     #[error("could not start the linked workflow `{workflow}`{}: {source}", item.map(|i| format!(" for item {i}")).unwrap_or_default())]
     LinkedStart { workflow: String, item: Option<usize>, source: Box<CommandError> },
@@ -134,6 +138,9 @@ pub struct Runtime {
     retention: Mutex<health::Retention>,
     /// Uploaded attachments (`None`: uploads are refused).
     files: Option<files::FileStore>,
+    /// Report facts kept in memory (see `facts`).
+    facts: Arc<facts::Facts>,
+    event_facts: Arc<facts::EventFacts>,
 }
 
 /// The options of one command from an API client.
@@ -166,6 +173,8 @@ impl Runtime {
             health: health::Health::default(),
             retention: Mutex::new(health::Retention::default()),
             files: None,
+            facts: Arc::default(),
+            event_facts: Arc::default(),
         };
         runtime.load_accounts()?;
         Ok(runtime)
@@ -282,7 +291,11 @@ impl Runtime {
                 Err((write, id)) => {
                     let instance = write.instance.clone();
                     let idem = write.idempotency.clone();
+                    let noted = self.to_note(&write);
                     let outcome = self.store.commit(write)?;
+                    if outcome == CommitOutcome::Committed {
+                        self.note_facts(&noted);
+                    }
                     if outcome == CommitOutcome::RecordChanged {
                         continue;
                     }
@@ -607,6 +620,30 @@ impl Runtime {
         Ok(())
     }
 
+    /// The instances and events a write commits, when report facts are kept (else none: no copy).
+    pub(crate) fn to_note(&self, write: &CommandWrite) -> Vec<(Instance, Event)> {
+        if !self.facts.any() && !self.event_facts.any() {
+            return Vec::new();
+        }
+        std::iter::once((write.instance.clone(), write.event.clone())).chain(write.children.iter().map(|c| (c.instance.clone(), c.event.clone()))).collect()
+    }
+
+    /// What a committed write changes in the report facts.
+    pub(crate) fn note_facts(&self, noted: &[(Instance, Event)]) {
+        for (i, e) in noted {
+            self.facts.note(i);
+            self.event_facts.note(&i.workflow, e);
+        }
+    }
+
+    pub(crate) fn facts(&self) -> &Arc<facts::Facts> {
+        &self.facts
+    }
+
+    pub(crate) fn event_facts(&self) -> &Arc<facts::EventFacts> {
+        &self.event_facts
+    }
+
     fn replay(&self, idem: &Option<IdempotencyKey>) -> Result<Option<Instance>, CommandError> {
         let Some(idem) = idem else { return Ok(None) };
         match self.store.idempotent(&idem.key)? {
@@ -620,6 +657,7 @@ impl Runtime {
         let store = self.store.clone();
         let idem = write.idempotency.clone();
         let instance = write.instance.clone();
+        let noted = self.to_note(&write);
         let (tx, rx) = tokio::sync::oneshot::channel();
         store.submit_then(
             Job::Command(Box::new(write)),
@@ -628,6 +666,9 @@ impl Runtime {
             }),
         );
         let outcome = rx.await.map_err(|_| CommandError::Internal("the store dropped a command without an answer".into()))??;
+        if outcome == CommitOutcome::Committed {
+            self.note_facts(&noted);
+        }
         check_replay(&outcome, &idem)?;
         Ok((outcome, instance))
     }

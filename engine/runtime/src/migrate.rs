@@ -158,8 +158,12 @@ impl Runtime {
                 inbox: Vec::new(),
                 outbox: Vec::new(),
             };
+            let noted = self.to_note(&write);
             match self.store.commit(write)? {
-                CommitOutcome::Committed => report.migrated += 1,
+                CommitOutcome::Committed => {
+                    self.note_facts(&noted);
+                    report.migrated += 1;
+                }
                 // Changed since the plan (a transition raced it): it keeps its version;
                 // running the migration again picks it up.
                 _ => {

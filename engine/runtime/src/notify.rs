@@ -358,8 +358,12 @@ impl Runtime {
                     flowform_core::Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
                 self.link_children(&bundle, &mut write, &effects, &system, Lang::ZhCn).map_err(Failure::from_command)?;
                 write.fired_timer = Some(timer.clone());
+                let noted = self.to_note(&write);
                 match self.store.commit(write).map_err(Failure::from_store)? {
-                    CommitOutcome::Committed => Ok(Fired::Acted),
+                    CommitOutcome::Committed => {
+                        self.note_facts(&noted);
+                        Ok(Fired::Acted)
+                    }
                     CommitOutcome::TimerGone => Ok(Fired::Done),
                     // The instance changed meanwhile: the next round decides again.
                     CommitOutcome::Conflict { .. } => Ok(Fired::Retry),

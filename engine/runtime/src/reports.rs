@@ -9,6 +9,7 @@ use flowform_model::{FieldDef, FieldType, ReportDef, ReportSource};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A report's table as people read it.
 #[derive(Clone, Debug, Serialize)]
@@ -48,10 +49,163 @@ impl Runtime {
                 return Err(CommandError::BadQuery(format!("`{k}` is not a field of this report's rows")));
             }
         }
-        let rows = self.report_rows(&bundle, rep, actor, q)?;
         let tz = crate::app_zone(&bundle);
+        if let Some(table) = self.report_from_facts(&bundle, rep, actor, q, &tz)? {
+            return Ok(self.view(&bundle, rep, q, table, lang));
+        }
+        let rows = self.report_rows(&bundle, rep, actor, q)?;
         let table = flowform_core::reports::run(&bundle.model, rep, &rows, q, &tz);
         Ok(self.view(&bundle, rep, q, table, lang))
+    }
+
+    /// Builds `workflow`'s report facts now, on this thread (otherwise the
+    /// first report over it starts a build in the background).
+    pub fn build_report_facts(&self, workflow: &str) {
+        let bundle = self.bundle();
+        if self.facts().start_building(workflow) {
+            build_facts(self.store.clone(), self.facts().clone(), workflow.to_string(), fact_columns(&bundle, workflow, &ReportQuery::default()));
+        }
+        // And the events that reports over the workflow read.
+        for rep in bundle.model.reports.values() {
+            if let ReportSource::Events { workflow: w, transition } = &rep.source
+                && w.value == workflow
+            {
+                let t = transition.as_ref().map(|t| t.value.clone());
+                let key = crate::facts::EventFacts::key(workflow, t.as_deref());
+                if self.event_facts().start_building(&key) {
+                    build_event_facts(self.store.clone(), self.event_facts().clone(), workflow.to_string(), t, key);
+                }
+            }
+        }
+    }
+
+    /// The workflows some report reads the instances or events of.
+    pub fn report_workflows(&self) -> Vec<String> {
+        let bundle = self.bundle();
+        let mut out: Vec<String> = bundle
+            .model
+            .reports
+            .values()
+            .filter_map(|r| match &r.source {
+                ReportSource::Instances { workflow } | ReportSource::Events { workflow, .. } => Some(workflow.value.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// How many instances `workflow`'s report facts hold, if they are ready.
+    pub fn report_facts_rows(&self, workflow: &str) -> Option<usize> {
+        self.facts().table(workflow, &[]).ok().and_then(|t| t.read().ok().map(|t| t.len()))
+    }
+
+    /// [`Runtime::run_report`] computed from the store, never from facts (for comparisons).
+    pub fn run_report_from_store(&self, name: &str, actor: &Actor, q: &ReportQuery, lang: Lang) -> Result<ReportView, CommandError> {
+        let bundle = self.bundle();
+        let rep = bundle.model.reports.get(name).filter(|r| may_run(r, actor)).ok_or_else(|| CommandError::RecordNotFound(format!("report `{name}`")))?;
+        let rows = self.report_rows(&bundle, rep, actor, q)?;
+        let table = flowform_core::reports::run(&bundle.model, rep, &rows, q, &crate::app_zone(&bundle));
+        Ok(self.view(&bundle, rep, q, table, lang))
+    }
+
+    /// The report from the workflow's facts in memory, when they are ready
+    /// and the caller sees every instance; `None` otherwise (the facts are
+    /// then built in the background for the next time).
+    fn report_from_facts(
+        &self,
+        bundle: &Bundle,
+        rep: &ReportDef,
+        actor: &Actor,
+        q: &ReportQuery,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<Option<ReportTable>, CommandError> {
+        let (workflow, events) = match &rep.source {
+            ReportSource::Instances { workflow } => (workflow, None),
+            ReportSource::Events { workflow, transition } => {
+                (workflow, Some(crate::facts::EventFacts::key(&workflow.value, transition.as_ref().map(|t| t.value.as_str()))))
+            }
+            _ => return Ok(None),
+        };
+        let Some(wf) = bundle.workflow(&workflow.value) else { return Ok(None) };
+        if !actor.has_role("admin") && !flowform_core::visibility::sees_all(wf, actor) {
+            return Ok(None);
+        }
+        let needed = fact_columns(bundle, &workflow.value, q);
+        // Whoever sees everything waits for the facts rather than reading
+        // every instance from the store (which takes the memory of them all).
+        let waited = std::time::Instant::now();
+        let table = loop {
+            match self.facts().table(&workflow.value, &needed) {
+                Ok(t) => break t,
+                Err(build) => {
+                    if build && self.facts().start_building(&workflow.value) {
+                        let (store, facts, name, needed) = (self.store.clone(), self.facts().clone(), workflow.value.clone(), needed.clone());
+                        std::thread::spawn(move || build_facts(store, facts, name, needed));
+                    }
+                    if waited.elapsed() > FACTS_WAIT {
+                        return Err(CommandError::Unavailable("the report's data is still being prepared; try again in a minute".into()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        };
+        let event_table = match &events {
+            None => None,
+            Some(key) => Some(loop {
+                match self.event_facts().table(key) {
+                    Ok(t) => break t,
+                    Err(build) => {
+                        if build && self.event_facts().start_building(key) {
+                            let (store, facts, name, key) = (self.store.clone(), self.event_facts().clone(), workflow.value.clone(), key.clone());
+                            let transition = match &rep.source {
+                                ReportSource::Events { transition, .. } => transition.as_ref().map(|t| t.value.clone()),
+                                _ => None,
+                            };
+                            std::thread::spawn(move || build_event_facts(store, facts, name, transition, key));
+                        }
+                        if waited.elapsed() > FACTS_WAIT {
+                            return Err(CommandError::Unavailable("the report's data is still being prepared; try again in a minute".into()));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
+            }),
+        };
+        let t = table.read().map_err(|_| CommandError::Internal("report facts poisoned".into()))?;
+        let columns: HashMap<&str, usize> = t.columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        // The records `REF.FIELD` names read: once per distinct id of the column.
+        let types = ref_types(bundle, rep);
+        let mut refs: HashMap<(String, String), Map<String, Value>> = HashMap::new();
+        for head in read_names(rep, q).iter().filter_map(|n| n.split_once('.').map(|(h, _)| h.to_string())) {
+            let (Some(&c), Some(kind)) = (columns.get(head.as_str()), types.get(&head)) else { continue };
+            for id in t.distinct(c).iter().filter_map(Value::as_str) {
+                if refs.contains_key(&(head.clone(), id.to_string())) {
+                    continue;
+                }
+                if let Some(r) = self.store.record(kind, id)? {
+                    let mut m = r.data.clone();
+                    m.insert("title".into(), json!(r.title));
+                    refs.insert((head.clone(), id.to_string()), m);
+                }
+            }
+        }
+        let seconds = |ts: Option<flowform_core::reports::Timestamp>| ts.map(|t| t.as_second());
+        if let Some(events) = event_table {
+            let e = events.read().map_err(|_| CommandError::Internal("report facts poisoned".into()))?;
+            let range = if rep.time.value == "at" { e.range(seconds(q.from), seconds(q.to)) } else { 0..e.len() };
+            let rows: Vec<EventRow> = range
+                .map(|r| {
+                    let instance = e.own(r, "instance").and_then(Value::as_str).and_then(|id| t.row_of_id(id));
+                    EventRow { events: &e, row: r, instance: instance.map(|i| FactRow { table: &t, row: i, columns: &columns, refs: &refs }) }
+                })
+                .collect();
+            return Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)));
+        }
+        let range = if rep.time.value == "created_at" { t.range(seconds(q.from), seconds(q.to)) } else { 0..t.len() };
+        let rows: Vec<FactRow> = range.map(|r| FactRow { table: &t, row: r, columns: &columns, refs: &refs }).collect();
+        Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)))
     }
 
     /// The rows of a report's source that `actor` may read, with the
@@ -309,6 +463,161 @@ impl Runtime {
             _ => key.to_string(),
         }
     }
+}
+
+/// A row of a fact table, with the referenced records' fields.
+struct FactRow<'a> {
+    table: &'a crate::facts::FactTable,
+    row: usize,
+    columns: &'a HashMap<&'a str, usize>,
+    refs: &'a HashMap<(String, String), Map<String, Value>>,
+}
+
+impl flowform_core::reports::Row for FactRow<'_> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        if let Some(&c) = self.columns.get(name) {
+            return Some(self.table.cell(self.row, c));
+        }
+        let (head, sub) = name.split_once('.')?;
+        let id = self.table.cell(self.row, *self.columns.get(head)?).as_str()?;
+        self.refs.get(&(head.to_string(), id.to_string()))?.get(sub)
+    }
+}
+
+/// How long a report waits for its facts to be read into memory.
+const FACTS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The names one query of a report reads (its grouping, not every dimension it offers).
+fn read_names(rep: &ReportDef, q: &ReportQuery) -> Vec<String> {
+    let mut all = used_names(rep, q);
+    let offered: Vec<String> = rep.dimensions.iter().flat_map(|d| d.value.split(',').map(|x| x.trim().to_string()).collect::<Vec<_>>()).collect();
+    let by: Vec<&str> = q.by.split(',').map(str::trim).collect();
+    let needed_elsewhere = |n: &String| {
+        rep.time.value == *n
+            || q.filters.iter().any(|(k, _)| k == n)
+            || rep.filter.as_ref().is_some_and(|(_, c)| c.fields().contains(&n.as_str()))
+            || rep.measures.iter().any(|m| {
+                m.field.as_ref().is_some_and(|f| f.value == *n)
+                    || m.condition.iter().chain(m.filter.iter()).any(|(_, c)| c.fields().contains(&n.as_str()))
+                    || m.between.as_ref().is_some_and(|(a, b, _)| a.value == *n || b.value == *n)
+            })
+    };
+    all.retain(|n| !offered.contains(n) || by.contains(&n.as_str()) || needed_elsewhere(n));
+    all
+}
+
+/// An event row: its own fields, the rest its instance's.
+struct EventRow<'a> {
+    events: &'a crate::facts::EventTable,
+    row: usize,
+    instance: Option<FactRow<'a>>,
+}
+
+impl flowform_core::reports::Row for EventRow<'_> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.events.own(self.row, name).or_else(|| self.instance.as_ref()?.field(name))
+    }
+}
+
+/// Reads every event of `workflow` (of `transition`, or all) into a new event table.
+fn build_event_facts(store: Arc<dyn flowform_store::Store>, facts: Arc<crate::facts::EventFacts>, workflow: String, transition: Option<String>, key: String) {
+    let mut events = Vec::new();
+    let mut before = None;
+    loop {
+        let filter = flowform_store::InstanceFilter { workflow: Some(workflow.clone()), before: before.clone(), limit: 500, ..Default::default() };
+        let page = match store.instances(&filter) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(workflow = %workflow, error = %e, "report facts could not be read; reports read the store");
+                facts.abandon(&key);
+                return;
+            }
+        };
+        for i in &page.items {
+            match store.history(&i.id) {
+                Ok(h) => events.extend(h.into_iter().filter(|e| transition.is_none() || e.transition == transition)),
+                Err(e) => {
+                    tracing::warn!(workflow = %workflow, error = %e, "report facts could not be read");
+                    facts.abandon(&key);
+                    return;
+                }
+            }
+        }
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    facts.install(&key, events);
+}
+
+/// Every name a report (and its query) reads.
+fn used_names(rep: &ReportDef, q: &ReportQuery) -> Vec<String> {
+    let mut used: Vec<String> = rep.dimensions.iter().flat_map(|d| d.value.split(',').map(|x| x.trim().to_string()).collect::<Vec<_>>()).collect();
+    used.extend(q.filters.iter().map(|(k, _)| k.clone()));
+    used.extend(q.by.split(',').map(|x| x.trim().to_string()));
+    used.push(rep.time.value.clone());
+    if let Some((_, c)) = &rep.filter {
+        used.extend(c.fields().into_iter().map(str::to_string));
+    }
+    for m in &rep.measures {
+        used.extend(m.field.iter().map(|f| f.value.clone()));
+        if let Some((a, b, _)) = &m.between {
+            used.push(a.value.clone());
+            used.push(b.value.clone());
+        }
+        for (_, c) in m.condition.iter().chain(m.filter.iter()) {
+            used.extend(c.fields().into_iter().map(str::to_string));
+        }
+    }
+    used.retain(|u| !u.is_empty() && !flowform_model::TIME_BUCKETS.contains(&u.as_str()));
+    used
+}
+
+/// The columns of a workflow's facts: every field any report over its
+/// instances reads (the head of `REF.FIELD`), and what the query filters on.
+fn fact_columns(bundle: &Bundle, workflow: &str, q: &ReportQuery) -> Vec<String> {
+    let mut out: Vec<String> = vec!["created_at".into()];
+    for rep in bundle.model.reports.values() {
+        match &rep.source {
+            ReportSource::Instances { workflow: w } if w.value == workflow => out.extend(used_names(rep, &ReportQuery::default())),
+            // Events read the fields of their instance from the same table.
+            ReportSource::Events { workflow: w, .. } if w.value == workflow => {
+                out.extend(used_names(rep, &ReportQuery::default()).into_iter().filter(|n| !["at", "actor", "transition", "instance"].contains(&n.as_str())))
+            }
+            _ => {}
+        }
+    }
+    out.extend(q.filters.iter().map(|(k, _)| k.clone()));
+    let mut heads: Vec<String> = out.into_iter().map(|n| n.split_once('.').map_or(n.clone(), |(h, _)| h.to_string())).collect();
+    heads.sort();
+    heads.dedup();
+    heads
+}
+
+/// Reads every instance of `workflow` into a new fact table (on a thread of its own).
+fn build_facts(store: Arc<dyn flowform_store::Store>, facts: Arc<crate::facts::Facts>, workflow: String, columns: Vec<String>) {
+    let mut table = crate::facts::FactTable::new(columns);
+    let mut before = None;
+    loop {
+        let filter = flowform_store::InstanceFilter { workflow: Some(workflow.clone()), before: before.clone(), limit: 500, ..Default::default() };
+        match store.instances(&filter) {
+            Ok(page) => {
+                page.items.iter().for_each(|i| table.append_newest_first(i));
+                match page.next {
+                    Some(n) => before = Some(n),
+                    None => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(workflow = %workflow, error = %e, "report facts could not be read; reports read the store");
+                facts.abandon(&workflow);
+                return;
+            }
+        }
+    }
+    table.reverse();
+    facts.install(&workflow, table);
 }
 
 fn round(v: f64) -> f64 {

@@ -77,6 +77,7 @@ codes! {
     HeadersTooLarge = (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "the request's headers are too large"),
     Internal = (INTERNAL_SERVER_ERROR, "internal", "a bug or a storage failure; the message has an error id to find in the log"),
     ShuttingDown = (SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"),
+    NotReady = (SERVICE_UNAVAILABLE, "not_ready", "what the answer needs is still being prepared (a report's data in the two minutes after a start); try again"),
 }
 
 impl ErrorCode {
@@ -124,6 +125,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "请求头过大",
             ErrorCode::Internal => "服务器出错，已记录，请稍后重试",
             ErrorCode::ShuttingDown => "服务正在停止，请稍后重试",
+            ErrorCode::NotReady => "数据正在准备中，请稍后重试",
         }
     }
 

@@ -215,6 +215,7 @@ impl From<CommandError> for ApiError {
             }
             CommandError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused, message),
             CommandError::TooMuchContention => ApiError::new(ErrorCode::Contention, message),
+            CommandError::Unavailable(_) => ApiError::new(ErrorCode::NotReady, message),
             CommandError::LinkedStart { workflow, item, source } => {
                 let inner = ApiError::from(*source);
                 ApiError::new(ErrorCode::LinkedStartFailed, message)

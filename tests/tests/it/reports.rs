@@ -205,3 +205,50 @@ async fn mtbf_is_the_mean_gap_between_an_assets_reports_and_pm_compliance_counts
     let pm = app.get("/api/v1/reports/pm_compliance?by=team", "manager_zheng").await.expect(200);
     assert_eq!(pm["total"]["values"], json!([2.0, 50.0]), "{pm}");
 }
+
+/// The facts kept in memory give exactly what reading the store gives, for
+/// every instance report and grouping, after commands that came before and
+/// after they were built.
+#[tokio::test]
+async fn reports_from_facts_in_memory_equal_reports_from_the_store() {
+    let mut app = TestApp::hospital();
+    order(&mut app, "EQ-000101", "D-WARD5", "closed", 5).await;
+    order(&mut app, "EQ-000102", "D-LAB", "in_progress", 0).await;
+    app.runtime.build_report_facts("repair");
+    app.runtime.build_report_facts("inspection");
+    // After the build: new orders and transitions are noted as they commit.
+    order(&mut app, "EQ-000120", "D-ICU", "closed", 3).await;
+    order(&mut app, "EQ-000139", "D-OPD", "unaccepted", 0).await;
+    order(&mut app, "EQ-000104", "D-ICU", "auto", 0).await;
+    let manager =
+        flowform_core::Actor {
+            id: "manager_zheng".into(), name: "郑主管".into(), roles: vec!["manager".into()], teams: vec![], email: None, department: None
+        };
+    assert_eq!(app.runtime.report_facts_rows("repair"), Some(5), "the facts hold every order, the later ones noted");
+    let bundle = app.runtime.bundle();
+    let mut compared = 0;
+    for rep in bundle
+        .model
+        .reports
+        .values()
+        .filter(|r| matches!(r.source, flowform_model::ReportSource::Instances { .. } | flowform_model::ReportSource::Events { .. }))
+    {
+        for by in rep.dimensions.iter().map(|d| d.value.clone()).chain([String::new()]) {
+            for (from, to) in [(None, None), (Some("2026-11-25"), Some("2026-11-26")), (Some("2026-12-01"), None)] {
+                let day = |d: Option<&str>| d.map(|d| flowform_runtime::reports::day_start(&bundle, d).unwrap());
+                let q = flowform_core::reports::ReportQuery { from: day(from), to: day(to), by: by.clone(), filters: vec![] };
+                let facts = app.runtime.run_report(&rep.name, &manager, &q, flowform_core::Lang::ZhCn).unwrap();
+                let store = app.runtime.run_report_from_store(&rep.name, &manager, &q, flowform_core::Lang::ZhCn).unwrap();
+                assert_eq!(json!(facts), json!(store), "{} by {by} from {from:?}", rep.name);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 30, "{compared}");
+    // An event report (attendance) was among them; and a filter, too.
+    let q = flowform_core::reports::ReportQuery { by: "team".into(), filters: vec![("department".into(), "D-ICU".into())], ..Default::default() };
+    assert_eq!(
+        json!(app.runtime.run_report("repair_overview", &manager, &q, flowform_core::Lang::ZhCn).unwrap()),
+        json!(app.runtime.run_report_from_store("repair_overview", &manager, &q, flowform_core::Lang::ZhCn).unwrap())
+    );
+}
