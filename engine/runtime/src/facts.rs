@@ -13,15 +13,21 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// One column's distinct values.
+/// One column's distinct values. A column of times (`*_at`), nearly one
+/// value a row, keeps its values without an index (an index would double them).
 #[derive(Default)]
 struct Dictionary {
     values: Vec<Value>,
     index: HashMap<String, u32>,
+    plain: bool,
 }
 
 impl Dictionary {
     fn id(&mut self, v: &Value) -> u32 {
+        if self.plain && !v.is_null() {
+            self.values.push(v.clone());
+            return (self.values.len() - 1) as u32;
+        }
         let key = v.to_string();
         if let Some(i) = self.index.get(&key) {
             return *i;
@@ -48,17 +54,12 @@ pub struct FactTable {
 
 impl FactTable {
     pub fn new(columns: Vec<String>) -> FactTable {
-        let n = columns.len();
-        let mut t = FactTable {
-            columns,
-            dictionaries: (0..n).map(|_| Dictionary::default()).collect(),
-            created: Vec::new(),
-            versions: Vec::new(),
-            cells: Vec::new(),
-            rows_by_id: HashMap::new(),
-        };
+        let dictionaries = columns.iter().map(|c| Dictionary { plain: c.ends_with("_at"), ..Dictionary::default() }).collect();
+        let mut t = FactTable { columns, dictionaries, created: Vec::new(), versions: Vec::new(), cells: Vec::new(), rows_by_id: HashMap::new() };
         for d in &mut t.dictionaries {
-            d.id(&Value::Null);
+            // Cell 0 is null in every column.
+            d.values.push(Value::Null);
+            d.index.insert(Value::Null.to_string(), 0);
         }
         t
     }
@@ -133,8 +134,17 @@ impl FactTable {
     /// Adds or updates an instance's row.
     fn put(&mut self, i: &Instance) {
         let row = row_of(i);
-        let cells: Vec<u32> = self.columns.iter().zip(self.dictionaries.iter_mut()).map(|(c, d)| d.id(row.get(c).unwrap_or(&Value::Null))).collect();
         let n = self.columns.len();
+        let existing = self.rows_by_id.get(&i.id).copied();
+        let mut cells: Vec<u32> = Vec::with_capacity(n);
+        for (c, (name, d)) in self.columns.iter().zip(self.dictionaries.iter_mut()).enumerate() {
+            let v = row.get(name).unwrap_or(&Value::Null);
+            // An unchanged time keeps its cell (a plain column would otherwise grow with every update).
+            match existing.map(|r| self.cells[r * n + c]) {
+                Some(old) if &d.values[old as usize] == v => cells.push(old),
+                _ => cells.push(d.id(v)),
+            }
+        }
         match self.rows_by_id.get(&i.id) {
             Some(&r) if self.versions[r] > i.version => {}
             Some(&r) => {
