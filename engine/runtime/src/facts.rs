@@ -292,6 +292,34 @@ pub struct EventTable {
 }
 
 impl EventTable {
+    /// Appends an event in any order (see [`EventTable::sort`]).
+    pub fn append(&mut self, e: &flowform_core::Event) {
+        self.seconds.push(e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second()));
+        self.at.push(json!(e.at));
+        let (actor, transition, instance) = (self.names.id(&json!(e.actor)), self.names.id(&json!(e.transition)), self.names.id(&json!(e.instance_id)));
+        self.actor.push(actor);
+        self.transition.push(transition);
+        self.instance.push(instance);
+    }
+
+    /// After appending: the rows in time order.
+    pub fn sort(&mut self) {
+        let mut order: Vec<usize> = (0..self.seconds.len()).collect();
+        order.sort_by_key(|&r| self.seconds[r]);
+        self.seconds = order.iter().map(|&r| self.seconds[r]).collect();
+        self.at = order.iter().map(|&r| std::mem::take(&mut self.at[r])).collect();
+        self.actor = order.iter().map(|&r| self.actor[r]).collect();
+        self.transition = order.iter().map(|&r| self.transition[r]).collect();
+        self.instance = order.iter().map(|&r| self.instance[r]).collect();
+    }
+
+    /// Whether it holds the event `seq` of instance `id` at `at`.
+    fn has(&self, e: &flowform_core::Event) -> bool {
+        let seconds = e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
+        let range = self.range(Some(seconds), Some(seconds + 1));
+        range.into_iter().any(|r| self.at[r] == json!(e.at) && self.names.values[self.instance[r] as usize] == json!(e.instance_id))
+    }
+
     fn push(&mut self, e: &flowform_core::Event) {
         let seconds = e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
         let actor = self.names.id(&json!(e.actor));
@@ -378,21 +406,15 @@ impl EventFacts {
         true
     }
 
-    /// A table read from the store: the events committed meanwhile are added
-    /// unless it has them already (the same instance and time and transition).
-    pub fn install(&self, key: &str, mut events: Vec<flowform_core::Event>) {
-        // In time order, each is appended.
-        events.sort_by_cached_key(|e| e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second()));
+    /// A table read from the store (sorted): the events committed meanwhile
+    /// are added unless it has them already (the same instance and time).
+    pub fn install(&self, key: &str, mut t: EventTable) {
         let Ok(mut slots) = self.slots.lock() else { return };
-        let mut t = EventTable::default();
-        let mut seen = std::collections::HashSet::new();
-        for e in &events {
-            seen.insert((e.instance_id.clone(), e.seq));
-            t.push(e);
-        }
         if let Some(EventSlot::Building(waiting)) = slots.get(key) {
-            for e in waiting.iter().filter(|e| !seen.contains(&(e.instance_id.clone(), e.seq))) {
-                t.push(e);
+            for e in waiting {
+                if !t.has(e) {
+                    t.push(e);
+                }
             }
         }
         slots.insert(key.to_string(), EventSlot::Ready(Arc::new(RwLock::new(t))));

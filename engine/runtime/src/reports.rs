@@ -521,7 +521,7 @@ impl flowform_core::reports::Row for EventRow<'_> {
 
 /// Reads every event of `workflow` (of `transition`, or all) into a new event table.
 fn build_event_facts(store: Arc<dyn flowform_store::Store>, facts: Arc<crate::facts::EventFacts>, workflow: String, transition: Option<String>, key: String) {
-    let mut events = Vec::new();
+    let mut table = crate::facts::EventTable::default();
     let mut before = None;
     loop {
         let filter = flowform_store::InstanceFilter { workflow: Some(workflow.clone()), before: before.clone(), limit: 500, ..Default::default() };
@@ -535,7 +535,7 @@ fn build_event_facts(store: Arc<dyn flowform_store::Store>, facts: Arc<crate::fa
         };
         for i in &page.items {
             match store.history(&i.id) {
-                Ok(h) => events.extend(h.into_iter().filter(|e| transition.is_none() || e.transition == transition)),
+                Ok(h) => h.iter().filter(|e| transition.is_none() || e.transition == transition).for_each(|e| table.append(e)),
                 Err(e) => {
                     tracing::warn!(workflow = %workflow, error = %e, "report facts could not be read");
                     facts.abandon(&key);
@@ -548,7 +548,8 @@ fn build_event_facts(store: Arc<dyn flowform_store::Store>, facts: Arc<crate::fa
             None => break,
         }
     }
-    facts.install(&key, events);
+    table.sort();
+    facts.install(&key, table);
 }
 
 /// Every name a report (and its query) reads.
