@@ -287,7 +287,8 @@ pub struct EventTable {
     at: Vec<Value>,
     actor: Vec<u32>,
     transition: Vec<u32>,
-    instance: Vec<u32>,
+    /// Nearly one a row: kept as values, without an index.
+    instance: Vec<Value>,
     names: Dictionary,
 }
 
@@ -296,10 +297,10 @@ impl EventTable {
     pub fn append(&mut self, e: &flowform_core::Event) {
         self.seconds.push(e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second()));
         self.at.push(json!(e.at));
-        let (actor, transition, instance) = (self.names.id(&json!(e.actor)), self.names.id(&json!(e.transition)), self.names.id(&json!(e.instance_id)));
+        let (actor, transition) = (self.names.id(&json!(e.actor)), self.names.id(&json!(e.transition)));
         self.actor.push(actor);
         self.transition.push(transition);
-        self.instance.push(instance);
+        self.instance.push(json!(e.instance_id));
     }
 
     /// After appending: the rows in time order.
@@ -310,21 +311,21 @@ impl EventTable {
         self.at = order.iter().map(|&r| std::mem::take(&mut self.at[r])).collect();
         self.actor = order.iter().map(|&r| self.actor[r]).collect();
         self.transition = order.iter().map(|&r| self.transition[r]).collect();
-        self.instance = order.iter().map(|&r| self.instance[r]).collect();
+        self.instance = order.iter().map(|&r| std::mem::take(&mut self.instance[r])).collect();
     }
 
     /// Whether it holds the event `seq` of instance `id` at `at`.
     fn has(&self, e: &flowform_core::Event) -> bool {
         let seconds = e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
         let range = self.range(Some(seconds), Some(seconds + 1));
-        range.into_iter().any(|r| self.at[r] == json!(e.at) && self.names.values[self.instance[r] as usize] == json!(e.instance_id))
+        range.into_iter().any(|r| self.at[r] == json!(e.at) && self.instance[r] == json!(e.instance_id))
     }
 
     fn push(&mut self, e: &flowform_core::Event) {
         let seconds = e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
         let actor = self.names.id(&json!(e.actor));
         let transition = self.names.id(&json!(e.transition));
-        let instance = self.names.id(&json!(e.instance_id));
+        let instance = json!(e.instance_id);
         let at = self.seconds.partition_point(|t| *t <= seconds);
         self.seconds.insert(at, seconds);
         self.at.insert(at, json!(e.at));
@@ -354,7 +355,7 @@ impl EventTable {
             "at" => Some(&self.at[r]),
             "actor" => Some(&self.names.values[self.actor[r] as usize]),
             "transition" => Some(&self.names.values[self.transition[r] as usize]),
-            "instance" => Some(&self.names.values[self.instance[r] as usize]),
+            "instance" => Some(&self.instance[r]),
             _ => None,
         }
     }
