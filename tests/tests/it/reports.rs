@@ -252,3 +252,42 @@ async fn reports_from_facts_in_memory_equal_reports_from_the_store() {
         json!(app.runtime.run_report_from_store("repair_overview", &manager, &q, flowform_core::Lang::ZhCn).unwrap())
     );
 }
+
+/// A hot reload that makes a report read another field: the facts are read
+/// again with it, and the report still equals a recomputation from the store.
+#[tokio::test]
+async fn a_reloaded_report_that_reads_a_new_field_rebuilds_its_facts() {
+    let mut app = TestApp::hospital_copy();
+    order(&mut app, "EQ-000101", "D-WARD5", "closed", 5).await;
+    order(&mut app, "EQ-000120", "D-LAB", "closed", 2).await;
+    app.runtime.build_report_facts("repair");
+    let manager =
+        flowform_core::Actor {
+            id: "manager_zheng".into(), name: "郑主管".into(), roles: vec!["manager".into()], teams: vec![], email: None, department: None
+        };
+    let q = flowform_core::reports::ReportQuery { by: "department".into(), ..Default::default() };
+    let before = app
+        .runtime
+        .run_report("satisfaction", &manager, &flowform_core::reports::ReportQuery { by: "team".into(), ..Default::default() }, flowform_core::Lang::ZhCn)
+        .unwrap();
+    assert_eq!(before.total["values"][1], json!(3.5));
+    // The satisfaction report now also counts the orders fixed the first time, by department.
+    app.edit("definitions/reports/satisfaction.yaml", "by: [team, month, department, assignee]", "by: [team, month, department, assignee, dispatch_count]");
+    app.edit(
+        "definitions/reports/satisfaction.yaml",
+        "  unverified: { count: true",
+        "  first_fix: { share: \"first_time_fix\", label: { zh-CN: 一次修复率, en: First-time fix }, unit: \"%\" }\n  unverified: { count: true",
+    );
+    app.post("/api/v1/admin/reload", "admin", json!({})).await.expect(200);
+    order(&mut app, "EQ-000102", "D-LAB", "closed", 4).await;
+    let facts = app.runtime.run_report("satisfaction", &manager, &q, flowform_core::Lang::ZhCn).unwrap();
+    let store = app.runtime.run_report_from_store("satisfaction", &manager, &q, flowform_core::Lang::ZhCn).unwrap();
+    assert_eq!(json!(facts), json!(store));
+    assert_eq!(facts.columns.len(), 4, "the new measure is there");
+    assert_eq!(facts.total["values"][2], json!(100.0), "{:?}", facts.total);
+    let by_fix = flowform_core::reports::ReportQuery { by: "dispatch_count".into(), ..Default::default() };
+    assert_eq!(
+        json!(app.runtime.run_report("satisfaction", &manager, &by_fix, flowform_core::Lang::ZhCn).unwrap()),
+        json!(app.runtime.run_report_from_store("satisfaction", &manager, &by_fix, flowform_core::Lang::ZhCn).unwrap())
+    );
+}
