@@ -20,6 +20,9 @@ pub struct ReportQuery {
     /// or `""` for one total row.
     pub by: String,
     pub filters: Vec<(String, String)>,
+    /// The rows given are already those of the range (the caller found them
+    /// by the report's time, e.g. in time-ordered facts): not checked again.
+    pub range_applied: bool,
 }
 
 /// One group of rows and its measures (in the report's order; `None` when
@@ -191,6 +194,7 @@ fn time_of<R: Row>(rep: &ReportDef, r: &R) -> Option<Timestamp> {
 /// Whether a row counts: in the range, the report's `where`, the query's filters.
 pub fn keeps<R: Row>(rep: &ReportDef, r: &R, q: &ReportQuery) -> bool {
     let in_range = match (q.from, q.to) {
+        _ if q.range_applied => true,
         (None, None) => true,
         _ => time_of(rep, r).is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
     };
@@ -201,6 +205,9 @@ pub fn keeps<R: Row>(rep: &ReportDef, r: &R, q: &ReportQuery) -> bool {
 
 /// The group of a row: the values of the dimensions of `by` (several joined by [`KEY_SEP`]).
 pub fn group_key<R: Row>(rep: &ReportDef, r: &R, by: &str, tz: &TimeZone) -> String {
+    if !by.contains(',') && !flowform_model::TIME_BUCKETS.contains(&by) {
+        return r.field(by).map(key_of).unwrap_or_default();
+    }
     by.split(',')
         .map(str::trim)
         .map(|d| {
@@ -219,12 +226,13 @@ pub fn group_key<R: Row>(rep: &ReportDef, r: &R, by: &str, tz: &TimeZone) -> Str
 /// it), and the total over every kept row.
 pub fn run<R: Row>(model: &Model, rep: &ReportDef, rows: &[R], q: &ReportQuery, tz: &TimeZone) -> ReportTable {
     let kept: Vec<&R> = rows.iter().filter(|r| keeps(rep, *r, q)).collect();
-    let mut groups: BTreeMap<String, Vec<&R>> = BTreeMap::new();
+    let mut groups: std::collections::HashMap<String, Vec<&R>> = std::collections::HashMap::new();
     if !q.by.is_empty() {
         for r in &kept {
             groups.entry(group_key(rep, *r, &q.by, tz)).or_default().push(*r);
         }
     }
+    let groups: BTreeMap<String, Vec<&R>> = groups.into_iter().collect();
     let row = |key: String, rows: &[&R]| ReportRow { key, rows: rows.len(), values: rep.measures.iter().map(|m| measure(model, m, rows)).collect() };
     ReportTable { rows: groups.into_iter().map(|(k, rs)| row(k, &rs)).collect(), total: row(String::new(), &kept) }
 }

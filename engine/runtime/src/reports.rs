@@ -194,7 +194,9 @@ impl Runtime {
         let seconds = |ts: Option<flowform_core::reports::Timestamp>| ts.map(|t| t.as_second());
         if let Some(events) = event_table {
             let e = events.read().map_err(|_| CommandError::Internal("report facts poisoned".into()))?;
-            let range = if rep.time.value == "at" { e.range(seconds(q.from), seconds(q.to)) } else { 0..e.len() };
+            let by_time = rep.time.value == "at";
+            let range = if by_time { e.range(seconds(q.from), seconds(q.to)) } else { 0..e.len() };
+            let q = &ReportQuery { range_applied: by_time, ..q.clone() };
             let rows: Vec<EventRow> = range
                 .map(|r| {
                     let instance = e.own(r, "instance").and_then(Value::as_str).and_then(|id| t.row_of_id(id));
@@ -203,7 +205,9 @@ impl Runtime {
                 .collect();
             return Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)));
         }
-        let range = if rep.time.value == "created_at" { t.range(seconds(q.from), seconds(q.to)) } else { 0..t.len() };
+        let by_time = rep.time.value == "created_at";
+        let range = if by_time { t.range(seconds(q.from), seconds(q.to)) } else { 0..t.len() };
+        let q = &ReportQuery { range_applied: by_time, ..q.clone() };
         let rows: Vec<FactRow> = range.map(|r| FactRow { table: &t, row: r, columns: &columns, refs: &refs }).collect();
         Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)))
     }

@@ -106,7 +106,7 @@ fn tiles(
     for t in &d.tiles {
         let Some(rep) = bundle.model.reports.get(&t.report.value) else { continue };
         let by = t.by.as_ref().map(|b| b.value.clone()).unwrap_or_default();
-        let q = ReportQuery { from: from_t, to: to_t, by: by.clone(), filters: Vec::new() };
+        let q = ReportQuery { from: from_t, to: to_t, by: by.clone(), filters: Vec::new(), range_applied: false };
         let view = match rt.run_report(&rep.name, actor, &q, lang) {
             Ok(v) => v,
             // A report this viewer may not run is left out, not an error page.
@@ -196,7 +196,7 @@ pub async fn report(rt: Rt, p: P, Path(name): Path<String>, Query(q): Query<Rang
     let (from, to, from_t, to_t) = range(&rt, &q);
     let by =
         q.by.clone().filter(|b| rep.dimensions.iter().any(|d| d.value == *b)).or_else(|| rep.dimensions.first().map(|d| d.value.clone())).unwrap_or_default();
-    let query = ReportQuery { from: from_t, to: to_t, by: by.clone(), filters: Vec::new() };
+    let query = ReportQuery { from: from_t, to: to_t, by: by.clone(), filters: Vec::new(), range_applied: false };
     let (actor, lang, n) = (p.viewer.actor.clone(), p.lang, name.clone());
     let view = match blocking(&rt, move |rt| rt.run_report(&n, &actor, &query, lang)).await {
         Ok(Ok(v)) => v,
@@ -312,7 +312,7 @@ pub async fn report_rows(rt: Rt, p: P, Path(name): Path<String>, Query(q): Query
         return not_found(&rt, &p);
     }
     let key = q.key.clone().unwrap_or_default();
-    let query = ReportQuery { from: from_t, to: to_t, by, filters: Vec::new() };
+    let query = ReportQuery { from: from_t, to: to_t, by, filters: Vec::new(), range_applied: false };
     let (actor, n) = (p.viewer.actor.clone(), name.clone());
     let found = match blocking(&rt, move |rt| rt.report_group_instances(&n, &actor, &query, &key, 200)).await {
         Ok(Ok(v)) => v,

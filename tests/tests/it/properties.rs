@@ -293,7 +293,7 @@ proptest! {
         let from = jiff::Timestamp::from_second(1_790_000_000 + from_day * 86_400).unwrap();
         let to = jiff::Timestamp::from_second(1_790_000_000 + (from_day + days) * 86_400).unwrap();
         let by = if by_month { "month" } else { "department" };
-        let q = flowform_core::reports::ReportQuery { from: Some(from), to: Some(to), by: by.into(), filters: vec![] };
+        let q = flowform_core::reports::ReportQuery { from: Some(from), to: Some(to), by: by.into(), filters: vec![], range_applied: false };
         let in_range = |r: &serde_json::Map<String, Value>| {
             let t: jiff::Timestamp = r["created_at"].as_str().unwrap().parse().unwrap();
             t >= from && t < to

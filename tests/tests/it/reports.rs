@@ -236,7 +236,7 @@ async fn reports_from_facts_in_memory_equal_reports_from_the_store() {
         for by in rep.dimensions.iter().map(|d| d.value.clone()).chain([String::new()]) {
             for (from, to) in [(None, None), (Some("2026-11-25"), Some("2026-11-26")), (Some("2026-12-01"), None)] {
                 let day = |d: Option<&str>| d.map(|d| flowform_runtime::reports::day_start(&bundle, d).unwrap());
-                let q = flowform_core::reports::ReportQuery { from: day(from), to: day(to), by: by.clone(), filters: vec![] };
+                let q = flowform_core::reports::ReportQuery { from: day(from), to: day(to), by: by.clone(), filters: vec![], range_applied: false };
                 let facts = app.runtime.run_report(&rep.name, &manager, &q, flowform_core::Lang::ZhCn).unwrap();
                 let store = app.runtime.run_report_from_store(&rep.name, &manager, &q, flowform_core::Lang::ZhCn).unwrap();
                 assert_eq!(json!(facts), json!(store), "{} by {by} from {from:?}", rep.name);
