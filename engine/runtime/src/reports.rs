@@ -229,21 +229,7 @@ impl Runtime {
                     };
                     let page = self.store.instances(&filter)?;
                     for i in &page.items {
-                        let mut base = i.data.clone();
-                        for (k, v) in [
-                            ("id", json!(i.id)),
-                            ("number", json!(i.number)),
-                            ("state", json!(i.state)),
-                            ("team", json!(i.assignment.team)),
-                            ("assignee", json!(i.assignment.assignee)),
-                            ("vendor", json!(i.assignment.vendor)),
-                            ("requester", json!(i.requester)),
-                            ("created_at", json!(i.created_at)),
-                            ("updated_at", json!(i.updated_at)),
-                            ("workflow", json!(i.workflow)),
-                        ] {
-                            base.insert(k.into(), v);
-                        }
+                        let base = crate::facts::row_of(i);
                         match &rep.source {
                             ReportSource::Events { transition, .. } => {
                                 for e in self.store.history(&i.id)? {
@@ -649,7 +635,7 @@ pub fn bucket_label(by: &str, lang: Lang) -> &'static str {
 }
 
 /// The fields of the forms behind a report's rows (for labels).
-fn form_fields(bundle: &Bundle, rep: &ReportDef) -> Vec<FieldDef> {
+pub fn form_fields(bundle: &Bundle, rep: &ReportDef) -> Vec<FieldDef> {
     match &rep.source {
         ReportSource::Instances { workflow } | ReportSource::Events { workflow, .. } => bundle
             .workflow(&workflow.value)

@@ -269,21 +269,7 @@ fn dimension_label(rt: &Runtime, rep: &flowform_model::ReportDef, dim: &str, lan
         return if lang == Lang::En { en.to_string() } else { zh.to_string() };
     }
     let bundle = rt.bundle();
-    let fields: Vec<flowform_model::FieldDef> = match &rep.source {
-        flowform_model::ReportSource::Instances { workflow } | flowform_model::ReportSource::Events { workflow, .. } => bundle
-            .workflow(&workflow.value)
-            .map(|w| {
-                w.start
-                    .form
-                    .iter()
-                    .chain(w.transitions.iter().filter_map(|t| t.form.as_ref()))
-                    .filter_map(|f| bundle.form(&f.value))
-                    .flat_map(|f| f.def.fields.clone())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    let fields = flowform_runtime::reports::form_fields(&bundle, rep);
     let (head, sub) = dim.split_once('.').map_or((dim, None), |(a, b)| (a, Some(b)));
     let head_label = fields.iter().find(|f| f.name == head).map_or_else(|| head.to_string(), |f| f.label.get(lang.code(), head).to_string());
     match sub {
