@@ -11,6 +11,17 @@ fn time(s: &str) -> Option<Time> {
     Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
 }
 
+/// The instant `hhmm` on `date` in `tz`; `24:00` is the next day's midnight
+/// (a range may end at the end of the day: `18:00-24:00`).
+fn instant(date: Date, hhmm: &str, tz: &TimeZone) -> Option<Timestamp> {
+    let dt = if hhmm == "24:00" { date.tomorrow().ok()?.to_datetime(Time::midnight()) } else { date.to_datetime(time(hhmm)?) };
+    Some(dt.to_zoned_datetime(tz.clone()).ok()?.timestamp())
+}
+
+fn valid_hours(cal: &CalendarDef) -> Vec<(&str, &str)> {
+    cal.hours.iter().filter(|(a, b)| time(a).is_some() && (b == "24:00" || time(b).is_some())).map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
 fn is_working_day(cal: &CalendarDef, date: Date) -> bool {
     let text = date.to_string();
     if cal.workdays.contains(&text) {
@@ -32,13 +43,13 @@ pub fn add_working_minutes(cal: &CalendarDef, start: &str, minutes: i64) -> Opti
     }
     let mut remaining = SignedDuration::from_mins(minutes.max(0));
     let mut current = start;
-    let hours: Vec<(Time, Time)> = cal.hours.iter().filter_map(|(a, b)| Some((time(a)?, time(b)?))).collect();
+    let hours = valid_hours(cal);
     let mut date = start.to_zoned_datetime(tz.clone()).date();
     for _ in 0..3660 {
         if is_working_day(cal, date) {
             for (a, b) in &hours {
-                let open = date.to_datetime(*a).to_zoned_datetime(tz.clone()).ok()?.timestamp();
-                let close = date.to_datetime(*b).to_zoned_datetime(tz.clone()).ok()?.timestamp();
+                let open = instant(date, a, &tz)?;
+                let close = instant(date, b, &tz)?;
                 let from = if current > open { current } else { open };
                 if from >= close {
                     continue;
@@ -66,15 +77,15 @@ pub fn working_seconds_between(cal: &CalendarDef, from: &str, to: &str) -> Optio
     if to <= from {
         return Some(0);
     }
-    let hours: Vec<(Time, Time)> = cal.hours.iter().filter_map(|(a, b)| Some((time(a)?, time(b)?))).collect();
+    let hours = valid_hours(cal);
     let mut date = from.to_zoned_datetime(tz.clone()).date();
     let last = to.to_zoned_datetime(tz.clone()).date();
     let mut total = 0i64;
     for _ in 0..3660 {
         if is_working_day(cal, date) {
             for (a, b) in &hours {
-                let open = date.to_datetime(*a).to_zoned_datetime(tz.clone()).ok()?.timestamp();
-                let close = date.to_datetime(*b).to_zoned_datetime(tz.clone()).ok()?.timestamp();
+                let open = instant(date, a, &tz)?;
+                let close = instant(date, b, &tz)?;
                 let start = if from > open { from } else { open };
                 let end = if to < close { to } else { close };
                 if end > start {
@@ -153,5 +164,15 @@ mod tests {
         // A holiday is skipped; a make-up Saturday counts.
         assert_eq!(add_working_minutes(&cal(), "2026-09-30T09:00:00Z", 60).as_deref(), Some("2026-10-02T00:30:00.000Z"));
         assert_eq!(add_working_minutes(&cal(), "2026-10-09T09:00:00Z", 60).as_deref(), Some("2026-10-10T00:30:00.000Z"));
+    }
+
+    /// A range may run to the end of the day (`18:00-24:00`, a night shift).
+    #[test]
+    fn a_range_may_end_at_midnight() {
+        let mut night = cal();
+        night.hours = vec![("18:00".into(), "24:00".into())];
+        // Wednesday 23:30 Shanghai (15:30 UTC) + 60 minutes: 30 that night, 30 from 18:00 Thursday.
+        assert_eq!(add_working_minutes(&night, "2026-11-25T15:30:00Z", 60).as_deref(), Some("2026-11-26T10:30:00.000Z"));
+        assert_eq!(working_seconds_between(&night, "2026-11-25T15:30:00Z", "2026-11-26T10:30:00Z"), Some(3600));
     }
 }

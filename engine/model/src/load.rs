@@ -1108,7 +1108,7 @@ fn load_calendar(r: &mut Reader, map: &MapView) -> Option<CalendarDef> {
         };
         for item in items {
             let Some(s) = r.string(item, "working hours") else { continue };
-            let ok = s.value.split_once('-').filter(|(a, b)| is_hhmm(a.trim()) && is_hhmm(b.trim()) && a.trim() < b.trim());
+            let ok = s.value.split_once('-').filter(|(a, b)| is_hhmm(a.trim()) && (is_hhmm(b.trim()) || b.trim() == "24:00") && a.trim() < b.trim());
             match ok {
                 Some((a, b)) => hours.push((a.trim().to_string(), b.trim().to_string())),
                 None => r.error(s.pos, "invalid_value", format!("`{}` is not a time range like 08:00-12:00", s.value), None),
