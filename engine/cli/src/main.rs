@@ -73,6 +73,14 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Write JSON Schemas of the definition language for editors (DIR/<kind>.json),
+    /// offering the names this bundle declares.
+    Schema {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print a workflow's state machine as a diagram.
     Graph {
         workflow: String,
@@ -313,6 +321,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { dir, watch: true, .. } => check_watch(&dir),
         Command::Check { dir, format, watch: false } => check(&dir, format),
+        Command::Schema { dir, out } => schema_cmd(&dir, &out).map(|_| ExitCode::SUCCESS),
         Command::Graph { workflow, dir, format, lang } => graph_cmd(&dir, &workflow, format, &lang).map(|_| ExitCode::SUCCESS),
         Command::Token { user, data, dir, name, days } => token(&user, &data, &dir, &name, days).map(|_| ExitCode::SUCCESS),
         Command::User { command } => user(command).map(|_| ExitCode::SUCCESS),
@@ -436,6 +445,23 @@ fn check(dir: &Path, format: Format) -> Result<ExitCode> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot load {}", dir.display())),
     }
+}
+
+fn schema_cmd(dir: &Path, out: &Path) -> Result<()> {
+    let sources = flowform_runtime::sources::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // The names of the bundle as it is, even with problems: an author fixing one still wants completion.
+    let (model, diags) = flowform_model::load_and_check(&sources);
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (kind, schema) in flowform_model::schema::schemas(&model) {
+        let path = out.join(format!("{kind}.json"));
+        let text = serde_json::to_string_pretty(&schema)? + "\n";
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    say!("wrote {} schemas to {}", flowform_model::schema::KINDS.len(), out.display());
+    if !diags.is_empty() {
+        say!("note: the definitions have {} problem(s); `flowform check --dir {}` lists them", diags.len(), dir.display());
+    }
+    Ok(())
 }
 
 fn graph_cmd(dir: &Path, workflow: &str, format: GraphFormat, lang: &str) -> Result<()> {

@@ -10,10 +10,12 @@ pub mod check;
 pub mod condition;
 pub mod defs;
 pub mod diagnostic;
+pub mod grammar;
 pub mod label;
 pub mod load;
 pub mod node;
 pub mod reader;
+pub mod schema;
 pub mod sources;
 
 pub use condition::Condition;

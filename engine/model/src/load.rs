@@ -4,6 +4,7 @@
 use crate::condition::Condition;
 use crate::defs::*;
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
+use crate::grammar;
 use crate::label::Label;
 use crate::node::{self, Node, Value};
 use crate::reader::{MapView, Reader, Sp};
@@ -106,59 +107,60 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         return;
     };
     if map.get("record").is_some() && map.get("workflow").is_none() {
-        if let Some(rt) = load_record_type(r, &map) {
+        if let Some(rt) = load_record_type(r, &map.as_kind(&grammar::RECORD)) {
             insert_unique(r, &mut model.record_types, rt.name.clone(), rt.pos, "record type", |d| (&d.file, d.pos), rt);
         }
         return;
     }
     if map.get("schedule").is_some() {
-        if let Some(d) = load_schedule(r, &map) {
+        if let Some(d) = load_schedule(r, &map.as_kind(&grammar::SCHEDULE)) {
             insert_unique(r, &mut model.schedules, d.name.clone(), d.pos, "schedule", |d| (&d.file, d.pos), d);
         }
         return;
     }
     if map.get("webhook").is_some() {
-        if let Some(w) = load_webhook(r, &map) {
+        if let Some(w) = load_webhook(r, &map.as_kind(&grammar::WEBHOOK)) {
             insert_unique(r, &mut model.webhooks, w.name.clone(), w.pos, "webhook", |d| (&d.file, d.pos), w);
         }
         return;
     }
     if map.get("calendar").is_some() {
-        if let Some(c) = load_calendar(r, &map) {
+        if let Some(c) = load_calendar(r, &map.as_kind(&grammar::CALENDAR)) {
             insert_unique(r, &mut model.calendars, c.name.clone(), c.pos, "calendar", |d| (&d.file, d.pos), c);
         }
         return;
     }
     if map.get("template").is_some() {
-        if let Some(t) = load_template(r, &map) {
+        if let Some(t) = load_template(r, &map.as_kind(&grammar::TEMPLATE)) {
             insert_unique(r, &mut model.templates, t.name.clone(), t.pos, "template", |d| (&d.file, d.pos), t);
         }
         return;
     }
     if map.get("dashboard").is_some() {
-        if let Some(d) = load_dashboard(r, &map) {
+        if let Some(d) = load_dashboard(r, &map.as_kind(&grammar::DASHBOARD)) {
             insert_unique(r, &mut model.dashboards, d.name.clone(), d.pos, "dashboard", |d| (&d.file, d.pos), d);
         }
         return;
     }
     if map.get("report").is_some() {
-        if let Some(rep) = load_report(r, &map) {
+        if let Some(rep) = load_report(r, &map.as_kind(&grammar::REPORT)) {
             insert_unique(r, &mut model.reports, rep.name.clone(), rep.pos, "report", |d| (&d.file, d.pos), rep);
         }
         return;
     }
     if map.get("ledger").is_some() {
-        if let Some(l) = load_ledger(r, &map) {
+        if let Some(l) = load_ledger(r, &map.as_kind(&grammar::LEDGER)) {
             insert_unique(r, &mut model.ledgers, l.name.clone(), l.pos, "ledger", |d| (&d.file, d.pos), l);
         }
         return;
     }
     if map.get("workflow").is_some() {
-        if let Some(wf) = load_workflow(r, &map) {
+        if let Some(wf) = load_workflow(r, &map.as_kind(&grammar::WORKFLOW)) {
             insert_unique(r, &mut model.workflows, wf.name.clone(), wf.pos, "workflow", |w| (&w.file, w.pos), wf);
         }
         return;
     }
+    let map = map.as_kind(&grammar::SETTINGS);
     let mut known = false;
     if let Some(app) = map.get("app") {
         known = true;
@@ -200,7 +202,7 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
 }
 
 fn load_app(r: &mut Reader, node: &Node, app: &mut App) {
-    let Some(map) = r.map(node, "`app`") else {
+    let Some(map) = r.map_of(node, "`app`", &grammar::APP) else {
         return;
     };
     if let Some(n) = map.get("name").and_then(|n| r.name(n, "the app name")) {
@@ -237,7 +239,7 @@ fn named_entries(r: &mut Reader, node: &Node, what: &str) -> Vec<(Sp<String>, La
         };
         let label = match &v.value {
             Value::Map(_) if v.get("label").is_some() || v.get("description").is_some() => {
-                let Some(m) = r.map(v, what) else { continue };
+                let Some(m) = r.map_of(v, what, &grammar::ROLE) else { continue };
                 let label = m.get("label").and_then(|l| r.label(l, "a label")).unwrap_or_default();
                 m.get("description").and_then(|l| r.label(l, "a description"));
                 m.finish(r, &format!("{what} `{}`", name.value));
@@ -378,7 +380,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
 /// One entry of `deadlines:`.
 fn load_deadline(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<DeadlineDef> {
     let what = format!("deadline `{}`", name.value);
-    let m = r.map(node, &what)?;
+    let m = r.map_of(node, &what, &grammar::DEADLINE)?;
     let label = opt_label(r, &m, "label", "the label").or_name(&name.value);
     let from = m.get("from").and_then(|n| r.name(n, "`start` or a transition")).filter(|f| f.value != "start");
     let minutes = m.require(r, "minutes", &what).and_then(|n| amount(r, n, "`minutes`"));
@@ -406,7 +408,7 @@ fn load_deadline(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Deadli
 }
 
 fn load_start(r: &mut Reader, node: &Node) -> Option<StartDef> {
-    let map = r.map(node, "`start`")?;
+    let map = r.map_of(node, "`start`", &grammar::START)?;
     let form = map.get("form").and_then(|n| r.name(n, "the start form"));
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     let hooks = load_hooks(r, &map);
@@ -451,13 +453,13 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
         state.label = Label::plain(&name.value);
         return Some(state);
     }
-    let map = r.map(node, &format!("state `{}`", name.value))?;
+    let map = r.map_of(node, &format!("state `{}`", name.value), &grammar::STATE)?;
     state.label = opt_label(r, &map, "label", "the label").or_name(&name.value);
     state.description = opt_label(r, &map, "description", "the description");
     state.is_final = map.get("final").and_then(|n| r.bool(n, "`final`")).unwrap_or(false);
     state.color = map.get("color").and_then(|n| r.string(n, "`color`")).map(|s| s.value);
     if let Some(n) = map.get("sla")
-        && let Some(m) = r.map(n, "`sla`")
+        && let Some(m) = r.map_of(n, "`sla`", &grammar::SLA)
     {
         state.sla = m.require(r, "minutes", "`sla`").and_then(|n| amount(r, n, "`minutes`"));
         state.sla_calendar = m.get("calendar").and_then(|n| r.name(n, "the calendar"));
@@ -493,7 +495,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
 }
 
 fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
-    let map = r.map(node, "a transition")?;
+    let map = r.map_of(node, "a transition", &grammar::TRANSITION)?;
     let name = map.require(r, "name", "a transition").and_then(|n| r.name(n, "the transition name"));
     let label = opt_label(r, &map, "label", "the label");
     let from = match map.require(r, "from", "a transition") {
@@ -505,7 +507,7 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
     let teams = map.get("teams").map(|n| r.name_list(n, "a team")).unwrap_or_default();
     // `when: "condition"`, or `when: {condition: "...", message: {zh-CN: ..., en: ...}}`.
     let (when, when_message) = match map.get("when") {
-        Some(n) if matches!(n.value, Value::Map(_)) => match r.map(n, "`when`") {
+        Some(n) if matches!(n.value, Value::Map(_)) => match r.map_of(n, "`when`", &grammar::WHEN) {
             Some(m) => {
                 let condition = m.require(r, "condition", "`when`").and_then(|c| r.string(c, "`condition` (a Rhai condition)"));
                 let message = m.get("message").and_then(|l| r.label(l, "the message")).unwrap_or_default();
@@ -565,7 +567,7 @@ fn load_linked_starts(r: &mut Reader, node: &Node) -> Vec<LinkedStartDef> {
     };
     let mut out = Vec::new();
     for item in items {
-        let Some(m) = r.map(item, "`starts`") else { continue };
+        let Some(m) = r.map_of(item, "`starts`", &grammar::LINKED_START) else { continue };
         let workflow = m.require(r, "workflow", "`starts`").and_then(|n| r.name(n, "the workflow"));
         let for_each = m.get("for_each").and_then(|n| r.name(n, "a `group` field"));
         let condition = m.get("where").and_then(|n| condition(r, n, "where"));
@@ -587,7 +589,7 @@ fn load_linked_starts(r: &mut Reader, node: &Node) -> Vec<LinkedStartDef> {
 }
 
 fn load_form(r: &mut Reader, root: &Node) -> Option<FormDef> {
-    let map = r.map(root, "a form file")?;
+    let map = r.map_of(root, "a form file", &grammar::FORM)?;
     let name = map.require(r, "form", "a form file").and_then(|n| r.name(n, "the form name"));
     let title = opt_label(r, &map, "title", "the title");
     let fields = match map.require(r, "fields", "a form") {
@@ -620,7 +622,7 @@ const COMMON_FIELD_KEYS: &[&str] =
 
 fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef> {
     let what = format!("field `{}`", name.value);
-    let map = r.map(node, &what)?;
+    let map = r.map_of(node, &what, &grammar::FIELD)?;
     let type_node = map.require(r, "type", &what)?;
     let type_name = r.string(type_node, "the field type")?;
     let Some(field_type) = FieldType::ALL.iter().find(|(n, _)| *n == type_name.value).map(|(_, t)| *t) else {
@@ -813,7 +815,7 @@ fn load_options(r: &mut Reader, node: &Node) -> Vec<EnumOption> {
     for item in items {
         let option = match &item.value {
             Value::Map(_) => {
-                let Some(m) = r.map(item, "an option") else {
+                let Some(m) = r.map_of(item, "an option", &grammar::OPTION) else {
                     continue;
                 };
                 let value = m.require(r, "value", "an option").and_then(|n| r.string(n, "the option value"));
@@ -855,7 +857,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
         }
     }
     if let Some(n) = map.get("access")
-        && let Some(m) = r.map(n, "`access`")
+        && let Some(m) = r.map_of(n, "`access`", &grammar::RECORD_ACCESS)
     {
         for (key, op) in RecordOp::ALL {
             if let Some(list) = m.get(key) {
@@ -871,7 +873,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
             _ => vec![n],
         };
         for item in items {
-            let Some(m) = r.map(item, "`starts`") else { continue };
+            let Some(m) = r.map_of(item, "`starts`", &grammar::TRIGGER) else { continue };
             let workflow = m.require(r, "workflow", "`starts`").and_then(|n| r.name(n, "the workflow"));
             let when = m.get("when").and_then(|n| r.string(n, "`when` (a Rhai condition)"));
             let trigger_roles = m.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
@@ -916,7 +918,7 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
     {
         for (k, v) in dims.entries() {
             let Some(dim) = r.name(k, "a dimension name") else { continue };
-            let Some(m) = r.map(v, &format!("dimension `{}`", dim.value)) else { continue };
+            let Some(m) = r.map_of(v, &format!("dimension `{}`", dim.value), &grammar::DIMENSION) else { continue };
             let record = m.require(r, "record", "a dimension").and_then(|n| r.name(n, "the record type"));
             m.finish(r, &format!("dimension `{}`", dim.value));
             if let Some(record) = record {
@@ -934,7 +936,7 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
     }
     let non_negative = map.get("non_negative").and_then(|n| r.bool(n, "`non_negative`")).unwrap_or(true);
     let threshold = map.get("threshold").and_then(|n| {
-        let m = r.map(n, "`threshold`")?;
+        let m = r.map_of(n, "`threshold`", &grammar::THRESHOLD)?;
         let dim = m.require(r, "dimension", "`threshold`").and_then(|n| r.name(n, "the dimension"));
         let field = m.require(r, "field", "`threshold`").and_then(|n| r.name(n, "the field"));
         m.finish(r, "`threshold`");
@@ -943,7 +945,7 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
     let mut roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     let mut read = Vec::new();
     if let Some(n) = map.get("access")
-        && let Some(m) = r.map(n, "`access`")
+        && let Some(m) = r.map_of(n, "`access`", &grammar::LEDGER_ACCESS)
     {
         if let Some(list) = m.get("read") {
             read = r.name_list(list, "a role");
@@ -1008,8 +1010,9 @@ fn amount(r: &mut Reader, node: &Node, what: &str) -> Option<Amount> {
 }
 
 fn load_timer(r: &mut Reader, node: &Node, what: &str) -> Option<TimerDef> {
-    let m = r.map(node, what)?;
-    let after = m.get("after").or_else(|| m.get("minutes"));
+    let m = r.map_of(node, what, &grammar::TIMER)?;
+    let (after, minutes) = (m.get("after"), m.get("minutes"));
+    let after = after.or(minutes);
     let after = match after {
         Some(n) => amount(r, n, "`after`")?,
         None => {
@@ -1047,7 +1050,7 @@ fn load_notify_list(r: &mut Reader, node: &Node) -> Vec<NotifyDef> {
 }
 
 fn load_notify(r: &mut Reader, node: &Node) -> Option<NotifyDef> {
-    let m = r.map(node, "`notify`")?;
+    let m = r.map_of(node, "`notify`", &grammar::NOTIFY)?;
     let mut to = Vec::new();
     if let Some(n) = m.require(r, "to", "`notify`") {
         let list: Vec<&Node> = match &n.value {
@@ -1170,7 +1173,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
     let workflow = map.require(r, "workflow", "a schedule").and_then(|n| r.name(n, "the workflow"));
     let mut every_field = None;
     let every = map.require(r, "every", "a schedule").and_then(|n| {
-        let m = r.map(n, "`every`")?;
+        let m = r.map_of(n, "`every`", &grammar::EVERY)?;
         let mut found = None;
         let mut given = false;
         for unit in ["minutes", "hours", "days", "weeks", "months"] {
@@ -1220,7 +1223,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
     let mut record = None;
     let mut filter = None;
     if let Some(n) = map.get("for_each")
-        && let Some(m) = r.map(n, "`for_each`")
+        && let Some(m) = r.map_of(n, "`for_each`", &grammar::FOR_EACH)
     {
         record = m.require(r, "record", "`for_each`").and_then(|n| r.name(n, "the record type"));
         if let Some(w) = m.get("where") {
@@ -1310,7 +1313,7 @@ fn load_report(r: &mut Reader, map: &MapView) -> Option<ReportDef> {
     let title = opt_label(r, map, "title", "the title");
     let description = opt_label(r, map, "description", "the description");
     let source = map.require(r, "source", "a report").and_then(|n| {
-        let m = r.map(n, "`source`")?;
+        let m = r.map_of(n, "`source`", &grammar::SOURCE)?;
         let workflow = m.get("workflow").and_then(|n| r.name(n, "the workflow"));
         let events = m.get("events").and_then(|n| r.name(n, "a transition, or `all`"));
         let ledger = m.get("ledger").and_then(|n| r.name(n, "the ledger"));
@@ -1379,7 +1382,7 @@ fn load_report(r: &mut Reader, map: &MapView) -> Option<ReportDef> {
 /// a field may be `{ minutes: [FROM, TO], calendar: C }`.
 fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<MeasureDef> {
     let what = format!("measure `{}`", name.value);
-    let m = r.map(node, &what)?;
+    let m = r.map_of(node, &what, &grammar::MEASURE)?;
     let label = opt_label(r, &m, "label", "the label").or_name(&name.value);
     let unit = m.get("unit").and_then(|n| r.string(n, "the unit")).map(|s| s.value);
     let filter = m.get("where").and_then(|n| condition(r, n, "where"));
@@ -1408,7 +1411,7 @@ fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Measure
         MeasureKind::Share => def.condition = condition(r, n, "share"),
         _ => match &n.value {
             Value::Map(_) => {
-                let bm = r.map(n, "`minutes`")?;
+                let bm = r.map_of(n, "`minutes`", &grammar::DURATION)?;
                 let pair = bm.require(r, "minutes", "a duration").map(|p| r.name_list(p, "a timestamp field")).unwrap_or_default();
                 let calendar = bm.get("calendar").and_then(|c| r.name(c, "the calendar"));
                 bm.finish(r, "a duration (minutes: [FROM, TO], calendar)");
@@ -1432,7 +1435,7 @@ fn load_dashboard(r: &mut Reader, map: &MapView) -> Option<DashboardDef> {
         match &n.value {
             Value::Seq(items) => {
                 for item in items {
-                    let Some(m) = r.map(item, "a tile") else { continue };
+                    let Some(m) = r.map_of(item, "a tile", &grammar::TILE) else { continue };
                     let report = m.require(r, "report", "a tile").and_then(|n| r.name(n, "the report"));
                     let by = m.get("by").and_then(|n| r.path_list(n, "a dimension").into_iter().next());
                     let measure = m.get("measure").and_then(|n| r.name(n, "a measure of the report"));

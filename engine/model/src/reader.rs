@@ -2,6 +2,7 @@
 //! and keeps going, so one pass reports everything.
 
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
+use crate::grammar::Decl;
 use crate::label::Label;
 use crate::node::{Node, Value};
 use std::cell::RefCell;
@@ -50,12 +51,19 @@ impl<'a> Reader<'a> {
     /// Opens a mapping node; reports and returns `None` for anything else.
     pub fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<MapView<'n>> {
         match &node.value {
-            Value::Map(entries) => Some(MapView::new(node.pos, entries)),
+            Value::Map(entries) => Some(MapView::new(node.pos, entries, None)),
             _ => {
                 self.wrong_type(node, what, "a mapping (key: value lines)");
                 None
             }
         }
+    }
+
+    /// Opens a mapping whose keys are declared in `decl` (see [`crate::grammar`]).
+    pub fn map_of<'n>(&mut self, node: &'n Node, what: &str, decl: &'static Decl) -> Option<MapView<'n>> {
+        let mut view = self.map(node, what)?;
+        view.decl = Some(decl);
+        Some(view)
     }
 
     pub fn string(&mut self, node: &Node, what: &str) -> Option<Sp<String>> {
@@ -196,18 +204,31 @@ pub fn is_identifier(s: &str) -> bool {
 
 /// A mapping being read: remembers which keys were asked for, so that
 /// [`MapView::finish`] can report unknown keys with a suggestion.
+///
+/// A view opened with a declaration ([`Reader::map_of`]) must read exactly
+/// the declared keys: debug builds (every test) panic on a key read but not
+/// declared, and on a declared key that nothing read before `finish`.
 pub struct MapView<'n> {
     pub pos: Pos,
     entries: &'n [(Node, Node)],
     asked: RefCell<Vec<&'static str>>,
+    decl: Option<&'static Decl>,
 }
 
 impl<'n> MapView<'n> {
-    fn new(pos: Pos, entries: &'n [(Node, Node)]) -> Self {
-        MapView { pos, entries, asked: RefCell::new(Vec::new()) }
+    fn new(pos: Pos, entries: &'n [(Node, Node)], decl: Option<&'static Decl>) -> Self {
+        MapView { pos, entries, asked: RefCell::new(Vec::new()), decl }
+    }
+
+    /// The same mapping, read afresh as the kind `decl` declares.
+    pub fn as_kind(&self, decl: &'static Decl) -> MapView<'n> {
+        MapView::new(self.pos, self.entries, Some(decl))
     }
 
     pub fn get(&self, key: &'static str) -> Option<&'n Node> {
+        if let Some(decl) = self.decl {
+            debug_assert!(decl.key(key).is_some(), "the reader reads `{key}` of {}, which crate::grammar does not declare", decl.id);
+        }
         self.asked.borrow_mut().push(key);
         self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
@@ -223,6 +244,9 @@ impl<'n> MapView<'n> {
 
     /// Declares keys that are allowed without reading them here.
     pub fn allow(&self, keys: &[&'static str]) {
+        if let Some(decl) = self.decl {
+            debug_assert!(keys.iter().all(|k| decl.key(k).is_some()), "the reader allows keys of {} that crate::grammar does not declare: {keys:?}", decl.id);
+        }
         self.asked.borrow_mut().extend_from_slice(keys);
     }
 
@@ -233,6 +257,10 @@ impl<'n> MapView<'n> {
     /// Reports every key that nothing asked for.
     pub fn finish(&self, r: &mut Reader, what: &str) {
         let asked = self.asked.borrow();
+        if let Some(decl) = self.decl {
+            let unread: Vec<&str> = decl.keys.iter().map(|k| k.name).filter(|k| !asked.contains(k)).collect();
+            debug_assert!(unread.is_empty(), "crate::grammar declares keys of {} that the reader never reads: {unread:?}", decl.id);
+        }
         for (key, _) in self.entries {
             let text = key.scalar_text();
             if !asked.contains(&text.as_str()) {

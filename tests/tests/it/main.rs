@@ -18,6 +18,7 @@ mod reload;
 mod reload_under_load;
 mod reports;
 mod scenarios;
+mod schema;
 mod simulation;
 mod timers;
 mod web;
