@@ -124,6 +124,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// What-if: decide the recorded commands of past instances again under the
+    /// definitions in --dir, write nothing, and report what would have gone
+    /// differently. On a stopped store or a copy (while serving: POST /api/v1/admin/replay).
+    Replay {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// The changed definitions.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Only instances created in the last DAYS days.
+        #[arg(long)]
+        since: Option<u32>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Language of the report (zh-CN or en).
+        #[arg(long, default_value = "zh-CN")]
+        lang: String,
+        /// How many affected instances to list (the counts cover all).
+        #[arg(long, default_value_t = 200)]
+        list: usize,
+    },
     /// Move the running instances of a workflow to another definitions version.
     /// Run it with the server stopped, or use POST /api/v1/admin/migrate.
     Migrate {
@@ -340,6 +363,9 @@ fn main() -> ExitCode {
         Command::Test { paths, dir, demo_dir, coverage } => test(paths, &dir, demo_dir, coverage),
         Command::Import { record_type, file, dry_run, skip_invalid, dir, data, lang } => import(&record_type, &file, dry_run, skip_invalid, &dir, &data, &lang),
         Command::Export { record_type, out, filters, dir, data, lang } => export(&record_type, &out, filters, &dir, &data, &lang).map(|_| ExitCode::SUCCESS),
+        Command::Replay { data, dir, since, workflow, format, lang, list } => {
+            replay_cmd(&data, &dir, since, workflow, format, &lang, list).map(|_| ExitCode::SUCCESS)
+        }
         Command::Diff { old, new, data, format } => diff(&old, &new, &data, format).map(|_| ExitCode::SUCCESS),
         Command::Migrate { workflow, to, map, dry_run, dir, data, format } => migrate(workflow, to, map, dry_run, &dir, &data, format),
     };
@@ -555,6 +581,38 @@ fn open_store(data: &Path) -> Result<RedbStore> {
         }
         other => other.with_context(|| format!("cannot open the store in {}", data.display())),
     }
+}
+
+fn replay_cmd(data: &Path, dir: &Path, since: Option<u32>, workflow: Option<String>, format: Format, lang: &str, list: usize) -> Result<()> {
+    if !data.join("flowform.redb").is_file() {
+        bail!("there is no store in {} (expected {}); name it with --data", data.display(), data.join("flowform.redb").display());
+    }
+    let lang = flowform_core::Lang::from_accept_language(lang).ok_or_else(|| anyhow::anyhow!("unknown language `{lang}`; use zh-CN or en"))?;
+    let candidate = Arc::new(load(dir)?);
+    let store = open_store(data)?;
+    let compiled: std::sync::Mutex<std::collections::HashMap<String, Option<Arc<flowform_core::Bundle>>>> = Default::default();
+    let old = |version: &str| -> Option<Arc<flowform_core::Bundle>> {
+        if version == candidate.version {
+            return Some(candidate.clone());
+        }
+        let mut cache = compiled.lock().ok()?;
+        cache
+            .entry(version.to_string())
+            .or_insert_with(|| store.bundle(version).ok().flatten().and_then(|s| flowform_core::compile(s).ok()).map(Arc::new))
+            .clone()
+    };
+    let opts = flowform_runtime::replay::ReplayOptions { since_days: since, workflow, lang, list };
+    let started = std::time::Instant::now();
+    let report = flowform_runtime::replay::replay(&store, &candidate, &old, &opts, &flowform_runtime::clock::Clock::now_rfc3339(&SystemClock))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match format {
+        Format::Json => say!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => {
+            say_raw!("{}", flowform_runtime::replay::render_text(&report, lang));
+            say!("({:.1} s)", started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
 }
 
 fn diff(old: &str, new: &str, data: &Path, format: Format) -> Result<()> {

@@ -82,21 +82,24 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let base = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(n as i64 * 90 + 86_400);
     // What the dispatch rule reads: every team record (teams are records in the hospital app).
     let mut records = serde_json::Map::new();
+    let mut versions = std::collections::BTreeMap::new();
     if let Some(kind) = &bundle.model.app.teams_from {
         let all: serde_json::Map<String, Value> = runtime
             .store()
             .records(&kind.value)?
             .into_iter()
             .map(|r| {
+                versions.entry(kind.value.clone()).or_insert_with(std::collections::BTreeMap::new).insert(r.id.clone(), r.version);
                 let mut m = r.data.clone();
                 m.insert("id".into(), json!(r.id));
                 m.insert("title".into(), json!(r.title));
+                m.insert("archived".into(), json!(r.archived));
                 (r.id, Value::Object(m))
             })
             .collect();
         records.insert(kind.value.clone(), Value::Object(all));
     }
-    let reads = flowform_core::Reads { records: Value::Object(records), people: Value::Null, teams: Some(teams_all.clone()) };
+    let reads = flowform_core::Reads { records: Value::Object(records), people: Value::Null, teams: Some(teams_all.clone()), versions };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
     let generator = {
         let bundle = bundle.clone();

@@ -114,6 +114,38 @@ pub fn on_enter(model: &Model, wf: &WorkflowDef, instance: &mut Instance, starte
     arm
 }
 
+/// Where a deadline stands at `now`, judged by the time it used against
+/// what its definition allows (what-if replay compares two bundles' verdicts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Met,
+    Missed,
+    Running,
+}
+
+/// The verdict of each deadline of `instance` under `model`'s definitions.
+pub fn verdicts(model: &Model, wf: &WorkflowDef, instance: &Instance, now: &str) -> Vec<(String, Verdict)> {
+    instance
+        .deadlines
+        .iter()
+        .filter_map(|run| {
+            let d = wf.deadlines.iter().find(|d| d.name == run.name)?;
+            let total = crate::timers::minutes(&d.minutes, instance)?.saturating_mul(60);
+            let running = run.running_since.as_deref().map_or(0, |since| elapsed(model, d, since, now));
+            let used = run.used_secs.saturating_add(running);
+            let verdict = if used > total {
+                Verdict::Missed
+            } else if run.met_at.is_some() {
+                Verdict::Met
+            } else {
+                Verdict::Running
+            };
+            Some((run.name.clone(), verdict))
+        })
+        .collect()
+}
+
 /// Fires a deadline timer (`deadline:NAME` or `deadline:NAME:step:N`);
 /// `None` when it no longer applies (met, already breached).
 pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -> Result<Option<Outcome>, Rejection> {

@@ -120,6 +120,9 @@ pub struct Reads {
     /// Every team's name when teams are also kept as records
     /// (`app.teams_from`); `None`: the declared teams.
     pub teams: Option<Vec<String>>,
+    /// The version of each record in `records`, `{TYPE: {ID: version}}`,
+    /// recorded with the event (see [`crate::instance::DecidedOn`]).
+    pub versions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 /// Starts an instance. `id` comes from the caller (the runtime generates it).
@@ -168,8 +171,12 @@ pub fn start_with(
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
     let (after, cleaned, postings, picked) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
     let mut outcome = finish(bundle, &before, after, EventKind::Started, None, None, cleaned, postings, actor, now)?;
-    if let Some(team) = picked {
-        outcome.effects.push(Effect::Picked { team });
+    outcome.event.decided_on.records = reads.versions.clone();
+    if let Some(picked) = picked {
+        if let Effect::Picked { method, .. } = &picked {
+            outcome.event.decided_on.picked = Some(method.clone());
+        }
+        outcome.effects.push(picked);
     }
     Ok(outcome)
 }
@@ -232,8 +239,12 @@ pub fn transition_with(
     if !starts.is_empty() {
         outcome.effects.push(Effect::Start { starts });
     }
-    if let Some(team) = picked {
-        outcome.effects.push(Effect::Picked { team });
+    outcome.event.decided_on.records = reads.versions.clone();
+    if let Some(picked) = picked {
+        if let Effect::Picked { method, .. } = &picked {
+            outcome.event.decided_on.picked = Some(method.clone());
+        }
+        outcome.effects.push(picked);
     }
     Ok(outcome)
 }
@@ -302,7 +313,7 @@ fn apply(
     now: &str,
     lang: Lang,
     reads: &Reads,
-) -> Result<(Instance, Value, Vec<Posting>, Option<String>), Rejection> {
+) -> Result<(Instance, Value, Vec<Posting>, Option<Effect>), Rejection> {
     let cleaned = match form.and_then(|f| bundle.form(f)) {
         Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
         None => {
@@ -409,9 +420,9 @@ fn field_errors(out: Value, script: &str) -> Result<Vec<FieldError>, Rejection> 
 /// The ways a route rule may choose a person of the team (`pick`).
 pub const PICK_METHODS: [&str; 3] = ["on_duty", "round_robin", "least_loaded"];
 
-/// Applies a route rule's result. `Some(team)`: a person was picked by
-/// round robin (the runtime moves the team's turn on).
-fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, reads: &Reads) -> Result<Option<String>, Rejection> {
+/// Applies a route rule's result; `Some(Effect::Picked)` when it asked to
+/// pick a person of the team.
+fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, reads: &Reads) -> Result<Option<Effect>, Rejection> {
     let people = &reads.people;
     let known: Vec<&str> = match &reads.teams {
         Some(teams) => teams.iter().map(String::as_str).collect(),
@@ -467,18 +478,16 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, r
             }
         }
     }
-    let mut bumped = None;
+    let mut picked = None;
     if let (Some(method), Some(team), None) = (&pick, &assignment.team, &assignment.assignee) {
         let chosen = pick_person(people, team, method, pick_role.as_deref());
-        if chosen.is_some() && method == "round_robin" {
-            bumped = Some(team.clone());
-        }
+        picked = Some(Effect::Picked { team: team.clone(), method: method.clone(), person: chosen.clone() });
         assignment.assignee = chosen;
     }
     if assigns {
         inst.assignment = assignment;
     }
-    Ok(bumped)
+    Ok(picked)
 }
 
 /// A person of `team` chosen by `method` from what the runtime read
@@ -575,6 +584,13 @@ fn finish(
         changes,
         parent: None,
         children: Vec::new(),
+        decided_on: crate::instance::DecidedOn {
+            roles: actor.roles.clone(),
+            teams: actor.teams.clone(),
+            department: actor.department.clone(),
+            records: Default::default(),
+            picked: None,
+        },
     };
     Ok(Outcome { instance: after, event, effects })
 }

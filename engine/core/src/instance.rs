@@ -124,6 +124,49 @@ pub struct Event {
     /// The instances this command started (`starts:`), in the same transaction.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// What the decision read besides the instance and the input (what-if replay).
+    #[serde(default, skip_serializing_if = "DecidedOn::is_empty")]
+    pub decided_on: DecidedOn,
+}
+
+/// What a decision read besides the instance and the input, recorded with
+/// its event so that the command can be decided again under changed
+/// definitions (`flowform replay`): the actor's roles, teams and department
+/// as they were, and the version of every record (or record-kind instance)
+/// it read. Who a rule could `pick` from is not recorded: a replay reports a
+/// pick by its method, never a guessed person.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedOn {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// `{TYPE: {ID: version}}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The method by which a route rule picked the assignee, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked: Option<String>,
+}
+
+impl DecidedOn {
+    pub fn is_empty(&self) -> bool {
+        self.roles.is_empty() && self.teams.is_empty() && self.department.is_none() && self.records.is_empty() && self.picked.is_none()
+    }
+
+    /// The actor as the decision saw them.
+    pub fn actor(&self, id: &str) -> Actor {
+        Actor {
+            id: id.to_string(),
+            name: String::new(),
+            roles: self.roles.clone(),
+            teams: self.teams.clone(),
+            email: None,
+            department: self.department.clone(),
+        }
+    }
 }
 
 /// What the runtime must do besides storing the new instance and the event.
@@ -140,8 +183,10 @@ pub enum Effect {
     Notify { notifications: Vec<crate::timers::NotifySpec> },
     /// Instances of other workflows to start with the command (`starts:`).
     Start { starts: Vec<crate::links::LinkedStart> },
-    /// A route rule picked a person of `team` by round robin: the team's turn moves on.
-    Picked { team: String },
+    /// A route rule asked to `pick` a person of `team` by `method`; `person`
+    /// is who it chose (none: nobody fit). After a round-robin pick the
+    /// team's turn moves on.
+    Picked { team: String, method: String, person: Option<String> },
 }
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod links;
 pub mod migrate;
 pub mod records;
+pub mod replay;
 pub mod reports;
 pub mod schedules;
 pub mod timers;

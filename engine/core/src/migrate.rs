@@ -73,6 +73,7 @@ pub fn migrate(target: &Bundle, instance: &Instance, state: &str, mapping: &BTre
         changes: diff(instance, &after),
         parent: None,
         children: Vec::new(),
+        decided_on: Default::default(),
     };
     Outcome { instance: after, event, effects: Vec::new() }
 }

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod notify;
 pub mod records;
 pub mod reload;
+pub mod replay;
 pub mod reports;
 pub mod schedules;
 pub mod sources;
@@ -178,6 +179,13 @@ impl Runtime {
         };
         runtime.load_accounts()?;
         Ok(runtime)
+    }
+
+    /// Decides the recorded commands of past instances again under
+    /// `candidate`, writing nothing (see [`replay::replay`]).
+    pub fn what_if(&self, candidate: &Bundle, opts: &replay::ReplayOptions) -> Result<replay::ReplayReport, CommandError> {
+        let old = |version: &str| self.bundle_for(version).ok();
+        replay::replay(self.store.as_ref(), candidate, &old, opts, &self.now())
     }
 
     /// The bundle new instances start on.
@@ -382,6 +390,7 @@ impl Runtime {
         }
         let mut wanted = flowform_core::records::instance_references(bundle, workflow, &merged);
         let mut records: serde_json::Map<String, Value> = serde_json::Map::new();
+        let mut versions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
         // The records they refer to in turn are read too, up a tree of
         // places to its root (an asset's room, floor, building and campus).
         for depth in 0..MAX_READ_DEPTH {
@@ -392,6 +401,7 @@ impl Runtime {
                 }
                 let entry = if bundle.model.record_types.contains_key(&kind) {
                     self.store.record(&kind, &id)?.map(|r| {
+                        versions.entry(kind.clone()).or_default().insert(id.clone(), r.version);
                         if depth + 1 < MAX_READ_DEPTH
                             && let Some(form) = bundle.model.record_types.get(&kind).and_then(|t| bundle.form(&t.form.value))
                         {
@@ -405,6 +415,7 @@ impl Runtime {
                     })
                 } else {
                     self.store.instance(&id)?.filter(|i| bundle.workflow(&i.workflow).and_then(|w| w.record.as_deref()) == Some(kind.as_str())).map(|i| {
+                        versions.entry(kind.clone()).or_default().insert(id.clone(), i.version);
                         let mut m = i.data.clone();
                         m.insert("id".into(), serde_json::json!(i.id));
                         m.insert("state".into(), serde_json::json!(i.state));
@@ -426,6 +437,7 @@ impl Runtime {
             let entry = records.entry(kind.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
             for r in all.into_iter().filter(|r| !r.archived).take(MAX_FOUND) {
                 if entry.get(&r.id).is_none() {
+                    versions.entry(kind.clone()).or_default().insert(r.id.clone(), r.version);
                     let mut m = r.data.clone();
                     m.insert("id".into(), serde_json::json!(r.id));
                     m.insert("title".into(), serde_json::json!(r.title));
@@ -434,7 +446,7 @@ impl Runtime {
                 }
             }
         }
-        Ok(flowform_core::Reads { records: Value::Object(records), people, teams })
+        Ok(flowform_core::Reads { records: Value::Object(records), people, teams, versions })
     }
 
     /// Every team: those declared under `teams:`, and with `app.teams_from`

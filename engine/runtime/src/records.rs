@@ -201,12 +201,12 @@ impl Runtime {
                     inbox.extend(i);
                     outbox.extend(o);
                 }
-                Effect::Picked { team } => {
+                Effect::Picked { team, method, person: Some(_) } if method == "round_robin" => {
                     let key = format!("turn:{team}");
                     let turn: u64 = self.store.meta(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
                     meta.push((key, (turn + 1).to_string()));
                 }
-                Effect::Assigned { .. } | Effect::Start { .. } => {}
+                Effect::Assigned { .. } | Effect::Start { .. } | Effect::Picked { .. } => {}
             }
         }
         let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);

@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(bundle_diff))
         .routes(routes!(admin_reload))
         .routes(routes!(admin_migrate))
+        .routes(routes!(admin_replay))
         .routes(routes!(workflows))
         .routes(routes!(workflow))
         .routes(routes!(start))
@@ -167,6 +168,68 @@ async fn admin_migrate(
     let mut body = json!(report);
     body["status"] = json!(status);
     Ok(Json(body))
+}
+
+/// What to replay: a candidate (`dir`, a directory of definitions on the
+/// server, or `version`, a stored version) and which past instances.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayBody {
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub since_days: Option<u32>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+    #[serde(default)]
+    pub list: Option<usize>,
+}
+
+/// Decides past instances again under a candidate, writing nothing (the page and the API).
+pub(crate) fn run_replay(
+    runtime: &flowform_runtime::Runtime,
+    body: ReplayBody,
+    lang: flowform_core::Lang,
+) -> Result<flowform_runtime::replay::ReplayReport, ApiError> {
+    use crate::codes::ErrorCode;
+    let candidate: std::sync::Arc<flowform_core::Bundle> =
+        match (body.dir.as_deref().filter(|d| !d.trim().is_empty()), body.version.as_deref().filter(|v| !v.trim().is_empty())) {
+            (Some(dir), None) => match flowform_runtime::load_bundle(std::path::Path::new(dir.trim())) {
+                Ok(b) => std::sync::Arc::new(b),
+                Err(flowform_runtime::LoadError::Invalid(diags)) => {
+                    let details: Vec<Value> =
+                        diags.iter().map(|d| json!({"file": d.file, "line": d.line, "column": d.column, "code": d.code, "message": d.message})).collect();
+                    return Err(ApiError::new(ErrorCode::InvalidCandidate, format!("the definitions in {dir} have {} problem(s)", diags.len()))
+                        .with_details(json!(details)));
+                }
+                Err(e) => return Err(ApiError::new(ErrorCode::InvalidCandidate, format!("cannot read the definitions in {dir}: {e}"))),
+            },
+            (None, Some(version)) => runtime.bundle_named(version.trim())?,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidBody,
+                    "name one candidate: `dir` (a directory of definitions on the server) or `version` (a stored definitions version)",
+                ));
+            }
+        };
+    let opts =
+        flowform_runtime::replay::ReplayOptions { since_days: body.since_days, workflow: body.workflow, lang, list: body.list.unwrap_or(200).min(5_000) };
+    Ok(runtime.what_if(&candidate, &opts)?)
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/replay", tag = "admin", summary = "What-if: decide past instances again under candidate definitions, writing nothing (admin)", request_body(content = Object, description = "{dir | version, since_days, workflow, list}", content_type = "application/json"), responses((status = 200, description = "{version, now, since, summary: {instances, steps, affected, by_kind, by_team, by_month, team_moves}, items: [{id, number, workflow, created_at, team, steps, differences: [{kind, seq, at, step, what, recorded, replayed, message}]}], truncated}", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
+async fn admin_replay(
+    State(s): State<AppState>,
+    Auth(actor): Auth,
+    UserLang(lang): UserLang,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&s, &actor, "admin route")?;
+    let runtime = s.runtime.clone();
+    let report = tokio::task::spawn_blocking(move || run_replay(&runtime, body, lang)).await.map_err(ApiError::internal)??;
+    Ok(Json(json!(report)))
 }
 
 #[utoipa::path(get, path = "/api/v1/workflows", tag = "definitions", summary = "Workflows with their states and transitions", responses((status = 200, description = "Workflows with their states and transitions", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]

@@ -49,6 +49,7 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
             changes: BTreeMap::new(),
             parent: None,
             children: Vec::new(),
+            decided_on: Default::default(),
         },
         instance: inst,
         expected_version: expected,

@@ -16,6 +16,7 @@ mod properties;
 mod records;
 mod reload;
 mod reload_under_load;
+mod replay;
 mod reports;
 mod scenarios;
 mod schema;

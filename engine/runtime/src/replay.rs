@@ -1,0 +1,299 @@
+//! What-if replay over a store: the recorded commands of past instances
+//! decided again under a candidate bundle, nothing written (see
+//! [`flowform_core::replay`]). Used by `flowform replay` on a stopped store,
+//! by `POST /api/v1/admin/replay` while serving, and by scenarios.
+
+use crate::CommandError;
+use flowform_core::replay::{InstanceReplay, Recorded, Summary, replay_instance, summarize};
+use flowform_core::{Bundle, Event, Lang, Reads};
+use flowform_store::{InstanceFilter, Store};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// What to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// Only instances created in the last so many days (by `now`).
+    pub since_days: Option<u32>,
+    pub workflow: Option<String>,
+    pub lang: Lang,
+    /// How many affected instances to list in full (the summary counts all).
+    pub list: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions { since_days: None, workflow: None, lang: Lang::ZhCn, list: 200 }
+    }
+}
+
+/// What a replay found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayReport {
+    /// The candidate bundle's version.
+    pub version: String,
+    pub now: String,
+    /// Instances created at or after this moment were replayed (none: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    pub summary: Summary,
+    /// The affected instances (up to `list`), each with its differences, the first differing step first.
+    pub items: Vec<InstanceReplay>,
+    /// More instances were affected than are listed.
+    pub truncated: bool,
+}
+
+/// Replays the instances of `store` under `candidate`; `old` gives the
+/// bundle of a recorded version.
+pub fn replay(
+    store: &dyn Store,
+    candidate: &Bundle,
+    old: &(dyn Fn(&str) -> Option<Arc<Bundle>> + Sync),
+    opts: &ReplayOptions,
+    now: &str,
+) -> Result<ReplayReport, CommandError> {
+    if let Some(w) = &opts.workflow
+        && candidate.workflow(w).is_none()
+    {
+        return Err(CommandError::BadQuery(format!("the candidate definitions have no workflow `{w}`")));
+    }
+    let since = match opts.since_days {
+        Some(days) => {
+            let at: jiff::Timestamp = now.parse().map_err(|e| CommandError::Internal(format!("bad clock value {now}: {e}")))?;
+            let back = jiff::SignedDuration::from_hours(24 * i64::from(days.min(36_600)));
+            Some(format!("{:.3}", at.checked_sub(back).map_err(|e| CommandError::BadQuery(format!("`since` is too far back: {e}")))?))
+        }
+        None => None,
+    };
+    // Oldest first, so the counts and the listed instances read in time order.
+    let mut instances = Vec::new();
+    let mut before = None;
+    'pages: loop {
+        let filter = InstanceFilter { workflow: opts.workflow.clone(), before: before.clone(), limit: 500, ..Default::default() };
+        let page = store.instances(&filter)?;
+        for i in page.items {
+            if since.as_deref().is_some_and(|s| i.created_at.as_str() < s) {
+                break 'pages;
+            }
+            instances.push(i);
+        }
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    instances.reverse();
+    let sources = Sources::new(store, candidate);
+    // Two workers (the machine's cores); each instance is independent.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
+    let chunk = instances.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Vec<InstanceReplay>, CommandError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = instances
+            .chunks(chunk)
+            .map(|part| {
+                let sources = &sources;
+                scope.spawn(move || {
+                    let mut out = Vec::with_capacity(part.len());
+                    for inst in part {
+                        let events = store.history(&inst.id)?;
+                        let reads: Vec<Reads> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
+                        let recorded = Recorded { instance: inst, events: &events, reads: &reads };
+                        out.push(replay_instance(candidate, old, &recorded, now, opts.lang));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CommandError::Internal("a replay worker panicked".into())))).collect()
+    });
+    let mut all = Vec::with_capacity(instances.len());
+    for r in results {
+        all.extend(r?);
+    }
+    let summary = summarize(&all);
+    let affected: Vec<InstanceReplay> = all.into_iter().filter(InstanceReplay::affected).collect();
+    let truncated = affected.len() > opts.list;
+    Ok(ReplayReport {
+        version: candidate.version.clone(),
+        now: now.to_string(),
+        since,
+        workflow: opts.workflow.clone(),
+        summary,
+        items: affected.into_iter().take(opts.list).collect(),
+        truncated,
+    })
+}
+
+/// The records decisions read, rebuilt at the versions they read, from the
+/// records' and instances' histories (each history read once).
+struct Sources<'s> {
+    store: &'s dyn Store,
+    record_types: Vec<String>,
+    teams: Option<Vec<String>>,
+    records: Mutex<HashMap<(String, String), Arc<RecordHistory>>>,
+    instances: Mutex<HashMap<String, Arc<(Option<String>, Vec<Event>)>>>,
+}
+
+struct RecordHistory {
+    title: String,
+    events: Vec<flowform_core::records::RecordEvent>,
+}
+
+impl<'s> Sources<'s> {
+    fn new(store: &'s dyn Store, candidate: &Bundle) -> Self {
+        // Teams kept as records: the live ones (who may be routed to is not recorded per event).
+        let teams = candidate.model.app.teams_from.as_ref().map(|kind| {
+            store
+                .records(&kind.value)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !r.archived)
+                .map(|r| r.id)
+                .chain(candidate.model.teams.keys().cloned())
+                .collect()
+        });
+        Sources { store, record_types: candidate.model.record_types.keys().cloned().collect(), teams, records: Mutex::default(), instances: Mutex::default() }
+    }
+
+    fn reads_of(&self, event: &Event) -> Result<Reads, CommandError> {
+        let mut records = Map::new();
+        for (kind, ids) in &event.decided_on.records {
+            let mut entries = Map::new();
+            for (id, version) in ids {
+                let entry = if self.record_types.contains(kind) { self.record_at(kind, id, *version)? } else { self.instance_at(id, *version)? };
+                if let Some(e) = entry {
+                    entries.insert(id.clone(), e);
+                }
+            }
+            records.insert(kind.clone(), Value::Object(entries));
+        }
+        Ok(Reads { records: Value::Object(records), people: Value::Null, teams: self.teams.clone(), versions: event.decided_on.records.clone() })
+    }
+
+    fn record_at(&self, kind: &str, id: &str, version: u64) -> Result<Option<Value>, CommandError> {
+        let key = (kind.to_string(), id.to_string());
+        let cached = self.records.lock().map_err(|_| CommandError::Internal("replay cache poisoned".into()))?.get(&key).cloned();
+        let history = match cached {
+            Some(h) => h,
+            None => {
+                let title = self.store.record(kind, id)?.map_or_else(|| id.to_string(), |r| r.title);
+                let h = Arc::new(RecordHistory { title, events: self.store.record_history(kind, id)? });
+                self.records.lock().map_err(|_| CommandError::Internal("replay cache poisoned".into()))?.insert(key, h.clone());
+                h
+            }
+        };
+        if history.events.is_empty() {
+            return Ok(None);
+        }
+        let mut data = Map::new();
+        let mut archived = false;
+        for e in history.events.iter().take_while(|e| e.seq <= version) {
+            for (k, c) in &e.changes {
+                if k == "archived" && matches!(e.kind, flowform_core::records::RecordEventKind::Archived | flowform_core::records::RecordEventKind::Restored) {
+                    archived = c.after.as_bool().unwrap_or(false);
+                } else if c.after.is_null() {
+                    data.remove(k);
+                } else {
+                    data.insert(k.clone(), c.after.clone());
+                }
+            }
+        }
+        data.insert("id".into(), json!(id));
+        data.insert("title".into(), json!(history.title));
+        data.insert("archived".into(), json!(archived));
+        Ok(Some(Value::Object(data)))
+    }
+
+    fn instance_at(&self, id: &str, version: u64) -> Result<Option<Value>, CommandError> {
+        let cached = self.instances.lock().map_err(|_| CommandError::Internal("replay cache poisoned".into()))?.get(id).cloned();
+        let history = match cached {
+            Some(h) => h,
+            None => {
+                let number = self.store.instance(id)?.and_then(|i| i.number);
+                let h = Arc::new((number, self.store.history(id)?));
+                self.instances.lock().map_err(|_| CommandError::Internal("replay cache poisoned".into()))?.insert(id.to_string(), h.clone());
+                h
+            }
+        };
+        let (number, events) = history.as_ref();
+        let mut data = Map::new();
+        let mut state = None;
+        for e in events.iter().take_while(|e| e.seq <= version) {
+            state = Some(e.to_state.clone());
+            for (k, c) in e.changes.iter().filter(|(k, _)| !k.starts_with("assignment.")) {
+                if c.after.is_null() {
+                    data.remove(k);
+                } else {
+                    data.insert(k.clone(), c.after.clone());
+                }
+            }
+        }
+        let Some(state) = state else { return Ok(None) };
+        data.insert("id".into(), json!(id));
+        data.insert("state".into(), json!(state));
+        data.insert("number".into(), json!(number));
+        Ok(Some(Value::Object(data)))
+    }
+}
+
+/// The summary and the first differing step of each listed instance, as a
+/// table for a terminal.
+pub fn render_text(report: &ReplayReport, lang: Lang) -> String {
+    use flowform_core::replay::DiffKind;
+    use std::fmt::Write as _;
+    let zh = lang == Lang::ZhCn;
+    let s = &report.summary;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        if zh {
+            format!("重放 {} 个实例（{} 个步骤），按版本 {} 重新判定：{} 个会有不同", s.instances, s.steps, report.version, s.affected)
+        } else {
+            format!("replayed {} instance(s) ({} steps) under version {}: {} would differ", s.instances, s.steps, report.version, s.affected)
+        }
+    );
+    if s.affected == 0 {
+        return out;
+    }
+    let _ = writeln!(out, "\n{}", if zh { "差异类型            实例数" } else { "kind of difference              instances" });
+    for k in DiffKind::ALL {
+        if let Some(n) = s.by_kind.get(&k) {
+            let _ = writeln!(out, "  {:<30} {n:>6}", k.label(lang));
+        }
+    }
+    if !s.team_moves.is_empty() {
+        let _ = writeln!(out, "\n{}", if zh { "班组变化" } else { "routing moves" });
+        for (m, n) in &s.team_moves {
+            let _ = writeln!(out, "  {m:<30} {n:>6}");
+        }
+    }
+    let _ = writeln!(out, "\n{}", if zh { "按原班组" } else { "by recorded team" });
+    for (t, n) in &s.by_team {
+        let _ = writeln!(out, "  {t:<30} {n:>6}");
+    }
+    let _ = writeln!(out, "\n{}", if zh { "按月份" } else { "by month" });
+    for (m, n) in &s.by_month {
+        let _ = writeln!(out, "  {m:<30} {n:>6}");
+    }
+    let _ = writeln!(out, "\n{}", if zh { "各实例第一个不同的步骤" } else { "first differing step of each instance" });
+    for item in &report.items {
+        if let Some(d) = item.differences.first() {
+            let name = item.number.clone().unwrap_or_else(|| item.id.clone());
+            let _ = writeln!(out, "  {name}  #{} {} [{}] {}", d.seq, d.step, d.kind.label(lang), d.message);
+        }
+    }
+    if report.truncated {
+        let _ = writeln!(out, "  … {}", if zh { "（仅列出前若干个；--format json 可得全部计数）" } else { "(only the first are listed)" });
+    }
+    out
+}
+
+/// Counts of each kind, as `{kind: n}` (for scenario expectations).
+pub fn kind_counts(report: &ReplayReport) -> BTreeMap<String, usize> {
+    report.summary.by_kind.iter().map(|(k, n)| (serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), *n)).collect()
+}
