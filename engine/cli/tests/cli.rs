@@ -524,3 +524,62 @@ fn check_watch_reports_new_and_fixed_problems_as_files_are_saved() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn replay_reports_what_a_changed_dispatch_rule_would_have_done_and_writes_nothing() {
+    let app = app_copy();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(app.path(), data.path());
+    let nurse = token(data.path(), "nurse_li");
+    let mut ids = Vec::new();
+    for asset in ["EQ-000101", "EQ-000116", "EQ-000102"] {
+        let body = format!(r#"{{"data":{{"asset":"{asset}","department":"D-LAB","location":"检验科","description":"设备故障,需要维修"}}}}"#);
+        let (_, created) = server.request("POST", "/api/v1/workflows/repair/instances", &nurse, Some(&body));
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let busy = bin().args(["replay", "--dir"]).arg(app.path()).arg("--data").arg(data.path()).output().unwrap();
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("held by a running server"));
+    server.stop();
+
+    let candidate = app_copy();
+    edit(
+        candidate.path(),
+        "rules/dispatch.rhai",
+        "let team = team_for(record.category);",
+        "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };",
+    );
+    let out = bin().args(["replay", "--lang", "en", "--workflow", "repair", "--dir"]).arg(candidate.path()).arg("--data").arg(data.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("replayed 3 instance(s)") && text.contains("2 would differ"), "{text}");
+    assert!(text.contains("hvac_team → general_team") && text.contains("other team"), "{text}");
+    let json =
+        bin().args(["replay", "--format", "json", "--workflow", "repair", "--dir"]).arg(candidate.path()).arg("--data").arg(data.path()).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let listed: Vec<&str> = report["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec![ids[0].as_str(), ids[2].as_str()]);
+    // Nothing was written: the orders are as they were.
+    let server = Server::start_in(app.path(), data.path());
+    let (_, view) = server.request("GET", &format!("/api/v1/instances/{}", ids[0]), &nurse, None);
+    assert_eq!(view["assignment"]["team"], "hvac_team", "{view}");
+    let (_, history) = server.request("GET", &format!("/api/v1/instances/{}/history", ids[0]), &nurse, None);
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    server.stop();
+
+    let missing = bin().args(["replay", "--dir"]).arg(candidate.path()).arg("--data").arg(data.path().join("nope")).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no store"));
+}
+
+#[test]
+fn schema_writes_one_json_schema_per_kind_of_file() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = bin().args(["schema", "--dir"]).arg(repo()).arg("--out").arg(out_dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for kind in ["workflow", "form", "record", "ledger", "schedule", "notification", "report", "app", "calendar", "definition"] {
+        let text = std::fs::read_to_string(out_dir.path().join(format!("{kind}.json"))).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#", "{kind}");
+    }
+}

@@ -47,6 +47,39 @@ pub struct ReplayReport {
     pub truncated: bool,
 }
 
+/// Where the candidate definitions of a replay come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Candidate<'a> {
+    /// A directory of definitions on the server, not yet copied into the live one.
+    Dir(&'a std::path::Path),
+    /// A stored version (`current` for the live one).
+    Version(&'a str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CandidateError {
+    #[error("the definitions in {dir} have {} problem(s)", .diagnostics.len())]
+    Invalid { dir: String, diagnostics: Vec<flowform_model::Diagnostic> },
+    #[error("cannot read the definitions in {dir}: {message}")]
+    Unreadable { dir: String, message: String },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl crate::Runtime {
+    /// The candidate bundle of a replay, compiled by the one pipeline.
+    pub fn candidate(&self, candidate: Candidate) -> Result<Arc<Bundle>, CandidateError> {
+        match candidate {
+            Candidate::Version(v) => Ok(self.bundle_named(v)?),
+            Candidate::Dir(dir) => match crate::load_bundle(dir) {
+                Ok(b) => Ok(Arc::new(b)),
+                Err(crate::LoadError::Invalid(diagnostics)) => Err(CandidateError::Invalid { dir: dir.display().to_string(), diagnostics }),
+                Err(e) => Err(CandidateError::Unreadable { dir: dir.display().to_string(), message: e.to_string() }),
+            },
+        }
+    }
+}
+
 /// Replays the instances of `store` under `candidate`; `old` gives the
 /// bundle of a recorded version.
 pub fn replay(

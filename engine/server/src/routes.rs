@@ -194,26 +194,28 @@ pub(crate) fn run_replay(
     lang: flowform_core::Lang,
 ) -> Result<flowform_runtime::replay::ReplayReport, ApiError> {
     use crate::codes::ErrorCode;
-    let candidate: std::sync::Arc<flowform_core::Bundle> =
-        match (body.dir.as_deref().filter(|d| !d.trim().is_empty()), body.version.as_deref().filter(|v| !v.trim().is_empty())) {
-            (Some(dir), None) => match flowform_runtime::load_bundle(std::path::Path::new(dir.trim())) {
-                Ok(b) => std::sync::Arc::new(b),
-                Err(flowform_runtime::LoadError::Invalid(diags)) => {
-                    let details: Vec<Value> =
-                        diags.iter().map(|d| json!({"file": d.file, "line": d.line, "column": d.column, "code": d.code, "message": d.message})).collect();
-                    return Err(ApiError::new(ErrorCode::InvalidCandidate, format!("the definitions in {dir} have {} problem(s)", diags.len()))
-                        .with_details(json!(details)));
-                }
-                Err(e) => return Err(ApiError::new(ErrorCode::InvalidCandidate, format!("cannot read the definitions in {dir}: {e}"))),
-            },
-            (None, Some(version)) => runtime.bundle_named(version.trim())?,
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidBody,
-                    "name one candidate: `dir` (a directory of definitions on the server) or `version` (a stored definitions version)",
-                ));
-            }
-        };
+    use flowform_runtime::replay::{Candidate, CandidateError};
+    let which = match (body.dir.as_deref().map(str::trim).filter(|d| !d.is_empty()), body.version.as_deref().map(str::trim).filter(|v| !v.is_empty())) {
+        (Some(dir), None) => Candidate::Dir(std::path::Path::new(dir)),
+        (None, Some(version)) => Candidate::Version(version),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "name one candidate: `dir` (a directory of definitions on the server) or `version` (a stored definitions version)",
+            ));
+        }
+    };
+    let candidate = match runtime.candidate(which) {
+        Ok(b) => b,
+        Err(CandidateError::Command(e)) => return Err(e.into()),
+        Err(CandidateError::Invalid { dir, diagnostics }) => {
+            let details: Vec<Value> =
+                diagnostics.iter().map(|d| json!({"file": d.file, "line": d.line, "column": d.column, "code": d.code, "message": d.message})).collect();
+            return Err(ApiError::new(ErrorCode::InvalidCandidate, format!("the definitions in {dir} have {} problem(s)", diagnostics.len()))
+                .with_details(json!(details)));
+        }
+        Err(e) => return Err(ApiError::new(ErrorCode::InvalidCandidate, e.to_string())),
+    };
     let opts =
         flowform_runtime::replay::ReplayOptions { since_days: body.since_days, workflow: body.workflow, lang, list: body.list.unwrap_or(200).min(5_000) };
     Ok(runtime.what_if(&candidate, &opts)?)
@@ -322,7 +324,14 @@ async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<S
 #[utoipa::path(get, path = "/api/v1/instances/{id}/history", tag = "instances", summary = "Its events, oldest first", params(("id" = String, Path, description = "instance id")), responses((status = 200, description = "Its events, oldest first", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
 async fn history(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let events = s.runtime.history_for(&id, &actor)?;
-    Ok(Json(json!(events)))
+    // What each decision read (for what-if replay) stays inside: record versions and the actor's roles.
+    let mut out = json!(events);
+    if let Value::Array(items) = &mut out {
+        for e in items.iter_mut().filter_map(Value::as_object_mut) {
+            e.remove("decided_on");
+        }
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]

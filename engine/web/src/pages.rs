@@ -1600,6 +1600,138 @@ pub async fn admin_diff(State(rt): Rt, p: P, Query(q): Query<DiffQuery>) -> Resp
     page(StatusCode::OK, "diff", merge(base(&rt, &p, texts::t(p.lang, "versions"), "me"), json!({"heading": heading, "diff": diff})))
 }
 
+#[derive(Deserialize, Default)]
+pub struct ReplayQuery {
+    #[serde(default)]
+    dir: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    workflow: Option<String>,
+}
+
+/// What-if replay for admins: past instances decided again under a
+/// candidate (a directory on the server, or a stored version), nothing written.
+pub async fn admin_replay(State(rt): Rt, p: P, Query(q): Query<ReplayQuery>) -> Response {
+    use flowform_runtime::replay::{Candidate, CandidateError, ReplayOptions};
+    if !p.viewer.actor.has_role("admin") {
+        return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
+    }
+    let bundle = rt.bundle();
+    let lang = p.lang;
+    let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let (dir, version, workflow, since) = (text(&q.dir), text(&q.version), text(&q.workflow), text(&q.since));
+    let versions: Vec<Value> = rt
+        .store()
+        .bundle_versions()
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .take(20)
+        .map(|v| json!({"value": v, "selected": version.as_deref() == Some(v.as_str()), "current": v == bundle.version}))
+        .collect();
+    let workflows: Vec<Value> = bundle
+        .model
+        .workflows
+        .values()
+        .map(|w| json!({"value": w.name, "label": w.title.get(lang.code(), &w.name), "selected": workflow.as_deref() == Some(w.name.as_str())}))
+        .collect();
+    let mut data = json!({"dir": dir, "since": since, "versions": versions, "workflows": workflows});
+    let since_days = match since.as_deref().map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(_)) => {
+            data["error"] = json!(texts::t(lang, "replay_bad_since"));
+            return page(StatusCode::UNPROCESSABLE_ENTITY, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
+        }
+    };
+    if dir.is_some() && version.is_some() {
+        data["error"] = json!(texts::t(lang, "replay_one_candidate"));
+        return page(StatusCode::UNPROCESSABLE_ENTITY, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
+    }
+    if dir.is_none() && version.is_none() {
+        return page(StatusCode::OK, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
+    }
+    let wf = workflow.clone();
+    let ran = blocking(&rt, move |rt| {
+        let which = match (&dir, &version) {
+            (Some(d), _) => Candidate::Dir(std::path::Path::new(d)),
+            (_, Some(v)) => Candidate::Version(v),
+            _ => Candidate::Version("current"),
+        };
+        let candidate = rt.candidate(which)?;
+        Ok::<_, CandidateError>(rt.what_if(&candidate, &ReplayOptions { since_days, workflow: wf, lang, list: 200 })?)
+    })
+    .await;
+    let report = match ran {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            data["error"] = json!(e.to_string());
+            if let CandidateError::Invalid { diagnostics, .. } = &e {
+                data["diagnostics"] = json!(
+                    diagnostics
+                        .iter()
+                        .map(|d| json!({"place": format!("{}:{}:{}", d.file, d.line, d.column), "code": d.code, "message": d.message}))
+                        .collect::<Vec<_>>()
+                );
+            }
+            return page(StatusCode::UNPROCESSABLE_ENTITY, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
+        }
+        Err(r) => return r,
+    };
+    let tz = display::zone(&bundle);
+    let now = display::runtime_now(&rt);
+    let s = &report.summary;
+    let team = |name: &str| if name == "—" { name.to_string() } else { rt.team_label(&bundle, name, lang.code()) };
+    let counts = |m: &std::collections::BTreeMap<String, usize>, label: &dyn Fn(&str) -> String| -> Vec<Value> {
+        m.iter().map(|(k, n)| json!({"label": label(k), "n": n})).collect()
+    };
+    let step_label = |workflow: &str, step: &str| match step {
+        "start" => texts::t(lang, "start").to_string(),
+        _ => bundle.workflow(workflow).and_then(|w| w.transition(step)).map_or_else(|| step.to_string(), |t| t.label.get(lang.code(), step).to_string()),
+    };
+    // Teams and people as users know them; the other kinds say it in their message.
+    let said = |d: &flowform_core::replay::Difference| {
+        let name = |v: &Value, f: &dyn Fn(&str) -> String| v.as_str().map_or_else(|| "—".to_string(), f);
+        match d.kind {
+            flowform_core::replay::DiffKind::Team => format!("{} → {}", name(&d.recorded, &|t| team(t)), name(&d.replayed, &|t| team(t))),
+            flowform_core::replay::DiffKind::Assignee if d.replayed.get("picked_by").is_none() => {
+                format!("{} → {}", name(&d.recorded, &|u| rt.display_name(u)), name(&d.replayed, &|u| rt.display_name(u)))
+            }
+            _ => d.message.clone(),
+        }
+    };
+    let items: Vec<Value> = report
+        .items
+        .iter()
+        .filter_map(|i| {
+            let d = i.differences.first()?;
+            Some(json!({
+                "href": format!("/instances/{}", encode(&i.id)),
+                "name": i.number.clone().unwrap_or_else(|| i.id.clone()),
+                "step": step_label(&i.workflow, &d.step),
+                "when": display::absolute(&d.at, &tz, now, lang),
+                "kind": d.kind.label(lang),
+                "message": said(d),
+                "more": i.differences.len() - 1,
+            }))
+        })
+        .collect();
+    data["report"] = json!({
+        "headline": texts::t(lang, "replay_headline").replace("{instances}", &s.instances.to_string()).replace("{steps}", &s.steps.to_string()).replace("{affected}", &s.affected.to_string()),
+        "version": report.version,
+        "kinds": s.by_kind.iter().map(|(k, n)| json!({"label": k.label(lang), "n": n})).collect::<Vec<_>>(),
+        "moves": counts(&s.team_moves, &|m: &str| m.split(" → ").map(|t| team(t)).collect::<Vec<_>>().join(" → ")),
+        "teams": counts(&s.by_team, &|t: &str| team(t)),
+        "months": counts(&s.by_month, &|m: &str| m.to_string()),
+        "items": items,
+        "truncated": report.truncated,
+    });
+    page(StatusCode::OK, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data))
+}
+
 /// Archives a record (it stays, with its history, but cannot be chosen any
 /// more) or restores it.
 pub async fn record_archive(

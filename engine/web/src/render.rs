@@ -26,6 +26,7 @@ static TEMPLATES: &[(&str, &str)] = &[
     ("ledger", include_str!("../templates/ledger.hbs")),
     ("admin", include_str!("../templates/admin.hbs")),
     ("diff", include_str!("../templates/diff.hbs")),
+    ("replay", include_str!("../templates/replay.hbs")),
     ("message", include_str!("../templates/message.hbs")),
     ("dashboard", include_str!("../templates/dashboard.hbs")),
     ("report", include_str!("../templates/report.hbs")),

@@ -369,6 +369,46 @@ browser_test!(an_admin_sees_a_broken_definition_fixes_it_and_sees_the_new_versio
     j.end().await;
 });
 
+browser_test!(an_admin_tries_a_changed_dispatch_rule_on_past_orders, async {
+    let mut j = Journey::start("j8-replay", "zh-CN").await;
+    for (asset, dept) in [("EQ-000101", "D-WARD5"), ("EQ-000102", "D-LAB"), ("EQ-000116", "D-ICU")] {
+        j.app
+            .start_instance("repair", "nurse_li", serde_json::json!({"asset": asset, "department": dept, "description": "设备故障需要维修"}))
+            .await
+            .expect(201);
+    }
+    // The candidate: a copy of the definitions where air conditioning goes to the general team.
+    let candidate = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for folder in ["definitions", "forms", "rules"] {
+        flowform_testkit::copy_dir(&j.app.app_dir.join(folder), &candidate.path().join(folder));
+    }
+    let dispatch = candidate.path().join("rules/dispatch.rhai");
+    let text = std::fs::read_to_string(&dispatch).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &dispatch,
+        text.replace(
+            "let team = team_for(record.category);",
+            "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    j.sign_in("admin").await;
+    j.go("/admin").await;
+    j.tap("假设重放").await;
+    j.find("input[name=dir]").await;
+    j.shot("form").await;
+    j.type_in("input[name=dir]", candidate.path().to_str().unwrap_or_default()).await;
+    j.find("form[action='/admin/replay#result'] button[type=submit]").await.click().await.unwrap_or_else(|e| panic!("{e}"));
+    j.find("[data-replay]").await;
+    let page = j.page_text().await;
+    assert!(page.contains("2 个会有不同") && page.contains("空调班 → 综合维修班"), "{page}");
+    let wide: bool =
+        j.client.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![]).await.unwrap_or_default().as_bool().unwrap_or(true);
+    assert!(!wide, "the replay page fits 390 px");
+    j.shot("report").await;
+    j.end().await;
+});
+
 browser_test!(the_managers_dashboard_shows_charts_and_drills_down, async {
     let mut j = Journey::start("j7-dashboard", "zh-CN").await;
     for (asset, dept) in [("EQ-000101", "D-WARD5"), ("EQ-000102", "D-LAB"), ("EQ-000139", "D-ICU"), ("EQ-000120", "D-WARD5")] {

@@ -197,6 +197,7 @@ async fn every_page_has_a_strict_content_security_policy_and_no_inline_script() 
         "/records/asset/EQ-000101",
         "/ledgers/stock",
         "/admin",
+        "/admin/replay",
     ] {
         let r = page(&app, &cookie, path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
@@ -761,4 +762,49 @@ async fn the_managers_dashboard_draws_its_tiles_and_drills_down_to_the_orders() 
     let nurse = session(&app, "nurse_li").await;
     assert_eq!(page(&app, &nurse, "/dashboards").await.status, StatusCode::NOT_FOUND);
     assert!(!page(&app, &nurse, "/me").await.text().contains("href=\"/dashboards\""));
+}
+
+#[tokio::test]
+async fn an_admin_replays_a_changed_dispatch_rule_on_a_page() {
+    let mut app = TestApp::hospital_copy();
+    let hvac = app
+        .start_instance("repair", "nurse_li", json!({"asset": "EQ-000101", "department": "D-LAB", "description": "空调不制冷了,室温很高"}))
+        .await
+        .expect(201);
+    app.start_instance("repair", "nurse_li", json!({"asset": "EQ-000116", "department": "D-LAB", "description": "洗手池水管漏水了"})).await.expect(201);
+    let candidate = tempfile::tempdir().unwrap();
+    for folder in ["definitions", "forms", "rules"] {
+        flowform_tests::copy_dir(&app.app_dir.join(folder), &candidate.path().join(folder));
+    }
+    let dispatch = candidate.path().join("rules/dispatch.rhai");
+    let text = std::fs::read_to_string(&dispatch).unwrap();
+    std::fs::write(
+        &dispatch,
+        text.replace(
+            "let team = team_for(record.category);",
+            "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };",
+        ),
+    )
+    .unwrap();
+    let dir: String = url::form_urlencoded::byte_serialize(candidate.path().to_str().unwrap().as_bytes()).collect();
+
+    let admin = session(&app, "admin").await;
+    assert!(page(&app, &admin, "/admin").await.text().contains("href=\"/admin/replay\""), "the admin page links to it");
+    let form = page(&app, &admin, "/admin/replay").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.text().contains("name=\"dir\"") && form.text().contains("name=\"version\""));
+    let done = page(&app, &admin, &format!("/admin/replay?dir={dir}&workflow=repair&since=30")).await;
+    assert_eq!(done.status, StatusCode::OK);
+    let html = done.text();
+    assert!(html.contains("重放 2 个实例（2 个步骤），1 个会有不同"), "{html}");
+    assert!(html.contains("空调班 → 综合维修班") && html.contains("班组不同"), "{html}");
+    assert!(html.contains(hvac["number"].as_str().unwrap()), "the order is listed: {html}");
+    assert_eq!(html.matches("data-affected").count(), 1);
+    // A broken candidate is named with its problems; nobody but admins may replay.
+    std::fs::write(&dispatch, "let x = ;").unwrap();
+    let broken = page(&app, &admin, &format!("/admin/replay?dir={dir}")).await;
+    assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(broken.text().contains("rules/dispatch.rhai"), "{}", broken.text());
+    let manager = session(&app, "manager_zheng").await;
+    assert_eq!(page(&app, &manager, &format!("/admin/replay?dir={dir}")).await.status, StatusCode::FORBIDDEN);
 }
