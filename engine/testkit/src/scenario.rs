@@ -58,6 +58,37 @@ pub struct Step {
     /// (second, …) linked child the current one; `follow: parent` its parent.
     /// Done after the step's command, before its checks.
     pub follow: Option<String>,
+    /// What-if: decide the instances so far again under changed definitions
+    /// and check what would differ (nothing is written).
+    pub replay: Option<ReplayStep>,
+}
+
+/// `replay:` — the candidate is the app under test (or `dir`, relative to
+/// the scenario file) with `edit`s applied to a copy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayStep {
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub edit: Vec<Edit>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Checked against the summary: `affected`, `by_kind`, `team_moves`, `by_team`, `by_month`, `instances`, `steps`.
+    #[serde(default)]
+    pub expect: Map<String, Value>,
+    /// The kind of the current instance's first difference, or `none`.
+    #[serde(default)]
+    pub current: Option<String>,
+}
+
+/// One change of a file: the first `replace` becomes `with`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edit {
+    pub file: String,
+    pub replace: String,
+    pub with: String,
 }
 
 fn duration(text: &str) -> Result<jiff::SignedDuration, String> {
@@ -176,7 +207,8 @@ pub async fn run_file_covered(path: &Path, app_dir: &Path, demo_dir: Option<&Pat
     for (i, step) in scenario.steps.iter().enumerate() {
         let note = step.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
         let at = format!("{} — step {}{note}", scenario.scenario, i + 1);
-        if let Err(e) = run_step(&mut app, step, &mut current, coverage).await {
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = run_step(&mut app, step, &mut current, coverage, base).await {
             result = Err(format!("{at}: {e}"));
             break;
         }
@@ -203,7 +235,7 @@ pub async fn run_file_covered(path: &Path, app_dir: &Path, demo_dir: Option<&Pat
     result
 }
 
-async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, coverage: &mut Coverage) -> Result<(), String> {
+async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, coverage: &mut Coverage, base: &Path) -> Result<(), String> {
     if let Some(wait) = &step.wait {
         app.clock.advance(duration(wait)?);
         // Time passed: what is due happens now, as the server's timer loop would do.
@@ -286,6 +318,9 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, 
             }
         }
     }
+    if let Some(r) = &step.replay {
+        replay_step(app, r, current.as_deref(), base)?;
+    }
     if let Some(n) = step.history {
         let id = current.clone().ok_or("`history` before any `start`")?;
         let user = step.actor.as_deref().unwrap_or("admin");
@@ -293,6 +328,50 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, 
         let count = events.as_array().map_or(0, Vec::len);
         if count != n {
             return Err(format!("expected {n} history events, got {count}: {events}"));
+        }
+    }
+    Ok(())
+}
+
+fn replay_step(app: &TestApp, r: &ReplayStep, current: Option<&str>, base: &Path) -> Result<(), String> {
+    let source = r.dir.as_ref().map_or_else(|| app.app_dir.clone(), |d| base.join(d));
+    let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for folder in flowform_model::sources::FOLDERS {
+        if source.join(folder).is_dir() {
+            crate::copy_dir(&source.join(folder), &copy.path().join(folder));
+        }
+    }
+    for e in &r.edit {
+        let file = copy.path().join(&e.file);
+        let text = std::fs::read_to_string(&file).map_err(|err| format!("replay: cannot read {}: {err}", e.file))?;
+        if !text.contains(&e.replace) {
+            return Err(format!("replay: {} has no `{}`", e.file, e.replace));
+        }
+        std::fs::write(&file, text.replacen(&e.replace, &e.with, 1)).map_err(|err| err.to_string())?;
+    }
+    let candidate = flowform_runtime::load_bundle(copy.path()).map_err(|e| match e {
+        flowform_runtime::LoadError::Invalid(d) => {
+            format!(
+                "replay: the changed definitions have problems: {}",
+                d.iter().map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message)).collect::<Vec<_>>().join("; ")
+            )
+        }
+        other => format!("replay: {other}"),
+    })?;
+    let opts = flowform_runtime::replay::ReplayOptions { since_days: None, workflow: r.workflow.clone(), lang: flowform_core::Lang::En, list: usize::MAX };
+    let report = app.runtime.what_if(&candidate, &opts).map_err(|e| format!("replay: {e}"))?;
+    let summary = serde_json::to_value(&report.summary).map_err(|e| e.to_string())?;
+    matches(&Value::Object(r.expect.clone()), &summary, "replay")?;
+    if let Some(kind) = &r.current {
+        let id = current.ok_or("`replay: { current }` before any `start`")?;
+        let first = report.items.iter().find(|i| i.id == id).and_then(|i| i.differences.first());
+        let got =
+            first.map_or_else(|| "none".to_string(), |d| serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        if &got != kind {
+            return Err(format!(
+                "replay: the current instance's first difference is `{got}`, expected `{kind}`{}",
+                first.map(|d| format!(" ({})", d.message)).unwrap_or_default()
+            ));
         }
     }
     Ok(())

@@ -29,3 +29,31 @@ fn the_matcher_reports_the_first_difference() {
     assert!(matches(&json!({"a": [1]}), &json!({"a": [1, 2]}), "").is_err());
     assert!(matches(&json!({"missing": null}), &json!({}), "").is_ok());
 }
+
+/// A `replay:` step whose expectation is wrong fails, saying what differs.
+#[tokio::test]
+async fn a_replay_step_fails_when_the_changed_definitions_do_not_do_what_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &path,
+        r#"scenario: wrong
+steps:
+  - as: nurse_li
+    start: repair
+    data: { asset: EQ-000116, department: D-LAB, location: 检验科, description: 洗手池水管漏水了 }
+  - replay:
+      edit:
+        - file: rules/dispatch.rhai
+          replace: "let team = team_for(record.category);"
+          with: "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };"
+      expect: { affected: 1 }
+"#,
+    )
+    .unwrap();
+    let e = run_file(&path).await.unwrap_err();
+    assert!(e.contains("step 2") && e.contains("replay.affected: expected 1, got 0"), "{e}");
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("replace: \"let team", "replace: \"let teem")).unwrap();
+    let e = run_file(&path).await.unwrap_err();
+    assert!(e.contains("rules/dispatch.rhai has no `let teem"), "{e}");
+}
