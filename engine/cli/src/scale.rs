@@ -99,7 +99,7 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
             .collect();
         records.insert(kind.value.clone(), Value::Object(all));
     }
-    let reads = flowform_core::Reads { records: Value::Object(records), people: Value::Null, teams: Some(teams_all.clone()), versions };
+    let reads = flowform_core::Reads { records: std::sync::Arc::new(Value::Object(records)), people: Value::Null, teams: Some(teams_all.clone()), versions };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
     let generator = {
         let bundle = bundle.clone();

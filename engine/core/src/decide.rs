@@ -111,7 +111,7 @@ fn role_list(roles: &[Sp<String>]) -> String {
 /// (rules read them with `lookup(type, id)` and `find(type, filter)`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reads {
-    pub records: Value,
+    pub records: std::sync::Arc<Value>,
     /// Who a route rule may `pick` from, per team:
     /// `{TEAM: {turn, members: [{id, roles, load, on_duty}]}}` — the team's
     /// active members, how many open instances each is assigned, whether

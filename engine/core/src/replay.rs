@@ -177,7 +177,8 @@ impl InstanceReplay {
 pub struct Recorded<'a> {
     pub instance: &'a Instance,
     pub events: &'a [Event],
-    pub reads: &'a [Reads],
+    /// One per event.
+    pub reads: Vec<&'a Reads>,
 }
 
 /// Decides `recorded`'s commands again under `new`; `old` gives the bundle
@@ -226,7 +227,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                     break;
                 }
                 let actor = ev.decided_on.actor(&ev.actor);
-                let reads = recorded.reads.get(i).unwrap_or(&empty);
+                let reads = recorded.reads.get(i).copied().unwrap_or(&empty);
                 let result = match (&ev.kind, &current) {
                     (EventKind::Started, _) => start_with(new, &inst.workflow, &ev.input, &actor, &ev.at, &ev.instance_id, lang, reads),
                     (_, Some(c)) => transition_with(new, c, ev.transition.as_deref().unwrap_or_default(), &ev.input, &actor, &ev.at, lang, reads),
@@ -447,24 +448,30 @@ pub struct Summary {
     pub team_moves: BTreeMap<String, usize>,
 }
 
-pub fn summarize(items: &[InstanceReplay]) -> Summary {
-    let mut s = Summary { instances: items.len(), ..Summary::default() };
-    for r in items {
-        s.steps += r.steps;
+impl Summary {
+    /// Counts one instance in.
+    pub fn add(&mut self, r: &InstanceReplay) {
+        self.instances += 1;
+        self.steps += r.steps;
         if !r.affected() {
-            continue;
+            return;
         }
-        s.affected += 1;
+        self.affected += 1;
         let kinds: std::collections::BTreeSet<DiffKind> = r.differences.iter().map(|d| d.kind).collect();
         for k in kinds {
-            *s.by_kind.entry(k).or_default() += 1;
+            *self.by_kind.entry(k).or_default() += 1;
         }
-        *s.by_team.entry(show(&r.team)).or_default() += 1;
-        *s.by_month.entry(r.created_at.chars().take(7).collect()).or_default() += 1;
+        *self.by_team.entry(show(&r.team)).or_default() += 1;
+        *self.by_month.entry(r.created_at.chars().take(7).collect()).or_default() += 1;
         for d in r.differences.iter().filter(|d| d.kind == DiffKind::Team) {
             let text = |v: &Value| v.as_str().unwrap_or("—").to_string();
-            *s.team_moves.entry(format!("{} → {}", text(&d.recorded), text(&d.replayed))).or_default() += 1;
+            *self.team_moves.entry(format!("{} → {}", text(&d.recorded), text(&d.replayed))).or_default() += 1;
         }
     }
+}
+
+pub fn summarize(items: &[InstanceReplay]) -> Summary {
+    let mut s = Summary::default();
+    items.iter().for_each(|r| s.add(r));
     s
 }

@@ -5,17 +5,18 @@
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use serde_json::Value;
 use std::cell::RefCell;
+use std::sync::Arc;
 
 thread_local! {
     /// The records the command running on this thread was handed (see
     /// [`crate::ScriptContext::records`]): what `lookup` and `find` read.
-    static RECORDS: RefCell<Value> = const { RefCell::new(Value::Null) };
+    static RECORDS: RefCell<Arc<Value>> = RefCell::new(Arc::new(Value::Null));
 }
 
 /// Runs `f` with `records` readable by `lookup`/`find` on this thread.
-pub(crate) fn with_records<T>(records: &Value, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_records<T>(records: &Arc<Value>, f: impl FnOnce() -> T) -> T {
     /// Puts the previous snapshot back even if the run panics.
-    struct Restore(Option<Value>);
+    struct Restore(Option<Arc<Value>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             if let Some(previous) = self.0.take() {

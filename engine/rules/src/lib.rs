@@ -31,8 +31,8 @@ pub struct ScriptContext {
     pub now: String,
     /// The records the command reads, handed in by the runtime so the
     /// decision stays pure: `{TYPE: {ID: {fields…, id, title, archived}}}`.
-    /// `lookup(type, id)` and `find(type, filter)` read them.
-    pub records: Value,
+    /// `lookup(type, id)` and `find(type, filter)` read them. Shared, never copied per run.
+    pub records: std::sync::Arc<Value>,
 }
 
 /// Which script failed, where, and why.

@@ -18,7 +18,9 @@ fn ctx() -> ScriptContext {
         input: json!({}),
         actor: json!({"id": "u1", "roles": ["technician"], "teams": ["hvac_team"]}),
         now: "2026-11-25T08:00:00Z".into(),
-        records: json!({"asset": {"EQ-1": {"id": "EQ-1", "title": "1号冷水机组", "tag_id": "RFID-EQ-1", "category": "hvac"}, "EQ-2": {"id": "EQ-2", "category": "plumbing"}}}),
+        records: std::sync::Arc::new(
+            json!({"asset": {"EQ-1": {"id": "EQ-1", "title": "1号冷水机组", "tag_id": "RFID-EQ-1", "category": "hvac"}, "EQ-2": {"id": "EQ-2", "category": "plumbing"}}}),
+        ),
     }
 }
 
@@ -31,7 +33,7 @@ fn rules_read_the_records_they_are_handed_and_nothing_else() {
     assert!(diags.is_empty(), "{diags:?}");
     assert_eq!(set.run("r", &ctx()).unwrap(), json!(["RFID-EQ-1", true, 1, true]));
     // Nothing handed in: nothing found, and no way to reach the store.
-    let bare = ScriptContext { records: serde_json::Value::Null, ..ctx() };
+    let bare = ScriptContext { records: std::sync::Arc::new(serde_json::Value::Null), ..ctx() };
     assert_eq!(set.run("r", &bare).unwrap_err().kind, crate::RuleErrorKind::Runtime, "a.tag_id on () is an error");
 }
 

@@ -446,7 +446,7 @@ impl Runtime {
                 }
             }
         }
-        Ok(flowform_core::Reads { records: Value::Object(records), people, teams, versions })
+        Ok(flowform_core::Reads { records: std::sync::Arc::new(Value::Object(records)), people, teams, versions })
     }
 
     /// Every team: those declared under `teams:`, and with `app.teams_from`

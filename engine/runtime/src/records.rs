@@ -439,7 +439,7 @@ impl Runtime {
                         record: Value::Object(data),
                         input: json!({}),
                         actor: json!({"id": "system", "roles": [], "teams": []}),
-                        records: Value::Null,
+                        records: std::sync::Arc::new(Value::Null),
                         now: self.now(),
                     };
                     match bundle.rules.run_guard(&flowform_rules::trigger_key(&rt.name, i), &ctx) {

@@ -4,7 +4,7 @@
 //! by `POST /api/v1/admin/replay` while serving, and by scenarios.
 
 use crate::CommandError;
-use flowform_core::replay::{InstanceReplay, Recorded, Summary, replay_instance, summarize};
+use flowform_core::replay::{InstanceReplay, Recorded, Summary, replay_instance};
 use flowform_core::{Bundle, Event, Lang, Reads};
 use flowform_store::{InstanceFilter, Store};
 use serde::Serialize;
@@ -102,40 +102,75 @@ pub fn replay(
         }
         None => None,
     };
-    // Oldest first, so the counts and the listed instances read in time order.
-    let mut instances = Vec::new();
+    let sources = Sources::new(store, candidate);
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
+    // A page at a time, newest first (memory stays flat however many there are);
+    // the oldest `list` affected instances are kept to be listed, oldest first.
+    let mut summary = Summary::default();
+    let mut listed: std::collections::VecDeque<InstanceReplay> = std::collections::VecDeque::new();
     let mut before = None;
-    'pages: loop {
-        let filter = InstanceFilter { workflow: opts.workflow.clone(), before: before.clone(), limit: 500, ..Default::default() };
+    loop {
+        let filter = InstanceFilter { workflow: opts.workflow.clone(), before: before.clone(), limit: 1000, ..Default::default() };
         let page = store.instances(&filter)?;
+        let mut batch = Vec::with_capacity(page.items.len());
+        let mut older = false;
         for i in page.items {
             if since.as_deref().is_some_and(|s| i.created_at.as_str() < s) {
-                break 'pages;
+                older = true;
+                break;
             }
-            instances.push(i);
+            batch.push(i);
+        }
+        for r in decide_batch(store, candidate, old, &sources, &batch, threads, now, opts.lang)? {
+            summary.add(&r);
+            if r.affected() {
+                listed.push_back(r);
+                if listed.len() > opts.list {
+                    listed.pop_front();
+                }
+            }
         }
         match page.next {
-            Some(n) => before = Some(n),
-            None => break,
+            Some(n) if !older => before = Some(n),
+            _ => break,
         }
     }
-    instances.reverse();
-    let sources = Sources::new(store, candidate);
-    // Two workers (the machine's cores); each instance is independent.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
-    let chunk = instances.len().div_ceil(threads).max(1);
+    let truncated = summary.affected > listed.len();
+    Ok(ReplayReport {
+        version: candidate.version.clone(),
+        now: now.to_string(),
+        since,
+        workflow: opts.workflow.clone(),
+        summary,
+        items: listed.into_iter().rev().collect(),
+        truncated,
+    })
+}
+
+/// One page of instances decided again on `threads` threads, in page order.
+#[allow(clippy::too_many_arguments)]
+fn decide_batch(
+    store: &dyn Store,
+    candidate: &Bundle,
+    old: &(dyn Fn(&str) -> Option<Arc<Bundle>> + Sync),
+    sources: &Sources,
+    batch: &[flowform_core::Instance],
+    threads: usize,
+    now: &str,
+    lang: Lang,
+) -> Result<Vec<InstanceReplay>, CommandError> {
+    let chunk = batch.len().div_ceil(threads).max(1);
     let results: Vec<Result<Vec<InstanceReplay>, CommandError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = instances
+        let handles: Vec<_> = batch
             .chunks(chunk)
             .map(|part| {
-                let sources = &sources;
                 scope.spawn(move || {
                     let mut out = Vec::with_capacity(part.len());
                     for inst in part {
                         let events = store.history(&inst.id)?;
-                        let reads: Vec<Reads> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
-                        let recorded = Recorded { instance: inst, events: &events, reads: &reads };
-                        out.push(replay_instance(candidate, old, &recorded, now, opts.lang));
+                        let reads: Vec<Arc<Reads>> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
+                        let recorded = Recorded { instance: inst, events: &events, reads: reads.iter().map(AsRef::as_ref).collect() };
+                        out.push(replay_instance(candidate, old, &recorded, now, lang));
                     }
                     Ok(out)
                 })
@@ -143,22 +178,11 @@ pub fn replay(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CommandError::Internal("a replay worker panicked".into())))).collect()
     });
-    let mut all = Vec::with_capacity(instances.len());
+    let mut all = Vec::with_capacity(batch.len());
     for r in results {
         all.extend(r?);
     }
-    let summary = summarize(&all);
-    let affected: Vec<InstanceReplay> = all.into_iter().filter(InstanceReplay::affected).collect();
-    let truncated = affected.len() > opts.list;
-    Ok(ReplayReport {
-        version: candidate.version.clone(),
-        now: now.to_string(),
-        since,
-        workflow: opts.workflow.clone(),
-        summary,
-        items: affected.into_iter().take(opts.list).collect(),
-        truncated,
-    })
+    Ok(all)
 }
 
 /// The records decisions read, rebuilt at the versions they read, from the
@@ -169,6 +193,8 @@ struct Sources<'s> {
     teams: Option<Vec<String>>,
     records: Mutex<HashMap<(String, String), Arc<RecordHistory>>>,
     instances: Mutex<HashMap<String, Arc<(Option<String>, Vec<Event>)>>>,
+    /// Events that read the same records at the same versions share one `Reads`.
+    reads: Mutex<HashMap<BTreeMap<String, BTreeMap<String, u64>>, Arc<Reads>>>,
 }
 
 struct RecordHistory {
@@ -189,10 +215,21 @@ impl<'s> Sources<'s> {
                 .chain(candidate.model.teams.keys().cloned())
                 .collect()
         });
-        Sources { store, record_types: candidate.model.record_types.keys().cloned().collect(), teams, records: Mutex::default(), instances: Mutex::default() }
+        Sources {
+            store,
+            record_types: candidate.model.record_types.keys().cloned().collect(),
+            teams,
+            records: Mutex::default(),
+            instances: Mutex::default(),
+            reads: Mutex::default(),
+        }
     }
 
-    fn reads_of(&self, event: &Event) -> Result<Reads, CommandError> {
+    fn reads_of(&self, event: &Event) -> Result<Arc<Reads>, CommandError> {
+        let poisoned = || CommandError::Internal("replay cache poisoned".into());
+        if let Some(r) = self.reads.lock().map_err(|_| poisoned())?.get(&event.decided_on.records) {
+            return Ok(r.clone());
+        }
         let mut records = Map::new();
         for (kind, ids) in &event.decided_on.records {
             let mut entries = Map::new();
@@ -204,7 +241,19 @@ impl<'s> Sources<'s> {
             }
             records.insert(kind.clone(), Value::Object(entries));
         }
-        Ok(Reads { records: Value::Object(records), people: Value::Null, teams: self.teams.clone(), versions: event.decided_on.records.clone() })
+        let reads = Arc::new(Reads {
+            records: Arc::new(Value::Object(records)),
+            people: Value::Null,
+            teams: self.teams.clone(),
+            versions: event.decided_on.records.clone(),
+        });
+        let mut cache = self.reads.lock().map_err(|_| poisoned())?;
+        // Bounded: stores whose orders each read their own records share little.
+        if cache.len() >= 20_000 {
+            cache.clear();
+        }
+        cache.insert(event.decided_on.records.clone(), reads.clone());
+        Ok(reads)
     }
 
     fn record_at(&self, kind: &str, id: &str, version: u64) -> Result<Option<Value>, CommandError> {
