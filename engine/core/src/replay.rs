@@ -234,7 +234,14 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                     (_, None) => break,
                 };
                 out.steps += 1;
-                let before = current.clone().unwrap_or_else(|| Instance { assignment: Assignment::default(), data: Default::default(), ..inst.clone() });
+                let blank;
+                let before: &Instance = match &current {
+                    Some(c) => c,
+                    None => {
+                        blank = Instance { assignment: Assignment::default(), data: Default::default(), ..inst.clone() };
+                        &blank
+                    }
+                };
                 let mut outcome = match result {
                     Ok(o) => o,
                     Err(rejection) => {
@@ -258,20 +265,28 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                         break;
                     }
                 };
-                // What the recorded command led to: the state before it, with its changes.
-                let mut was = before.clone();
-                apply_changes(&mut was, ev);
+                // What the recorded command led to: the assignment before it, with its changes.
+                let mut was_assignment = before.assignment.clone();
+                for (k, c) in &ev.changes {
+                    let text = || c.after.as_str().map(str::to_string);
+                    match k.as_str() {
+                        "assignment.team" => was_assignment.team = text(),
+                        "assignment.assignee" => was_assignment.assignee = text(),
+                        "assignment.vendor" => was_assignment.vendor = text(),
+                        _ => {}
+                    }
+                }
                 // Picked the same way from the same team: the person recorded.
                 let picked = outcome.event.decided_on.picked.clone();
-                if picked.is_some() && picked == ev.decided_on.picked && outcome.instance.assignment.team == was.assignment.team {
-                    outcome.instance.assignment.assignee = was.assignment.assignee.clone();
+                if picked.is_some() && picked == ev.decided_on.picked && outcome.instance.assignment.team == was_assignment.team {
+                    outcome.instance.assignment.assignee = was_assignment.assignee.clone();
                 }
                 let mut found = Vec::new();
                 if outcome.instance.state != ev.to_state {
                     let message = format!("→ {} ({} {})", outcome.instance.state, if lang == Lang::ZhCn { "原为" } else { "was" }, ev.to_state);
                     found.push(diff(DiffKind::State, "state", json!(ev.to_state), json!(outcome.instance.state), message));
                 }
-                let (a, b) = (&was.assignment, &outcome.instance.assignment);
+                let (a, b) = (&was_assignment, &outcome.instance.assignment);
                 let by = |method: &Option<String>| match method {
                     Some(m) if lang == Lang::ZhCn => format!("（按 {m} 选人）"),
                     Some(m) => format!(" (a person picked by {m})"),
@@ -291,9 +306,12 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 if a.vendor != b.vendor {
                     found.push(diff(DiffKind::Vendor, "vendor", json!(a.vendor), json!(b.vendor), format!("{} → {}", show(&a.vendor), show(&b.vendor))));
                 }
-                let keys: std::collections::BTreeSet<&String> = was.data.keys().chain(outcome.instance.data.keys()).collect();
+                // Only what either command changed can differ.
+                let keys: std::collections::BTreeSet<&String> =
+                    ev.changes.keys().chain(outcome.event.changes.keys()).filter(|k| !k.starts_with("assignment.")).collect();
                 for k in keys {
-                    let (x, y) = (was.data.get(k).unwrap_or(&Value::Null), outcome.instance.data.get(k).unwrap_or(&Value::Null));
+                    let x = ev.changes.get(k).map_or_else(|| before.data.get(k).unwrap_or(&Value::Null), |c| &c.after);
+                    let y = outcome.instance.data.get(k).unwrap_or(&Value::Null);
                     if x != y {
                         found.push(diff(DiffKind::Data, k, x.clone(), y.clone(), format!("{k}: {x} → {y}")));
                     }
@@ -303,8 +321,10 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                     let left = leaving_time(recorded.events, i, &outcome.instance.state).unwrap_or(now);
                     let old_due = old(&ev.bundle_version).and_then(|ob| {
                         let wf = ob.workflow(&inst.workflow)?;
+                        wf.state(&ev.to_state)?.sla.as_ref()?;
                         // As recorded: the old definitions over the recorded data (an SLA may be a field).
-                        let mut probe = was.clone();
+                        let mut probe = before.clone();
+                        apply_changes(&mut probe, ev);
                         probe.version = ev.seq;
                         crate::timers::enter_state(&ob.model, wf, &mut probe, &ev.at);
                         probe.due_at
@@ -466,6 +486,23 @@ impl Summary {
         for d in r.differences.iter().filter(|d| d.kind == DiffKind::Team) {
             let text = |v: &Value| v.as_str().unwrap_or("—").to_string();
             *self.team_moves.entry(format!("{} → {}", text(&d.recorded), text(&d.replayed))).or_default() += 1;
+        }
+    }
+}
+
+impl Summary {
+    /// Adds the counts of another part of the same replay.
+    pub fn merge(&mut self, other: Summary) {
+        self.instances += other.instances;
+        self.steps += other.steps;
+        self.affected += other.affected;
+        for (mine, theirs) in [(&mut self.by_team, other.by_team), (&mut self.by_month, other.by_month), (&mut self.team_moves, other.team_moves)] {
+            for (k, n) in theirs {
+                *mine.entry(k).or_default() += n;
+            }
+        }
+        for (k, n) in other.by_kind {
+            *self.by_kind.entry(k).or_default() += n;
         }
     }
 }

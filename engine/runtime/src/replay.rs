@@ -104,85 +104,153 @@ pub fn replay(
     };
     let sources = Sources::new(store, candidate);
     let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
-    // A page at a time, newest first (memory stays flat however many there are);
-    // the oldest `list` affected instances are kept to be listed, oldest first.
-    let mut summary = Summary::default();
-    let mut listed: std::collections::VecDeque<InstanceReplay> = std::collections::VecDeque::new();
-    let mut before = None;
-    loop {
-        let filter = InstanceFilter { workflow: opts.workflow.clone(), before: before.clone(), limit: 1000, ..Default::default() };
-        let page = store.instances(&filter)?;
-        let mut batch = Vec::with_capacity(page.items.len());
-        let mut older = false;
-        for i in page.items {
-            if since.as_deref().is_some_and(|s| i.created_at.as_str() < s) {
-                older = true;
-                break;
-            }
-            batch.push(i);
-        }
-        for r in decide_batch(store, candidate, old, &sources, &batch, threads, now, opts.lang)? {
-            summary.add(&r);
-            if r.affected() {
-                listed.push_back(r);
-                if listed.len() > opts.list {
-                    listed.pop_front();
+    // This thread reads pages of instances, newest first, and hands them out
+    // in small chunks; `threads` workers decide them, each counting into its
+    // own summary and keeping the oldest `list` affected instances. Memory
+    // stays flat however many there are.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<Vec<flowform_core::Instance>>(threads * 4);
+    let queue = Mutex::new(queue);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (parts, read) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (queue, sources, failed) = (&queue, &sources, &failed);
+                scope.spawn(move || -> Result<Part, CommandError> {
+                    let mut part = Part::default();
+                    let mut error = None;
+                    loop {
+                        let Ok(chunk) = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ())) else { break };
+                        if error.is_some() {
+                            continue; // drain, so the reader never waits on a dead worker
+                        }
+                        for inst in &chunk {
+                            match replay_one(store, candidate, old, sources, inst, now, opts.lang) {
+                                Ok(r) => part.add(r, opts.list),
+                                Err(e) => {
+                                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    error = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    error.map_or(Ok(part), Err)
+                })
+            })
+            .collect();
+        let read = (|| -> Result<(), CommandError> {
+            let mut before = None;
+            loop {
+                let filter = InstanceFilter { workflow: opts.workflow.clone(), before: before.clone(), limit: 500, ..Default::default() };
+                let page = store.instances(&filter)?;
+                let mut batch = Vec::with_capacity(page.items.len());
+                let mut older = false;
+                for i in page.items {
+                    if since.as_deref().is_some_and(|s| i.created_at.as_str() < s) {
+                        older = true;
+                        break;
+                    }
+                    batch.push(i);
+                }
+                while !batch.is_empty() {
+                    let rest = batch.split_off(batch.len().min(CHUNK));
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) || jobs.send(std::mem::replace(&mut batch, rest)).is_err() {
+                        return Ok(());
+                    }
+                }
+                match page.next {
+                    Some(n) if !older => before = Some(n),
+                    _ => return Ok(()),
                 }
             }
-        }
-        match page.next {
-            Some(n) if !older => before = Some(n),
-            _ => break,
+        })();
+        drop(jobs);
+        let parts: Vec<Result<Part, CommandError>> =
+            workers.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CommandError::Internal("a replay worker panicked".into())))).collect();
+        (parts, read)
+    });
+    read?;
+    let mut all = Part::default();
+    for p in parts {
+        let p = p?;
+        all.summary.merge(p.summary);
+        for Oldest(r) in p.oldest {
+            all.keep(r, opts.list);
         }
     }
-    let truncated = summary.affected > listed.len();
+    let mut items: Vec<InstanceReplay> = all.oldest.into_iter().map(|Oldest(r)| r).collect();
+    items.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(ReplayReport {
         version: candidate.version.clone(),
         now: now.to_string(),
         since,
         workflow: opts.workflow.clone(),
-        summary,
-        items: listed.into_iter().rev().collect(),
-        truncated,
+        truncated: all.summary.affected > items.len(),
+        summary: all.summary,
+        items,
     })
 }
 
-/// One page of instances decided again on `threads` threads, in page order.
-#[allow(clippy::too_many_arguments)]
-fn decide_batch(
+/// Instances a worker takes at a time.
+const CHUNK: usize = 16;
+
+/// One instance decided again.
+fn replay_one(
     store: &dyn Store,
     candidate: &Bundle,
     old: &(dyn Fn(&str) -> Option<Arc<Bundle>> + Sync),
     sources: &Sources,
-    batch: &[flowform_core::Instance],
-    threads: usize,
+    inst: &flowform_core::Instance,
     now: &str,
     lang: Lang,
-) -> Result<Vec<InstanceReplay>, CommandError> {
-    let chunk = batch.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Vec<InstanceReplay>, CommandError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut out = Vec::with_capacity(part.len());
-                    for inst in part {
-                        let events = store.history(&inst.id)?;
-                        let reads: Vec<Arc<Reads>> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
-                        let recorded = Recorded { instance: inst, events: &events, reads: reads.iter().map(AsRef::as_ref).collect() };
-                        out.push(replay_instance(candidate, old, &recorded, now, lang));
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CommandError::Internal("a replay worker panicked".into())))).collect()
-    });
-    let mut all = Vec::with_capacity(batch.len());
-    for r in results {
-        all.extend(r?);
+) -> Result<InstanceReplay, CommandError> {
+    let events = store.history(&inst.id)?;
+    let reads: Vec<Arc<Reads>> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
+    let recorded = Recorded { instance: inst, events: &events, reads: reads.iter().map(AsRef::as_ref).collect() };
+    Ok(replay_instance(candidate, old, &recorded, now, lang))
+}
+
+/// An affected instance, ordered by id (ids grow with time): the heap's top is the newest.
+struct Oldest(InstanceReplay);
+
+impl PartialEq for Oldest {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
     }
-    Ok(all)
+}
+impl Eq for Oldest {}
+impl PartialOrd for Oldest {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Oldest {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.id.cmp(&other.0.id)
+    }
+}
+
+/// What one worker found: its counts and the oldest affected instances.
+#[derive(Default)]
+struct Part {
+    summary: Summary,
+    oldest: std::collections::BinaryHeap<Oldest>,
+}
+
+impl Part {
+    fn add(&mut self, r: InstanceReplay, list: usize) {
+        self.summary.add(&r);
+        if r.affected() {
+            self.keep(r, list);
+        }
+    }
+
+    fn keep(&mut self, r: InstanceReplay, list: usize) {
+        self.oldest.push(Oldest(r));
+        if self.oldest.len() > list {
+            self.oldest.pop();
+        }
+    }
 }
 
 /// The records decisions read, rebuilt at the versions they read, from the
