@@ -62,6 +62,9 @@ pub enum RuleErrorKind {
 #[derive(Debug)]
 struct Compiled {
     ast: AST,
+    /// The fields of `record` the script reads (`record.FIELD`); `None` when
+    /// it uses `record` as a whole. Only these are converted for a run.
+    record_fields: Option<Vec<String>>,
     file: String,
     /// Added to Rhai's 1-based line/column: non-zero for expressions inline in YAML.
     origin: Pos,
@@ -118,7 +121,8 @@ impl RuleSet {
         for script in model.scripts.values().filter(|s| !is_library(&s.name)) {
             match engine.compile_with_scope(&scope, &script.text) {
                 Ok(ast) => {
-                    scripts.insert(script.name.clone(), Compiled { ast: with_library(ast), file: script.file.clone(), origin: Pos::new(0, 0) });
+                    let record_fields = fields_read(&script.text, "record");
+                    scripts.insert(script.name.clone(), Compiled { ast: with_library(ast), record_fields, file: script.file.clone(), origin: Pos::new(0, 0) });
                 }
                 Err(e) => diags.push(script_syntax_error(&script.file, &script.text, &e)),
             }
@@ -129,7 +133,8 @@ impl RuleSet {
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
                         let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
-                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast: with_library(ast), file: wf.file.clone(), origin });
+                        let record_fields = fields_read(&when.value, "record");
+                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast: with_library(ast), record_fields, file: wf.file.clone(), origin });
                     }
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
@@ -147,7 +152,8 @@ impl RuleSet {
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
                         let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
-                        scripts.insert(trigger_key(&rt.name, i), Compiled { ast: with_library(ast), file: rt.file.clone(), origin });
+                        let record_fields = fields_read(&when.value, "record");
+                        scripts.insert(trigger_key(&rt.name, i), Compiled { ast: with_library(ast), record_fields, file: rt.file.clone(), origin });
                     }
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
@@ -179,9 +185,15 @@ impl RuleSet {
             });
         };
         let mut scope = Scope::new();
-        for (k, v) in [("record", &ctx.record), ("input", &ctx.input), ("actor", &ctx.actor)] {
-            let d = to_dynamic(v);
-            scope.push_constant_dynamic(k, d);
+        let record = match (&compiled.record_fields, &ctx.record) {
+            (Some(fields), Value::Object(all)) => {
+                Dynamic::from_map(fields.iter().filter_map(|f| all.get(f).map(|v| (f.as_str().into(), to_dynamic(v)))).collect())
+            }
+            (_, whole) => to_dynamic(whole),
+        };
+        scope.push_constant_dynamic("record", record);
+        for (k, v) in [("input", &ctx.input), ("actor", &ctx.actor)] {
+            scope.push_constant_dynamic(k, to_dynamic(v));
         }
         scope.push_constant("now", ctx.now.clone());
         let result = helpers::with_records(&ctx.records, || {
@@ -381,6 +393,86 @@ fn syntax_hint(message: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The fields of variable `var` that `source` reads (`var.FIELD`, `var?.FIELD`),
+/// or `None` when it uses `var` any other way (passed whole, indexed, bound
+/// to another name) — then the whole value is needed. Conservative: a
+/// mention in a string or a comment only adds a field or asks for all.
+pub(crate) fn fields_read(source: &str, var: &str) -> Option<Vec<String>> {
+    let source = without_comments(source);
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut fields: Vec<String> = Vec::new();
+    let mut rest = source.as_str();
+    let mut before: Option<char> = None;
+    while let Some(at) = rest.find(var) {
+        let prev = rest[..at].chars().next_back().or(if at == 0 { before } else { None });
+        let after = &rest[at + var.len()..];
+        before = var.chars().next_back();
+        let whole_word = !prev.is_some_and(ident) && !after.chars().next().is_some_and(ident);
+        if whole_word {
+            let tail = after.trim_start();
+            let tail = tail.strip_prefix("?.").or_else(|| tail.strip_prefix('.'))?;
+            let tail = tail.trim_start();
+            let name: String = tail.chars().take_while(|c| ident(*c)).collect();
+            // `record.len()`, `record.keys()`: a method of the whole map.
+            if name.is_empty() || tail[name.len()..].trim_start().starts_with('(') {
+                return None;
+            }
+            if !fields.contains(&name) {
+                fields.push(name);
+            }
+        }
+        rest = after;
+    }
+    Some(fields)
+}
+
+/// `source` with its `//` and `/* */` comments blanked out (strings kept).
+fn without_comments(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                out.push(c);
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        out.push(n);
+                    }
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '/' && chars.peek() == Some(&'/') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            None if c == '/' && chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for n in chars.by_ref() {
+                    if last == '*' && n == '/' {
+                        break;
+                    }
+                    last = n;
+                }
+                out.push(' ');
+            }
+            None => {
+                if matches!(c, '"' | '`' | '\'') {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
 
 /// JSON → Rhai value, directly: what `rhai::serde::to_dynamic` gives, without
 /// the serializer machinery (which cost more than running most scripts).

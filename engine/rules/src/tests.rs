@@ -150,3 +150,22 @@ fn an_unclosed_block_is_found_where_it_opens() {
     assert_eq!(unclosed("let m = #{ a: [1, 2], b: (3) };"), None);
     assert_eq!(unclosed("foo(1, [2, 3);"), Some((1, 8, '[')));
 }
+
+#[test]
+fn a_script_gets_the_fields_of_record_it_reads_or_all_of_them() {
+    use super::fields_read;
+    assert_eq!(fields_read("actor.teams.contains(record.team) || record.assignee == actor.id", "record"), Some(vec!["team".into(), "assignee".into()]));
+    assert_eq!(fields_read("let x = record ?. category; records.len() + my_record", "record"), Some(vec!["category".into()]));
+    assert_eq!(fields_read("team_for(record)", "record"), None, "passed whole");
+    assert_eq!(fields_read("record[\"team\"]", "record"), None, "indexed");
+    assert_eq!(fields_read("let r = record; r.team", "record"), None, "bound to another name");
+    assert_eq!(fields_read("42", "record"), Some(vec![]));
+    assert_eq!(fields_read("record.team + record.keys().len()", "record"), None, "a method of the whole map");
+    assert_eq!(fields_read("// Sees: record (the report)\n/* record */ record.asset", "record"), Some(vec!["asset".into()]), "comments do not count");
+    // Run both ways: a field read gives the same value as when everything is converted.
+    let (set, diags) =
+        rules(&[("rules/some.rhai", "record.category + \"/\" + record.team"), ("rules/all.rhai", "let r = record; r.category + \"/\" + r.team")]);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(set.run("some", &ctx()).unwrap(), json!("hvac/hvac_team"));
+    assert_eq!(set.run("all", &ctx()).unwrap(), json!("hvac/hvac_team"));
+}
