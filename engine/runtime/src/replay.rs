@@ -260,10 +260,16 @@ struct Sources<'s> {
     record_types: Vec<String>,
     teams: Option<Vec<String>>,
     records: Mutex<HashMap<(String, String), Arc<RecordHistory>>>,
-    instances: Mutex<HashMap<String, Arc<(Option<String>, Vec<Event>)>>>,
+    instances: Mutex<HashMap<String, Arc<InstanceHistory>>>,
     /// Events that read the same records at the same versions share one `Reads`.
-    reads: Mutex<HashMap<BTreeMap<String, BTreeMap<String, u64>>, Arc<Reads>>>,
+    reads: Mutex<HashMap<Versions, Arc<Reads>>>,
 }
+
+/// `{TYPE: {ID: version}}`: the records one decision read.
+type Versions = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// An instance's number and its events.
+type InstanceHistory = (Option<String>, Vec<Event>);
 
 struct RecordHistory {
     title: String,

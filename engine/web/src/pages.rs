@@ -1723,7 +1723,7 @@ pub async fn admin_replay(State(rt): Rt, p: P, Query(q): Query<ReplayQuery>) -> 
         "headline": texts::t(lang, "replay_headline").replace("{instances}", &s.instances.to_string()).replace("{steps}", &s.steps.to_string()).replace("{affected}", &s.affected.to_string()),
         "version": report.version,
         "kinds": s.by_kind.iter().map(|(k, n)| json!({"label": k.label(lang), "n": n})).collect::<Vec<_>>(),
-        "moves": counts(&s.team_moves, &|m: &str| m.split(" → ").map(|t| team(t)).collect::<Vec<_>>().join(" → ")),
+        "moves": counts(&s.team_moves, &|m: &str| m.split(" → ").map(&team).collect::<Vec<_>>().join(" → ")),
         "teams": counts(&s.by_team, &|t: &str| team(t)),
         "months": counts(&s.by_month, &|m: &str| m.to_string()),
         "items": items,
