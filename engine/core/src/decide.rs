@@ -590,6 +590,7 @@ fn finish(
             department: actor.department.clone(),
             records: Default::default(),
             picked: None,
+            recorded: true,
         },
     };
     Ok(Outcome { instance: after, event, effects })

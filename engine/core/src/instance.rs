@@ -149,11 +149,15 @@ pub struct DecidedOn {
     /// The method by which a route rule picked the assignee, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub picked: Option<String>,
+    /// Set on every decision since events keep what they read (an actor with
+    /// no roles who read nothing is still replayable; older events are not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
 }
 
 impl DecidedOn {
     pub fn is_empty(&self) -> bool {
-        self.roles.is_empty() && self.teams.is_empty() && self.department.is_none() && self.records.is_empty() && self.picked.is_none()
+        !self.recorded && self.roles.is_empty() && self.teams.is_empty() && self.department.is_none() && self.records.is_empty() && self.picked.is_none()
     }
 
     /// The actor as the decision saw them.

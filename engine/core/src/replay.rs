@@ -167,8 +167,14 @@ pub struct InstanceReplay {
 }
 
 impl InstanceReplay {
+    /// Something would have gone differently.
     pub fn affected(&self) -> bool {
-        !self.differences.is_empty()
+        self.differences.iter().any(|d| d.kind != DiffKind::NotReplayable)
+    }
+
+    /// Recorded before events kept what their decisions read.
+    pub fn not_replayable(&self) -> bool {
+        self.differences.iter().any(|d| d.kind == DiffKind::NotReplayable)
     }
 }
 
@@ -195,9 +201,13 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
         differences: Vec::new(),
     };
     let mut current: Option<Instance> = None;
+    // The instance as recorded, event by event: what the replay is compared with.
+    let mut as_recorded = Instance { assignment: Assignment::default(), data: Default::default(), ..inst.clone() };
     let mut diverged = false;
     let empty = Reads::default();
-    for (i, ev) in recorded.events.iter().enumerate() {
+    // Events written after the instance was read (a replay while serving) are not part of it.
+    let events: &[Event] = &recorded.events[..recorded.events.iter().take_while(|e| e.seq <= inst.version).count()];
+    for (i, ev) in events.iter().enumerate() {
         let step = match ev.kind {
             EventKind::Started => "start".to_string(),
             EventKind::Timer => ev.transition.clone().unwrap_or_else(|| "timer".to_string()),
@@ -216,7 +226,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
         };
         match ev.kind {
             EventKind::Started | EventKind::Transition => {
-                if ev.decided_on.is_empty() {
+                if !ev.decided_on.recorded {
                     let message = if lang == Lang::ZhCn {
                         "该步骤记录于系统开始保存决策依据之前，无法重新判定".to_string()
                     } else {
@@ -266,7 +276,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                     }
                 };
                 // What the recorded command led to: the assignment before it, with its changes.
-                let mut was_assignment = before.assignment.clone();
+                let mut was_assignment = as_recorded.assignment.clone();
                 for (k, c) in &ev.changes {
                     let text = || c.after.as_str().map(str::to_string);
                     match k.as_str() {
@@ -276,9 +286,11 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                         _ => {}
                     }
                 }
-                // Picked the same way from the same team: the person recorded.
+                // Picked the same way from the same team, and nobody chosen (who
+                // was free then is not recorded): the person recorded.
                 let picked = outcome.event.decided_on.picked.clone();
-                if picked.is_some() && picked == ev.decided_on.picked && outcome.instance.assignment.team == was_assignment.team {
+                let chose_nobody = outcome.effects.iter().any(|e| matches!(e, crate::instance::Effect::Picked { person: None, .. }));
+                if chose_nobody && picked == ev.decided_on.picked && outcome.instance.assignment.team == was_assignment.team {
                     outcome.instance.assignment.assignee = was_assignment.assignee.clone();
                 }
                 let mut found = Vec::new();
@@ -310,7 +322,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 let keys: std::collections::BTreeSet<&String> =
                     ev.changes.keys().chain(outcome.event.changes.keys()).filter(|k| !k.starts_with("assignment.")).collect();
                 for k in keys {
-                    let x = ev.changes.get(k).map_or_else(|| before.data.get(k).unwrap_or(&Value::Null), |c| &c.after);
+                    let x = ev.changes.get(k).map_or_else(|| as_recorded.data.get(k).unwrap_or(&Value::Null), |c| &c.after);
                     let y = outcome.instance.data.get(k).unwrap_or(&Value::Null);
                     if x != y {
                         found.push(diff(DiffKind::Data, k, x.clone(), y.clone(), format!("{k}: {x} → {y}")));
@@ -318,12 +330,12 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 }
                 // A state's SLA, judged at the time the instance left the state.
                 if ev.kind == EventKind::Started || before.state != outcome.instance.state {
-                    let left = leaving_time(recorded.events, i, &outcome.instance.state).unwrap_or(now);
+                    let left = leaving_time(events, i, &outcome.instance.state).unwrap_or(now);
                     let old_due = old(&ev.bundle_version).and_then(|ob| {
                         let wf = ob.workflow(&inst.workflow)?;
                         wf.state(&ev.to_state)?.sla.as_ref()?;
                         // As recorded: the old definitions over the recorded data (an SLA may be a field).
-                        let mut probe = before.clone();
+                        let mut probe = as_recorded.clone();
                         apply_changes(&mut probe, ev);
                         probe.version = ev.seq;
                         crate::timers::enter_state(&ob.model, wf, &mut probe, &ev.at);
@@ -353,6 +365,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 }
                 let stop = found.iter().any(|d| d.kind.diverges());
                 out.differences.extend(found);
+                apply_changes(&mut as_recorded, ev);
                 current = Some(outcome.instance);
                 if stop {
                     diverged = true;
@@ -360,6 +373,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 }
             }
             EventKind::Timer | EventKind::Migrated => {
+                apply_changes(&mut as_recorded, ev);
                 // Not decided again: carried over as recorded.
                 if let Some(c) = &mut current {
                     let entered = c.state != ev.to_state;
@@ -386,7 +400,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
             let (a, b) = (was.get(name), is.get(name));
             if a != b {
                 let message = format!("{name}: {} → {}", verdict_word(a, lang), verdict_word(b, lang));
-                let last = recorded.events.last();
+                let last = events.last();
                 out.differences.push(Difference {
                     kind: DiffKind::Deadline,
                     seq: last.map_or(0, |e| e.seq),
@@ -460,6 +474,8 @@ pub struct Summary {
     pub affected: usize,
     /// Instances with at least one difference of the kind.
     pub by_kind: BTreeMap<DiffKind, usize>,
+    /// Instances recorded before events kept what their decisions read (not counted as affected).
+    pub not_replayable: usize,
     /// Affected instances per recorded team (`—`: none).
     pub by_team: BTreeMap<String, usize>,
     /// Affected instances per month they were created (`2026-11`).
@@ -473,11 +489,14 @@ impl Summary {
     pub fn add(&mut self, r: &InstanceReplay) {
         self.instances += 1;
         self.steps += r.steps;
+        if r.not_replayable() {
+            self.not_replayable += 1;
+        }
         if !r.affected() {
             return;
         }
         self.affected += 1;
-        let kinds: std::collections::BTreeSet<DiffKind> = r.differences.iter().map(|d| d.kind).collect();
+        let kinds: std::collections::BTreeSet<DiffKind> = r.differences.iter().map(|d| d.kind).filter(|k| *k != DiffKind::NotReplayable).collect();
         for k in kinds {
             *self.by_kind.entry(k).or_default() += 1;
         }
@@ -495,6 +514,7 @@ impl Summary {
     pub fn merge(&mut self, other: Summary) {
         self.instances += other.instances;
         self.steps += other.steps;
+        self.not_replayable += other.not_replayable;
         self.affected += other.affected;
         for (mine, theirs) in [(&mut self.by_team, other.by_team), (&mut self.by_month, other.by_month), (&mut self.team_moves, other.team_moves)] {
             for (k, n) in theirs {

@@ -15,6 +15,8 @@ pub enum Shape {
     Name,
     /// A name, or a list of names.
     Names,
+    /// A list of exactly two names.
+    NamePair,
     Int,
     Number,
     Bool,
@@ -624,7 +626,7 @@ pub static DURATION: Decl = Decl {
     en: "The minutes between two timestamps.",
     zh: "两个时间之间的分钟数。",
     keys: &[
-        req("minutes", S::Names, "[FROM, TO]: two timestamp fields.", "[起, 止]：两个时间字段。"),
+        req("minutes", S::NamePair, "[FROM, TO]: two timestamp fields.", "[起, 止]：两个时间字段。"),
         k("calendar", S::Ref(R::Calendar), "Count only working time.", "只计算工作时间。"),
     ],
     or: &[],
@@ -675,7 +677,7 @@ pub static REPORT: Decl = Decl {
         ),
         req("measures", S::Named(&MEASURE), "The measures.", "指标。"),
         k("chart", S::Word(&crate::defs::CHARTS), "How it is drawn.", "图表类型。"),
-        k("roles", S::Refs(R::Role), "Who may read it.", "可查看的角色。"),
+        k("roles", S::Refs(R::RoleOrAll), "Who may read it (`all`: everyone).", "可查看的角色（`all`：所有人）。"),
     ],
     or: &[],
 };
@@ -686,7 +688,7 @@ pub static TILE: Decl = Decl {
     zh: "看板中的一块。",
     keys: &[
         req("report", S::Ref(R::Report), "The report shown.", "显示的报表。"),
-        k("by", S::Text, "The dimension.", "维度。"),
+        k("by", S::Either(&S::Texts, &S::Text), "The dimension (one).", "维度（一个）。"),
         k("measure", S::Name, "The measure.", "指标。"),
         k("chart", S::Word(&crate::defs::CHARTS), "How it is drawn.", "图表类型。"),
         k("title", S::Label, "The tile's title.", "标题。"),

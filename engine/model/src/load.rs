@@ -1437,7 +1437,13 @@ fn load_dashboard(r: &mut Reader, map: &MapView) -> Option<DashboardDef> {
                 for item in items {
                     let Some(m) = r.map_of(item, "a tile", &grammar::TILE) else { continue };
                     let report = m.require(r, "report", "a tile").and_then(|n| r.name(n, "the report"));
-                    let by = m.get("by").and_then(|n| r.path_list(n, "a dimension").into_iter().next());
+                    let by = m.get("by").and_then(|n| {
+                        let mut dims = r.path_list(n, "a dimension");
+                        if dims.len() > 1 {
+                            r.error(n.pos, "invalid_value", "a tile shows one dimension; give one in `by`".to_string(), None);
+                        }
+                        (!dims.is_empty()).then(|| dims.swap_remove(0))
+                    });
                     let measure = m.get("measure").and_then(|n| r.name(n, "a measure of the report"));
                     let chart = m.get("chart").and_then(|n| r.name(n, "the chart"));
                     let title = opt_label(r, &m, "title", "the title");

@@ -112,6 +112,7 @@ impl Gen<'_> {
             Shape::Text => json!({"type": ["string", "number"]}),
             Shape::Name => name(),
             Shape::Names => one_or_list(name()),
+            Shape::NamePair => json!({"type": "array", "items": name(), "minItems": 2, "maxItems": 2}),
             Shape::Int => json!({"type": "integer"}),
             Shape::Number => json!({"type": "number"}),
             Shape::Bool => json!({"type": "boolean"}),

@@ -184,13 +184,24 @@ impl RuleSet {
                 message: "no such script in this bundle".into(),
             });
         };
-        let mut scope = Scope::new();
-        let record = match (&compiled.record_fields, &ctx.record) {
-            (Some(fields), Value::Object(all)) => {
+        let record = |partial: bool| match (&compiled.record_fields, &ctx.record) {
+            (Some(fields), Value::Object(all)) if partial => {
                 Dynamic::from_map(fields.iter().filter_map(|f| all.get(f).map(|v| (f.as_str().into(), to_dynamic(v)))).collect())
             }
             (_, whole) => to_dynamic(whole),
         };
+        let result = self.eval(name, compiled, ctx, record(true));
+        // Every test run checks that the fields converted are all the script needs.
+        #[cfg(debug_assertions)]
+        if compiled.record_fields.is_some() {
+            let whole = self.eval(name, compiled, ctx, record(false));
+            debug_assert_eq!(format!("{result:?}"), format!("{whole:?}"), "script `{name}` reads more of `record` than {:?}", compiled.record_fields);
+        }
+        result
+    }
+
+    fn eval(&self, name: &str, compiled: &Compiled, ctx: &ScriptContext, record: Dynamic) -> Result<Value, RuleError> {
+        let mut scope = Scope::new();
         scope.push_constant_dynamic("record", record);
         for (k, v) in [("input", &ctx.input), ("actor", &ctx.actor)] {
             scope.push_constant_dynamic(k, to_dynamic(v));
@@ -399,6 +410,12 @@ mod tests;
 /// to another name) — then the whole value is needed. Conservative: a
 /// mention in a string or a comment only adds a field or asks for all.
 pub(crate) fn fields_read(source: &str, var: &str) -> Option<Vec<String>> {
+    // What a text scan could misread, the whole record instead: backtick and
+    // raw strings (no escapes, interpolation), block comments (they nest),
+    // and `f!()` calls (a function run in the caller's scope sees `record`).
+    if ["`", "#\"", "/*", "!("].iter().any(|s| source.contains(s)) {
+        return None;
+    }
     let source = without_comments(source);
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut fields: Vec<String> = Vec::new();

@@ -184,7 +184,12 @@ impl Runtime {
     /// Decides the recorded commands of past instances again under
     /// `candidate`, writing nothing (see [`replay::replay`]).
     pub fn what_if(&self, candidate: &Bundle, opts: &replay::ReplayOptions) -> Result<replay::ReplayReport, CommandError> {
-        let old = |version: &str| self.bundle_for(version).ok();
+        // Each recorded version compiled once; one that cannot be is asked for no more.
+        let seen: Mutex<HashMap<String, Option<Arc<Bundle>>>> = Mutex::default();
+        let old = |version: &str| {
+            let mut seen = seen.lock().ok()?;
+            seen.entry(version.to_string()).or_insert_with(|| self.bundle_for(version).ok()).clone()
+        };
         replay::replay(self.store.as_ref(), candidate, &old, opts, &self.now())
     }
 

@@ -651,6 +651,10 @@ impl Runtime {
             {
                 for e in self.store.history(instance_id)? {
                     let mut v = json!(e);
+                    // What the decision read (for what-if replay) stays inside, as in the instance's history.
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("decided_on");
+                    }
                     v["source"] = json!("instance");
                     v["workflow"] = json!(instance.workflow);
                     out.push(v);

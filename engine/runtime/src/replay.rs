@@ -109,12 +109,14 @@ pub fn replay(
     // own summary and keeping the oldest `list` affected instances. Memory
     // stays flat however many there are.
     let (jobs, queue) = std::sync::mpsc::sync_channel::<Vec<flowform_core::Instance>>(threads * 4);
-    let queue = Mutex::new(queue);
+    // Only the workers hold the queue: if they all stop (an error, a panic),
+    // it is dropped and the reader's next send fails instead of waiting.
+    let queue = Arc::new(Mutex::new(queue));
     let failed = std::sync::atomic::AtomicBool::new(false);
     let (parts, read) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                let (queue, sources, failed) = (&queue, &sources, &failed);
+                let (queue, sources, failed) = (queue.clone(), &sources, &failed);
                 scope.spawn(move || -> Result<Part, CommandError> {
                     let mut part = Part::default();
                     let mut error = None;
@@ -138,6 +140,7 @@ pub fn replay(
                 })
             })
             .collect();
+        drop(queue);
         let read = (|| -> Result<(), CommandError> {
             let mut before = None;
             loop {
@@ -413,6 +416,17 @@ pub fn render_text(report: &ReplayReport, lang: Lang) -> String {
             format!("replayed {} instance(s) ({} steps) under version {}: {} would differ", s.instances, s.steps, report.version, s.affected)
         }
     );
+    if s.not_replayable > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            if zh {
+                format!("另有 {} 个实例记录于系统保存决策依据之前，未能重放", s.not_replayable)
+            } else {
+                format!("{} more were recorded before events kept what their decisions read, and were not replayed", s.not_replayable)
+            }
+        );
+    }
     if s.affected == 0 {
         return out;
     }

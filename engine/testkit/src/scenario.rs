@@ -342,7 +342,12 @@ fn replay_step(app: &TestApp, r: &ReplayStep, current: Option<&str>, base: &Path
         }
     }
     for e in &r.edit {
-        let file = copy.path().join(&e.file);
+        // Only files of the copy: no absolute path, no `..`.
+        let relative = Path::new(&e.file);
+        if relative.is_absolute() || relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("replay: `{}` must be a path inside the application (like rules/dispatch.rhai)", e.file));
+        }
+        let file = copy.path().join(relative);
         let text = std::fs::read_to_string(&file).map_err(|err| format!("replay: cannot read {}: {err}", e.file))?;
         if !text.contains(&e.replace) {
             return Err(format!("replay: {} has no `{}`", e.file, e.replace));

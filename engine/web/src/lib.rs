@@ -80,7 +80,7 @@ where
         .route("/admin/reload", post(pages::admin_reload))
         .route("/admin/outbox/{seq}/retry", post(pages::admin_retry))
         .route("/admin/diff", get(pages::admin_diff))
-        .route("/admin/replay", get(pages::admin_replay))
+        .route("/admin/replay", get(pages::admin_replay).post(pages::admin_replay_run))
         .route("/admin/diagram/{workflow}", get(pages::diagram))
         .merge(statics)
 }

@@ -1614,7 +1614,23 @@ pub struct ReplayQuery {
 
 /// What-if replay for admins: past instances decided again under a
 /// candidate (a directory on the server, or a stored version), nothing written.
-pub async fn admin_replay(State(rt): Rt, p: P, Query(q): Query<ReplayQuery>) -> Response {
+pub async fn admin_replay(State(rt): Rt, p: P) -> Response {
+    replay_page(rt, p, ReplayQuery::default(), false).await
+}
+
+/// Runs a replay (a post with the session's CSRF token: a replay is heavy
+/// work that another site must not be able to start with a link).
+pub async fn admin_replay_run(State(rt): Rt, p: P, axum::Form(pairs): axum::Form<Vec<(String, String)>>) -> Response {
+    let posted = formview::posted(pairs);
+    if !csrf_ok(&p, &posted) {
+        return csrf_refused(&rt, &p);
+    }
+    let field = |k: &str| posted.get(k).and_then(|v| v.first()).cloned();
+    let q = ReplayQuery { dir: field("dir"), version: field("version"), since: field("since"), workflow: field("workflow") };
+    replay_page(rt, p, q, true).await
+}
+
+async fn replay_page(rt: Arc<Runtime>, p: P, q: ReplayQuery, run: bool) -> Response {
     use flowform_runtime::replay::{Candidate, CandidateError, ReplayOptions};
     if !p.viewer.actor.has_role("admin") {
         return message(&rt, &p, StatusCode::FORBIDDEN, texts::t(p.lang, "forbidden"));
@@ -1651,8 +1667,12 @@ pub async fn admin_replay(State(rt): Rt, p: P, Query(q): Query<ReplayQuery>) -> 
         data["error"] = json!(texts::t(lang, "replay_one_candidate"));
         return page(StatusCode::UNPROCESSABLE_ENTITY, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
     }
-    if dir.is_none() && version.is_none() {
+    if !run {
         return page(StatusCode::OK, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
+    }
+    if dir.is_none() && version.is_none() {
+        data["error"] = json!(texts::t(lang, "replay_one_candidate"));
+        return page(StatusCode::UNPROCESSABLE_ENTITY, "replay", merge(base(&rt, &p, texts::t(lang, "replay"), "me"), data));
     }
     let wf = workflow.clone();
     let ran = blocking(&rt, move |rt| {
@@ -1720,6 +1740,7 @@ pub async fn admin_replay(State(rt): Rt, p: P, Query(q): Query<ReplayQuery>) -> 
         })
         .collect();
     data["report"] = json!({
+        "not_replayable": (s.not_replayable > 0).then(|| texts::t(lang, "replay_not_replayable").replace("{n}", &s.not_replayable.to_string())),
         "headline": texts::t(lang, "replay_headline").replace("{instances}", &s.instances.to_string()).replace("{steps}", &s.steps.to_string()).replace("{affected}", &s.affected.to_string()),
         "version": report.version,
         "kinds": s.by_kind.iter().map(|(k, n)| json!({"label": k.label(lang), "n": n})).collect::<Vec<_>>(),

@@ -127,7 +127,12 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("replay_more", "另有 {n} 处不同", "{n} more"),
     ("replay_truncated", "仅列出前 200 个", "Only the first 200 are listed"),
     ("replay_bad_since", "最近天数应为整数", "Last days must be a whole number"),
-    ("replay_one_candidate", "请只填目录或只选版本", "Give a directory or a version, not both"),
+    ("replay_one_candidate", "请填写目录或选择版本（二选一）", "Give a directory or a version (one of them)"),
+    (
+        "replay_not_replayable",
+        "另有 {n} 个实例记录于系统保存决策依据之前，未能重放",
+        "{n} more were recorded before events kept what their decisions read, and were not replayed",
+    ),
     ("instances_count", "实例数", "Instances"),
     ("diagrams", "流程图", "Workflow diagrams"),
     ("outbox", "外发消息", "Outgoing messages"),

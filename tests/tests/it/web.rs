@@ -792,8 +792,28 @@ async fn an_admin_replays_a_changed_dispatch_rule_on_a_page() {
     assert!(page(&app, &admin, "/admin").await.text().contains("href=\"/admin/replay\""), "the admin page links to it");
     let form = page(&app, &admin, "/admin/replay").await;
     assert_eq!(form.status, StatusCode::OK);
-    assert!(form.text().contains("name=\"dir\"") && form.text().contains("name=\"version\""));
-    let done = page(&app, &admin, &format!("/admin/replay?dir={dir}&workflow=repair&since=30")).await;
+    let html = form.text();
+    assert!(html.contains("name=\"dir\"") && html.contains("name=\"version\"") && html.contains("method=\"post\""));
+    let csrf_of = |html: &str| {
+        let marker = "name=\"csrf-token\" content=\"";
+        let at = html.find(marker).unwrap() + marker.len();
+        html[at..].split('"').next().unwrap().to_string()
+    };
+    let run = |cookie: &str, body: String| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/admin/replay")
+            .header("cookie", cookie)
+            .header("accept-language", "zh-CN")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let csrf = csrf_of(&html);
+    // A GET with the fields runs nothing (a link from another site must not start one).
+    assert!(!page(&app, &admin, &format!("/admin/replay?dir={dir}")).await.text().contains("data-replay"));
+    assert_eq!(send(&app, run(&admin, format!("dir={dir}&workflow=repair"))).await.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let done = send(&app, run(&admin, format!("_csrf={csrf}&dir={dir}&workflow=repair&since=30&version="))).await;
     assert_eq!(done.status, StatusCode::OK);
     let html = done.text();
     assert!(html.contains("重放 2 个实例（2 个步骤），1 个会有不同"), "{html}");
@@ -802,9 +822,10 @@ async fn an_admin_replays_a_changed_dispatch_rule_on_a_page() {
     assert_eq!(html.matches("data-affected").count(), 1);
     // A broken candidate is named with its problems; nobody but admins may replay.
     std::fs::write(&dispatch, "let x = ;").unwrap();
-    let broken = page(&app, &admin, &format!("/admin/replay?dir={dir}")).await;
+    let broken = send(&app, run(&admin, format!("_csrf={csrf}&dir={dir}"))).await;
     assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(broken.text().contains("rules/dispatch.rhai"), "{}", broken.text());
     let manager = session(&app, "manager_zheng").await;
-    assert_eq!(page(&app, &manager, &format!("/admin/replay?dir={dir}")).await.status, StatusCode::FORBIDDEN);
+    let manager_csrf = csrf_of(&page(&app, &manager, "/me").await.text());
+    assert_eq!(send(&app, run(&manager, format!("_csrf={manager_csrf}&dir={dir}"))).await.status, StatusCode::FORBIDDEN);
 }
