@@ -410,10 +410,13 @@ mod tests;
 /// to another name) — then the whole value is needed. Conservative: a
 /// mention in a string or a comment only adds a field or asks for all.
 pub(crate) fn fields_read(source: &str, var: &str) -> Option<Vec<String>> {
-    // What a text scan could misread, the whole record instead: backtick and
-    // raw strings (no escapes, interpolation), block comments (they nest),
-    // and `f!()` calls (a function run in the caller's scope sees `record`).
-    if ["`", "#\"", "/*", "!("].iter().any(|s| source.contains(s)) {
+    // What a text scan could misread, the whole record instead: raw strings,
+    // block comments (they nest), and `f!()` calls (a function run in the
+    // caller's scope sees `record`). Strings are scanned as code: an
+    // interpolation `${record.x}` counts, a mention in text only adds a field.
+    let bytes = source.as_bytes();
+    let caller_scope_call = bytes.windows(3).any(|w| (w[0].is_ascii_alphanumeric() || w[0] == b'_') && w[1] == b'!' && w[2] == b'(');
+    if caller_scope_call || source.contains("#\"") || source.contains("/*") {
         return None;
     }
     let source = without_comments(source);
@@ -453,7 +456,8 @@ fn without_comments(source: &str) -> String {
         match quote {
             Some(q) => {
                 out.push(c);
-                if c == '\\' {
+                // Backtick strings are verbatim: a backslash escapes nothing there.
+                if c == '\\' && q != '`' {
                     if let Some(n) = chars.next() {
                         out.push(n);
                     }

@@ -162,11 +162,12 @@ fn a_script_gets_the_fields_of_record_it_reads_or_all_of_them() {
     assert_eq!(fields_read("42", "record"), Some(vec![]));
     assert_eq!(fields_read("record.team + record.keys().len()", "record"), None, "a method of the whole map");
     assert_eq!(fields_read("// Sees: record (the report)\nrecord.asset", "record"), Some(vec!["asset".into()]), "comments do not count");
-    for unsure in
-        ["let d = `C:\\`; `x/${record.team}`", "/* a /* b */ don't */ record.team", "urgent!() || record.team == \"x\"", "#\"5\" tall\"# + record.team"]
-    {
+    for unsure in ["/* a /* b */ don't */ record.team", "urgent!() || record.team == \"x\"", "#\"5\" tall\"# + record.team", "`${record}`"] {
         assert_eq!(fields_read(unsure, "record"), None, "{unsure}");
     }
+    // A backtick string is verbatim: its backslash does not hide the next string's interpolation.
+    assert_eq!(fields_read("let d = `C:\\`; let url = `https://x/${record.team}`;", "record"), Some(vec!["team".into()]));
+    assert_eq!(fields_read("if !(record.a || record.b) { 1 }", "record"), Some(vec!["a".into(), "b".into()]), "a negation is no call");
     // Run both ways: a field read gives the same value as when everything is converted.
     let (set, diags) =
         rules(&[("rules/some.rhai", "record.category + \"/\" + record.team"), ("rules/all.rhai", "let r = record; r.category + \"/\" + r.team")]);

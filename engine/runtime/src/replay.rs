@@ -421,9 +421,9 @@ pub fn render_text(report: &ReplayReport, lang: Lang) -> String {
             out,
             "{}",
             if zh {
-                format!("另有 {} 个实例记录于系统保存决策依据之前，未能重放", s.not_replayable)
+                format!("{} 个实例记录于系统保存决策依据之前，未能重放", s.not_replayable)
             } else {
-                format!("{} more were recorded before events kept what their decisions read, and were not replayed", s.not_replayable)
+                format!("{} instance(s) were recorded before events kept what their decisions read, and were not replayed", s.not_replayable)
             }
         );
     }

@@ -130,8 +130,8 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("replay_one_candidate", "请填写目录或选择版本（二选一）", "Give a directory or a version (one of them)"),
     (
         "replay_not_replayable",
-        "另有 {n} 个实例记录于系统保存决策依据之前，未能重放",
-        "{n} more were recorded before events kept what their decisions read, and were not replayed",
+        "{n} 个实例记录于系统保存决策依据之前，未能重放",
+        "{n} instance(s) were recorded before events kept what their decisions read, and were not replayed",
     ),
     ("instances_count", "实例数", "Instances"),
     ("diagrams", "流程图", "Workflow diagrams"),
