@@ -202,7 +202,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
     };
     let mut current: Option<Instance> = None;
     // The instance as recorded, event by event: what the replay is compared with.
-    let mut as_recorded = Instance { assignment: Assignment::default(), data: Default::default(), ..inst.clone() };
+    let mut as_recorded = AsRecorded::default();
     let mut diverged = false;
     let empty = Reads::default();
     // Events written after the instance was read (a replay while serving) are not part of it.
@@ -276,7 +276,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                     }
                 };
                 // What the recorded command led to: the assignment before it, with its changes.
-                let mut was_assignment = as_recorded.assignment.clone();
+                let mut was_assignment = as_recorded.assignment();
                 for (k, c) in &ev.changes {
                     let text = || c.after.as_str().map(str::to_string);
                     match k.as_str() {
@@ -322,7 +322,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 let keys: std::collections::BTreeSet<&String> =
                     ev.changes.keys().chain(outcome.event.changes.keys()).filter(|k| !k.starts_with("assignment.")).collect();
                 for k in keys {
-                    let x = ev.changes.get(k).map_or_else(|| as_recorded.data.get(k).unwrap_or(&Value::Null), |c| &c.after);
+                    let x = ev.changes.get(k).map_or_else(|| as_recorded.data.get(k.as_str()).copied().unwrap_or(&Value::Null), |c| &c.after);
                     let y = outcome.instance.data.get(k).unwrap_or(&Value::Null);
                     if x != y {
                         found.push(diff(DiffKind::Data, k, x.clone(), y.clone(), format!("{k}: {x} → {y}")));
@@ -335,7 +335,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                         let wf = ob.workflow(&inst.workflow)?;
                         wf.state(&ev.to_state)?.sla.as_ref()?;
                         // As recorded: the old definitions over the recorded data (an SLA may be a field).
-                        let mut probe = as_recorded.clone();
+                        let mut probe = as_recorded.instance(&outcome.instance);
                         apply_changes(&mut probe, ev);
                         probe.version = ev.seq;
                         crate::timers::enter_state(&ob.model, wf, &mut probe, &ev.at);
@@ -365,7 +365,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 }
                 let stop = found.iter().any(|d| d.kind.diverges());
                 out.differences.extend(found);
-                apply_changes(&mut as_recorded, ev);
+                as_recorded.apply(ev);
                 current = Some(outcome.instance);
                 if stop {
                     diverged = true;
@@ -373,7 +373,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 }
             }
             EventKind::Timer | EventKind::Migrated => {
-                apply_changes(&mut as_recorded, ev);
+                as_recorded.apply(ev);
                 // Not decided again: carried over as recorded.
                 if let Some(c) = &mut current {
                     let entered = c.state != ev.to_state;
@@ -445,6 +445,44 @@ fn later_or_same(due: &str, at: &str) -> bool {
 /// When the recorded instance left `state`, entered at event `i`.
 fn leaving_time<'e>(events: &'e [Event], i: usize, state: &str) -> Option<&'e str> {
     events[i + 1..].iter().find(|e| e.to_state != state).map(|e| e.at.as_str())
+}
+
+/// The instance as recorded, event by event, borrowing the events' values
+/// (no copy per step): what the replay is compared with.
+#[derive(Default)]
+struct AsRecorded<'e> {
+    data: std::collections::HashMap<&'e str, &'e Value>,
+    team: Option<&'e str>,
+    assignee: Option<&'e str>,
+    vendor: Option<&'e str>,
+}
+
+impl<'e> AsRecorded<'e> {
+    fn apply(&mut self, ev: &'e Event) {
+        for (k, c) in &ev.changes {
+            match k.as_str() {
+                "assignment.team" => self.team = c.after.as_str(),
+                "assignment.assignee" => self.assignee = c.after.as_str(),
+                "assignment.vendor" => self.vendor = c.after.as_str(),
+                _ if c.after.is_null() => {
+                    self.data.remove(k.as_str());
+                }
+                _ => {
+                    self.data.insert(k.as_str(), &c.after);
+                }
+            }
+        }
+    }
+
+    fn assignment(&self) -> Assignment {
+        let own = |v: Option<&str>| v.map(str::to_string);
+        Assignment { team: own(self.team), assignee: own(self.assignee), vendor: own(self.vendor) }
+    }
+
+    /// An instance with the recorded data and assignment, the rest from `like`.
+    fn instance(&self, like: &Instance) -> Instance {
+        Instance { data: self.data.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect(), assignment: self.assignment(), ..like.clone() }
+    }
 }
 
 /// The recorded event's changes applied to `inst`.
