@@ -125,14 +125,11 @@ pub fn replay(
                         if error.is_some() {
                             continue; // drain, so the reader never waits on a dead worker
                         }
-                        for inst in &chunk {
-                            match replay_one(store, candidate, old, sources, inst, now, opts.lang) {
-                                Ok(r) => part.add(r, opts.list),
-                                Err(e) => {
-                                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                                    error = Some(e);
-                                    break;
-                                }
+                        match replay_chunk(store, candidate, old, sources, &chunk, now, opts.lang) {
+                            Ok(done) => done.into_iter().for_each(|r| part.add(r, opts.list)),
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                error = Some(e);
                             }
                         }
                     }
@@ -197,20 +194,25 @@ pub fn replay(
 /// Instances a worker takes at a time.
 const CHUNK: usize = 16;
 
-/// One instance decided again.
-fn replay_one(
+/// Instances decided again, their histories read in one snapshot.
+fn replay_chunk(
     store: &dyn Store,
     candidate: &Bundle,
     old: &(dyn Fn(&str) -> Option<Arc<Bundle>> + Sync),
     sources: &Sources,
-    inst: &flowform_core::Instance,
+    chunk: &[flowform_core::Instance],
     now: &str,
     lang: Lang,
-) -> Result<InstanceReplay, CommandError> {
-    let events = store.history(&inst.id)?;
-    let reads: Vec<Arc<Reads>> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
-    let recorded = Recorded { instance: inst, events: &events, reads: reads.iter().map(AsRef::as_ref).collect() };
-    Ok(replay_instance(candidate, old, &recorded, now, lang))
+) -> Result<Vec<InstanceReplay>, CommandError> {
+    let ids: Vec<&str> = chunk.iter().map(|i| i.id.as_str()).collect();
+    let histories = store.histories(&ids)?;
+    let mut out = Vec::with_capacity(chunk.len());
+    for (inst, events) in chunk.iter().zip(&histories) {
+        let reads: Vec<Arc<Reads>> = events.iter().map(|e| sources.reads_of(e)).collect::<Result<_, _>>()?;
+        let recorded = Recorded { instance: inst, events, reads: reads.iter().map(AsRef::as_ref).collect() };
+        out.push(replay_instance(candidate, old, &recorded, now, lang));
+    }
+    Ok(out)
 }
 
 /// An affected instance, ordered by id (ids grow with time): the heap's top is the newest.

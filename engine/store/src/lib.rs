@@ -523,6 +523,11 @@ pub trait Store: Send + Sync + 'static {
     fn history(&self, id: &str) -> Result<Vec<Event>> {
         read_with(self, |r| logic::history(r, id))
     }
+
+    /// The histories of several instances, read in one snapshot.
+    fn histories(&self, ids: &[&str]) -> Result<Vec<Vec<Event>>> {
+        read_with(self, |r| ids.iter().map(|id| logic::history(r, id)).collect())
+    }
     fn idempotent(&self, key: &str) -> Result<Option<IdempotentResult>> {
         read_with(self, |r| logic::idempotent(r, key))
     }
