@@ -174,7 +174,8 @@ impl Gen<'_> {
             Refers::Calendar => m.calendars.keys().cloned().collect(),
             Refers::Ledger => m.ledgers.keys().cloned().collect(),
             Refers::Report => m.reports.keys().cloned().collect(),
-            Refers::Rule => m.scripts.keys().cloned().collect(),
+            // Files under rules/lib/ hold functions for other scripts, never a hook.
+            Refers::Rule => m.scripts.keys().filter(|k| !k.starts_with("lib/")).cloned().collect(),
             Refers::Channel => ["inbox", "email"].into_iter().map(String::from).chain(m.webhooks.keys().cloned()).collect(),
         };
         if names.is_empty() { if r == Refers::Rule { json!({"type": "string"}) } else { name() } } else { json!({"enum": names}) }

@@ -168,6 +168,6 @@ fn the_shipped_schemas_are_up_to_date() {
         );
     }
     let settings: Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join(".vscode/settings.json")).unwrap()).unwrap();
-    assert_eq!(settings["yaml.schemas"]["./schemas/definition.json"], serde_json::json!(["definitions/**/*.yaml"]));
-    assert_eq!(settings["yaml.schemas"]["./schemas/form.json"], serde_json::json!(["forms/**/*.yaml"]));
+    assert_eq!(settings["yaml.schemas"]["./schemas/definition.json"], serde_json::json!(["definitions/**/*.yaml", "definitions/**/*.yml"]));
+    assert_eq!(settings["yaml.schemas"]["./schemas/form.json"], serde_json::json!(["forms/**/*.yaml", "forms/**/*.yml"]));
 }
