@@ -180,6 +180,31 @@ impl TestApp {
     }
 }
 
+/// A copy of the application in `app_dir` (its definitions, forms and rules)
+/// with `edits` applied: in `file`, the first `from` becomes `to`. A file
+/// outside the copy (absolute, or with `..`) or a missing `from` is an error.
+pub fn changed_copy(app_dir: &Path, edits: &[(&str, &str, &str)]) -> Result<tempfile::TempDir, String> {
+    let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for folder in flowform_model::sources::FOLDERS {
+        if app_dir.join(folder).is_dir() {
+            copy_dir(&app_dir.join(folder), &copy.path().join(folder));
+        }
+    }
+    for (file, from, to) in edits {
+        let relative = Path::new(file);
+        if relative.is_absolute() || relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("`{file}` must be a path inside the application (like rules/dispatch.rhai)"));
+        }
+        let path = copy.path().join(relative);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {file}: {e}"))?;
+        if !text.contains(from) {
+            return Err(format!("{file} has no `{from}`"));
+        }
+        std::fs::write(&path, text.replacen(from, to, 1)).map_err(|e| e.to_string())?;
+    }
+    Ok(copy)
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

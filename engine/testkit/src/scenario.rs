@@ -335,25 +335,8 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, 
 
 fn replay_step(app: &TestApp, r: &ReplayStep, current: Option<&str>, base: &Path) -> Result<(), String> {
     let source = r.dir.as_ref().map_or_else(|| app.app_dir.clone(), |d| base.join(d));
-    let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
-    for folder in flowform_model::sources::FOLDERS {
-        if source.join(folder).is_dir() {
-            crate::copy_dir(&source.join(folder), &copy.path().join(folder));
-        }
-    }
-    for e in &r.edit {
-        // Only files of the copy: no absolute path, no `..`.
-        let relative = Path::new(&e.file);
-        if relative.is_absolute() || relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(format!("replay: `{}` must be a path inside the application (like rules/dispatch.rhai)", e.file));
-        }
-        let file = copy.path().join(relative);
-        let text = std::fs::read_to_string(&file).map_err(|err| format!("replay: cannot read {}: {err}", e.file))?;
-        if !text.contains(&e.replace) {
-            return Err(format!("replay: {} has no `{}`", e.file, e.replace));
-        }
-        std::fs::write(&file, text.replacen(&e.replace, &e.with, 1)).map_err(|err| err.to_string())?;
-    }
+    let edits: Vec<(&str, &str, &str)> = r.edit.iter().map(|e| (e.file.as_str(), e.replace.as_str(), e.with.as_str())).collect();
+    let copy = crate::changed_copy(&source, &edits).map_err(|e| format!("replay: {e}"))?;
     let candidate = flowform_runtime::load_bundle(copy.path()).map_err(|e| match e {
         flowform_runtime::LoadError::Invalid(d) => {
             format!(

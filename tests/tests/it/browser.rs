@@ -378,18 +378,13 @@ browser_test!(an_admin_tries_a_changed_dispatch_rule_on_past_orders, async {
             .expect(201);
     }
     // The candidate: a copy of the definitions where air conditioning goes to the general team.
-    let candidate = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    for folder in ["definitions", "forms", "rules"] {
-        flowform_testkit::copy_dir(&j.app.app_dir.join(folder), &candidate.path().join(folder));
-    }
-    let dispatch = candidate.path().join("rules/dispatch.rhai");
-    let text = std::fs::read_to_string(&dispatch).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        &dispatch,
-        text.replace(
+    let candidate = flowform_testkit::changed_copy(
+        &j.app.app_dir,
+        &[(
+            "rules/dispatch.rhai",
             "let team = team_for(record.category);",
             "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };",
-        ),
+        )],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     j.sign_in("admin").await;

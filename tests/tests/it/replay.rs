@@ -118,20 +118,15 @@ async fn a_command_the_changed_definitions_refuse_is_reported_with_the_reason() 
 async fn admins_replay_a_candidate_directory_through_the_api_and_others_may_not() {
     let mut app = TestApp::hospital_copy();
     past_orders(&mut app).await;
-    let candidate = tempfile::tempdir().unwrap();
-    for folder in ["definitions", "forms", "rules"] {
-        flowform_tests::copy_dir(&app.app_dir.join(folder), &candidate.path().join(folder));
-    }
-    let dispatch = candidate.path().join("rules/dispatch.rhai");
-    let text = std::fs::read_to_string(&dispatch).unwrap();
-    std::fs::write(
-        &dispatch,
-        text.replace(
+    let candidate = flowform_tests::changed_copy(
+        &app.app_dir,
+        &[(
+            "rules/dispatch.rhai",
             "let team = team_for(record.category);",
             "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };",
-        ),
+        )],
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
     let body = json!({"dir": candidate.path().to_str().unwrap(), "workflow": "repair"});
     app.post("/api/v1/admin/replay", "manager_zheng", body.clone()).await.expect(403);
     let r = app.post("/api/v1/admin/replay", "admin", body).await.expect(200);

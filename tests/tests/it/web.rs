@@ -772,20 +772,16 @@ async fn an_admin_replays_a_changed_dispatch_rule_on_a_page() {
         .await
         .expect(201);
     app.start_instance("repair", "nurse_li", json!({"asset": "EQ-000116", "department": "D-LAB", "description": "洗手池水管漏水了"})).await.expect(201);
-    let candidate = tempfile::tempdir().unwrap();
-    for folder in ["definitions", "forms", "rules"] {
-        flowform_tests::copy_dir(&app.app_dir.join(folder), &candidate.path().join(folder));
-    }
-    let dispatch = candidate.path().join("rules/dispatch.rhai");
-    let text = std::fs::read_to_string(&dispatch).unwrap();
-    std::fs::write(
-        &dispatch,
-        text.replace(
+    let candidate = flowform_tests::changed_copy(
+        &app.app_dir,
+        &[(
+            "rules/dispatch.rhai",
             "let team = team_for(record.category);",
             "let team = if record.category == \"hvac\" { \"general_team\" } else { team_for(record.category) };",
-        ),
+        )],
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dispatch = candidate.path().join("rules/dispatch.rhai");
     let dir: String = url::form_urlencoded::byte_serialize(candidate.path().to_str().unwrap().as_bytes()).collect();
 
     let admin = session(&app, "admin").await;
