@@ -71,9 +71,12 @@ pub fn add_working_minutes(cal: &CalendarDef, start: &str, minutes: i64) -> Opti
 /// The working time between `from` and `to`, in seconds (0 when `to` is
 /// not after `from`; `None` when a time or the zone cannot be read).
 pub fn working_seconds_between(cal: &CalendarDef, from: &str, to: &str) -> Option<i64> {
+    working_seconds_between_times(cal, from.parse().ok()?, to.parse().ok()?)
+}
+
+/// [`working_seconds_between`] of two instants.
+pub fn working_seconds_between_times(cal: &CalendarDef, from: Timestamp, to: Timestamp) -> Option<i64> {
     let tz = TimeZone::get(&cal.timezone.value).ok()?;
-    let from: Timestamp = from.parse().ok()?;
-    let to: Timestamp = to.parse().ok()?;
     if to <= from {
         return Some(0);
     }

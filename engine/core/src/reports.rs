@@ -44,6 +44,18 @@ pub struct ReportTable {
 /// A row of a report: its fields by name.
 pub trait Row {
     fn field(&self, name: &str) -> Option<&Value>;
+
+    /// The instant a time field holds, in microseconds since the epoch
+    /// (`None` when it holds no timestamp). Rows that keep their times as
+    /// numbers answer without reading text.
+    fn time(&self, name: &str) -> Option<i64> {
+        self.field(name).and_then(micros)
+    }
+}
+
+/// The instant a timestamp text names, in microseconds since the epoch.
+pub fn micros(v: &Value) -> Option<i64> {
+    v.as_str()?.parse::<Timestamp>().ok().map(|t| t.as_microsecond())
 }
 
 impl Row for Map<String, Value> {
@@ -55,6 +67,10 @@ impl Row for Map<String, Value> {
 impl<R: Row> Row for &R {
     fn field(&self, name: &str) -> Option<&Value> {
         (**self).field(name)
+    }
+
+    fn time(&self, name: &str) -> Option<i64> {
+        (**self).time(name)
     }
 }
 
@@ -73,6 +89,16 @@ pub fn key_of(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         other => other.to_string(),
+    }
+}
+
+/// Whether a value's text (as [`key_of`] gives it) is `text`, without making the text.
+fn key_is(v: &Value, text: &str) -> bool {
+    match v {
+        Value::Null => text.is_empty(),
+        Value::String(s) => s == text,
+        Value::Bool(b) => text == if *b { "true" } else { "false" },
+        other => key_of(other) == text,
     }
 }
 
@@ -107,14 +133,13 @@ fn measured<R: Row>(model: &Model, m: &MeasureDef, row: &R) -> Option<f64> {
         return row.field(&f.value).and_then(number);
     }
     let (a, b, cal) = m.between.as_ref()?;
-    let a = row.field(&a.value)?.as_str()?;
-    let b = row.field(&b.value)?.as_str()?;
+    let (a, b) = (row.time(&a.value)?, row.time(&b.value)?);
     match cal.as_ref().and_then(|c| model.calendars.get(&c.value)) {
-        Some(cal) => crate::calendar::working_seconds_between(cal, a, b).map(|s| s as f64 / 60.0),
-        None => {
-            let (a, b) = (a.parse::<Timestamp>().ok()?, b.parse::<Timestamp>().ok()?);
-            Some(b.duration_since(a).as_secs_f64() / 60.0)
+        Some(cal) => {
+            let (a, b) = (Timestamp::from_microsecond(a).ok()?, Timestamp::from_microsecond(b).ok()?);
+            crate::calendar::working_seconds_between_times(cal, a, b).map(|s| s as f64 / 60.0)
         }
+        None => Some((b - a) as f64 / 60_000_000.0),
     }
 }
 
@@ -149,9 +174,13 @@ fn measure<R: Row>(model: &Model, m: &MeasureDef, rows: &[&R]) -> Option<f64> {
         }
         MeasureKind::Distinct => {
             let f = m.field.as_ref()?;
-            let mut seen: Vec<String> = rows.iter().filter_map(|r| r.field(&f.value)).filter(|v| !v.is_null()).map(key_of).collect();
-            seen.sort();
-            seen.dedup();
+            let mut seen: std::collections::HashSet<std::borrow::Cow<str>> = std::collections::HashSet::new();
+            for v in rows.iter().filter_map(|r| r.field(&f.value)).filter(|v| !v.is_null()) {
+                seen.insert(match v {
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    other => std::borrow::Cow::Owned(key_of(other)),
+                });
+            }
             Some(seen.len() as f64)
         }
         MeasureKind::Sum => {
@@ -166,7 +195,7 @@ fn measure<R: Row>(model: &Model, m: &MeasureDef, rows: &[&R]) -> Option<f64> {
         MeasureKind::Max => values().into_iter().reduce(f64::max),
         MeasureKind::MeanGap => {
             let f = m.field.as_ref()?;
-            let mut times: Vec<i64> = rows.iter().filter_map(|r| r.field(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second()).collect();
+            let mut times: Vec<i64> = rows.iter().filter_map(|r| r.time(&f.value)).map(|us| us.div_euclid(1_000_000)).collect();
             if times.len() < 2 {
                 return None;
             }
@@ -176,7 +205,7 @@ fn measure<R: Row>(model: &Model, m: &MeasureDef, rows: &[&R]) -> Option<f64> {
         }
         MeasureKind::First | MeasureKind::Last => {
             let f = m.field.as_ref()?;
-            let times = rows.iter().filter_map(|r| r.field(&f.value)?.as_str()?.parse::<Timestamp>().ok()).map(|t| t.as_second() as f64);
+            let times = rows.iter().filter_map(|r| r.time(&f.value)).map(|us| us.div_euclid(1_000_000) as f64);
             if m.kind == MeasureKind::First { times.reduce(f64::min) } else { times.reduce(f64::max) }
         }
         MeasureKind::P50 | MeasureKind::P90 => {
@@ -188,7 +217,7 @@ fn measure<R: Row>(model: &Model, m: &MeasureDef, rows: &[&R]) -> Option<f64> {
 }
 
 fn time_of<R: Row>(rep: &ReportDef, r: &R) -> Option<Timestamp> {
-    r.field(&rep.time.value).and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok())
+    r.time(&rep.time.value).and_then(|us| Timestamp::from_microsecond(us).ok())
 }
 
 /// Whether a row counts: in the range, the report's `where`, the query's filters.
@@ -196,11 +225,11 @@ pub fn keeps<R: Row>(rep: &ReportDef, r: &R, q: &ReportQuery) -> bool {
     let in_range = match (q.from, q.to) {
         _ if q.range_applied => true,
         (None, None) => true,
-        _ => time_of(rep, r).is_some_and(|t| q.from.is_none_or(|f| t >= f) && q.to.is_none_or(|to| t < to)),
+        _ => r.time(&rep.time.value).is_some_and(|t| q.from.is_none_or(|f| t >= f.as_microsecond()) && q.to.is_none_or(|to| t < to.as_microsecond())),
     };
     in_range
         && rep.filter.as_ref().is_none_or(|(_, c)| holds(c, r))
-        && q.filters.iter().all(|(k, v)| r.field(k).is_some_and(|x| key_of(x) == *v || x.as_array().is_some_and(|a| a.iter().any(|i| key_of(i) == *v))))
+        && q.filters.iter().all(|(k, v)| r.field(k).is_some_and(|x| key_is(x, v) || x.as_array().is_some_and(|a| a.iter().any(|i| key_is(i, v)))))
 }
 
 /// The group of a row: the values of the dimensions of `by` (several joined by [`KEY_SEP`]).
@@ -221,20 +250,100 @@ pub fn group_key<R: Row>(rep: &ReportDef, r: &R, by: &str, tz: &TimeZone) -> Str
         .join(KEY_SEP)
 }
 
+/// The local day around an instant, and the bucket it falls in: rows read
+/// in time order find their bucket without converting each time to a date.
+struct DayCache {
+    /// `[start, end)` of the last day seen, in microseconds, and its bucket.
+    last: Option<(i64, i64, u32)>,
+    ids: std::collections::HashMap<String, u32>,
+}
+
+impl DayCache {
+    fn new() -> DayCache {
+        DayCache { last: None, ids: std::collections::HashMap::new() }
+    }
+
+    /// A number per distinct bucket (`by`) of the instant `us` (1 and up;
+    /// `None` at the edge of the calendar, where a day has no end).
+    fn id(&mut self, us: i64, by: &str, tz: &TimeZone) -> Option<u32> {
+        if let Some((start, end, id)) = self.last
+            && (start..end).contains(&us)
+        {
+            return Some(id);
+        }
+        let (start, end, t) = Self::day(us, tz)?;
+        let next = self.ids.len() as u32 + 1;
+        let id = *self.ids.entry(bucket(t, by, tz)).or_insert(next);
+        self.last = Some((start, end, id));
+        Some(id)
+    }
+
+    fn day(us: i64, tz: &TimeZone) -> Option<(i64, i64, Timestamp)> {
+        let t = Timestamp::from_microsecond(us).ok()?;
+        let z = t.to_zoned_datetime(tz.clone());
+        let start = z.start_of_day().ok()?.timestamp().as_microsecond();
+        let end = z.date().tomorrow().ok()?.to_zoned_datetime(tz.clone()).ok()?.start_of_day().ok()?.timestamp().as_microsecond();
+        Some((start, end, t))
+    }
+}
+
 /// Runs a report over `rows`: the range, the report's `where` and the
 /// query's filters first, then one row per value of the dimension (sorted by
 /// it), and the total over every kept row.
+///
+/// Rows are first grouped by what identifies their values cheaply — the
+/// address of a value rows share (a dictionary's), a time bucket's number —
+/// and those groups are then merged by their text, so rows that share their
+/// values are never turned into text one by one, and the result is the
+/// grouping by text whatever the rows are.
 pub fn run<R: Row>(model: &Model, rep: &ReportDef, rows: &[R], q: &ReportQuery, tz: &TimeZone) -> ReportTable {
     let kept: Vec<&R> = rows.iter().filter(|r| keeps(rep, *r, q)).collect();
-    let mut groups: std::collections::HashMap<String, Vec<&R>> = std::collections::HashMap::new();
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     if !q.by.is_empty() {
-        for r in &kept {
-            groups.entry(group_key(rep, *r, &q.by, tz)).or_default().push(*r);
+        let dims: Vec<(&str, bool)> = q.by.split(',').map(str::trim).map(|d| (d, flowform_model::TIME_BUCKETS.contains(&d))).collect();
+        let mut days: Vec<DayCache> = dims.iter().map(|_| DayCache::new()).collect();
+        let mut refined: std::collections::HashMap<Vec<usize>, usize> = std::collections::HashMap::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut parts: Vec<usize> = Vec::with_capacity(dims.len());
+        for (i, r) in kept.iter().enumerate() {
+            parts.clear();
+            for ((d, is_bucket), days) in dims.iter().zip(days.iter_mut()) {
+                parts.push(if *is_bucket {
+                    // A row whose bucket has no number is a group of its own.
+                    r.time(&rep.time.value).map_or(0, |us| days.id(us, d, tz).map_or(usize::MAX - i, |id| id as usize))
+                } else {
+                    r.field(d).map_or(0, |v| v as *const Value as usize)
+                });
+            }
+            match refined.get(parts.as_slice()) {
+                Some(&g) => members[g].push(i),
+                None => {
+                    refined.insert(parts.clone(), members.len());
+                    members.push(vec![i]);
+                }
+            }
+        }
+        for m in members {
+            let key = group_key(rep, kept[m[0]], &q.by, tz);
+            let group = groups.entry(key).or_default();
+            let merged = !group.is_empty();
+            group.extend(m);
+            if merged {
+                group.sort_unstable();
+            }
         }
     }
-    let groups: BTreeMap<String, Vec<&R>> = groups.into_iter().collect();
     let row = |key: String, rows: &[&R]| ReportRow { key, rows: rows.len(), values: rep.measures.iter().map(|m| measure(model, m, rows)).collect() };
-    ReportTable { rows: groups.into_iter().map(|(k, rs)| row(k, &rs)).collect(), total: row(String::new(), &kept) }
+    ReportTable {
+        rows: groups
+            .into_iter()
+            .map(|(k, members)| {
+                let rows: Vec<&R> = members.into_iter().map(|i| kept[i]).collect();
+                row(k, &rows)
+            })
+            .collect(),
+        total: row(String::new(), &kept),
+    }
 }
 
 #[cfg(test)]

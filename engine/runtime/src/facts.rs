@@ -13,21 +13,15 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// One column's distinct values. A column of times (`*_at`), nearly one
-/// value a row, keeps its values without an index (an index would double them).
+/// One column's distinct values.
 #[derive(Default)]
 struct Dictionary {
     values: Vec<Value>,
     index: HashMap<String, u32>,
-    plain: bool,
 }
 
 impl Dictionary {
     fn id(&mut self, v: &Value) -> u32 {
-        if self.plain && !v.is_null() {
-            self.values.push(v.clone());
-            return (self.values.len() - 1) as u32;
-        }
         let key = v.to_string();
         if let Some(i) = self.index.get(&key) {
             return *i;
@@ -39,29 +33,194 @@ impl Dictionary {
     }
 }
 
+/// Time cells: a timestamp text kept as a number. The runtime writes times
+/// as `2026-11-25T05:00:00.000Z` (`{:.3}`); those and the plain form
+/// (`2026-11-25T05:00:00Z`) are kept as milliseconds with the form in the
+/// low bit, and give back the very text they were read from. Anything else
+/// (no time, another form, a finer time) is kept as it is in `odd`.
+#[derive(Default)]
+struct Times {
+    odd: Vec<Value>,
+}
+
+const NO_TIME: i64 = i64::MIN;
+
+impl Times {
+    fn encode(&mut self, v: &Value) -> i64 {
+        if v.is_null() {
+            return NO_TIME;
+        }
+        if let Some(text) = v.as_str()
+            && let Ok(t) = text.parse::<jiff::Timestamp>()
+            && let Ok(ms) = jiff::Timestamp::from_millisecond(t.as_millisecond())
+            && ms == t
+        {
+            if format!("{t:.3}") == text {
+                return t.as_millisecond() << 1;
+            }
+            if t.to_string() == text {
+                return (t.as_millisecond() << 1) | 1;
+            }
+        }
+        self.odd.push(v.clone());
+        NO_TIME + self.odd.len() as i64
+    }
+
+    /// Whether cell `c` holds `v` (an unchanged time keeps its cell).
+    fn holds(&self, c: i64, v: &Value) -> bool {
+        match c {
+            NO_TIME => v.is_null(),
+            c if c < NO_TIME + 1 + self.odd.len() as i64 => self.odd[(c - NO_TIME - 1) as usize] == *v,
+            c => self.value(c) == *v,
+        }
+    }
+
+    fn is_odd(&self, c: i64) -> Option<&Value> {
+        (c != NO_TIME && c <= NO_TIME + self.odd.len() as i64).then(|| &self.odd[(c - NO_TIME - 1) as usize])
+    }
+
+    /// The microseconds since the epoch of cell `c`.
+    fn micros(&self, c: i64) -> Option<i64> {
+        match c {
+            NO_TIME => None,
+            c => match self.is_odd(c) {
+                Some(v) => flowform_core::reports::micros(v),
+                None => Some((c >> 1) * 1000),
+            },
+        }
+    }
+
+    /// The text cell `c` was read from.
+    fn value(&self, c: i64) -> Value {
+        if c == NO_TIME {
+            return Value::Null;
+        }
+        if let Some(v) = self.is_odd(c) {
+            return v.clone();
+        }
+        match jiff::Timestamp::from_millisecond(c >> 1) {
+            Ok(t) if c & 1 == 0 => Value::String(format!("{t:.3}")),
+            Ok(t) => Value::String(t.to_string()),
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+/// Instance ids as 128-bit keys: a ULID in its canonical text is its own
+/// number; any other id is numbered here, with the 48 time bits all set (a
+/// ULID from the year 10889, which is numbered like any other id).
+#[derive(Default)]
+struct Ids {
+    other: Vec<String>,
+    numbers: HashMap<String, u128>,
+}
+
+const OTHER_ID: u128 = 0xFFFF_FFFF_FFFF << 80;
+
+fn ulid_key(id: &str) -> Option<u128> {
+    let u = ulid::Ulid::from_string(id).ok()?;
+    let mut buf = [0u8; ulid::ULID_LEN];
+    (u.0 & OTHER_ID != OTHER_ID && u.array_to_str(&mut buf) == id).then_some(u.0)
+}
+
+impl Ids {
+    fn key(&mut self, id: &str) -> u128 {
+        if let Some(k) = self.find(id) {
+            return k;
+        }
+        let k = OTHER_ID | self.other.len() as u128;
+        self.other.push(id.to_string());
+        self.numbers.insert(id.to_string(), k);
+        k
+    }
+
+    fn find(&self, id: &str) -> Option<u128> {
+        ulid_key(id).or_else(|| self.numbers.get(id).copied())
+    }
+
+    fn text(&self, k: u128) -> String {
+        if k & OTHER_ID == OTHER_ID { self.other.get((k & !OTHER_ID) as usize).cloned().unwrap_or_default() } else { ulid::Ulid(k).to_string() }
+    }
+
+    /// Whether `k` is a ULID's own number (the same in every table).
+    fn is_ulid(k: u128) -> bool {
+        k & OTHER_ID != OTHER_ID
+    }
+}
+
+/// Where a column's cells are.
+#[derive(Clone, Copy)]
+enum Place {
+    /// A dictionary id in the row's cells, at this position.
+    Cell(usize),
+    /// A time, in this time column.
+    Time(usize),
+}
+
 /// The facts of one workflow.
 pub struct FactTable {
     /// Column names, in cell order.
     pub columns: Vec<String>,
+    slots: Vec<Place>,
+    /// Per cell column.
     dictionaries: Vec<Dictionary>,
-    /// Per row: created_at (seconds) for the range, and the cells.
+    /// Cell columns per row.
+    width: usize,
+    /// Per row, its cell columns' dictionary ids.
+    cells: Vec<u32>,
+    /// Per time column (`*_at`), a cell per row.
+    times: Vec<Vec<i64>>,
+    time_values: Times,
+    /// Per row: created_at (microseconds) for the range.
     created: Vec<i64>,
     /// The instance version each row holds (an older one never replaces it).
     versions: Vec<u64>,
-    cells: Vec<u32>,
-    rows_by_id: HashMap<String, usize>,
+    rows_by_id: HashMap<u128, u32>,
+    ids: Ids,
+}
+
+/// A cell: a shared value, or a time (see [`FactTable::time_value`]).
+pub enum Cell<'a> {
+    Value(&'a Value),
+    Time,
 }
 
 impl FactTable {
     pub fn new(columns: Vec<String>) -> FactTable {
-        let dictionaries = columns.iter().map(|c| Dictionary { plain: c.ends_with("_at"), ..Dictionary::default() }).collect();
-        let mut t = FactTable { columns, dictionaries, created: Vec::new(), versions: Vec::new(), cells: Vec::new(), rows_by_id: HashMap::new() };
-        for d in &mut t.dictionaries {
-            // Cell 0 is null in every column.
-            d.values.push(Value::Null);
-            d.index.insert(Value::Null.to_string(), 0);
+        let (mut cells, mut times) = (0, 0);
+        let slots: Vec<Place> = columns
+            .iter()
+            .map(|c| {
+                if c.ends_with("_at") {
+                    times += 1;
+                    Place::Time(times - 1)
+                } else {
+                    cells += 1;
+                    Place::Cell(cells - 1)
+                }
+            })
+            .collect();
+        let dictionaries = (0..cells)
+            .map(|_| {
+                // Cell 0 is null in every column.
+                let mut d = Dictionary::default();
+                d.id(&Value::Null);
+                d
+            })
+            .collect();
+        FactTable {
+            columns,
+            slots,
+            dictionaries,
+            width: cells,
+            cells: Vec::new(),
+            times: vec![Vec::new(); times],
+            time_values: Times::default(),
+            created: Vec::new(),
+            versions: Vec::new(),
+            rows_by_id: HashMap::new(),
+            ids: Ids::default(),
         }
-        t
     }
 
     pub fn len(&self) -> usize {
@@ -72,108 +231,162 @@ impl FactTable {
         self.created.is_empty()
     }
 
-    /// The value of column `c` in row `r`.
-    pub fn cell(&self, r: usize, c: usize) -> &Value {
-        &self.dictionaries[c].values[self.cells[r * self.columns.len() + c] as usize]
+    /// The cell of column `c` in row `r`.
+    pub fn cell(&self, r: usize, c: usize) -> Cell<'_> {
+        match self.slots[c] {
+            Place::Cell(k) => Cell::Value(&self.dictionaries[k].values[self.cells[r * self.width + k] as usize]),
+            Place::Time(_) => Cell::Time,
+        }
     }
 
-    /// The distinct values of column `c`.
+    /// The value of time column `c` in row `r`, as it was read.
+    pub fn time_value(&self, r: usize, c: usize) -> Value {
+        match self.slots[c] {
+            Place::Time(k) => self.time_values.value(self.times[k][r]),
+            Place::Cell(_) => Value::Null,
+        }
+    }
+
+    /// The instant of time column `c` in row `r`, in microseconds; `None`
+    /// for no time, or for a column that is not a time column.
+    pub fn micros(&self, r: usize, c: usize) -> Option<i64> {
+        match self.slots[c] {
+            Place::Time(k) => self.time_values.micros(self.times[k][r]),
+            Place::Cell(_) => None,
+        }
+    }
+
+    /// Whether column `c` keeps times.
+    pub fn is_time(&self, c: usize) -> bool {
+        matches!(self.slots[c], Place::Time(_))
+    }
+
+    /// The distinct values of column `c` (none for a time column).
     pub fn distinct(&self, c: usize) -> &[Value] {
-        &self.dictionaries[c].values
+        match self.slots[c] {
+            Place::Cell(k) => &self.dictionaries[k].values,
+            Place::Time(_) => &[],
+        }
     }
 
-    /// Row positions whose creation time is in `[from, to)`.
+    /// Row positions whose creation time (microseconds) is in `[from, to)`.
     pub fn range(&self, from: Option<i64>, to: Option<i64>) -> std::ops::Range<usize> {
         let lo = from.map_or(0, |f| self.created.partition_point(|t| *t < f));
         let hi = to.map_or(self.created.len(), |t| self.created.partition_point(|x| *x < t));
         lo..hi.max(lo)
     }
 
+    /// The cells of an instance: the dictionary ids, the times. A row that
+    /// exists keeps the cells whose value did not change.
+    fn encode(&mut self, i: &Instance, existing: Option<usize>) -> (Vec<u32>, Vec<i64>) {
+        let row = row_of(i);
+        let mut cells = Vec::with_capacity(self.width);
+        let mut times = Vec::with_capacity(self.times.len());
+        for (name, slot) in self.columns.iter().zip(&self.slots) {
+            let v = row.get(name).unwrap_or(&Value::Null);
+            match *slot {
+                Place::Cell(k) => {
+                    let d = &mut self.dictionaries[k];
+                    match existing.map(|r| self.cells[r * self.width + k]) {
+                        Some(old) if d.values[old as usize] == *v => cells.push(old),
+                        _ => cells.push(d.id(v)),
+                    }
+                }
+                Place::Time(k) => match existing.map(|r| self.times[k][r]) {
+                    Some(old) if self.time_values.holds(old, v) => times.push(old),
+                    _ => times.push(self.time_values.encode(v)),
+                },
+            }
+        }
+        (cells, times)
+    }
+
     /// Appends an instance read newest first (see [`FactTable::reverse`]).
     pub fn append_newest_first(&mut self, i: &Instance) {
-        let row = row_of(i);
-        let cells: Vec<u32> = self.columns.iter().zip(self.dictionaries.iter_mut()).map(|(c, d)| d.id(row.get(c).unwrap_or(&Value::Null))).collect();
-        self.created.push(i.created_at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second()));
+        let (cells, times) = self.encode(i, None);
+        self.created.push(created_micros(i));
         self.versions.push(i.version);
         self.cells.extend(cells);
-        self.rows_by_id.insert(i.id.clone(), self.created.len() - 1);
+        for (column, t) in self.times.iter_mut().zip(times) {
+            column.push(t);
+        }
+        let key = self.ids.key(&i.id);
+        self.rows_by_id.insert(key, (self.created.len() - 1) as u32);
+    }
+
+    /// Puts the rows in the order `order` gives (new position → old position).
+    fn reorder(&mut self, order: &[usize]) {
+        let w = self.width;
+        self.created = order.iter().map(|&r| self.created[r]).collect();
+        self.versions = order.iter().map(|&r| self.versions[r]).collect();
+        self.cells = order.iter().flat_map(|&r| self.cells[r * w..(r + 1) * w].iter().copied()).collect();
+        for column in &mut self.times {
+            *column = order.iter().map(|&r| column[r]).collect();
+        }
+        let mut position = vec![0u32; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            position[old] = new as u32;
+        }
+        for r in self.rows_by_id.values_mut() {
+            *r = position[*r as usize];
+        }
     }
 
     /// After appending newest first: the rows in creation order.
     pub fn reverse(&mut self) {
-        let n = self.columns.len().max(1);
         let rows = self.created.len();
-        self.created.reverse();
-        self.versions.reverse();
-        let mut cells = Vec::with_capacity(self.cells.len());
-        for r in (0..rows).rev() {
-            cells.extend_from_slice(&self.cells[r * n..(r + 1) * n]);
-        }
-        self.cells = cells;
-        for r in self.rows_by_id.values_mut() {
-            *r = rows - 1 - *r;
-        }
+        let order: Vec<usize> = (0..rows).rev().collect();
+        self.reorder(&order);
         // Ids that sort by time almost always are in order; any that are not are put in place.
         if !self.created.is_sorted() {
             let mut order: Vec<usize> = (0..rows).collect();
             order.sort_by_key(|&r| self.created[r]);
-            let created = order.iter().map(|&r| self.created[r]).collect();
-            let versions = order.iter().map(|&r| self.versions[r]).collect();
-            let cells = order.iter().flat_map(|&r| self.cells[r * n..(r + 1) * n].to_vec()).collect();
-            let mut position = vec![0; rows];
-            for (new, &old) in order.iter().enumerate() {
-                position[old] = new;
-            }
-            for r in self.rows_by_id.values_mut() {
-                *r = position[*r];
-            }
-            (self.created, self.versions, self.cells) = (created, versions, cells);
+            self.reorder(&order);
         }
     }
 
     /// Adds or updates an instance's row.
     fn put(&mut self, i: &Instance) {
-        let row = row_of(i);
-        let n = self.columns.len();
-        let existing = self.rows_by_id.get(&i.id).copied();
-        let mut cells: Vec<u32> = Vec::with_capacity(n);
-        for (c, (name, d)) in self.columns.iter().zip(self.dictionaries.iter_mut()).enumerate() {
-            let v = row.get(name).unwrap_or(&Value::Null);
-            // An unchanged time keeps its cell (a plain column would otherwise grow with every update).
-            match existing.map(|r| self.cells[r * n + c]) {
-                Some(old) if &d.values[old as usize] == v => cells.push(old),
-                _ => cells.push(d.id(v)),
-            }
+        let key = self.ids.key(&i.id);
+        let existing = self.rows_by_id.get(&key).map(|r| *r as usize);
+        if existing.is_some_and(|r| self.versions[r] > i.version) {
+            return;
         }
-        match self.rows_by_id.get(&i.id) {
-            Some(&r) if self.versions[r] > i.version => {}
-            Some(&r) => {
-                self.cells[r * n..(r + 1) * n].copy_from_slice(&cells);
+        let (cells, times) = self.encode(i, existing);
+        let w = self.width;
+        match existing {
+            Some(r) => {
+                self.cells[r * w..(r + 1) * w].copy_from_slice(&cells);
+                for (column, t) in self.times.iter_mut().zip(times) {
+                    column[r] = t;
+                }
                 self.versions[r] = i.version;
             }
             None => {
-                let created = i.created_at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
+                let created = created_micros(i);
                 // Almost always the newest: appended; otherwise inserted in order.
                 let at = self.created.partition_point(|t| *t <= created);
-                if at == self.created.len() {
-                    self.created.push(created);
-                    self.versions.push(i.version);
-                    self.cells.extend(cells);
-                    self.rows_by_id.insert(i.id.clone(), at);
-                } else {
-                    self.created.insert(at, created);
-                    self.versions.insert(at, i.version);
-                    self.cells.splice(at * n..at * n, cells);
+                self.created.insert(at, created);
+                self.versions.insert(at, i.version);
+                self.cells.splice(at * w..at * w, cells);
+                for (column, t) in self.times.iter_mut().zip(times) {
+                    column.insert(at, t);
+                }
+                if at + 1 < self.created.len() {
                     for r in self.rows_by_id.values_mut() {
-                        if *r >= at {
+                        if *r as usize >= at {
                             *r += 1;
                         }
                     }
-                    self.rows_by_id.insert(i.id.clone(), at);
                 }
+                self.rows_by_id.insert(key, at as u32);
             }
         }
     }
+}
+
+fn created_micros(i: &Instance) -> i64 {
+    i.created_at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_microsecond())
 }
 
 /// An instance as a report row (what `report_rows` gives for it).
@@ -280,96 +493,125 @@ impl Facts {
 
 /// The events of one transition of a workflow (or of all), as rows: when,
 /// by whom, which transition, on which instance; every other field is the
-/// instance's (read from the workflow's fact table).
+/// instance's (read from the workflow's fact table). 32 bytes an event.
 #[derive(Default)]
 pub struct EventTable {
-    seconds: Vec<i64>,
-    at: Vec<Value>,
+    /// Time cells (see [`Times`]), in time order.
+    at: Vec<i64>,
+    times: Times,
     actor: Vec<u32>,
     transition: Vec<u32>,
-    /// Nearly one a row: kept as values, without an index.
-    instance: Vec<Value>,
+    instance: Vec<u128>,
     names: Dictionary,
+    ids: Ids,
 }
 
 impl EventTable {
     /// Appends an event in any order (see [`EventTable::sort`]).
     pub fn append(&mut self, e: &flowform_core::Event) {
-        self.seconds.push(e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second()));
-        self.at.push(json!(e.at));
+        let at = self.times.encode(&json!(e.at));
         let (actor, transition) = (self.names.id(&json!(e.actor)), self.names.id(&json!(e.transition)));
+        let instance = self.ids.key(&e.instance_id);
+        self.at.push(at);
         self.actor.push(actor);
         self.transition.push(transition);
-        self.instance.push(json!(e.instance_id));
+        self.instance.push(instance);
+    }
+
+    fn micros_of(&self, r: usize) -> i64 {
+        self.times.micros(self.at[r]).unwrap_or(i64::MIN)
     }
 
     /// After appending: the rows in time order.
     pub fn sort(&mut self) {
-        let mut order: Vec<usize> = (0..self.seconds.len()).collect();
-        order.sort_by_key(|&r| self.seconds[r]);
-        self.seconds = order.iter().map(|&r| self.seconds[r]).collect();
-        self.at = order.iter().map(|&r| std::mem::take(&mut self.at[r])).collect();
+        let mut order: Vec<usize> = (0..self.at.len()).collect();
+        order.sort_by_key(|&r| self.micros_of(r));
+        self.at = order.iter().map(|&r| self.at[r]).collect();
         self.actor = order.iter().map(|&r| self.actor[r]).collect();
         self.transition = order.iter().map(|&r| self.transition[r]).collect();
-        self.instance = order.iter().map(|&r| std::mem::take(&mut self.instance[r])).collect();
+        self.instance = order.iter().map(|&r| self.instance[r]).collect();
     }
 
-    /// Whether it holds the event `seq` of instance `id` at `at`.
+    /// Whether it holds an event of the same instance at the same time.
     fn has(&self, e: &flowform_core::Event) -> bool {
-        let seconds = e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
-        let range = self.range(Some(seconds), Some(seconds + 1));
-        range.into_iter().any(|r| self.at[r] == json!(e.at) && self.instance[r] == json!(e.instance_id))
+        let Some(us) = flowform_core::reports::micros(&json!(e.at)) else { return false };
+        let Some(key) = self.ids.find(&e.instance_id) else { return false };
+        let at = json!(e.at);
+        self.range(Some(us), Some(us + 1)).any(|r| self.instance[r] == key && self.times.holds(self.at[r], &at))
     }
 
     fn push(&mut self, e: &flowform_core::Event) {
-        let seconds = e.at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
+        let cell = self.times.encode(&json!(e.at));
+        let us = self.times.micros(cell).unwrap_or(i64::MIN);
         let actor = self.names.id(&json!(e.actor));
         let transition = self.names.id(&json!(e.transition));
-        let instance = json!(e.instance_id);
-        let at = self.seconds.partition_point(|t| *t <= seconds);
-        self.seconds.insert(at, seconds);
-        self.at.insert(at, json!(e.at));
+        let instance = self.ids.key(&e.instance_id);
+        let at = self.partition(|t| t <= us);
+        self.at.insert(at, cell);
         self.actor.insert(at, actor);
         self.transition.insert(at, transition);
         self.instance.insert(at, instance);
     }
 
+    fn partition(&self, below: impl Fn(i64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.at.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if below(self.micros_of(mid)) { lo = mid + 1 } else { hi = mid }
+        }
+        lo
+    }
+
     pub fn len(&self) -> usize {
-        self.seconds.len()
+        self.at.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seconds.is_empty()
+        self.at.is_empty()
     }
 
-    /// Rows whose time is in `[from, to)`.
+    /// Rows whose time (microseconds) is in `[from, to)`.
     pub fn range(&self, from: Option<i64>, to: Option<i64>) -> std::ops::Range<usize> {
-        let lo = from.map_or(0, |f| self.seconds.partition_point(|t| *t < f));
-        let hi = to.map_or(self.seconds.len(), |t| self.seconds.partition_point(|x| *x < t));
+        let lo = from.map_or(0, |f| self.partition(|t| t < f));
+        let hi = to.map_or(self.at.len(), |t| self.partition(|x| x < t));
         lo..hi.max(lo)
     }
 
-    /// `at`, `actor`, `transition` or `instance` of row `r`.
-    pub fn own(&self, r: usize, name: &str) -> Option<&Value> {
+    /// `actor` or `transition` of row `r`.
+    pub fn name(&self, r: usize, name: &str) -> Option<&Value> {
         match name {
-            "at" => Some(&self.at[r]),
             "actor" => Some(&self.names.values[self.actor[r] as usize]),
             "transition" => Some(&self.names.values[self.transition[r] as usize]),
-            "instance" => Some(&self.instance[r]),
             _ => None,
         }
+    }
+
+    /// The time of row `r` as it was read.
+    pub fn at_value(&self, r: usize) -> Value {
+        self.times.value(self.at[r])
+    }
+
+    /// The time of row `r`, in microseconds.
+    pub fn at_micros(&self, r: usize) -> Option<i64> {
+        self.times.micros(self.at[r])
+    }
+
+    /// The instance id of row `r`.
+    pub fn instance_id(&self, r: usize) -> String {
+        self.ids.text(self.instance[r])
     }
 }
 
 impl FactTable {
     /// The row of instance `id`, if the table has it.
     pub fn row_of_id(&self, id: &str) -> Option<usize> {
-        self.rows_by_id.get(id).copied()
+        self.rows_by_id.get(&self.ids.find(id)?).map(|r| *r as usize)
     }
 
-    /// Every instance id the table holds.
-    pub fn ids(&self) -> Vec<String> {
-        self.rows_by_id.keys().cloned().collect()
+    /// The row of the instance of event row `r`.
+    pub fn row_of_event(&self, e: &EventTable, r: usize) -> Option<usize> {
+        let key = e.instance[r];
+        if Ids::is_ulid(key) { self.rows_by_id.get(&key).map(|r| *r as usize) } else { self.row_of_id(&e.instance_id(r)) }
     }
 }
 
@@ -445,5 +687,94 @@ impl EventFacts {
                 None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_cells_give_back_the_text_they_were_read_from() {
+        let mut times = Times::default();
+        for v in [
+            json!("2026-11-25T05:00:00.000Z"),
+            json!("2026-11-25T05:00:00.123Z"),
+            json!("2026-11-25T05:00:00Z"),
+            json!("1969-12-31T23:59:59.999Z"),
+            // Not in a form kept as a number: kept as it is.
+            json!("2026-11-25T13:00:00+08:00"),
+            json!("2026-11-25T05:00:00.123456Z"),
+            json!("not a time"),
+            json!(42),
+            Value::Null,
+        ] {
+            let c = times.encode(&v);
+            assert_eq!(times.value(c), v, "{v}");
+            assert!(times.holds(c, &v), "{v}");
+            assert_eq!(times.micros(c), flowform_core::reports::micros(&v), "{v}");
+        }
+        assert_eq!(times.odd.len(), 4, "only the four values in no kept form are kept as they are");
+        let c = times.encode(&json!("2026-11-25T05:00:00.000Z"));
+        assert!(!times.holds(c, &json!("2026-11-25T05:00:00Z")), "the same instant in another form is another text");
+    }
+
+    #[test]
+    fn ids_are_numbers_and_come_back_as_text() {
+        let mut ids = Ids::default();
+        let ulid = "01M8KGEHFV000000000000YGA6";
+        let k = ids.key(ulid);
+        assert!(Ids::is_ulid(k));
+        assert_eq!(ids.text(k), ulid);
+        for other in ["01m8kgehfv000000000000yga6", "order-7", "", "ZZZZZZZZZZZZZZZZZZZZZZZZZZ", "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"] {
+            let k = ids.key(other);
+            assert!(!Ids::is_ulid(k), "{other}");
+            assert_eq!(ids.text(k), other);
+            assert_eq!(ids.find(other), Some(k));
+            assert_eq!(ids.key(other), k, "numbered once");
+        }
+        assert_eq!(ids.find("never-seen"), None);
+    }
+
+    fn instance(id: &str, created: &str, version: u64, state: &str) -> Instance {
+        let mut i: Instance = serde_json::from_value(json!({
+            "id": id, "workflow": "w", "state": state, "version": version,
+            "created_at": created, "updated_at": created, "data": {"closed_at": created, "n": version},
+            "assignment": {}, "requester": "u", "bundle_version": "v"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        i.created_at = created.into();
+        i
+    }
+
+    #[test]
+    fn rows_stay_in_creation_order_and_keep_their_newest_version() {
+        let mut t = FactTable::new(vec!["created_at".into(), "state".into(), "closed_at".into(), "n".into()]);
+        // Read newest first, one out of order.
+        t.append_newest_first(&instance("c", "2026-11-25T03:00:00.000Z", 1, "open"));
+        t.append_newest_first(&instance("a", "2026-11-25T01:00:00.000Z", 1, "open"));
+        t.append_newest_first(&instance("b", "2026-11-25T02:00:00.000Z", 1, "open"));
+        t.reverse();
+        let order = |t: &FactTable| (0..t.len()).map(|r| t.time_value(r, 0)).collect::<Vec<_>>();
+        assert_eq!(order(&t), vec![json!("2026-11-25T01:00:00.000Z"), json!("2026-11-25T02:00:00.000Z"), json!("2026-11-25T03:00:00.000Z")]);
+        // Inserted between, updated, an older version ignored.
+        t.put(&instance("ab", "2026-11-25T01:30:00.000Z", 1, "open"));
+        t.put(&instance("c", "2026-11-25T03:00:00.000Z", 3, "closed"));
+        t.put(&instance("c", "2026-11-25T03:00:00.000Z", 2, "open"));
+        let states: Vec<Value> = (0..t.len())
+            .map(|r| match t.cell(r, 1) {
+                Cell::Value(v) => v.clone(),
+                Cell::Time => Value::Null,
+            })
+            .collect();
+        assert_eq!(states, vec![json!("open"), json!("open"), json!("open"), json!("closed")]);
+        for (id, row) in [("a", 0), ("ab", 1), ("b", 2), ("c", 3)] {
+            assert_eq!(t.row_of_id(id), Some(row), "{id}");
+        }
+        assert_eq!(t.range(Some(jiff::Timestamp::from_second(1_800_000_000).unwrap().as_microsecond()), None), 4..4);
+        let t0 = "2026-11-25T01:30:00Z".parse::<jiff::Timestamp>().unwrap().as_microsecond();
+        assert_eq!(t.range(Some(t0), Some(t0 + 1)), 1..2);
+        assert_eq!(t.micros(3, 2), Some("2026-11-25T03:00:00Z".parse::<jiff::Timestamp>().unwrap().as_microsecond()));
+        assert_eq!(t.micros(3, 1), None, "state is no time column");
     }
 }

@@ -2,12 +2,14 @@
 //! records the caller may read, with the fields of referenced records the
 //! report names), computed by the pure core, labelled for people.
 
+use crate::facts::Cell;
 use crate::{CommandError, Runtime};
 use flowform_core::reports::{ReportQuery, ReportTable};
 use flowform_core::{Actor, Bundle, Lang};
 use flowform_model::{FieldDef, FieldType, ReportDef, ReportSource};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -191,24 +193,27 @@ impl Runtime {
                 }
             }
         }
-        let seconds = |ts: Option<flowform_core::reports::Timestamp>| ts.map(|t| t.as_second());
+        let micros = |ts: Option<flowform_core::reports::Timestamp>| ts.map(|t| t.as_microsecond());
         if let Some(events) = event_table {
             let e = events.read().map_err(|_| CommandError::Internal("report facts poisoned".into()))?;
             let by_time = rep.time.value == "at";
-            let range = if by_time { e.range(seconds(q.from), seconds(q.to)) } else { 0..e.len() };
+            let range = if by_time { e.range(micros(q.from), micros(q.to)) } else { 0..e.len() };
             let q = &ReportQuery { range_applied: by_time, ..q.clone() };
             let rows: Vec<EventRow> = range
-                .map(|r| {
-                    let instance = e.own(r, "instance").and_then(Value::as_str).and_then(|id| t.row_of_id(id));
-                    EventRow { events: &e, row: r, instance: instance.map(|i| FactRow { table: &t, row: i, columns: &columns, refs: &refs }) }
+                .map(|r| EventRow {
+                    events: &e,
+                    row: r,
+                    instance: t.row_of_event(&e, r).map(|i| FactRow::new(&t, i, &columns, &refs)),
+                    at: OnceCell::new(),
+                    id: OnceCell::new(),
                 })
                 .collect();
             return Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)));
         }
         let by_time = rep.time.value == "created_at";
-        let range = if by_time { t.range(seconds(q.from), seconds(q.to)) } else { 0..t.len() };
+        let range = if by_time { t.range(micros(q.from), micros(q.to)) } else { 0..t.len() };
         let q = &ReportQuery { range_applied: by_time, ..q.clone() };
-        let rows: Vec<FactRow> = range.map(|r| FactRow { table: &t, row: r, columns: &columns, refs: &refs }).collect();
+        let rows: Vec<FactRow> = range.map(|r| FactRow::new(&t, r, &columns, &refs)).collect();
         Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)))
     }
 
@@ -461,16 +466,46 @@ struct FactRow<'a> {
     row: usize,
     columns: &'a HashMap<&'a str, usize>,
     refs: &'a HashMap<(String, String), Map<String, Value>>,
+    /// Times asked for as text (kept as numbers in the table), by column.
+    texts: OnceCell<Box<[OnceCell<Value>]>>,
+}
+
+impl<'a> FactRow<'a> {
+    fn new(
+        table: &'a crate::facts::FactTable,
+        row: usize,
+        columns: &'a HashMap<&'a str, usize>,
+        refs: &'a HashMap<(String, String), Map<String, Value>>,
+    ) -> Self {
+        FactRow { table, row, columns, refs, texts: OnceCell::new() }
+    }
+
+    fn value(&self, c: usize) -> &Value {
+        match self.table.cell(self.row, c) {
+            Cell::Value(v) => v,
+            Cell::Time => {
+                let texts = self.texts.get_or_init(|| (0..self.table.columns.len()).map(|_| OnceCell::new()).collect());
+                texts[c].get_or_init(|| self.table.time_value(self.row, c))
+            }
+        }
+    }
 }
 
 impl flowform_core::reports::Row for FactRow<'_> {
     fn field(&self, name: &str) -> Option<&Value> {
         if let Some(&c) = self.columns.get(name) {
-            return Some(self.table.cell(self.row, c));
+            return Some(self.value(c));
         }
         let (head, sub) = name.split_once('.')?;
-        let id = self.table.cell(self.row, *self.columns.get(head)?).as_str()?;
+        let id = self.value(*self.columns.get(head)?).as_str()?;
         self.refs.get(&(head.to_string(), id.to_string()))?.get(sub)
+    }
+
+    fn time(&self, name: &str) -> Option<i64> {
+        match self.columns.get(name) {
+            Some(&c) if self.table.is_time(c) => self.table.micros(self.row, c),
+            _ => self.field(name).and_then(flowform_core::reports::micros),
+        }
     }
 }
 
@@ -501,11 +536,26 @@ struct EventRow<'a> {
     events: &'a crate::facts::EventTable,
     row: usize,
     instance: Option<FactRow<'a>>,
+    /// `at` and `instance` when asked for as values (kept as numbers in the table).
+    at: OnceCell<Value>,
+    id: OnceCell<Value>,
 }
 
 impl flowform_core::reports::Row for EventRow<'_> {
     fn field(&self, name: &str) -> Option<&Value> {
-        self.events.own(self.row, name).or_else(|| self.instance.as_ref()?.field(name))
+        match name {
+            "at" => Some(self.at.get_or_init(|| self.events.at_value(self.row))),
+            "instance" => Some(self.id.get_or_init(|| Value::String(self.events.instance_id(self.row)))),
+            _ => self.events.name(self.row, name).or_else(|| self.instance.as_ref()?.field(name)),
+        }
+    }
+
+    fn time(&self, name: &str) -> Option<i64> {
+        match name {
+            "at" => self.events.at_micros(self.row),
+            "actor" | "transition" | "instance" => self.field(name).and_then(flowform_core::reports::micros),
+            _ => self.instance.as_ref()?.time(name),
+        }
     }
 }
 
@@ -523,14 +573,13 @@ fn build_event_facts(store: Arc<dyn flowform_store::Store>, facts: Arc<crate::fa
                 return;
             }
         };
-        for i in &page.items {
-            match store.history(&i.id) {
-                Ok(h) => h.iter().filter(|e| transition.is_none() || e.transition == transition).for_each(|e| table.append(e)),
-                Err(e) => {
-                    tracing::warn!(workflow = %workflow, error = %e, "report facts could not be read");
-                    facts.abandon(&key);
-                    return;
-                }
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        match store.histories(&ids) {
+            Ok(histories) => histories.iter().flatten().filter(|e| transition.is_none() || e.transition == transition).for_each(|e| table.append(e)),
+            Err(e) => {
+                tracing::warn!(workflow = %workflow, error = %e, "report facts could not be read");
+                facts.abandon(&key);
+                return;
             }
         }
         match page.next {
