@@ -148,6 +148,74 @@ impl Ids {
     }
 }
 
+/// One column's dictionary ids, a byte each while the dictionary has at
+/// most 256 values, two bytes up to 65,536, four beyond (widened as it grows).
+#[derive(Clone)]
+enum Codes {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+}
+
+impl Codes {
+    fn get(&self, r: usize) -> u32 {
+        match self {
+            Codes::U8(v) => v[r] as u32,
+            Codes::U16(v) => v[r] as u32,
+            Codes::U32(v) => v[r],
+        }
+    }
+
+    /// Makes room for the id `id`.
+    fn widen(&mut self, id: u32) {
+        match self {
+            Codes::U8(v) if id > u8::MAX as u32 => *self = Codes::U16(v.iter().map(|&c| c as u16).collect()),
+            Codes::U16(v) if id > u16::MAX as u32 => *self = Codes::U32(v.iter().map(|&c| c as u32).collect()),
+            _ => return,
+        }
+        self.widen(id);
+    }
+
+    fn set(&mut self, r: usize, id: u32) {
+        self.widen(id);
+        match self {
+            Codes::U8(v) => v[r] = id as u8,
+            Codes::U16(v) => v[r] = id as u16,
+            Codes::U32(v) => v[r] = id,
+        }
+    }
+
+    fn insert(&mut self, at: usize, id: u32) {
+        self.widen(id);
+        match self {
+            Codes::U8(v) => v.insert(at, id as u8),
+            Codes::U16(v) => v.insert(at, id as u16),
+            Codes::U32(v) => v.insert(at, id),
+        }
+    }
+
+    fn push(&mut self, id: u32) {
+        let at = self.len();
+        self.insert(at, id);
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Codes::U8(v) => v.len(),
+            Codes::U16(v) => v.len(),
+            Codes::U32(v) => v.len(),
+        }
+    }
+
+    fn reordered(&self, order: &[usize]) -> Codes {
+        match self {
+            Codes::U8(v) => Codes::U8(order.iter().map(|&r| v[r]).collect()),
+            Codes::U16(v) => Codes::U16(order.iter().map(|&r| v[r]).collect()),
+            Codes::U32(v) => Codes::U32(order.iter().map(|&r| v[r]).collect()),
+        }
+    }
+}
+
 /// Where a column's cells are.
 #[derive(Clone, Copy)]
 enum Place {
@@ -164,10 +232,8 @@ pub struct FactTable {
     slots: Vec<Place>,
     /// Per cell column.
     dictionaries: Vec<Dictionary>,
-    /// Cell columns per row.
-    width: usize,
-    /// Per row, its cell columns' dictionary ids.
-    cells: Vec<u32>,
+    /// Per cell column, the rows' dictionary ids.
+    cells: Vec<Codes>,
     /// Per time column (`*_at`), a cell per row.
     times: Vec<Vec<i64>>,
     time_values: Times,
@@ -212,8 +278,7 @@ impl FactTable {
             columns,
             slots,
             dictionaries,
-            width: cells,
-            cells: Vec::new(),
+            cells: vec![Codes::U8(Vec::new()); cells],
             times: vec![Vec::new(); times],
             time_values: Times::default(),
             created: Vec::new(),
@@ -234,7 +299,7 @@ impl FactTable {
     /// The cell of column `c` in row `r`.
     pub fn cell(&self, r: usize, c: usize) -> Cell<'_> {
         match self.slots[c] {
-            Place::Cell(k) => Cell::Value(&self.dictionaries[k].values[self.cells[r * self.width + k] as usize]),
+            Place::Cell(k) => Cell::Value(&self.dictionaries[k].values[self.cells[k].get(r) as usize]),
             Place::Time(_) => Cell::Time,
         }
     }
@@ -280,14 +345,14 @@ impl FactTable {
     /// exists keeps the cells whose value did not change.
     fn encode(&mut self, i: &Instance, existing: Option<usize>) -> (Vec<u32>, Vec<i64>) {
         let row = row_of(i);
-        let mut cells = Vec::with_capacity(self.width);
+        let mut cells = Vec::with_capacity(self.cells.len());
         let mut times = Vec::with_capacity(self.times.len());
         for (name, slot) in self.columns.iter().zip(&self.slots) {
             let v = row.get(name).unwrap_or(&Value::Null);
             match *slot {
                 Place::Cell(k) => {
                     let d = &mut self.dictionaries[k];
-                    match existing.map(|r| self.cells[r * self.width + k]) {
+                    match existing.map(|r| self.cells[k].get(r)) {
                         Some(old) if d.values[old as usize] == *v => cells.push(old),
                         _ => cells.push(d.id(v)),
                     }
@@ -306,7 +371,9 @@ impl FactTable {
         let (cells, times) = self.encode(i, None);
         self.created.push(created_micros(i));
         self.versions.push(i.version);
-        self.cells.extend(cells);
+        for (column, id) in self.cells.iter_mut().zip(cells) {
+            column.push(id);
+        }
         for (column, t) in self.times.iter_mut().zip(times) {
             column.push(t);
         }
@@ -316,10 +383,11 @@ impl FactTable {
 
     /// Puts the rows in the order `order` gives (new position → old position).
     fn reorder(&mut self, order: &[usize]) {
-        let w = self.width;
         self.created = order.iter().map(|&r| self.created[r]).collect();
         self.versions = order.iter().map(|&r| self.versions[r]).collect();
-        self.cells = order.iter().flat_map(|&r| self.cells[r * w..(r + 1) * w].iter().copied()).collect();
+        for column in &mut self.cells {
+            *column = column.reordered(order);
+        }
         for column in &mut self.times {
             *column = order.iter().map(|&r| column[r]).collect();
         }
@@ -353,10 +421,11 @@ impl FactTable {
             return;
         }
         let (cells, times) = self.encode(i, existing);
-        let w = self.width;
         match existing {
             Some(r) => {
-                self.cells[r * w..(r + 1) * w].copy_from_slice(&cells);
+                for (column, id) in self.cells.iter_mut().zip(cells) {
+                    column.set(r, id);
+                }
                 for (column, t) in self.times.iter_mut().zip(times) {
                     column[r] = t;
                 }
@@ -368,7 +437,9 @@ impl FactTable {
                 let at = self.created.partition_point(|t| *t <= created);
                 self.created.insert(at, created);
                 self.versions.insert(at, i.version);
-                self.cells.splice(at * w..at * w, cells);
+                for (column, id) in self.cells.iter_mut().zip(cells) {
+                    column.insert(at, id);
+                }
                 for (column, t) in self.times.iter_mut().zip(times) {
                     column.insert(at, t);
                 }
@@ -596,6 +667,11 @@ impl EventTable {
         self.times.micros(self.at[r])
     }
 
+    /// The number of the instance of row `r` (equal for equal ids within this table).
+    pub fn instance_key(&self, r: usize) -> u128 {
+        self.instance[r]
+    }
+
     /// The instance id of row `r`.
     pub fn instance_id(&self, r: usize) -> String {
         self.ids.text(self.instance[r])
@@ -717,6 +793,23 @@ mod tests {
         assert_eq!(times.odd.len(), 4, "only the four values in no kept form are kept as they are");
         let c = times.encode(&json!("2026-11-25T05:00:00.000Z"));
         assert!(!times.holds(c, &json!("2026-11-25T05:00:00Z")), "the same instant in another form is another text");
+    }
+
+    #[test]
+    fn dictionary_ids_widen_as_the_dictionary_grows() {
+        let mut codes = Codes::U8(Vec::new());
+        codes.push(7);
+        codes.push(255);
+        assert!(matches!(codes, Codes::U8(_)));
+        codes.insert(1, 256);
+        assert!(matches!(codes, Codes::U16(_)));
+        codes.set(0, 70_000);
+        assert!(matches!(codes, Codes::U32(_)));
+        assert_eq!((0..codes.len()).map(|r| codes.get(r)).collect::<Vec<_>>(), vec![70_000, 256, 255]);
+        let mut small = Codes::U8(vec![1, 2, 3]);
+        small.set(2, 65_536);
+        assert_eq!((0..3).map(|r| small.get(r)).collect::<Vec<_>>(), vec![1, 2, 65_536], "two steps at once");
+        assert_eq!(small.reordered(&[2, 0]).get(0), 65_536);
     }
 
     #[test]

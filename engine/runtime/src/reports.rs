@@ -177,6 +177,7 @@ impl Runtime {
         };
         let t = table.read().map_err(|_| CommandError::Internal("report facts poisoned".into()))?;
         let columns: HashMap<&str, usize> = t.columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        let table: &crate::facts::FactTable = &t;
         // The records `REF.FIELD` names read: once per distinct id of the column.
         let types = ref_types(bundle, rep);
         let mut refs: HashMap<(String, String), Map<String, Value>> = HashMap::new();
@@ -199,21 +200,15 @@ impl Runtime {
             let by_time = rep.time.value == "at";
             let range = if by_time { e.range(micros(q.from), micros(q.to)) } else { 0..e.len() };
             let q = &ReportQuery { range_applied: by_time, ..q.clone() };
-            let rows: Vec<EventRow> = range
-                .map(|r| EventRow {
-                    events: &e,
-                    row: r,
-                    instance: t.row_of_event(&e, r).map(|i| FactRow::new(&t, i, &columns, &refs)),
-                    at: OnceCell::new(),
-                    id: OnceCell::new(),
-                })
-                .collect();
+            let view = FactsView { table, columns, refs };
+            let rows: Vec<EventRow> = range.map(|row| EventRow { events: &e, view: &view, row, instance: OnceCell::new(), own: OnceCell::new() }).collect();
             return Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)));
         }
         let by_time = rep.time.value == "created_at";
         let range = if by_time { t.range(micros(q.from), micros(q.to)) } else { 0..t.len() };
         let q = &ReportQuery { range_applied: by_time, ..q.clone() };
-        let rows: Vec<FactRow> = range.map(|r| FactRow::new(&t, r, &columns, &refs)).collect();
+        let view = FactsView { table, columns, refs };
+        let rows: Vec<FactRow> = range.map(|r| FactRow::new(&view, r)).collect();
         Ok(Some(flowform_core::reports::run(&bundle.model, rep, &rows, q, tz)))
     }
 
@@ -460,32 +455,34 @@ impl Runtime {
     }
 }
 
+/// A fact table as one report reads it: its columns by name and the
+/// records `REF.FIELD` names.
+struct FactsView<'a> {
+    table: &'a crate::facts::FactTable,
+    columns: HashMap<&'a str, usize>,
+    refs: HashMap<(String, String), Map<String, Value>>,
+}
+
 /// A row of a fact table, with the referenced records' fields.
 struct FactRow<'a> {
-    table: &'a crate::facts::FactTable,
+    view: &'a FactsView<'a>,
     row: usize,
-    columns: &'a HashMap<&'a str, usize>,
-    refs: &'a HashMap<(String, String), Map<String, Value>>,
     /// Times asked for as text (kept as numbers in the table), by column.
     texts: OnceCell<Box<[OnceCell<Value>]>>,
 }
 
 impl<'a> FactRow<'a> {
-    fn new(
-        table: &'a crate::facts::FactTable,
-        row: usize,
-        columns: &'a HashMap<&'a str, usize>,
-        refs: &'a HashMap<(String, String), Map<String, Value>>,
-    ) -> Self {
-        FactRow { table, row, columns, refs, texts: OnceCell::new() }
+    fn new(view: &'a FactsView<'a>, row: usize) -> Self {
+        FactRow { view, row, texts: OnceCell::new() }
     }
 
     fn value(&self, c: usize) -> &Value {
-        match self.table.cell(self.row, c) {
+        let table = self.view.table;
+        match table.cell(self.row, c) {
             Cell::Value(v) => v,
             Cell::Time => {
-                let texts = self.texts.get_or_init(|| (0..self.table.columns.len()).map(|_| OnceCell::new()).collect());
-                texts[c].get_or_init(|| self.table.time_value(self.row, c))
+                let texts = self.texts.get_or_init(|| (0..table.columns.len()).map(|_| OnceCell::new()).collect());
+                texts[c].get_or_init(|| table.time_value(self.row, c))
             }
         }
     }
@@ -493,17 +490,17 @@ impl<'a> FactRow<'a> {
 
 impl flowform_core::reports::Row for FactRow<'_> {
     fn field(&self, name: &str) -> Option<&Value> {
-        if let Some(&c) = self.columns.get(name) {
+        if let Some(&c) = self.view.columns.get(name) {
             return Some(self.value(c));
         }
         let (head, sub) = name.split_once('.')?;
-        let id = self.value(*self.columns.get(head)?).as_str()?;
-        self.refs.get(&(head.to_string(), id.to_string()))?.get(sub)
+        let id = self.value(*self.view.columns.get(head)?).as_str()?;
+        self.view.refs.get(&(head.to_string(), id.to_string()))?.get(sub)
     }
 
     fn time(&self, name: &str) -> Option<i64> {
-        match self.columns.get(name) {
-            Some(&c) if self.table.is_time(c) => self.table.micros(self.row, c),
+        match self.view.columns.get(name) {
+            Some(&c) if self.view.table.is_time(c) => self.view.table.micros(self.row, c),
             _ => self.field(name).and_then(flowform_core::reports::micros),
         }
     }
@@ -531,22 +528,33 @@ fn read_names(rep: &ReportDef, q: &ReportQuery) -> Vec<String> {
     all
 }
 
-/// An event row: its own fields, the rest its instance's.
+/// An event row: its own fields, the rest its instance's (found when first asked for).
 struct EventRow<'a> {
     events: &'a crate::facts::EventTable,
+    view: &'a FactsView<'a>,
     row: usize,
-    instance: Option<FactRow<'a>>,
+    instance: OnceCell<Option<FactRow<'a>>>,
     /// `at` and `instance` when asked for as values (kept as numbers in the table).
-    at: OnceCell<Value>,
-    id: OnceCell<Value>,
+    own: OnceCell<Box<[OnceCell<Value>; 2]>>,
+}
+
+impl EventRow<'_> {
+    fn instance(&self) -> Option<&FactRow<'_>> {
+        self.instance.get_or_init(|| self.view.table.row_of_event(self.events, self.row).map(|r| FactRow::new(self.view, r))).as_ref()
+    }
+
+    fn own(&self, i: usize) -> &Value {
+        let own = self.own.get_or_init(Default::default);
+        own[i].get_or_init(|| if i == 0 { self.events.at_value(self.row) } else { Value::String(self.events.instance_id(self.row)) })
+    }
 }
 
 impl flowform_core::reports::Row for EventRow<'_> {
     fn field(&self, name: &str) -> Option<&Value> {
         match name {
-            "at" => Some(self.at.get_or_init(|| self.events.at_value(self.row))),
-            "instance" => Some(self.id.get_or_init(|| Value::String(self.events.instance_id(self.row)))),
-            _ => self.events.name(self.row, name).or_else(|| self.instance.as_ref()?.field(name)),
+            "at" => Some(self.own(0)),
+            "instance" => Some(self.own(1)),
+            _ => self.events.name(self.row, name).or_else(|| self.instance()?.field(name)),
         }
     }
 
@@ -554,8 +562,12 @@ impl flowform_core::reports::Row for EventRow<'_> {
         match name {
             "at" => self.events.at_micros(self.row),
             "actor" | "transition" | "instance" => self.field(name).and_then(flowform_core::reports::micros),
-            _ => self.instance.as_ref()?.time(name),
+            _ => self.instance()?.time(name),
         }
+    }
+
+    fn number_of(&self, name: &str) -> Option<u128> {
+        (name == "instance").then(|| self.events.instance_key(self.row))
     }
 }
 
