@@ -11,6 +11,7 @@
 use flowform_core::Instance;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// One column's distinct values.
@@ -216,6 +217,33 @@ impl Codes {
     }
 }
 
+/// Row numbers found by their instance key; the keys themselves live in the
+/// table's `keys` (by row), which every call is given.
+#[derive(Default)]
+struct RowIndex {
+    rows: hashbrown::HashTable<u32>,
+    state: foldhash::fast::RandomState,
+}
+
+impl RowIndex {
+    fn get(&self, keys: &[u128], key: u128) -> Option<u32> {
+        self.rows.find(self.state.hash_one(key), |&r| keys[r as usize] == key).copied()
+    }
+
+    /// Adds row `row`, whose key `keys[row]` is `key` (not yet in the index).
+    fn insert(&mut self, keys: &[u128], key: u128, row: u32) {
+        let state = &self.state;
+        self.rows.insert_unique(state.hash_one(key), row, |&r| state.hash_one(keys[r as usize]));
+    }
+
+    /// Gives every row its new number (the keys having moved with them).
+    fn renumber(&mut self, new: impl Fn(u32) -> u32) {
+        for r in self.rows.iter_mut() {
+            *r = new(*r);
+        }
+    }
+}
+
 /// Where a column's cells are.
 #[derive(Clone, Copy)]
 enum Place {
@@ -241,7 +269,11 @@ pub struct FactTable {
     created: Vec<i64>,
     /// The instance version each row holds (an older one never replaces it).
     versions: Vec<u64>,
-    rows_by_id: HashMap<u128, u32>,
+    /// Per row, its instance's id as a number (see [`Ids`]).
+    keys: Vec<u128>,
+    /// Rows by their key: a table of row numbers only (4 bytes a row; the
+    /// keys are read from `keys`), where a map of keys to rows took 32.
+    index: RowIndex,
     ids: Ids,
 }
 
@@ -283,7 +315,8 @@ impl FactTable {
             time_values: Times::default(),
             created: Vec::new(),
             versions: Vec::new(),
-            rows_by_id: HashMap::new(),
+            keys: Vec::new(),
+            index: RowIndex::default(),
             ids: Ids::default(),
         }
     }
@@ -378,7 +411,8 @@ impl FactTable {
             column.push(t);
         }
         let key = self.ids.key(&i.id);
-        self.rows_by_id.insert(key, (self.created.len() - 1) as u32);
+        self.keys.push(key);
+        self.index.insert(&self.keys, key, (self.created.len() - 1) as u32);
     }
 
     /// Puts the rows in the order `order` gives (new position → old position).
@@ -391,13 +425,12 @@ impl FactTable {
         for column in &mut self.times {
             *column = order.iter().map(|&r| column[r]).collect();
         }
+        self.keys = order.iter().map(|&r| self.keys[r]).collect();
         let mut position = vec![0u32; order.len()];
         for (new, &old) in order.iter().enumerate() {
             position[old] = new as u32;
         }
-        for r in self.rows_by_id.values_mut() {
-            *r = position[*r as usize];
-        }
+        self.index.renumber(|r| position[r as usize]);
     }
 
     /// After appending newest first: the rows in creation order.
@@ -416,7 +449,7 @@ impl FactTable {
     /// Adds or updates an instance's row.
     fn put(&mut self, i: &Instance) {
         let key = self.ids.key(&i.id);
-        let existing = self.rows_by_id.get(&key).map(|r| *r as usize);
+        let existing = self.index.get(&self.keys, key).map(|r| r as usize);
         if existing.is_some_and(|r| self.versions[r] > i.version) {
             return;
         }
@@ -443,14 +476,11 @@ impl FactTable {
                 for (column, t) in self.times.iter_mut().zip(times) {
                     column.insert(at, t);
                 }
+                self.keys.insert(at, key);
                 if at + 1 < self.created.len() {
-                    for r in self.rows_by_id.values_mut() {
-                        if *r as usize >= at {
-                            *r += 1;
-                        }
-                    }
+                    self.index.renumber(|r| if r as usize >= at { r + 1 } else { r });
                 }
-                self.rows_by_id.insert(key, at as u32);
+                self.index.insert(&self.keys, key, at as u32);
             }
         }
     }
@@ -681,13 +711,13 @@ impl EventTable {
 impl FactTable {
     /// The row of instance `id`, if the table has it.
     pub fn row_of_id(&self, id: &str) -> Option<usize> {
-        self.rows_by_id.get(&self.ids.find(id)?).map(|r| *r as usize)
+        self.index.get(&self.keys, self.ids.find(id)?).map(|r| r as usize)
     }
 
     /// The row of the instance of event row `r`.
     pub fn row_of_event(&self, e: &EventTable, r: usize) -> Option<usize> {
         let key = e.instance[r];
-        if Ids::is_ulid(key) { self.rows_by_id.get(&key).map(|r| *r as usize) } else { self.row_of_id(&e.instance_id(r)) }
+        if Ids::is_ulid(key) { self.index.get(&self.keys, key).map(|r| r as usize) } else { self.row_of_id(&e.instance_id(r)) }
     }
 }
 
@@ -793,6 +823,30 @@ mod tests {
         assert_eq!(times.odd.len(), 4, "only the four values in no kept form are kept as they are");
         let c = times.encode(&json!("2026-11-25T05:00:00.000Z"));
         assert!(!times.holds(c, &json!("2026-11-25T05:00:00Z")), "the same instant in another form is another text");
+    }
+
+    #[test]
+    fn every_id_finds_its_row_after_inserts_anywhere() {
+        let mut t = FactTable::new(vec!["created_at".into(), "n".into()]);
+        let mut seed: u64 = 7;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        let mut ids = Vec::new();
+        for k in 0..3000u64 {
+            // ULIDs and other ids, created at random times (most rows go in the middle).
+            let id = if k % 3 == 0 { format!("order-{k}") } else { ulid::Ulid::from_parts(1_790_000_000_000 + k, next() as u128).to_string() };
+            let created = jiff::Timestamp::from_second(1_790_000_000 + (next() % 1_000_000) as i64).unwrap();
+            t.put(&instance(&id, &format!("{created:.3}"), 1, "open"));
+            ids.push((id, format!("{created:.3}")));
+        }
+        assert!(t.created.is_sorted());
+        for (id, created) in &ids {
+            let row = t.row_of_id(id).unwrap_or_else(|| panic!("{id} has no row"));
+            assert_eq!(t.time_value(row, 0), json!(created), "{id}");
+        }
+        assert_eq!(t.row_of_id("order-x"), None);
     }
 
     #[test]
