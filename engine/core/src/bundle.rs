@@ -1,6 +1,7 @@
 //! Sources → [`Bundle`]: the one pipeline shared by `serve`, hot reload and `check`.
 
 use flowform_forms::CompiledForm;
+use flowform_model::DiagCode;
 use flowform_model::{Diagnostic, Model, Sources, WorkflowDef, diagnostic};
 use flowform_rules::{Limits, RuleSet};
 use sha2::{Digest, Sha256};
@@ -52,7 +53,7 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     let (model, mut diags) = flowform_model::load_and_check(&sources);
     if model.workflows.is_empty() && diags.is_empty() {
         diags.push(
-            Diagnostic::new("definitions", flowform_model::Pos::new(1, 1), "no_workflows", "no workflow is defined")
+            Diagnostic::new("definitions", flowform_model::Pos::new(1, 1), DiagCode::NoWorkflows, "no workflow is defined")
                 .with_hint(Some("add a file under definitions/ that starts with `workflow:`".into())),
         );
     }
@@ -70,21 +71,21 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     let mut templates = registry();
     for w in model.webhooks.values() {
         if let Err(e) = templates.register_template_string(&format!("webhook:{}", w.name), &w.body.value) {
-            diags.push(Diagnostic::new(&w.file, w.body.pos, "template_syntax", format!("webhook `{}` body cannot be read: {}", w.name, e.reason())));
+            diags.push(Diagnostic::new(&w.file, w.body.pos, DiagCode::TemplateSyntax, format!("webhook `{}` body cannot be read: {}", w.name, e.reason())));
         }
     }
     if let Some(tz) = &model.app.timezone
         && jiff::tz::TimeZone::get(&tz.value).is_err()
     {
         diags.push(
-            Diagnostic::new(&model.app.file, tz.pos, "unknown_timezone", format!("unknown time zone `{}`", tz.value))
+            Diagnostic::new(&model.app.file, tz.pos, DiagCode::UnknownTimezone, format!("unknown time zone `{}`", tz.value))
                 .with_hint(Some("use an IANA name such as Asia/Shanghai".into())),
         );
     }
     for sc in model.schedules.values() {
         if !sc.timezone.value.is_empty() && jiff::tz::TimeZone::get(&sc.timezone.value).is_err() {
             diags.push(
-                Diagnostic::new(&sc.file, sc.timezone.pos, "unknown_timezone", format!("unknown time zone `{}`", sc.timezone.value))
+                Diagnostic::new(&sc.file, sc.timezone.pos, DiagCode::UnknownTimezone, format!("unknown time zone `{}`", sc.timezone.value))
                     .with_hint(Some("use an IANA name such as Asia/Shanghai or Europe/Berlin".into())),
             );
         }
@@ -92,7 +93,7 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
     for c in model.calendars.values() {
         if jiff::tz::TimeZone::get(&c.timezone.value).is_err() {
             diags.push(
-                Diagnostic::new(&c.file, c.timezone.pos, "unknown_timezone", format!("unknown time zone `{}`", c.timezone.value))
+                Diagnostic::new(&c.file, c.timezone.pos, DiagCode::UnknownTimezone, format!("unknown time zone `{}`", c.timezone.value))
                     .with_hint(Some("use an IANA name such as Asia/Shanghai".into())),
             );
         }
@@ -102,7 +103,7 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
             if let Err(e) = templates.register_template_string(&format!("{}.{part}", t.name), &src.value) {
                 let (line, col) = e.pos().map_or((1, 1), |(l, c)| (l as u32, c as u32));
                 let pos = flowform_model::Pos::new(src.pos.line + line.saturating_sub(1), if line <= 1 { src.pos.column + col } else { col });
-                diags.push(Diagnostic::new(&t.file, pos, "template_syntax", format!("template `{}` ({part}) cannot be read: {}", t.name, e.reason())));
+                diags.push(Diagnostic::new(&t.file, pos, DiagCode::TemplateSyntax, format!("template `{}` ({part}) cannot be read: {}", t.name, e.reason())));
             }
         }
     }

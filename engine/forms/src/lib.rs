@@ -10,6 +10,7 @@ mod messages;
 mod schema;
 mod ui;
 
+use flowform_model::DiagCode;
 use flowform_model::{Diagnostic, FieldDef, FieldType, FormDef};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -43,7 +44,7 @@ impl CompiledForm {
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&json_schema)
-            .map_err(|e| Diagnostic::new(&def.file, def.pos, "invalid_form", format!("form `{}` does not make a valid schema: {e}", def.name)))?;
+            .map_err(|e| Diagnostic::new(&def.file, def.pos, DiagCode::InvalidForm, format!("form `{}` does not make a valid schema: {e}", def.name)))?;
         Ok(CompiledForm { ui: ui::form_ui(def), json_schema, validator, def: def.clone() })
     }
 

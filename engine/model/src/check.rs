@@ -1,5 +1,6 @@
 //! Cross-reference and graph checks over a loaded [`Model`].
 
+use crate::DiagCode;
 use crate::condition::Condition;
 use crate::defs::*;
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
@@ -32,7 +33,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
             diags,
             &model.app.file,
             t.pos,
-            "unknown_record_type",
+            DiagCode::UnknownRecordType,
             format!("`teams_from` names `{}`, which is not a record type", t.value),
             did_you_mean(&t.value, model.record_types.keys().map(String::as_str)),
         );
@@ -62,7 +63,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                     diags,
                     &t.file,
                     c.pos,
-                    "unknown_channel",
+                    DiagCode::UnknownChannel,
                     format!("unknown channel `{}`", c.value),
                     did_you_mean(&c.value, names.iter().copied()).or(Some("use `inbox`, `email` or the name of a `webhook:`".into())),
                 );
@@ -80,7 +81,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                     diags,
                     &sc.file,
                     role.pos,
-                    "unknown_role",
+                    DiagCode::UnknownRole,
                     format!("unknown role `{}` for the schedule to act with", role.value),
                     did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
                 );
@@ -91,7 +92,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                 diags,
                 file,
                 sc.workflow.pos,
-                "unknown_workflow",
+                DiagCode::UnknownWorkflow,
                 format!("unknown workflow `{}`", sc.workflow.value),
                 did_you_mean(&sc.workflow.value, model.workflows.keys().map(String::as_str)),
             );
@@ -103,7 +104,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     rt.pos,
-                    "unknown_record_type",
+                    DiagCode::UnknownRecordType,
                     format!("unknown record type `{}`", rt.value),
                     did_you_mean(&rt.value, model.record_types.keys().map(String::as_str)),
                 ),
@@ -123,7 +124,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                                 diags,
                                 file,
                                 name.pos,
-                                "unknown_field",
+                                DiagCode::UnknownField,
                                 format!("{what} names `{}`, which {} records do not have", name.value, rt.value),
                                 did_you_mean(&name.value, form.fields.iter().map(|x| x.name.as_str())),
                             ),
@@ -131,7 +132,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                                 diags,
                                 file,
                                 name.pos,
-                                "type_mismatch",
+                                DiagCode::TypeMismatch,
                                 format!(
                                     "{what}: `{}` is a {} field; it must be {}",
                                     name.value,
@@ -160,7 +161,7 @@ fn check_all(model: &Model, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     f.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     format!("`{key}` from a record's field needs `anchor: completion` and `for_each: {{ record: … }}` (each record has its own due dates)"),
                     Some("fixed-date schedules have one period for every record: give a number".into()),
                 );
@@ -181,7 +182,7 @@ pub fn warnings(model: &Model) -> Vec<Diagnostic> {
                 Diagnostic::new(
                     &rt.file,
                     rt.pos,
-                    "grants_nothing",
+                    DiagCode::GrantsNothing,
                     format!("record type `{}` grants no operation to any role: only admins may read or change its records", rt.name),
                 )
                 .with_hint(Some("grant roles, e.g. `access: { read: [all], create: [manager] }` or `roles: [manager]`".into())),
@@ -239,7 +240,7 @@ fn check_template_variables(file: &str, src: &Sp<String>, diags: &mut Vec<Diagno
                         Diagnostic::new(
                             file,
                             Pos::new(line, column),
-                            "unknown_template_variable",
+                            DiagCode::UnknownTemplateVariable,
                             format!("the template uses `{token}`, which a notification does not provide"),
                         )
                         .with_hint(hint),
@@ -269,7 +270,7 @@ fn check_from(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Di
                 diags,
                 file,
                 from.pos,
-                "invalid_value",
+                DiagCode::InvalidValue,
                 format!("`from: {}` must name a reference and its field", from.value),
                 Some("e.g. `from: asset.category`".into()),
             );
@@ -281,7 +282,7 @@ fn check_from(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Di
                 diags,
                 file,
                 from.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("`from: {}` names `{reference}`, which is not a `ref` field of this form", from.value),
                 did_you_mean(reference, siblings),
             );
@@ -295,7 +296,7 @@ fn check_from(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Di
                 diags,
                 file,
                 from.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("`from: {}`: form `{}` has no field `{name}`", from.value, form.name),
                 did_you_mean(name, form.fields.iter().map(|x| x.name.as_str())),
             );
@@ -310,7 +311,7 @@ fn check_refs(model: &Model, file: &str, fields: &[FieldDef], diags: &mut Vec<Di
         {
             let hint = did_you_mean(&target.value, record_kinds(model))
                 .or(Some(format!("declare it in definitions/records/{}.yaml with `record: {}`", target.value, target.value)));
-            err(diags, file, target.pos, "unknown_record_type", format!("unknown record type `{}`", target.value), hint);
+            err(diags, file, target.pos, DiagCode::UnknownRecordType, format!("unknown record type `{}`", target.value), hint);
         }
         // `where` of a ref: over the fields of the records it offers, typed.
         if let (Some((src, cond)), Some(form)) =
@@ -348,7 +349,7 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
             return;
         }
         let hint = did_you_mean(&rt.form.value, model.forms.keys().map(String::as_str)).or(Some(format!("create forms/{}.yaml", rt.form.value)));
-        err(diags, file, rt.form.pos, "unknown_form", format!("unknown form `{}`", rt.form.value), hint);
+        err(diags, file, rt.form.pos, DiagCode::UnknownForm, format!("unknown form `{}`", rt.form.value), hint);
         return;
     };
     let names: Vec<&str> = form.fields.iter().map(|f| f.name.as_str()).collect();
@@ -358,7 +359,7 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
                 diags,
                 file,
                 pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("{what} names `{name}`, which form `{}` does not define", form.name),
                 did_you_mean(name, names.iter().copied()),
             );
@@ -374,7 +375,7 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
             diags,
             file,
             rt.key.pos,
-            "invalid_value",
+            DiagCode::InvalidValue,
             "`key` must name fields or a sequence in braces".to_string(),
             Some("e.g. `key: \"{code}\"` or `key: \"LOC-{seq:4}\"`".into()),
         );
@@ -388,7 +389,7 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
                 diags,
                 file,
                 t.workflow.pos,
-                "unknown_workflow",
+                DiagCode::UnknownWorkflow,
                 format!("unknown workflow `{}`", t.workflow.value),
                 did_you_mean(&t.workflow.value, model.workflows.keys().map(String::as_str)),
             ),
@@ -405,7 +406,7 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
                     diags,
                     file,
                     role.pos,
-                    "unknown_role",
+                    DiagCode::UnknownRole,
                     format!("unknown role `{}` for the trigger to act with", role.value),
                     did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
                 );
@@ -414,15 +415,20 @@ fn check_record_type(model: &Model, rt: &RecordTypeDef, diags: &mut Vec<Diagnost
     }
     for role in rt.access.grants.iter().flat_map(|(_, roles)| roles) {
         if !role_names.contains(&role.as_str()) {
-            err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
+            err(diags, file, role.pos, DiagCode::UnknownRole, format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
         }
     }
     if let Some(parent) = &rt.parent {
         match form.fields.iter().find(|f| f.name == parent.value) {
             None => field_ref(diags, &parent.value, parent.pos, "`parent`"),
-            Some(f) if f.field_type != FieldType::Ref || f.record.as_ref().is_none_or(|r| r.value != rt.name) => {
-                err(diags, file, parent.pos, "invalid_parent", format!("`parent` field `{}` must be a `ref` to `{}` itself", parent.value, rt.name), None)
-            }
+            Some(f) if f.field_type != FieldType::Ref || f.record.as_ref().is_none_or(|r| r.value != rt.name) => err(
+                diags,
+                file,
+                parent.pos,
+                DiagCode::InvalidParent,
+                format!("`parent` field `{}` must be a `ref` to `{}` itself", parent.value, rt.name),
+                None,
+            ),
             Some(_) => {}
         }
     }
@@ -433,7 +439,7 @@ fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) 
     for (_, record) in &ledger.dimensions {
         if !model.record_types.contains_key(&record.value) {
             let hint = did_you_mean(&record.value, model.record_types.keys().map(String::as_str));
-            err(diags, file, record.pos, "unknown_record_type", format!("unknown record type `{}`", record.value), hint);
+            err(diags, file, record.pos, DiagCode::UnknownRecordType, format!("unknown record type `{}`", record.value), hint);
         }
     }
     if let Some((dim, field)) = &ledger.threshold {
@@ -442,7 +448,7 @@ fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) 
                 diags,
                 file,
                 dim.pos,
-                "unknown_dimension",
+                DiagCode::UnknownDimension,
                 format!("`threshold` names dimension `{}`, which the ledger does not have", dim.value),
                 did_you_mean(&dim.value, ledger.dimension_names()),
             ),
@@ -455,7 +461,7 @@ fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) 
                         diags,
                         file,
                         field.pos,
-                        "unknown_field",
+                        DiagCode::UnknownField,
                         format!("`threshold` field `{}` must be a number field of `{}`", field.value, record.value),
                         did_you_mean(&field.value, form.fields.iter().map(|f| f.name.as_str())),
                     );
@@ -467,12 +473,12 @@ fn check_ledger(model: &Model, ledger: &LedgerDef, diags: &mut Vec<Diagnostic>) 
     let role_names: Vec<&str> = model.roles.keys().map(String::as_str).chain([crate::defs::EVERYONE]).collect();
     for role in ledger.roles.iter().chain(&ledger.read) {
         if !role_names.contains(&role.as_str()) {
-            err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
+            err(diags, file, role.pos, DiagCode::UnknownRole, format!("unknown role `{}`", role.value), did_you_mean(&role.value, role_names.iter().copied()));
         }
     }
 }
 
-fn err(diags: &mut Vec<Diagnostic>, file: &str, pos: Pos, code: &'static str, msg: String, hint: Option<String>) {
+fn err(diags: &mut Vec<Diagnostic>, file: &str, pos: Pos, code: DiagCode, msg: String, hint: Option<String>) {
     diags.push(Diagnostic::new(file, pos, code, msg).with_hint(hint));
 }
 
@@ -509,7 +515,7 @@ fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagn
                     diags,
                     &wf.file,
                     to.pos,
-                    "unknown_field",
+                    DiagCode::UnknownField,
                     format!("`to: field:{path}` names `{first}`, which no form of `{}` has", wf.name),
                     did_you_mean(first, names),
                 );
@@ -522,7 +528,7 @@ fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagn
                     diags,
                     &wf.file,
                     to.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     format!("`to: field:{path}`: `{first}` is not a reference to a record type"),
                     Some("`field:REF.NAME` reads NAME of the record a `ref` field points at".into()),
                 ),
@@ -530,7 +536,7 @@ fn check_recipient_fields(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagn
                     diags,
                     &wf.file,
                     to.pos,
-                    "unknown_field",
+                    DiagCode::UnknownField,
                     format!("`to: field:{path}`: form `{}` has no field `{sub}`", form.name),
                     did_you_mean(sub, form.fields.iter().map(|x| x.name.as_str())),
                 ),
@@ -552,14 +558,14 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
                 diags,
                 &wf.file,
                 u.reference.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("`update` names `{}`, which is not a `ref` field of the forms of `{}`", u.reference.value, wf.name),
                 did_you_mean(&u.reference.value, refs.iter().map(|f| f.name.as_str())),
             );
             continue;
         };
         let Some(form) = field.record.as_ref().and_then(|r| model.record_types.get(&r.value)).and_then(|rt| model.forms.get(&rt.form.value)) else {
-            err(diags, &wf.file, u.reference.pos, "invalid_value", format!("`update`: `{}` does not point at a record type", u.reference.value), None);
+            err(diags, &wf.file, u.reference.pos, DiagCode::InvalidValue, format!("`update`: `{}` does not point at a record type", u.reference.value), None);
             continue;
         };
         for (name, value) in &u.set {
@@ -577,7 +583,7 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
                             diags,
                             &wf.file,
                             name.pos,
-                            "not_an_option",
+                            DiagCode::NotAnOption,
                             format!("`update`: `{v}` is not an option of `{}`", name.value),
                             did_you_mean(v, field.options.iter().map(|o| o.value.as_str())),
                         );
@@ -589,7 +595,7 @@ fn check_updates(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     &wf.file,
                     name.pos,
-                    "unknown_field",
+                    DiagCode::UnknownField,
                     format!("`update`: form `{}` has no field `{}`", form.name, name.value),
                     did_you_mean(&name.value, form.fields.iter().map(|f| f.name.as_str())),
                 );
@@ -608,7 +614,7 @@ fn check_roster(model: &Model, diags: &mut Vec<Diagnostic>) {
                 diags,
                 file,
                 roster.pos,
-                "unknown_record_type",
+                DiagCode::UnknownRecordType,
                 format!("`roster` names `{}`, which is not a record type", roster.value),
                 did_you_mean(&roster.value, model.record_types.keys().map(String::as_str)),
             );
@@ -622,7 +628,7 @@ fn check_roster(model: &Model, diags: &mut Vec<Diagnostic>) {
                 diags,
                 file,
                 roster.pos,
-                "type_mismatch",
+                DiagCode::TypeMismatch,
                 format!(
                     "the roster's `{name}` is a {} field; it must be {}",
                     f.field_type.name(),
@@ -634,7 +640,7 @@ fn check_roster(model: &Model, diags: &mut Vec<Diagnostic>) {
                 diags,
                 file,
                 roster.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("the roster `{}` needs a field `{name}` (its form `{}` has none)", roster.value, form.name),
                 Some("a roster's records have `team`, `user`, `starts_at` and `ends_at`".into()),
             ),
@@ -646,14 +652,14 @@ fn check_roster(model: &Model, diags: &mut Vec<Diagnostic>) {
 /// unknown fields, and comparisons that cannot be true (a number field with
 /// text, a text field with a number, an option the field does not have).
 /// (code, message, hint) each.
-pub fn condition_problems(cond: &Condition, fields: &[FieldDef], whose: &str) -> Vec<(&'static str, String, Option<String>)> {
+pub fn condition_problems(cond: &Condition, fields: &[FieldDef], whose: &str) -> Vec<(DiagCode, String, Option<String>)> {
     use serde_json::Value as J;
     let mut out = Vec::new();
     let mut check = |field: &str, value: &J| {
         let Some(f) = fields.iter().find(|x| x.name == field) else {
             if !matches!(field, "id" | "title") {
                 out.push((
-                    "unknown_field",
+                    DiagCode::UnknownField,
                     format!("`where` names `{field}`, which {whose} do not have"),
                     did_you_mean(field, fields.iter().map(|x| x.name.as_str())),
                 ));
@@ -669,7 +675,7 @@ pub fn condition_problems(cond: &Condition, fields: &[FieldDef], whose: &str) ->
             J::Bool(_) if f.field_type != FieldType::Boolean => Some(format!("`{field}` is a {} field, compared with {value}", f.field_type.name())),
             J::String(v) if f.field_type == FieldType::Enum && !f.options.iter().any(|o| &o.value == v) => {
                 out.push((
-                    "not_an_option",
+                    DiagCode::NotAnOption,
                     format!("`where`: `{v}` is not an option of `{field}`, so this is never true"),
                     did_you_mean(v, f.options.iter().map(|o| o.value.as_str())),
                 ));
@@ -679,7 +685,7 @@ pub fn condition_problems(cond: &Condition, fields: &[FieldDef], whose: &str) ->
         };
         if let Some(message) = bad {
             let hint = if numeric { format!("write the number without quotes: {field} == 3") } else { format!("quote the text: {field} == '3'") };
-            out.push(("type_mismatch", format!("{message}: this is never true"), Some(hint)));
+            out.push((DiagCode::TypeMismatch, format!("{message}: this is never true"), Some(hint)));
         }
     };
     fn walk(c: &Condition, check: &mut dyn FnMut(&str, &serde_json::Value)) {
@@ -716,7 +722,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                         diags,
                         &wf.file,
                         link.workflow.pos,
-                        "unknown_workflow",
+                        DiagCode::UnknownWorkflow,
                         format!("`starts` names workflow `{}`, which is not defined", link.workflow.value),
                         did_you_mean(&link.workflow.value, model.workflows.keys().map(String::as_str)),
                     );
@@ -733,7 +739,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                         diags,
                         &wf.file,
                         each.pos,
-                        "invalid_value",
+                        DiagCode::InvalidValue,
                         format!("`for_each: {}` must name a `group` field (one start per item)", each.value),
                         None,
                     ),
@@ -741,7 +747,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                         diags,
                         &wf.file,
                         each.pos,
-                        "unknown_field",
+                        DiagCode::UnknownField,
                         format!("`for_each` names `{}`, which no form of `{}` has", each.value, wf.name),
                         did_you_mean(&each.value, all_fields.iter().filter(|f| f.field_type == FieldType::Group).map(|f| f.name.as_str())),
                     ),
@@ -751,7 +757,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                 let group: Vec<FieldDef> =
                     link.for_each.as_ref().and_then(|each| all_fields.iter().find(|f| f.name == each.value)).map(|f| f.fields.clone()).unwrap_or_default();
                 let fields: Vec<FieldDef> = group.into_iter().chain(all_fields.iter().map(|f| (*f).clone())).collect();
-                for (code, message, hint) in condition_problems(cond, &fields, "the items").into_iter().filter(|p| p.0 != "unknown_field") {
+                for (code, message, hint) in condition_problems(cond, &fields, "the items").into_iter().filter(|p| p.0 != DiagCode::UnknownField) {
                     err(diags, &wf.file, src.pos, code, message, hint);
                 }
                 for name in cond.fields() {
@@ -760,7 +766,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                             diags,
                             &wf.file,
                             src.pos,
-                            "unknown_field",
+                            DiagCode::UnknownField,
                             format!("`where` reads `{name}`, which is not a field here"),
                             did_you_mean(name, names.iter().copied()),
                         );
@@ -773,7 +779,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                         diags,
                         &wf.file,
                         role.pos,
-                        "unknown_role",
+                        DiagCode::UnknownRole,
                         format!("unknown role `{}` in `starts`", role.value),
                         did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
                     );
@@ -788,7 +794,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                         diags,
                         &wf.file,
                         link.pos,
-                        "unknown_field",
+                        DiagCode::UnknownField,
                         format!("`starts.data` sets `{key}`, which the start form `{}` of `{}` does not have", form.name, target.name),
                         did_you_mean(key, form.fields.iter().map(|f| f.name.as_str())),
                     );
@@ -799,7 +805,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                             diags,
                             &wf.file,
                             link.pos,
-                            "unknown_field",
+                            DiagCode::UnknownField,
                             format!("`starts.data.{key}` names `{{{name}}}`, which is not a field here"),
                             did_you_mean(&name, names.iter().copied()),
                         );
@@ -811,7 +817,7 @@ fn check_linked_starts(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnost
                     diags,
                     &wf.file,
                     link.workflow.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     format!("`{}` posts ledger movements when it starts, which a linked start cannot do", target.name),
                     Some("start it by hand, or move the movements to a later transition".into()),
                 );
@@ -832,7 +838,7 @@ fn check_deadlines(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>)
                     diags,
                     file,
                     from.pos,
-                    "unknown_transition",
+                    DiagCode::UnknownTransition,
                     format!("deadline `{}` starts `from` `{}`, which is not a transition (or `start`)", d.name, from.value),
                     did_you_mean(&from.value, wf.transitions.iter().map(|t| t.name.as_str()).chain(["start"])),
                 ),
@@ -840,7 +846,7 @@ fn check_deadlines(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>)
                     diags,
                     file,
                     from.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     format!("deadline `{}` starts `from` `{}`, which does not change the state", d.name, from.value),
                     Some("a deadline's clock starts with the start or with a transition that has `to:`".into()),
                 ),
@@ -853,7 +859,7 @@ fn check_deadlines(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>)
                     diags,
                     file,
                     s.pos,
-                    "unknown_state",
+                    DiagCode::UnknownState,
                     format!("unknown state `{}` in deadline `{}`", s.value, d.name),
                     did_you_mean(&s.value, states.iter().copied()),
                 );
@@ -866,7 +872,7 @@ fn check_deadlines(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>)
                 diags,
                 file,
                 c.pos,
-                "unknown_calendar",
+                DiagCode::UnknownCalendar,
                 format!("unknown calendar `{}`", c.value),
                 did_you_mean(&c.value, model.calendars.keys().map(String::as_str)),
             );
@@ -881,7 +887,7 @@ fn check_deadlines(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>)
                     diags,
                     file,
                     name.pos,
-                    "unknown_transition",
+                    DiagCode::UnknownTransition,
                     format!("unknown transition `{}`", name.value),
                     did_you_mean(&name.value, wf.transitions.iter().map(|t| t.name.as_str())),
                 );
@@ -902,7 +908,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         if state_names.contains(&s.as_str()) {
             return true;
         }
-        err(diags, file, s.pos, "unknown_state", format!("unknown state `{}` in {what}", s.value), did_you_mean(&s.value, state_names.iter().copied()));
+        err(diags, file, s.pos, DiagCode::UnknownState, format!("unknown state `{}` in {what}", s.value), did_you_mean(&s.value, state_names.iter().copied()));
         false
     };
     if !wf.states.is_empty() {
@@ -916,7 +922,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             if !start_fields.contains(&name.as_str()) {
                 let hint = did_you_mean(&name, start_fields.iter().copied())
                     .or(Some("use `{seq:4}`, `{yyyyMMdd}`, `{yyyyMM}`, `{yyyy}` or a field of the start form".into()));
-                err(diags, file, number.pos, "unknown_field", format!("`number` names `{name}`, which is not a field of the start form"), hint);
+                err(diags, file, number.pos, DiagCode::UnknownField, format!("`number` names `{name}`, which is not a field of the start form"), hint);
             }
         }
         if !number.value.contains("{seq") {
@@ -924,7 +930,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                 diags,
                 file,
                 number.pos,
-                "invalid_value",
+                DiagCode::InvalidValue,
                 "`number` needs a sequence (`{seq:4}`) so that no two instances share a number".to_string(),
                 Some("e.g. `number: \"WX-{yyyyMMdd}-{seq:4}\"`".into()),
             );
@@ -935,7 +941,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         for role in roles {
             if !role_names.contains(&role.as_str()) {
                 let hint = did_you_mean(&role.value, role_names.iter().copied()).or(Some("declare it under `roles:` in a definitions file".into()));
-                err(diags, file, role.pos, "unknown_role", format!("unknown role `{}`", role.value), hint);
+                err(diags, file, role.pos, DiagCode::UnknownRole, format!("unknown role `{}`", role.value), hint);
             }
         }
     };
@@ -948,7 +954,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                 diags,
                 &wf.file,
                 audience.pos,
-                "unknown_role",
+                DiagCode::UnknownRole,
                 format!("unknown role `{role}` in `visible_to`"),
                 did_you_mean(role, model.roles.keys().map(String::as_str)),
             );
@@ -961,7 +967,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         {
             let hint =
                 did_you_mean(&f.value, model.forms.keys().map(String::as_str)).or(Some(format!("create forms/{}.yaml with `form: {}`", f.value, f.value)));
-            err(diags, file, f.pos, "unknown_form", format!("unknown form `{}`", f.value), hint);
+            err(diags, file, f.pos, DiagCode::UnknownForm, format!("unknown form `{}`", f.value), hint);
         }
     };
     form_ref(diags, &wf.start.form);
@@ -969,7 +975,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
         for (kind, script) in hooks.iter() {
             if !model.scripts.contains_key(&script.value) {
                 let hint = did_you_mean(&script.value, model.scripts.keys().map(String::as_str)).or(Some(format!("create rules/{}.rhai", script.value)));
-                err(diags, file, script.pos, "unknown_script", format!("unknown script `{}` in `{kind}`", script.value), hint);
+                err(diags, file, script.pos, DiagCode::UnknownScript, format!("unknown script `{}` in `{kind}`", script.value), hint);
             }
         }
     };
@@ -987,7 +993,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                     diags,
                     file,
                     from.pos,
-                    "transition_from_final",
+                    DiagCode::TransitionFromFinal,
                     format!("{what} leaves `{}`, which is a final state", from.value),
                     Some(format!("remove `final: true` from `{}`, or remove it from `from`", from.value)),
                 );
@@ -1001,7 +1007,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             // Teams kept as records (`teams_from`) are checked when the command runs.
             if !team_names.contains(&team.as_str()) && model.app.teams_from.is_none() {
                 let hint = did_you_mean(&team.value, team_names.iter().copied()).or(Some("declare it under `teams:` in a definitions file".into()));
-                err(diags, file, team.pos, "unknown_team", format!("unknown team `{}`", team.value), hint);
+                err(diags, file, team.pos, DiagCode::UnknownTeam, format!("unknown team `{}`", team.value), hint);
             }
         }
         form_ref(diags, &t.form);
@@ -1016,7 +1022,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                 diags,
                 file,
                 c.pos,
-                "unknown_calendar",
+                DiagCode::UnknownCalendar,
                 format!("unknown calendar `{}`", c.value),
                 did_you_mean(&c.value, model.calendars.keys().map(String::as_str)),
             );
@@ -1036,7 +1042,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                         diags,
                         file,
                         name.pos,
-                        "unknown_transition",
+                        DiagCode::UnknownTransition,
                         format!("unknown transition `{}`", name.value),
                         did_you_mean(&name.value, wf.transitions.iter().map(|t| t.name.as_str())),
                     ),
@@ -1044,7 +1050,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                         diags,
                         file,
                         name.pos,
-                        "transition_not_from_state",
+                        DiagCode::TransitionNotFromState,
                         format!("transition `{}` does not start from state `{}`", name.value, state.name),
                         Some(format!("add `{}` to its `from`", state.name)),
                     ),
@@ -1053,13 +1059,13 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             }
         }
         if state.is_final && (state.sla.is_some() || !state.timers.is_empty()) {
-            err(diags, file, state.pos, "timer_on_final_state", format!("final state `{}` cannot have an SLA or timers", state.name), None);
+            err(diags, file, state.pos, DiagCode::TimerOnFinalState, format!("final state `{}` cannot have an SLA or timers", state.name), None);
         }
     }
 
     // Reachability from the initial state. Skipped while state names are wrong:
     // the misspelling is the one problem to report, not its consequences.
-    let broken_refs = diags[checked_from..].iter().any(|d| d.file == wf.file && d.code == "unknown_state");
+    let broken_refs = diags[checked_from..].iter().any(|d| d.file == wf.file && d.code == DiagCode::UnknownState);
     if wf.state(&wf.initial.value).is_some() && !broken_refs {
         let mut seen = BTreeSet::from([wf.initial.value.as_str()]);
         let mut queue = VecDeque::from([wf.initial.value.as_str()]);
@@ -1079,7 +1085,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                     diags,
                     file,
                     s.pos,
-                    "unreachable_state",
+                    DiagCode::UnreachableState,
                     format!("state `{}` cannot be reached from the initial state `{}`", s.name, wf.initial.value),
                     Some("add a transition with `to: ".to_string() + &s.name + "`, or remove the state"),
                 );
@@ -1093,7 +1099,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
                 diags,
                 file,
                 s.pos,
-                "dead_end_state",
+                DiagCode::DeadEndState,
                 format!("state `{}` is not final and no transition leaves it", s.name),
                 Some("add a transition from it, or mark it `final: true`".into()),
             );
@@ -1104,7 +1110,7 @@ fn check_workflow(model: &Model, wf: &WorkflowDef, diags: &mut Vec<Diagnostic>) 
             diags,
             file,
             wf.pos,
-            "no_final_state",
+            DiagCode::NoFinalState,
             format!("workflow `{}` has no final state", wf.name),
             Some("mark the end state(s) with `final: true`".into()),
         );
@@ -1117,7 +1123,7 @@ fn check_start_data(model: &Model, file: &str, pos: Pos, wf: &WorkflowDef, data:
     for k in data.keys() {
         if !form.fields.iter().any(|x| &x.name == k) {
             let hint = did_you_mean(k, form.fields.iter().map(|x| x.name.as_str()));
-            err(diags, file, pos, "unknown_field", format!("`data` sets `{k}`, which the start form `{}` does not have", form.name), hint);
+            err(diags, file, pos, DiagCode::UnknownField, format!("`data` sets `{k}`, which the start form `{}` does not have", form.name), hint);
         }
     }
 }
@@ -1127,13 +1133,13 @@ fn check_notify(model: &Model, file: &str, notify: &[NotifyDef], diags: &mut Vec
         if !model.templates.contains_key(&n.template.value) {
             let hint = did_you_mean(&n.template.value, model.templates.keys().map(String::as_str))
                 .or(Some(format!("declare it in definitions/notifications/{}.yaml with `template: {}`", n.template.value, n.template.value)));
-            err(diags, file, n.template.pos, "unknown_template", format!("unknown template `{}`", n.template.value), hint);
+            err(diags, file, n.template.pos, DiagCode::UnknownTemplate, format!("unknown template `{}`", n.template.value), hint);
         }
         for to in &n.to {
             if let Recipient::Role(role) = &to.value
                 && !model.roles.contains_key(role)
             {
-                err(diags, file, to.pos, "unknown_role", format!("unknown role `{role}`"), did_you_mean(role, model.roles.keys().map(String::as_str)));
+                err(diags, file, to.pos, DiagCode::UnknownRole, format!("unknown role `{role}`"), did_you_mean(role, model.roles.keys().map(String::as_str)));
             }
         }
     }
@@ -1150,12 +1156,12 @@ fn check_fields(file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
                         diags,
                         file,
                         src.pos,
-                        "unknown_field",
+                        DiagCode::UnknownField,
                         format!("`{key}` of field `{}` names `{used}`, which this form does not define", f.name),
                         did_you_mean(used, names.iter().copied()),
                     );
                 } else if used == f.name {
-                    err(diags, file, src.pos, "self_condition", format!("`{key}` of field `{}` depends on the field itself", f.name), None);
+                    err(diags, file, src.pos, DiagCode::SelfCondition, format!("`{key}` of field `{}` depends on the field itself", f.name), None);
                 }
             }
         }
@@ -1170,7 +1176,7 @@ fn check_fields(file: &str, fields: &[FieldDef], diags: &mut Vec<Diagnostic>) {
 
 fn check_default(file: &str, f: &FieldDef, default: &Sp<Value>, diags: &mut Vec<Diagnostic>) {
     let options: Vec<&str> = f.options.iter().map(|o| o.value.as_str()).collect();
-    let bad = |diags: &mut Vec<Diagnostic>, msg: String, hint: Option<String>| err(diags, file, default.pos, "invalid_default", msg, hint);
+    let bad = |diags: &mut Vec<Diagnostic>, msg: String, hint: Option<String>| err(diags, file, default.pos, DiagCode::InvalidDefault, msg, hint);
     match (f.field_type, &default.value) {
         (FieldType::Enum, Value::String(s)) if !f.multiple => {
             if !options.contains(&s.as_str()) {
@@ -1295,7 +1301,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     workflow.pos,
-                    "unknown_workflow",
+                    DiagCode::UnknownWorkflow,
                     format!("unknown workflow `{}`", workflow.value),
                     did_you_mean(&workflow.value, model.workflows.keys().map(String::as_str)),
                 );
@@ -1307,7 +1313,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     t.pos,
-                    "unknown_transition",
+                    DiagCode::UnknownTransition,
                     format!("`{}` has no transition `{}`", wf.name, t.value),
                     did_you_mean(&t.value, wf.transitions.iter().map(|t| t.name.as_str()).chain(["all"])),
                 );
@@ -1321,7 +1327,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     ledger.pos,
-                    "unknown_ledger",
+                    DiagCode::UnknownLedger,
                     format!("unknown ledger `{}`", ledger.value),
                     did_you_mean(&ledger.value, model.ledgers.keys().map(String::as_str)),
                 );
@@ -1335,7 +1341,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     record_type.pos,
-                    "unknown_record_type",
+                    DiagCode::UnknownRecordType,
                     format!("unknown record type `{}`", record_type.value),
                     did_you_mean(&record_type.value, model.record_types.keys().map(String::as_str)),
                 );
@@ -1353,7 +1359,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                 diags,
                 file,
                 name.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("{what} `{}` is not a field of this report's rows", name.value),
                 did_you_mean(&name.value, names.iter().map(String::as_str)),
             );
@@ -1369,7 +1375,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     d.pos,
-                    "unknown_field",
+                    DiagCode::UnknownField,
                     format!("`by` names `{}`, which is neither a time bucket nor a field of this report's rows", d.value),
                     did_you_mean(&d.value, names.iter().map(String::as_str).chain(TIME_BUCKETS)),
                 );
@@ -1383,7 +1389,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     c.0.pos,
-                    "unknown_field",
+                    DiagCode::UnknownField,
                     format!("the condition reads `{f}`, which is not a field of this report's rows"),
                     did_you_mean(f, names.iter().map(String::as_str)),
                 );
@@ -1394,7 +1400,14 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
         check_condition(diags, c);
     }
     if rep.measures.is_empty() {
-        err(diags, file, rep.pos, "missing_key", format!("report `{}` has no measures", rep.name), Some("e.g. `measures: { orders: { count: true } }`".into()));
+        err(
+            diags,
+            file,
+            rep.pos,
+            DiagCode::MissingKey,
+            format!("report `{}` has no measures", rep.name),
+            Some("e.g. `measures: { orders: { count: true } }`".into()),
+        );
     }
     for m in &rep.measures {
         if let Some(f) = &m.field {
@@ -1410,7 +1423,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                     diags,
                     file,
                     c.pos,
-                    "unknown_calendar",
+                    DiagCode::UnknownCalendar,
                     format!("unknown calendar `{}`", c.value),
                     did_you_mean(&c.value, model.calendars.keys().map(String::as_str)),
                 );
@@ -1423,7 +1436,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
             check_condition(diags, c);
         }
         if m.kind != MeasureKind::Count && m.kind != MeasureKind::Share && m.field.is_none() && m.between.is_none() {
-            err(diags, file, m.pos, "missing_key", format!("measure `{}` needs a field", m.name), None);
+            err(diags, file, m.pos, DiagCode::MissingKey, format!("measure `{}` needs a field", m.name), None);
         }
     }
     for role in &rep.roles {
@@ -1432,7 +1445,7 @@ fn check_report(model: &Model, rep: &ReportDef, diags: &mut Vec<Diagnostic>) {
                 diags,
                 file,
                 role.pos,
-                "unknown_role",
+                DiagCode::UnknownRole,
                 format!("unknown role `{}`", role.value),
                 did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
             );
@@ -1448,7 +1461,7 @@ fn check_dashboard(model: &Model, d: &DashboardDef, diags: &mut Vec<Diagnostic>)
                 diags,
                 file,
                 role.pos,
-                "unknown_role",
+                DiagCode::UnknownRole,
                 format!("unknown role `{}`", role.value),
                 did_you_mean(&role.value, model.roles.keys().map(String::as_str)),
             );
@@ -1460,7 +1473,7 @@ fn check_dashboard(model: &Model, d: &DashboardDef, diags: &mut Vec<Diagnostic>)
                 diags,
                 file,
                 t.report.pos,
-                "unknown_report",
+                DiagCode::UnknownReport,
                 format!("unknown report `{}`", t.report.value),
                 did_you_mean(&t.report.value, model.reports.keys().map(String::as_str)),
             );
@@ -1473,7 +1486,7 @@ fn check_dashboard(model: &Model, d: &DashboardDef, diags: &mut Vec<Diagnostic>)
                 diags,
                 file,
                 by.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("report `{}` is not grouped by `{}`", rep.name, by.value),
                 did_you_mean(&by.value, rep.dimensions.iter().map(|x| x.value.as_str())),
             );
@@ -1485,7 +1498,7 @@ fn check_dashboard(model: &Model, d: &DashboardDef, diags: &mut Vec<Diagnostic>)
                 diags,
                 file,
                 m.pos,
-                "unknown_field",
+                DiagCode::UnknownField,
                 format!("report `{}` has no measure `{}`", rep.name, m.value),
                 did_you_mean(&m.value, rep.measures.iter().map(|x| x.name.as_str())),
             );
@@ -1493,7 +1506,7 @@ fn check_dashboard(model: &Model, d: &DashboardDef, diags: &mut Vec<Diagnostic>)
         if let Some(c) = &t.chart
             && !CHARTS.contains(&c.value.as_str())
         {
-            err(diags, file, c.pos, "invalid_value", format!("`chart: {}` is not known", c.value), Some(format!("charts: {}", CHARTS.join(", "))));
+            err(diags, file, c.pos, DiagCode::InvalidValue, format!("`chart: {}` is not known", c.value), Some(format!("charts: {}", CHARTS.join(", "))));
         }
     }
 }

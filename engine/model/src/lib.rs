@@ -20,7 +20,7 @@ pub mod sources;
 
 pub use condition::Condition;
 pub use defs::*;
-pub use diagnostic::{Diagnostic, Pos};
+pub use diagnostic::{DiagCode, Diagnostic, Pos};
 pub use label::Label;
 pub use reader::Sp;
 pub use sources::{SourceKind, Sources};

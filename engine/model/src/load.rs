@@ -1,6 +1,7 @@
 //! Sources → [`Model`]: parse every file, read it into typed definitions,
 //! collecting every diagnostic.
 
+use crate::DiagCode;
 use crate::condition::Condition;
 use crate::defs::*;
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
@@ -61,7 +62,7 @@ pub fn load(sources: &Sources, diags: &mut Vec<Diagnostic>) -> Model {
             match &model.app.timezone {
                 Some(tz) => sc.timezone = Sp::new(tz.value.clone(), sc.timezone.pos),
                 None => diags.push(
-                    Diagnostic::new(&sc.file, sc.pos, "missing_key", format!("schedule `{}` needs a time zone", sc.name))
+                    Diagnostic::new(&sc.file, sc.pos, DiagCode::MissingKey, format!("schedule `{}` needs a time zone", sc.name))
                         .with_hint(Some("set `timezone: Asia/Shanghai` in the schedule, or once for the app under `app:`".into())),
                 ),
             }
@@ -80,7 +81,8 @@ fn parse(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node> {
     match node::parse(path, text) {
         Ok(root) if root.value == Value::Null => {
             diags.push(
-                Diagnostic::new(path, Pos::new(1, 1), "empty_file", "the file is empty").with_hint(Some("remove the file or write a definition in it".into())),
+                Diagnostic::new(path, Pos::new(1, 1), DiagCode::EmptyFile, "the file is empty")
+                    .with_hint(Some("remove the file or write a definition in it".into())),
             );
             None
         }
@@ -96,7 +98,7 @@ fn insert_unique<T>(r: &mut Reader, map: &mut BTreeMap<String, T>, name: String,
     if let Some(existing) = map.get(&name) {
         let (file, at) = locate(existing);
         let msg = format!("{what} `{name}` is defined twice (first at {file}:{}:{})", at.line, at.column);
-        r.error(pos, "duplicate_name", msg, Some(format!("rename one of the {what}s")));
+        r.error(pos, DiagCode::DuplicateName, msg, Some(format!("rename one of the {what}s")));
     } else {
         map.insert(name, value);
     }
@@ -166,7 +168,7 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         known = true;
         if let Some((file, pos)) = app_seen {
             let msg = format!("`app` settings are given twice (first at {file}:{}:{})", pos.line, pos.column);
-            r.error(app.pos, "duplicate_name", msg, None);
+            r.error(app.pos, DiagCode::DuplicateName, msg, None);
         } else {
             *app_seen = Some((r.file.to_string(), app.pos));
             load_app(r, app, &mut model.app);
@@ -187,12 +189,12 @@ fn load_definition_file(r: &mut Reader, root: &Node, model: &mut Model, app_seen
         }
     }
     if !known && map.entries().is_empty() {
-        r.error(map.pos, "unknown_definition", "the file defines nothing", None);
+        r.error(map.pos, DiagCode::UnknownDefinition, "the file defines nothing", None);
     }
     if !known {
         r.error(
             map.pos,
-            "unknown_definition",
+            DiagCode::UnknownDefinition,
             "a definition file must start with `workflow:`, `record:`, `ledger:`, `template:`, `webhook:`, `calendar:` or `schedule:`, or hold `app:`, `roles:` or `teams:`",
             None,
         );
@@ -215,7 +217,12 @@ fn load_app(r: &mut Reader, node: &Node, app: &mut App) {
         if crate::label::LANGUAGES.contains(&n.value.as_str()) {
             app.default_language = n.value;
         } else {
-            r.error(n.pos, "unknown_language", format!("unknown language `{}`", n.value), did_you_mean(&n.value, crate::label::LANGUAGES.iter().copied()));
+            r.error(
+                n.pos,
+                DiagCode::UnknownLanguage,
+                format!("unknown language `{}`", n.value),
+                did_you_mean(&n.value, crate::label::LANGUAGES.iter().copied()),
+            );
         }
     }
     if let Some(n) = map.get("timezone").and_then(|n| r.string(n, "the time zone")) {
@@ -289,7 +296,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
             }
         }
         if smap.entries().is_empty() {
-            r.error(smap.pos, "missing_key", "a workflow needs at least one state", None);
+            r.error(smap.pos, DiagCode::MissingKey, "a workflow needs at least one state", None);
         }
     }
     let mut transitions: Vec<TransitionDef> = Vec::new();
@@ -300,7 +307,12 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
                     if let Some(t) = load_transition(r, item) {
                         if let Some(first) = transitions.iter().find(|x| x.name == t.name) {
                             let msg = format!("transition `{}` is defined twice (first at line {})", t.name, first.pos.line);
-                            r.error(t.pos, "duplicate_name", msg, Some("give each transition its own name; list several states in `from` instead".into()));
+                            r.error(
+                                t.pos,
+                                DiagCode::DuplicateName,
+                                msg,
+                                Some("give each transition its own name; list several states in `from` instead".into()),
+                            );
                         } else {
                             transitions.push(t);
                         }
@@ -309,7 +321,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
             }
             _ => r.error(
                 node.pos,
-                "wrong_type",
+                DiagCode::WrongType,
                 format!("`transitions` must be a list, found {}", node.type_name()),
                 Some("write each transition on a line starting with `- `".into()),
             ),
@@ -332,7 +344,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
         "keep" => OnNewVersion::Keep,
         "migrate" => OnNewVersion::Migrate,
         other => {
-            r.error(s.pos, "invalid_value", format!("`on_new_version: {other}` is not known"), Some("use `keep` (the default) or `migrate`".into()));
+            r.error(s.pos, DiagCode::InvalidValue, format!("`on_new_version: {other}` is not known"), Some("use `keep` (the default) or `migrate`".into()));
             OnNewVersion::Keep
         }
     });
@@ -348,7 +360,7 @@ fn load_workflow(r: &mut Reader, map: &MapView) -> Option<WorkflowDef> {
                 Some(a) => out.push(Sp::new(a, text.pos)),
                 None => r.error(
                     text.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     format!("`{}` is not an audience of `visible_to`", text.value),
                     Some("use requester, assignee, team, department, or role:NAME (e.g. role:manager)".into()),
                 ),
@@ -391,14 +403,14 @@ fn load_deadline(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Deadli
     if let Some(n) = m.get("escalations") {
         match &n.value {
             Value::Seq(items) => escalations.extend(items.iter().filter_map(|i| load_timer(r, i, "an escalation"))),
-            _ => r.error(n.pos, "wrong_type", format!("`escalations` must be a list, found {}", n.type_name()), None),
+            _ => r.error(n.pos, DiagCode::WrongType, format!("`escalations` must be a list, found {}", n.type_name()), None),
         }
     }
     let notify = m.get("notify").map(|n| load_notify_list(r, n)).unwrap_or_default();
     let set = match m.get("set").map(|n| (n.pos, n.to_json())) {
         Some((_, serde_json::Value::Object(o))) => o,
         Some((pos, _)) => {
-            r.error(pos, "wrong_type", "`set` must be a mapping of fields to values".to_string(), None);
+            r.error(pos, DiagCode::WrongType, "`set` must be a mapping of fields to values".to_string(), None);
             serde_json::Map::new()
         }
         None => serde_json::Map::new(),
@@ -471,7 +483,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
             Value::Seq(items) => state.timers.extend(items.iter().filter_map(|i| load_timer(r, i, "an escalation"))),
             _ => r.error(
                 n.pos,
-                "wrong_type",
+                DiagCode::WrongType,
                 format!("`escalations` must be a list, found {}", n.type_name()),
                 Some("write each step on a line starting with `- `".into()),
             ),
@@ -483,7 +495,7 @@ fn load_state(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<StateDef>
         if t.transition.is_none() {
             r.error(
                 t.pos,
-                "missing_key",
+                DiagCode::MissingKey,
                 "`after` needs a `transition` to take".to_string(),
                 Some("e.g. `after: { minutes: 4320, transition: auto_close }`".into()),
             );
@@ -529,7 +541,7 @@ fn load_transition(r: &mut Reader, node: &Node) -> Option<TransitionDef> {
         other => {
             r.error(
                 s.pos,
-                "invalid_value",
+                DiagCode::InvalidValue,
                 format!("`assign: {other}` is not known"),
                 Some("use `actor` (the one who acts becomes the assignee) or `nobody`".into()),
             );
@@ -575,7 +587,12 @@ fn load_linked_starts(r: &mut Reader, node: &Node) -> Vec<LinkedStartDef> {
         let data = match m.get("data").map(|d| (d.pos, d.to_json())) {
             Some((_, serde_json::Value::Object(o))) => o,
             Some((pos, _)) => {
-                r.error(pos, "wrong_type", "`data` must be a mapping of start-form fields".to_string(), Some("e.g. `data: { asset: \"{asset}\" }`".into()));
+                r.error(
+                    pos,
+                    DiagCode::WrongType,
+                    "`data` must be a mapping of start-form fields".to_string(),
+                    Some("e.g. `data: { asset: \"{asset}\" }`".into()),
+                );
                 serde_json::Map::new()
             }
             None => serde_json::Map::new(),
@@ -628,7 +645,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
     let Some(field_type) = FieldType::ALL.iter().find(|(n, _)| *n == type_name.value).map(|(_, t)| *t) else {
         r.error(
             type_name.pos,
-            "unknown_field_type",
+            DiagCode::UnknownFieldType,
             format!("unknown field type `{}`", type_name.value),
             did_you_mean(&type_name.value, FieldType::ALL.iter().map(|(n, _)| *n))
                 .or_else(|| Some(format!("field types: {}", FieldType::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))),
@@ -670,7 +687,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
         if !specific.contains(&key) {
             r.error(
                 node.pos,
-                "key_not_for_type",
+                DiagCode::KeyNotForType,
                 format!("`{key}` does not apply to a field of type `{}`", field_type.name()),
                 Some(if specific.is_empty() { "remove it".to_string() } else { format!("keys for this type: {}", specific.join(", ")) }),
             );
@@ -692,7 +709,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
                         _ => f.max_size = v,
                     }
                 }
-                Some(_) => r.error(n.pos, "invalid_value", format!("`{key}` cannot be negative"), None),
+                Some(_) => r.error(n.pos, DiagCode::InvalidValue, format!("`{key}` cannot be negative"), None),
                 None => {}
             }
         }
@@ -709,12 +726,12 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
     if let (Some(lo), Some(hi)) = (f.min, f.max)
         && lo > hi
     {
-        r.error(map.pos, "invalid_value", format!("{what}: `min` ({lo}) is greater than `max` ({hi})"), None);
+        r.error(map.pos, DiagCode::InvalidValue, format!("{what}: `min` ({lo}) is greater than `max` ({hi})"), None);
     }
     if let (Some(lo), Some(hi)) = (f.min_length, f.max_length)
         && lo > hi
     {
-        r.error(map.pos, "invalid_value", format!("{what}: `min_length` ({lo}) is greater than `max_length` ({hi})"), None);
+        r.error(map.pos, DiagCode::InvalidValue, format!("{what}: `min_length` ({lo}) is greater than `max_length` ({hi})"), None);
     }
     if let Some(n) = map.get("pattern")
         && !misplaced(r, "pattern", n)
@@ -725,7 +742,7 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
             let last = detail.lines().last().unwrap_or("invalid").trim().trim_start_matches("error: ");
             r.error(
                 p.pos,
-                "invalid_pattern",
+                DiagCode::InvalidPattern,
                 format!("`pattern` is not a valid regular expression: {last}"),
                 Some("patterns use Rust/ECMAScript regex syntax, e.g. `^EQ-[0-9]{6}$`".into()),
             );
@@ -770,13 +787,13 @@ fn load_field(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<FieldDef>
     }
     match field_type {
         FieldType::Enum if f.options.is_empty() => {
-            r.error(map.pos, "missing_key", format!("{what} of type `enum` needs `options`"), Some("e.g. `options: [low, normal, urgent]`".into()))
+            r.error(map.pos, DiagCode::MissingKey, format!("{what} of type `enum` needs `options`"), Some("e.g. `options: [low, normal, urgent]`".into()))
         }
         FieldType::Ref if f.record.is_none() => {
-            r.error(map.pos, "missing_key", format!("{what} of type `ref` needs `record` (the record type it points at)"), None)
+            r.error(map.pos, DiagCode::MissingKey, format!("{what} of type `ref` needs `record` (the record type it points at)"), None)
         }
         FieldType::Group if f.fields.is_empty() => {
-            r.error(map.pos, "missing_key", format!("{what} of type `group` needs `fields` (the fields of one item)"), None)
+            r.error(map.pos, DiagCode::MissingKey, format!("{what} of type `group` needs `fields` (the fields of one item)"), None)
         }
         _ => {}
     }
@@ -797,7 +814,7 @@ fn condition(r: &mut Reader, node: &Node, key: &str) -> Option<(Sp<String>, Cond
             let pos = Pos::new(src.pos.line, src.pos.column + e.offset as u32 + 1);
             r.error(
                 pos,
-                "invalid_condition",
+                DiagCode::InvalidCondition,
                 format!("`{key}` cannot be read: {}", e.message),
                 Some("conditions look like `priority == 'urgent'`, combined with && || ! and `in [..]`".into()),
             );
@@ -808,7 +825,12 @@ fn condition(r: &mut Reader, node: &Node, key: &str) -> Option<(Sp<String>, Cond
 
 fn load_options(r: &mut Reader, node: &Node) -> Vec<EnumOption> {
     let Value::Seq(items) = &node.value else {
-        r.error(node.pos, "wrong_type", format!("`options` must be a list, found {}", node.type_name()), Some("e.g. `options: [low, normal, urgent]`".into()));
+        r.error(
+            node.pos,
+            DiagCode::WrongType,
+            format!("`options` must be a list, found {}", node.type_name()),
+            Some("e.g. `options: [low, normal, urgent]`".into()),
+        );
         return Vec::new();
     };
     let mut out: Vec<EnumOption> = Vec::new();
@@ -832,7 +854,7 @@ fn load_options(r: &mut Reader, node: &Node) -> Vec<EnumOption> {
             }
         };
         if out.iter().any(|o| o.value == option.value) {
-            r.error(option.pos, "duplicate_name", format!("option `{}` is listed twice", option.value), None);
+            r.error(option.pos, DiagCode::DuplicateName, format!("option `{}` is listed twice", option.value), None);
             continue;
         }
         out.push(option);
@@ -880,7 +902,7 @@ fn load_record_type(r: &mut Reader, map: &MapView) -> Option<RecordTypeDef> {
             let data = match m.get("data").map(|d| d.to_json()) {
                 Some(serde_json::Value::Object(o)) => o,
                 Some(_) => {
-                    r.error(m.pos, "wrong_type", "`data` must be a mapping".to_string(), None);
+                    r.error(m.pos, DiagCode::WrongType, "`data` must be a mapping".to_string(), None);
                     serde_json::Map::new()
                 }
                 None => serde_json::Map::new(),
@@ -928,7 +950,7 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
         if dims.entries().is_empty() {
             r.error(
                 dims.pos,
-                "missing_key",
+                DiagCode::MissingKey,
                 "a ledger needs at least one dimension",
                 Some("e.g. `dimensions: { part: { record: part }, warehouse: { record: warehouse } }`".into()),
             );
@@ -963,7 +985,7 @@ fn load_ledger(r: &mut Reader, map: &MapView) -> Option<LedgerDef> {
             Some(q) => {
                 r.error(
                     n.pos,
-                    "out_of_range",
+                    DiagCode::OutOfRange,
                     format!("`max_quantity` must be between 1 and {}, it is {q}", crate::defs::LIMIT_MAX_QUANTITY),
                     Some("the largest quantity one movement may move, e.g. `max_quantity: 100000`".into()),
                 );
@@ -994,7 +1016,7 @@ fn amount(r: &mut Reader, node: &Node, what: &str) -> Option<Amount> {
         Value::Int(i) if *i > crate::defs::MAX_MINUTES => {
             r.error(
                 node.pos,
-                "out_of_range",
+                DiagCode::OutOfRange,
                 format!("{what} is {i} minutes; at most {} (10 years)", crate::defs::MAX_MINUTES),
                 Some("durations are in minutes: 1440 is a day".into()),
             );
@@ -1003,7 +1025,7 @@ fn amount(r: &mut Reader, node: &Node, what: &str) -> Option<Amount> {
         Value::Int(i) if *i >= 0 => Some(Amount::Minutes(*i)),
         Value::Str(_) => r.name(node, &format!("{what} (a field name)")).map(Amount::Field),
         _ => {
-            r.error(node.pos, "wrong_type", format!("{what} must be a number of minutes or a field name, found {}", node.type_name()), None);
+            r.error(node.pos, DiagCode::WrongType, format!("{what} must be a number of minutes or a field name, found {}", node.type_name()), None);
             None
         }
     }
@@ -1016,7 +1038,7 @@ fn load_timer(r: &mut Reader, node: &Node, what: &str) -> Option<TimerDef> {
     let after = match after {
         Some(n) => amount(r, n, "`after`")?,
         None => {
-            r.error(m.pos, "missing_key", format!("{what} needs `after` (minutes)"), None);
+            r.error(m.pos, DiagCode::MissingKey, format!("{what} needs `after` (minutes)"), None);
             return None;
         }
     };
@@ -1025,7 +1047,7 @@ fn load_timer(r: &mut Reader, node: &Node, what: &str) -> Option<TimerDef> {
         Some(n) => match n.to_json() {
             serde_json::Value::Object(o) => o,
             _ => {
-                r.error(n.pos, "wrong_type", "`set` must be a mapping of fields to values".to_string(), None);
+                r.error(n.pos, DiagCode::WrongType, "`set` must be a mapping of fields to values".to_string(), None);
                 serde_json::Map::new()
             }
         },
@@ -1035,7 +1057,7 @@ fn load_timer(r: &mut Reader, node: &Node, what: &str) -> Option<TimerDef> {
     let calendar = m.get("calendar").and_then(|n| r.name(n, "the calendar"));
     m.finish(r, what);
     if notify.is_empty() && set.is_empty() && transition.is_none() {
-        r.error(m.pos, "missing_key", format!("{what} does nothing"), Some("give it `notify`, `set` or `transition`".into()));
+        r.error(m.pos, DiagCode::MissingKey, format!("{what} does nothing"), Some("give it `notify`, `set` or `transition`".into()));
     }
     Some(TimerDef { pos: m.pos, after, calendar, notify, set, transition })
 }
@@ -1063,7 +1085,7 @@ fn load_notify(r: &mut Reader, node: &Node) -> Option<NotifyDef> {
                 Some(rec) => to.push(Sp::new(rec, s.pos)),
                 None => r.error(
                     s.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     format!("unknown recipient `{}`", s.value),
                     Some("use requester, assignee, team, role:NAME, user:ID or field:NAME".into()),
                 ),
@@ -1094,7 +1116,7 @@ fn load_webhook(r: &mut Reader, map: &MapView) -> Option<WebhookDef> {
     if let Some(u) = &url
         && !(u.value.starts_with("http://") || u.value.starts_with("https://") || u.value.starts_with("${"))
     {
-        r.error(u.pos, "invalid_value", format!("`url` must start with http:// or https:// (or be ${{VARIABLE}}), not `{}`", u.value), None);
+        r.error(u.pos, DiagCode::InvalidValue, format!("`url` must start with http:// or https:// (or be ${{VARIABLE}}), not `{}`", u.value), None);
     }
     let name = name?;
     Some(WebhookDef { name: name.value, file: r.file.to_string(), pos: name.pos, url: url?, body: body?, content_type })
@@ -1114,7 +1136,7 @@ fn load_calendar(r: &mut Reader, map: &MapView) -> Option<CalendarDef> {
             let ok = s.value.split_once('-').filter(|(a, b)| is_hhmm(a.trim()) && (is_hhmm(b.trim()) || b.trim() == "24:00") && a.trim() < b.trim());
             match ok {
                 Some((a, b)) => hours.push((a.trim().to_string(), b.trim().to_string())),
-                None => r.error(s.pos, "invalid_value", format!("`{}` is not a time range like 08:00-12:00", s.value), None),
+                None => r.error(s.pos, DiagCode::InvalidValue, format!("`{}` is not a time range like 08:00-12:00", s.value), None),
             }
         }
     }
@@ -1125,7 +1147,9 @@ fn load_calendar(r: &mut Reader, map: &MapView) -> Option<CalendarDef> {
             for d in r.name_list(n, "a weekday") {
                 match DAYS.iter().position(|x| *x == d.value) {
                     Some(i) => out.push(i as u8 + 1),
-                    None => r.error(d.pos, "invalid_value", format!("`{}` is not a weekday", d.value), Some("use mon, tue, wed, thu, fri, sat, sun".into())),
+                    None => {
+                        r.error(d.pos, DiagCode::InvalidValue, format!("`{}` is not a weekday", d.value), Some("use mon, tue, wed, thu, fri, sat, sun".into()))
+                    }
                 }
             }
             out
@@ -1142,7 +1166,7 @@ fn load_calendar(r: &mut Reader, map: &MapView) -> Option<CalendarDef> {
 fn dates(r: &mut Reader, map: &MapView, key: &'static str) -> Vec<String> {
     let Some(n) = map.get(key) else { return Vec::new() };
     let Value::Seq(items) = &n.value else {
-        r.error(n.pos, "wrong_type", format!("`{key}` must be a list of dates"), None);
+        r.error(n.pos, DiagCode::WrongType, format!("`{key}` must be a list of dates"), None);
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -1151,7 +1175,7 @@ fn dates(r: &mut Reader, map: &MapView, key: &'static str) -> Vec<String> {
         if is_date(&d.value) {
             out.push(d.value);
         } else {
-            r.error(d.pos, "invalid_value", format!("`{}` is not a date like 2026-10-01", d.value), None);
+            r.error(d.pos, DiagCode::InvalidValue, format!("`{}` is not a date like 2026-10-01", d.value), None);
         }
     }
     out
@@ -1191,11 +1215,11 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
             if let Some(v) = r.int(node, "`every`") {
                 let max = crate::defs::every_limit(unit);
                 if v < 1 {
-                    r.error(node.pos, "invalid_value", "`every` must be at least 1".to_string(), None);
+                    r.error(node.pos, DiagCode::InvalidValue, "`every` must be at least 1".to_string(), None);
                 } else if v > max {
                     r.error(
                         node.pos,
-                        "out_of_range",
+                        DiagCode::OutOfRange,
                         format!("`every: {{ {unit}: {v} }}` is too long; at most {max} {unit} (10 years)"),
                         Some("a schedule repeats at least once in 10 years".into()),
                     );
@@ -1206,14 +1230,19 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         }
         m.finish(r, "`every`");
         if !given {
-            r.error(m.pos, "missing_key", "`every` needs one of minutes, hours, days, weeks, months".to_string(), Some("e.g. `every: { months: 1 }`".into()));
+            r.error(
+                m.pos,
+                DiagCode::MissingKey,
+                "`every` needs one of minutes, hours, days, weeks, months".to_string(),
+                Some("e.g. `every: { months: 1 }`".into()),
+            );
         }
         found
     });
     let at = match map.get("at").and_then(|n| r.string(n, "`at`")) {
         Some(a) if is_hhmm(&a.value) => a.value,
         Some(a) => {
-            r.error(a.pos, "invalid_value", format!("`at` must be a time like 08:00, not `{}`", a.value), None);
+            r.error(a.pos, DiagCode::InvalidValue, format!("`at` must be a time like 08:00, not `{}`", a.value), None);
             "00:00".into()
         }
         None => "00:00".into(),
@@ -1251,7 +1280,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         Some(n) => match n.to_json() {
             serde_json::Value::Object(o) => o,
             _ => {
-                r.error(n.pos, "wrong_type", "`data` must be a mapping of fields to values".to_string(), None);
+                r.error(n.pos, DiagCode::WrongType, "`data` must be a mapping of fields to values".to_string(), None);
                 serde_json::Map::new()
             }
         },
@@ -1263,7 +1292,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         Some(c) => {
             r.error(
                 c.pos,
-                "invalid_value",
+                DiagCode::InvalidValue,
                 format!("`catch_up: {}` is not known", c.value),
                 Some("use `once` (run the latest missed period) or `skip`".into()),
             );
@@ -1277,7 +1306,7 @@ fn load_schedule(r: &mut Reader, map: &MapView) -> Option<ScheduleDef> {
         Some(a) => {
             r.error(
                 a.pos,
-                "invalid_value",
+                DiagCode::InvalidValue,
                 format!("`anchor: {}` is not known", a.value),
                 Some("use `fixed` (the default: fixed dates) or `completion` (after the last one finished)".into()),
             );
@@ -1329,7 +1358,7 @@ fn load_report(r: &mut Reader, map: &MapView) -> Option<ReportDef> {
             _ => {
                 r.error(
                     m.pos,
-                    "invalid_value",
+                    DiagCode::InvalidValue,
                     "`source` names one of `workflow` (with `events` for its events), `ledger` or `records`".to_string(),
                     Some("e.g. `source: { workflow: repair }` or `source: { ledger: stock }`".into()),
                 );
@@ -1357,7 +1386,7 @@ fn load_report(r: &mut Reader, map: &MapView) -> Option<ReportDef> {
     }
     let chart = map.get("chart").and_then(|n| r.name(n, "the chart")).unwrap_or_else(|| Sp::new("table".to_string(), map.pos));
     if !CHARTS.contains(&chart.value.as_str()) {
-        r.error(chart.pos, "invalid_value", format!("`chart: {}` is not known", chart.value), Some(format!("charts: {}", CHARTS.join(", "))));
+        r.error(chart.pos, DiagCode::InvalidValue, format!("`chart: {}` is not known", chart.value), Some(format!("charts: {}", CHARTS.join(", "))));
     }
     let roles = map.get("roles").map(|n| r.name_list(n, "a role")).unwrap_or_default();
     map.finish(r, "a report (report, title, description, source, time, where, by, measures, chart, roles)");
@@ -1390,7 +1419,7 @@ fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Measure
     for (key, kind) in MeasureKind::ALL {
         if let Some(n) = m.get(key) {
             if found.is_some() {
-                r.error(n.pos, "invalid_value", format!("{what} gives two kinds; give one of {}", MeasureKind::ALL.map(|(k, _)| k).join(", ")), None);
+                r.error(n.pos, DiagCode::InvalidValue, format!("{what} gives two kinds; give one of {}", MeasureKind::ALL.map(|(k, _)| k).join(", ")), None);
             }
             found = Some((kind, n));
         }
@@ -1399,7 +1428,7 @@ fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Measure
     let Some((kind, n)) = found else {
         r.error(
             m.pos,
-            "missing_key",
+            DiagCode::MissingKey,
             format!("{what} needs one of {}", MeasureKind::ALL.map(|(k, _)| k).join(", ")),
             Some("e.g. `orders: { count: true }` or `avg_response: { avg: response_minutes }`".into()),
         );
@@ -1417,7 +1446,7 @@ fn load_measure(r: &mut Reader, name: Sp<String>, node: &Node) -> Option<Measure
                 bm.finish(r, "a duration (minutes: [FROM, TO], calendar)");
                 match <[Sp<String>; 2]>::try_from(pair) {
                     Ok([a, b]) => def.between = Some((a, b, calendar)),
-                    Err(_) => r.error(bm.pos, "invalid_value", "`minutes` takes two timestamps: `[created_at, checked_in_at]`".to_string(), None),
+                    Err(_) => r.error(bm.pos, DiagCode::InvalidValue, "`minutes` takes two timestamps: `[created_at, checked_in_at]`".to_string(), None),
                 }
             }
             _ => def.field = r.name(n, "a field"),
@@ -1440,7 +1469,7 @@ fn load_dashboard(r: &mut Reader, map: &MapView) -> Option<DashboardDef> {
                     let by = m.get("by").and_then(|n| {
                         let mut dims = r.path_list(n, "a dimension");
                         if dims.len() > 1 {
-                            r.error(n.pos, "invalid_value", "a tile shows one dimension; give one in `by`".to_string(), None);
+                            r.error(n.pos, DiagCode::InvalidValue, "a tile shows one dimension; give one in `by`".to_string(), None);
                         }
                         (!dims.is_empty()).then(|| dims.swap_remove(0))
                     });
@@ -1455,7 +1484,7 @@ fn load_dashboard(r: &mut Reader, map: &MapView) -> Option<DashboardDef> {
             }
             _ => r.error(
                 n.pos,
-                "wrong_type",
+                DiagCode::WrongType,
                 format!("`tiles` must be a list, found {}", n.type_name()),
                 Some("write each tile on a line starting with `- `".into()),
             ),

@@ -4,6 +4,7 @@
 //! stays a string); we keep our own tree so the loader can report *every* problem
 //! in a file instead of stopping at the first one, as serde derive would.
 
+use crate::DiagCode;
 use crate::diagnostic::{Diagnostic, Pos};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -107,8 +108,13 @@ fn tab_error(file: &str, text: &str, error: &serde_saphyr::Error) -> Option<Diag
         if let Some(at) = indent.find('\t') {
             let column = indent[..at].chars().count() as u32 + 1;
             return Some(
-                Diagnostic::new(file, Pos::new(line as u32, column), "yaml_tab", "YAML: a tab in the indentation; YAML indents with spaces only".to_string())
-                    .with_hint(Some("replace the tab with spaces (most editors: “convert indentation to spaces”)".to_string())),
+                Diagnostic::new(
+                    file,
+                    Pos::new(line as u32, column),
+                    DiagCode::YamlTab,
+                    "YAML: a tab in the indentation; YAML indents with spaces only".to_string(),
+                )
+                .with_hint(Some("replace the tab with spaces (most editors: “convert indentation to spaces”)".to_string())),
             );
         }
     }
@@ -126,9 +132,9 @@ fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
     };
     let message = message.split(", set DuplicateKeyPolicy").next().unwrap_or(&message).to_string();
     let (code, hint) = if message.contains("duplicate mapping key") {
-        ("duplicate_key", Some("each key may appear only once in a mapping; remove or rename one of them".to_string()))
+        (DiagCode::DuplicateKey, Some("each key may appear only once in a mapping; remove or rename one of them".to_string()))
     } else {
-        ("yaml_syntax", Some("check indentation, colons and closing brackets around this place".to_string()))
+        (DiagCode::YamlSyntax, Some("check indentation, colons and closing brackets around this place".to_string()))
     };
     Diagnostic::new(file, pos, code, format!("YAML: {message}")).with_hint(hint)
 }

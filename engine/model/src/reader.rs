@@ -1,6 +1,7 @@
 //! Typed reading of [`Node`] trees that records a diagnostic for every problem
 //! and keeps going, so one pass reports everything.
 
+use crate::DiagCode;
 use crate::diagnostic::{Diagnostic, Pos, did_you_mean};
 use crate::grammar::Decl;
 use crate::label::Label;
@@ -40,12 +41,12 @@ impl<'a> Reader<'a> {
         Reader { file, diags, broken: Vec::new() }
     }
 
-    pub fn error(&mut self, pos: Pos, code: &'static str, message: impl Into<String>, hint: Option<String>) {
+    pub fn error(&mut self, pos: Pos, code: DiagCode, message: impl Into<String>, hint: Option<String>) {
         self.diags.push(Diagnostic::new(self.file, pos, code, message).with_hint(hint));
     }
 
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
-        self.error(node.pos, "wrong_type", format!("{what} must be {expected}, found {}", node.type_name()), None);
+        self.error(node.pos, DiagCode::WrongType, format!("{what} must be {expected}, found {}", node.type_name()), None);
     }
 
     /// Opens a mapping node; reports and returns `None` for anything else.
@@ -90,7 +91,7 @@ impl<'a> Reader<'a> {
         if !is_identifier(&s.value) {
             self.error(
                 s.pos,
-                "invalid_name",
+                DiagCode::InvalidName,
                 format!("{what} `{}` is not a valid name", s.value),
                 Some("use lowercase letters, digits and `_`, starting with a letter (e.g. `in_progress`)".into()),
             );
@@ -155,7 +156,7 @@ impl<'a> Reader<'a> {
             } else {
                 self.error(
                     s.pos,
-                    "invalid_name",
+                    DiagCode::InvalidName,
                     format!("{what} `{}` is not a field name or path", s.value),
                     Some("e.g. `department`, `asset.category` or `day,actor`".into()),
                 );
@@ -177,7 +178,7 @@ impl<'a> Reader<'a> {
                     if !crate::label::LANGUAGES.contains(&lang.value.as_str()) {
                         self.error(
                             lang.pos,
-                            "unknown_language",
+                            DiagCode::UnknownLanguage,
                             format!("unknown language `{}` in {what}", lang.value),
                             did_you_mean(&lang.value, crate::label::LANGUAGES.iter().copied()),
                         );
@@ -237,7 +238,7 @@ impl<'n> MapView<'n> {
     pub fn require(&self, r: &mut Reader, key: &'static str, what: &str) -> Option<&'n Node> {
         let found = self.get(key);
         if found.is_none() {
-            r.error(self.pos, "missing_key", format!("{what} needs `{key}`"), None);
+            r.error(self.pos, DiagCode::MissingKey, format!("{what} needs `{key}`"), None);
         }
         found
     }
@@ -264,7 +265,7 @@ impl<'n> MapView<'n> {
         for (key, _) in self.entries {
             let text = key.scalar_text();
             if !asked.contains(&text.as_str()) {
-                r.error(key.pos, "unknown_key", format!("unknown key `{text}` in {what}"), did_you_mean(&text, asked.iter().copied()));
+                r.error(key.pos, DiagCode::UnknownKey, format!("unknown key `{text}` in {what}"), did_you_mean(&text, asked.iter().copied()));
             }
         }
     }

@@ -10,6 +10,7 @@
 mod helpers;
 mod sandbox;
 
+use flowform_model::DiagCode;
 use flowform_model::{Diagnostic, Model, Pos};
 use rhai::{AST, Dynamic, Engine, Scope};
 use serde_json::Value;
@@ -108,7 +109,7 @@ impl RuleSet {
                         Diagnostic::new(
                             &script.file,
                             Pos::new(line, 1),
-                            "rhai_library",
+                            DiagCode::RhaiLibrary,
                             "a file under rules/lib/ holds only functions (`fn name(…) { … }`)".to_string(),
                         )
                         .with_hint(Some("move this statement into a script, or into a function".into())),
@@ -139,7 +140,7 @@ impl RuleSet {
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
                         diags.push(
-                            Diagnostic::new(&wf.file, pos, "rhai_syntax", format!("`when` of transition `{}` cannot be read: {}", t.name, e.0))
+                            Diagnostic::new(&wf.file, pos, DiagCode::RhaiSyntax, format!("`when` of transition `{}` cannot be read: {}", t.name, e.0))
                                 .with_hint(syntax_hint(&e.0.to_string())),
                         );
                     }
@@ -158,7 +159,7 @@ impl RuleSet {
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
                         diags.push(
-                            Diagnostic::new(&rt.file, pos, "rhai_syntax", format!("`when` of a trigger of `{}` cannot be read: {}", rt.name, e.0))
+                            Diagnostic::new(&rt.file, pos, DiagCode::RhaiSyntax, format!("`when` of a trigger of `{}` cannot be read: {}", rt.name, e.0))
                                 .with_hint(syntax_hint(&e.0.to_string())),
                         );
                     }
@@ -297,11 +298,16 @@ fn script_syntax_error(file: &str, text: &str, e: &rhai::ParseError) -> Diagnost
             '(' => ')',
             _ => ']',
         };
-        return Diagnostic::new(file, Pos::new(line, column), "rhai_syntax", format!("script error: this `{open}` is never closed: a `{close}` is missing"))
-            .with_hint(Some(format!("add the `{close}` where this block ends (the parser said: {})", e.0)));
+        return Diagnostic::new(
+            file,
+            Pos::new(line, column),
+            DiagCode::RhaiSyntax,
+            format!("script error: this `{open}` is never closed: a `{close}` is missing"),
+        )
+        .with_hint(Some(format!("add the `{close}` where this block ends (the parser said: {})", e.0)));
     }
     let (line, column) = (e.1.line().unwrap_or(1) as u32, e.1.position().unwrap_or(1) as u32);
-    Diagnostic::new(file, Pos::new(line, column), "rhai_syntax", format!("script error: {}", e.0)).with_hint(syntax_hint(&e.0.to_string()))
+    Diagnostic::new(file, Pos::new(line, column), DiagCode::RhaiSyntax, format!("script error: {}", e.0)).with_hint(syntax_hint(&e.0.to_string()))
 }
 
 /// The bracket (line, column, char) that a script opens and never closes, if

@@ -2,6 +2,7 @@
 //! an atomic swap when the result is clean, the last good bundle otherwise.
 
 use crate::{Runtime, load_bundle};
+use flowform_model::DiagCode;
 use flowform_model::Diagnostic;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -75,7 +76,7 @@ impl Runtime {
                     }
                     _ => ".".to_string(),
                 };
-                self.set_rejected(vec![flowform_model::Diagnostic::new(&file, flowform_model::Pos::new(1, 1), "unreadable", e.to_string())]);
+                self.set_rejected(vec![flowform_model::Diagnostic::new(&file, flowform_model::Pos::new(1, 1), DiagCode::Unreadable, e.to_string())]);
                 return ReloadOutcome::Failed { version: current.version.clone(), message: e.to_string() };
             }
         };

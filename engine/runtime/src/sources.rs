@@ -1,5 +1,6 @@
 //! Reading an application directory into [`Sources`].
 
+use flowform_model::DiagCode;
 use flowform_model::sources::{FOLDERS, SourceKind};
 use flowform_model::{Diagnostic, Pos, Sources};
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ fn walk(base: &Path, dir: &Path, sources: &mut Sources, problems: &mut Vec<Diagn
         let meta = std::fs::metadata(&path).map_err(io(&path))?;
         if !meta.is_file() {
             problems.push(
-                Diagnostic::new(&rel, Pos::new(1, 1), "not_a_file", "this is not a regular file (a pipe, socket or device?); it was not read")
+                Diagnostic::new(&rel, Pos::new(1, 1), DiagCode::NotAFile, "this is not a regular file (a pipe, socket or device?); it was not read")
                     .with_hint(Some("remove it, or replace it with an ordinary text file".into())),
             );
             continue;
@@ -92,7 +93,7 @@ fn walk(base: &Path, dir: &Path, sources: &mut Sources, problems: &mut Vec<Diagn
                 Diagnostic::new(
                     &rel,
                     Pos::new(1, 1),
-                    "file_too_large",
+                    DiagCode::FileTooLarge,
                     format!("the file has {} bytes; a definition file may have at most {MAX_FILE_BYTES}", meta.len()),
                 )
                 .with_hint(Some("split it into several files".into())),
@@ -105,7 +106,7 @@ fn walk(base: &Path, dir: &Path, sources: &mut Sources, problems: &mut Vec<Diagn
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
                 problems.push(
-                    Diagnostic::new(&rel, position(e.as_bytes(), at), "not_utf8", format!("the file is not UTF-8 text (byte {at} is not valid UTF-8)"))
+                    Diagnostic::new(&rel, position(e.as_bytes(), at), DiagCode::NotUtf8, format!("the file is not UTF-8 text (byte {at} is not valid UTF-8)"))
                         .with_hint(Some("save it as UTF-8 (in most editors: \"Save with encoding\" → UTF-8)".into())),
                 );
             }

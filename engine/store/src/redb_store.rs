@@ -31,10 +31,12 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// The page cache of the store: `FLOWFORM_CACHE_MB` (default 128). The OS page
+/// The page cache of the store: `FLOWFORM_CACHE_MB` (default 32). The OS page
 /// cache holds the rest of the file; this bounds the server's own memory
 /// (redb's default, 1 GiB, filled up when repairing a large store after a crash).
-pub const DEFAULT_CACHE_MB: usize = 128;
+/// At a million orders 32 MB serves pages, reports and the import as fast as
+/// 128 MB did, and keeps the server under 300 MB (docs/performance.md).
+pub const DEFAULT_CACHE_MB: usize = 32;
 
 fn cache_bytes() -> usize {
     std::env::var("FLOWFORM_CACHE_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|mb| *mb > 0).unwrap_or(DEFAULT_CACHE_MB) << 20

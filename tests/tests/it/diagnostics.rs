@@ -57,6 +57,6 @@ fn a_broken_definition_is_reported_once_not_in_every_file_that_names_it() {
         let diags = flowform_core::compile(flowform_runtime::sources::read_dir(&app.app_dir).unwrap()).err().unwrap();
         let shown: Vec<String> = diags.iter().map(|d| format!("{}:{} {} {}", d.file, d.line, d.code, d.message)).collect();
         assert_eq!(diags.len(), 1, "{file}: {shown:#?}");
-        assert_eq!((diags[0].file.as_str(), diags[0].code), (file, code));
+        assert_eq!((diags[0].file.as_str(), diags[0].code.as_str()), (file, code));
     }
 }

@@ -232,7 +232,10 @@ async fn a_file_that_is_not_utf8_is_a_rejected_reload_with_its_place() {
     std::fs::write(app.app_dir.join("forms/broken.yaml"), b"form: broken\ntitle: \xff\xfe\n").unwrap();
     let ReloadOutcome::Rejected { version, diagnostics } = reload(&app) else { panic!("not rejected") };
     assert_eq!(version, v1);
-    assert_eq!((diagnostics[0].file.as_str(), diagnostics[0].line, diagnostics[0].column, diagnostics[0].code), ("forms/broken.yaml", 2, 8, "not_utf8"));
+    assert_eq!(
+        (diagnostics[0].file.as_str(), diagnostics[0].line, diagnostics[0].column, diagnostics[0].code.as_str()),
+        ("forms/broken.yaml", 2, 8, "not_utf8")
+    );
     let bundle = app.get("/api/v1/bundle", "admin").await.expect(200);
     assert_eq!(bundle["last_rejected"]["diagnostics"][0]["code"], "not_utf8", "{bundle}");
 }
@@ -250,7 +253,7 @@ async fn a_pipe_among_the_definitions_is_reported_not_read() {
     std::thread::spawn(move || tx.send(runtime.reload()).unwrap());
     let outcome = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the reload must not block on a pipe");
     let ReloadOutcome::Rejected { diagnostics, .. } = outcome else { panic!("not rejected") };
-    assert_eq!((diagnostics[0].file.as_str(), diagnostics[0].code), ("definitions/x.yaml", "not_a_file"));
+    assert_eq!((diagnostics[0].file.as_str(), diagnostics[0].code.as_str()), ("definitions/x.yaml", "not_a_file"));
     assert_eq!(app.get("/api/v1/bundle", "admin").await.expect(200)["last_rejected"]["diagnostics"][0]["code"], "not_a_file");
     std::fs::remove_file(&fifo).unwrap();
     assert!(!matches!(reload(&app), ReloadOutcome::Rejected { .. }));
@@ -265,7 +268,7 @@ async fn a_schedule_period_past_the_limits_is_refused_at_its_line() {
     app.edit(file, "every: { months: 1 }", "every: { months: 300000 }");
     let ReloadOutcome::Rejected { diagnostics, .. } = reload(&app) else { panic!("not rejected") };
     let d = &diagnostics[0];
-    assert_eq!((d.file.as_str(), d.code), (file, "out_of_range"), "{d:?}");
+    assert_eq!((d.file.as_str(), d.code.as_str()), (file, "out_of_range"), "{d:?}");
     assert_eq!(d.line as usize, flowform_tests::line_of(&app.app_dir.join(file), "months: 300000"));
     app.edit(file, "every: { months: 300000 }", "every: { months: 1 }");
     app.edit("definitions/workflows/requisition.yaml", "sla: { minutes: 120", "sla: { minutes: 99999999999");
