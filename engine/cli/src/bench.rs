@@ -17,7 +17,7 @@ const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "ot
 
 fn report(i: usize) -> Value {
     json!({
-        "asset": format!("EQ-{:06}", 101 + i % 50),
+        "asset": asset(i),
         "category": CATEGORIES[i % CATEGORIES.len()],
         "department": "D-WARD5",
         "location": "住院楼 5 层",
@@ -27,17 +27,27 @@ fn report(i: usize) -> Value {
     })
 }
 
-fn steps() -> Vec<(&'static str, Value, bool)> {
+/// An outcome's instance, or the rejection as an error.
+fn decided(r: Result<flowform_core::Outcome, flowform_core::Rejection>) -> Result<flowform_core::Instance> {
+    r.map(|o| o.instance).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn asset(i: usize) -> String {
+    format!("EQ-{:06}", 101 + i % 50)
+}
+
+/// The lifecycle of order `i`: the check-in by its asset's tag.
+fn steps(i: usize) -> Vec<(&'static str, Value, bool)> {
     vec![
         ("accept", json!({}), false),
-        ("check_in", json!({"place": {"tag": "RFID-0001"}}), false),
+        ("check_in", json!({"place": {"tag": format!("RFID-{}", asset(i))}}), false),
         ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
         ("confirm", json!({"rating": 5}), true),
     ]
 }
 
-fn actors(bundle: &flowform_core::Bundle) -> (Actor, Actor) {
-    let teams: Vec<String> = bundle.model.teams.keys().cloned().collect();
+/// The requester, and a technician of every team.
+fn actors(bundle: &flowform_core::Bundle, teams: Vec<String>) -> (Actor, Actor) {
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
     let requester = Actor { id: "bench_requester".into(), name: "requester".into(), roles: roles.clone(), teams: vec![], email: None, department: None };
     let tech = Actor { id: "bench_tech".into(), name: "technician".into(), roles, teams, email: None, department: None };
@@ -47,22 +57,35 @@ fn actors(bundle: &flowform_core::Bundle) -> (Actor, Actor) {
 pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usize) -> Result<()> {
     let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow::anyhow!("{e}")).context("cannot load the bundle")?;
     let Some(workflow) =
-        bundle.model.workflows.keys().find(|w| bundle.workflow(w).is_some_and(|wf| steps().iter().all(|(t, _, _)| wf.transition(t).is_some()))).cloned()
+        bundle.model.workflows.keys().find(|w| bundle.workflow(w).is_some_and(|wf| steps(0).iter().all(|(t, _, _)| wf.transition(t).is_some()))).cloned()
     else {
         bail!("no workflow in {} has the transitions accept, check_in, complete, confirm", dir.display());
     };
-    let (requester, tech) = actors(&bundle);
     println!("flowform bench: workflow `{workflow}`, bundle {}", bundle.version);
+    // The store the durable part writes to, with the demo records when the
+    // app has them (the work orders refer to assets; teams may be records).
+    let data = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
+    let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
+    let demo = dir.join("examples/hospital");
+    if demo.join("demo.yaml").exists() {
+        flowform_runtime::demo::load(&demo, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let bundle = runtime.bundle();
+    let teams: Vec<String> = runtime.teams(&bundle).into_iter().map(|(name, _)| name).collect();
+    let (requester, tech) = actors(&bundle, teams.clone());
+    // What the core is handed with each command: the team records (as the runtime would).
+    let reads = crate::scale::team_reads(&runtime, teams)?;
 
     // 1. The pure core, in memory.
     let now = "2026-11-25T08:00:00.000Z";
     let started = Instant::now();
     let mut transitions = 0u64;
     for i in 0..instances {
-        let mut instance = flowform_core::start(&bundle, &workflow, &report(i), &requester, now, &format!("i{i}"), Lang::En)?.instance;
-        for (name, input, by_requester) in steps() {
+        let mut instance = decided(flowform_core::start_with(&bundle, &workflow, &report(i), &requester, now, &format!("i{i}"), Lang::En, &reads))?;
+        for (name, input, by_requester) in steps(i) {
             let actor = if by_requester { &requester } else { &tech };
-            instance = flowform_core::transition(&bundle, &instance, name, &input, actor, now, Lang::En)?.instance;
+            instance = decided(flowform_core::transition_with(&bundle, &instance, name, &input, actor, now, Lang::En, &reads))?;
             transitions += 1;
         }
     }
@@ -74,14 +97,6 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     );
 
     // 2. Durable commands through the store, many concurrent clients.
-    let data = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
-    let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
-    // The work orders refer to assets: load the demo records when the app has them.
-    let demo = dir.join("examples/hospital");
-    if demo.join("demo.yaml").exists() {
-        flowform_runtime::demo::load(&demo, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (latencies, secs) = rt.block_on(async {
         let started = Instant::now();
@@ -101,7 +116,7 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
                     let t = Instant::now();
                     let instance = runtime.start(&workflow, &report(i), &requester, &opts).await?;
                     latencies.push(t.elapsed());
-                    for (name, input, by_requester) in steps() {
+                    for (name, input, by_requester) in steps(i) {
                         let actor = if by_requester { &requester } else { &tech };
                         let t = Instant::now();
                         runtime.transition(&instance.id, name, &input, actor, &opts).await?;

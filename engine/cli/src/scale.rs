@@ -34,6 +34,31 @@ pub fn run(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     measure(dir, data)
 }
 
+/// What the dispatch rule reads when teams are records: every team record,
+/// at its version, and the team names.
+pub(crate) fn team_reads(runtime: &Runtime, teams: Vec<String>) -> Result<flowform_core::Reads> {
+    let bundle = runtime.bundle();
+    let mut records = serde_json::Map::new();
+    let mut versions = std::collections::BTreeMap::new();
+    if let Some(kind) = &bundle.model.app.teams_from {
+        let all: serde_json::Map<String, Value> = runtime
+            .store()
+            .records(&kind.value)?
+            .into_iter()
+            .map(|r| {
+                versions.entry(kind.value.clone()).or_insert_with(std::collections::BTreeMap::new).insert(r.id.clone(), r.version);
+                let mut m = r.data.clone();
+                m.insert("id".into(), json!(r.id));
+                m.insert("title".into(), json!(r.title));
+                m.insert("archived".into(), json!(r.archived));
+                (r.id, Value::Object(m))
+            })
+            .collect();
+        records.insert(kind.value.clone(), Value::Object(all));
+    }
+    Ok(flowform_core::Reads { records: std::sync::Arc::new(Value::Object(records)), people: Value::Null, teams: Some(teams), versions })
+}
+
 fn asset_id(k: usize) -> String {
     format!("EQ-{:06}", 200_000 + k)
 }
@@ -80,26 +105,7 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let requester = Actor { id: "nurse_li".into(), name: "李护士".into(), roles: roles.clone(), teams: vec![], email: None, department: None };
     let tech = Actor { id: "tech_wang".into(), name: "王师傅".into(), roles, teams, email: None, department: None };
     let base = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(n as i64 * 90 + 86_400);
-    // What the dispatch rule reads: every team record (teams are records in the hospital app).
-    let mut records = serde_json::Map::new();
-    let mut versions = std::collections::BTreeMap::new();
-    if let Some(kind) = &bundle.model.app.teams_from {
-        let all: serde_json::Map<String, Value> = runtime
-            .store()
-            .records(&kind.value)?
-            .into_iter()
-            .map(|r| {
-                versions.entry(kind.value.clone()).or_insert_with(std::collections::BTreeMap::new).insert(r.id.clone(), r.version);
-                let mut m = r.data.clone();
-                m.insert("id".into(), json!(r.id));
-                m.insert("title".into(), json!(r.title));
-                m.insert("archived".into(), json!(r.archived));
-                (r.id, Value::Object(m))
-            })
-            .collect();
-        records.insert(kind.value.clone(), Value::Object(all));
-    }
-    let reads = flowform_core::Reads { records: std::sync::Arc::new(Value::Object(records)), people: Value::Null, teams: Some(teams_all.clone()), versions };
+    let reads = team_reads(&runtime, teams_all.clone())?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
     let generator = {
         let bundle = bundle.clone();

@@ -339,8 +339,12 @@ impl Runtime {
         let fields =
             bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)).map(|f| f.def.fields.clone()).unwrap_or_default();
         let input = &self.fill_from(&bundle, &fields, input, &serde_json::Map::new())?;
-        let reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
+        let mut reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
         let mut outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
+        if asked_to_pick(&outcome) {
+            reads.people = self.people(&bundle)?;
+            outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
+        }
         if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
             outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data, &now)?);
         }
@@ -434,7 +438,10 @@ impl Runtime {
             }
             wanted = next;
         }
-        let people = if picks(bundle, workflow) { self.people(bundle)? } else { Value::Null };
+        // The teams' people are read only when a route rule asks to pick one
+        // (see `asked_to_pick`): reading them (the roster, everyone's load)
+        // for every command cost more than deciding it.
+        let people = Value::Null;
         let teams = bundle.model.app.teams_from.as_ref().map(|_| self.teams(bundle).into_iter().map(|(name, _)| name).collect());
         // A type a rule `find`s in is read whole (its live records, up to a bound).
         for kind in found_types(bundle, workflow) {
@@ -567,8 +574,12 @@ impl Runtime {
                 .map(|f| f.def.fields.clone())
                 .unwrap_or_default();
             let input = &self.fill_from(&bundle, &fields, input, &instance.data)?;
-            let reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
-            let outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
+            let mut reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
+            let mut outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
+            if asked_to_pick(&outcome) {
+                reads.people = self.people(&bundle)?;
+                outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
+            }
             let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
             let effects = outcome.effects.clone();
             let mut write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
@@ -615,9 +626,14 @@ impl Runtime {
             let form = bundle.workflow(&link.workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
             let fields = form.as_deref().and_then(|f| bundle.form(f)).map(|f| f.def.fields.clone()).unwrap_or_default();
             let input = self.fill_from(bundle, &fields, &Value::Object(link.data.clone()), &serde_json::Map::new()).map_err(failed)?;
-            let reads = self.reads(bundle, &link.workflow, &serde_json::Map::new(), &input).map_err(failed)?;
+            let mut reads = self.reads(bundle, &link.workflow, &serde_json::Map::new(), &input).map_err(failed)?;
             let mut outcome = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
                 .map_err(|r| failed(CommandError::Rejected(r)))?;
+            if asked_to_pick(&outcome) {
+                reads.people = self.people(bundle).map_err(failed)?;
+                outcome = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
+                    .map_err(|r| failed(CommandError::Rejected(r)))?;
+            }
             outcome.instance.parent = Some(write.instance.id.clone());
             outcome.event.parent = Some(write.instance.id.clone());
             if let Some(template) = bundle.workflow(&link.workflow).and_then(|w| w.number.as_ref()) {
@@ -800,13 +816,12 @@ fn found_types(bundle: &Bundle, workflow: &str) -> Vec<String> {
     out
 }
 
-/// Whether a route rule of `workflow` may pick a person (its scripts, or
-/// the shared library, say `pick`): only then are the teams' people read.
-fn picks(bundle: &Bundle, workflow: &str) -> bool {
-    let Some(wf) = bundle.workflow(workflow) else { return false };
-    let mut routes = wf.start.hooks.route.iter().chain(wf.transitions.iter().filter_map(|t| t.hooks.route.as_ref()));
-    let says = |name: &str| bundle.model.scripts.get(name).is_some_and(|s| s.text.contains("pick"));
-    routes.any(|r| says(&r.value)) || bundle.model.scripts.iter().any(|(name, s)| name.starts_with("lib/") && s.text.contains("pick"))
+/// Whether a route rule asked to pick a person of the team. Decided
+/// without the teams' people, the pick found no one; the command is then
+/// decided again with them (the same decision as with them from the start:
+/// deciding is pure, and nothing but a pick reads them).
+fn asked_to_pick(outcome: &flowform_core::Outcome) -> bool {
+    outcome.effects.iter().any(|e| matches!(e, flowform_core::Effect::Picked { .. }))
 }
 
 /// Adds a record write to a command's. A second write of a record the
