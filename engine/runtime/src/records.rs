@@ -591,6 +591,14 @@ impl Runtime {
             }
             None => None,
         };
+        // The plain list (no search, filter, order or subtree) reads only its page.
+        if query.q.is_none() && query.filters.is_empty() && query.sort.is_none() && under.is_none() {
+            let limit = query.limit.clamp(1, 1000);
+            let (items, more) = self.store.records_page(type_name, query.cursor.as_deref(), limit, query.include_archived)?;
+            let (all, live) = self.store.record_counts(type_name)?;
+            let next_cursor = if more { items.last().map(|r| r.id.clone()) } else { None };
+            return Ok(RecordPage { items, next_cursor, total: (if query.include_archived { all } else { live }) as usize });
+        }
         let mut items: Vec<Record> = self
             .store
             .records(type_name)?

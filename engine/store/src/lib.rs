@@ -555,6 +555,16 @@ pub trait Store: Send + Sync + 'static {
     fn records(&self, record_type: &str) -> Result<Vec<Record>> {
         read_with(self, |r| logic::records(r, record_type))
     }
+    /// Up to `limit` records of a type after the id `after`, in id order
+    /// (archived ones only when `archived`), and whether more follow: a page
+    /// read without reading the rest of the type.
+    fn records_page(&self, record_type: &str, after: Option<&str>, limit: usize, archived: bool) -> Result<(Vec<Record>, bool)> {
+        read_with(self, |r| logic::records_page(r, record_type, after, limit, archived))
+    }
+    /// How many records of a type there are: `(all, not archived)`, kept with every write.
+    fn record_counts(&self, record_type: &str) -> Result<(u64, u64)> {
+        read_with(self, |r| logic::record_counts(r, record_type))
+    }
     fn record_history(&self, record_type: &str, id: &str) -> Result<Vec<RecordEvent>> {
         read_with(self, |r| logic::record_history(r, record_type, id))
     }

@@ -550,6 +550,7 @@ pub fn instance_counts(r: &dyn Read, workflow: Option<&str>) -> Result<Vec<Insta
 
 /// Indexes every instance of a store written before the index existed (once).
 fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
+    ensure_record_counts(w)?;
     if w.get(Table::Meta, "instance_index")?.is_some() {
         return ensure_requester_index(w);
     }
@@ -648,6 +649,73 @@ pub fn record(r: &dyn Read, record_type: &str, id: &str) -> Result<Option<Record
 
 pub fn records(r: &dyn Read, record_type: &str) -> Result<Vec<Record>> {
     collect_prefix(r, Table::Records, record_type, "record")
+}
+
+/// Up to `limit` records of a type in id order after the id `after`
+/// (archived ones only when `archived`), and whether more follow.
+pub fn records_page(r: &dyn Read, record_type: &str, after: Option<&str>, limit: usize, archived: bool) -> Result<(Vec<Record>, bool)> {
+    let (lo, hi) = prefix_range(record_type);
+    let from = after.map(|a| key(&[record_type, a]));
+    let lower = match &from {
+        Some(k) => Excluded(k.as_str()),
+        None => Included(lo.as_str()),
+    };
+    let mut out = Vec::new();
+    let mut more = false;
+    r.range(Table::Records, lower, Excluded(&hi), false, &mut |_, v| {
+        let rec: Record = from_bytes("record", v)?;
+        if !archived && rec.archived {
+            return Ok(true);
+        }
+        if out.len() == limit {
+            more = true;
+            return Ok(false);
+        }
+        out.push(rec);
+        Ok(true)
+    })?;
+    Ok((out, more))
+}
+
+/// How many records of a type there are: `(all, not archived)`.
+pub fn record_counts(r: &dyn Read, record_type: &str) -> Result<(u64, u64)> {
+    let read = |k: String| -> Result<u64> { Ok(r.get(Table::Meta, &k)?.and_then(|v| String::from_utf8_lossy(&v).parse().ok()).unwrap_or(0)) };
+    Ok((read(key(&["records_all", record_type]))?, read(key(&["records_live", record_type]))?))
+}
+
+/// Keeps the record counts of a type as a record goes from `old` to `new`
+/// (`None`: not there).
+fn count_record(w: &mut dyn Write, record_type: &str, old: Option<bool>, new: Option<bool>) -> Result<()> {
+    let one = |x: Option<bool>| (x.is_some() as i64, (x == Some(false)) as i64);
+    let (all, live) = (one(new).0 - one(old).0, one(new).1 - one(old).1);
+    for (name, delta) in [("records_all", all), ("records_live", live)] {
+        if delta != 0 {
+            let k = key(&[name, record_type]);
+            let n: i64 = w.get(Table::Meta, &k)?.and_then(|v| String::from_utf8_lossy(&v).parse().ok()).unwrap_or(0);
+            w.put(Table::Meta, &k, (n + delta).max(0).to_string().as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts the records of a store written before the counts existed (once).
+fn ensure_record_counts(w: &mut dyn Write) -> Result<()> {
+    if w.get(Table::Meta, "record_counts")?.is_some() {
+        return Ok(());
+    }
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    w.range(Table::Records, Unbounded, Unbounded, false, &mut |_, v| {
+        let rec: Record = from_bytes("record", v)?;
+        let c = counts.entry(rec.record_type).or_default();
+        c.0 += 1;
+        c.1 += u64::from(!rec.archived);
+        Ok(true)
+    })?;
+    for (t, (all, live)) in counts {
+        w.put(Table::Meta, &key(&["records_all", &t]), all.to_string().as_bytes())?;
+        w.put(Table::Meta, &key(&["records_live", &t]), live.to_string().as_bytes())?;
+    }
+    w.put(Table::Meta, "record_counts", b"1")
 }
 
 pub fn record_history(r: &dyn Read, record_type: &str, id: &str) -> Result<Vec<RecordEvent>> {
@@ -1051,6 +1119,8 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 write_command(w, child, None)?;
             }
             for rw in &c.records {
+                let old = record(w, &rw.record.record_type, &rw.record.id)?.map(|r| r.archived);
+                count_record(w, &rw.record.record_type, old, Some(rw.record.archived))?;
                 w.put(Table::Records, &key(&[&rw.record.record_type, &rw.record.id]), &to_bytes(&rw.record)?)?;
                 w.put(Table::RecordEvents, &key(&[&rw.record.record_type, &rw.record.id, &num(rw.event.seq)]), &to_bytes(&rw.event)?)?;
                 replace_refs(w, &format!("record:{}/{}", rw.record.record_type, rw.record.id), &rw.refs)?;
@@ -1062,10 +1132,12 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 return Ok(replay);
             }
             let k = key(&[&rw.record.record_type, &rw.record.id]);
-            let current = record(w, &rw.record.record_type, &rw.record.id)?.map_or(0, |r| r.version);
+            let existing = record(w, &rw.record.record_type, &rw.record.id)?;
+            let current = existing.as_ref().map_or(0, |r| r.version);
             if current != rw.expected_version {
                 return Ok(CommitOutcome::Conflict { current_version: current });
             }
+            count_record(w, &rw.record.record_type, existing.map(|r| r.archived), Some(rw.record.archived))?;
             w.put(Table::Records, &k, &to_bytes(&rw.record)?)?;
             w.put(Table::RecordEvents, &key(&[&rw.record.record_type, &rw.record.id, &num(rw.event.seq)]), &to_bytes(&rw.event)?)?;
             replace_refs(w, &format!("record:{}/{}", rw.record.record_type, rw.record.id), &rw.refs)?;
@@ -1090,6 +1162,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if !by.is_empty() {
                 return Ok(CommitOutcome::Referenced(by));
             }
+            count_record(w, record_type, Some(current.archived), None)?;
             w.delete(Table::Records, &key(&[record_type, id]))?;
             replace_refs(w, &format!("record:{record_type}/{id}"), &[])?;
             Ok(CommitOutcome::Committed)

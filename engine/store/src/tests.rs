@@ -560,3 +560,93 @@ fn pruning_deletes_only_what_retention_lets_go() {
     assert!(store.idempotent("k_old").unwrap().is_none(), "an old key goes");
     assert!(store.idempotent("k_new").unwrap().is_some(), "a recent key stays");
 }
+
+/// Record counts and pages after any mix of creates, updates, archiving,
+/// restoring and purges: the counts equal a scan, the pages joined equal the
+/// scan in id order, and a reopened store keeps them.
+fn record_counts_and_pages(store: &dyn Store) {
+    use flowform_core::records::{Record, RecordEvent, RecordEventKind};
+    let rec = |id: &str, version, archived| Record {
+        record_type: "asset".into(),
+        id: id.into(),
+        version,
+        title: id.into(),
+        data: Map::new(),
+        archived,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    let ev = |id: &str, seq| RecordEvent {
+        record_type: "asset".into(),
+        id: id.into(),
+        seq,
+        kind: RecordEventKind::Updated,
+        actor: "a".into(),
+        at: String::new(),
+        cause: None,
+        changes: BTreeMap::new(),
+    };
+    let mut seed: u64 = 11;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for step in 0..400 {
+        let id = format!("EQ-{:03}", next(40));
+        let current = store.record("asset", &id).unwrap();
+        let version = current.as_ref().map_or(0, |r| r.version);
+        if step % 7 == 6 {
+            if current.is_some() {
+                let outcome = store.submit(Job::Purge { record_type: "asset".into(), id: id.clone(), expected_version: version }).unwrap();
+                assert_eq!(outcome, CommitOutcome::Committed);
+            }
+            continue;
+        }
+        let archived = next(3) == 0;
+        let rw =
+            RecordWrite { record: rec(&id, version + 1, archived), expected_version: version, event: ev(&id, version + 1), refs: vec![], idempotency: None };
+        if step % 5 == 4 {
+            // Written by a command (a workflow's `update:`).
+            let mut c = write(&format!("i{step}"), 0, "open", None);
+            c.records = vec![rw];
+            assert_eq!(store.submit(Job::Command(Box::new(c))).unwrap(), CommitOutcome::Committed);
+        } else {
+            assert_eq!(store.submit(Job::Record(Box::new(rw))).unwrap(), CommitOutcome::Committed);
+        }
+    }
+    let all = store.records("asset").unwrap();
+    let live: Vec<String> = all.iter().filter(|r| !r.archived).map(|r| r.id.clone()).collect();
+    assert_eq!(store.record_counts("asset").unwrap(), (all.len() as u64, live.len() as u64));
+    assert_eq!(store.record_counts("nothing").unwrap(), (0, 0));
+    for (archived, expected) in [(false, live.clone()), (true, all.iter().map(|r| r.id.clone()).collect())] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = store.records_page("asset", after.as_deref(), 3, archived).unwrap();
+            assert!(page.len() <= 3);
+            seen.extend(page.iter().map(|r| r.id.clone()));
+            if !more {
+                break;
+            }
+            after = page.last().map(|r| r.id.clone());
+        }
+        assert_eq!(seen, expected, "archived: {archived}");
+    }
+}
+
+#[test]
+fn memory_store_keeps_record_counts_and_pages() {
+    record_counts_and_pages(&MemoryStore::new());
+}
+
+#[test]
+fn redb_store_keeps_record_counts_and_pages_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts = {
+        let store = RedbStore::open(dir.path()).unwrap();
+        record_counts_and_pages(&store);
+        store.record_counts("asset").unwrap()
+    };
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.record_counts("asset").unwrap(), counts, "counted once, not again at the next open");
+}

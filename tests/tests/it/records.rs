@@ -32,6 +32,30 @@ async fn search_finds_assets_by_a_partial_chinese_name() {
     assert_eq!(app.get("/api/v1/records/spaceship", "nurse_li").await.expect(404)["code"], "unknown_record_type");
 }
 
+/// The plain list reads only its page (and kept counts); paged through, it
+/// gives what the whole list sorted by id gives, archived records only when asked.
+#[tokio::test]
+async fn the_plain_list_pages_through_every_record_like_the_sorted_list() {
+    let mut app = TestApp::hospital();
+    app.request(Method::DELETE, "/api/v1/records/asset/EQ-000103", Some("admin"), None, &[]).await.expect(200);
+    for (extra, query) in [("", ""), ("&include_archived=true", "include_archived=true&")] {
+        let whole = app.get(&format!("/api/v1/records/asset?{query}sort=id&limit=1000"), "admin").await.expect(200);
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = app.get(&format!("/api/v1/records/asset?limit=7{extra}{cursor}"), "admin").await.expect(200);
+            assert_eq!(page["total"], whole["total"], "{query}");
+            seen.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids(&whole), "{query}");
+        assert_eq!(seen.contains(&"EQ-000103".to_string()), !extra.is_empty(), "the archived asset only when asked for");
+    }
+}
+
 #[tokio::test]
 async fn a_subtree_query_lists_every_asset_in_a_building() {
     let mut app = TestApp::hospital();
