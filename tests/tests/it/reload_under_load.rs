@@ -137,3 +137,108 @@ async fn reloads_under_load_fail_no_request() {
     assert_eq!((live, shown), (reloads.div_ceil(2), reloads / 2));
     assert!(sent.load(Ordering::Relaxed) as u64 >= rate * duration.as_secs() * 9 / 10);
 }
+
+/// Requests go on at their pace while old definitions are compiled again for
+/// the instances that still run on them: more old versions are in use than
+/// the runtime keeps compiled, so every command on one of them compiles its
+/// bundle (on the blocking pool, never on a request's thread). Paced reads
+/// are timed from their scheduled send, before and while the old instances
+/// are driven; `FLOWFORM_SOAK=1` runs 2 × 15 s at 200 reads/s and prints the
+/// percentiles (docs/performance.md), the normal suite a short run that
+/// checks no request fails and the compiles happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_keep_their_pace_while_old_bundles_are_compiled() {
+    let soak = std::env::var("FLOWFORM_SOAK").is_ok_and(|v| v == "1");
+    let (phase, rate) = if soak { (Duration::from_secs(15), 200u64) } else { (Duration::from_secs(2), 100) };
+    let mut app = TestApp::hospital_copy();
+    let tech = app.token("tech_wang");
+    let original = std::fs::read_to_string(app.app_dir.join(REPAIR)).unwrap();
+    // One accepted order on each of 18 versions of the definitions (the runtime keeps 16 compiled).
+    let mut old = Vec::new();
+    for v in 0..18 {
+        app.write(REPAIR, &original.replace("en: Accept }", &format!("en: Accept v{v} }}")));
+        assert!(matches!(app.runtime.reload(), flowform_runtime::reload::ReloadOutcome::Reloaded { .. }), "version {v}");
+        let wo = app
+            .start_instance(
+                "repair",
+                "nurse_li",
+                json!({"asset": "EQ-000101", "category": "hvac", "department": "D-ICU", "location": "ICU", "description": "空调不制冷了"}),
+            )
+            .await
+            .expect(201);
+        let id = wo["id"].as_str().unwrap().to_string();
+        app.transition(&id, "accept", "tech_wang", json!({})).await.expect(200);
+        old.push(id);
+    }
+    let mut versions: Vec<String> = Vec::new();
+    for id in &old {
+        versions.push(app.get(&format!("/api/v1/instances/{id}"), "tech_wang").await.expect(200)["bundle_version"].as_str().unwrap().to_string());
+    }
+    versions.dedup();
+    assert_eq!(versions.len(), 18, "each order runs on the version it started on");
+    let read_id = old[17].clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(flowform_server::serve(listener, flowform_server::app(app.runtime.clone()), async {
+        let _ = stopped.await;
+    }));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Paced reads of the newest order, timed from when each was due.
+    let reads = {
+        let (addr, tech, failures, read_id) = (addr.clone(), tech.clone(), failures.clone(), read_id.clone());
+        tokio::spawn(async move {
+            let interval = Duration::from_micros(1_000_000 / rate);
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            let mut n = 0u32;
+            while started.elapsed() < phase * 2 {
+                let due = started + interval * n;
+                tokio::time::sleep_until(due.into()).await;
+                n += 1;
+                let (addr, tech, failures, id) = (addr.clone(), tech.clone(), failures.clone(), read_id.clone());
+                tasks.push(tokio::spawn(async move {
+                    let result = http(&addr, "GET", &format!("/api/v1/instances/{id}"), &tech, None).await;
+                    if !matches!(result, Ok((200, _))) {
+                        failures.lock().unwrap().push(format!("{result:?}"));
+                    }
+                    (due.duration_since(started) >= phase, due.elapsed())
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        })
+    };
+    // In the second phase, commands on the old orders in turn: each compiles its version again.
+    tokio::time::sleep(phase).await;
+    let driven = Instant::now();
+    let mut commands = 0;
+    while driven.elapsed() < phase {
+        let id = &old[commands % 17];
+        let (status, body) =
+            http(&addr, "POST", &format!("/api/v1/instances/{id}/transitions/record_work"), &tech, Some(r#"{"data":{"findings":"巡查记录"}}"#)).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        commands += 1;
+    }
+    let timed = reads.await.unwrap();
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} reads failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(commands >= 17, "every old version was compiled at least once ({commands} commands)");
+    let pct = |during: bool, p: f64| {
+        let mut v: Vec<Duration> = timed.iter().filter(|(d, _)| *d == during).map(|(_, t)| *t).collect();
+        v.sort();
+        v.get(((v.len() as f64 - 1.0) * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "reads: before p50 {:.2} ms, p99 {:.2} ms; while old bundles compile ({commands} commands on 17 old versions) p50 {:.2} ms, p99 {:.2} ms",
+        pct(false, 0.5),
+        pct(false, 0.99),
+        pct(true, 0.5),
+        pct(true, 0.99)
+    );
+}
