@@ -351,12 +351,18 @@ pub fn run<R: Row>(model: &Model, rep: &ReportDef, rows: &[R], q: &ReportQuery, 
                 }
             }
         }
+        let mut merged: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for m in members {
             let key = group_key(rep, kept[m[0]], &q.by, tz);
-            let group = groups.entry(key).or_default();
-            let merged = !group.is_empty();
+            let group = groups.entry(key.clone()).or_default();
+            if !group.is_empty() {
+                merged.insert(key);
+            }
             group.extend(m);
-            if merged {
+        }
+        // Groups made of several: their rows back in the order given, sorted once.
+        for key in merged {
+            if let Some(group) = groups.get_mut(&key) {
                 group.sort_unstable();
             }
         }

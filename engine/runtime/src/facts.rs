@@ -42,6 +42,8 @@ impl Dictionary {
 #[derive(Default)]
 struct Times {
     odd: Vec<Value>,
+    /// The cell of each odd value (an odd value is kept once).
+    odd_cells: HashMap<String, i64>,
 }
 
 const NO_TIME: i64 = i64::MIN;
@@ -63,8 +65,14 @@ impl Times {
                 return (t.as_millisecond() << 1) | 1;
             }
         }
+        let key = v.to_string();
+        if let Some(c) = self.odd_cells.get(&key) {
+            return *c;
+        }
         self.odd.push(v.clone());
-        NO_TIME + self.odd.len() as i64
+        let c = NO_TIME + self.odd.len() as i64;
+        self.odd_cells.insert(key, c);
+        c
     }
 
     /// Whether cell `c` holds `v` (an unchanged time keeps its cell).
@@ -359,11 +367,13 @@ impl FactTable {
         matches!(self.slots[c], Place::Time(_))
     }
 
-    /// The distinct values of column `c` (none for a time column).
+    /// The distinct values of column `c`; for a time column, at least the
+    /// values that are not times (kept as they are: e.g. the record ids of a
+    /// reference whose name ends in `_at`).
     pub fn distinct(&self, c: usize) -> &[Value] {
         match self.slots[c] {
             Place::Cell(k) => &self.dictionaries[k].values,
-            Place::Time(_) => &[],
+            Place::Time(_) => &self.time_values.odd,
         }
     }
 
@@ -821,6 +831,8 @@ mod tests {
             assert_eq!(times.micros(c), flowform_core::reports::micros(&v), "{v}");
         }
         assert_eq!(times.odd.len(), 4, "only the four values in no kept form are kept as they are");
+        let again = times.encode(&json!("not a time"));
+        assert_eq!((times.odd.len(), times.value(again)), (4, json!("not a time")), "an odd value is kept once");
         let c = times.encode(&json!("2026-11-25T05:00:00.000Z"));
         assert!(!times.holds(c, &json!("2026-11-25T05:00:00Z")), "the same instant in another form is another text");
     }

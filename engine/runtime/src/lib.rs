@@ -340,11 +340,13 @@ impl Runtime {
             bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)).map(|f| f.def.fields.clone()).unwrap_or_default();
         let input = &self.fill_from(&bundle, &fields, input, &serde_json::Map::new())?;
         let mut reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
-        let mut outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
-        if asked_to_pick(&outcome) {
+        let first = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads);
+        let mut outcome = if needs_people(&bundle, &first) {
             reads.people = self.people(&bundle)?;
-            outcome = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?;
-        }
+            flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?
+        } else {
+            first?
+        };
         if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
             outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data, &now)?);
         }
@@ -439,7 +441,7 @@ impl Runtime {
             wanted = next;
         }
         // The teams' people are read only when a route rule asks to pick one
-        // (see `asked_to_pick`): reading them (the roster, everyone's load)
+        // (see `needs_people`): reading them (the roster, everyone's load)
         // for every command cost more than deciding it.
         let people = Value::Null;
         let teams = bundle.model.app.teams_from.as_ref().map(|_| self.teams(bundle).into_iter().map(|(name, _)| name).collect());
@@ -575,11 +577,13 @@ impl Runtime {
                 .unwrap_or_default();
             let input = &self.fill_from(&bundle, &fields, input, &instance.data)?;
             let mut reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
-            let mut outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
-            if asked_to_pick(&outcome) {
+            let first = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads);
+            let outcome = if needs_people(&bundle, &first) {
                 reads.people = self.people(&bundle)?;
-                outcome = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?;
-            }
+                flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?
+            } else {
+                first?
+            };
             let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
             let effects = outcome.effects.clone();
             let mut write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
@@ -627,13 +631,14 @@ impl Runtime {
             let fields = form.as_deref().and_then(|f| bundle.form(f)).map(|f| f.def.fields.clone()).unwrap_or_default();
             let input = self.fill_from(bundle, &fields, &Value::Object(link.data.clone()), &serde_json::Map::new()).map_err(failed)?;
             let mut reads = self.reads(bundle, &link.workflow, &serde_json::Map::new(), &input).map_err(failed)?;
-            let mut outcome = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
-                .map_err(|r| failed(CommandError::Rejected(r)))?;
-            if asked_to_pick(&outcome) {
+            let first = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads);
+            let mut outcome = if needs_people(bundle, &first) {
                 reads.people = self.people(bundle).map_err(failed)?;
-                outcome = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
-                    .map_err(|r| failed(CommandError::Rejected(r)))?;
+                flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
+            } else {
+                first
             }
+            .map_err(|r| failed(CommandError::Rejected(r)))?;
             outcome.instance.parent = Some(write.instance.id.clone());
             outcome.event.parent = Some(write.instance.id.clone());
             if let Some(template) = bundle.workflow(&link.workflow).and_then(|w| w.number.as_ref()) {
@@ -816,12 +821,17 @@ fn found_types(bundle: &Bundle, workflow: &str) -> Vec<String> {
     out
 }
 
-/// Whether a route rule asked to pick a person of the team. Decided
-/// without the teams' people, the pick found no one; the command is then
-/// decided again with them (the same decision as with them from the start:
-/// deciding is pure, and nothing but a pick reads them).
-fn asked_to_pick(outcome: &flowform_core::Outcome) -> bool {
-    outcome.effects.iter().any(|e| matches!(e, flowform_core::Effect::Picked { .. }))
+/// Whether a command decided without the teams' people must be decided
+/// again with them: a route rule asked to pick a person (and, without the
+/// people, found no one), or — when any rule of the bundle can pick — the
+/// command was refused (a later rule may have needed the picked person).
+/// Deciding is pure and nothing but a pick reads the people, so the second
+/// decision is the one that reading them for every command would have made.
+fn needs_people(bundle: &Bundle, first: &Result<flowform_core::Outcome, flowform_core::Rejection>) -> bool {
+    match first {
+        Ok(outcome) => outcome.effects.iter().any(|e| matches!(e, flowform_core::Effect::Picked { .. })),
+        Err(_) => bundle.model.scripts.values().any(|s| s.text.contains("pick")),
+    }
 }
 
 /// Adds a record write to a command's. A second write of a record the
