@@ -78,7 +78,7 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     let reads = crate::scale::team_reads(&runtime, teams)?;
 
     // 1. The pure core, in memory.
-    let now = "2026-11-25T08:00:00.000Z";
+    let now: flowform_core::Time = "2026-11-25T08:00:00.000Z".parse()?;
     let started = Instant::now();
     let mut transitions = 0u64;
     for i in 0..instances {

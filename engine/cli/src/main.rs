@@ -603,7 +603,7 @@ fn replay_cmd(data: &Path, dir: &Path, since: Option<u32>, workflow: Option<Stri
     };
     let opts = flowform_runtime::replay::ReplayOptions { since_days: since, workflow, lang, list };
     let started = std::time::Instant::now();
-    let report = flowform_runtime::replay::replay(&store, &candidate, &old, &opts, &flowform_runtime::clock::Clock::now_rfc3339(&SystemClock))
+    let report = flowform_runtime::replay::replay(&store, &candidate, &old, &opts, flowform_runtime::clock::Clock::time(&SystemClock))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     match format {
         Format::Json => say!("{}", serde_json::to_string_pretty(&report)?),

@@ -154,7 +154,7 @@ fn order(
     requester: &Actor,
     tech: &Actor,
 ) -> Result<ImportedInstance> {
-    let at = |step: i64| format!("{:.3}", base + jiff::SignedDuration::from_secs(i as i64 * 90 + step * 600));
+    let at = |step: i64| flowform_core::Time::from(base + jiff::SignedDuration::from_secs(i as i64 * 90 + step * 600));
     let ms = (base + jiff::SignedDuration::from_secs(i as i64 * 90)).as_millisecond() as u64;
     let id = ulid::Ulid::from_parts(ms, i as u128).to_string();
     let report = json!({
@@ -167,7 +167,7 @@ fn order(
         "description": format!("设备故障,需要维修 (工单 {i})"),
     });
     let decided = |r: Result<flowform_core::Outcome, flowform_core::Rejection>| r.map_err(|e| anyhow!("work order {i}: {e}: {e:?}"));
-    let first = decided(flowform_core::start_with(bundle, "repair", &report, requester, &at(0), &id, Lang::ZhCn, reads))?;
+    let first = decided(flowform_core::start_with(bundle, "repair", &report, requester, at(0), &id, Lang::ZhCn, reads))?;
     let mut instance = first.instance;
     let mut events = vec![first.event];
     // One in 625 stays unaccepted, one in 625 in progress: the open backlog, of every category.
@@ -184,7 +184,7 @@ fn order(
     };
     for (k, (name, input, by_requester)) in steps.iter().take(keep).enumerate() {
         let actor = if *by_requester { requester } else { tech };
-        let outcome = decided(flowform_core::transition_with(bundle, &instance, name, input, actor, &at(k as i64 + 1), Lang::ZhCn, reads))?;
+        let outcome = decided(flowform_core::transition_with(bundle, &instance, name, input, actor, at(k as i64 + 1), Lang::ZhCn, reads))?;
         instance = outcome.instance;
         events.push(outcome.event);
     }

@@ -318,7 +318,7 @@ fn sla_of(data: &Map<String, Value>) -> Option<i64> {
 
 /// The pure core: every decision by `flowform_core`, state in maps.
 fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
-    let now = "2026-11-25T08:00:00.000Z";
+    let now: flowform_core::Time = "2026-11-25T08:00:00.000Z".parse()?;
     let mut stock: HashMap<String, Balance> = PARTS.iter().map(|p| (p.to_string(), Balance { on_hand: INITIAL_STOCK, reserved: 0 })).collect();
     let mut stored: HashMap<String, (Instance, Vec<HistoryEntry>)> = HashMap::with_capacity(n);
     let mut s = Stats::default();
@@ -383,7 +383,7 @@ struct HistoryEntry {
     who: String,
     from: Option<String>,
     to: String,
-    at: String,
+    at: flowform_core::Time,
 }
 
 impl From<Event> for HistoryEntry {

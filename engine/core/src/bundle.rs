@@ -22,6 +22,11 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// `t` on the app's wall clock (`app.timezone`; UTC without one).
+    pub fn local_text(&self, t: crate::Time) -> String {
+        t.local_text(self.model.app.timezone.as_ref().map(|z| z.value.as_str()))
+    }
+
     pub fn workflow(&self, name: &str) -> Option<&WorkflowDef> {
         self.model.workflows.get(name)
     }

@@ -7,6 +7,7 @@
 use crate::bundle::Bundle;
 use crate::decide::{Outcome, Rejection};
 use crate::instance::{Effect, EventKind, Instance};
+use crate::time::Time;
 use crate::timers::{TimerSpec, notify_specs};
 use flowform_model::{DeadlineDef, Model, WorkflowDef};
 use serde::{Deserialize, Serialize};
@@ -16,41 +17,38 @@ use serde_json::json;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadlineRun {
     pub name: String,
-    pub started_at: String,
+    pub started_at: Time,
     /// Deadline time used before the current running stretch, in seconds
     /// (working seconds with a calendar).
     #[serde(default)]
     pub used_secs: i64,
     /// When the clock last (re)started; `None` while paused or once met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running_since: Option<String>,
+    pub running_since: Option<Time>,
     /// When it is due if the clock keeps running (`None` while paused or once met).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_at: Option<String>,
+    pub due_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub met_at: Option<String>,
+    pub met_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breached_at: Option<String>,
+    pub breached_at: Option<Time>,
 }
 
-fn elapsed(model: &Model, d: &DeadlineDef, from: &str, to: &str) -> i64 {
+fn elapsed(model: &Model, d: &DeadlineDef, from: Time, to: Time) -> i64 {
     match d.calendar.as_ref().and_then(|c| model.calendars.get(&c.value)) {
         Some(cal) => crate::calendar::working_seconds_between(cal, from, to).unwrap_or(0),
-        None => match (from.parse::<jiff::Timestamp>(), to.parse::<jiff::Timestamp>()) {
-            (Ok(a), Ok(b)) => b.duration_since(a).as_secs().max(0),
-            _ => 0,
-        },
+        None => to.since(from).as_secs().max(0),
     }
 }
 
 /// `from` plus `secs` of the deadline's time (rounded up to minutes).
-fn after(model: &Model, d: &DeadlineDef, from: &str, secs: i64) -> Option<String> {
+fn after(model: &Model, d: &DeadlineDef, from: Time, secs: i64) -> Option<Time> {
     crate::timers::due(model, &d.calendar, from, (secs.max(0) + 59) / 60)
 }
 
 /// Updates the instance's deadlines as it enters its current state (with
 /// transition `transition`, or its start) and returns the timers to arm.
-pub fn on_enter(model: &Model, wf: &WorkflowDef, instance: &mut Instance, started: bool, transition: Option<&str>, now: &str) -> Vec<TimerSpec> {
+pub fn on_enter(model: &Model, wf: &WorkflowDef, instance: &mut Instance, started: bool, transition: Option<&str>, now: Time) -> Vec<TimerSpec> {
     let mut arm = Vec::new();
     let state = instance.state.clone();
     for d in &wf.deadlines {
@@ -65,7 +63,7 @@ pub fn on_enter(model: &Model, wf: &WorkflowDef, instance: &mut Instance, starte
             None if starts_now => {
                 instance.deadlines.push(DeadlineRun {
                     name: d.name.clone(),
-                    started_at: now.to_string(),
+                    started_at: now,
                     used_secs: 0,
                     running_since: None,
                     due_at: None,
@@ -81,26 +79,26 @@ pub fn on_enter(model: &Model, wf: &WorkflowDef, instance: &mut Instance, starte
             continue;
         }
         if let Some(since) = run.running_since.take() {
-            run.used_secs = run.used_secs.saturating_add(elapsed(model, d, &since, now));
+            run.used_secs = run.used_secs.saturating_add(elapsed(model, d, since, now));
         }
         run.due_at = None;
         if until(&state) {
-            run.met_at = Some(now.to_string());
+            run.met_at = Some(now);
             continue;
         }
         if d.paused_in.iter().any(|p| p.value == state) {
             continue;
         }
-        run.running_since = Some(now.to_string());
+        run.running_since = Some(now);
         let remaining = total - run.used_secs;
         run.due_at = after(model, d, now, remaining);
         let spec =
-            |timer: String, due_at: String| TimerSpec { instance_id: instance.id.clone(), timer, state: state.clone(), entered_seq: instance.version, due_at };
+            |timer: String, due_at: Time| TimerSpec { instance_id: instance.id.clone(), timer, state: state.clone(), entered_seq: instance.version, due_at };
         let run = &instance.deadlines[index];
         if run.breached_at.is_none()
             && let Some(due) = &run.due_at
         {
-            arm.push(spec(format!("deadline:{}", d.name), due.clone()));
+            arm.push(spec(format!("deadline:{}", d.name), *due));
         }
         for (i, step) in d.escalations.iter().enumerate() {
             let Some(at) = crate::timers::minutes(&step.after, instance).map(|m| m * 60) else { continue };
@@ -125,14 +123,14 @@ pub enum Verdict {
 }
 
 /// The verdict of each deadline of `instance` under `model`'s definitions.
-pub fn verdicts(model: &Model, wf: &WorkflowDef, instance: &Instance, now: &str) -> Vec<(String, Verdict)> {
+pub fn verdicts(model: &Model, wf: &WorkflowDef, instance: &Instance, now: Time) -> Vec<(String, Verdict)> {
     instance
         .deadlines
         .iter()
         .filter_map(|run| {
             let d = wf.deadlines.iter().find(|d| d.name == run.name)?;
             let total = crate::timers::minutes(&d.minutes, instance)?.saturating_mul(60);
-            let running = run.running_since.as_deref().map_or(0, |since| elapsed(model, d, since, now));
+            let running = run.running_since.map_or(0, |since| elapsed(model, d, since, now));
             let used = run.used_secs.saturating_add(running);
             let verdict = if used > total {
                 Verdict::Missed
@@ -148,7 +146,7 @@ pub fn verdicts(model: &Model, wf: &WorkflowDef, instance: &Instance, now: &str)
 
 /// Fires a deadline timer (`deadline:NAME` or `deadline:NAME:step:N`);
 /// `None` when it no longer applies (met, already breached).
-pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -> Result<Option<Outcome>, Rejection> {
+pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: Time) -> Result<Option<Outcome>, Rejection> {
     let Some(rest) = spec.timer.strip_prefix("deadline:") else { return Ok(None) };
     let (name, step) = match rest.split_once(":step:") {
         Some((n, i)) => (n, i.parse::<usize>().ok()),
@@ -188,7 +186,7 @@ pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -
             }
             if step.is_none() {
                 // Breached when it was due, even if the timer fires later (a server down meanwhile).
-                after.deadlines[index].breached_at = Some(spec.due_at.clone());
+                after.deadlines[index].breached_at = Some(spec.due_at);
             }
             crate::decide::finish_system(bundle, instance, after, EventKind::Timer, None, json!({"timer": spec.timer, "due_at": spec.due_at}), &actor, now)?
         }

@@ -3,6 +3,7 @@
 use crate::bundle::Bundle;
 use crate::instance::{Actor, Assignment, Effect, Event, EventKind, Instance, diff};
 use crate::ledger::{MovementKind, Posting};
+use crate::time::Time;
 use flowform_forms::{FieldError, Lang};
 use flowform_model::{Assign, Hooks, Label, RELATIONAL_ROLES, Sp, TransitionDef, WorkflowDef};
 use flowform_rules::{RuleError, ScriptContext, guard_key};
@@ -126,7 +127,7 @@ pub struct Reads {
 }
 
 /// Starts an instance. `id` comes from the caller (the runtime generates it).
-pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor, now: &str, id: &str, lang: Lang) -> Result<Outcome, Rejection> {
+pub fn start(bundle: &Bundle, workflow_name: &str, input: &Value, actor: &Actor, now: Time, id: &str, lang: Lang) -> Result<Outcome, Rejection> {
     start_with(bundle, workflow_name, input, actor, now, id, lang, &Reads::default())
 }
 
@@ -137,7 +138,7 @@ pub fn start_with(
     workflow_name: &str,
     input: &Value,
     actor: &Actor,
-    now: &str,
+    now: Time,
     id: &str,
     lang: Lang,
     reads: &Reads,
@@ -157,9 +158,9 @@ pub fn start_with(
         assignment: Assignment::default(),
         requester: actor.id.clone(),
         requester_department: actor.department.clone(),
-        created_at: now.to_string(),
-        updated_at: now.to_string(),
-        state_entered_at: now.to_string(),
+        created_at: now,
+        updated_at: now,
+        state_entered_at: now,
         state_entered_seq: 0,
         due_at: None,
         overdue: false,
@@ -202,7 +203,7 @@ fn transition_from_here<'b>(bundle: &'b Bundle, instance: &Instance, name: &str)
 }
 
 /// Takes a named transition on an instance.
-pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<Outcome, Rejection> {
+pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: Time, lang: Lang) -> Result<Outcome, Rejection> {
     transition_with(bundle, instance, name, input, actor, now, lang, &Reads::default())
 }
 
@@ -214,7 +215,7 @@ pub fn transition_with(
     name: &str,
     input: &Value,
     actor: &Actor,
-    now: &str,
+    now: Time,
     lang: Lang,
     reads: &Reads,
 ) -> Result<Outcome, Rejection> {
@@ -235,7 +236,7 @@ pub fn transition_with(
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
-    let starts = crate::links::linked_starts(t, &outcome.instance, now);
+    let starts = crate::links::linked_starts(t, &outcome.instance, &bundle.local_text(now));
     if !starts.is_empty() {
         outcome.effects.push(Effect::Start { starts });
     }
@@ -274,7 +275,7 @@ fn permitted(
     t: &TransitionDef,
     instance: &Instance,
     actor: &Actor,
-    now: &str,
+    now: Time,
     input: &Value,
     reads: &Reads,
     lang: Lang,
@@ -310,7 +311,7 @@ fn apply(
     t: Option<&TransitionDef>,
     input: &Value,
     actor: &Actor,
-    now: &str,
+    now: Time,
     lang: Lang,
     reads: &Reads,
 ) -> Result<(Instance, Value, Vec<Posting>, Option<Effect>), Rejection> {
@@ -534,10 +535,10 @@ fn finish(
     input: Value,
     postings: Vec<Posting>,
     actor: &Actor,
-    now: &str,
+    now: Time,
 ) -> Result<Outcome, Rejection> {
     after.version = before.version + 1;
-    after.updated_at = now.to_string();
+    after.updated_at = now;
     let mut effects = Vec::new();
     if (kind == EventKind::Started || before.state != after.state)
         && let Some(wf) = bundle.workflow(&after.workflow)
@@ -576,7 +577,7 @@ fn finish(
         kind,
         transition,
         actor: actor.id.clone(),
-        at: now.to_string(),
+        at: now,
         bundle_version: bundle.version.clone(),
         from_state,
         to_state: after.state.clone(),
@@ -597,7 +598,7 @@ fn finish(
 }
 
 /// The transitions `actor` may take on `instance` now (state, roles, teams and guard).
-pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor, now: &str) -> Vec<AvailableTransition> {
+pub fn available_transitions(bundle: &Bundle, instance: &Instance, actor: &Actor, now: Time) -> Vec<AvailableTransition> {
     let Some(wf) = bundle.workflow(&instance.workflow) else {
         return Vec::new();
     };
@@ -687,7 +688,7 @@ pub(crate) fn finish_system(
     transition: Option<String>,
     input: Value,
     actor: &Actor,
-    now: &str,
+    now: Time,
 ) -> Result<Outcome, Rejection> {
     let from = Some(before.state.clone());
     finish(bundle, before, after, kind, transition, from, input, Vec::new(), actor, now)
@@ -696,7 +697,7 @@ pub(crate) fn finish_system(
 /// A transition the system takes when a timer says so: roles, teams and `when`
 /// are not checked, no form data is given; `set` fields are set first; its
 /// rules run as usual.
-pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str, set: &Map<String, Value>, now: &str) -> Result<Outcome, Rejection> {
+pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str, set: &Map<String, Value>, now: Time) -> Result<Outcome, Rejection> {
     let (_, t) = transition_from_here(bundle, instance, name)?;
     let actor = Actor { id: "system".into(), name: "timer".into(), roles: Vec::new(), teams: Vec::new(), email: None, department: None };
     let mut base = instance.clone();
@@ -722,7 +723,7 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
-    let starts = crate::links::linked_starts(t, &outcome.instance, now);
+    let starts = crate::links::linked_starts(t, &outcome.instance, &bundle.local_text(now));
     if !starts.is_empty() {
         outcome.effects.push(Effect::Start { starts });
     }

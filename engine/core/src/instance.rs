@@ -1,5 +1,6 @@
 //! Instances, actors and events: the data the core reads and produces.
 
+use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -56,16 +57,16 @@ pub struct Instance {
     /// The requester's department when it was started (`visible_to: [department]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_department: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Time,
+    pub updated_at: Time,
     /// When the instance entered its current state, and with which event.
     #[serde(default)]
-    pub state_entered_at: String,
+    pub state_entered_at: Time,
     #[serde(default)]
     pub state_entered_seq: u64,
     /// The SLA deadline of the current state, if it has one.
     #[serde(default)]
-    pub due_at: Option<String>,
+    pub due_at: Option<Time>,
     /// Past the deadline of its current state.
     #[serde(default)]
     pub overdue: bool,
@@ -110,7 +111,7 @@ pub struct Event {
     pub kind: EventKind,
     pub transition: Option<String>,
     pub actor: String,
-    pub at: String,
+    pub at: Time,
     pub bundle_version: String,
     pub from_state: Option<String>,
     pub to_state: String,

@@ -20,6 +20,7 @@ pub mod records;
 pub mod replay;
 pub mod reports;
 pub mod schedules;
+pub mod time;
 pub mod timers;
 pub mod visibility;
 
@@ -27,3 +28,4 @@ pub use bundle::{Bundle, compile};
 pub use decide::{AvailableTransition, Outcome, Reads, Rejection, available_transitions, start, start_with, transition, transition_with};
 pub use flowform_forms::{FieldError, Lang};
 pub use instance::{Actor, Assignment, Change, Effect, Event, EventKind, Instance};
+pub use time::{Time, TimeError};

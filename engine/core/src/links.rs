@@ -19,7 +19,8 @@ pub struct LinkedStart {
 }
 
 /// The starts of transition `t` for the instance data `data` as the command leaves it.
-pub fn linked_starts(t: &TransitionDef, instance: &crate::Instance, now: &str) -> Vec<LinkedStart> {
+/// `local` is the command's time on the app's wall clock ([`crate::Time::local_text`]).
+pub fn linked_starts(t: &TransitionDef, instance: &crate::Instance, local: &str) -> Vec<LinkedStart> {
     let mut out = Vec::new();
     for link in &t.starts {
         let mut base = instance.data.clone();
@@ -27,7 +28,7 @@ pub fn linked_starts(t: &TransitionDef, instance: &crate::Instance, now: &str) -
         base.insert("number".into(), instance.number.clone().map_or(Value::Null, Value::String));
         base.insert("requester".into(), Value::String(instance.requester.clone()));
         match &link.for_each {
-            None => push(&mut out, link, &base, None, now),
+            None => push(&mut out, link, &base, None, local),
             Some(field) => {
                 let items = match instance.data.get(&field.value) {
                     Some(Value::Array(items)) => items.as_slice(),
@@ -38,7 +39,7 @@ pub fn linked_starts(t: &TransitionDef, instance: &crate::Instance, now: &str) -
                     if let Value::Object(fields) = item {
                         context.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
                     }
-                    push(&mut out, link, &context, Some(i + 1), now);
+                    push(&mut out, link, &context, Some(i + 1), local);
                 }
             }
         }
@@ -46,12 +47,12 @@ pub fn linked_starts(t: &TransitionDef, instance: &crate::Instance, now: &str) -
     out
 }
 
-fn push(out: &mut Vec<LinkedStart>, link: &LinkedStartDef, context: &Map<String, Value>, item: Option<usize>, now: &str) {
+fn push(out: &mut Vec<LinkedStart>, link: &LinkedStartDef, context: &Map<String, Value>, item: Option<usize>, local: &str) {
     if let Some((_, condition)) = &link.condition
         && !condition.eval(&Value::Object(context.clone()))
     {
         return;
     }
-    let data = link.data.iter().map(|(k, v)| (k.clone(), crate::records::fill_value(v, context, now))).collect();
+    let data = link.data.iter().map(|(k, v)| (k.clone(), crate::records::fill_value(v, context, local))).collect();
     out.push(LinkedStart { workflow: link.workflow.value.clone(), data, roles: link.roles.iter().map(|r| r.value.clone()).collect(), item });
 }

@@ -3,6 +3,7 @@
 use crate::bundle::Bundle;
 use crate::decide::Outcome;
 use crate::instance::{Actor, Event, EventKind, Instance, diff};
+use crate::time::Time;
 use flowform_forms::Lang;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -53,19 +54,19 @@ pub fn check(target: &Bundle, instance: &Instance, mapping: &BTreeMap<String, St
 }
 
 /// The migrated instance and its `migrated` event.
-pub fn migrate(target: &Bundle, instance: &Instance, state: &str, mapping: &BTreeMap<String, String>, actor: &Actor, now: &str) -> Outcome {
+pub fn migrate(target: &Bundle, instance: &Instance, state: &str, mapping: &BTreeMap<String, String>, actor: &Actor, now: Time) -> Outcome {
     let mut after = instance.clone();
     after.bundle_version = target.version.clone();
     after.state = state.to_string();
     after.version = instance.version + 1;
-    after.updated_at = now.to_string();
+    after.updated_at = now;
     let event = Event {
         instance_id: instance.id.clone(),
         seq: after.version,
         kind: EventKind::Migrated,
         transition: None,
         actor: actor.id.clone(),
-        at: now.to_string(),
+        at: now,
         bundle_version: target.version.clone(),
         from_state: Some(instance.state.clone()),
         to_state: state.to_string(),

@@ -4,6 +4,7 @@
 use crate::bundle::Bundle;
 use crate::decide::Rejection;
 use crate::instance::{Actor, Change};
+use crate::time::Time;
 use flowform_forms::{FieldError, Lang};
 use flowform_model::{FieldDef, FieldType, RecordTypeDef};
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,8 @@ pub struct Record {
     pub title: String,
     pub data: Map<String, Value>,
     pub archived: bool,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Time,
+    pub updated_at: Time,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +41,7 @@ pub struct RecordEvent {
     pub seq: u64,
     pub kind: RecordEventKind,
     pub actor: String,
-    pub at: String,
+    pub at: Time,
     pub changes: BTreeMap<String, Change>,
     /// The instance whose command made this change (`update:` of a workflow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +65,7 @@ fn text_of(v: &Value) -> String {
 }
 
 /// Fills a template: `{field}` from the data, `{seq:4}` from the sequence, dates from `now`.
-pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, now: &str) -> String {
+pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, local: &str) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -75,7 +76,7 @@ pub fn fill(template: &str, data: &Map<String, Value>, seq: Option<u64>, now: &s
         };
         let inner = &rest[start + 1..start + end];
         let (name, arg) = inner.split_once(':').unwrap_or((inner, ""));
-        let digits: String = now.chars().filter(char::is_ascii_digit).collect();
+        let digits: String = local.chars().filter(char::is_ascii_digit).collect();
         match name {
             "seq" => {
                 let width: usize = arg.parse().unwrap_or(1);
@@ -116,14 +117,14 @@ pub fn matches_filter(cond: &flowform_model::Condition, record: &Record) -> bool
 /// `{FIELD}` copies the field's value as it is (a number stays a number;
 /// never files or groups), other text has its `{FIELD}`s replaced by text,
 /// anything else is kept.
-pub fn fill_value(value: &Value, context: &Map<String, Value>, now: &str) -> Value {
+pub fn fill_value(value: &Value, context: &Map<String, Value>, local: &str) -> Value {
     match value {
         Value::String(s) if s.contains('{') => {
             let whole = s.trim();
             let name = whole.trim_start_matches('{').trim_end_matches('}');
             match context.get(name) {
                 Some(v) if whole.starts_with('{') && whole.ends_with('}') && whole.matches('{').count() == 1 && !v.is_array() && !v.is_object() => v.clone(),
-                _ => Value::String(fill(s, context, None, now)),
+                _ => Value::String(fill(s, context, None, local)),
             }
         }
         other => other.clone(),
@@ -159,13 +160,14 @@ pub fn create(
     type_name: &str,
     input: &Value,
     actor: &Actor,
-    now: &str,
+    now: Time,
     seq: Option<u64>,
     lang: Lang,
 ) -> Result<(Record, RecordEvent), Rejection> {
     let rt = record_type(bundle, type_name)?;
     let data = validate(bundle, rt, input, lang)?;
-    let id = fill(&rt.key.value, &data, seq, now).trim().to_string();
+    let local = bundle.local_text(now);
+    let id = fill(&rt.key.value, &data, seq, &local).trim().to_string();
     if id.is_empty() || id.contains('/') || id.len() > 200 {
         let fields = flowform_model::check::template_fields(&rt.key.value);
         return Err(Rejection::InvalidInput(vec![FieldError {
@@ -174,24 +176,23 @@ pub fn create(
             message: format!("the id made from `{}` is `{id}`: it must be 1 to 200 characters without `/`", rt.key.value),
         }]));
     }
-    let title = rt.display.as_ref().map_or_else(|| id.clone(), |d| fill(&d.value, &data, seq, now));
+    let title = rt.display.as_ref().map_or_else(|| id.clone(), |d| fill(&d.value, &data, seq, &local));
     let event = RecordEvent {
         record_type: rt.name.clone(),
         id: id.clone(),
         seq: 1,
         kind: RecordEventKind::Created,
         actor: actor.id.clone(),
-        at: now.to_string(),
+        at: now,
         changes: changes(&Map::new(), &data),
         cause: None,
     };
-    let record =
-        Record { record_type: rt.name.clone(), id, version: 1, title, data, archived: false, created_at: now.to_string(), updated_at: now.to_string() };
+    let record = Record { record_type: rt.name.clone(), id, version: 1, title, data, archived: false, created_at: now, updated_at: now };
     Ok((record, event))
 }
 
 /// The record with new data (the whole form; fields that make the id cannot change).
-pub fn update(bundle: &Bundle, record: &Record, input: &Value, actor: &Actor, now: &str, lang: Lang) -> Result<(Record, RecordEvent), Rejection> {
+pub fn update(bundle: &Bundle, record: &Record, input: &Value, actor: &Actor, now: Time, lang: Lang) -> Result<(Record, RecordEvent), Rejection> {
     let rt = record_type(bundle, &record.record_type)?;
     let data = validate(bundle, rt, input, lang)?;
     for field in flowform_model::check::template_fields(&rt.key.value) {
@@ -204,16 +205,16 @@ pub fn update(bundle: &Bundle, record: &Record, input: &Value, actor: &Actor, no
         }
     }
     let mut after = record.clone();
-    after.title = rt.display.as_ref().map_or_else(|| record.id.clone(), |d| fill(&d.value, &data, None, now));
+    after.title = rt.display.as_ref().map_or_else(|| record.id.clone(), |d| fill(&d.value, &data, None, &bundle.local_text(now)));
     after.version += 1;
-    after.updated_at = now.to_string();
+    after.updated_at = now;
     let event = RecordEvent {
         record_type: rt.name.clone(),
         id: record.id.clone(),
         seq: after.version,
         kind: RecordEventKind::Updated,
         actor: actor.id.clone(),
-        at: now.to_string(),
+        at: now,
         changes: changes(&record.data, &data),
         cause: None,
     };
@@ -222,11 +223,11 @@ pub fn update(bundle: &Bundle, record: &Record, input: &Value, actor: &Actor, no
 }
 
 /// Archives (or restores) a record: it stays readable and referenced, but leaves lists.
-pub fn set_archived(record: &Record, archived: bool, actor: &Actor, now: &str) -> (Record, RecordEvent) {
+pub fn set_archived(record: &Record, archived: bool, actor: &Actor, now: Time) -> (Record, RecordEvent) {
     let mut after = record.clone();
     after.archived = archived;
     after.version += 1;
-    after.updated_at = now.to_string();
+    after.updated_at = now;
     let kind = if archived { RecordEventKind::Archived } else { RecordEventKind::Restored };
     let mut changes = BTreeMap::new();
     changes.insert("archived".to_string(), Change { before: Value::Bool(record.archived), after: Value::Bool(archived) });
@@ -236,7 +237,7 @@ pub fn set_archived(record: &Record, archived: bool, actor: &Actor, now: &str) -
         seq: after.version,
         kind,
         actor: actor.id.clone(),
-        at: now.to_string(),
+        at: now,
         changes,
         cause: None,
     };

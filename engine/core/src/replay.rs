@@ -15,6 +15,7 @@ use crate::bundle::Bundle;
 use crate::deadlines::Verdict;
 use crate::decide::{Reads, Rejection, start_with, transition_with};
 use crate::instance::{Assignment, Event, EventKind, Instance};
+use crate::time::Time;
 use flowform_forms::Lang;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -139,7 +140,7 @@ pub struct Difference {
     pub kind: DiffKind,
     /// The event's sequence number (1: the start).
     pub seq: u64,
-    pub at: String,
+    pub at: Time,
     /// `start`, the transition, or the deadline.
     pub step: String,
     /// The field, state or deadline that differs.
@@ -156,7 +157,7 @@ pub struct InstanceReplay {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<String>,
     pub workflow: String,
-    pub created_at: String,
+    pub created_at: Time,
     /// The team it was (last) assigned to, as recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
@@ -189,13 +190,13 @@ pub struct Recorded<'a> {
 
 /// Decides `recorded`'s commands again under `new`; `old` gives the bundle
 /// of a recorded version (for the deadlines the instance ran under).
-pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, recorded: &Recorded, now: &str, lang: Lang) -> InstanceReplay {
+pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, recorded: &Recorded, now: Time, lang: Lang) -> InstanceReplay {
     let inst = recorded.instance;
     let mut out = InstanceReplay {
         id: inst.id.clone(),
         number: inst.number.clone(),
         workflow: inst.workflow.clone(),
-        created_at: inst.created_at.clone(),
+        created_at: inst.created_at,
         team: inst.assignment.team.clone(),
         steps: 0,
         differences: Vec::new(),
@@ -217,7 +218,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
         let diff = |kind: DiffKind, what: &str, recorded: Value, replayed: Value, message: String| Difference {
             kind,
             seq: ev.seq,
-            at: ev.at.clone(),
+            at: ev.at,
             step: step.clone(),
             what: what.to_string(),
             recorded,
@@ -239,8 +240,8 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 let actor = ev.decided_on.actor(&ev.actor);
                 let reads = recorded.reads.get(i).copied().unwrap_or(&empty);
                 let result = match (&ev.kind, &current) {
-                    (EventKind::Started, _) => start_with(new, &inst.workflow, &ev.input, &actor, &ev.at, &ev.instance_id, lang, reads),
-                    (_, Some(c)) => transition_with(new, c, ev.transition.as_deref().unwrap_or_default(), &ev.input, &actor, &ev.at, lang, reads),
+                    (EventKind::Started, _) => start_with(new, &inst.workflow, &ev.input, &actor, ev.at, &ev.instance_id, lang, reads),
+                    (_, Some(c)) => transition_with(new, c, ev.transition.as_deref().unwrap_or_default(), &ev.input, &actor, ev.at, lang, reads),
                     (_, None) => break,
                 };
                 out.steps += 1;
@@ -338,10 +339,10 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                         let mut probe = as_recorded.instance(&outcome.instance);
                         apply_changes(&mut probe, ev);
                         probe.version = ev.seq;
-                        crate::timers::enter_state(&ob.model, wf, &mut probe, &ev.at);
+                        crate::timers::enter_state(&ob.model, wf, &mut probe, ev.at);
                         probe.due_at
                     });
-                    let met = |due: &Option<String>| due.as_deref().map(|d| later_or_same(d, left));
+                    let met = |due: &Option<Time>| due.map(|d| left <= d);
                     let (was_met, now_met) = (met(&old_due), met(&outcome.instance.due_at));
                     if was_met != now_met {
                         let word = |m: Option<bool>| match (m, lang == Lang::ZhCn) {
@@ -379,10 +380,10 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                     let entered = c.state != ev.to_state;
                     apply_changes(c, ev);
                     c.version = ev.seq;
-                    c.updated_at = ev.at.clone();
+                    c.updated_at = ev.at;
                     if entered && let Some(wf) = new.workflow(&c.workflow) {
-                        crate::timers::enter_state(&new.model, wf, c, &ev.at);
-                        crate::deadlines::on_enter(&new.model, wf, c, false, ev.transition.as_deref(), &ev.at);
+                        crate::timers::enter_state(&new.model, wf, c, ev.at);
+                        crate::deadlines::on_enter(&new.model, wf, c, false, ev.transition.as_deref(), ev.at);
                     }
                 }
             }
@@ -404,7 +405,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 out.differences.push(Difference {
                     kind: DiffKind::Deadline,
                     seq: last.map_or(0, |e| e.seq),
-                    at: last.map_or_else(String::new, |e| e.at.clone()),
+                    at: last.map_or(now, |e| e.at),
                     step: "deadlines".into(),
                     what: format!("deadline:{name}"),
                     recorded: json!(a),
@@ -435,16 +436,9 @@ fn show(v: &Option<String>) -> String {
 }
 
 /// `due` is at or after `at` (both RFC 3339; unreadable: not met).
-fn later_or_same(due: &str, at: &str) -> bool {
-    match (due.parse::<jiff::Timestamp>(), at.parse::<jiff::Timestamp>()) {
-        (Ok(d), Ok(a)) => a <= d,
-        _ => false,
-    }
-}
-
 /// When the recorded instance left `state`, entered at event `i`.
-fn leaving_time<'e>(events: &'e [Event], i: usize, state: &str) -> Option<&'e str> {
-    events[i + 1..].iter().find(|e| e.to_state != state).map(|e| e.at.as_str())
+fn leaving_time(events: &[Event], i: usize, state: &str) -> Option<Time> {
+    events[i + 1..].iter().find(|e| e.to_state != state).map(|e| e.at)
 }
 
 /// The instance as recorded, event by event, borrowing the events' values
@@ -539,7 +533,7 @@ impl Summary {
             *self.by_kind.entry(k).or_default() += 1;
         }
         *self.by_team.entry(show(&r.team)).or_default() += 1;
-        *self.by_month.entry(r.created_at.chars().take(7).collect()).or_default() += 1;
+        *self.by_month.entry(r.created_at.to_string()[..7].to_string()).or_default() += 1;
         for d in r.differences.iter().filter(|d| d.kind == DiffKind::Team) {
             let text = |v: &Value| v.as_str().unwrap_or("—").to_string();
             *self.team_moves.entry(format!("{} → {}", text(&d.recorded), text(&d.replayed))).or_default() += 1;

@@ -1,24 +1,25 @@
 //! Schedule periods: which period a moment falls in. Pure.
 
+use crate::time::Time;
 use flowform_model::ScheduleDef;
-use jiff::civil::{Date, Time};
+use jiff::civil::{Date, Time as Clock};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
-fn at_time(at: &str) -> Time {
+fn at_time(at: &str) -> Clock {
     let (h, m) = at.split_once(':').unwrap_or(("0", "0"));
-    Time::new(h.parse().unwrap_or(0), m.parse().unwrap_or(0), 0, 0).unwrap_or_default()
+    Clock::new(h.parse().unwrap_or(0), m.parse().unwrap_or(0), 0, 0).unwrap_or_default()
 }
 
-fn start_of(date: Date, at: Time, tz: &TimeZone) -> Option<Timestamp> {
+fn start_of(date: Date, at: Clock, tz: &TimeZone) -> Option<Timestamp> {
     Some(date.to_datetime(at).to_zoned_datetime(tz.clone()).ok()?.timestamp())
 }
 
 /// The latest period of the schedule that has started at `now`: its key (e.g.
 /// `2026-12` for a monthly schedule) and its start.
-pub fn period(def: &ScheduleDef, now: &str) -> Option<(String, String)> {
+pub fn period(def: &ScheduleDef, now: Time) -> Option<(String, Time)> {
     let tz = TimeZone::get(&def.timezone.value).ok()?;
-    let now: Timestamp = now.parse().ok()?;
+    let now: Timestamp = now.timestamp();
     let local = now.to_zoned_datetime(tz.clone());
     let at = at_time(&def.at);
     let n = def.every.1.max(1) as i64;
@@ -59,19 +60,16 @@ pub fn period(def: &ScheduleDef, now: &str) -> Option<(String, String)> {
         }
         _ => return None,
     };
-    Some((key, format!("{start:.3}")))
+    Some((key, Time::from(start)))
 }
 
 /// Whether a period's start is so long ago that `catch_up: skip` leaves it out.
-pub fn missed(start: &str, now: &str) -> bool {
-    match (start.parse::<Timestamp>(), now.parse::<Timestamp>()) {
-        (Ok(s), Ok(n)) => n.duration_since(s) > SignedDuration::from_mins(15),
-        _ => false,
-    }
+pub fn missed(start: Time, now: Time) -> bool {
+    now.since(start) > SignedDuration::from_mins(15)
 }
 
 /// `from` plus one `every` of the schedule, in its time zone (for `anchor: completion`).
-pub fn next_after(def: &ScheduleDef, from: &str) -> Option<String> {
+pub fn next_after(def: &ScheduleDef, from: Time) -> Option<Time> {
     next_after_n(def, from, def.every.1.max(1) as i64)
 }
 
@@ -91,7 +89,7 @@ pub fn interval_for(def: &ScheduleDef, record: &serde_json::Map<String, serde_js
 /// When the first instance for a record is due with `first_due: FIELD`: the
 /// date in the field (at the schedule's `at`, in its zone) plus the interval;
 /// `None` when the record has no such date (due at once).
-pub fn first_due(def: &ScheduleDef, record: &serde_json::Map<String, serde_json::Value>, n: i64) -> Option<String> {
+pub fn first_due(def: &ScheduleDef, record: &serde_json::Map<String, serde_json::Value>, n: i64) -> Option<Time> {
     let field = def.first_due.as_ref()?;
     let text = record.get(&field.value).and_then(serde_json::Value::as_str)?;
     let tz = TimeZone::get(&def.timezone.value).ok()?;
@@ -99,13 +97,13 @@ pub fn first_due(def: &ScheduleDef, record: &serde_json::Map<String, serde_json:
         Ok(t) => t,
         Err(_) => start_of(text.parse::<Date>().ok()?, at_time(&def.at), &tz)?,
     };
-    next_after_n(def, &format!("{from:.3}"), n)
+    next_after_n(def, Time::from(from), n)
 }
 
 /// `from` plus `n` units of the schedule's `every`, in its time zone.
-pub fn next_after_n(def: &ScheduleDef, from: &str, n: i64) -> Option<String> {
+pub fn next_after_n(def: &ScheduleDef, from: Time, n: i64) -> Option<Time> {
     let tz = TimeZone::get(&def.timezone.value).ok()?;
-    let t: Timestamp = from.parse().ok()?;
+    let t: Timestamp = from.timestamp();
     // `try_*`: a period past jiff's range is no next date, never a panic.
     let span = match def.every.0.as_str() {
         "months" => jiff::Span::new().try_months(n),
@@ -116,7 +114,7 @@ pub fn next_after_n(def: &ScheduleDef, from: &str, n: i64) -> Option<String> {
     }
     .ok()?;
     let due = t.to_zoned_datetime(tz).checked_add(span).ok()?.timestamp();
-    Some(format!("{due:.3}"))
+    Some(Time::from(due))
 }
 
 #[cfg(test)]
@@ -153,11 +151,14 @@ mod tests {
         berlin.timezone = Sp::new("Europe/Berlin".into(), Pos::default());
         berlin.at = "02:30".into();
         // 2026-03-29 02:30 does not exist in Berlin: the period starts at 03:30 CEST = 01:30 UTC.
-        assert_eq!(period(&berlin, "2026-03-29T01:45:00Z").unwrap(), ("2026-03-29".into(), "2026-03-29T01:30:00.000Z".into()));
-        assert_eq!(period(&berlin, "2026-03-29T01:00:00Z").unwrap().0, "2026-03-28");
+        assert_eq!(period(&berlin, crate::time::tm("2026-03-29T01:45:00Z")).unwrap(), ("2026-03-29".into(), crate::time::tm("2026-03-29T01:30:00.000Z")));
+        assert_eq!(period(&berlin, crate::time::tm("2026-03-29T01:00:00Z")).unwrap().0, "2026-03-28");
         // 2026-10-25 02:30 happens twice; the period starts at the first (CEST, 00:30 UTC), once.
-        assert_eq!(period(&berlin, "2026-10-25T01:45:00Z").unwrap(), ("2026-10-25".into(), "2026-10-25T00:30:00.000Z".into()));
-        assert_eq!(next_after(&def("months", 1), "2026-01-31T00:00:00.000Z").as_deref(), Some("2026-02-28T00:00:00.000Z"));
+        assert_eq!(period(&berlin, crate::time::tm("2026-10-25T01:45:00Z")).unwrap(), ("2026-10-25".into(), crate::time::tm("2026-10-25T00:30:00.000Z")));
+        assert_eq!(
+            next_after(&def("months", 1), crate::time::tm("2026-01-31T00:00:00.000Z")).map(|x| x.to_string()).as_deref(),
+            Some("2026-02-28T00:00:00.000Z")
+        );
     }
 
     #[test]
@@ -172,19 +173,22 @@ mod tests {
         assert_eq!(interval_for(&d, &record(serde_json::json!({"interval": 1_000_000}))), None, "past the 10-year limit");
         assert_eq!(interval_for(&d, &record(serde_json::json!({}))), None);
         // Last done on 2026-10-01: due 90 days later at 08:00 Shanghai (00:00 UTC).
-        assert_eq!(first_due(&d, &record(serde_json::json!({"last": "2026-10-01"})), 90).as_deref(), Some("2026-12-30T00:00:00.000Z"));
+        assert_eq!(first_due(&d, &record(serde_json::json!({"last": "2026-10-01"})), 90).map(|x| x.to_string()).as_deref(), Some("2026-12-30T00:00:00.000Z"));
         assert_eq!(first_due(&d, &record(serde_json::json!({})), 90), None);
     }
 
     #[test]
     fn periods() {
         // 2026-12-01 07:59 in Shanghai is still November's period.
-        assert_eq!(period(&def("months", 1), "2026-11-30T23:59:00Z").unwrap().0, "2026-11");
-        assert_eq!(period(&def("months", 1), "2026-12-01T00:00:00Z").unwrap(), ("2026-12".into(), "2026-12-01T00:00:00.000Z".into()));
-        assert_eq!(period(&def("months", 3), "2026-12-15T00:00:00Z").unwrap().0, "2026-10");
-        assert_eq!(period(&def("days", 1), "2026-11-25T01:00:00Z").unwrap().0, "2026-11-25");
-        assert_eq!(period(&def("days", 1), "2026-11-24T23:00:00Z").unwrap().0, "2026-11-24");
-        assert_eq!(period(&def("weeks", 1), "2026-11-25T01:00:00Z").unwrap().0, "2026-11-23");
-        assert_eq!(period(&def("hours", 2), "2026-11-25T01:30:00Z").unwrap().1, "2026-11-25T00:00:00.000Z");
+        assert_eq!(period(&def("months", 1), crate::time::tm("2026-11-30T23:59:00Z")).unwrap().0, "2026-11");
+        assert_eq!(
+            period(&def("months", 1), crate::time::tm("2026-12-01T00:00:00Z")).unwrap(),
+            ("2026-12".into(), crate::time::tm("2026-12-01T00:00:00.000Z"))
+        );
+        assert_eq!(period(&def("months", 3), crate::time::tm("2026-12-15T00:00:00Z")).unwrap().0, "2026-10");
+        assert_eq!(period(&def("days", 1), crate::time::tm("2026-11-25T01:00:00Z")).unwrap().0, "2026-11-25");
+        assert_eq!(period(&def("days", 1), crate::time::tm("2026-11-24T23:00:00Z")).unwrap().0, "2026-11-24");
+        assert_eq!(period(&def("weeks", 1), crate::time::tm("2026-11-25T01:00:00Z")).unwrap().0, "2026-11-23");
+        assert_eq!(period(&def("hours", 2), crate::time::tm("2026-11-25T01:30:00Z")).unwrap().1, crate::time::tm("2026-11-25T00:00:00.000Z"));
     }
 }

@@ -4,6 +4,7 @@
 use crate::bundle::Bundle;
 use crate::decide::{Outcome, Rejection};
 use crate::instance::{Actor, Effect, EventKind, Instance};
+use crate::time::Time;
 use flowform_model::{Amount, NotifyDef, Recipient, WorkflowDef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ pub struct TimerSpec {
     pub timer: String,
     pub state: String,
     pub entered_seq: u64,
-    pub due_at: String,
+    pub due_at: Time,
 }
 
 /// A notification to render and send.
@@ -38,40 +39,33 @@ pub(crate) fn minutes(amount: &Amount, instance: &Instance) -> Option<i64> {
     }
 }
 
-/// `now` plus some seconds, as stored.
-pub fn add_seconds(now: &str, seconds: i64) -> Option<String> {
-    let t: jiff::Timestamp = now.parse().ok()?;
-    let due = t.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()?;
-    Some(format!("{due:.3}"))
+/// `now` plus some seconds.
+pub fn add_seconds(now: Time, seconds: i64) -> Option<Time> {
+    now.checked_add_secs(seconds)
 }
 
-/// `now` plus some minutes, as stored (RFC 3339, milliseconds, UTC).
-pub fn add_minutes(now: &str, minutes: i64) -> Option<String> {
-    let t: jiff::Timestamp = now.parse().ok()?;
-    // Minutes may come from instance data: past the limit there is no deadline, never a panic.
-    if !(0..=flowform_model::defs::MAX_MINUTES).contains(&minutes) {
-        return None;
-    }
-    let due = t.checked_add(jiff::SignedDuration::from_mins(minutes)).ok()?;
-    Some(format!("{due:.3}"))
+/// `now` plus some minutes; `None` past the limit (minutes may come from
+/// instance data: past it there is no deadline, never a panic).
+pub fn add_minutes(now: Time, minutes: i64) -> Option<Time> {
+    now.checked_add_mins(minutes)
 }
 
 /// Called when `instance` has just entered its state: records the entry, sets
 /// the SLA deadline and returns the timers to arm.
-pub(crate) fn due(model: &flowform_model::Model, calendar: &Option<flowform_model::Sp<String>>, now: &str, minutes: i64) -> Option<String> {
+pub(crate) fn due(model: &flowform_model::Model, calendar: &Option<flowform_model::Sp<String>>, now: Time, minutes: i64) -> Option<Time> {
     match calendar.as_ref().and_then(|c| model.calendars.get(&c.value)) {
         Some(cal) => crate::calendar::add_working_minutes(cal, now, minutes),
         None => add_minutes(now, minutes),
     }
 }
 
-pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &mut Instance, now: &str) -> Vec<TimerSpec> {
-    instance.state_entered_at = now.to_string();
+pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &mut Instance, now: Time) -> Vec<TimerSpec> {
+    instance.state_entered_at = now;
     instance.state_entered_seq = instance.version;
     instance.overdue = false;
     instance.due_at = None;
     let Some(state) = wf.state(&instance.state) else { return Vec::new() };
-    let spec = |timer: String, due_at: String, instance: &Instance| TimerSpec {
+    let spec = |timer: String, due_at: Time, instance: &Instance| TimerSpec {
         instance_id: instance.id.clone(),
         timer,
         state: instance.state.clone(),
@@ -82,7 +76,7 @@ pub fn enter_state(model: &flowform_model::Model, wf: &WorkflowDef, instance: &m
     if let Some(sla) = &state.sla
         && let Some(due) = minutes(sla, instance).and_then(|m| due(model, &state.sla_calendar, now, m))
     {
-        instance.due_at = Some(due.clone());
+        instance.due_at = Some(due);
         out.push(spec("sla".into(), due, instance));
     }
     for (i, t) in state.timers.iter().enumerate() {
@@ -99,7 +93,7 @@ pub(crate) fn system() -> Actor {
 
 /// Fires a due timer. `None` when it no longer applies (the instance left the
 /// state, or re-entered it since); the caller then just drops the timer.
-pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: &str) -> Result<Option<Outcome>, Rejection> {
+pub fn fire(bundle: &Bundle, instance: &Instance, spec: &TimerSpec, now: Time) -> Result<Option<Outcome>, Rejection> {
     if instance.state != spec.state || instance.state_entered_seq != spec.entered_seq {
         return Ok(None);
     }
@@ -150,8 +144,8 @@ mod tests {
     /// Regression: minutes from a data field past jiff's range panicked in the tick loop.
     #[test]
     fn minutes_past_the_limit_give_no_deadline_instead_of_a_panic() {
-        let now = "2026-11-30T00:00:00.000Z";
-        assert_eq!(super::add_minutes(now, 60).as_deref(), Some("2026-11-30T01:00:00.000Z"));
+        let now = crate::time::tm("2026-11-30T00:00:00.000Z");
+        assert_eq!(super::add_minutes(now, 60).map(|x| x.to_string()).as_deref(), Some("2026-11-30T01:00:00.000Z"));
         assert_eq!(super::add_minutes(now, i64::MAX), None);
         assert_eq!(super::add_minutes(now, -1), None);
     }

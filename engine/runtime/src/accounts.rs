@@ -10,7 +10,7 @@
 use crate::Runtime;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use flowform_core::Actor;
+use flowform_core::{Actor, Time};
 use flowform_store::{AuditEntry, AuthOp, Job, SessionRecord, StoreError, TokenRecord, UserAccount};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -111,8 +111,8 @@ pub struct UserView {
     pub email: Option<String>,
     pub disabled: bool,
     pub has_password: bool,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Time,
+    pub updated_at: Time,
 }
 
 impl From<&UserAccount> for UserView {
@@ -127,8 +127,8 @@ impl From<&UserAccount> for UserView {
             email: u.email.clone(),
             disabled: u.disabled,
             has_password: u.password_hash.is_some(),
-            created_at: u.created_at.clone(),
-            updated_at: u.updated_at.clone(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
         }
     }
 }
@@ -139,10 +139,10 @@ pub struct TokenView {
     pub id: String,
     pub user: String,
     pub name: String,
-    pub created_at: String,
-    pub expires_at: String,
+    pub created_at: Time,
+    pub expires_at: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
+    pub revoked_at: Option<Time>,
     pub active: bool,
 }
 
@@ -210,10 +210,6 @@ struct Attempts {
 /// Argon2 verifications at once.
 const HASHING_PERMITS: usize = 2;
 
-fn parse_time(s: &str) -> Option<Timestamp> {
-    s.parse().ok()
-}
-
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::fill(&mut b[..]);
@@ -259,14 +255,14 @@ pub fn actor_of(u: &UserAccount) -> Actor {
 }
 
 fn token_view(t: &TokenRecord, now: Timestamp) -> TokenView {
-    let active = t.revoked_at.is_none() && parse_time(&t.expires_at).is_some_and(|e| e > now);
+    let active = t.revoked_at.is_none() && t.expires_at.timestamp() > now;
     TokenView {
         id: t.id.clone(),
         user: t.user.clone(),
         name: t.name.clone(),
-        created_at: t.created_at.clone(),
-        expires_at: t.expires_at.clone(),
-        revoked_at: t.revoked_at.clone(),
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+        revoked_at: t.revoked_at,
         active,
     }
 }
@@ -289,8 +285,8 @@ impl Runtime {
         }
         let mut expired = Vec::new();
         for s in self.store.sessions()? {
-            let created = parse_time(&s.created_at).unwrap_or(now);
-            let seen = parse_time(&s.seen_at).unwrap_or(created);
+            let created = s.created_at.timestamp();
+            let seen = s.seen_at.timestamp().max(created);
             if now.duration_since(seen) > SESSION_IDLE || now.duration_since(created) > SESSION_ABSOLUTE {
                 expired.push(AuthOp::DeleteSession(s.hash));
                 continue;
@@ -323,9 +319,8 @@ impl Runtime {
                     m.tokens.insert(t.hash.clone(), t);
                 }
                 AuthOp::PutSession(s) => {
-                    let now = self.clock.now();
-                    let created = parse_time(&s.created_at).unwrap_or(now);
-                    let seen = parse_time(&s.seen_at).unwrap_or(now);
+                    let created = s.created_at.timestamp();
+                    let seen = s.seen_at.timestamp().max(created);
                     m.sessions.insert(s.hash.clone(), LiveSession { record: s, created, seen, written: seen });
                 }
                 AuthOp::DeleteSession(h) => {
@@ -375,7 +370,7 @@ impl Runtime {
         let now = self.clock.now();
         let m = self.accounts.memory.read().ok()?;
         let t = m.tokens.get(&hash)?;
-        if t.revoked_at.is_some() || parse_time(&t.expires_at).is_none_or(|e| e <= now) {
+        if t.revoked_at.is_some() || t.expires_at.timestamp() <= now {
             return None;
         }
         let user = m.users.get(&t.user).filter(|u| !u.disabled)?;
@@ -397,7 +392,7 @@ impl Runtime {
             live.seen = now;
             if now.duration_since(live.written) > SEEN_WRITE_EVERY {
                 live.written = now;
-                live.record.seen_at = format!("{now:.3}");
+                live.record.seen_at = Time::from(now);
                 write_seen = Some(live.record.clone());
             }
             let (user, csrf) = (live.record.user.clone(), live.record.csrf.clone());
@@ -511,11 +506,11 @@ impl Runtime {
         // A new random id at every sign-in: a session id known before it is worthless after.
         let cookie = random_hex(32);
         let csrf = random_hex(32);
-        let at = format!("{now:.3}");
+        let at = Time::from(now);
         let record = SessionRecord {
             hash: crate::tokens::hash(&cookie),
             user: account.id.clone(),
-            created_at: at.clone(),
+            created_at: at,
             seen_at: at,
             csrf: csrf.clone(),
             address: address.map(str::to_string),
@@ -623,7 +618,7 @@ impl Runtime {
             email: new.email,
             disabled: false,
             password_hash,
-            created_at: now.clone(),
+            created_at: now,
             updated_at: now,
         };
         let audit = self.entry("user_created", by, &user.id, None, format!("roles {}", user.roles.join(",")));
@@ -688,12 +683,12 @@ impl Runtime {
         user.updated_at = self.now();
         // A new password ends every way in that the old one could have made:
         // the user's sessions and API tokens.
-        let now = format!("{:.3}", self.clock.now());
+        let now = self.now();
         let mut ops = vec![AuthOp::PutUser(user), AuthOp::DeleteSessionsOf(id.to_string())];
         let tokens: Vec<TokenRecord> =
             self.accounts.memory.read().map(|m| m.tokens.values().filter(|t| t.user == id && t.revoked_at.is_none()).cloned().collect()).unwrap_or_default();
         for mut t in tokens {
-            t.revoked_at = Some(now.clone());
+            t.revoked_at = Some(now);
             ops.push(AuthOp::PutToken(t));
         }
         let audit = self.entry("password_changed", by, id, None, "sessions ended, tokens revoked");
@@ -724,8 +719,8 @@ impl Runtime {
             hash: crate::tokens::hash(&secret),
             user: user.to_string(),
             name: if name.is_empty() { "API".to_string() } else { name.to_string() },
-            created_at: format!("{now:.3}"),
-            expires_at: format!("{expires:.3}"),
+            created_at: Time::from(now),
+            expires_at: Time::from(expires),
             revoked_at: None,
         };
         let audit = self.entry("token_created", by, &record.id, None, format!("for {user}, expires {}", record.expires_at));
@@ -753,7 +748,7 @@ impl Runtime {
         let mut token = found.filter(|t| owner.is_none_or(|o| t.user == o)).ok_or_else(|| AccountError::NoToken(id.to_string()))?;
         let now = self.clock.now();
         if token.revoked_at.is_none() {
-            token.revoked_at = Some(format!("{now:.3}"));
+            token.revoked_at = Some(Time::from(now));
             let audit = self.entry("token_revoked", by, id, None, format!("of {}", token.user));
             self.write_accounts(vec![AuthOp::PutToken(token.clone())], vec![audit])?;
         }
@@ -766,7 +761,7 @@ impl Runtime {
     pub fn import_legacy_accounts(&self, legacy: &flowform_store::LegacyAuth) -> Result<usize, AccountError> {
         let _changes = self.lock_changes()?;
         let now = self.clock.now();
-        let at = format!("{now:.3}");
+        let at = Time::from(now);
         let expires = now.checked_add(SignedDuration::from_hours(TOKEN_DEFAULT_DAYS * 24)).map_err(|e| AccountError::Invalid(e.to_string()))?;
         let mut ops = Vec::new();
         for a in &legacy.users {
@@ -777,8 +772,8 @@ impl Runtime {
                     roles: a.roles.clone(),
                     teams: a.teams.clone(),
                     email: a.email.clone(),
-                    created_at: at.clone(),
-                    updated_at: at.clone(),
+                    created_at: at,
+                    updated_at: at,
                     ..UserAccount::default()
                 }));
             }
@@ -789,8 +784,8 @@ impl Runtime {
                 hash: hash.clone(),
                 user: user.clone(),
                 name: "imported".into(),
-                created_at: at.clone(),
-                expires_at: format!("{expires:.3}"),
+                created_at: at,
+                expires_at: Time::from(expires),
                 revoked_at: None,
             }));
         }

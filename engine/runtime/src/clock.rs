@@ -5,9 +5,9 @@ use std::sync::Mutex;
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> jiff::Timestamp;
 
-    /// RFC 3339 in UTC with millisecond precision, as stored and shown.
-    fn now_rfc3339(&self) -> String {
-        format!("{:.3}", self.now())
+    /// The time as the core and the store carry it.
+    fn time(&self) -> flowform_core::Time {
+        flowform_core::Time::from(self.now())
     }
 }
 

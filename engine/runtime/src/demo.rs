@@ -224,7 +224,7 @@ fn load_users(path: &Path, bundle: &Bundle, runtime: &Runtime) -> Result<Vec<Str
             email: u.email,
             disabled: false,
             password_hash,
-            created_at: now.clone(),
+            created_at: now,
             updated_at: now,
         };
         runtime.import_user(account)?;

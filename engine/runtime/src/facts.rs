@@ -58,7 +58,7 @@ impl Times {
             && let Ok(ms) = jiff::Timestamp::from_millisecond(t.as_millisecond())
             && ms == t
         {
-            if format!("{t:.3}") == text {
+            if flowform_core::Time::from(t).to_string() == text {
                 return t.as_millisecond() << 1;
             }
             if t.to_string() == text {
@@ -108,7 +108,7 @@ impl Times {
             return v.clone();
         }
         match jiff::Timestamp::from_millisecond(c >> 1) {
-            Ok(t) if c & 1 == 0 => Value::String(format!("{t:.3}")),
+            Ok(t) if c & 1 == 0 => Value::String(flowform_core::Time::from(t).to_string()),
             Ok(t) => Value::String(t.to_string()),
             Err(_) => Value::Null,
         }
@@ -497,7 +497,7 @@ impl FactTable {
 }
 
 fn created_micros(i: &Instance) -> i64 {
-    i.created_at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_microsecond())
+    i.created_at.timestamp().as_microsecond()
 }
 
 /// An instance as a report row (what `report_rows` gives for it).
@@ -902,7 +902,7 @@ mod tests {
             "assignment": {}, "requester": "u", "bundle_version": "v"
         }))
         .unwrap_or_else(|e| panic!("{e}"));
-        i.created_at = created.into();
+        i.created_at = flowform_core::time::tm(created);
         i
     }
 

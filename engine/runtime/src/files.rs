@@ -94,7 +94,7 @@ impl FileStore {
 
     /// Stores `bytes` (written to a temporary file, synced, then renamed:
     /// a crash leaves either nothing or the whole file).
-    pub fn put(&self, name: &str, claimed_type: Option<&str>, bytes: &[u8], uploader: &str, now: &str) -> Result<FileMeta, FileError> {
+    pub fn put(&self, name: &str, claimed_type: Option<&str>, bytes: &[u8], uploader: &str, now: flowform_core::Time) -> Result<FileMeta, FileError> {
         if bytes.is_empty() {
             return Err(FileError::Empty);
         }
@@ -305,7 +305,7 @@ impl Runtime {
     /// Stores an upload by `actor`.
     pub fn upload(&self, name: &str, claimed_type: Option<&str>, bytes: &[u8], actor: &Actor) -> Result<FileMeta, FileError> {
         let now = self.now();
-        self.files()?.put(name, claimed_type, bytes, &actor.id, &now)
+        self.files()?.put(name, claimed_type, bytes, &actor.id, now)
     }
 
     /// Whether `actor` may read file `meta`, given where the page found it:

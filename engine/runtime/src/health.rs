@@ -170,8 +170,9 @@ impl Runtime {
             return Ok(0);
         }
         let retention = self.retention.lock().map(|r| *r).unwrap_or_default();
-        let cutoff =
-            |days: Option<i64>| days.and_then(|d| now.checked_sub(jiff::SignedDuration::from_hours(d.clamp(0, 36_600) * 24)).ok()).map(|t| format!("{t:.3}"));
+        let cutoff = |days: Option<i64>| {
+            days.and_then(|d| now.checked_sub(jiff::SignedDuration::from_hours(d.clamp(0, 36_600) * 24)).ok()).map(flowform_core::Time::from)
+        };
         let before = flowform_store::PruneBefore {
             outbox: cutoff(retention.outbox_days),
             ledger_events: cutoff(retention.ledger_events_days),

@@ -200,7 +200,7 @@ impl Runtime {
             }
             let input = Value::Object(data);
             if row_errors.is_empty() {
-                match flowform_core::records::create(&bundle, record_type, &input, actor, &now, Some(0), lang) {
+                match flowform_core::records::create(&bundle, record_type, &input, actor, now, Some(0), lang) {
                     Err(flowform_core::Rejection::InvalidInput(errors)) => {
                         row_errors.extend(errors.into_iter().map(|e| RowError { row: *row, field: e.field, message: e.message }))
                     }

@@ -157,7 +157,7 @@ impl Runtime {
     pub fn new(bundle: Bundle, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Runtime, StoreError> {
         store.put_bundle(&bundle.version, &bundle.sources)?;
         store.set_current_bundle(&bundle.version)?;
-        let loaded_at = clock.now_rfc3339();
+        let loaded_at = clock.time().to_string();
         let runtime = Runtime {
             app_dir: None,
             last_rejected: ArcSwap::from_pointee(None),
@@ -190,7 +190,7 @@ impl Runtime {
             let mut seen = seen.lock().ok()?;
             seen.entry(version.to_string()).or_insert_with(|| self.bundle_for(version).ok()).clone()
         };
-        replay::replay(self.store.as_ref(), candidate, &old, opts, &self.now())
+        replay::replay(self.store.as_ref(), candidate, &old, opts, self.now())
     }
 
     /// The bundle new instances start on.
@@ -211,8 +211,8 @@ impl Runtime {
         self.clock.now()
     }
 
-    pub fn now(&self) -> String {
-        self.clock.now_rfc3339()
+    pub fn now(&self) -> flowform_core::Time {
+        self.clock.time()
     }
 
     /// The bundle an instance runs on: the current one, or the version it started under.
@@ -340,15 +340,15 @@ impl Runtime {
             bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)).map(|f| f.def.fields.clone()).unwrap_or_default();
         let input = &self.fill_from(&bundle, &fields, input, &serde_json::Map::new())?;
         let mut reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
-        let first = flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads);
+        let first = flowform_core::start_with(&bundle, workflow, input, actor, now, &id, opts.lang, &reads);
         let mut outcome = if needs_people(&bundle, &first) {
             reads.people = self.people(&bundle)?;
-            flowform_core::start_with(&bundle, workflow, input, actor, &now, &id, opts.lang, &reads)?
+            flowform_core::start_with(&bundle, workflow, input, actor, now, &id, opts.lang, &reads)?
         } else {
             first?
         };
         if let Some(template) = bundle.workflow(workflow).and_then(|w| w.number.as_ref()) {
-            outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data, &now)?);
+            outcome.instance.number = Some(self.next_number(&bundle, workflow, &template.value, &outcome.instance.data, now)?);
         }
         let form = bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
         Ok(Err((self.prepare(&bundle, outcome, form.as_deref(), 0, idem, opts.lang)?, id)))
@@ -501,8 +501,8 @@ impl Runtime {
             for r in self.store.records(&roster.value)? {
                 let field = |f: &str| r.data.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
                 let (from, to) = (field("starts_at").parse::<jiff::Timestamp>(), field("ends_at").parse::<jiff::Timestamp>());
-                let at = now.parse::<jiff::Timestamp>();
-                if let (false, Ok(from), Ok(to), Ok(at)) = (r.archived, from, to, at)
+                let at = now.timestamp();
+                if let (false, Ok(from), Ok(to)) = (r.archived, from, to)
                     && from <= at
                     && at < to
                 {
@@ -535,10 +535,15 @@ impl Runtime {
     /// start form's data, today's date in the app's zone, and the next
     /// number of the workflow's sequence (one per day when the template has
     /// a date). A start that fails after this leaves a gap, never a duplicate.
-    fn next_number(&self, bundle: &Bundle, workflow: &str, template: &str, data: &serde_json::Map<String, Value>, now: &str) -> Result<String, CommandError> {
-        let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
-        let at = now.parse::<jiff::Timestamp>().unwrap_or_else(|_| self.clock.now());
-        let local = at.to_zoned_datetime(tz).strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    fn next_number(
+        &self,
+        bundle: &Bundle,
+        workflow: &str,
+        template: &str,
+        data: &serde_json::Map<String, Value>,
+        now: flowform_core::Time,
+    ) -> Result<String, CommandError> {
+        let local = bundle.local_text(now);
         // The sequence restarts with the most precise date the number shows.
         let digits: String = local.chars().filter(char::is_ascii_digit).collect();
         let period = [("{yyyyMMdd}", 8), ("{yyyyMM}", 6), ("{yyyy}", 4)].into_iter().find(|(token, _)| template.contains(token)).map(|(_, n)| &digits[..n]);
@@ -577,10 +582,10 @@ impl Runtime {
                 .unwrap_or_default();
             let input = &self.fill_from(&bundle, &fields, input, &instance.data)?;
             let mut reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
-            let first = flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads);
+            let first = flowform_core::transition_with(&bundle, &instance, name, input, actor, now, opts.lang, &reads);
             let outcome = if needs_people(&bundle, &first) {
                 reads.people = self.people(&bundle)?;
-                flowform_core::transition_with(&bundle, &instance, name, input, actor, &now, opts.lang, &reads)?
+                flowform_core::transition_with(&bundle, &instance, name, input, actor, now, opts.lang, &reads)?
             } else {
                 first?
             };
@@ -626,15 +631,15 @@ impl Runtime {
             let failed = |source: CommandError| CommandError::LinkedStart { workflow: link.workflow.clone(), item: link.item, source: Box::new(source) };
             let child_actor = Actor { roles: if link.roles.is_empty() { actor.roles.clone() } else { link.roles.clone() }, ..actor.clone() };
             let id = self.new_id();
-            let now = write.event.at.clone();
+            let now = write.event.at;
             let form = bundle.workflow(&link.workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
             let fields = form.as_deref().and_then(|f| bundle.form(f)).map(|f| f.def.fields.clone()).unwrap_or_default();
             let input = self.fill_from(bundle, &fields, &Value::Object(link.data.clone()), &serde_json::Map::new()).map_err(failed)?;
             let mut reads = self.reads(bundle, &link.workflow, &serde_json::Map::new(), &input).map_err(failed)?;
-            let first = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads);
+            let first = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, now, &id, lang, &reads);
             let mut outcome = if needs_people(bundle, &first) {
                 reads.people = self.people(bundle).map_err(failed)?;
-                flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, &now, &id, lang, &reads)
+                flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, now, &id, lang, &reads)
             } else {
                 first
             }
@@ -642,7 +647,7 @@ impl Runtime {
             outcome.instance.parent = Some(write.instance.id.clone());
             outcome.event.parent = Some(write.instance.id.clone());
             if let Some(template) = bundle.workflow(&link.workflow).and_then(|w| w.number.as_ref()) {
-                outcome.instance.number = Some(self.next_number(bundle, &link.workflow, &template.value, &outcome.instance.data, &now).map_err(failed)?);
+                outcome.instance.number = Some(self.next_number(bundle, &link.workflow, &template.value, &outcome.instance.data, now).map_err(failed)?);
             }
             let mut child = self.prepare(bundle, outcome, form.as_deref(), 0, None, lang).map_err(failed)?;
             if !child.postings.is_empty() {
@@ -774,7 +779,7 @@ impl Runtime {
     /// What `actor` may do on `instance` now.
     pub fn available_transitions(&self, instance: &Instance, actor: &Actor) -> Vec<AvailableTransition> {
         match self.bundle_for(&instance.bundle_version) {
-            Ok(bundle) => flowform_core::available_transitions(&bundle, instance, actor, &self.now()),
+            Ok(bundle) => flowform_core::available_transitions(&bundle, instance, actor, self.now()),
             Err(_) => Vec::new(),
         }
     }
@@ -858,7 +863,7 @@ fn merge_record_write(writes: &mut Vec<flowform_store::RecordWrite>, mut rw: flo
         return;
     }
     record.version = prev.record.version + 1;
-    record.updated_at = rw.record.updated_at.clone();
+    record.updated_at = rw.record.updated_at;
     rw.event.seq = prev.event.seq + 1;
     rw.event.changes = changes;
     rw.expected_version = prev.record.version;

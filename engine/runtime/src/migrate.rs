@@ -142,7 +142,7 @@ impl Runtime {
         }
         let now = self.now();
         for (instance, to_state) in plans {
-            let outcome = flowform_core::migrate::migrate(&target, &instance, &to_state, &req.map, actor, &now);
+            let outcome = flowform_core::migrate::migrate(&target, &instance, &to_state, &req.map, actor, now);
             let write = CommandWrite {
                 children: Vec::new(),
                 meta: Vec::new(),

@@ -3,7 +3,7 @@
 
 use crate::{CommandError, Runtime, other_outcome};
 use flowform_core::timers::NotifySpec;
-use flowform_core::{Actor, Bundle, Instance, Lang};
+use flowform_core::{Actor, Bundle, Instance, Lang, Time};
 use flowform_model::Recipient;
 use flowform_store::{CommitOutcome, InboxItem, OutboxItem};
 use serde_json::{Value, json};
@@ -106,9 +106,7 @@ impl Runtime {
     pub fn readable(&self, bundle: &Bundle, instance: &Instance) -> Value {
         let lang = bundle.model.app.default_language.as_str();
         let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
-        let local = |ts: &str| {
-            ts.parse::<jiff::Timestamp>().map_or_else(|_| ts.to_string(), |t| t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string())
-        };
+        let local = |t: Time| t.timestamp().to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string();
         let mut out = serde_json::Map::new();
         let forms = bundle
             .workflow(&instance.workflow)
@@ -138,7 +136,7 @@ impl Runtime {
                         Some(t) if bundle.model.record_types.contains_key(t) => self.store.record(t, id).ok().flatten().map_or_else(|| id.clone(), |r| r.title),
                         _ => self.store.instance(id).ok().flatten().and_then(|i| i.number).unwrap_or_else(|| id.clone()),
                     },
-                    (flowform_model::FieldType::Datetime, Value::String(t)) => local(t),
+                    (flowform_model::FieldType::Datetime, Value::String(t)) => Time::parse(t).map_or_else(|| t.clone(), local),
                     (flowform_model::FieldType::Boolean, Value::Bool(b)) => (if *b {
                         if lang == "en" { "yes" } else { "是" }
                     } else if lang == "en" {
@@ -170,8 +168,8 @@ impl Runtime {
             ("assignee", instance.assignment.assignee.as_deref().map(|a| self.display_name(a))),
             ("vendor", instance.assignment.vendor.clone()),
             ("requester", Some(self.display_name(&instance.requester))),
-            ("due_at", instance.due_at.as_deref().map(local)),
-            ("created_at", Some(local(&instance.created_at))),
+            ("due_at", instance.due_at.map(local)),
+            ("created_at", Some(local(instance.created_at))),
         ] {
             out.insert(k.into(), json!(v.unwrap_or_default()));
         }
@@ -213,7 +211,7 @@ impl Runtime {
                         title: title.clone(),
                         body: body.clone(),
                         instance_id: Some(instance.id.clone()),
-                        at: now.clone(),
+                        at: now,
                         read: false,
                     });
                 }
@@ -227,7 +225,7 @@ impl Runtime {
                         json!({"subject": title, "text": body}).to_string(),
                         &spec.template,
                         instance,
-                        &now,
+                        now,
                     ));
                 }
             }
@@ -239,7 +237,7 @@ impl Runtime {
                     .templates
                     .render(&format!("webhook:{channel}"), &context)
                     .unwrap_or_else(|e| json!({"error": e.to_string(), "title": title, "body": body}).to_string());
-                outbox.push(pending(channel, hook.url.value.clone(), payload, &spec.template, instance, &now));
+                outbox.push(pending(channel, hook.url.value.clone(), payload, &spec.template, instance, now));
             }
         }
         Ok((items, outbox))
@@ -253,7 +251,7 @@ impl Runtime {
         let now = self.now();
         let (mut delivered, mut failed) = (0, 0);
         let bundle = self.bundle();
-        for item in self.store.due_outbox(&now, 500)? {
+        for item in self.store.due_outbox(now, 500)? {
             let content_type = bundle.model.webhooks.get(&item.channel).map_or("application/json", |w| w.content_type.as_str()).to_string();
             let result = if item.channel == "email" {
                 self.send_mail(&item)
@@ -268,8 +266,7 @@ impl Runtime {
                 Err(error) => {
                     failed += 1;
                     tracing::warn!(channel = %item.channel, seq = item.seq, attempt = item.attempts + 1, %error, "webhook delivery failed");
-                    let next_at =
-                        (item.attempts + 1 < MAX_ATTEMPTS).then(|| flowform_core::timers::add_seconds(&now, backoff_seconds(item.attempts))).flatten();
+                    let next_at = (item.attempts + 1 < MAX_ATTEMPTS).then(|| flowform_core::timers::add_seconds(now, backoff_seconds(item.attempts))).flatten();
                     flowform_store::Job::Delivery { seq: item.seq, delivered: false, error: Some(error), next_at }
                 }
             };
@@ -281,7 +278,7 @@ impl Runtime {
     /// Puts a dead letter back in the queue, due now (after the receiver was
     /// fixed). Answers whether there was such a message.
     pub fn retry_outbox(&self, seq: u64) -> Result<bool, CommandError> {
-        let now = self.clock.now_rfc3339();
+        let now = self.clock.time();
         Ok(!matches!(self.store.submit(flowform_store::Job::RetryDelivery { seq, at: now })?, flowform_store::CommitOutcome::Missing))
     }
 
@@ -296,7 +293,7 @@ impl Runtime {
         let mut fired = 0;
         loop {
             let now = self.now();
-            let due = self.store.due_timers(&now, 100)?;
+            let due = self.store.due_timers(now, 100)?;
             if due.is_empty() {
                 return Ok(fired);
             }
@@ -305,7 +302,7 @@ impl Runtime {
             for timer in due {
                 // Each timer alone: one that cannot act is quarantined with its
                 // reason, and the others still fire. A panic counts as cannot act.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fire_one(&timer, &now)))
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fire_one(&timer, now)))
                     .unwrap_or_else(|_| Err(Failure::Permanent("firing the timer panicked (a bug; see the log)".into())));
                 match outcome {
                     Ok(Fired::Acted) => {
@@ -321,7 +318,7 @@ impl Runtime {
                     }
                     Err(Failure::Permanent(reason)) => {
                         tracing::error!(instance = %timer.instance_id, timer = %timer.timer, %reason, "timer quarantined");
-                        let q = flowform_store::Quarantined { timer: timer.clone(), reason, at: now.clone() };
+                        let q = flowform_store::Quarantined { timer: timer.clone(), reason, at: now };
                         self.store.submit(flowform_store::Job::QuarantineTimer(q))?;
                         progressed = true;
                     }
@@ -340,7 +337,7 @@ impl Runtime {
 
     /// Fires one due timer. `Err`: why it cannot fire — for now (storage),
     /// or for good (the instance's definitions, a refused posting, a rule).
-    fn fire_one(&self, timer: &flowform_core::timers::TimerSpec, now: &str) -> Result<Fired, Failure> {
+    fn fire_one(&self, timer: &flowform_core::timers::TimerSpec, now: Time) -> Result<Fired, Failure> {
         let Some(instance) = self.store.instance(&timer.instance_id).map_err(Failure::from_store)? else {
             self.store.submit(flowform_store::Job::DropTimer(timer.clone())).map_err(Failure::from_store)?;
             return Ok(Fired::Done);
@@ -437,7 +434,7 @@ impl Runtime {
                         title: title.clone(),
                         body: body.clone(),
                         instance_id: None,
-                        at: now.clone(),
+                        at: now,
                         read: false,
                     });
                 }
@@ -461,7 +458,7 @@ impl Runtime {
 }
 
 /// A new outbox message, due at once.
-fn pending(channel: &str, url: String, body: String, template: &str, instance: &Instance, now: &str) -> OutboxItem {
+fn pending(channel: &str, url: String, body: String, template: &str, instance: &Instance, now: Time) -> OutboxItem {
     OutboxItem {
         seq: 0,
         channel: channel.to_string(),
@@ -469,10 +466,10 @@ fn pending(channel: &str, url: String, body: String, template: &str, instance: &
         body,
         template: template.to_string(),
         instance_id: Some(instance.id.clone()),
-        created_at: now.to_string(),
+        created_at: now,
         status: "pending".into(),
         attempts: 0,
-        next_at: now.to_string(),
+        next_at: now,
         last_error: None,
     }
 }

@@ -283,7 +283,7 @@ impl Runtime {
             return Ok(Vec::new());
         }
         let tz = bundle.model.app.timezone.as_ref().and_then(|t| jiff::tz::TimeZone::get(&t.value).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
-        let today = event.at.parse::<jiff::Timestamp>().map(|t| t.to_zoned_datetime(tz).date().to_string()).unwrap_or_default();
+        let today = event.at.timestamp().to_zoned_datetime(tz).date().to_string();
         let forms: Vec<&FieldDef> = wf
             .start
             .form
@@ -320,16 +320,16 @@ impl Runtime {
                 let mut context = instance.data.clone();
                 context.insert("now".into(), json!(event.at));
                 context.insert("today".into(), json!(today));
-                let value = records::fill_value(value, &context, &event.at);
+                let value = records::fill_value(value, &context, &bundle.local_text(event.at));
                 data.insert(name.value.clone(), value);
             }
             if data == current.data {
                 continue; // already so: no change, no event
             }
             let (mut record, mut record_event) =
-                records::update(bundle, &current, &Value::Object(data), &actor, &event.at, lang).map_err(CommandError::Rejected)?;
+                records::update(bundle, &current, &Value::Object(data), &actor, event.at, lang).map_err(CommandError::Rejected)?;
             record_event.cause = Some(instance.id.clone());
-            record.updated_at = event.at.clone();
+            record.updated_at = event.at;
             let (_, form) = record_form(bundle, &record.record_type)?;
             // Only live records may be referred to, as for any record write.
             let problems = self.check_references(bundle, &form.def.fields, &record.data, "", lang)?;
@@ -419,7 +419,7 @@ impl Runtime {
         } else {
             None
         };
-        let (record, event) = records::create(&bundle, type_name, input, actor, &self.now(), seq, lang)?;
+        let (record, event) = records::create(&bundle, type_name, input, actor, self.now(), seq, lang)?;
         let record = self.write_record(&bundle, record, event, 0, lang)?;
         self.run_triggers(&bundle, &record);
         Ok(record)
@@ -440,7 +440,7 @@ impl Runtime {
                         input: json!({}),
                         actor: json!({"id": "system", "roles": [], "teams": []}),
                         records: std::sync::Arc::new(Value::Null),
-                        now: self.now(),
+                        now: self.now().to_string(),
                     };
                     match bundle.rules.run_guard(&flowform_rules::trigger_key(&rt.name, i), &ctx) {
                         Ok(b) => b,
@@ -507,7 +507,7 @@ impl Runtime {
         {
             return Err(CommandError::StaleVersion { expected, current: current.version });
         }
-        let (record, event) = records::update(&bundle, &current, input, actor, &self.now(), lang)?;
+        let (record, event) = records::update(&bundle, &current, input, actor, self.now(), lang)?;
         self.write_record(&bundle, record, event, current.version, lang)
     }
 
@@ -516,7 +516,7 @@ impl Runtime {
         if current.archived == archived {
             return Ok(current);
         }
-        let (record, event) = records::set_archived(&current, archived, actor, &self.now());
+        let (record, event) = records::set_archived(&current, archived, actor, self.now());
         let refs = self
             .bundle()
             .model

@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// The last attempt that was refused, with every problem found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Rejected {
-    pub at: String,
+    pub at: flowform_core::Time,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -91,7 +91,7 @@ impl Runtime {
         let to = bundle.version.clone();
         let bundle = Arc::new(bundle);
         self.current.store(bundle.clone());
-        self.loaded_at.store(Arc::new(self.now()));
+        self.loaded_at.store(Arc::new(self.now().to_string()));
         tracing::info!(from = %current.version, to = %to, "definitions reloaded");
         let migrated = self.auto_migrate(&bundle);
         ReloadOutcome::Reloaded { from: current.version.clone(), to, migrated }

@@ -5,7 +5,7 @@
 
 use crate::CommandError;
 use flowform_core::replay::{InstanceReplay, Recorded, Summary, replay_instance};
-use flowform_core::{Bundle, Event, Lang, Reads};
+use flowform_core::{Bundle, Event, Lang, Reads, Time};
 use flowform_store::{InstanceFilter, Store};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -34,10 +34,10 @@ impl Default for ReplayOptions {
 pub struct ReplayReport {
     /// The candidate bundle's version.
     pub version: String,
-    pub now: String,
+    pub now: Time,
     /// Instances created at or after this moment were replayed (none: all).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
+    pub since: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
     pub summary: Summary,
@@ -87,7 +87,7 @@ pub fn replay(
     candidate: &Bundle,
     old: &(dyn Fn(&str) -> Option<Arc<Bundle>> + Sync),
     opts: &ReplayOptions,
-    now: &str,
+    now: Time,
 ) -> Result<ReplayReport, CommandError> {
     if let Some(w) = &opts.workflow
         && candidate.workflow(w).is_none()
@@ -96,9 +96,8 @@ pub fn replay(
     }
     let since = match opts.since_days {
         Some(days) => {
-            let at: jiff::Timestamp = now.parse().map_err(|e| CommandError::Internal(format!("bad clock value {now}: {e}")))?;
-            let back = jiff::SignedDuration::from_hours(24 * i64::from(days.min(36_600)));
-            Some(format!("{:.3}", at.checked_sub(back).map_err(|e| CommandError::BadQuery(format!("`since` is too far back: {e}")))?))
+            let back = jiff::SignedDuration::from_hours(-24 * i64::from(days.min(36_600)));
+            Some(now.checked_add(back).ok_or_else(|| CommandError::BadQuery(format!("`since` is too far back: {days} days")))?)
         }
         None => None,
     };
@@ -146,7 +145,7 @@ pub fn replay(
                 let mut batch = Vec::with_capacity(page.items.len());
                 let mut older = false;
                 for i in page.items {
-                    if since.as_deref().is_some_and(|s| i.created_at.as_str() < s) {
+                    if since.is_some_and(|s| i.created_at < s) {
                         older = true;
                         break;
                     }
@@ -182,7 +181,7 @@ pub fn replay(
     items.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(ReplayReport {
         version: candidate.version.clone(),
-        now: now.to_string(),
+        now,
         since,
         workflow: opts.workflow.clone(),
         truncated: all.summary.affected > items.len(),
@@ -201,7 +200,7 @@ fn replay_chunk(
     old: &(dyn Fn(&str) -> Option<Arc<Bundle>> + Sync),
     sources: &Sources,
     chunk: &[flowform_core::Instance],
-    now: &str,
+    now: Time,
     lang: Lang,
 ) -> Result<Vec<InstanceReplay>, CommandError> {
     let ids: Vec<&str> = chunk.iter().map(|i| i.id.as_str()).collect();

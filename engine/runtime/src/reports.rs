@@ -255,7 +255,7 @@ impl Runtime {
                     let all_older = q.from.is_some_and(|from| {
                         rep.time.value == "created_at"
                             && matches!(rep.source, ReportSource::Instances { .. })
-                            && page.items.iter().all(|i| i.created_at.parse::<jiff::Timestamp>().is_ok_and(|t| t < from))
+                            && page.items.iter().all(|i| i.created_at.timestamp() < from)
                     });
                     match page.next {
                         Some(next) if !all_older => before = Some(next),
@@ -774,8 +774,7 @@ impl Runtime {
         let mut numeric = vec![false; 7];
         numeric.extend(fields.iter().map(|f| matches!(f.field_type, FieldType::Integer | FieldType::Number)));
         let tz = crate::app_zone(&bundle);
-        let local =
-            |t: &str| t.parse::<jiff::Timestamp>().map_or_else(|_| t.to_string(), |t| t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string());
+        let local = |t: flowform_core::Time| t.timestamp().to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string();
         let mut rows = Vec::new();
         let mut page_filter = filter.clone();
         loop {
@@ -785,8 +784,8 @@ impl Runtime {
                 let mut row = vec![
                     i.number.clone().unwrap_or_else(|| i.id.clone()),
                     text["state"].as_str().unwrap_or_default().to_string(),
-                    local(&i.created_at),
-                    local(&i.updated_at),
+                    local(i.created_at),
+                    local(i.updated_at),
                     i.assignment.team.as_deref().map(|t| self.team_label(&bundle, t, code)).unwrap_or_default(),
                     i.assignment.assignee.as_deref().map(|a| self.display_name(a)).unwrap_or_default(),
                     self.display_name(&i.requester),

@@ -50,7 +50,7 @@ impl Runtime {
         let mut runs = Vec::new();
         for sc in bundle.model.schedules.values() {
             if sc.after_completion {
-                let started = self.run_after_completion(sc, &now).await?;
+                let started = self.run_after_completion(sc, now).await?;
                 if started > 0 {
                     runs.push(ScheduleRun {
                         schedule: sc.name.clone(),
@@ -63,7 +63,7 @@ impl Runtime {
                 }
                 continue;
             }
-            let Some((period, start)) = flowform_core::schedules::period(sc, &now) else { continue };
+            let Some((period, start)) = flowform_core::schedules::period(sc, now) else { continue };
             let meta_key = format!("schedule:{}", sc.name);
             let store = self.store.clone();
             let last = tokio::task::spawn_blocking({
@@ -82,7 +82,7 @@ impl Runtime {
             // A schedule that never ran (a new install, a schedule just added)
             // starts with its next period: it does not catch up past ones.
             let new_schedule = last.is_none();
-            if !begun && (!sc.catch_up_once || new_schedule) && flowform_core::schedules::missed(&start, &now) {
+            if !begun && (!sc.catch_up_once || new_schedule) && flowform_core::schedules::missed(start, now) {
                 run.skipped = true;
             } else {
                 if !begun {
@@ -155,7 +155,7 @@ impl Runtime {
     /// `anchor: completion`: per record, the next instance is due `every` after
     /// the previous one reached a final state (the first one at once). The count
     /// is part of the idempotency key, so a crash never makes a duplicate.
-    async fn run_after_completion(&self, sc: &flowform_model::ScheduleDef, now: &str) -> Result<usize, CommandError> {
+    async fn run_after_completion(&self, sc: &flowform_model::ScheduleDef, now: flowform_core::Time) -> Result<usize, CommandError> {
         if sc.record.is_none() {
             return Ok(0);
         }
@@ -169,7 +169,7 @@ impl Runtime {
             let Some(interval) = flowform_core::schedules::interval_for(sc, &record.data) else { continue };
             let (n, due) = match last.as_deref().and_then(|v| v.split_once('|')) {
                 // The first: due `every` after the record's last date (`first_due`), else at once.
-                None => (1u64, flowform_core::schedules::first_due(sc, &record.data, interval).is_none_or(|d| d.as_str() <= now)),
+                None => (1u64, flowform_core::schedules::first_due(sc, &record.data, interval).is_none_or(|d| d <= now)),
                 Some((n, id)) => {
                     let n: u64 = n.parse().unwrap_or(1);
                     match self.store.instance(id)? {
@@ -177,8 +177,8 @@ impl Runtime {
                         Some(i) => {
                             let finished =
                                 self.bundle_for(&i.bundle_version)?.workflow(&i.workflow).and_then(|w| w.state(&i.state)).is_some_and(|s| s.is_final);
-                            let next = flowform_core::schedules::next_after_n(sc, &i.updated_at, interval);
-                            (n + 1, finished && next.is_some_and(|d| d.as_str() <= now))
+                            let next = flowform_core::schedules::next_after_n(sc, i.updated_at, interval);
+                            (n + 1, finished && next.is_some_and(|d| d <= now))
                         }
                     }
                 }

@@ -2,6 +2,7 @@
 //! layer, kept in the main store like everything else so that a change is
 //! one durable transaction and the server's memory can follow it exactly.
 
+use flowform_core::Time;
 use serde::{Deserialize, Serialize};
 
 /// A user of the application, managed by admins.
@@ -29,9 +30,9 @@ pub struct UserAccount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
     #[serde(default)]
-    pub created_at: String,
+    pub created_at: Time,
     #[serde(default)]
-    pub updated_at: String,
+    pub updated_at: Time,
 }
 
 /// An API token: only its SHA-256 hash is kept.
@@ -42,10 +43,10 @@ pub struct TokenRecord {
     pub hash: String,
     pub user: String,
     pub name: String,
-    pub created_at: String,
-    pub expires_at: String,
+    pub created_at: Time,
+    pub expires_at: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
+    pub revoked_at: Option<Time>,
 }
 
 /// A signed-in browser: only the SHA-256 hash of its cookie is kept.
@@ -53,9 +54,9 @@ pub struct TokenRecord {
 pub struct SessionRecord {
     pub hash: String,
     pub user: String,
-    pub created_at: String,
+    pub created_at: Time,
     /// The last request, as last written (written at most every few minutes).
-    pub seen_at: String,
+    pub seen_at: Time,
     /// The token forms of this session carry against cross-site requests.
     pub csrf: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +69,7 @@ pub struct AuditEntry {
     /// Numbered by the store.
     #[serde(default)]
     pub seq: u64,
-    pub at: String,
+    pub at: Time,
     /// `login`, `login_failed`, `logout`, `token_created`, `token_revoked`,
     /// `user_created`, `user_changed`, `user_disabled`, `password_changed`,
     /// `sessions_ended`, `permission_denied`.
@@ -96,6 +97,6 @@ pub enum AuthOp {
     /// Records a session's last request, if the session still exists.
     TouchSession {
         hash: String,
-        seen_at: String,
+        seen_at: Time,
     },
 }

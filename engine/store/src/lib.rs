@@ -27,7 +27,7 @@ pub mod tables;
 use flowform_core::ledger::{Balance, Posting, Violation};
 use flowform_core::records::{Record, RecordEvent};
 use flowform_core::timers::TimerSpec;
-use flowform_core::{Event, Instance};
+use flowform_core::{Event, Instance, Time};
 use flowform_model::Sources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,7 +104,7 @@ pub struct CommandWrite {
 pub struct Quarantined {
     pub timer: TimerSpec,
     pub reason: String,
-    pub at: String,
+    pub at: Time,
 }
 
 /// A record's trigger that could not start its workflow.
@@ -114,7 +114,7 @@ pub struct FailedTrigger {
     pub record: String,
     pub workflow: String,
     pub reason: String,
-    pub at: String,
+    pub at: Time,
 }
 
 /// A message in a user's in-app inbox.
@@ -126,7 +126,7 @@ pub struct InboxItem {
     pub title: String,
     pub body: String,
     pub instance_id: Option<String>,
-    pub at: String,
+    pub at: Time,
     pub read: bool,
 }
 
@@ -139,11 +139,11 @@ pub struct OutboxItem {
     pub body: String,
     pub template: String,
     pub instance_id: Option<String>,
-    pub created_at: String,
+    pub created_at: Time,
     /// `pending`, `delivered` or `dead`.
     pub status: String,
     pub attempts: u32,
-    pub next_at: String,
+    pub next_at: Time,
     pub last_error: Option<String>,
 }
 
@@ -163,7 +163,7 @@ pub struct RecordWrite {
 pub struct LedgerWrite {
     pub postings: Vec<PostingWrite>,
     pub actor: String,
-    pub at: String,
+    pub at: Time,
     /// A retried request with the same key gets the first request's movements.
     pub idempotency: Option<IdempotencyKey>,
 }
@@ -266,13 +266,13 @@ pub enum Job {
         seq: u64,
         delivered: bool,
         error: Option<String>,
-        next_at: Option<String>,
+        next_at: Option<Time>,
     },
     /// A dead letter goes back to the queue (an admin fixed the receiver):
     /// pending again, due `at`, its attempts counted afresh.
     RetryDelivery {
         seq: u64,
-        at: String,
+        at: Time,
     },
 }
 
@@ -298,18 +298,18 @@ pub struct IdempotentResult {
     pub movements: Option<Vec<Movement>>,
     /// When the first request was made (for retention; older keys have none and are kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
+    pub at: Option<Time>,
 }
 
 /// Cut-off times of a [`Job::Prune`]; `None`: keep that kind forever.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneBefore {
     /// Delivered outbox messages created before this time.
-    pub outbox: Option<String>,
+    pub outbox: Option<Time>,
     /// Ledger events (already notified) from before this time.
-    pub ledger_events: Option<String>,
+    pub ledger_events: Option<Time>,
     /// Idempotency keys first used before this time.
-    pub idempotency: Option<String>,
+    pub idempotency: Option<Time>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -434,7 +434,7 @@ pub struct Movement {
     pub reserved_delta: i64,
     pub reason: String,
     pub actor: String,
-    pub at: String,
+    pub at: Time,
     /// The instance and event that caused it, when a transition posted it.
     pub instance_id: Option<String>,
     pub event_seq: Option<u64>,
@@ -450,7 +450,7 @@ pub struct LedgerEvent {
     pub value: String,
     pub available: i64,
     pub minimum: i64,
-    pub at: String,
+    pub at: Time,
 }
 
 /// Where instances, events, records, ledgers, bundle versions and users are kept.
@@ -587,7 +587,7 @@ pub trait Store: Send + Sync + 'static {
         read_with(self, logic::ledger_events)
     }
     /// Timers due at or before `now`, earliest first.
-    fn due_timers(&self, now: &str, limit: usize) -> Result<Vec<TimerSpec>> {
+    fn due_timers(&self, now: Time, limit: usize) -> Result<Vec<TimerSpec>> {
         read_with(self, |r| logic::due_timers(r, now, limit))
     }
     /// Timers of one instance.
@@ -601,7 +601,7 @@ pub trait Store: Send + Sync + 'static {
         read_with(self, logic::outbox)
     }
     /// Pending outbox messages due at or before `now` (by index, never the whole outbox).
-    fn due_outbox(&self, now: &str, limit: usize) -> Result<Vec<OutboxItem>> {
+    fn due_outbox(&self, now: Time, limit: usize) -> Result<Vec<OutboxItem>> {
         read_with(self, |r| logic::due_outbox(r, now, limit))
     }
     /// Ledger events after `after` (a seq), oldest first.

@@ -2,6 +2,7 @@
 
 use crate::tables::{Read, SEP, Table, Write, key, num, prefix_range};
 use crate::*;
+use flowform_core::Time;
 use flowform_core::ledger::{Balance, balance_key, deltas};
 use flowform_core::timers::TimerSpec;
 use std::collections::HashMap;
@@ -57,7 +58,7 @@ fn prune(w: &mut dyn Write, before: &PruneBefore, ledger_events_upto: u64) -> Re
     if let Some(cutoff) = &before.outbox {
         w.range(Table::Outbox, Unbounded, Unbounded, false, &mut |k, v| {
             let Ok(item) = from_bytes::<OutboxItem>("outbox item", v) else { return Ok(true) };
-            if item.created_at.as_str() >= cutoff.as_str() {
+            if item.created_at >= *cutoff {
                 return Ok(false);
             }
             if item.status == "delivered" {
@@ -71,7 +72,7 @@ fn prune(w: &mut dyn Write, before: &PruneBefore, ledger_events_upto: u64) -> Re
         let hi = num(ledger_events_upto.saturating_add(1));
         w.range(Table::LedgerEvents, Unbounded, Excluded(&hi), false, &mut |k, v| {
             let Ok(e) = from_bytes::<LedgerEvent>("ledger event", v) else { return Ok(true) };
-            if e.at.as_str() >= cutoff.as_str() {
+            if e.at >= *cutoff {
                 return Ok(false);
             }
             doomed.push((Table::LedgerEvents, k.to_string()));
@@ -88,7 +89,7 @@ fn prune(w: &mut dyn Write, before: &PruneBefore, ledger_events_upto: u64) -> Re
             scanned += 1;
             last = Some(k.to_string());
             if let Ok(r) = from_bytes::<IdempotentResult>("idempotency record", v)
-                && r.at.as_deref().is_some_and(|at| at < cutoff.as_str())
+                && r.at.is_some_and(|at| at < *cutoff)
             {
                 doomed.push((Table::Idempotency, k.to_string()));
             }
@@ -130,7 +131,7 @@ fn apply_auth(w: &mut dyn Write, ops: &[AuthOp], audit: &[AuditEntry]) -> Result
             AuthOp::DeleteSession(hash) => w.delete(Table::Sessions, hash)?,
             AuthOp::TouchSession { hash, seen_at } => {
                 if let Some(mut session) = get::<SessionRecord>(w, Table::Sessions, hash, "session")? {
-                    session.seen_at = seen_at.clone();
+                    session.seen_at = *seen_at;
                     w.put(Table::Sessions, hash, &to_bytes(&session)?)?;
                 }
             }
@@ -570,7 +571,7 @@ fn ensure_outbox_index(w: &mut dyn Write) -> Result<()> {
         if let Ok(item) = from_bytes::<OutboxItem>("outbox item", v)
             && item.status == "pending"
         {
-            pending.push(key(&[&item.next_at, k]));
+            pending.push(key(&[&item.next_at.to_string(), k]));
         }
         Ok(true)
     })?;
@@ -777,7 +778,7 @@ pub fn ledger_events_after(r: &dyn Read, after: u64, limit: usize) -> Result<Vec
 }
 
 /// Pending outbox messages due at or before `now`, earliest first, at most `limit`.
-pub fn due_outbox(r: &dyn Read, now: &str, limit: usize) -> Result<Vec<OutboxItem>> {
+pub fn due_outbox(r: &dyn Read, now: Time, limit: usize) -> Result<Vec<OutboxItem>> {
     let hi = format!("{now}\u{20}");
     let mut seqs = Vec::new();
     r.range(Table::OutboxDue, Unbounded, Excluded(&hi), false, &mut |k, _| {
@@ -798,7 +799,7 @@ pub fn due_outbox(r: &dyn Read, now: &str, limit: usize) -> Result<Vec<OutboxIte
     Ok(out)
 }
 
-pub fn due_timers(r: &dyn Read, now: &str, limit: usize) -> Result<Vec<TimerSpec>> {
+pub fn due_timers(r: &dyn Read, now: Time, limit: usize) -> Result<Vec<TimerSpec>> {
     let hi = format!("{now}\u{20}");
     let mut out = Vec::new();
     r.range(Table::Timers, Unbounded, Excluded(&hi), false, &mut |_, v| {
@@ -834,7 +835,7 @@ pub fn outbox(r: &dyn Read) -> Result<Vec<OutboxItem>> {
 }
 
 fn timer_key(t: &TimerSpec) -> String {
-    key(&[&t.due_at, &t.instance_id, &t.timer])
+    key(&[&t.due_at.to_string(), &t.instance_id, &t.timer])
 }
 
 fn drop_timers_of(w: &mut dyn Write, instance: &str) -> Result<()> {
@@ -897,7 +898,7 @@ struct LedgerPlan {
     events: Vec<LedgerEvent>,
 }
 
-fn plan_postings(w: &mut dyn Write, postings: &[PostingWrite], actor: &str, at: &str, instance: Option<(&str, u64)>) -> Result<Result<LedgerPlan, Violation>> {
+fn plan_postings(w: &mut dyn Write, postings: &[PostingWrite], actor: &str, at: Time, instance: Option<(&str, u64)>) -> Result<Result<LedgerPlan, Violation>> {
     let mut touched: HashMap<(String, String), StoredBalance> = HashMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
     let mut movements = Vec::new();
@@ -941,7 +942,7 @@ fn plan_postings(w: &mut dyn Write, postings: &[PostingWrite], actor: &str, at: 
                     reserved_delta: delta.reserved,
                     reason: p.reason.clone(),
                     actor: actor.to_string(),
-                    at: at.to_string(),
+                    at,
                     instance_id: instance.map(|(i, _)| i.to_string()),
                     event_seq: instance.map(|(_, s)| s),
                 },
@@ -985,7 +986,7 @@ fn plan_postings(w: &mut dyn Write, postings: &[PostingWrite], actor: &str, at: 
                 value: t.value.clone(),
                 available: total_after,
                 minimum: t.minimum,
-                at: at.to_string(),
+                at,
             });
         }
     }
@@ -1033,13 +1034,8 @@ fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) ->
     reindex(w, old, &c.instance)?;
     w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
     if let Some(idem) = &c.idempotency {
-        let result = IdempotentResult {
-            fingerprint: idem.fingerprint.clone(),
-            instance: Some(c.instance.clone()),
-            record: None,
-            movements: None,
-            at: Some(c.event.at.clone()),
-        };
+        let result =
+            IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None, at: Some(c.event.at) };
         w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
     }
     add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
@@ -1066,7 +1062,7 @@ fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) ->
         let mut item = item.clone();
         item.seq = next(w, "outbox")?;
         w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
-        w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
+        w.put(Table::OutboxDue, &key(&[&item.next_at.to_string(), &num(item.seq)]), b"")?;
     }
     Ok(())
 }
@@ -1109,7 +1105,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                     return Ok(CommitOutcome::Conflict { current_version: current });
                 }
             }
-            let plan = match plan_postings(w, &c.postings, &c.event.actor, &c.event.at, Some((&c.instance.id, c.event.seq)))? {
+            let plan = match plan_postings(w, &c.postings, &c.event.actor, c.event.at, Some((&c.instance.id, c.event.seq)))? {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
@@ -1147,7 +1143,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                     instance: None,
                     record: Some(rw.record.clone()),
                     movements: None,
-                    at: Some(rw.event.at.clone()),
+                    at: Some(rw.event.at),
                 };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
@@ -1171,20 +1167,15 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if let Some(replay) = replay_or_none(w, &lw.idempotency)? {
                 return Ok(replay);
             }
-            let plan = match plan_postings(w, &lw.postings, &lw.actor, &lw.at, None)? {
+            let plan = match plan_postings(w, &lw.postings, &lw.actor, lw.at, None)? {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
             let moved: Vec<Movement> = plan.movements.iter().map(|(_, m)| m.clone()).collect();
             write_plan(w, plan)?;
             if let Some(idem) = &lw.idempotency {
-                let result = IdempotentResult {
-                    fingerprint: idem.fingerprint.clone(),
-                    instance: None,
-                    record: None,
-                    movements: Some(moved.clone()),
-                    at: Some(lw.at.clone()),
-                };
+                let result =
+                    IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: None, record: None, movements: Some(moved.clone()), at: Some(lw.at) };
                 w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
             }
             Ok(CommitOutcome::Moved(moved))
@@ -1229,7 +1220,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 let mut item = item.clone();
                 item.seq = next(w, "outbox")?;
                 w.put(Table::Outbox, &num(item.seq), &to_bytes(&item)?)?;
-                w.put(Table::OutboxDue, &key(&[&item.next_at, &num(item.seq)]), b"")?;
+                w.put(Table::OutboxDue, &key(&[&item.next_at.to_string(), &num(item.seq)]), b"")?;
             }
             w.put(Table::Meta, &format!("user{SEP}{}", meta.0), meta.1.as_bytes())?;
             Ok(CommitOutcome::Committed)
@@ -1244,7 +1235,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
         }
         Job::QuarantineTimer(q) => {
             drop_timer(w, &q.timer)?;
-            w.put(Table::Meta, &key(&["quarantine", &q.at, &q.timer.instance_id, &q.timer.timer]), &to_bytes(q)?)?;
+            w.put(Table::Meta, &key(&["quarantine", &q.at.to_string(), &q.timer.instance_id, &q.timer.timer]), &to_bytes(q)?)?;
             Ok(CommitOutcome::Committed)
         }
         Job::RequeueQuarantined => {
@@ -1266,7 +1257,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             Ok(CommitOutcome::Sequence(back))
         }
         Job::FailedTrigger(f) => {
-            w.put(Table::Meta, &key(&["failed_trigger", &f.at, &f.record_type, &f.record, &f.workflow]), &to_bytes(f)?)?;
+            w.put(Table::Meta, &key(&["failed_trigger", &f.at.to_string(), &f.record_type, &f.record, &f.workflow]), &to_bytes(f)?)?;
             Ok(CommitOutcome::Committed)
         }
         Job::ClearQuarantine { upto } => {
@@ -1295,18 +1286,18 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 return Ok(CommitOutcome::Committed);
             }
             // Out of the due index under the time it was due; back in under the next one.
-            w.delete(Table::OutboxDue, &key(&[&item.next_at, &k]))?;
+            w.delete(Table::OutboxDue, &key(&[&item.next_at.to_string(), &k]))?;
             item.attempts += 1;
             item.last_error = error.clone();
             if *delivered {
                 item.status = "delivered".into();
             } else if let Some(next_at) = next_at {
-                item.next_at = next_at.clone();
+                item.next_at = *next_at;
             } else {
                 item.status = "dead".into();
             }
             if item.status == "pending" {
-                w.put(Table::OutboxDue, &key(&[&item.next_at, &k]), b"")?;
+                w.put(Table::OutboxDue, &key(&[&item.next_at.to_string(), &k]), b"")?;
             }
             w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
             Ok(CommitOutcome::Committed)
@@ -1319,8 +1310,8 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             item.status = "pending".into();
             item.attempts = 0;
-            item.next_at = at.clone();
-            w.put(Table::OutboxDue, &key(&[&item.next_at, &k]), b"")?;
+            item.next_at = *at;
+            w.put(Table::OutboxDue, &key(&[&item.next_at.to_string(), &k]), b"")?;
             w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
             Ok(CommitOutcome::Committed)
         }

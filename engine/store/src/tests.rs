@@ -1,4 +1,5 @@
 use super::*;
+use flowform_core::time::tm;
 use flowform_core::{Assignment, EventKind};
 use serde_json::{Map, json};
 use std::collections::BTreeMap;
@@ -16,9 +17,9 @@ fn instance(id: &str, version: u64, state: &str) -> Instance {
         assignment: Assignment { team: Some("t".into()), ..Assignment::default() },
         requester: "u".into(),
         requester_department: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        updated_at: "2026-01-01T00:00:00Z".into(),
-        state_entered_at: String::new(),
+        created_at: tm("2026-01-01T00:00:00Z"),
+        updated_at: tm("2026-01-01T00:00:00Z"),
+        state_entered_at: Time::EPOCH,
         state_entered_seq: 0,
         due_at: None,
         overdue: false,
@@ -41,7 +42,7 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
             kind: if expected == 0 { EventKind::Started } else { EventKind::Transition },
             transition: None,
             actor: "u".into(),
-            at: "2026-01-01T00:00:00Z".into(),
+            at: tm("2026-01-01T00:00:00Z"),
             bundle_version: "b1".into(),
             from_state: None,
             to_state: state.into(),
@@ -103,12 +104,15 @@ fn semantics(store: &dyn Store) {
     // Touching a session that ended does not bring it back.
     store
         .submit(Job::Auth {
-            ops: vec![AuthOp::TouchSession { hash: "s1".into(), seen_at: "later".into() }, AuthOp::TouchSession { hash: "s3".into(), seen_at: "later".into() }],
+            ops: vec![
+                AuthOp::TouchSession { hash: "s1".into(), seen_at: tm("2026-01-02T00:00:00Z") },
+                AuthOp::TouchSession { hash: "s3".into(), seen_at: tm("2026-01-02T00:00:00Z") },
+            ],
             audit: vec![],
         })
         .unwrap();
     let sessions = store.sessions().unwrap();
-    assert_eq!(sessions.iter().map(|s| (s.hash.as_str(), s.seen_at.as_str())).collect::<Vec<_>>(), vec![("s3", "later")]);
+    assert_eq!(sessions.iter().map(|s| (s.hash.as_str(), s.seen_at)).collect::<Vec<_>>(), vec![("s3", tm("2026-01-02T00:00:00Z"))]);
 }
 
 #[test]
@@ -165,7 +169,7 @@ fn posting(kind: MovementKind, warehouse: &str, quantity: i64) -> PostingWrite {
 }
 
 fn ledger(postings: Vec<PostingWrite>) -> Job {
-    Job::Ledger(LedgerWrite { postings, actor: "keeper".into(), at: "2026-01-01T00:00:00Z".into(), idempotency: None })
+    Job::Ledger(LedgerWrite { postings, actor: "keeper".into(), at: tm("2026-01-01T00:00:00Z"), idempotency: None })
 }
 
 #[test]
@@ -232,8 +236,8 @@ fn transfers_reservations_and_purges() {
         title: id.into(),
         data: Map::new(),
         archived: false,
-        created_at: String::new(),
-        updated_at: String::new(),
+        created_at: Time::EPOCH,
+        updated_at: Time::EPOCH,
     };
     let ev = |id: &str, seq| RecordEvent {
         record_type: "location".into(),
@@ -241,7 +245,7 @@ fn transfers_reservations_and_purges() {
         seq,
         kind: RecordEventKind::Created,
         actor: "a".into(),
-        at: String::new(),
+        at: Time::EPOCH,
         cause: None,
         changes: BTreeMap::new(),
     };
@@ -435,7 +439,7 @@ fn a_failing_job_fails_alone_and_the_writer_goes_on() {
             title: "t".into(),
             body: "b".into(),
             instance_id: None,
-            at: "2026-01-01T00:00:00Z".into(),
+            at: tm("2026-01-01T00:00:00Z"),
             read: false,
         };
         store.submit(Job::Notify { inbox: vec![item], outbox: vec![], meta: ("k".into(), "v".into()) }).unwrap();
@@ -490,29 +494,29 @@ fn the_outbox_is_read_by_due_time_not_in_full() {
         body: "{}".into(),
         template: "t".into(),
         instance_id: None,
-        created_at: "2026-01-01T00:00:00.000Z".into(),
+        created_at: tm("2026-01-01T00:00:00.000Z"),
         status: "pending".into(),
         attempts: 0,
-        next_at: next_at.into(),
+        next_at: tm(next_at),
         last_error: None,
     };
     let notify = |items: Vec<OutboxItem>, mark: &str| Job::Notify { inbox: vec![], outbox: items, meta: (mark.into(), "1".into()) };
     store.submit(notify(vec![item(0, "2026-01-01T00:00:00.000Z")], "a")).unwrap();
     store.submit(notify(vec![item(0, "2026-01-01T05:00:00.000Z")], "b")).unwrap();
-    let due = |now: &str| store.due_outbox(now, 10).unwrap().iter().map(|i| i.next_at.clone()).collect::<Vec<_>>();
+    let due = |now: &str| store.due_outbox(tm(now), 10).unwrap().iter().map(|i| i.next_at.to_string()).collect::<Vec<_>>();
     assert_eq!(due("2026-01-01T01:00:00.000Z"), vec!["2026-01-01T00:00:00.000Z"]);
-    let first = store.due_outbox("2026-01-01T01:00:00.000Z", 10).unwrap()[0].seq;
-    store.submit(Job::Delivery { seq: first, delivered: false, error: Some("down".into()), next_at: Some("2026-01-01T02:00:00.000Z".into()) }).unwrap();
+    let first = store.due_outbox(tm("2026-01-01T01:00:00.000Z"), 10).unwrap()[0].seq;
+    store.submit(Job::Delivery { seq: first, delivered: false, error: Some("down".into()), next_at: Some(tm("2026-01-01T02:00:00.000Z")) }).unwrap();
     assert!(due("2026-01-01T01:00:00.000Z").is_empty(), "moved to its next attempt");
     assert_eq!(due("2026-01-01T02:00:00.000Z"), vec!["2026-01-01T02:00:00.000Z"]);
     store.submit(Job::Delivery { seq: first, delivered: true, error: None, next_at: None }).unwrap();
     assert_eq!(due("2026-01-01T06:00:00.000Z"), vec!["2026-01-01T05:00:00.000Z"], "the delivered one left the index");
     // A dead letter, retried by an admin, is due again; a delivered one is not touched.
-    let second = store.due_outbox("2026-01-01T06:00:00.000Z", 10).unwrap()[0].seq;
+    let second = store.due_outbox(tm("2026-01-01T06:00:00.000Z"), 10).unwrap()[0].seq;
     store.submit(Job::Delivery { seq: second, delivered: false, error: Some("gone".into()), next_at: None }).unwrap();
     assert!(due("2026-01-02T00:00:00.000Z").is_empty(), "dead letters are not due");
-    store.submit(Job::RetryDelivery { seq: second, at: "2026-01-02T00:00:00.000Z".into() }).unwrap();
-    store.submit(Job::RetryDelivery { seq: first, at: "2026-01-02T00:00:00.000Z".into() }).unwrap();
+    store.submit(Job::RetryDelivery { seq: second, at: tm("2026-01-02T00:00:00.000Z") }).unwrap();
+    store.submit(Job::RetryDelivery { seq: first, at: tm("2026-01-02T00:00:00.000Z") }).unwrap();
     assert_eq!(due("2026-01-02T00:00:00.000Z"), vec!["2026-01-02T00:00:00.000Z"], "only the dead letter came back");
     let retried = store.outbox().unwrap().into_iter().find(|i| i.seq == second).unwrap();
     assert_eq!((retried.status.as_str(), retried.attempts), ("pending", 0));
@@ -531,10 +535,10 @@ fn pruning_deletes_only_what_retention_lets_go() {
         body: "{}".into(),
         template: "t".into(),
         instance_id: None,
-        created_at: created_at.into(),
+        created_at: tm(created_at),
         status: status.into(),
         attempts: 0,
-        next_at: created_at.into(),
+        next_at: tm(created_at),
         last_error: None,
     };
     store.submit(Job::Notify { inbox: vec![], outbox: vec![item("pending", "2026-01-01T00:00:00.000Z")], meta: ("a".into(), "1".into()) }).unwrap();
@@ -543,15 +547,15 @@ fn pruning_deletes_only_what_retention_lets_go() {
     store.submit(Job::Delivery { seq: first, delivered: true, error: None, next_at: None }).unwrap();
     let old = |key: &str, at: Option<&str>| {
         let mut c = write(key, 0, "s", Some(key));
-        c.event.at = at.unwrap_or("2026-01-01T00:00:00.000Z").into();
+        c.event.at = tm(at.unwrap_or("2026-01-01T00:00:00.000Z"));
         c
     };
     store.commit(old("k_old", Some("2026-01-01T00:00:00.000Z"))).unwrap();
     store.commit(old("k_new", Some("2026-06-01T00:00:00.000Z"))).unwrap();
     let before = PruneBefore {
-        outbox: Some("2026-03-01T00:00:00.000Z".into()),
-        ledger_events: Some("2026-03-01T00:00:00.000Z".into()),
-        idempotency: Some("2026-03-01T00:00:00.000Z".into()),
+        outbox: Some(tm("2026-03-01T00:00:00.000Z")),
+        ledger_events: Some(tm("2026-03-01T00:00:00.000Z")),
+        idempotency: Some(tm("2026-03-01T00:00:00.000Z")),
     };
     assert_eq!(store.submit(Job::Prune { before, ledger_events_upto: 0 }).unwrap(), CommitOutcome::Sequence(2));
     let outbox = store.outbox().unwrap();
@@ -573,8 +577,8 @@ fn record_counts_and_pages(store: &dyn Store) {
         title: id.into(),
         data: Map::new(),
         archived,
-        created_at: String::new(),
-        updated_at: String::new(),
+        created_at: Time::EPOCH,
+        updated_at: Time::EPOCH,
     };
     let ev = |id: &str, seq| RecordEvent {
         record_type: "asset".into(),
@@ -582,7 +586,7 @@ fn record_counts_and_pages(store: &dyn Store) {
         seq,
         kind: RecordEventKind::Updated,
         actor: "a".into(),
-        at: String::new(),
+        at: Time::EPOCH,
         cause: None,
         changes: BTreeMap::new(),
     };

@@ -1,7 +1,7 @@
 //! How values look to people: times in the app's zone (relative when recent),
 //! readable instance numbers, option labels, record titles, display names.
 
-use flowform_core::{Actor, Bundle, Instance, Lang};
+use flowform_core::{Actor, Bundle, Instance, Lang, Time};
 use flowform_model::{FieldDef, FieldType};
 use flowform_runtime::Runtime;
 use jiff::Timestamp;
@@ -13,15 +13,10 @@ pub fn zone(bundle: &Bundle) -> TimeZone {
     bundle.model.app.timezone.as_ref().and_then(|tz| TimeZone::get(&tz.value).ok()).unwrap_or(TimeZone::UTC)
 }
 
-fn parse(ts: &str) -> Option<Timestamp> {
-    ts.parse().ok()
-}
-
 /// An absolute time in the app's zone: `11月28日 14:05` / `Nov 28, 14:05`
 /// (with the year when it is not this year).
-pub fn absolute(ts: &str, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
-    let Some(t) = parse(ts) else { return ts.to_string() };
-    let z = t.to_zoned_datetime(tz.clone());
+pub fn absolute(t: Time, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
+    let z = t.timestamp().to_zoned_datetime(tz.clone());
     let this_year = now.to_zoned_datetime(tz.clone()).year() == z.year();
     match (lang, this_year) {
         (Lang::En, true) => z.strftime("%b %-d, %H:%M").to_string(),
@@ -32,9 +27,8 @@ pub fn absolute(ts: &str, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
 }
 
 /// `12 分钟前` / `12 min ago` within a day, else [`absolute`].
-pub fn relative(ts: &str, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
-    let Some(t) = parse(ts) else { return ts.to_string() };
-    let secs = now.as_second() - t.as_second();
+pub fn relative(t: Time, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
+    let secs = now.as_second() - t.timestamp().as_second();
     if (0..86_400).contains(&secs) {
         let (n, zh, en) = match secs {
             0..60 => return if lang == Lang::En { "just now".into() } else { "刚刚".into() },
@@ -43,13 +37,23 @@ pub fn relative(ts: &str, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
         };
         return if lang == Lang::En { format!("{n} {en}") } else { format!("{n} {zh}") };
     }
-    absolute(ts, tz, now, lang)
+    absolute(t, tz, now, lang)
+}
+
+/// [`absolute`] of a time given as text (a field's value); text that is not
+/// a time is shown as it is.
+pub fn absolute_text(text: &str, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
+    Time::parse(text).map_or_else(|| text.to_string(), |t| absolute(t, tz, now, lang))
+}
+
+/// [`relative`] of a time given as text; text that is not a time is shown as it is.
+pub fn relative_text(text: &str, tz: &TimeZone, now: Timestamp, lang: Lang) -> String {
+    Time::parse(text).map_or_else(|| text.to_string(), |t| relative(t, tz, now, lang))
 }
 
 /// How long until `due` (or how long past it).
-pub fn countdown(due: &str, now: Timestamp, lang: Lang) -> (String, bool) {
-    let Some(t) = parse(due) else { return (due.to_string(), false) };
-    let secs = t.as_second() - now.as_second();
+pub fn countdown(due: Time, now: Timestamp, lang: Lang) -> (String, bool) {
+    let secs = due.timestamp().as_second() - now.as_second();
     let overdue = secs < 0;
     let a = secs.unsigned_abs();
     let span = match a {
@@ -93,7 +97,7 @@ pub fn number(i: &Instance, tz: &TimeZone) -> String {
     if let Some(n) = &i.number {
         return n.clone();
     }
-    let day = parse(&i.created_at).map(|t| t.to_zoned_datetime(tz.clone()).strftime("%Y%m%d").to_string()).unwrap_or_default();
+    let day = i.created_at.timestamp().to_zoned_datetime(tz.clone()).strftime("%Y%m%d").to_string();
     let tail: String = i.id.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("{day}-{tail}")
 }
@@ -161,7 +165,7 @@ pub fn plain(runtime: &Runtime, actor: &Actor, bundle: &Bundle, f: &FieldDef, v:
         (FieldType::Enum, Value::Array(items)) => items.iter().filter_map(Value::as_str).map(|s| option_label(f, s, lang)).collect::<Vec<_>>().join("、"),
         (FieldType::Ref, Value::String(id)) => record_title(runtime, actor, f.record.as_ref().map(|r| r.value.as_str()), id),
         (FieldType::Boolean, Value::Bool(b)) => yes_no(*b),
-        (FieldType::Datetime, Value::String(s)) => absolute(s, &zone(bundle), runtime_now(runtime), lang),
+        (FieldType::Datetime, Value::String(s)) => absolute_text(s, &zone(bundle), runtime_now(runtime), lang),
         (FieldType::Location, Value::Object(m)) => {
             let tag = m.get("tag").and_then(Value::as_str).map(str::to_string);
             let coords = m.get("lat").and_then(Value::as_f64).zip(m.get("lng").and_then(Value::as_f64)).map(|(a, b)| format!("{a:.5}, {b:.5}"));
@@ -201,7 +205,7 @@ pub fn record_title(runtime: &Runtime, actor: &Actor, record_type: Option<&str>,
 }
 
 pub fn runtime_now(runtime: &Runtime) -> Timestamp {
-    runtime.now().parse().unwrap_or_else(|_| Timestamp::now())
+    runtime.now().timestamp()
 }
 
 /// A value for a read-only page: text, or images and links for files and
@@ -289,17 +293,18 @@ mod tests {
     fn recent_times_are_relative_and_older_ones_absolute_in_the_zone() {
         let now: Timestamp = "2026-11-30T06:00:00Z".parse().unwrap_or_else(|e| panic!("{e}"));
         let tz = TimeZone::get("Asia/Shanghai").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(relative("2026-11-30T05:48:00Z", &tz, now, Lang::ZhCn), "12 分钟前");
-        assert_eq!(relative("2026-11-30T05:48:00Z", &tz, now, Lang::En), "12 min ago");
-        assert_eq!(relative("2026-11-28T06:05:00Z", &tz, now, Lang::ZhCn), "11月28日 14:05");
-        assert_eq!(relative("2025-01-02T06:05:00Z", &tz, now, Lang::En), "Jan 2 2025, 14:05");
+        assert_eq!(relative_text("2026-11-30T05:48:00Z", &tz, now, Lang::ZhCn), "12 分钟前");
+        assert_eq!(relative_text("2026-11-30T05:48:00Z", &tz, now, Lang::En), "12 min ago");
+        assert_eq!(relative_text("2026-11-28T06:05:00Z", &tz, now, Lang::ZhCn), "11月28日 14:05");
+        assert_eq!(relative_text("2025-01-02T06:05:00Z", &tz, now, Lang::En), "Jan 2 2025, 14:05");
+        assert_eq!(relative_text("not a time", &tz, now, Lang::En), "not a time");
     }
 
     #[test]
     fn countdowns_turn_into_overdue_marks() {
         let now: Timestamp = "2026-11-30T06:00:00Z".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(countdown("2026-11-30T08:30:00Z", now, Lang::ZhCn), ("剩余 2 小时 30 分".to_string(), false));
-        assert_eq!(countdown("2026-11-30T05:00:00Z", now, Lang::En), ("overdue by 1 h".to_string(), true));
+        assert_eq!(countdown(flowform_core::time::tm("2026-11-30T08:30:00Z"), now, Lang::ZhCn), ("剩余 2 小时 30 分".to_string(), false));
+        assert_eq!(countdown(flowform_core::time::tm("2026-11-30T05:00:00Z"), now, Lang::En), ("overdue by 1 h".to_string(), true));
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub(crate) fn card(rt: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, l
     let now = display::runtime_now(rt);
     let (state_label, color) = display::state(bundle, &i.workflow, &i.state, lang);
     let wf_title = bundle.workflow(&i.workflow).map_or_else(|| i.workflow.clone(), |w| w.title.get(lang.code(), &w.name).to_string());
-    let due = i.due_at.as_deref().filter(|_| !is_final(bundle, i)).map(|d| display::countdown(d, now, lang));
+    let due = i.due_at.filter(|_| !is_final(bundle, i)).map(|d| display::countdown(d, now, lang));
     json!({
         "url": format!("/i/{}", i.id),
         "number": display::number(i, &tz),
@@ -183,7 +183,7 @@ pub(crate) fn card(rt: &Runtime, actor: &Actor, bundle: &Bundle, i: &Instance, l
         "color": color,
         "due": due.as_ref().map(|d| d.0.clone()),
         "overdue": due.as_ref().is_some_and(|d| d.1) || i.overdue,
-        "updated": display::relative(&i.updated_at, &tz, now, lang),
+        "updated": display::relative(i.updated_at, &tz, now, lang),
         "assignee": i.assignment.assignee.as_deref().map(|a| rt.display_name(a)),
         "team": i.assignment.team.as_deref().map(|t| display::team(rt, bundle, t, lang)),
         "actions": [],
@@ -535,8 +535,8 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
             json!({
                 "who": who,
                 "what": what,
-                "when": display::relative(&e.at, &tz, now, lang),
-                "at": display::absolute(&e.at, &tz, now, lang),
+                "when": display::relative(e.at, &tz, now, lang),
+                "at": display::absolute(e.at, &tz, now, lang),
                 "state": to_label,
                 "color": to_color,
                 "changes": changes,
@@ -590,14 +590,14 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
                 (Some(_), None, _) => (texts::t(lang, "deadline_met").to_string(), false),
                 (Some(_), Some(_), _) => (texts::t(lang, "deadline_met_late").to_string(), true),
                 (None, Some(_), _) => (texts::t(lang, "deadline_missed").to_string(), true),
-                (None, None, Some(due)) => display::countdown(due, now, lang),
+                (None, None, Some(due)) => display::countdown(*due, now, lang),
                 (None, None, None) => (texts::t(lang, "deadline_paused").to_string(), false),
             };
             Some(json!({"label": def.label.get(lang.code(), &def.name), "text": text, "late": late}))
         })
         .collect();
     let (state_label, color) = display::state(&bundle, &i.workflow, &i.state, lang);
-    let due = i.due_at.as_deref().filter(|_| !is_final(&bundle, &i)).map(|d| display::countdown(d, now, lang));
+    let due = i.due_at.filter(|_| !is_final(&bundle, &i)).map(|d| display::countdown(d, now, lang));
     let data = json!({
         "linked": linked,
         "related": related,
@@ -610,7 +610,7 @@ pub async fn instance(State(rt): Rt, p: P, Path(id): Path<String>, Query(q): Que
         "due": due.as_ref().map(|d| d.0.clone()),
         "overdue": due.as_ref().is_some_and(|d| d.1) || i.overdue,
         "requester": rt.display_name(&i.requester),
-        "created": display::absolute(&i.created_at, &tz, now, lang),
+        "created": display::absolute(i.created_at, &tz, now, lang),
         "assignee": i.assignment.assignee.as_deref().map(|a| rt.display_name(a)),
         "team": i.assignment.team.as_deref().map(|t| display::team(&rt, &bundle, t, lang)),
         "rows": rows,
@@ -880,7 +880,7 @@ pub async fn inbox(State(rt): Rt, p: P) -> Response {
                 "seq": n.seq,
                 "title": n.title,
                 "body": n.body,
-                "when": display::relative(&n.at, &tz, now, p.lang),
+                "when": display::relative(n.at, &tz, now, p.lang),
                 "read": n.read,
                 "url": n.instance_id.as_ref().map(|i| format!("/i/{i}")),
             })
@@ -1167,7 +1167,7 @@ pub async fn record(State(rt): Rt, p: P, Path((record_type, id)): Path<(String, 
         .take(50)
         .map(|e| {
             let who = e.get("actor").and_then(Value::as_str).map(|a| rt.display_name(a)).unwrap_or_default();
-            let at = e.get("at").and_then(Value::as_str).map(|a| display::relative(a, &tz, now, p.lang)).unwrap_or_default();
+            let at = e.get("at").and_then(Value::as_str).map(|a| display::relative_text(a, &tz, now, p.lang)).unwrap_or_default();
             let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
             if e.get("source").and_then(Value::as_str) == Some("instance") {
                 // Work on this record: an event of an instance that refers to it.
@@ -1461,7 +1461,7 @@ pub async fn ledger(State(rt): Rt, p: P, Path(ledger): Path<String>, Query(q): Q
                 "quantity": m.quantity,
                 "reserved": m.reserved_delta,
                 "who": rt.display_name(&m.actor),
-                "when": display::relative(&m.at, &tz, now, lang),
+                "when": display::relative(m.at, &tz, now, lang),
                 "reason": m.reason,
                 "url": m.instance_id.as_ref().map(|i| format!("/i/{i}")),
             })
@@ -1489,7 +1489,7 @@ fn admin_page(rt: &Runtime, p: &P, notice: Option<(String, bool)>) -> Response {
     let now = display::runtime_now(rt);
     let rejected = rt.last_rejected().map(|r| {
         json!({
-            "when": display::relative(&r.at, &tz, now, p.lang),
+            "when": display::relative(r.at, &tz, now, p.lang),
             "diagnostics": r.diagnostics.iter().map(|d| json!({"place": format!("{}:{}:{}", d.file, d.line, d.column), "code": d.code, "message": d.message, "hint": d.hint})).collect::<Vec<_>>(),
         })
     });
@@ -1500,13 +1500,13 @@ fn admin_page(rt: &Runtime, p: &P, notice: Option<(String, bool)>) -> Response {
         .into_iter()
         .filter(|o| o.status == "dead")
         .take(50)
-        .map(|o| json!({"seq": o.seq, "channel": o.channel, "template": o.template, "error": o.last_error, "when": display::relative(&o.created_at, &tz, now, p.lang)}))
+        .map(|o| json!({"seq": o.seq, "channel": o.channel, "template": o.template, "error": o.last_error, "when": display::relative(o.created_at, &tz, now, p.lang)}))
         .collect();
     let diagrams: Vec<Value> =
         bundle.model.workflows.values().map(|w| json!({"title": w.title.get(p.lang.code(), &w.name), "url": format!("/admin/diagram/{}", w.name)})).collect();
     let data = json!({
         "version": bundle.version,
-        "loaded": display::relative(&rt.loaded_at(), &tz, now, p.lang),
+        "loaded": display::relative_text(&rt.loaded_at(), &tz, now, p.lang),
         "rejected": rejected,
         "versions": versions.iter().rev().take(10).collect::<Vec<_>>(),
         "dead": dead,
@@ -1732,7 +1732,7 @@ async fn replay_page(rt: Arc<Runtime>, p: P, q: ReplayQuery, run: bool) -> Respo
                 "href": format!("/instances/{}", encode(&i.id)),
                 "name": i.number.clone().unwrap_or_else(|| i.id.clone()),
                 "step": step_label(&i.workflow, &d.step),
-                "when": display::absolute(&d.at, &tz, now, lang),
+                "when": display::absolute(d.at, &tz, now, lang),
                 "kind": d.kind.label(lang),
                 "message": said(d),
                 "more": i.differences.len() - 1,

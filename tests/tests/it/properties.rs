@@ -65,14 +65,14 @@ proptest! {
         let actors = actors();
         let category = ["hvac", "plumbing", "elevator", "other"][category];
         let report = json!({"asset": "EQ-000101", "category": category, "department": "D-ICU", "location": "L1", "description": "broken thing"});
-        let mut instance = flowform_core::start(bundle, "repair", &report, &actors[0], "2026-01-01T00:00:00Z", "i1", Lang::En).unwrap().instance;
+        let mut instance = flowform_core::start(bundle, "repair", &report, &actors[0], flowform_core::time::tm("2026-01-01T00:00:00Z"), "i1", Lang::En).unwrap().instance;
         let names: Vec<&str> = wf.transitions.iter().map(|t| t.name.as_str()).chain(["nonsense", "close"]).collect();
         let mut events = 1;
         for (t, a, i) in commands {
             let name = names[t % names.len()];
             let before = instance.clone();
-            let offered: Vec<String> = flowform_core::available_transitions(bundle, &instance, &actors[a], "2026-01-01T01:00:00Z").into_iter().map(|t| t.name).collect();
-            match flowform_core::transition(bundle, &instance, name, &inputs()[i], &actors[a], "2026-01-01T01:00:00Z", Lang::En) {
+            let offered: Vec<String> = flowform_core::available_transitions(bundle, &instance, &actors[a], flowform_core::time::tm("2026-01-01T01:00:00Z")).into_iter().map(|t| t.name).collect();
+            match flowform_core::transition(bundle, &instance, name, &inputs()[i], &actors[a], flowform_core::time::tm("2026-01-01T01:00:00Z"), Lang::En) {
                 Ok(outcome) => {
                     prop_assert!(offered.iter().any(|o| o == name), "{name} was taken but not offered to {} in {}", actors[a].id, before.state);
                     let def = wf.transition(name).unwrap();

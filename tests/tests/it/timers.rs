@@ -509,7 +509,7 @@ async fn a_poisoned_timer_is_quarantined_and_the_others_fire() {
         timer: "sla".into(),
         state: "unaccepted".into(),
         entered_seq: 1,
-        due_at: "2026-11-25T01:01:00.000Z".into(),
+        due_at: flowform_core::time::tm("2026-11-25T01:01:00.000Z"),
     };
     let event: flowform_core::Event = serde_json::from_value(json!({
         "instance_id": poisoned.id, "seq": 1, "kind": "started", "actor": "nurse_li", "at": "2026-11-25T01:00:00.000Z",
