@@ -427,3 +427,17 @@ async fn a_retried_posting_with_the_same_idempotency_key_moves_the_stock_once() 
     assert_eq!(reused["code"], "idempotency_key_reused");
     assert_eq!(on_hand(&app.get(url, "admin").await.expect(200)), before + 7);
 }
+
+/// Regression: a record key's `{yyyyMMdd}` was the UTC date. At 00:30 in
+/// Shanghai (16:30 UTC the day before) a reading is numbered with the
+/// hospital's date, and a work order started then too.
+#[tokio::test]
+async fn dates_in_record_keys_are_the_apps_local_date() {
+    let mut app = TestApp::hospital();
+    app.clock.set("2026-11-30T16:30:00Z".parse().unwrap());
+    let reading = json!({"data": {"asset": "EQ-000101", "category": "hvac", "reading": 10, "unit": "hours"}});
+    let created = app.post("/api/v1/records/meter_reading", "tech_wang", reading).await.expect(201);
+    let id = created["id"].as_str().unwrap();
+    assert!(id.starts_with("MR-20261201-"), "{id}");
+    assert_eq!(created["created_at"], "2026-11-30T16:30:00.000Z");
+}
