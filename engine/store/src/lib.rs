@@ -23,6 +23,7 @@ mod logic;
 mod memory;
 mod redb_store;
 pub mod tables;
+pub mod wal;
 
 use flowform_core::ledger::{Balance, Posting, Violation};
 use flowform_core::records::{Record, RecordEvent};

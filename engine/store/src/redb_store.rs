@@ -1,6 +1,7 @@
 //! The embedded store on redb, with group commit.
 
 use crate::tables::{Read, Table, Write};
+use crate::wal::{self, Wal};
 use crate::*;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::ops::Bound;
@@ -53,16 +54,10 @@ impl RedbStore {
             Err(e) => return Err(backend(e)),
         };
         let db = Arc::new(db);
-        {
-            let tx = db.begin_write().map_err(backend)?;
-            for t in Table::ALL {
-                tx.open_table(def(t)).map_err(backend)?;
-            }
-            tx.commit().map_err(backend)?;
-        }
+        let wal = recover(&db, &dir.join("wal"))?;
         let (tx, rx) = sync_channel(QUEUE);
         let writer_db = db.clone();
-        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, rx)).map_err(backend)?;
+        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, wal, rx)).map_err(backend)?;
         let store = RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) };
         store.submit(Job::EnsureIndexes)?;
         Ok(store)
@@ -82,14 +77,88 @@ impl Drop for RedbStore {
     }
 }
 
+/// The last log record the durable state of redb holds.
+const WAL_APPLIED: &str = "wal_applied";
+
+fn applied_seq(tx: &impl Read) -> Result<u64> {
+    Ok(tx.get(Table::Meta, WAL_APPLIED)?.and_then(|v| String::from_utf8_lossy(&v).parse().ok()).unwrap_or(0))
+}
+
+/// Opens the write-ahead log and replays into redb the records its durable
+/// state does not hold yet (a crash after their append), then checkpoints.
+fn recover(db: &Database, dir: &Path) -> Result<Wal> {
+    let tx = db.begin_write().map_err(backend)?;
+    for t in Table::ALL {
+        tx.open_table(def(t)).map_err(backend)?;
+    }
+    let applied = applied_seq(&WriteTx::new(&tx))?;
+    let opened = Wal::open(dir, applied).map_err(|e| backend(format!("the write-ahead log in {}: {e}", dir.display())))?;
+    if let Some(why) = &opened.stopped {
+        tracing::warn!(reason = %why, "the write-ahead log ends in a torn record (a write the crash interrupted, never acknowledged)");
+    }
+    let mut replayed = 0;
+    {
+        let mut w = WriteTx::new(&tx);
+        w.ops = None;
+        for record in opened.records.iter().filter(|r| r.seq > applied) {
+            let ops = wal::decode(&record.payload).map_err(|e| StoreError::Corrupt { what: format!("write-ahead log record {}", record.seq), detail: e })?;
+            for op in ops {
+                match op {
+                    wal::Op::Put(t, k, v) => w.put(t, k, v)?,
+                    wal::Op::Delete(t, k) => w.delete(t, k)?,
+                }
+            }
+            replayed += 1;
+        }
+        let last = opened.wal.next_seq() - 1;
+        w.put(Table::Meta, WAL_APPLIED, last.to_string().as_bytes())?;
+    }
+    checkpoint_commit(tx)?;
+    let mut wal = opened.wal;
+    wal.checkpointed().map_err(backend)?;
+    if replayed > 0 {
+        tracing::info!(records = replayed, "replayed the write-ahead log after an unclean stop");
+    }
+    Ok(wal)
+}
+
+/// Commits with an fsync, saving redb's allocator state so that opening after
+/// a crash does not rebuild it (quick repair).
+fn checkpoint_commit(mut tx: redb::WriteTransaction) -> Result<()> {
+    tx.set_durability(Durability::Immediate).map_err(backend)?;
+    tx.set_quick_repair(true);
+    tx.commit().map_err(backend)
+}
+
+/// A checkpoint at least this often while writes come, so that a restart
+/// replays a few seconds of log at most and redb reuses freed pages.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The writer thread: takes every queued job, applies them in one write
-/// transaction and commits once with `Durability::Immediate` (fsync), then
-/// answers each. When a job fails (an error, or a panic, which is caught) the
-/// batch is rolled back; the jobs before it commit together again, the job
-/// fails alone, and the jobs after it go on as a batch of their own — one
-/// extra commit per failing job; the thread goes on.
-fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
-    while let Ok(first) = rx.recv() {
+/// transaction, appends its writes to the log and syncs it (one
+/// `fdatasync`), commits redb without a sync, then answers each. When a job
+/// fails (an error, or a panic, which is caught) the batch is rolled back;
+/// the jobs before it commit together again, the job fails alone, and the
+/// jobs after it go on as a batch of their own — one extra commit per
+/// failing job; the thread goes on. When the channel closes (the store is
+/// dropped) a last checkpoint leaves no log behind.
+fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
+    let mut last_checkpoint = std::time::Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(job) => job,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if dirty {
+                    match idle_checkpoint(&db, &mut wal) {
+                        Ok(()) => (dirty, last_checkpoint) = (false, std::time::Instant::now()),
+                        Err(e) => tracing::error!(error = %e, "a checkpoint of the store failed; the log keeps every write"),
+                    }
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -101,13 +170,24 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
         let mut outcomes: Vec<Result<CommitOutcome>> = Vec::with_capacity(jobs.len());
         while outcomes.len() < jobs.len() {
             let rest = &jobs[outcomes.len()..];
-            match commit_batch(&db, rest) {
-                Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+            let checkpoint = wal.wants_checkpoint() || last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+            match commit_batch(&db, &mut wal, rest, checkpoint) {
+                Ok(done) => {
+                    outcomes.extend(done.into_iter().map(Ok));
+                    if checkpoint {
+                        (dirty, last_checkpoint) = (false, std::time::Instant::now());
+                    } else {
+                        dirty = true;
+                    }
+                }
                 // The job at `failed` fails alone; those before it commit again without it.
                 Err((failed, e)) => {
                     if failed > 0 {
-                        match commit_batch(&db, &rest[..failed]) {
-                            Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+                        match commit_batch(&db, &mut wal, &rest[..failed], false) {
+                            Ok(done) => {
+                                outcomes.extend(done.into_iter().map(Ok));
+                                dirty = true;
+                            }
                             // The disk itself fails: nothing of these is acknowledged.
                             Err((_, e2)) => outcomes.extend((0..failed).map(|_| Err(backend(&e2)))),
                         }
@@ -126,7 +206,30 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
                 tracing::error!("a store job's reply panicked");
             }
         }
+        if let Some(why) = wal.broken() {
+            // `/healthz` shows the writer down; every later job is refused.
+            tracing::error!(reason = %why, "the store stops writing: its log failed");
+            return;
+        }
     }
+    // A clean stop: everything into redb, durably; the log is no longer needed.
+    if wal.broken().is_none() {
+        match idle_checkpoint(&db, &mut wal).map(|()| wal.close()) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the write-ahead log could not be removed after the last checkpoint"),
+            Err(e) => tracing::error!(error = %e, "the last checkpoint failed; the log is replayed at the next start"),
+        }
+    }
+}
+
+/// A checkpoint with no jobs: syncs redb with everything committed so far.
+fn idle_checkpoint(db: &Database, wal: &mut Wal) -> Result<()> {
+    let tx = db.begin_write().map_err(backend)?;
+    checkpoint_commit(tx)?;
+    if let Err(e) = wal.checkpointed() {
+        tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
+    }
+    Ok(())
 }
 
 /// The tables of one write transaction, each opened once (opening a table is
@@ -134,11 +237,13 @@ fn writer(db: Arc<Database>, rx: Receiver<(Job, Reply)>) {
 struct WriteTx<'t> {
     tx: &'t redb::WriteTransaction,
     open: std::cell::RefCell<std::collections::HashMap<Table, redb::Table<'t, &'static str, &'static [u8]>>>,
+    /// Every write, in order, for the write-ahead log (`None`: not logged).
+    ops: Option<wal::Ops>,
 }
 
 impl<'t> WriteTx<'t> {
     fn new(tx: &'t redb::WriteTransaction) -> Self {
-        WriteTx { tx, open: std::cell::RefCell::new(std::collections::HashMap::new()) }
+        WriteTx { tx, open: std::cell::RefCell::new(std::collections::HashMap::new()), ops: Some(wal::Ops::default()) }
     }
 
     /// Runs `f` on the open table. `f` must not use this transaction again
@@ -192,12 +297,18 @@ impl Read for WriteTx<'_> {
 
 impl Write for WriteTx<'_> {
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()> {
+        if let Some(ops) = &mut self.ops {
+            ops.put(table, key, value);
+        }
         self.with(table, |t| {
             t.insert(key, value).map_err(backend)?;
             Ok(())
         })
     }
     fn delete(&mut self, table: Table, key: &str) -> Result<()> {
+        if let Some(ops) = &mut self.ops {
+            ops.delete(table, key);
+        }
         self.with(table, |t| {
             t.remove(key).map_err(backend)?;
             Ok(())
@@ -218,14 +329,20 @@ impl Read for ReadTx {
     }
 }
 
-/// Applies `batch` in one transaction and commits it. `Err((i, e))`: job `i`
-/// failed (nothing was committed); a failing commit blames the last job.
-fn commit_batch(db: &Database, batch: &[&Job]) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
+/// Applies `batch` in one transaction, appends its writes to the log (one
+/// sync) and commits it to redb — without a sync, or with one when
+/// `checkpoint`. `Err((i, e))`: job `i` failed (nothing was committed); a
+/// failing append or commit blames the last job.
+fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
     let last = batch.len().saturating_sub(1);
+    if let Some(why) = wal.broken() {
+        return Err((0, backend(format!("the store stopped writing after a failed write to its log ({why}); restart the server"))));
+    }
     let mut tx = db.begin_write().map_err(|e| (0, backend(e)))?;
-    tx.set_durability(Durability::Immediate).map_err(|e| (0, backend(e)))?;
+    tx.set_durability(Durability::None).map_err(|e| (0, backend(e)))?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    {
+    let seq = wal.next_seq();
+    let ops = {
         let mut w = WriteTx::new(&tx);
         for (i, job) in batch.iter().enumerate() {
             // A bug in a job's logic must not take the writer thread down with it.
@@ -233,8 +350,29 @@ fn commit_batch(db: &Database, batch: &[&Job]) -> std::result::Result<Vec<Commit
                 .unwrap_or_else(|panic| Err(backend(format!("a store job panicked: {}", panic_message(&panic)))));
             outcomes.push(applied.map_err(|e| (i, e))?);
         }
+        let ops = w.ops.take().unwrap_or_default();
+        if !ops.is_empty() {
+            w.put(Table::Meta, WAL_APPLIED, seq.to_string().as_bytes()).map_err(|e| (last, e))?;
+        }
+        ops
+    };
+    // Acknowledged means in the log and synced; redb follows without a sync.
+    if !ops.is_empty() {
+        wal.append(seq, &ops).map_err(|e| (last, backend(format!("cannot write the store's log: {e}"))))?;
     }
-    tx.commit().map_err(|e| (last, backend(e)))?;
+    let committed = if checkpoint { checkpoint_commit(tx) } else { tx.commit().map_err(backend) };
+    if let Err(e) = committed {
+        // The log holds writes redb does not: later batches would be decided
+        // on a state the log does not describe. Stop; a restart replays the log.
+        if !ops.is_empty() {
+            wal.poison(format!("redb refused a commit the log already holds: {e}"));
+        }
+        return Err((last, e));
+    }
+    if checkpoint && let Err(e) = wal.checkpointed() {
+        // Old segments stay; replaying them again is harmless (they are numbered).
+        tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
+    }
     Ok(outcomes)
 }
 

@@ -83,6 +83,15 @@ impl Table {
         Table::Audit,
     ];
 
+    /// Its place in [`Table::ALL`] (how the write-ahead log names it).
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_index(i: u8) -> Option<Table> {
+        Table::ALL.get(i as usize).copied()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Instances => "instances",
@@ -112,6 +121,16 @@ impl Table {
             Table::Audit => "audit",
         }
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_table_is_found_by_its_index() {
+    for (i, t) in Table::ALL.iter().enumerate() {
+        assert_eq!(t.index() as usize, i);
+        assert_eq!(Table::from_index(t.index()), Some(*t));
+    }
+    assert_eq!(Table::from_index(Table::ALL.len() as u8), None);
 }
 
 pub const SEP: char = '\u{1f}';
