@@ -912,8 +912,28 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
             .map(|s| s.parse().with_context(|| format!("FLOWFORM_TRUSTED_PROXIES: `{s}` is not an IP address")))
             .collect::<Result<Vec<std::net::IpAddr>>>()?;
         let config = flowform_server::auth::AuthConfig { behind_proxy: behind_proxy(), trusted_proxies };
-        let app = flowform_server::app_with(runtime, config);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // `/metrics` without a token, on an address of its own (for a scraper inside the network).
+        let metrics = match std::env::var("FLOWFORM_METRICS_ADDR").ok().filter(|a| !a.trim().is_empty()) {
+            Some(metrics_addr) => {
+                let listener = tokio::net::TcpListener::bind(metrics_addr.trim())
+                    .await
+                    .with_context(|| format!("FLOWFORM_METRICS_ADDR: cannot listen on {metrics_addr}"))?;
+                say!("flowform: metrics at http://{}/metrics (no token)", listener.local_addr()?);
+                let runtime = runtime.clone();
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    if let Err(e) = flowform_server::metrics::serve_open(listener, runtime, shutdown).await {
+                        tracing::warn!(error = %e, "the metrics address stopped");
+                    }
+                }))
+            }
+            None => None,
+        };
+        let app = flowform_server::app_with(runtime, config);
         let admin_app = app.clone();
         let admin = tokio::spawn(async move {
             let mut stop = stop_rx;
@@ -929,6 +949,9 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         flowform_server::serve(listener, app, shutdown).await.context("server failed")?;
         let _ = stop_tx.send(true);
         let _ = admin.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -14,6 +14,7 @@ pub mod facts;
 pub mod files;
 pub mod health;
 pub mod import;
+pub mod metrics;
 pub mod migrate;
 pub mod notify;
 pub mod records;
@@ -136,6 +137,7 @@ pub struct Runtime {
     /// Users, tokens and sessions in memory (see `accounts`).
     accounts: accounts::Accounts,
     health: health::Health,
+    metrics: metrics::Metrics,
     retention: Mutex<health::Retention>,
     /// Uploaded attachments (`None`: uploads are refused).
     files: Option<files::FileStore>,
@@ -172,6 +174,7 @@ impl Runtime {
             loaded_at: ArcSwap::from_pointee(loaded_at),
             accounts: accounts::Accounts::default(),
             health: health::Health::default(),
+            metrics: metrics::Metrics::default(),
             retention: Mutex::new(health::Retention::default()),
             files: None,
             facts: Arc::default(),
@@ -283,6 +286,12 @@ impl Runtime {
 
     /// Starts an instance of `workflow` with the start form's data.
     pub async fn start(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+        let result = self.start_counted(workflow, input, actor, opts).await;
+        self.count_command(workflow, None, metrics::outcome(&result));
+        result
+    }
+
+    async fn start_counted(&self, workflow: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
         for _ in 0..MAX_RETRIES {
             match self.plan_start(workflow, input, actor, opts)? {
                 Ok(replayed) => return Ok(replayed),
@@ -560,6 +569,16 @@ impl Runtime {
 
     /// Takes transition `name` on instance `id`.
     pub async fn transition(&self, id: &str, name: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+        let result = self.transition_counted(id, name, input, actor, opts).await;
+        let workflow = match &result {
+            Ok(i) => Some(i.workflow.clone()),
+            Err(_) => self.store.instance(id).ok().flatten().map(|i| i.workflow),
+        };
+        self.count_command(workflow.as_deref().unwrap_or_default(), Some(name), metrics::outcome(&result));
+        result
+    }
+
+    async fn transition_counted(&self, id: &str, name: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
         let idem = idempotency(actor, &format!("transition:{id}:{name}"), input, opts)?;
         if let Some(replay) = self.replay(&idem)? {
             return Ok(replay);

@@ -306,6 +306,7 @@ impl Runtime {
                     .unwrap_or_else(|_| Err(Failure::Permanent("firing the timer panicked (a bug; see the log)".into())));
                 match outcome {
                     Ok(Fired::Acted) => {
+                        self.count_timer_fired(timer.due_at, now);
                         fired += 1;
                         progressed = true;
                     }

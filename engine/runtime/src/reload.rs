@@ -53,6 +53,17 @@ impl Runtime {
     /// Requests in flight keep the bundle they started with: each command loads
     /// the current bundle once.
     pub fn reload(&self) -> ReloadOutcome {
+        let outcome = self.reload_locked();
+        self.count_reload(match &outcome {
+            ReloadOutcome::Reloaded { .. } => "applied",
+            ReloadOutcome::Unchanged { .. } => "unchanged",
+            ReloadOutcome::Rejected { .. } => "rejected",
+            ReloadOutcome::Failed { .. } => "failed",
+        });
+        outcome
+    }
+
+    fn reload_locked(&self) -> ReloadOutcome {
         let Ok(_guard) = self.reload_lock.lock() else {
             return ReloadOutcome::Failed { version: self.bundle().version.clone(), message: "reload lock poisoned".into() };
         };

@@ -10,6 +10,7 @@ mod docs;
 mod error;
 mod extract;
 mod files;
+pub mod metrics;
 mod records;
 mod reports;
 mod routes;
@@ -55,6 +56,7 @@ pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
         .route("/api/v1/docs", axum::routing::get(docs::page))
         .route("/static/api-docs.js", axum::routing::get(docs::script))
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(state, auth::hsts))
         .layer(axum::middleware::from_fn(error::json_errors))
@@ -71,6 +73,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(files::router())
         .merge(reports::router())
+        .routes(utoipa_axum::routes!(metrics::metrics))
 }
 
 /// The OpenAPI 3.1 document of the API.

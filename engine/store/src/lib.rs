@@ -21,6 +21,7 @@ mod accounts;
 mod legacy_auth;
 mod logic;
 mod memory;
+pub mod metrics;
 mod redb_store;
 pub mod tables;
 pub mod wal;
@@ -608,6 +609,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ledger events after `after` (a seq), oldest first.
     fn ledger_events_after(&self, after: u64, limit: usize) -> Result<Vec<LedgerEvent>> {
         read_with(self, |r| logic::ledger_events_after(r, after, limit))
+    }
+    /// Dead letters of the outbox, counted up to `limit` (an index, not the outbox).
+    fn dead_letters(&self, limit: usize) -> Result<usize> {
+        read_with(self, |r| logic::dead_letters(r, limit))
     }
     /// Timers taken out of the queue, oldest first.
     fn quarantined(&self) -> Result<Vec<Quarantined>> {

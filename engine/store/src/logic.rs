@@ -552,6 +552,7 @@ pub fn instance_counts(r: &dyn Read, workflow: Option<&str>) -> Result<Vec<Insta
 /// Indexes every instance of a store written before the index existed (once).
 fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
     ensure_record_counts(w)?;
+    ensure_dead_letters(w)?;
     if w.get(Table::Meta, "instance_index")?.is_some() {
         return ensure_requester_index(w);
     }
@@ -700,6 +701,43 @@ fn count_record(w: &mut dyn Write, record_type: &str, old: Option<bool>, new: Op
 }
 
 /// Counts the records of a store written before the counts existed (once).
+/// `dead␟SEQ` in `Meta` for each dead letter, so that they are counted
+/// without reading the outbox.
+fn dead_letter_key(seq: &str) -> String {
+    key(&["dead", seq])
+}
+
+/// Dead letters of the outbox (counted up to `limit`).
+pub fn dead_letters(r: &dyn Read, limit: usize) -> Result<usize> {
+    let (lo, hi) = prefix_range("dead");
+    let mut n = 0;
+    r.range(Table::Meta, Included(&lo), Excluded(&hi), false, &mut |_, _| {
+        n += 1;
+        Ok(n < limit)
+    })?;
+    Ok(n)
+}
+
+/// The dead-letter marks of an older store, made once.
+fn ensure_dead_letters(w: &mut dyn Write) -> Result<()> {
+    if w.get(Table::Meta, "dead_letters_marked")?.is_some() {
+        return Ok(());
+    }
+    let mut dead = Vec::new();
+    w.range(Table::Outbox, Unbounded, Unbounded, false, &mut |k, v| {
+        if let Ok(item) = from_bytes::<OutboxItem>("outbox item", v)
+            && item.status == "dead"
+        {
+            dead.push(k.to_string());
+        }
+        Ok(true)
+    })?;
+    for k in dead {
+        w.put(Table::Meta, &dead_letter_key(&k), b"")?;
+    }
+    w.put(Table::Meta, "dead_letters_marked", b"1")
+}
+
 fn ensure_record_counts(w: &mut dyn Write) -> Result<()> {
     if w.get(Table::Meta, "record_counts")?.is_some() {
         return Ok(());
@@ -1295,6 +1333,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 item.next_at = *next_at;
             } else {
                 item.status = "dead".into();
+                w.put(Table::Meta, &dead_letter_key(&k), b"")?;
             }
             if item.status == "pending" {
                 w.put(Table::OutboxDue, &key(&[&item.next_at.to_string(), &k]), b"")?;
@@ -1311,6 +1350,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             item.status = "pending".into();
             item.attempts = 0;
             item.next_at = *at;
+            w.delete(Table::Meta, &dead_letter_key(&k))?;
             w.put(Table::OutboxDue, &key(&[&item.next_at.to_string(), &k]), b"")?;
             w.put(Table::Outbox, &k, &to_bytes(&item)?)?;
             Ok(CommitOutcome::Committed)

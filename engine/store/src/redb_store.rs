@@ -226,6 +226,7 @@ fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
 fn idle_checkpoint(db: &Database, wal: &mut Wal) -> Result<()> {
     let tx = db.begin_write().map_err(backend)?;
     checkpoint_commit(tx)?;
+    crate::metrics::metrics().checkpoints.inc();
     if let Err(e) = wal.checkpointed() {
         tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
     }
@@ -358,7 +359,9 @@ fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) 
     };
     // Acknowledged means in the log and synced; redb follows without a sync.
     if !ops.is_empty() {
+        let started = std::time::Instant::now();
         wal.append(seq, &ops).map_err(|e| (last, backend(format!("cannot write the store's log: {e}"))))?;
+        crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
     }
     let committed = if checkpoint { checkpoint_commit(tx) } else { tx.commit().map_err(backend) };
     if let Err(e) = committed {
@@ -368,6 +371,10 @@ fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) 
             wal.poison(format!("redb refused a commit the log already holds: {e}"));
         }
         return Err((last, e));
+    }
+    crate::metrics::metrics().batch_jobs.observe(batch.len() as f64);
+    if checkpoint {
+        crate::metrics::metrics().checkpoints.inc();
     }
     if checkpoint && let Err(e) = wal.checkpointed() {
         // Old segments stay; replaying them again is harmless (they are numbered).

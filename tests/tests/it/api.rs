@@ -367,3 +367,36 @@ async fn a_routing_rule_that_returns_only_fields_keeps_the_assignment() {
     assert_eq!(v["assignment"]["team"].as_str(), Some("hvac_team"), "{v}");
     assert_eq!(v["data"]["escalations"], 1);
 }
+
+/// The value of one series in a scrape (`None` when absent).
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_are_for_admins_and_move_with_the_work() {
+    let mut app = TestApp::hospital();
+    app.request(axum::http::Method::GET, "/metrics", None, None, &[]).await.expect(401);
+    app.get("/metrics", "nurse_li").await.expect(403);
+    let before = app.get("/metrics", "admin").await.expect(200);
+    let before = before.as_str().unwrap().to_string();
+    assert!(before.contains("# TYPE flowform_store_checkpoints counter"), "{before}");
+    assert!(before.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    let order = started(&mut app).await;
+    let id = id(&order);
+    // Refused: nurse_li may not accept.
+    app.post(&format!("/api/v1/instances/{id}/transitions/accept"), "nurse_li", json!({})).await.expect(403);
+    app.get(&format!("/api/v1/instances/{id}"), "nurse_li").await.expect(200);
+    app.get("/no/such/path", "nurse_li").await.expect(404);
+    let after = app.get("/metrics", "admin").await.expect(200);
+    let after = after.as_str().unwrap();
+    assert_eq!(series(after, r#"flowform_commands_total{workflow="repair",transition="start",outcome="accepted"}"#), Some(1.0), "{after}");
+    assert_eq!(series(after, r#"flowform_commands_total{workflow="repair",transition="accept",outcome="forbidden"}"#), Some(1.0), "{after}");
+    assert_eq!(series(after, r#"flowform_http_requests_total{method="GET",route="/api/v1/instances/{id}",status="200"}"#), Some(1.0), "{after}");
+    assert_eq!(series(after, r#"flowform_http_requests_total{method="GET",route="unmatched",status="404"}"#), Some(1.0), "{after}");
+    assert!(series(after, r#"flowform_http_request_duration_seconds_count{method="POST",route="/api/v1/workflows/{name}/instances"}"#).is_some(), "{after}");
+    // The store's writer: the start was one commit at least, its log synced.
+    assert!(series(after, "flowform_store_commit_jobs_count").unwrap() >= 1.0, "{after}");
+    assert!(series(after, "flowform_store_log_sync_seconds_count").unwrap() >= 1.0, "{after}");
+    assert_eq!(series(after, "flowform_timers_due"), Some(0.0), "{after}");
+}
