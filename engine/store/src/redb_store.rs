@@ -132,7 +132,7 @@ fn checkpoint_commit(mut tx: redb::WriteTransaction) -> Result<()> {
 
 /// A checkpoint at least this often while writes come, so that a restart
 /// replays a few seconds of log at most and redb reuses freed pages.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The writer thread: takes every queued job, applies them in one write
 /// transaction, appends its writes to the log and syncs it (one

@@ -5,7 +5,7 @@
 //! key's value, delete a key). The writer appends that list to the log as
 //! one record, syncs the log, and only then commits the batch to redb
 //! *without* syncing redb and answers the jobs. redb is synced at a
-//! checkpoint: when a segment of the log is full, every second while
+//! checkpoint: when a segment of the log is full, every 5 s while
 //! writes come, and at a clean shutdown. Each batch also writes the record's
 //! number to redb (`Meta` `wal_applied`), so on open the store knows which
 //! records its last durable state holds and replays the rest — physical
