@@ -2,9 +2,6 @@
 //! crates, print. See `flowform --help`.
 
 mod admin;
-mod bench;
-mod scale;
-mod workload;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -237,7 +234,7 @@ enum Command {
         /// Run the peers' "repair lifecycle" workload instead (on --dir bench/app),
         /// printing one JSON line: in the pure core, durable, or over HTTP.
         #[arg(long, value_enum)]
-        workload: Option<workload::Mode>,
+        workload: Option<flowform_bench::workload::Mode>,
         /// Work orders of the workload.
         #[arg(long, default_value_t = 10_000)]
         n: usize,
@@ -349,16 +346,16 @@ fn main() -> ExitCode {
         Command::Token { user, data, dir, name, days } => token(&user, &data, &dir, &name, days).map(|_| ExitCode::SUCCESS),
         Command::User { command } => user(command).map(|_| ExitCode::SUCCESS),
         Command::Serve { dir, data, addr, demo, demo_dir } => serve(dir, data, addr, demo, demo_dir).map(|_| ExitCode::SUCCESS),
-        Command::Bench { dir, reload: Some(edits), .. } => bench::reload(&dir, edits).map(|_| ExitCode::SUCCESS),
+        Command::Bench { dir, reload: Some(edits), .. } => flowform_bench::hospital::reload(&dir, edits).map(|_| ExitCode::SUCCESS),
         Command::Bench { dir, scale: Some(n), data, assets, .. } => {
             let data = data.ok_or_else(|| anyhow::anyhow!("--scale needs --data DIR (a store of about 5 GB per million work orders)"));
-            data.and_then(|data| scale::run(&dir, &data, n, assets)).map(|_| ExitCode::SUCCESS)
+            data.and_then(|data| flowform_bench::scale::run(&std::env::current_exe()?, &dir, &data, n, assets)).map(|_| ExitCode::SUCCESS)
         }
         Command::Bench { dir, workload: Some(mode), n, clients, rate, data, .. } => {
-            workload::run(&workload::Options { mode, n, clients, rate, dir, data }).map(|_| ExitCode::SUCCESS)
+            flowform_bench::workload::run(&flowform_bench::workload::Options { mode, n, clients, rate, dir, data }).map(|_| ExitCode::SUCCESS)
         }
         Command::Bench { dir, instances, clients, durable_instances, reload: None, .. } => {
-            bench::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS)
+            flowform_bench::hospital::run(&dir, instances, clients, durable_instances).map(|_| ExitCode::SUCCESS)
         }
         Command::Test { paths, dir, demo_dir, coverage } => test(paths, &dir, demo_dir, coverage),
         Command::Import { record_type, file, dry_run, skip_invalid, dir, data, lang } => import(&record_type, &file, dry_run, skip_invalid, &dir, &data, &lang),

@@ -1,49 +1,24 @@
 //! `flowform bench`: core transitions/s in memory and durable commands/s through
 //! the redb store with concurrent clients (group commit). It drives the
-//! application's first workflow whose transitions match the hospital repair
-//! lifecycle (start → accept → check_in → complete → confirm); see
-//! docs/performance.md.
+//! workflow and lifecycle of `bench/data/hospital.yaml` (report → accept →
+//! check_in → complete → confirm); see docs/performance.md.
 
 use anyhow::{Context, Result, bail};
 use flowform_core::{Actor, Lang};
 use flowform_runtime::{CommandOptions, Runtime, SystemClock};
 use flowform_store::{RedbStore, Store};
-use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "other"];
-
-fn report(i: usize) -> Value {
-    json!({
-        "asset": asset(i),
-        "category": CATEGORIES[i % CATEGORIES.len()],
-        "department": "D-WARD5",
-        "location": "住院楼 5 层",
-        "priority": if i.is_multiple_of(3) { "urgent" } else { "normal" },
-        "urgent_reason": "影响病人",
-        "description": "空调不制冷,室温过高",
-    })
-}
 
 /// An outcome's instance, or the rejection as an error.
 fn decided(r: Result<flowform_core::Outcome, flowform_core::Rejection>) -> Result<flowform_core::Instance> {
     r.map(|o| o.instance).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Order `i`'s asset: one of the demo's first 50.
 fn asset(i: usize) -> String {
     format!("EQ-{:06}", 101 + i % 50)
-}
-
-/// The lifecycle of order `i`: the check-in by its asset's tag.
-fn steps(i: usize) -> Vec<(&'static str, Value, bool)> {
-    vec![
-        ("accept", json!({}), false),
-        ("check_in", json!({"place": {"tag": format!("RFID-{}", asset(i))}}), false),
-        ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
-        ("confirm", json!({"rating": 5}), true),
-    ]
 }
 
 /// The requester, and a technician of every team.
@@ -56,18 +31,20 @@ fn actors(bundle: &flowform_core::Bundle, teams: Vec<String>) -> (Actor, Actor) 
 
 pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usize) -> Result<()> {
     let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow::anyhow!("{e}")).context("cannot load the bundle")?;
-    let Some(workflow) =
-        bundle.model.workflows.keys().find(|w| bundle.workflow(w).is_some_and(|wf| steps(0).iter().all(|(t, _, _)| wf.transition(t).is_some()))).cloned()
-    else {
-        bail!("no workflow in {} has the transitions accept, check_in, complete, confirm", dir.display());
-    };
+    let d = Arc::new(crate::HospitalData::load(dir)?);
+    let workflow = d.workflow.clone();
+    let missing: Vec<&str> =
+        d.lifecycle.iter().map(|s| s.transition.as_str()).filter(|t| bundle.workflow(&workflow).is_none_or(|wf| wf.transition(t).is_none())).collect();
+    if !missing.is_empty() {
+        bail!("the workflow `{workflow}` of {} has no transition {} (bench/data/hospital.yaml)", dir.display(), missing.join(", "));
+    }
     println!("flowform bench: workflow `{workflow}`, bundle {}", bundle.version);
     // The store the durable part writes to, with the demo records when the
     // app has them (the work orders refer to assets; teams may be records).
     let data = tempfile::tempdir()?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(data.path())?);
     let runtime = Arc::new(Runtime::new(bundle, store, Arc::new(SystemClock))?);
-    let demo = dir.join("examples/hospital");
+    let demo = dir.join(&d.demo);
     if demo.join("demo.yaml").exists() {
         flowform_runtime::demo::load(&demo, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -82,10 +59,11 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     let started = Instant::now();
     let mut transitions = 0u64;
     for i in 0..instances {
-        let mut instance = decided(flowform_core::start_with(&bundle, &workflow, &report(i), &requester, now, &format!("i{i}"), Lang::En, &reads))?;
-        for (name, input, by_requester) in steps(i) {
+        let mut instance =
+            decided(flowform_core::start_with(&bundle, &workflow, &d.report(i, &asset(i)), &requester, now, &format!("i{i}"), Lang::En, &reads))?;
+        for (name, input, by_requester) in d.steps(i, &asset(i)) {
             let actor = if by_requester { &requester } else { &tech };
-            instance = decided(flowform_core::transition_with(&bundle, &instance, name, &input, actor, now, Lang::En, &reads))?;
+            instance = decided(flowform_core::transition_with(&bundle, &instance, &name, &input, actor, now, Lang::En, &reads))?;
             transitions += 1;
         }
     }
@@ -104,7 +82,7 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
         let mut tasks = Vec::new();
         for c in 0..clients.max(1) {
             let runtime = runtime.clone();
-            let (requester, tech, workflow) = (requester.clone(), tech.clone(), workflow.clone());
+            let (requester, tech, workflow, d) = (requester.clone(), tech.clone(), workflow.clone(), d.clone());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let opts = CommandOptions::default();
@@ -114,12 +92,12 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
                         break;
                     }
                     let t = Instant::now();
-                    let instance = runtime.start(&workflow, &report(i), &requester, &opts).await?;
+                    let instance = runtime.start(&workflow, &d.report(i, &asset(i)), &requester, &opts).await?;
                     latencies.push(t.elapsed());
-                    for (name, input, by_requester) in steps(i) {
+                    for (name, input, by_requester) in d.steps(i, &asset(i)) {
                         let actor = if by_requester { &requester } else { &tech };
                         let t = Instant::now();
-                        runtime.transition(&instance.id, name, &input, actor, &opts).await?;
+                        runtime.transition(&instance.id, &name, &input, actor, &opts).await?;
                         latencies.push(t.elapsed());
                     }
                 }

@@ -20,23 +20,23 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CATEGORIES: [&str; 5] = ["hvac", "plumbing", "electrical", "elevator", "medical_gas"];
-const DEPARTMENTS: [&str; 4] = ["D-ICU", "D-WARD5", "D-OPD", "D-ER"];
 /// Instances per import job (one write transaction each).
 const BATCH: usize = 2_000;
 
-pub fn run(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
+/// `exe` is the `flowform` binary: it serves the store and makes the tokens.
+pub fn run(exe: &Path, dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
+    let d = crate::HospitalData::load(dir)?;
     if !data.join("flowform.redb").exists() {
-        generate(dir, data, n, assets)?;
+        generate(&d, dir, data, n, assets)?;
     } else {
         println!("scale: measuring the existing store in {}", data.display());
     }
-    measure(dir, data)
+    measure(&d, exe, dir, data)
 }
 
 /// What the dispatch rule reads when teams are records: every team record,
 /// at its version, and the team names.
-pub(crate) fn team_reads(runtime: &Runtime, teams: Vec<String>) -> Result<flowform_core::Reads> {
+pub fn team_reads(runtime: &Runtime, teams: Vec<String>) -> Result<flowform_core::Reads> {
     let bundle = runtime.bundle();
     let mut records = serde_json::Map::new();
     let mut versions = std::collections::BTreeMap::new();
@@ -63,12 +63,12 @@ fn asset_id(k: usize) -> String {
     format!("EQ-{:06}", 200_000 + k)
 }
 
-fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
+fn generate(d: &crate::HospitalData, dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let started = Instant::now();
     let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow!("{e}"))?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(data)?);
     let runtime = Arc::new(Runtime::new(bundle, store.clone(), Arc::new(SystemClock))?);
-    flowform_runtime::demo::load(&dir.join("examples/hospital"), &runtime).map_err(|e| anyhow!("{e}"))?;
+    flowform_runtime::demo::load(&dir.join(&d.demo), &runtime).map_err(|e| anyhow!("{e}"))?;
     let bundle = runtime.bundle();
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
     let teams: Vec<String> = runtime.teams(&bundle).into_iter().map(|(name, _)| name).collect();
@@ -76,7 +76,8 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let admin = Actor { id: "admin".into(), name: "admin".into(), roles: roles.clone(), teams: teams.clone(), email: None, department: None };
 
     // The asset ledger: copies of the first demo asset under new codes, from several threads (group commit).
-    let template = runtime.record("asset", "EQ-000101").map_err(|e| anyhow!("the demo has no asset EQ-000101: {e}"))?.data;
+    let template = runtime.record("asset", &d.asset_template).map_err(|e| anyhow!("the demo has no asset {}: {e}", d.asset_template))?.data;
+    let categories = &d.categories;
     let threads = 16;
     std::thread::scope(|s| -> Result<()> {
         let mut handles = Vec::new();
@@ -86,8 +87,9 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
                 for k in (t..assets).step_by(threads) {
                     let mut asset = template.clone();
                     asset.insert("code".into(), json!(asset_id(k)));
-                    asset.insert("name".into(), json!(format!("{}号设备 ({})", k + 1, CATEGORIES[k % 5])));
-                    asset.insert("category".into(), json!(CATEGORIES[k % 5]));
+                    let category = &categories[k % categories.len()];
+                    asset.insert("name".into(), json!(format!("{}号设备 ({category})", k + 1)));
+                    asset.insert("category".into(), json!(category));
                     asset.insert("tag_id".into(), json!(format!("RFID-{}", asset_id(k))));
                     runtime.create_record("asset", &Value::Object(asset), &admin, Lang::En).map_err(|e| anyhow!("asset {k}: {e}"))?;
                 }
@@ -102,17 +104,19 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     println!("scale: {assets} assets in {:.1} s", started.elapsed().as_secs_f64());
 
     // The work orders: decided by the core on one thread, written on this one.
-    let requester = Actor { id: "nurse_li".into(), name: "李护士".into(), roles: roles.clone(), teams: vec![], email: None, department: None };
-    let tech = Actor { id: "tech_wang".into(), name: "王师傅".into(), roles, teams, email: None, department: None };
+    let requester =
+        Actor { id: d.users.requester.clone(), name: d.users.requester.clone(), roles: roles.clone(), teams: vec![], email: None, department: None };
+    let tech = Actor { id: d.users.technician.clone(), name: d.users.technician.clone(), roles, teams, email: None, department: None };
     let base = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(n as i64 * 90 + 86_400);
     let reads = team_reads(&runtime, teams_all.clone())?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<ImportedInstance>>>(4);
     let generator = {
         let bundle = bundle.clone();
         let reads = reads.clone();
+        let d = d.clone();
         std::thread::spawn(move || {
             for chunk in (0..n).step_by(BATCH) {
-                let batch = (chunk..(chunk + BATCH).min(n)).map(|i| order(&bundle, &reads, i, assets, base, &requester, &tech)).collect();
+                let batch = (chunk..(chunk + BATCH).min(n)).map(|i| order(&d, &bundle, &reads, i, assets, base, &requester, &tech)).collect();
                 if tx.send(batch).is_err() {
                     return;
                 }
@@ -145,7 +149,9 @@ fn generate(dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
 }
 
 /// Work order `i`: reported, and (for all but a few kept open) taken through to closed.
+#[allow(clippy::too_many_arguments)]
 fn order(
+    d: &crate::HospitalData,
     bundle: &flowform_core::Bundle,
     reads: &flowform_core::Reads,
     i: usize,
@@ -157,26 +163,14 @@ fn order(
     let at = |step: i64| flowform_core::Time::from(base + jiff::SignedDuration::from_secs(i as i64 * 90 + step * 600));
     let ms = (base + jiff::SignedDuration::from_secs(i as i64 * 90)).as_millisecond() as u64;
     let id = ulid::Ulid::from_parts(ms, i as u128).to_string();
-    let report = json!({
-        "asset": asset_id(i % assets.max(1)),
-        "category": CATEGORIES[i % 5],
-        "department": DEPARTMENTS[i % 4],
-        "location": "住院楼 5 层",
-        "priority": if i.is_multiple_of(3) { "urgent" } else { "normal" },
-        "urgent_reason": "影响病人",
-        "description": format!("设备故障,需要维修 (工单 {i})"),
-    });
+    let asset = asset_id(i % assets.max(1));
+    let report = d.report(i, &asset);
     let decided = |r: Result<flowform_core::Outcome, flowform_core::Rejection>| r.map_err(|e| anyhow!("work order {i}: {e}: {e:?}"));
-    let first = decided(flowform_core::start_with(bundle, "repair", &report, requester, at(0), &id, Lang::ZhCn, reads))?;
+    let first = decided(flowform_core::start_with(bundle, &d.workflow, &report, requester, at(0), &id, Lang::ZhCn, reads))?;
     let mut instance = first.instance;
     let mut events = vec![first.event];
     // One in 625 stays unaccepted, one in 625 in progress: the open backlog, of every category.
-    let steps: &[(&str, Value, bool)] = &[
-        ("accept", json!({}), false),
-        ("check_in", json!({"place": {"tag": "RFID-0001"}}), false),
-        ("complete", json!({"fault_cause": "wear", "work_notes": "更换风扇电容,运行正常"}), false),
-        ("confirm", json!({"rating": 3 + i % 3}), true),
-    ];
+    let steps = d.steps(i, &asset);
     let keep = match (i / 5) % 125 {
         0 => 0,
         1 => 1,
@@ -193,7 +187,7 @@ fn order(
 }
 
 /// Resident and peak memory of a process (`self` or a pid), in MiB (VmRSS, VmHWM).
-pub(crate) fn memory(process: &str) -> (f64, f64) {
+pub fn memory(process: &str) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     let field = |name: &str| {
         status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
@@ -202,9 +196,9 @@ pub(crate) fn memory(process: &str) -> (f64, f64) {
 }
 
 /// Starts `flowform serve` on the store; returns it, its address and the time until it listened.
-fn spawn_server(dir: &Path, data: &Path) -> Result<(std::process::Child, String, Duration)> {
+fn spawn_server(exe: &Path, dir: &Path, data: &Path) -> Result<(std::process::Child, String, Duration)> {
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(exe)
         .args(["serve", "--addr", "127.0.0.1:0", "--dir"])
         .arg(dir)
         .arg("--data")
@@ -226,20 +220,27 @@ fn spawn_server(dir: &Path, data: &Path) -> Result<(std::process::Child, String,
     Ok((child, addr, startup))
 }
 
-fn measure(dir: &Path, data: &Path) -> Result<()> {
-    let token_of = |user: &str| -> Result<String> {
-        let answer = crate::admin::token(dir, data, user, "scale bench", Some(1))?;
-        Ok(answer.get("token").and_then(serde_json::Value::as_str).ok_or_else(|| anyhow!("no token for `{user}` in {}", data.display()))?.to_string())
-    };
-    // A manager sees everything; the nurse reported every generated order;
-    // another nurse reported none; a utilities technician sees his team's.
-    let token = token_of("manager_zheng")?;
-    let restricted = [
-        ("nurse (her own requests)", token_of("nurse_li")?),
-        ("another nurse (none of them)", token_of("nurse_chen")?),
-        ("technician (his team's)", token_of("tech_zhao")?),
-    ];
-    let (mut child, addr, startup) = spawn_server(dir, data)?;
+/// A token for `user`, made by `flowform token` (the store is not served yet).
+fn token(exe: &Path, dir: &Path, data: &Path, user: &str) -> Result<String> {
+    let out = Command::new(exe)
+        .args(["token", "--user", user, "--name", "scale bench", "--days", "1", "--dir"])
+        .arg(dir)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .context("cannot run `flowform token`")?;
+    if !out.status.success() {
+        bail!("flowform token --user {user}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8(out.stdout)?.lines().last().map(|l| l.trim().to_string()).ok_or_else(|| anyhow!("no token for `{user}` in {}", data.display()))
+}
+
+fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Result<()> {
+    // The manager sees everything; the restricted users see what their
+    // `visible_to` lets them (bench/data/hospital.yaml).
+    let restricted: Vec<(String, String)> = d.users.restricted.iter().map(|r| Ok((r.label.clone(), token(exe, dir, data, &r.user)?))).collect::<Result<_>>()?;
+    let token = token(exe, dir, data, &d.users.manager)?;
+    let (mut child, addr, startup) = spawn_server(exe, dir, data)?;
     let pid = child.id();
     let rss_started = memory(&pid.to_string()).0;
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
@@ -263,28 +264,32 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         println!("scale: {name:<44} median {:>7.2} ms, max {:>7.2} ms   ({path})", ms(samples[15]), ms(samples[29]));
         Ok(json!({"name": name, "path": path, "median_ms": ms(samples[15]), "max_ms": ms(samples[29]), "body": body}))
     };
-    let time = |name: &str, path: &str| time_as(&token, name, path);
-    let counts = time("count by state and team", "/api/v1/instances/counts?workflow=repair&by=state,team")?;
+    let time = |q: &crate::data::Named| time_as(&token, &q.name, &q.path);
+    let q = &d.queries;
+    let counts = time(&q.counts)?;
     let total = counts["body"]["total"].as_u64().unwrap_or(0);
-    let list = time("filtered list page (closed, hvac, 50)", "/api/v1/instances?workflow=repair&state=closed&team=hvac_team&limit=50")?;
-    time("filtered list page (in progress, elevator)", "/api/v1/instances?workflow=repair&state=in_progress&team=elevator_team&limit=50")?;
+    let list = time(&q.list)?;
+    time(&q.list_few)?;
     let cursor = list["body"]["next_cursor"].as_str().unwrap_or_default().to_string();
-    time("next page by cursor", &format!("/api/v1/instances?workflow=repair&state=closed&team=hvac_team&limit=50&cursor={cursor}"))?;
     let some_id = list["body"]["items"][10]["id"].as_str().ok_or_else(|| anyhow!("the list is empty"))?.to_string();
-    time("history of one work order", &format!("/api/v1/instances/{some_id}/history"))?;
-    time("one work order", &format!("/api/v1/instances/{some_id}"))?;
-    time("history of one asset (its work orders)", &format!("/api/v1/records/asset/{}/history", asset_id(7)))?;
+    let asset = asset_id(7);
+    let fill = |path: &str| path.replace("{cursor}", &cursor).replace("{id}", &some_id).replace("{asset}", &asset);
+    let filled = |n: &crate::data::Named| crate::data::Named { name: n.name.clone(), path: fill(&n.path) };
+    time(&filled(&q.next_page))?;
+    time(&filled(&q.order_history))?;
+    time(&filled(&q.order))?;
+    time(&filled(&q.asset_history))?;
     // Restricted users (visible_to): lists merge their own index entries, counts read per-user counts.
     for (who, t) in &restricted {
-        time_as(t, &format!("list page as {who}"), "/api/v1/instances?workflow=repair&limit=50")?;
-        time_as(t, &format!("closed, page as {who}"), "/api/v1/instances?workflow=repair&state=closed&limit=50")?;
-        time_as(t, &format!("counts as {who}"), "/api/v1/instances/counts?workflow=repair&by=state")?;
+        time_as(t, &format!("list page as {who}"), &q.restricted_list)?;
+        time_as(t, &format!("closed, page as {who}"), &q.restricted_closed)?;
+        time_as(t, &format!("counts as {who}"), &q.restricted_counts)?;
     }
     // Reports over a year and a month, once the server has its report facts in
     // memory (built in the background after start-up): 10 samples each.
     let facts_wait = Instant::now();
     loop {
-        let (took, _) = get_as(&token, "/api/v1/reports/repair_overview?by=state")?;
+        let (took, _) = get_as(&token, &d.reports.ready)?;
         if took < Duration::from_millis(500) || facts_wait.elapsed() > Duration::from_secs(300) {
             break;
         }
@@ -293,12 +298,12 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
     println!("scale: report facts ready after {:.1} s from the first report", facts_wait.elapsed().as_secs_f64());
     // The check-ins' events are read on the first report over them (it waits for them).
     let events_wait = Instant::now();
-    get_as(&token, "/api/v1/reports/attendance?by=actor")?;
+    get_as(&token, &d.reports.events_ready)?;
     println!("scale: check-in events ready after {:.1} s more", events_wait.elapsed().as_secs_f64());
     let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
     let days_ago = |n: i64| today.checked_sub(jiff::Span::new().days(n)).unwrap_or(today);
     let tomorrow = today.tomorrow().unwrap_or(today);
-    for (report, by) in [("sla_compliance", "department"), ("response_time", "team"), ("repair_overview", "month"), ("attendance", "day,actor")] {
+    for crate::data::TimedReport { report, by } in &d.reports.timed {
         for (span, from) in [("a year", days_ago(365)), ("a month", days_ago(30))] {
             let path = format!("/api/v1/reports/{report}?by={by}&from={from}&to={tomorrow}");
             let mut samples: Vec<Duration> = (0..10).map(|_| get_as(&token, &path).map(|(d, _)| d)).collect::<Result<_>>()?;
@@ -312,7 +317,7 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         }
     }
     // The web app's pages, as a manager's phone would load them (server time, p99 of 100).
-    let cookie = page_session(&agent, &addr, "manager_zheng")?;
+    let cookie = page_session(&agent, &addr, &d.users.manager, &d.password)?;
     let page = |name: &str, path: &str| -> Result<()> {
         let get = || -> Result<Duration> {
             let t = Instant::now();
@@ -331,19 +336,14 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
         println!("scale: page {name:<39} median {:>7.2} ms, p99 {:>7.2} ms   ({path})", ms(samples[50]), ms(samples[98]));
         Ok(())
     };
-    page("home", "/")?;
-    page("tasks", "/tasks")?;
-    page("list with state tabs", "/list/repair")?;
-    page("list, closed", "/list/repair?state=closed")?;
-    page("dispatch board", "/board")?;
-    page("work order", &format!("/i/{some_id}"))?;
-    page("start form", "/start/repair")?;
-    page("asset page", &format!("/records/asset/{}", asset_id(7)))?;
+    for p in &d.pages {
+        page(&p.name, &fill(&p.path))?;
+    }
     let (rss, peak) = memory(&pid.to_string());
     // Killed (SIGKILL), the next start repairs the store first: how long, and how much memory.
     child.kill()?;
     child.wait()?;
-    let (mut child, _, recovery) = spawn_server(dir, data)?;
+    let (mut child, _, recovery) = spawn_server(exe, dir, data)?;
     let (rss_recovered, _) = memory(&child.id().to_string());
     // A graceful stop (SIGTERM), so the next start needs no repair.
     let stopped = Command::new("kill").arg(child.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
@@ -363,7 +363,7 @@ fn measure(dir: &Path, data: &Path) -> Result<()> {
 
 /// Signs `user` in through the sign-in page (demo password) and returns the
 /// session cookie, as a browser would hold it.
-fn page_session(agent: &ureq::Agent, addr: &str, user: &str) -> Result<String> {
+fn page_session(agent: &ureq::Agent, addr: &str, user: &str, password: &str) -> Result<String> {
     let mut login = agent.get(format!("http://{addr}/login")).call()?;
     let login_cookie = login
         .headers()
@@ -384,7 +384,7 @@ fn page_session(agent: &ureq::Agent, addr: &str, user: &str) -> Result<String> {
         .config()
         .max_redirects(0)
         .build()
-        .send(format!("username={user}&password=demo2026&_csrf={csrf}"))?;
+        .send(format!("username={user}&password={password}&_csrf={csrf}"))?;
     answer
         .headers()
         .get_all("set-cookie")
