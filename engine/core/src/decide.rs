@@ -236,7 +236,7 @@ pub fn transition_with(
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
-    let starts = crate::links::linked_starts(t, &outcome.instance, &bundle.local_text(now));
+    let starts = if t.starts.is_empty() { Vec::new() } else { crate::links::linked_starts(t, &outcome.instance, &bundle.local_text(now)) };
     if !starts.is_empty() {
         outcome.effects.push(Effect::Start { starts });
     }
@@ -723,7 +723,7 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
-    let starts = crate::links::linked_starts(t, &outcome.instance, &bundle.local_text(now));
+    let starts = if t.starts.is_empty() { Vec::new() } else { crate::links::linked_starts(t, &outcome.instance, &bundle.local_text(now)) };
     if !starts.is_empty() {
         outcome.effects.push(Effect::Start { starts });
     }
