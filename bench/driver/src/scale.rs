@@ -340,7 +340,7 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
         page(&p.name, &fill(&p.path))?;
     }
     let (rss, peak) = memory(&pid.to_string());
-    // Killed (SIGKILL), the next start repairs the store first: how long, and how much memory.
+    // Killed (SIGKILL): the next start replays the log after the last checkpoint. How long, and how much memory.
     child.kill()?;
     child.wait()?;
     let (mut child, _, recovery) = spawn_server(exe, dir, data)?;
@@ -357,7 +357,7 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
         startup.as_secs_f64(),
         size as f64 / (1u64 << 30) as f64
     );
-    println!("scale: start-up after kill -9 (with the store's crash repair) {:.2} s, RSS {rss_recovered:.0} MiB", recovery.as_secs_f64());
+    println!("scale: start-up after kill -9 (log replay, redb's quick repair) {:.2} s, RSS {rss_recovered:.0} MiB", recovery.as_secs_f64());
     Ok(())
 }
 

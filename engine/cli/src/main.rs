@@ -396,6 +396,12 @@ fn check_watch(dir: &Path) -> Result<ExitCode> {
             std::thread::sleep(std::time::Duration::from_millis(200));
             continue;
         }
+        // A save may be caught half-written (an editor truncates, then
+        // writes): check only what reads the same a moment later.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        if flowform_runtime::sources::read_dir(dir).ok().as_ref() != Some(&sources) {
+            continue;
+        }
         let started = std::time::Instant::now();
         let diags = match flowform_core::compile(sources.clone()) {
             Ok(bundle) => flowform_model::check::warnings(&bundle.model),
