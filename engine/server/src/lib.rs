@@ -56,11 +56,12 @@ pub fn app_with(runtime: Arc<Runtime>, config: auth::AuthConfig) -> Router {
         .route("/api/v1/docs", axum::routing::get(docs::page))
         .route("/static/api-docs.js", axum::routing::get(docs::script))
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, auth::hsts))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::hsts))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        // Outermost, so that a request that panicked is counted with its 500.
+        .layer(axum::middleware::from_fn_with_state(state, metrics::track))
 }
 
 /// Every documented route, with the OpenAPI document they make: the router

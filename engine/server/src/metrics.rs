@@ -1,7 +1,8 @@
 //! `/metrics` (Prometheus, OpenMetrics text) and the layer that measures
 //! every request. Served to admins with their bearer token on the API's
 //! address, and without a token on a separate address when the operator
-//! names one (`serve --metrics-addr`), for a scraper inside the network.
+//! names one (the `FLOWFORM_METRICS_ADDR` setting), for a scraper inside
+//! the network.
 
 use crate::auth::{Auth, require_admin};
 use crate::{ApiError, AppState};

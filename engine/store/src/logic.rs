@@ -700,7 +700,6 @@ fn count_record(w: &mut dyn Write, record_type: &str, old: Option<bool>, new: Op
     Ok(())
 }
 
-/// Counts the records of a store written before the counts existed (once).
 /// `dead␟SEQ` in `Meta` for each dead letter, so that they are counted
 /// without reading the outbox.
 fn dead_letter_key(seq: &str) -> String {
@@ -738,6 +737,7 @@ fn ensure_dead_letters(w: &mut dyn Write) -> Result<()> {
     w.put(Table::Meta, "dead_letters_marked", b"1")
 }
 
+/// Counts the records of a store written before the counts existed (once).
 fn ensure_record_counts(w: &mut dyn Write) -> Result<()> {
     if w.get(Table::Meta, "record_counts")?.is_some() {
         return Ok(());

@@ -100,7 +100,13 @@ fn recover(db: &Database, dir: &Path) -> Result<Wal> {
     {
         let mut w = WriteTx::new(&tx);
         w.ops = None;
-        for record in opened.records.iter().filter(|r| r.seq > applied) {
+        for (expect, record) in (applied + 1..).zip(opened.records.iter().filter(|r| r.seq > applied)) {
+            if record.seq != expect {
+                return Err(StoreError::Corrupt {
+                    what: format!("the write-ahead log in {}", dir.display()),
+                    detail: format!("it goes on at record {} but the store holds up to {applied}: the log belongs to another copy of the store", record.seq),
+                });
+            }
             let ops = wal::decode(&record.payload).map_err(|e| StoreError::Corrupt { what: format!("write-ahead log record {}", record.seq), detail: e })?;
             for op in ops {
                 match op {
@@ -114,6 +120,7 @@ fn recover(db: &Database, dir: &Path) -> Result<Wal> {
         w.put(Table::Meta, WAL_APPLIED, last.to_string().as_bytes())?;
     }
     checkpoint_commit(tx)?;
+    crate::metrics::metrics().checkpoints.inc();
     let mut wal = opened.wal;
     wal.checkpointed().map_err(backend)?;
     if replayed > 0 {
@@ -152,7 +159,11 @@ fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
                 if dirty {
                     match idle_checkpoint(&db, &mut wal) {
                         Ok(()) => (dirty, last_checkpoint) = (false, std::time::Instant::now()),
-                        Err(e) => tracing::error!(error = %e, "a checkpoint of the store failed; the log keeps every write"),
+                        Err(e) => {
+                            // The log keeps every write; redb must be opened again.
+                            tracing::error!(error = %e, "a checkpoint of the store failed; the store stops writing (restart the server)");
+                            return;
+                        }
                     }
                 }
                 continue;
@@ -365,12 +376,19 @@ fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) 
     }
     let committed = if checkpoint { checkpoint_commit(tx) } else { tx.commit().map_err(backend) };
     if let Err(e) = committed {
-        // The log holds writes redb does not: later batches would be decided
-        // on a state the log does not describe. Stop; a restart replays the log.
-        if !ops.is_empty() {
-            wal.poison(format!("redb refused a commit the log already holds: {e}"));
+        // The batch is taken back from the log (its jobs are told it failed,
+        // so a restart must not apply it), and the writer stops: redb needs
+        // to be opened again after a failed commit.
+        if !ops.is_empty() && wal.retract(seq).is_err() {
+            return Err((
+                last,
+                backend(format!(
+                    "{e}; the store stopped writing. Restart the server and send requests that got no clear answer again with the same Idempotency-Key"
+                )),
+            ));
         }
-        return Err((last, e));
+        wal.poison(format!("redb refused a commit: {e}"));
+        return Err((last, backend(format!("{e}; nothing of this request was applied. The store stopped writing: restart the server"))));
     }
     crate::metrics::metrics().batch_jobs.observe(batch.len() as f64);
     if checkpoint {

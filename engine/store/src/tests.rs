@@ -689,9 +689,12 @@ fn log_records(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, u64)> {
 }
 
 /// The torn-write test: acknowledged commands are in the log; a crash image
-/// whose log is cut or damaged at a random offset opens with every command
-/// whose record lies before the damage, and the rest wholly present or
-/// wholly absent — always a prefix of what was acknowledged, never half of one.
+/// whose log is cut at a random offset (a torn last append: what follows is
+/// zeros) opens with every command whose record lies before the cut, and the
+/// rest wholly present or wholly absent — always a prefix of what was
+/// acknowledged, never half of one. A byte damaged in the last record is a
+/// torn append too; damaged in an earlier one, with good records after it,
+/// it is not: the store refuses to open rather than lose them.
 #[test]
 fn a_log_torn_at_any_offset_opens_to_a_prefix_of_the_acknowledged_commands() {
     use std::os::unix::fs::FileExt;
@@ -715,7 +718,7 @@ fn a_log_torn_at_any_offset_opens_to_a_prefix_of_the_acknowledged_commands() {
         rng ^= rng << 17;
         rng
     };
-    for round in 0..12 {
+    for round in 0..16 {
         let copy = tempfile::tempdir().unwrap();
         crash_image(image.path(), copy.path());
         let r = (next() as usize) % records.len();
@@ -723,6 +726,7 @@ fn a_log_torn_at_any_offset_opens_to_a_prefix_of_the_acknowledged_commands() {
         let at = start + next() % (end - start);
         let segment = copy.path().join("wal").join(segment.file_name().unwrap());
         let f = std::fs::File::options().read(true).write(true).open(&segment).unwrap();
+        let last = r + 1 == records.len();
         if round % 2 == 0 {
             // Cut: everything from the offset on is gone (zeros, as a preallocated segment holds).
             let len = f.metadata().unwrap().len();
@@ -734,6 +738,11 @@ fn a_log_torn_at_any_offset_opens_to_a_prefix_of_the_acknowledged_commands() {
             f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
         }
         drop(f);
+        if round % 2 == 1 && !last {
+            let refused = RedbStore::open(copy.path()).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains("damaged before its end"), "round {round}: record {r} of {} damaged: {refused}", records.len());
+            continue;
+        }
         let reopened = RedbStore::open(copy.path()).unwrap();
         // Commands whose records precede the damaged one are there.
         let mut seen_missing = false;
@@ -766,4 +775,67 @@ fn a_log_torn_at_any_offset_opens_to_a_prefix_of_the_acknowledged_commands() {
         drop(reopened);
         assert!(RedbStore::open(copy.path()).unwrap().instance("after").unwrap().is_some());
     }
+}
+
+/// A torn last append, a restart that writes on, then a power cut that brings
+/// back the old segment its deletion had not yet made durable: the later
+/// segment goes on at the torn record's number, so the store opens with
+/// everything acknowledged after the restart.
+#[test]
+fn a_torn_tail_followed_by_a_restart_and_more_writes_opens() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    for id in ["a", "b", "c"] {
+        assert_eq!(store.commit(write(id, 0, "open", None)).unwrap(), CommitOutcome::Committed);
+    }
+    let image = tempfile::tempdir().unwrap();
+    crash_image(dir.path(), image.path());
+    drop(store);
+    // The append of `c` tore.
+    let records = log_records(image.path());
+    let (segment, start, _) = records.last().unwrap().clone();
+    let torn = image.path().join("wal").join(segment.file_name().unwrap());
+    let f = std::fs::File::options().read(true).write(true).open(&torn).unwrap();
+    f.write_all_at(&[0xff], start + 20).unwrap();
+    drop(f);
+    let kept = std::fs::read(&torn).unwrap();
+    let reopened = RedbStore::open(image.path()).unwrap();
+    assert!(reopened.instance("b").unwrap().is_some());
+    for id in ["d", "e"] {
+        assert_eq!(reopened.commit(write(id, 0, "open", None)).unwrap(), CommitOutcome::Committed);
+    }
+    let after = tempfile::tempdir().unwrap();
+    crash_image(image.path(), after.path());
+    drop(reopened);
+    std::fs::write(after.path().join("wal").join(segment.file_name().unwrap()), kept).unwrap();
+    let last = RedbStore::open(after.path()).unwrap();
+    for id in ["a", "b", "d", "e"] {
+        assert!(last.instance(id).unwrap().is_some(), "{id} was acknowledged");
+    }
+}
+
+/// A log that does not go on from what the store holds (a store file put
+/// back from an older copy beside a newer log) is refused, not replayed onto it.
+#[test]
+fn a_log_that_does_not_continue_the_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.commit(write("a", 0, "open", None)).unwrap(), CommitOutcome::Committed);
+    let old = tempfile::tempdir().unwrap();
+    crash_image(dir.path(), old.path());
+    drop(store);
+    let store = RedbStore::open(dir.path()).unwrap();
+    for id in ["b", "c"] {
+        assert_eq!(store.commit(write(id, 0, "open", None)).unwrap(), CommitOutcome::Committed);
+    }
+    let newer = tempfile::tempdir().unwrap();
+    crash_image(dir.path(), newer.path());
+    drop(store);
+    // The newer log beside a store file that holds less than the log starts from.
+    std::fs::copy(old.path().join("flowform.redb"), newer.path().join("flowform.redb")).unwrap();
+    let _ = std::fs::remove_dir_all(old.path().join("wal"));
+    let opened = RedbStore::open(newer.path());
+    let refused = opened.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("belongs to another copy"), "{refused}");
 }

@@ -126,6 +126,10 @@ pub struct Wal {
     /// more is acknowledged (the store must be reopened, which replays the log).
     broken: Option<String>,
     written: u64,
+    /// The segment a checkpoint was last taken in (once per segment when it fills).
+    checkpointed_in: u64,
+    /// Where the last record starts (to take it back, [`Wal::retract`]).
+    last_at: Option<u64>,
 }
 
 /// A record found on open, to replay.
@@ -161,36 +165,88 @@ fn create_segment(dir: &Path, number: u64, size: u64) -> std::io::Result<(File, 
     }
     f.sync_all()?;
     std::fs::rename(&tmp, segment_path(dir, number))?;
-    File::open(dir)?.sync_all()?;
+    sync_dir(dir)?;
     Ok((f, number))
 }
 
-fn read_segment(path: &Path, expect: &mut u64, out: &mut Vec<Recovered>) -> Result<(), String> {
+/// Why reading a segment stopped before its zero-filled end.
+struct Stop {
+    reason: String,
+    /// A record out of sequence (not a tear): nothing after it can be replayed in order.
+    gap: bool,
+    /// A valid record lies after the damaged one in the same segment: the
+    /// damage is not a torn tail.
+    more_after: bool,
+}
+
+fn header(bytes: &[u8], at: usize) -> Option<(usize, u32, u64)> {
+    let h = bytes.get(at..at + HEADER)?;
+    Some((
+        u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize,
+        u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
+        u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
+    ))
+}
+
+/// Whether a valid record numbered `expect` or later starts anywhere after
+/// `from`, up to where the segment's zero fill begins (64 KiB of zeros: no
+/// record holds that many in a row).
+fn valid_record_after(bytes: &[u8], from: usize, expect: u64) -> bool {
+    const ZEROS: usize = 64 << 10;
+    let mut end = bytes.len().saturating_sub(HEADER);
+    let mut run = 0usize;
+    for (i, b) in bytes.iter().enumerate().skip(from + 1) {
+        run = if *b == 0 { run + 1 } else { 0 };
+        if run >= ZEROS {
+            end = i + 1 - ZEROS;
+            break;
+        }
+    }
+    (from + 1..end).any(|p| {
+        header(bytes, p).is_some_and(|(len, sum, seq)| {
+            len > 0
+                && seq >= expect.max(1)
+                && seq < expect.saturating_add(100_000_000)
+                && bytes.get(p + HEADER..p + HEADER + len).is_some_and(|payload| crc(seq, payload) == sum)
+        })
+    })
+}
+
+fn read_segment(path: &Path, expect: &mut u64, out: &mut Vec<Recovered>) -> Result<(), Stop> {
     let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Stop {
+        reason: format!("{}: {e}", path.display()),
+        gap: true,
+        more_after: true,
+    })?;
     let mut at = 0usize;
-    while at + HEADER <= bytes.len() {
-        let h = &bytes[at..at + HEADER];
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let sum = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        let seq = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+    while let Some((len, sum, seq)) = header(&bytes, at) {
         if len == 0 && sum == 0 && seq == 0 {
             return Ok(());
         }
+        let torn = |what: &str| Stop {
+            reason: format!("{}: the record at byte {at} {what} (torn)", path.display()),
+            gap: false,
+            more_after: valid_record_after(&bytes, at, *expect),
+        };
         let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            return Err(format!("{}: the record at byte {at} runs past the end (torn)", path.display()));
+            return Err(torn("runs past the end"));
         };
         if crc(seq, payload) != sum {
-            return Err(format!("{}: the record at byte {at} fails its checksum (torn)", path.display()));
+            return Err(torn("fails its checksum"));
         }
         if *expect != 0 && seq != *expect {
-            return Err(format!("{}: record {seq} at byte {at} where {expect} was expected", path.display()));
+            return Err(Stop { reason: format!("{}: record {seq} at byte {at} where {expect} was expected", path.display()), gap: true, more_after: true });
         }
         out.push(Recovered { seq, payload: payload.to_vec() });
         *expect = seq + 1;
         at += HEADER + len;
     }
     Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Wal {
@@ -214,34 +270,73 @@ impl Wal {
         let mut records = Vec::new();
         let mut expect = 0u64;
         let mut stopped = None;
-        for (i, (_, path)) in segments.iter().enumerate() {
-            if let Err(e) = read_segment(path, &mut expect, &mut records) {
-                // Only the last append can be torn. Damage followed by
-                // records in a later segment is not a torn tail: acknowledged
-                // writes would be lost, so the store does not open.
-                let mut later = Vec::new();
-                let mut ignored = 0;
-                for (_, p) in &segments[i + 1..] {
-                    let _ = read_segment(p, &mut ignored, &mut later);
+        // Segments at the end that hold nothing (made ready before a stop) are used again.
+        let mut empty: Vec<u64> = Vec::new();
+        for (n, path) in &segments {
+            let before = records.len();
+            match read_segment(path, &mut expect, &mut records) {
+                Ok(()) => {
+                    if records.len() == before && std::fs::metadata(path)?.len() == SEGMENT_BYTES {
+                        empty.push(*n);
+                    } else {
+                        empty.clear();
+                    }
                 }
-                if !later.is_empty() {
+                // A torn last append, and nothing valid after it in its
+                // segment: the log ends there. A later segment (a restart
+                // after the tear) must go on at the torn record's number,
+                // which the next read checks.
+                Err(stop) if !stop.gap && !stop.more_after => {
+                    stopped = Some(stop.reason);
+                }
+                // Damage followed by good records, or records out of order:
+                // acknowledged writes would be lost, so the store does not open.
+                Err(stop) => {
                     return Err(std::io::Error::other(format!(
-                        "the write-ahead log is damaged before its end ({e}); {} later records cannot be replayed in order. \
-                         Keep a copy of {} and ask for help before moving it aside",
-                        later.len(),
+                        "the write-ahead log is damaged before its end ({}). Keep a copy of {} and ask for help before moving it aside",
+                        stop.reason,
                         dir.display()
                     )));
                 }
-                stopped = Some(e);
-                break;
             }
         }
         let last = records.last().map_or(0, |r| r.seq);
-        let number = segments.last().map_or(1, |(n, _)| n + 1);
-        let (file, number) = create_segment(dir, number, SEGMENT_BYTES)?;
-        let mut wal =
-            Wal { dir: dir.to_path_buf(), file, number, pos: 0, size: SEGMENT_BYTES, next_seq: last.max(after) + 1, spare: None, broken: None, written: 0 };
-        wal.prepare_spare();
+        // A start that fails and is tried again (a crash loop) adds no
+        // segments: the first empty one is written next, the second is the
+        // spare, any more are removed.
+        if stopped.is_some() {
+            empty.clear();
+        }
+        for n in empty.iter().skip(2) {
+            std::fs::remove_file(segment_path(dir, *n))?;
+        }
+        let open = |n: u64| File::options().read(true).write(true).open(segment_path(dir, n));
+        let (file, number) = match empty.first() {
+            Some(n) => (open(*n)?, *n),
+            None => create_segment(dir, segments.last().map_or(1, |(n, _)| n + 1), SEGMENT_BYTES)?,
+        };
+        let spare = empty.get(1).map(|n| open(*n).map(|f| (f, *n)));
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            file,
+            number,
+            pos: 0,
+            size: SEGMENT_BYTES,
+            next_seq: last.max(after) + 1,
+            spare: None,
+            broken: None,
+            written: 0,
+            checkpointed_in: 0,
+            last_at: None,
+        };
+        match spare {
+            Some(ready) => {
+                let (tx, rx) = channel();
+                let _ = tx.send(ready);
+                wal.spare = Some(rx);
+            }
+            None => wal.prepare_spare(),
+        }
         Ok(Opened { wal, records, stopped })
     }
 
@@ -261,12 +356,35 @@ impl Wal {
 
     /// Whether the current segment is full enough that the next batch should be a checkpoint.
     pub fn wants_checkpoint(&self) -> bool {
-        self.pos > self.size / 4 * 3
+        self.pos > self.size / 4 * 3 && self.checkpointed_in != self.number
     }
 
     /// Bytes appended since the log was opened.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Takes back the last record (`seq`): its header is zeroed and synced,
+    /// so the log ends before it and a restart does not replay a batch whose
+    /// jobs were told they failed. `Err`: the log could not be mended; it is
+    /// broken from now on.
+    pub fn retract(&mut self, seq: u64) -> std::io::Result<()> {
+        let result = (|| {
+            if seq + 1 != self.next_seq || self.last_at.is_none() {
+                return Err(std::io::Error::other(format!("record {seq} is not the last one")));
+            }
+            let at = self.last_at.unwrap_or_default();
+            self.file.write_all_at(&[0u8; HEADER], at)?;
+            self.file.sync_data()?;
+            self.pos = at;
+            self.next_seq = seq;
+            self.last_at = None;
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            self.broken = Some(format!("a failed batch could not be taken back from the log: {e}"));
+        }
+        result
     }
 
     /// Stops acknowledging: what was appended and what redb holds differ.
@@ -284,9 +402,19 @@ impl Wal {
         if let Some(why) = &self.broken {
             return Err(std::io::Error::other(format!("the write-ahead log failed before: {why}")));
         }
+        self.last_at = None;
         let result = self.append_inner(seq, ops);
         if let Err(e) = &result {
-            self.broken = Some(e.to_string());
+            // Best effort: the log ends before this record, so a restart does
+            // not apply what its jobs are told failed. Whether that reached
+            // the disk is unknown after a failed sync, so nothing more is
+            // acknowledged until the store is opened again.
+            if let Some(at) = self.last_at {
+                let _ = self.file.write_all_at(&[0u8; HEADER], at).and_then(|()| self.file.sync_data());
+            }
+            self.broken = Some(format!(
+                "{e}. Restart the server; a request that got no clear answer may or may not have been applied: send it again with the same Idempotency-Key"
+            ));
         }
         result
     }
@@ -294,6 +422,9 @@ impl Wal {
     fn append_inner(&mut self, seq: u64, ops: &Ops) -> std::io::Result<()> {
         debug_assert_eq!(seq, self.next_seq);
         let len = ops.buf.len();
+        if len > u32::MAX as usize - HEADER {
+            return Err(std::io::Error::other("a batch of more than 4 GiB of writes"));
+        }
         let need = (HEADER + len) as u64;
         if self.pos + need > self.size {
             self.switch(need)?;
@@ -304,6 +435,7 @@ impl Wal {
         record.extend_from_slice(&seq.to_le_bytes());
         record.extend_from_slice(&ops.buf);
         self.file.write_all_at(&record, self.pos)?;
+        self.last_at = Some(self.pos);
         self.file.sync_data()?;
         self.pos += need;
         self.next_seq = seq + 1;
@@ -336,6 +468,7 @@ impl Wal {
     /// After a checkpoint that holds every record so far: the segments
     /// before the current one are no longer needed.
     pub fn checkpointed(&mut self) -> std::io::Result<()> {
+        self.checkpointed_in = self.number;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let n = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wal")).and_then(|n| n.parse::<u64>().ok());
@@ -343,7 +476,8 @@ impl Wal {
                 std::fs::remove_file(&path)?;
             }
         }
-        Ok(())
+        // A deletion not on disk could bring an old segment back after a power cut.
+        sync_dir(&self.dir)
     }
 
     /// At a clean shutdown, after the final checkpoint: no segment is left.
@@ -357,7 +491,7 @@ impl Wal {
                 std::fs::remove_file(&path)?;
             }
         }
-        Ok(())
+        sync_dir(&self.dir)
     }
 }
 
@@ -400,6 +534,22 @@ mod tests {
         let writes = decode(&opened.records[1].payload).unwrap();
         assert_eq!(writes, vec![Op::Put(Table::Instances, "k0", b"value 0"), Op::Put(Table::Instances, "k1", b"value 1"), Op::Delete(Table::Timers, "gone")]);
         assert_eq!(opened.wal.next_seq(), 4);
+    }
+
+    /// Opening again and again (a start that keeps failing) adds no segments.
+    #[test]
+    fn opening_again_uses_the_empty_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap().wal;
+        wal.append(1, &ops(2)).unwrap();
+        drop(wal);
+        for _ in 0..3 {
+            let opened = Wal::open(dir.path(), 0).unwrap();
+            assert_eq!(opened.records.len(), 1);
+            drop(opened);
+        }
+        let segments = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(segments, 3, "the one with the record, the empty one, its spare");
     }
 
     #[test]
