@@ -891,6 +891,13 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        // Bound before anything else is set up, so that a wrong address stops the start cleanly.
+        let metrics_listener = match std::env::var("FLOWFORM_METRICS_ADDR").ok().filter(|a| !a.trim().is_empty()) {
+            Some(metrics_addr) => Some(
+                tokio::net::TcpListener::bind(metrics_addr.trim()).await.with_context(|| format!("FLOWFORM_METRICS_ADDR: cannot listen on {metrics_addr}"))?,
+            ),
+            None => None,
+        };
         // The CLI's socket exists before the server says it serves.
         let socket = admin::socket_path(&data);
         let admin_listener = match flowform_server::bind_admin_socket(&socket) {
@@ -917,11 +924,8 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         let config = flowform_server::auth::AuthConfig { behind_proxy: behind_proxy(), trusted_proxies };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // `/metrics` without a token, on an address of its own (for a scraper inside the network).
-        let metrics = match std::env::var("FLOWFORM_METRICS_ADDR").ok().filter(|a| !a.trim().is_empty()) {
-            Some(metrics_addr) => {
-                let listener = tokio::net::TcpListener::bind(metrics_addr.trim())
-                    .await
-                    .with_context(|| format!("FLOWFORM_METRICS_ADDR: cannot listen on {metrics_addr}"))?;
+        let metrics = match metrics_listener {
+            Some(listener) => {
                 say!("flowform: metrics at http://{}/metrics (no token)", listener.local_addr()?);
                 let runtime = runtime.clone();
                 let mut stop = stop_rx.clone();

@@ -634,3 +634,23 @@ fn metrics_are_served_without_a_token_only_on_their_own_address() {
     assert_eq!(status, 401);
     server.stop();
 }
+
+/// A metrics address that cannot be bound stops the start with a clear
+/// message, before the admin socket exists.
+#[test]
+fn a_bad_metrics_address_stops_the_start_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--dir"])
+        .arg(repo())
+        .arg("--data")
+        .arg(data.path())
+        .env("FLOWFORM_LOG", "warn")
+        .env("FLOWFORM_METRICS_ADDR", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("FLOWFORM_METRICS_ADDR: cannot listen on not-an-address"), "{text}");
+    assert!(!data.path().join("admin.sock").exists());
+}

@@ -59,7 +59,13 @@ pub struct Metrics {
     timers_due: Gauge,
     timers_late: Gauge,
     timers_quarantined: Gauge,
+    /// When the gauges were last read from the store: at most every
+    /// [`GAUGES_EVERY`], however often the metrics are scraped.
+    gauges_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long the gauges read from the store are reused between scrapes.
+pub const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -100,6 +106,7 @@ impl Default for Metrics {
             timers_due,
             timers_late,
             timers_quarantined,
+            gauges_read: std::sync::Mutex::new(None),
         }
     }
 }
@@ -154,9 +161,30 @@ impl Runtime {
         self.metrics.timer_late_seconds.observe((now.since(due).as_secs_f64()).max(0.0));
     }
 
-    /// The metrics in Prometheus' text format; the gauges are read now
-    /// (bounded reads: at most 10,000 due timers and outbox messages).
+    /// The metrics in Prometheus' text format. The gauges are read from the
+    /// store at most every [`GAUGES_EVERY`] (bounded reads: at most 10,000
+    /// due timers and outbox messages), so frequent scrapes cost little.
     pub fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let fresh = m.gauges_read.lock().map(|mut last| {
+            let fresh = last.is_some_and(|t| t.elapsed() < GAUGES_EVERY);
+            if !fresh {
+                *last = Some(std::time::Instant::now());
+            }
+            fresh
+        });
+        if !fresh.unwrap_or(false) {
+            self.read_gauges();
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+            tracing::error!(error = %e, "the metrics could not be written");
+        }
+        out
+    }
+
+    /// The gauges, read from the store (bounded reads).
+    fn read_gauges(&self) {
         let m = &self.metrics;
         let now = self.now();
         if let Ok(due) = self.store.due_timers(now, 10_000) {
@@ -173,10 +201,5 @@ impl Runtime {
         if let Ok(dead) = self.store.dead_letters(10_000) {
             m.outbox_dead.set(dead as i64);
         }
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
-            tracing::error!(error = %e, "the metrics could not be written");
-        }
-        out
     }
 }
