@@ -801,6 +801,8 @@ fn init_logging() {
 fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option<PathBuf>) -> Result<()> {
     init_logging();
     let store: Arc<dyn Store> = Arc::new(open_store(&data)?);
+    // Closed at a clean stop: background threads may still hold the runtime.
+    let closing = store.clone();
     // Broken files at start-up: serve the last good version from the store, if any.
     let (bundle, rejected) = match load_bundle(&dir) {
         Ok(b) => (b, None),
@@ -959,6 +961,8 @@ fn serve(dir: PathBuf, data: PathBuf, addr: String, demo: bool, demo_dir: Option
         if let Some(m) = metrics {
             let _ = m.await;
         }
+        // Everything into the database: the log is empty after a clean stop.
+        closing.close();
         tracing::info!("stopped");
         Ok(())
     })

@@ -174,6 +174,9 @@ fn serve_token_and_restart_keep_every_instance() {
     let (status, _) = server.request("POST", &format!("/api/v1/instances/{id}/transitions/accept"), &tech, Some(r#"{"data":{}}"#));
     assert_eq!(status, 200);
     server.stop();
+    // A clean stop writes everything into the database: the log is empty.
+    let left: Vec<_> = std::fs::read_dir(data.path().join("wal")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the write-ahead log after a clean stop: {left:?}");
 
     let server = Server::start(data.path());
     let (status, view) = server.request("GET", &format!("/api/v1/instances/{id}"), &tech, None);

@@ -474,6 +474,10 @@ pub trait Store: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+    /// A clean stop: the writer finishes what is queued, writes everything
+    /// into the database and stops; later writes answer `Closed`. (Dropping
+    /// the last handle does the same.)
+    fn close(&self) {}
 
     /// Adds or replaces a user account (no audit entry: tools and tests).
     fn put_user(&self, user: &UserAccount) -> Result<()> {

@@ -66,6 +66,13 @@ impl RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
+        self.stop_writer();
+    }
+}
+
+impl RedbStore {
+    /// Closes the writer's queue and waits for it: its last checkpoint runs.
+    fn stop_writer(&self) {
         if let Ok(mut w) = self.writer.lock() {
             w.take();
         }
@@ -408,6 +415,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 impl Store for RedbStore {
     fn healthy(&self) -> bool {
         self.thread.lock().is_ok_and(|t| t.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
+    fn close(&self) {
+        self.stop_writer();
     }
 
     fn submit(&self, job: Job) -> Result<CommitOutcome> {
