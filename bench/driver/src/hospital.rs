@@ -63,7 +63,7 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
             decided(flowform_core::start_with(&bundle, &workflow, &d.report(i, &asset(i)), &requester, now, &format!("i{i}"), Lang::En, &reads))?;
         for (name, input, by_requester) in d.steps(i, &asset(i)) {
             let actor = if by_requester { &requester } else { &tech };
-            instance = decided(flowform_core::transition_with(&bundle, &instance, &name, &input, actor, now, Lang::En, &reads))?;
+            instance = decided(flowform_core::transition_with(&bundle, instance, &name, &input, actor, now, Lang::En, &reads))?;
             transitions += 1;
         }
     }

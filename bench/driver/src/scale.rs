@@ -178,7 +178,7 @@ fn order(
     };
     for (k, (name, input, by_requester)) in steps.iter().take(keep).enumerate() {
         let actor = if *by_requester { requester } else { tech };
-        let outcome = decided(flowform_core::transition_with(bundle, &instance, name, input, actor, at(k as i64 + 1), Lang::ZhCn, reads))?;
+        let outcome = decided(flowform_core::transition_with(bundle, instance, name, input, actor, at(k as i64 + 1), Lang::ZhCn, reads))?;
         instance = outcome.instance;
         events.push(outcome.event);
     }
@@ -195,10 +195,21 @@ pub fn memory(process: &str) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A server process, killed when dropped: a measurement that fails half-way
+/// never leaves it running and holding the store.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `flowform serve` on the store; returns it, its address and the time until it listened.
-fn spawn_server(exe: &Path, dir: &Path, data: &Path) -> Result<(std::process::Child, String, Duration)> {
+fn spawn_server(exe: &Path, dir: &Path, data: &Path) -> Result<(Server, String, Duration)> {
     let started = Instant::now();
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .args(["serve", "--addr", "127.0.0.1:0", "--dir"])
         .arg(dir)
         .arg("--data")
@@ -208,7 +219,8 @@ fn spawn_server(exe: &Path, dir: &Path, data: &Path) -> Result<(std::process::Ch
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the server")?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no server output"))?).lines();
+    let mut child = Server(child);
+    let mut lines = BufReader::new(child.0.stdout.take().ok_or_else(|| anyhow!("no server output"))?).lines();
     let addr = loop {
         let line = lines.next().ok_or_else(|| anyhow!("the server exited before listening"))??;
         if let Some(rest) = line.split("on http://").nth(1) {
@@ -241,7 +253,7 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
     let restricted: Vec<(String, String)> = d.users.restricted.iter().map(|r| Ok((r.label.clone(), token(exe, dir, data, &r.user)?))).collect::<Result<_>>()?;
     let token = token(exe, dir, data, &d.users.manager)?;
     let (mut child, addr, startup) = spawn_server(exe, dir, data)?;
-    let pid = child.id();
+    let pid = child.0.id();
     let rss_started = memory(&pid.to_string()).0;
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let get_as = |token: &str, path: &str| -> Result<(Duration, Value)> {
@@ -287,18 +299,29 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
     }
     // Reports over a year and a month, once the server has its report facts in
     // memory (built in the background after start-up): 10 samples each.
-    let facts_wait = Instant::now();
-    loop {
-        let (took, _) = get_as(&token, &d.reports.ready)?;
-        if took < Duration::from_millis(500) || facts_wait.elapsed() > Duration::from_secs(300) {
-            break;
+    // A report asked before its facts are ready waits up to two minutes, then
+    // answers 503 not_ready (a store read from a cold disk takes longer): ask again.
+    let until_ready = |path: &str, limit: Duration| -> Result<()> {
+        let started = Instant::now();
+        loop {
+            match get_as(&token, path) {
+                Ok((took, _)) if took < Duration::from_millis(500) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("HTTP 503") => {}
+                Err(e) => return Err(e),
+            }
+            if started.elapsed() > limit {
+                bail!("{path}: not ready after {} s", limit.as_secs());
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    };
+    let facts_wait = Instant::now();
+    until_ready(&d.reports.ready, Duration::from_secs(1800))?;
     println!("scale: report facts ready after {:.1} s from the first report", facts_wait.elapsed().as_secs_f64());
     // The check-ins' events are read on the first report over them (it waits for them).
     let events_wait = Instant::now();
-    get_as(&token, &d.reports.events_ready)?;
+    until_ready(&d.reports.events_ready, Duration::from_secs(1800))?;
     println!("scale: check-in events ready after {:.1} s more", events_wait.elapsed().as_secs_f64());
     let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
     let days_ago = |n: i64| today.checked_sub(jiff::Span::new().days(n)).unwrap_or(today);
@@ -341,16 +364,15 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
     }
     let (rss, peak) = memory(&pid.to_string());
     // Killed (SIGKILL): the next start replays the log after the last checkpoint. How long, and how much memory.
-    child.kill()?;
-    child.wait()?;
+    child.0.kill()?;
+    child.0.wait()?;
     let (mut child, _, recovery) = spawn_server(exe, dir, data)?;
-    let (rss_recovered, _) = memory(&child.id().to_string());
+    let (rss_recovered, _) = memory(&child.0.id().to_string());
     // A graceful stop (SIGTERM), so the next start needs no repair.
-    let stopped = Command::new("kill").arg(child.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
-    if !stopped {
-        let _ = child.kill();
+    let stopped = Command::new("kill").arg(child.0.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
+    if stopped {
+        let _ = child.0.wait();
     }
-    let _ = child.wait();
     let size = std::fs::metadata(data.join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
     println!(
         "scale: {total} work orders; server start-up {:.2} s; RSS {rss_started:.0} MiB after start-up, {rss:.0} MiB after the queries (peak {peak:.0} MiB); store {:.2} GiB",

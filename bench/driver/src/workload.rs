@@ -338,8 +338,10 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
         s.instances += 1;
         for step in &p.steps {
             let who = actor(&step.who);
-            let mut attempt =
-                flowform_core::transition(bundle, &instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
+            // A step meant to be refused, or one that posts (it may be refused
+            // for lack of stock and tried again), keeps the instance for after.
+            let mut spare = (step.expect_reject || posts(bundle, step.transition)).then(|| instance.clone());
+            let mut attempt = flowform_core::transition(bundle, instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
             if let Ok(Err(_)) = &attempt {
                 // Refused for lack of stock: restock and retry.
                 s.stock_rejections += 1;
@@ -349,7 +351,8 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
                 if let Some(b) = stock.get_mut(part) {
                     b.on_hand += RESTOCK_QTY;
                 }
-                attempt = flowform_core::transition(bundle, &instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
+                let instance = spare.take().ok_or_else(|| anyhow!("{}: `{}` was refused for stock but posts nothing", p.id, step.transition))?;
+                attempt = flowform_core::transition(bundle, instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
             }
             match attempt {
                 Ok(Ok(outcome)) if !step.expect_reject => {
@@ -358,8 +361,11 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
                     s.transitions += 1;
                 }
                 Ok(Ok(_)) => bail!("{}: `{}` was accepted but must be refused", p.id, step.transition),
-                Err(Rejection::InvalidInput(_) | Rejection::GuardFailed { .. }) if step.expect_reject => s.guard_rejections += 1,
-                Err(e) => bail!("{}: `{}` refused in `{}`: {e}", p.id, step.transition, instance.state),
+                Err(Rejection::InvalidInput(_) | Rejection::GuardFailed { .. }) if step.expect_reject => {
+                    s.guard_rejections += 1;
+                    instance = spare.take().ok_or_else(|| anyhow!("{}: no copy kept of the instance", p.id))?;
+                }
+                Err(e) => bail!("{}: `{}` refused: {e}", p.id, step.transition),
                 Ok(Err(v)) => bail!("{}: still not enough stock after a restock: {v}", p.id),
             }
         }
@@ -390,6 +396,11 @@ impl From<Event> for HistoryEntry {
     fn from(e: Event) -> Self {
         HistoryEntry { who: e.actor, from: e.from_state, to: e.to_state, at: e.at }
     }
+}
+
+/// Whether the transition has a `post` rule (may be refused for lack of stock).
+fn posts(bundle: &flowform_core::Bundle, transition: &str) -> bool {
+    bundle.workflow(WORKFLOW).and_then(|w| w.transition(transition)).is_some_and(|t| t.hooks.post.is_some())
 }
 
 /// Applies the outcome's postings to the in-memory stock, all or none.

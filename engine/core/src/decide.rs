@@ -1,7 +1,7 @@
 //! The pure decision: `(bundle, instance, command, actor, now) → outcome | rejection`.
 
 use crate::bundle::Bundle;
-use crate::instance::{Actor, Assignment, Effect, Event, EventKind, Instance, diff};
+use crate::instance::{Actor, Assignment, Change, Effect, Event, EventKind, Instance, diff_assignment, diff_data};
 use crate::ledger::{MovementKind, Posting};
 use crate::time::Time;
 use flowform_forms::{FieldError, Lang};
@@ -9,6 +9,7 @@ use flowform_model::{Assign, Hooks, Label, RELATIONAL_ROLES, Sp, TransitionDef, 
 use flowform_rules::{RuleError, ScriptContext, guard_key};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 /// The new instance, the event to append and the effects for the runtime.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,7 +148,7 @@ pub fn start_with(
     if !roles_allow(&wf.start.roles, actor, None) {
         return Err(Rejection::Forbidden(format!("starting `{}` needs one of the roles {}", wf.name, role_list(&wf.start.roles))));
     }
-    let before = Instance {
+    let blank = Instance {
         id: id.to_string(),
         number: None,
         workflow: wf.name.clone(),
@@ -170,8 +171,11 @@ pub fn start_with(
         deadlines: Vec::new(),
     };
     let form = wf.start.form.as_ref().map(|f| f.value.as_str());
-    let (after, cleaned, postings, picked) = apply(bundle, &before, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
-    let mut outcome = finish(bundle, &before, after, EventKind::Started, None, None, cleaned, postings, actor, now)?;
+    let prior = Prior::of(&blank);
+    let applied = apply(bundle, blank, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
+    let changes = applied.touched.changes(&applied.instance.data);
+    let picked = applied.picked;
+    let mut outcome = finish(bundle, &prior, applied.instance, changes, EventKind::Started, None, None, applied.input, applied.postings, actor, now)?;
     outcome.event.decided_on.records = reads.versions.clone();
     if let Some(picked) = picked {
         if let Effect::Picked { method, .. } = &picked {
@@ -202,8 +206,9 @@ fn transition_from_here<'b>(bundle: &'b Bundle, instance: &Instance, name: &str)
     Ok((wf, t))
 }
 
-/// Takes a named transition on an instance.
-pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Value, actor: &Actor, now: Time, lang: Lang) -> Result<Outcome, Rejection> {
+/// Takes a named transition on an instance. The instance is taken by value:
+/// the outcome's instance is it, changed (no copy is made per command).
+pub fn transition(bundle: &Bundle, instance: Instance, name: &str, input: &Value, actor: &Actor, now: Time, lang: Lang) -> Result<Outcome, Rejection> {
     transition_with(bundle, instance, name, input, actor, now, lang, &Reads::default())
 }
 
@@ -211,7 +216,7 @@ pub fn transition(bundle: &Bundle, instance: &Instance, name: &str, input: &Valu
 #[allow(clippy::too_many_arguments)]
 pub fn transition_with(
     bundle: &Bundle,
-    instance: &Instance,
+    instance: Instance,
     name: &str,
     input: &Value,
     actor: &Actor,
@@ -219,20 +224,24 @@ pub fn transition_with(
     lang: Lang,
     reads: &Reads,
 ) -> Result<Outcome, Rejection> {
-    let (wf, t) = transition_from_here(bundle, instance, name)?;
+    let (wf, t) = transition_from_here(bundle, &instance, name)?;
     let form = t.form.as_ref().map(|f| f.value.as_str());
     // Roles and teams first; then the guard, which sees the validated input.
     let guard_input = match (&t.when, form.and_then(|f| bundle.form(f))) {
-        (Some(_), Some(f)) if roles_and_teams(t, instance, actor).is_ok() => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
+        (Some(_), Some(f)) if roles_and_teams(t, &instance, actor).is_ok() => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
         _ => Value::Object(Map::new()),
     };
-    permitted(bundle, wf, t, instance, actor, now, &guard_input, reads, lang)?;
-    let (mut after, cleaned, postings, picked) = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang, reads)?;
+    permitted(bundle, wf, t, &instance, actor, now, &guard_input, reads, lang)?;
+    let prior = Prior::of(&instance);
+    let mut applied = apply(bundle, instance, form, &t.hooks, Some(t), input, actor, now, lang, reads)?;
     if let Some(to) = &t.to {
-        after.state = to.value.clone();
+        applied.instance.state = to.value.clone();
     }
-    let from = Some(instance.state.clone());
-    let mut outcome = finish(bundle, instance, after, EventKind::Transition, Some(t.name.clone()), from, cleaned, postings, actor, now)?;
+    let changes = applied.touched.changes(&applied.instance.data);
+    let picked = applied.picked;
+    let from = Some(prior.state.clone());
+    let mut outcome =
+        finish(bundle, &prior, applied.instance, changes, EventKind::Transition, Some(t.name.clone()), from, applied.input, applied.postings, actor, now)?;
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
@@ -302,10 +311,69 @@ fn permitted(
     Ok(())
 }
 
+/// What `finish` needs of the instance as it was before the command.
+struct Prior {
+    version: u64,
+    state: String,
+    assignment: Assignment,
+}
+
+impl Prior {
+    fn of(instance: &Instance) -> Prior {
+        Prior { version: instance.version, state: instance.state.clone(), assignment: instance.assignment.clone() }
+    }
+}
+
+/// The value each field of the data had before the command set it (`Null`
+/// when it had none), kept as the command sets fields: the event's changes
+/// come from it, without a copy of the whole instance before the command or
+/// a comparison of every field after it.
+#[derive(Default)]
+struct Touched(BTreeMap<String, Value>);
+
+impl Touched {
+    fn set(&mut self, data: &mut Map<String, Value>, key: String, value: Value) {
+        match self.0.entry(key) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let before = data.insert(e.key().clone(), value).unwrap_or(Value::Null);
+                e.insert(before);
+            }
+            std::collections::btree_map::Entry::Occupied(e) => {
+                data.insert(e.key().clone(), value);
+            }
+        }
+    }
+
+    /// The fields set to another value than they had, as changes.
+    fn changes(self, data: &Map<String, Value>) -> BTreeMap<String, Change> {
+        const NULL: Value = Value::Null;
+        self.0
+            .into_iter()
+            .filter_map(|(k, before)| {
+                let after = data.get(&k).unwrap_or(&NULL);
+                (*after != before).then(|| {
+                    let after = after.clone();
+                    (k, Change { before, after })
+                })
+            })
+            .collect()
+    }
+}
+
+/// An instance with a command's input applied and its rules run.
+struct Applied {
+    instance: Instance,
+    touched: Touched,
+    /// The validated input.
+    input: Value,
+    postings: Vec<Posting>,
+    picked: Option<Effect>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn apply(
     bundle: &Bundle,
-    before: &Instance,
+    mut after: Instance,
     form: Option<&str>,
     hooks: &Hooks,
     t: Option<&TransitionDef>,
@@ -314,7 +382,7 @@ fn apply(
     now: Time,
     lang: Lang,
     reads: &Reads,
-) -> Result<(Instance, Value, Vec<Posting>, Option<Effect>), Rejection> {
+) -> Result<Applied, Rejection> {
     let cleaned = match form.and_then(|f| bundle.form(f)) {
         Some(f) => f.validate(input, lang).map_err(Rejection::InvalidInput)?,
         None => {
@@ -330,10 +398,10 @@ fn apply(
             Value::Object(Map::new())
         }
     };
-    let mut after = before.clone();
+    let mut touched = Touched::default();
     if let Value::Object(fields) = &cleaned {
         for (k, v) in fields {
-            after.data.insert(k.clone(), v.clone());
+            touched.set(&mut after.data, k.clone(), v.clone());
         }
     }
     let ctx = |inst: &Instance| ScriptContext {
@@ -352,13 +420,17 @@ fn apply(
     let mut picked = None;
     if let Some(script) = &hooks.route {
         let out = bundle.rules.run(&script.value, &ctx(&after))?;
-        picked = apply_route(bundle, &mut after, out, &script.value, reads)?;
+        picked = apply_route(bundle, &mut after, &mut touched, out, &script.value, reads)?;
     }
     if let Some(script) = &hooks.compute {
         let out = bundle.rules.run(&script.value, &ctx(&after))?;
         match out {
             Value::Null => {}
-            Value::Object(fields) => after.data.extend(fields),
+            Value::Object(fields) => {
+                for (k, v) in fields {
+                    touched.set(&mut after.data, k, v);
+                }
+            }
             other => {
                 return Err(bad_result(&script.value, format!("a `compute` rule must return a map of fields, it gave {other}")));
             }
@@ -373,7 +445,7 @@ fn apply(
         Some(script) => parse_postings(bundle, bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?,
         None => Vec::new(),
     };
-    Ok((after, cleaned, postings, picked))
+    Ok(Applied { instance: after, touched, input: cleaned, postings, picked })
 }
 
 fn bad_result(script: &str, message: String) -> Rejection {
@@ -423,7 +495,7 @@ pub const PICK_METHODS: [&str; 3] = ["on_duty", "round_robin", "least_loaded"];
 
 /// Applies a route rule's result; `Some(Effect::Picked)` when it asked to
 /// pick a person of the team.
-fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, reads: &Reads) -> Result<Option<Effect>, Rejection> {
+fn apply_route(bundle: &Bundle, inst: &mut Instance, touched: &mut Touched, out: Value, script: &str, reads: &Reads) -> Result<Option<Effect>, Rejection> {
     let people = &reads.people;
     let known: Vec<&str> = match &reads.teams {
         Some(teams) => teams.iter().map(String::as_str).collect(),
@@ -474,9 +546,7 @@ fn apply_route(bundle: &Bundle, inst: &mut Instance, out: Value, script: &str, r
                 }
             }
             "pick_role" => pick_role = text()?,
-            _ => {
-                inst.data.insert(k, v);
-            }
+            _ => touched.set(&mut inst.data, k, v),
         }
     }
     let mut picked = None;
@@ -527,8 +597,9 @@ pub fn pick_person(people: &Value, team: &str, method: &str, role: Option<&str>)
 #[allow(clippy::too_many_arguments)]
 fn finish(
     bundle: &Bundle,
-    before: &Instance,
+    before: &Prior,
     mut after: Instance,
+    mut changes: BTreeMap<String, Change>,
     kind: EventKind,
     transition: Option<String>,
     from_state: Option<String>,
@@ -547,7 +618,7 @@ fn finish(
         arm.extend(crate::deadlines::on_enter(&bundle.model, wf, &mut after, kind == EventKind::Started, transition.as_deref(), now));
         effects.push(Effect::Timers { arm });
     }
-    let changes = diff(before, &after);
+    diff_assignment(&before.assignment, &after.assignment, &mut changes);
     if before.assignment != after.assignment {
         effects.push(Effect::Assigned { assignment: after.assignment.clone() });
         // Dispatched (or re-dispatched) to a team or vendor; an assignee taking it is not.
@@ -691,7 +762,8 @@ pub(crate) fn finish_system(
     now: Time,
 ) -> Result<Outcome, Rejection> {
     let from = Some(before.state.clone());
-    finish(bundle, before, after, kind, transition, from, input, Vec::new(), actor, now)
+    let changes = diff_data(&before.data, &after.data);
+    finish(bundle, &Prior::of(before), after, changes, kind, transition, from, input, Vec::new(), actor, now)
 }
 
 /// A transition the system takes when a timer says so: roles, teams and `when`
@@ -704,19 +776,23 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     for (k, v) in set {
         base.data.insert(k.clone(), v.clone());
     }
-    let (mut after, _, postings, _) = apply(bundle, &base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En, &Reads::default())?;
+    let applied = apply(bundle, base, None, &t.hooks, Some(t), &Value::Object(Map::new()), &actor, now, Lang::En, &Reads::default())?;
+    let mut after = applied.instance;
     if let Some(to) = &t.to {
         after.state = to.value.clone();
     }
+    // The `set` fields were set before the rules ran: compare with the instance.
+    let changes = diff_data(&instance.data, &after.data);
     let mut outcome = finish(
         bundle,
-        instance,
+        &Prior::of(instance),
         after,
+        changes,
         EventKind::Transition,
         Some(t.name.clone()),
         Some(instance.state.clone()),
         Value::Object(Map::new()),
-        postings,
+        applied.postings,
         &actor,
         now,
     )?;

@@ -195,28 +195,39 @@ pub enum Effect {
 }
 
 pub(crate) fn diff(before: &Instance, after: &Instance) -> BTreeMap<String, Change> {
+    let mut changes = diff_data(&before.data, &after.data);
+    diff_assignment(&before.assignment, &after.assignment, &mut changes);
+    changes
+}
+
+/// The fields that differ between two versions of an instance's data.
+pub(crate) fn diff_data(before: &Map<String, Value>, after: &Map<String, Value>) -> BTreeMap<String, Change> {
     let mut changes = BTreeMap::new();
     const NULL: Value = Value::Null;
-    for (k, a) in &after.data {
-        let b = before.data.get(k).unwrap_or(&NULL);
+    for (k, a) in after {
+        let b = before.get(k).unwrap_or(&NULL);
         if b != a {
             changes.insert(k.clone(), Change { before: b.clone(), after: a.clone() });
         }
     }
-    for (k, b) in &before.data {
-        if !after.data.contains_key(k) && !b.is_null() {
+    for (k, b) in before {
+        if !after.contains_key(k) && !b.is_null() {
             changes.insert(k.clone(), Change { before: b.clone(), after: Value::Null });
         }
     }
+    changes
+}
+
+/// Adds the assignment's changes (`assignment.team`, `.assignee`, `.vendor`) to `changes`.
+pub(crate) fn diff_assignment(before: &Assignment, after: &Assignment, changes: &mut BTreeMap<String, Change>) {
     let pairs = [
-        ("assignment.team", &before.assignment.team, &after.assignment.team),
-        ("assignment.assignee", &before.assignment.assignee, &after.assignment.assignee),
-        ("assignment.vendor", &before.assignment.vendor, &after.assignment.vendor),
+        ("assignment.team", &before.team, &after.team),
+        ("assignment.assignee", &before.assignee, &after.assignee),
+        ("assignment.vendor", &before.vendor, &after.vendor),
     ];
     for (k, b, a) in pairs {
         if b != a {
             changes.insert(k.into(), Change { before: b.clone().map_or(Value::Null, Value::String), after: a.clone().map_or(Value::Null, Value::String) });
         }
     }
-    changes
 }

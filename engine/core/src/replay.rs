@@ -241,7 +241,7 @@ pub fn replay_instance(new: &Bundle, old: &dyn Fn(&str) -> Option<Arc<Bundle>>, 
                 let reads = recorded.reads.get(i).copied().unwrap_or(&empty);
                 let result = match (&ev.kind, &current) {
                     (EventKind::Started, _) => start_with(new, &inst.workflow, &ev.input, &actor, ev.at, &ev.instance_id, lang, reads),
-                    (_, Some(c)) => transition_with(new, c, ev.transition.as_deref().unwrap_or_default(), &ev.input, &actor, ev.at, lang, reads),
+                    (_, Some(c)) => transition_with(new, c.clone(), ev.transition.as_deref().unwrap_or_default(), &ev.input, &actor, ev.at, lang, reads),
                     (_, None) => break,
                 };
                 out.steps += 1;

@@ -601,16 +601,21 @@ impl Runtime {
                 .unwrap_or_default();
             let input = &self.fill_from(&bundle, &fields, input, &instance.data)?;
             let mut reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
-            let first = flowform_core::transition_with(&bundle, &instance, name, input, actor, now, opts.lang, &reads);
-            let outcome = if needs_people(&bundle, &first) {
-                reads.people = self.people(&bundle)?;
-                flowform_core::transition_with(&bundle, &instance, name, input, actor, now, opts.lang, &reads)?
-            } else {
-                first?
+            let (version, workflow) = (instance.version, instance.workflow.clone());
+            // Decided once without the teams' people (reading them costs); a
+            // bundle whose rules may pick a person keeps a copy to decide again with them.
+            let spare = can_pick(&bundle).then(|| instance.clone());
+            let first = flowform_core::transition_with(&bundle, instance, name, input, actor, now, opts.lang, &reads);
+            let outcome = match spare {
+                Some(instance) if needs_people(&bundle, &first) => {
+                    reads.people = self.people(&bundle)?;
+                    flowform_core::transition_with(&bundle, instance, name, input, actor, now, opts.lang, &reads)?
+                }
+                _ => first?,
             };
-            let form = bundle.workflow(&instance.workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
+            let form = bundle.workflow(&workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
             let effects = outcome.effects.clone();
-            let mut write = self.prepare(&bundle, outcome, form.as_deref(), instance.version, idem.clone(), opts.lang)?;
+            let mut write = self.prepare(&bundle, outcome, form.as_deref(), version, idem.clone(), opts.lang)?;
             self.link_children(&bundle, &mut write, &effects, actor, opts.lang)?;
             match self.commit(write).await? {
                 (CommitOutcome::Committed, instance) => return Ok(instance),
@@ -854,8 +859,14 @@ fn found_types(bundle: &Bundle, workflow: &str) -> Vec<String> {
 fn needs_people(bundle: &Bundle, first: &Result<flowform_core::Outcome, flowform_core::Rejection>) -> bool {
     match first {
         Ok(outcome) => outcome.effects.iter().any(|e| matches!(e, flowform_core::Effect::Picked { .. })),
-        Err(_) => bundle.model.scripts.values().any(|s| s.text.contains("pick")),
+        Err(_) => can_pick(bundle),
     }
+}
+
+/// Whether a rule of the bundle may ask to `pick` a person (only such a
+/// rule's decision can depend on the teams' people).
+fn can_pick(bundle: &Bundle) -> bool {
+    bundle.model.scripts.values().any(|s| s.text.contains("pick"))
 }
 
 /// Adds a record write to a command's. A second write of a record the

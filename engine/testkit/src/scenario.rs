@@ -61,6 +61,30 @@ pub struct Step {
     /// What-if: decide the instances so far again under changed definitions
     /// and check what would differ (nothing is written).
     pub replay: Option<ReplayStep>,
+    /// `add_record: department` creates a record of that type with `data`, as `as`
+    /// (through the records API; `expect` checks the answer, default status 201).
+    pub add_record: Option<String>,
+    /// `records: { "asset/EQ-000101": { data: { status: under_repair } } }` checks
+    /// records as `GET /api/v1/records/{type}/{id}` shows them.
+    pub records: Option<std::collections::BTreeMap<String, Map<String, Value>>>,
+    /// `instances: { workflow: inspection, data: { asset: EQ-000143 }, count: 1 }`
+    /// counts the instances of a workflow (in `state`, when given) whose data match.
+    pub instances: Option<InstancesCheck>,
+}
+
+/// `instances:` — how many instances of `workflow` (in `state`) have data matching `data`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesCheck {
+    pub workflow: String,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+    pub count: usize,
+    /// `follow: true` makes the newest match the current instance.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 /// `replay:` — the candidate is the app under test (or `dir`, relative to
@@ -238,7 +262,9 @@ pub async fn run_file_covered(path: &Path, app_dir: &Path, demo_dir: Option<&Pat
 async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, coverage: &mut Coverage, base: &Path) -> Result<(), String> {
     if let Some(wait) = &step.wait {
         app.clock.advance(duration(wait)?);
-        // Time passed: what is due happens now, as the server's timer loop would do.
+        // Time passed: what is due happens now, as the server's tick loop would
+        // do it: the schedules' periods that began, then the timers due.
+        app.runtime.run_schedules().await.map_err(|e| e.to_string())?;
         let runtime = app.runtime.clone();
         tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     }
@@ -257,6 +283,10 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, 
             body["expected_version"] = v.into();
         }
         Some((app.request(axum::http::Method::POST, &format!("/api/v1/instances/{id}/transitions/{name}"), Some(user), Some(body), &headers).await, 200))
+    } else if let Some(kind) = &step.add_record {
+        let user = step.actor.as_deref().ok_or("`add_record` needs `as`")?;
+        let body = serde_json::json!({ "data": data });
+        Some((app.request(axum::http::Method::POST, &format!("/api/v1/records/{kind}"), Some(user), Some(body), &headers).await, 201))
     } else {
         None
     };
@@ -287,6 +317,47 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, 
             && let Some(id) = response.body.get("id").and_then(Value::as_str)
         {
             *current = Some(id.to_string());
+        }
+    }
+    if let Some(records) = &step.records {
+        for (at, expect) in records {
+            let Some((kind, id)) = at.split_once('/') else {
+                return Err(format!("`records`: write `type/id`, e.g. `asset/EQ-000101`, not `{at}`"));
+            };
+            let response = app.get(&format!("/api/v1/records/{kind}/{id}"), "admin").await;
+            if response.status != 200 {
+                return Err(format!("record {at}: {} {}", response.status, response.body));
+            }
+            matches(&Value::Object(expect.clone()), &response.body, at)?;
+        }
+    }
+    if let Some(check) = &step.instances {
+        let store = app.runtime.store().clone();
+        let mut found = Vec::new();
+        let mut before = None;
+        loop {
+            let filter = flowform_store::InstanceFilter {
+                workflow: Some(check.workflow.clone()),
+                state: check.state.clone(),
+                before: before.clone(),
+                limit: 500,
+                ..Default::default()
+            };
+            let page = store.instances(&filter).map_err(|e| e.to_string())?;
+            let want = Value::Object(check.data.clone());
+            found.extend(page.items.into_iter().filter(|i| matches(&want, &Value::Object(i.data.clone()), "").is_ok()).map(|i| i.id));
+            match page.next {
+                Some(n) => before = Some(n),
+                None => break,
+            }
+        }
+        if found.len() != check.count {
+            let what = Value::Object(check.data.clone());
+            return Err(format!("expected {} {} instances with data {what}, found {}", check.count, check.workflow, found.len()));
+        }
+        if check.follow {
+            // Newest first.
+            *current = Some(found.first().cloned().ok_or("`instances: {follow: true}` found no instance")?);
         }
     }
     if let Some(follow) = &step.follow {

@@ -400,3 +400,24 @@ async fn metrics_are_for_admins_and_move_with_the_work() {
     assert!(series(after, "flowform_store_log_sync_seconds_count").unwrap() >= 1.0, "{after}");
     assert_eq!(series(after, "flowform_timers_due"), Some(0.0), "{after}");
 }
+
+#[tokio::test]
+async fn an_event_records_only_the_fields_whose_value_changed() {
+    let mut app = TestApp::hospital();
+    let wo_id = id(&started(&mut app).await);
+    app.transition(&wo_id, "accept", "tech_wang", json!({})).await.expect(200);
+    app.transition(&wo_id, "check_in", "tech_wang", json!({"place": {"tag": "RFID-EQ-000101"}})).await.expect(200);
+    let work = json!({"findings": "风机电容老化", "steps": [{"action": "断电检查", "minutes": 10}]});
+    app.transition(&wo_id, "record_work", "tech_wang", work.clone()).await.expect(200);
+    // The same findings again, one more step: only the steps changed.
+    let more = json!({"findings": "风机电容老化", "steps": [{"action": "断电检查", "minutes": 10}, {"action": "更换电容", "minutes": 25}]});
+    app.transition(&wo_id, "record_work", "tech_wang", more).await.expect(200);
+    let history = app.get(&format!("/api/v1/instances/{wo_id}/history"), "admin").await.expect(200);
+    let events = history.as_array().unwrap();
+    let first = &events[events.len() - 2]["changes"];
+    assert_eq!(first["findings"], json!({"before": null, "after": "风机电容老化"}), "{first}");
+    let last = &events[events.len() - 1]["changes"];
+    let fields: Vec<&String> = last.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["steps"], "{last}");
+    assert_eq!(last["steps"]["before"], work["steps"]);
+}

@@ -72,7 +72,7 @@ proptest! {
             let name = names[t % names.len()];
             let before = instance.clone();
             let offered: Vec<String> = flowform_core::available_transitions(bundle, &instance, &actors[a], flowform_core::time::tm("2026-01-01T01:00:00Z")).into_iter().map(|t| t.name).collect();
-            match flowform_core::transition(bundle, &instance, name, &inputs()[i], &actors[a], flowform_core::time::tm("2026-01-01T01:00:00Z"), Lang::En) {
+            match flowform_core::transition(bundle, instance.clone(), name, &inputs()[i], &actors[a], flowform_core::time::tm("2026-01-01T01:00:00Z"), Lang::En) {
                 Ok(outcome) => {
                     prop_assert!(offered.iter().any(|o| o == name), "{name} was taken but not offered to {} in {}", actors[a].id, before.state);
                     let def = wf.transition(name).unwrap();
@@ -82,6 +82,8 @@ proptest! {
                     prop_assert_eq!(outcome.event.seq, outcome.instance.version);
                     prop_assert_eq!(outcome.event.from_state.as_deref(), Some(before.state.as_str()));
                     prop_assert_eq!(&outcome.event.to_state, &outcome.instance.state);
+                    // The changes the core records as it sets fields are exactly what differs.
+                    prop_assert_eq!(&outcome.event.changes, &full_diff(&before, &outcome.instance));
                     if wf.state(&before.state).unwrap().is_final {
                         prop_assert!(false, "left a final state");
                     }
@@ -397,4 +399,29 @@ impl flowform_core::reports::Row for SharedRow {
         // Parsed once here as the facts do when they read an instance; the same instant as the text.
         self.field(name).and_then(flowform_core::reports::micros)
     }
+}
+
+/// Every field of the data and the assignment that differs between two
+/// versions of an instance, compared field by field.
+fn full_diff(before: &flowform_core::Instance, after: &flowform_core::Instance) -> std::collections::BTreeMap<String, flowform_core::Change> {
+    let mut changes = std::collections::BTreeMap::new();
+    let mut keys: std::collections::BTreeSet<&String> = before.data.keys().collect();
+    keys.extend(after.data.keys());
+    for k in keys {
+        let (b, a) = (before.data.get(k).cloned().unwrap_or_default(), after.data.get(k).cloned().unwrap_or_default());
+        if b != a {
+            changes.insert(k.clone(), flowform_core::Change { before: b, after: a });
+        }
+    }
+    let text = |v: &Option<String>| v.clone().map_or(serde_json::Value::Null, serde_json::Value::String);
+    for (k, b, a) in [
+        ("assignment.team", &before.assignment.team, &after.assignment.team),
+        ("assignment.assignee", &before.assignment.assignee, &after.assignment.assignee),
+        ("assignment.vendor", &before.assignment.vendor, &after.assignment.vendor),
+    ] {
+        if b != a {
+            changes.insert(k.to_string(), flowform_core::Change { before: text(b), after: text(a) });
+        }
+    }
+    changes
 }
