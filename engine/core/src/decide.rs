@@ -70,27 +70,64 @@ fn actor_json(actor: &Actor) -> Value {
 /// What scripts see as `record`: the data plus the instance's own fields.
 fn record_json(instance: &Instance) -> Value {
     let mut m = instance.data.clone();
-    m.insert("id".into(), json!(instance.id));
-    m.insert("state".into(), json!(instance.state));
-    m.insert("team".into(), json!(instance.assignment.team));
-    m.insert("assignee".into(), json!(instance.assignment.assignee));
-    m.insert("vendor".into(), json!(instance.assignment.vendor));
-    m.insert("requester".into(), json!(instance.requester));
-    m.insert("created_at".into(), json!(instance.created_at));
-    // What the instance moved so far, one entry per ledger and dimensions:
-    // `#{ledger, <dimension>: value, …, issued, returned}` (rules compare returns against it).
-    let moved: Vec<Value> = instance
-        .moved
-        .iter()
-        .map(|mv| {
-            let mut e: Map<String, Value> = mv.dims.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            e.insert("ledger".into(), json!(mv.ledger));
-            e.insert("issued".into(), json!(mv.issued));
-            e.insert("returned".into(), json!(mv.returned));
-            Value::Object(e)
-        })
-        .collect();
-    m.insert("moved".into(), Value::Array(moved));
+    for key in OWN_FIELDS {
+        if let Some(v) = own_field(instance, key) {
+            m.insert(key.into(), v);
+        }
+    }
+    Value::Object(m)
+}
+
+/// The instance's own fields in `record`, over data fields of those names.
+const OWN_FIELDS: [&str; 8] = ["id", "state", "team", "assignee", "vendor", "requester", "created_at", "moved"];
+
+fn own_field(instance: &Instance, key: &str) -> Option<Value> {
+    Some(match key {
+        "id" => json!(instance.id),
+        "state" => json!(instance.state),
+        "team" => json!(instance.assignment.team),
+        "assignee" => json!(instance.assignment.assignee),
+        "vendor" => json!(instance.assignment.vendor),
+        "requester" => json!(instance.requester),
+        "created_at" => json!(instance.created_at),
+        // What the instance moved so far, one entry per ledger and dimensions:
+        // `#{ledger, <dimension>: value, …, issued, returned}` (rules compare returns against it).
+        "moved" => Value::Array(
+            instance
+                .moved
+                .iter()
+                .map(|mv| {
+                    let mut e: Map<String, Value> = mv.dims.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    e.insert("ledger".into(), json!(mv.ledger));
+                    e.insert("issued".into(), json!(mv.issued));
+                    e.insert("returned".into(), json!(mv.returned));
+                    Value::Object(e)
+                })
+                .collect(),
+        ),
+        _ => return None,
+    })
+}
+
+/// `record` for script `script`: only the fields it reads when the rules
+/// know them (no copy of the whole data per run), else the whole record.
+/// Debug builds always hand the whole record, so that the rules' own check
+/// (a narrowed run equals a whole one) keeps testing the narrowing.
+fn record_for(bundle: &Bundle, script: &str, instance: &Instance) -> Value {
+    match bundle.rules.record_fields(script) {
+        Some(fields) if !cfg!(debug_assertions) => record_fields(instance, fields),
+        _ => record_json(instance),
+    }
+}
+
+/// The fields `fields` of `record` (those it has): equal to the whole record restricted to them.
+fn record_fields(instance: &Instance, fields: &[String]) -> Value {
+    let mut m = Map::new();
+    for f in fields {
+        if let Some(v) = own_field(instance, f).or_else(|| instance.data.get(f).cloned()) {
+            m.insert(f.clone(), v);
+        }
+    }
     Value::Object(m)
 }
 
@@ -291,14 +328,15 @@ fn permitted(
 ) -> Result<(), Rejection> {
     roles_and_teams(t, instance, actor)?;
     if t.when.is_some() {
+        let key = guard_key(&wf.name, &t.name);
         let ctx = ScriptContext {
-            record: record_json(instance),
+            record: record_for(bundle, &key, instance),
             input: input.clone(),
             actor: actor_json(actor),
             now: now.to_string(),
             records: reads.records.clone(),
         };
-        if !bundle.rules.run_guard(&guard_key(&wf.name, &t.name), &ctx)? {
+        if !bundle.rules.run_guard(&key, &ctx)? {
             let label = t.label.get(lang.code(), &t.name);
             let message = match (t.when_message.is_empty(), lang) {
                 (false, _) => t.when_message.get(lang.code(), "").to_string(),
@@ -329,14 +367,14 @@ impl Prior {
 /// come from it, without a copy of the whole instance before the command or
 /// a comparison of every field after it.
 #[derive(Default)]
-struct Touched(BTreeMap<String, Value>);
+struct Touched(BTreeMap<String, Change>);
 
 impl Touched {
     fn set(&mut self, data: &mut Map<String, Value>, key: String, value: Value) {
         match self.0.entry(key) {
             std::collections::btree_map::Entry::Vacant(e) => {
                 let before = data.insert(e.key().clone(), value).unwrap_or(Value::Null);
-                e.insert(before);
+                e.insert(Change { before, after: Value::Null });
             }
             std::collections::btree_map::Entry::Occupied(e) => {
                 data.insert(e.key().clone(), value);
@@ -345,18 +383,16 @@ impl Touched {
     }
 
     /// The fields set to another value than they had, as changes.
-    fn changes(self, data: &Map<String, Value>) -> BTreeMap<String, Change> {
-        const NULL: Value = Value::Null;
+    fn changes(mut self, data: &Map<String, Value>) -> BTreeMap<String, Change> {
+        self.0.retain(|k, c| {
+            let after = data.get(k).unwrap_or(&Value::Null);
+            if *after == c.before {
+                return false;
+            }
+            c.after = after.clone();
+            true
+        });
         self.0
-            .into_iter()
-            .filter_map(|(k, before)| {
-                let after = data.get(&k).unwrap_or(&NULL);
-                (*after != before).then(|| {
-                    let after = after.clone();
-                    (k, Change { before, after })
-                })
-            })
-            .collect()
     }
 }
 
@@ -404,26 +440,26 @@ fn apply(
             touched.set(&mut after.data, k.clone(), v.clone());
         }
     }
-    let ctx = |inst: &Instance| ScriptContext {
-        record: record_json(inst),
+    let ctx = |script: &str, inst: &Instance| ScriptContext {
+        record: record_for(bundle, script, inst),
         input: cleaned.clone(),
         actor: actor_json(actor),
         now: now.to_string(),
         records: reads.records.clone(),
     };
     if let Some(script) = &hooks.validate {
-        let errors = field_errors(bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?;
+        let errors = field_errors(bundle.rules.run(&script.value, &ctx(&script.value, &after))?, &script.value)?;
         if !errors.is_empty() {
             return Err(Rejection::InvalidInput(errors));
         }
     }
     let mut picked = None;
     if let Some(script) = &hooks.route {
-        let out = bundle.rules.run(&script.value, &ctx(&after))?;
+        let out = bundle.rules.run(&script.value, &ctx(&script.value, &after))?;
         picked = apply_route(bundle, &mut after, &mut touched, out, &script.value, reads)?;
     }
     if let Some(script) = &hooks.compute {
-        let out = bundle.rules.run(&script.value, &ctx(&after))?;
+        let out = bundle.rules.run(&script.value, &ctx(&script.value, &after))?;
         match out {
             Value::Null => {}
             Value::Object(fields) => {
@@ -442,7 +478,7 @@ fn apply(
         None => {}
     }
     let postings = match &hooks.post {
-        Some(script) => parse_postings(bundle, bundle.rules.run(&script.value, &ctx(&after))?, &script.value)?,
+        Some(script) => parse_postings(bundle, bundle.rules.run(&script.value, &ctx(&script.value, &after))?, &script.value)?,
         None => Vec::new(),
     };
     Ok(Applied { instance: after, touched, input: cleaned, postings, picked })
@@ -841,5 +877,51 @@ mod pick_tests {
         assert_eq!(pick_person(&p, "t", "on_duty", Some("technician")).as_deref(), Some("carol"));
         assert_eq!(pick_person(&people(0), "t", "on_duty", Some("technician")), None, "nobody on duty: the team's queue");
         assert_eq!(pick_person(&people(0), "other", "least_loaded", None), None);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::{OWN_FIELDS, record_fields, record_json};
+    use crate::instance::{Assignment, Instance};
+    use crate::time::Time;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn a_narrowed_record_is_the_whole_record_restricted_to_its_fields() {
+        let at: Time = "2026-11-25T01:00:00Z".parse().unwrap();
+        let data = json!({"asset": "EQ-1", "state": "a data field named like an own one", "n": 3, "team": "shadowed"});
+        let instance = Instance {
+            id: "i1".into(),
+            number: None,
+            workflow: "w".into(),
+            bundle_version: "v".into(),
+            version: 2,
+            state: "open".into(),
+            data: data.as_object().unwrap().clone(),
+            assignment: Assignment { team: Some("t1".into()), assignee: None, vendor: Some("v1".into()) },
+            requester: "u1".into(),
+            requester_department: None,
+            created_at: at,
+            updated_at: at,
+            state_entered_at: at,
+            state_entered_seq: 1,
+            due_at: None,
+            overdue: false,
+            moved: Vec::new(),
+            parent: None,
+            children: Vec::new(),
+            deadlines: Vec::new(),
+        };
+        let whole = record_json(&instance);
+        let mut names: Vec<String> = OWN_FIELDS.iter().map(|s| s.to_string()).collect();
+        names.extend(["asset", "n", "missing"].map(String::from));
+        for k in 0..names.len() {
+            let fields = &names[k..];
+            let narrowed = record_fields(&instance, fields);
+            let expected: serde_json::Map<String, Value> =
+                whole.as_object().unwrap().iter().filter(|(key, _)| fields.contains(key)).map(|(key, v)| (key.clone(), v.clone())).collect();
+            assert_eq!(narrowed, Value::Object(expected), "{fields:?}");
+        }
     }
 }

@@ -173,6 +173,13 @@ impl RuleSet {
         self.scripts.contains_key(name)
     }
 
+    /// The fields of `record` that script `name` reads, when they are known
+    /// (`None`: it may read the whole record, or there is no such script).
+    /// A caller may hand the script a `record` of just these fields.
+    pub fn record_fields(&self, name: &str) -> Option<&[String]> {
+        self.scripts.get(name)?.record_fields.as_deref()
+    }
+
     /// Runs a script and returns its value as JSON.
     pub fn run(&self, name: &str, ctx: &ScriptContext) -> Result<Value, RuleError> {
         let Some(compiled) = self.scripts.get(name) else {

@@ -569,22 +569,34 @@ impl Runtime {
 
     /// Takes transition `name` on instance `id`.
     pub async fn transition(&self, id: &str, name: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
-        let result = self.transition_counted(id, name, input, actor, opts).await;
-        let workflow = match &result {
-            Ok(i) => Some(i.workflow.clone()),
-            Err(_) => self.store.instance(id).ok().flatten().map(|i| i.workflow),
-        };
+        // The workflow, for the metric's label, as the command read it (no second read of the store).
+        let mut workflow = None;
+        let result = self.transition_counted(id, name, input, actor, opts, &mut workflow).await;
+        if let Ok(i) = &result {
+            workflow = Some(i.workflow.clone());
+        }
         self.count_command(workflow.as_deref().unwrap_or_default(), Some(name), metrics::outcome(&result));
         result
     }
 
-    async fn transition_counted(&self, id: &str, name: &str, input: &Value, actor: &Actor, opts: &CommandOptions) -> Result<Instance, CommandError> {
+    async fn transition_counted(
+        &self,
+        id: &str,
+        name: &str,
+        input: &Value,
+        actor: &Actor,
+        opts: &CommandOptions,
+        workflow_read: &mut Option<String>,
+    ) -> Result<Instance, CommandError> {
         let idem = idempotency(actor, &format!("transition:{id}:{name}"), input, opts)?;
         if let Some(replay) = self.replay(&idem)? {
             return Ok(replay);
         }
         for _ in 0..MAX_RETRIES {
             let instance = self.instance_for(id, actor)?;
+            if workflow_read.is_none() {
+                *workflow_read = Some(instance.workflow.clone());
+            }
             if let Some(expected) = opts.expected_version
                 && expected != instance.version
             {
