@@ -188,20 +188,15 @@ fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
         let mut outcomes: Vec<Result<CommitOutcome>> = Vec::with_capacity(jobs.len());
         while outcomes.len() < jobs.len() {
             let rest = &jobs[outcomes.len()..];
-            let checkpoint = wal.wants_checkpoint() || last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
-            match commit_batch(&db, &mut wal, rest, checkpoint) {
+            match commit_batch(&db, &mut wal, rest) {
                 Ok(done) => {
                     outcomes.extend(done.into_iter().map(Ok));
-                    if checkpoint {
-                        (dirty, last_checkpoint) = (false, std::time::Instant::now());
-                    } else {
-                        dirty = true;
-                    }
+                    dirty = true;
                 }
                 // The job at `failed` fails alone; those before it commit again without it.
                 Err((failed, e)) => {
                     if failed > 0 {
-                        match commit_batch(&db, &mut wal, &rest[..failed], false) {
+                        match commit_batch(&db, &mut wal, &rest[..failed]) {
                             Ok(done) => {
                                 outcomes.extend(done.into_iter().map(Ok));
                                 dirty = true;
@@ -228,6 +223,19 @@ fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
             // `/healthz` shows the writer down; every later job is refused.
             tracing::error!(reason = %why, "the store stops writing: its log failed");
             return;
+        }
+        // After the answers: the batch's writes are in the log, synced, and
+        // visible, so its jobs do not wait for redb's sync (only the jobs
+        // that arrive meanwhile do).
+        if dirty && (wal.wants_checkpoint() || last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
+            match idle_checkpoint(&db, &mut wal) {
+                Ok(()) => (dirty, last_checkpoint) = (false, std::time::Instant::now()),
+                Err(e) => {
+                    // The log keeps every acknowledged write; redb must be opened again.
+                    tracing::error!(error = %e, "a checkpoint of the store failed; the store stops writing (restart the server)");
+                    return;
+                }
+            }
         }
     }
     // A clean stop: everything into redb, durably; the log is no longer needed.
@@ -349,10 +357,10 @@ impl Read for ReadTx {
 }
 
 /// Applies `batch` in one transaction, appends its writes to the log (one
-/// sync) and commits it to redb — without a sync, or with one when
-/// `checkpoint`. `Err((i, e))`: job `i` failed (nothing was committed); a
+/// sync) and commits it to redb without a sync (the writer checkpoints
+/// after answering). `Err((i, e))`: job `i` failed (nothing was committed); a
 /// failing append or commit blames the last job.
-fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
+fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job]) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
     let last = batch.len().saturating_sub(1);
     if let Some(why) = wal.broken() {
         return Err((0, backend(format!("the store stopped writing after a failed write to its log ({why}); restart the server"))));
@@ -381,7 +389,7 @@ fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) 
         wal.append(seq, &ops).map_err(|e| (last, backend(format!("cannot write the store's log: {e}"))))?;
         crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
     }
-    let committed = if checkpoint { checkpoint_commit(tx) } else { tx.commit().map_err(backend) };
+    let committed = tx.commit().map_err(backend);
     if let Err(e) = committed {
         // The batch is taken back from the log (its jobs are told it failed,
         // so a restart must not apply it), and the writer stops: redb needs
@@ -398,13 +406,6 @@ fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job], checkpoint: bool) 
         return Err((last, backend(format!("{e}; nothing of this request was applied. The store stopped writing: restart the server"))));
     }
     crate::metrics::metrics().batch_jobs.observe(batch.len() as f64);
-    if checkpoint {
-        crate::metrics::metrics().checkpoints.inc();
-    }
-    if checkpoint && let Err(e) = wal.checkpointed() {
-        // Old segments stay; replaying them again is harmless (they are numbered).
-        tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
-    }
     Ok(outcomes)
 }
 
