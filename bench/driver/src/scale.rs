@@ -307,7 +307,7 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
             match get_as(&token, path) {
                 Ok((took, _)) if took < Duration::from_millis(500) => return Ok(()),
                 Ok(_) => {}
-                Err(e) if e.to_string().contains("HTTP 503") => {}
+                Err(e) if e.to_string().contains("not_ready") => {}
                 Err(e) => return Err(e),
             }
             if started.elapsed() > limit {

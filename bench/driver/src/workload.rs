@@ -351,7 +351,9 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
                 if let Some(b) = stock.get_mut(part) {
                     b.on_hand += RESTOCK_QTY;
                 }
-                let instance = spare.take().ok_or_else(|| anyhow!("{}: `{}` was refused for stock but posts nothing", p.id, step.transition))?;
+                // A step meant to be refused keeps its copy for after the retry.
+                let kept = if step.expect_reject { spare.clone() } else { spare.take() };
+                let instance = kept.ok_or_else(|| anyhow!("{}: `{}` was refused for stock but posts nothing", p.id, step.transition))?;
                 attempt = flowform_core::transition(bundle, instance, step.transition, &step.input, &who, now, Lang::En).map(|o| take_stock(&mut stock, o));
             }
             match attempt {

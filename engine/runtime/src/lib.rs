@@ -618,12 +618,20 @@ impl Runtime {
             // bundle whose rules may pick a person keeps a copy to decide again with them.
             let spare = can_pick(&bundle).then(|| instance.clone());
             let first = flowform_core::transition_with(&bundle, instance, name, input, actor, now, opts.lang, &reads);
-            let outcome = match spare {
-                Some(instance) if needs_people(&bundle, &first) => {
-                    reads.people = self.people(&bundle)?;
-                    flowform_core::transition_with(&bundle, instance, name, input, actor, now, opts.lang, &reads)?
+            let outcome = if needs_people(&bundle, &first) {
+                reads.people = self.people(&bundle)?;
+                // A rule whose text does not name `pick` may still return one
+                // (from data): then the instance is read again.
+                let instance = match spare {
+                    Some(instance) => instance,
+                    None => self.instance_for(id, actor)?,
+                };
+                if instance.version != version {
+                    continue;
                 }
-                _ => first?,
+                flowform_core::transition_with(&bundle, instance, name, input, actor, now, opts.lang, &reads)?
+            } else {
+                first?
             };
             let form = bundle.workflow(&workflow).and_then(|w| w.transition(name)).and_then(|t| t.form.as_ref()).map(|f| f.value.clone());
             let effects = outcome.effects.clone();

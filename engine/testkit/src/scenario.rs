@@ -259,14 +259,34 @@ pub async fn run_file_covered(path: &Path, app_dir: &Path, demo_dir: Option<&Pat
     result
 }
 
+/// The longest step of the virtual clock in a `wait`.
+const TICK: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+
 async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, coverage: &mut Coverage, base: &Path) -> Result<(), String> {
+    let commands = [step.start.is_some(), step.transition.is_some(), step.add_record.is_some()];
+    if commands.iter().filter(|c| **c).count() > 1 {
+        return Err("a step does one of `start`, `do` and `add_record`; write two steps".into());
+    }
     if let Some(wait) = &step.wait {
-        app.clock.advance(duration(wait)?);
-        // Time passed: what is due happens now, as the server's tick loop would
-        // do it: the schedules' periods that began, then the timers due.
-        app.runtime.run_schedules().await.map_err(|e| e.to_string())?;
-        let runtime = app.runtime.clone();
-        tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        // Time passes as on a server, whose tick loop runs every second: in
+        // steps of at most ten minutes, each running the schedules whose
+        // period began (a period found more than 15 minutes late counts as
+        // missed) and firing the timers due, so that what happens in a long
+        // wait happens at its time.
+        let mut left = duration(wait)?;
+        while left > jiff::SignedDuration::ZERO {
+            let step = left.min(TICK);
+            app.clock.advance(step);
+            left -= step;
+            for run in app.runtime.run_schedules().await.map_err(|e| e.to_string())? {
+                if !run.refused.is_empty() || run.retry {
+                    let why = if run.refused.is_empty() { "a start failed and is tried again".to_string() } else { run.refused.join("; ") };
+                    return Err(format!("schedule `{}` ({}): {why}", run.schedule, run.period));
+                }
+            }
+            let runtime = app.runtime.clone();
+            tokio::task::spawn_blocking(move || runtime.fire_due_timers()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        }
     }
     let lang = step.lang.as_deref().unwrap_or("zh-CN");
     let headers = [("accept-language", lang)];
@@ -353,7 +373,8 @@ async fn run_step(app: &mut TestApp, step: &Step, current: &mut Option<String>, 
         }
         if found.len() != check.count {
             let what = Value::Object(check.data.clone());
-            return Err(format!("expected {} {} instances with data {what}, found {}", check.count, check.workflow, found.len()));
+            let state = check.state.as_deref().map(|s| format!(" in state `{s}`")).unwrap_or_default();
+            return Err(format!("expected {} {} instances{state} with data {what}, found {}", check.count, check.workflow, found.len()));
         }
         if check.follow {
             // Newest first.

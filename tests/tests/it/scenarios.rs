@@ -57,3 +57,42 @@ steps:
     let e = run_file(&path).await.unwrap_err();
     assert!(e.contains("rules/dispatch.rhai has no `let teem"), "{e}");
 }
+
+/// A long `wait` passes time as a server would: a `catch_up: skip` schedule
+/// whose period begins during the wait starts its orders (a single jump
+/// would find the period late and skip it), and the checks of records and
+/// instances fail when they do not hold.
+#[tokio::test]
+async fn a_long_wait_runs_each_schedule_at_its_time_and_record_checks_can_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wait.yaml");
+    // The quarterly HVAC maintenance (catch_up: skip) begins on 1 Jan 08:00 Shanghai; the clock starts on 25 Nov.
+    let write = |count: usize, status: &str| {
+        let text = format!(
+            r#"scenario: quarterly
+steps:
+  - wait: 37d
+    instances: {{ workflow: inspection, data: {{ asset: EQ-000101, plan: 季度保养 1号冷水机组 }}, count: {count} }}
+    records: {{ asset/EQ-000101: {{ data: {{ status: {status} }} }} }}
+"#
+        );
+        std::fs::write(&path, text).unwrap()
+    };
+    write(1, "under_repair");
+    run_file(&path).await.unwrap();
+    write(0, "under_repair");
+    let e = run_file(&path).await.unwrap_err();
+    assert!(e.contains("expected 0 inspection instances") && e.contains("found 1"), "{e}");
+    write(1, "retired");
+    let e = run_file(&path).await.unwrap_err();
+    assert!(e.contains("asset/EQ-000101.data.status: expected \"retired\", got \"under_repair\""), "{e}");
+}
+
+#[tokio::test]
+async fn a_step_does_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.yaml");
+    std::fs::write(&path, "scenario: two\nsteps:\n  - as: admin\n    start: repair\n    add_record: department\n    data: { code: D-X, name: X }\n").unwrap();
+    let e = run_file(&path).await.unwrap_err();
+    assert!(e.contains("a step does one of `start`, `do` and `add_record`"), "{e}");
+}
