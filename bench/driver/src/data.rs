@@ -12,6 +12,7 @@ pub struct HospitalData {
     pub demo: String,
     pub password: String,
     pub asset_template: String,
+    pub asset_codes: AssetCodes,
     pub categories: Vec<String>,
     pub departments: Vec<String>,
     pub report: BTreeMap<String, String>,
@@ -21,6 +22,34 @@ pub struct HospitalData {
     pub queries: Queries,
     pub reports: Reports,
     pub pages: Vec<Named>,
+}
+
+/// How asset codes are written (`pattern` with `{n}`, zero-padded to `digits`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct AssetCodes {
+    pub pattern: String,
+    pub digits: usize,
+    pub demo_first: usize,
+    pub demo_count: usize,
+    pub generated_first: usize,
+    /// A generated asset's tag (`{code}`: its code), as check-ins send it.
+    pub tag: String,
+}
+
+impl AssetCodes {
+    fn code(&self, n: usize) -> String {
+        self.pattern.replace("{n}", &format!("{n:0width$}", width = self.digits))
+    }
+
+    /// Order `i`'s asset among the demo's.
+    pub fn demo(&self, i: usize) -> String {
+        self.code(self.demo_first + i % self.demo_count.max(1))
+    }
+
+    /// The `k`th generated asset.
+    pub fn generated(&self, k: usize) -> String {
+        self.code(self.generated_first + k)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -143,5 +172,8 @@ mod tests {
         assert_eq!(steps[1].1["place"]["tag"], "RFID-EQ-000104");
         assert!(steps.last().is_some_and(|s| s.2), "the requester confirms");
         assert_eq!(steps.last().map(|s| s.1["rating"].clone()), Some(serde_json::json!(3)));
+        let codes = &d.asset_codes;
+        assert_eq!((codes.demo(3), codes.demo(53), codes.generated(7)), ("EQ-000104".into(), "EQ-000104".into(), "EQ-200007".into()));
+        assert_eq!(codes.tag.replace("{code}", &codes.generated(7)), "RFID-EQ-200007");
     }
 }

@@ -16,11 +16,6 @@ fn decided(r: Result<flowform_core::Outcome, flowform_core::Rejection>) -> Resul
     r.map(|o| o.instance).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Order `i`'s asset: one of the demo's first 50.
-fn asset(i: usize) -> String {
-    format!("EQ-{:06}", 101 + i % 50)
-}
-
 /// The requester, and a technician of every team.
 fn actors(bundle: &flowform_core::Bundle, teams: Vec<String>) -> (Actor, Actor) {
     let roles: Vec<String> = bundle.model.roles.keys().cloned().collect();
@@ -60,8 +55,8 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
     let mut transitions = 0u64;
     for i in 0..instances {
         let mut instance =
-            decided(flowform_core::start_with(&bundle, &workflow, &d.report(i, &asset(i)), &requester, now, &format!("i{i}"), Lang::En, &reads))?;
-        for (name, input, by_requester) in d.steps(i, &asset(i)) {
+            decided(flowform_core::start_with(&bundle, &workflow, &d.report(i, &d.asset_codes.demo(i)), &requester, now, &format!("i{i}"), Lang::En, &reads))?;
+        for (name, input, by_requester) in d.steps(i, &d.asset_codes.demo(i)) {
             let actor = if by_requester { &requester } else { &tech };
             instance = decided(flowform_core::transition_with(&bundle, instance, &name, &input, actor, now, Lang::En, &reads))?;
             transitions += 1;
@@ -92,9 +87,9 @@ pub fn run(dir: &Path, instances: usize, clients: usize, durable_instances: usiz
                         break;
                     }
                     let t = Instant::now();
-                    let instance = runtime.start(&workflow, &d.report(i, &asset(i)), &requester, &opts).await?;
+                    let instance = runtime.start(&workflow, &d.report(i, &d.asset_codes.demo(i)), &requester, &opts).await?;
                     latencies.push(t.elapsed());
-                    for (name, input, by_requester) in d.steps(i, &asset(i)) {
+                    for (name, input, by_requester) in d.steps(i, &d.asset_codes.demo(i)) {
                         let actor = if by_requester { &requester } else { &tech };
                         let t = Instant::now();
                         runtime.transition(&instance.id, &name, &input, actor, &opts).await?;

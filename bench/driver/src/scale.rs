@@ -59,10 +59,6 @@ pub fn team_reads(runtime: &Runtime, teams: Vec<String>) -> Result<flowform_core
     Ok(flowform_core::Reads { records: std::sync::Arc::new(Value::Object(records)), people: Value::Null, teams: Some(teams), versions })
 }
 
-fn asset_id(k: usize) -> String {
-    format!("EQ-{:06}", 200_000 + k)
-}
-
 fn generate(d: &crate::HospitalData, dir: &Path, data: &Path, n: usize, assets: usize) -> Result<()> {
     let started = Instant::now();
     let bundle = flowform_runtime::load_bundle(dir).map_err(|e| anyhow!("{e}"))?;
@@ -77,7 +73,7 @@ fn generate(d: &crate::HospitalData, dir: &Path, data: &Path, n: usize, assets: 
 
     // The asset ledger: copies of the first demo asset under new codes, from several threads (group commit).
     let template = runtime.record("asset", &d.asset_template).map_err(|e| anyhow!("the demo has no asset {}: {e}", d.asset_template))?.data;
-    let categories = &d.categories;
+    let (categories, codes) = (&d.categories, &d.asset_codes);
     let threads = 16;
     std::thread::scope(|s| -> Result<()> {
         let mut handles = Vec::new();
@@ -86,11 +82,12 @@ fn generate(d: &crate::HospitalData, dir: &Path, data: &Path, n: usize, assets: 
             handles.push(s.spawn(move || -> Result<()> {
                 for k in (t..assets).step_by(threads) {
                     let mut asset = template.clone();
-                    asset.insert("code".into(), json!(asset_id(k)));
+                    let code = codes.generated(k);
                     let category = &categories[k % categories.len()];
                     asset.insert("name".into(), json!(format!("{}号设备 ({category})", k + 1)));
                     asset.insert("category".into(), json!(category));
-                    asset.insert("tag_id".into(), json!(format!("RFID-{}", asset_id(k))));
+                    asset.insert("tag_id".into(), json!(codes.tag.replace("{code}", &code)));
+                    asset.insert("code".into(), json!(code));
                     runtime.create_record("asset", &Value::Object(asset), &admin, Lang::En).map_err(|e| anyhow!("asset {k}: {e}"))?;
                 }
                 Ok(())
@@ -163,7 +160,7 @@ fn order(
     let at = |step: i64| flowform_core::Time::from(base + jiff::SignedDuration::from_secs(i as i64 * 90 + step * 600));
     let ms = (base + jiff::SignedDuration::from_secs(i as i64 * 90)).as_millisecond() as u64;
     let id = ulid::Ulid::from_parts(ms, i as u128).to_string();
-    let asset = asset_id(i % assets.max(1));
+    let asset = d.asset_codes.generated(i % assets.max(1));
     let report = d.report(i, &asset);
     let decided = |r: Result<flowform_core::Outcome, flowform_core::Rejection>| r.map_err(|e| anyhow!("work order {i}: {e}: {e:?}"));
     let first = decided(flowform_core::start_with(bundle, &d.workflow, &report, requester, at(0), &id, Lang::ZhCn, reads))?;
@@ -284,7 +281,7 @@ fn measure(d: &crate::HospitalData, exe: &Path, dir: &Path, data: &Path) -> Resu
     time(&q.list_few)?;
     let cursor = list["body"]["next_cursor"].as_str().unwrap_or_default().to_string();
     let some_id = list["body"]["items"][10]["id"].as_str().ok_or_else(|| anyhow!("the list is empty"))?.to_string();
-    let asset = asset_id(7);
+    let asset = d.asset_codes.generated(7);
     let fill = |path: &str| path.replace("{cursor}", &cursor).replace("{id}", &some_id).replace("{asset}", &asset);
     let filled = |n: &crate::data::Named| crate::data::Named { name: n.name.clone(), path: fill(&n.path) };
     time(&filled(&q.next_page))?;
