@@ -93,6 +93,11 @@ impl Default for Metrics {
         registry.register("store_commit_jobs", "Jobs in one commit of the store's writer (group commit)", store.batch_jobs.clone());
         registry.register("store_log_sync_seconds", "Time to append a commit to the write-ahead log and sync it", store.sync_seconds.clone());
         registry.register("store_checkpoints", "Checkpoints: the store's database synced with every write so far", store.checkpoints.clone());
+        registry.register(
+            "store_applied_batches",
+            "Commits the store's applier copies from the log into its database in one transaction",
+            store.applied_batches.clone(),
+        );
         Metrics {
             registry,
             http_requests,

@@ -22,6 +22,7 @@ mod legacy_auth;
 mod logic;
 mod memory;
 pub mod metrics;
+mod overlay;
 mod redb_store;
 pub mod tables;
 pub mod wal;

@@ -13,6 +13,8 @@ pub struct StoreMetrics {
     pub sync_seconds: Histogram,
     /// Checkpoints: redb synced with everything so far.
     pub checkpoints: Counter,
+    /// Log records (batches) the applier copies into redb per transaction.
+    pub applied_batches: Histogram,
 }
 
 pub fn metrics() -> &'static StoreMetrics {
@@ -21,5 +23,6 @@ pub fn metrics() -> &'static StoreMetrics {
         batch_jobs: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
         sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
         checkpoints: Counter::default(),
+        applied_batches: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
     })
 }

@@ -1,5 +1,6 @@
 //! The embedded store on redb, with group commit.
 
+use crate::overlay::{Batch, Layered};
 use crate::tables::{Read, Table, Write};
 use crate::wal::{self, Wal};
 use crate::*;
@@ -7,7 +8,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -24,6 +25,7 @@ type Reply = crate::Done;
 
 pub struct RedbStore {
     db: Arc<Database>,
+    pending: Arc<Pending>,
     writer: Mutex<Option<SyncSender<(Job, Reply)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -56,9 +58,10 @@ impl RedbStore {
         let db = Arc::new(db);
         let wal = recover(&db, &dir.join("wal"))?;
         let (tx, rx) = sync_channel(QUEUE);
-        let writer_db = db.clone();
-        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, wal, rx)).map_err(backend)?;
-        let store = RedbStore { db, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) };
+        let pending = Arc::new(Pending { state: Mutex::new(PendingState::default()), changed: Condvar::new() });
+        let (writer_db, writer_pending) = (db.clone(), pending.clone());
+        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, wal, writer_pending, rx)).map_err(backend)?;
+        let store = RedbStore { db, pending, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) };
         store.submit(Job::EnsureIndexes)?;
         Ok(store)
     }
@@ -104,6 +107,7 @@ fn recover(db: &Database, dir: &Path) -> Result<Wal> {
         tracing::warn!(reason = %why, "the write-ahead log ends in a torn record (a write the crash interrupted, never acknowledged)");
     }
     let mut replayed = 0;
+    let last = opened.wal.next_seq() - 1;
     {
         let mut w = WriteTx::new(&tx);
         w.ops = None;
@@ -123,13 +127,12 @@ fn recover(db: &Database, dir: &Path) -> Result<Wal> {
             }
             replayed += 1;
         }
-        let last = opened.wal.next_seq() - 1;
         w.put(Table::Meta, WAL_APPLIED, last.to_string().as_bytes())?;
     }
     checkpoint_commit(tx)?;
     crate::metrics::metrics().checkpoints.inc();
     let mut wal = opened.wal;
-    wal.checkpointed().map_err(backend)?;
+    wal.checkpointed(last).map_err(backend)?;
     if replayed > 0 {
         tracing::info!(records = replayed, "replayed the write-ahead log after an unclean stop");
     }
@@ -148,35 +151,74 @@ fn checkpoint_commit(mut tx: redb::WriteTransaction) -> Result<()> {
 /// replays a few seconds of log at most and redb reuses freed pages.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The writer thread: takes every queued job, applies them in one write
-/// transaction, appends its writes to the log and syncs it (one
-/// `fdatasync`), commits redb without a sync, then answers each. When a job
-/// fails (an error, or a panic, which is caught) the batch is rolled back;
-/// the jobs before it commit together again, the job fails alone, and the
-/// jobs after it go on as a batch of their own — one extra commit per
-/// failing job; the thread goes on. When the channel closes (the store is
-/// dropped) a last checkpoint leaves no log behind.
-fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
-    let mut last_checkpoint = std::time::Instant::now();
-    let mut dirty = false;
-    loop {
-        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
-            Ok(job) => job,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if dirty {
-                    match idle_checkpoint(&db, &mut wal) {
-                        Ok(()) => (dirty, last_checkpoint) = (false, std::time::Instant::now()),
-                        Err(e) => {
-                            // The log keeps every write; redb must be opened again.
-                            tracing::error!(error = %e, "a checkpoint of the store failed; the store stops writing (restart the server)");
-                            return;
-                        }
-                    }
-                }
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
+/// How long a published batch waits for others to be applied with it, and
+/// how many bytes of batches are applied at once without waiting.
+const APPLY_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+const APPLY_BYTES: usize = 4 << 20;
+
+/// Published batches waiting for redb at most (bytes of their log records):
+/// past it the writer waits for the applier before deciding the next batch.
+const MAX_PENDING_BYTES: usize = 256 << 20;
+
+/// What the writer and the applier share: the published batches (the
+/// writes acknowledged but not yet in redb), under one lock with the
+/// applier's state.
+struct Pending {
+    state: Mutex<PendingState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct PendingState {
+    /// Oldest first; a batch leaves only after redb committed it.
+    batches: Vec<Arc<Batch>>,
+    bytes: usize,
+    /// The writer asks for a checkpoint (a segment of the log fills up).
+    checkpoint_wanted: bool,
+    /// The last log record redb holds durably.
+    durable_through: u64,
+    /// The writer has stopped: the applier drains, checkpoints and ends.
+    closing: bool,
+    /// Why the applier stopped (redb refused a commit): nothing more is acknowledged.
+    failed: Option<String>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent state.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The published batches and a redb snapshot, taken together (see `overlay`).
+    fn view(&self, db: &Database) -> Result<(Vec<Arc<Batch>>, RedbRead)> {
+        let state = self.lock();
+        let tx = db.begin_read().map_err(backend)?;
+        Ok((state.batches.clone(), RedbRead::new(tx)))
+    }
+}
+
+/// The writer thread: takes every queued job, decides them together over
+/// the published batches and redb, appends the batch's writes to the log and
+/// syncs it (one `fdatasync`), publishes the batch and answers each job —
+/// redb is the applier's business. When a job fails (an error, or a panic,
+/// which is caught) the batch is dropped; the jobs before it are decided
+/// together again, the job fails alone, and the jobs after it go on as a
+/// batch of their own; the thread goes on. When the channel closes (the
+/// store is dropped) the applier drains and checkpoints, and the log goes.
+fn writer(db: Arc<Database>, mut wal: Wal, pending: Arc<Pending>, rx: Receiver<(Job, Reply)>) {
+    let applier_thread = {
+        let (db, pending) = (db.clone(), pending.clone());
+        std::thread::Builder::new().name("flowform-applier".into()).spawn(move || applier(&db, &pending))
+    };
+    let applier_thread = match applier_thread {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the store's applier thread; the store does not write");
+            return;
+        }
+    };
+    let mut durable_through = 0;
+    while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -188,19 +230,13 @@ fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
         let mut outcomes: Vec<Result<CommitOutcome>> = Vec::with_capacity(jobs.len());
         while outcomes.len() < jobs.len() {
             let rest = &jobs[outcomes.len()..];
-            match commit_batch(&db, &mut wal, rest) {
-                Ok(done) => {
-                    outcomes.extend(done.into_iter().map(Ok));
-                    dirty = true;
-                }
-                // The job at `failed` fails alone; those before it commit again without it.
+            match commit_batch(&db, &pending, &mut wal, rest) {
+                Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+                // The job at `failed` fails alone; those before it are decided again without it.
                 Err((failed, e)) => {
                     if failed > 0 {
-                        match commit_batch(&db, &mut wal, &rest[..failed]) {
-                            Ok(done) => {
-                                outcomes.extend(done.into_iter().map(Ok));
-                                dirty = true;
-                            }
+                        match commit_batch(&db, &pending, &mut wal, &rest[..failed]) {
+                            Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
                             // The disk itself fails: nothing of these is acknowledged.
                             Err((_, e2)) => outcomes.extend((0..failed).map(|_| Err(backend(&e2)))),
                         }
@@ -222,40 +258,140 @@ fn writer(db: Arc<Database>, mut wal: Wal, rx: Receiver<(Job, Reply)>) {
         if let Some(why) = wal.broken() {
             // `/healthz` shows the writer down; every later job is refused.
             tracing::error!(reason = %why, "the store stops writing: its log failed");
-            return;
+            break;
         }
-        // After the answers: the batch's writes are in the log, synced, and
-        // visible, so its jobs do not wait for redb's sync (only the jobs
-        // that arrive meanwhile do).
-        if dirty && (wal.wants_checkpoint() || last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
-            match idle_checkpoint(&db, &mut wal) {
-                Ok(()) => (dirty, last_checkpoint) = (false, std::time::Instant::now()),
-                Err(e) => {
-                    // The log keeps every acknowledged write; redb must be opened again.
-                    tracing::error!(error = %e, "a checkpoint of the store failed; the store stops writing (restart the server)");
-                    return;
-                }
+        // After the answers: old segments go once redb holds them durably,
+        // and a filling segment asks the applier for a checkpoint.
+        let (through, failed) = {
+            let state = pending.lock();
+            (state.durable_through, state.failed.clone())
+        };
+        if let Some(why) = failed {
+            tracing::error!(reason = %why, "the store stops writing: redb refused the acknowledged writes (the log keeps them; restart the server)");
+            break;
+        }
+        if through > durable_through {
+            durable_through = through;
+            if let Err(e) = wal.checkpointed(through) {
+                tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
             }
         }
+        if wal.wants_checkpoint() {
+            pending.lock().checkpoint_wanted = true;
+            pending.changed.notify_all();
+        }
     }
-    // A clean stop: everything into redb, durably; the log is no longer needed.
-    if wal.broken().is_none() {
-        match idle_checkpoint(&db, &mut wal).map(|()| wal.close()) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the write-ahead log could not be removed after the last checkpoint"),
-            Err(e) => tracing::error!(error = %e, "the last checkpoint failed; the log is replayed at the next start"),
+    // The applier takes what is published into redb and checkpoints; then
+    // the log is no longer needed.
+    pending.lock().closing = true;
+    pending.changed.notify_all();
+    let drained = applier_thread.join().unwrap_or_else(|_| Err(backend("the store's applier thread panicked")));
+    match drained {
+        Ok(()) if wal.broken().is_none() => {
+            if let Err(e) = wal.close() {
+                tracing::warn!(error = %e, "the write-ahead log could not be removed after the last checkpoint");
+            }
+        }
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "the last checkpoint failed; the log is replayed at the next start"),
+    }
+}
+
+/// The applier thread: copies published batches into redb (all that wait,
+/// in one transaction without a sync, with the last record's number in
+/// `meta/wal_applied`), then takes them off the list; checkpoints (an empty
+/// durable transaction) every 5 s while writes come, when the writer asks,
+/// and before it ends. A failure stops it: the writer then acknowledges
+/// nothing more, and a restart replays the log.
+fn applier(db: &Database, pending: &Pending) -> Result<()> {
+    let result = apply_loop(db, pending);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "the store's applier stopped; the store stops writing (restart the server: the log keeps every acknowledged write)");
+        pending.lock().failed = Some(e.to_string());
+        pending.changed.notify_all();
+    }
+    result
+}
+
+fn apply_loop(db: &Database, pending: &Pending) -> Result<()> {
+    let mut last_checkpoint = std::time::Instant::now();
+    let mut applied = None;
+    loop {
+        let (take, closing, wanted) = {
+            let mut state = pending.lock();
+            loop {
+                let due = applied.is_some() && (state.checkpoint_wanted || last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
+                // Batches wait a little to be applied together: one redb
+                // transaction for many copies each B-tree page once.
+                let oldest = state.batches.first().map(|b| b.published.elapsed());
+                let ripe = oldest.is_some_and(|age| age >= APPLY_AFTER || state.bytes >= APPLY_BYTES);
+                if ripe || state.closing || due {
+                    break;
+                }
+                let mut wait = if applied.is_some() { CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed()) } else { CHECKPOINT_EVERY };
+                if let Some(age) = oldest {
+                    wait = wait.min(APPLY_AFTER.saturating_sub(age));
+                }
+                state = pending.changed.wait_timeout(state, wait).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            }
+            (state.batches.clone(), state.closing, state.checkpoint_wanted)
+        };
+        if let Some(last) = take.last() {
+            apply_batches(db, &take)?;
+            let mut state = pending.lock();
+            state.batches.drain(..take.len());
+            state.bytes = state.batches.iter().map(|b| b.bytes).sum();
+            drop(state);
+            pending.changed.notify_all();
+            applied = Some(last.seq);
+        }
+        let idle = take.is_empty();
+        if let Some(through) = applied
+            && (wanted || last_checkpoint.elapsed() >= CHECKPOINT_EVERY || (closing && idle))
+        {
+            checkpoint(db)?;
+            let mut state = pending.lock();
+            state.durable_through = through;
+            state.checkpoint_wanted = false;
+            drop(state);
+            (applied, last_checkpoint) = (None, std::time::Instant::now());
+        }
+        if closing && idle && applied.is_none() {
+            return Ok(());
         }
     }
 }
 
-/// A checkpoint with no jobs: syncs redb with everything committed so far.
-fn idle_checkpoint(db: &Database, wal: &mut Wal) -> Result<()> {
+/// Writes published batches into redb, oldest first, in one transaction
+/// without a sync.
+fn apply_batches(db: &Database, batches: &[Arc<Batch>]) -> Result<()> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::None).map_err(backend)?;
+    {
+        let mut w = WriteTx::new(&tx);
+        w.ops = None;
+        for batch in batches {
+            for (table, key, value) in batch.entries() {
+                match value {
+                    Some(value) => w.put(table, key, value)?,
+                    None => w.delete(table, key)?,
+                }
+            }
+        }
+        if let Some(last) = batches.last() {
+            w.put(Table::Meta, WAL_APPLIED, last.seq.to_string().as_bytes())?;
+        }
+    }
+    tx.commit().map_err(backend)?;
+    crate::metrics::metrics().applied_batches.observe(batches.len() as f64);
+    Ok(())
+}
+
+/// A checkpoint: syncs redb with everything committed so far.
+fn checkpoint(db: &Database) -> Result<()> {
     let tx = db.begin_write().map_err(backend)?;
     checkpoint_commit(tx)?;
     crate::metrics::metrics().checkpoints.inc();
-    if let Err(e) = wal.checkpointed() {
-        tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
-    }
     Ok(())
 }
 
@@ -343,68 +479,131 @@ impl Write for WriteTx<'_> {
     }
 }
 
-struct ReadTx(redb::ReadTransaction);
+/// A redb snapshot; each table opened once.
+struct RedbRead {
+    tx: redb::ReadTransaction,
+    open: std::cell::RefCell<std::collections::HashMap<Table, redb::ReadOnlyTable<&'static str, &'static [u8]>>>,
+}
 
-impl Read for ReadTx {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let t = self.0.open_table(def(table)).map_err(backend)?;
-        Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+impl RedbRead {
+    fn new(tx: redb::ReadTransaction) -> Self {
+        RedbRead { tx, open: std::cell::RefCell::new(std::collections::HashMap::new()) }
     }
-    fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
-        let t = self.0.open_table(def(table)).map_err(backend)?;
-        range_table(&t, lo, hi, reverse, f)
+
+    /// Runs `f` on the table, opened once and kept; a range's callback may
+    /// read again, so a table opened while another borrow runs is not kept.
+    fn with<R>(&self, table: Table, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<R>) -> Result<R> {
+        if let Ok(open) = self.open.try_borrow()
+            && let Some(t) = open.get(&table)
+        {
+            return f(t);
+        }
+        let t = self.tx.open_table(def(table)).map_err(backend)?;
+        match self.open.try_borrow_mut() {
+            Ok(mut open) => {
+                open.insert(table, t);
+                drop(open);
+                let open = self.open.try_borrow().map_err(|_| backend("table used re-entrantly"))?;
+                match open.get(&table) {
+                    Some(t) => f(t),
+                    None => Err(backend("table not open")),
+                }
+            }
+            Err(_) => f(&t),
+        }
     }
 }
 
-/// Applies `batch` in one transaction, appends its writes to the log (one
-/// sync) and commits it to redb without a sync (the writer checkpoints
-/// after answering). `Err((i, e))`: job `i` failed (nothing was committed); a
-/// failing append or commit blames the last job.
-fn commit_batch(db: &Database, wal: &mut Wal, batch: &[&Job]) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
+impl Read for RedbRead {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        self.with(table, |t| Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec())))
+    }
+    fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
+        self.with(table, |t| range_table(t, lo, hi, reverse, f))
+    }
+}
+
+/// The writes of a batch being decided, over the published batches and a
+/// redb snapshot, recorded for the log as they are made.
+struct BatchTx<'a> {
+    layers: &'a [Arc<Batch>],
+    base: &'a RedbRead,
+    own: Batch,
+    ops: wal::Ops,
+}
+
+impl BatchTx<'_> {
+    fn layered(&self) -> Layered<'_> {
+        Layered { layers: self.layers, own: Some(&self.own), base: self.base }
+    }
+}
+
+impl Read for BatchTx<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        self.layered().get(table, key)
+    }
+    fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
+        self.layered().range(table, lo, hi, reverse, f)
+    }
+}
+
+impl Write for BatchTx<'_> {
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()> {
+        self.ops.put(table, key, value);
+        self.own.put(table, key, value);
+        Ok(())
+    }
+    fn delete(&mut self, table: Table, key: &str) -> Result<()> {
+        self.ops.delete(table, key);
+        self.own.delete(table, key);
+        Ok(())
+    }
+}
+
+/// Decides `batch` over the published batches and redb, appends its writes
+/// to the log (one sync) and publishes them. `Err((i, e))`: job `i` failed
+/// (nothing was written); a failing append blames the last job.
+fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job]) -> std::result::Result<Vec<CommitOutcome>, (usize, StoreError)> {
     let last = batch.len().saturating_sub(1);
     if let Some(why) = wal.broken() {
         return Err((0, backend(format!("the store stopped writing after a failed write to its log ({why}); restart the server"))));
     }
-    let mut tx = db.begin_write().map_err(|e| (0, backend(e)))?;
-    tx.set_durability(Durability::None).map_err(|e| (0, backend(e)))?;
-    let mut outcomes = Vec::with_capacity(batch.len());
+    // Back-pressure: redb far behind (a slow disk) holds the next batch back.
+    {
+        let mut state = pending.lock();
+        while state.bytes > MAX_PENDING_BYTES && state.failed.is_none() {
+            state = pending.changed.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if let Some(why) = &state.failed {
+            return Err((0, backend(format!("the store stopped writing: {why}; restart the server"))));
+        }
+    }
+    let (layers, base) = pending.view(db).map_err(|e| (0, e))?;
     let seq = wal.next_seq();
-    let ops = {
-        let mut w = WriteTx::new(&tx);
-        for (i, job) in batch.iter().enumerate() {
-            // A bug in a job's logic must not take the writer thread down with it.
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logic::apply(&mut w, job)))
-                .unwrap_or_else(|panic| Err(backend(format!("a store job panicked: {}", panic_message(&panic)))));
-            outcomes.push(applied.map_err(|e| (i, e))?);
-        }
-        let ops = w.ops.take().unwrap_or_default();
-        if !ops.is_empty() {
-            w.put(Table::Meta, WAL_APPLIED, seq.to_string().as_bytes()).map_err(|e| (last, e))?;
-        }
-        ops
-    };
-    // Acknowledged means in the log and synced; redb follows without a sync.
-    if !ops.is_empty() {
-        let started = std::time::Instant::now();
-        wal.append(seq, &ops).map_err(|e| (last, backend(format!("cannot write the store's log: {e}"))))?;
-        crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
+    let mut w = BatchTx { layers: &layers, base: &base, own: Batch::new(seq), ops: wal::Ops::default() };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (i, job) in batch.iter().enumerate() {
+        // A bug in a job's logic must not take the writer thread down with it.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logic::apply(&mut w, job)))
+            .unwrap_or_else(|panic| Err(backend(format!("a store job panicked: {}", panic_message(&panic)))));
+        outcomes.push(applied.map_err(|e| (i, e))?);
     }
-    let committed = tx.commit().map_err(backend);
-    if let Err(e) = committed {
-        // The batch is taken back from the log (its jobs are told it failed,
-        // so a restart must not apply it), and the writer stops: redb needs
-        // to be opened again after a failed commit.
-        if !ops.is_empty() && wal.retract(seq).is_err() {
-            return Err((
-                last,
-                backend(format!(
-                    "{e}; the store stopped writing. Restart the server and send requests that got no clear answer again with the same Idempotency-Key"
-                )),
-            ));
-        }
-        wal.poison(format!("redb refused a commit: {e}"));
-        return Err((last, backend(format!("{e}; nothing of this request was applied. The store stopped writing: restart the server"))));
+    let BatchTx { mut own, ops, .. } = w;
+    if ops.is_empty() {
+        return Ok(outcomes);
     }
+    // Acknowledged means in the log and synced; redb follows in the background.
+    let started = std::time::Instant::now();
+    wal.append(seq, &ops).map_err(|e| (last, backend(format!("cannot write the store's log: {e}"))))?;
+    crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
+    own.bytes = ops.len_bytes();
+    own.published = std::time::Instant::now();
+    {
+        let mut state = pending.lock();
+        state.bytes += own.bytes;
+        state.batches.push(Arc::new(own));
+    }
+    pending.changed.notify_all();
     crate::metrics::metrics().batch_jobs.observe(batch.len() as f64);
     Ok(outcomes)
 }
@@ -415,7 +614,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 impl Store for RedbStore {
     fn healthy(&self) -> bool {
-        self.thread.lock().is_ok_and(|t| t.as_ref().is_some_and(|t| !t.is_finished()))
+        self.thread.lock().is_ok_and(|t| t.as_ref().is_some_and(|t| !t.is_finished())) && self.pending.lock().failed.is_none()
     }
 
     fn close(&self) {
@@ -446,7 +645,7 @@ impl Store for RedbStore {
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()> {
-        let tx = ReadTx(self.db.begin_read().map_err(backend)?);
-        f(&tx)
+        let (layers, base) = self.pending.view(&self.db)?;
+        f(&Layered { layers: &layers, own: None, base: &base })
     }
 }

@@ -128,8 +128,11 @@ pub struct Wal {
     written: u64,
     /// The segment a checkpoint was last taken in (once per segment when it fills).
     checkpointed_in: u64,
-    /// Where the last record starts (to take it back, [`Wal::retract`]).
+    /// Where the last record starts (to undo a failed append).
     last_at: Option<u64>,
+    /// The first record number each segment since the open holds (segment
+    /// number → record), so a checkpoint removes only segments it covers.
+    firsts: std::collections::BTreeMap<u64, u64>,
 }
 
 /// A record found on open, to replay.
@@ -328,7 +331,9 @@ impl Wal {
             written: 0,
             checkpointed_in: 0,
             last_at: None,
+            firsts: std::collections::BTreeMap::new(),
         };
+        wal.firsts.insert(number, wal.next_seq);
         match spare {
             Some(ready) => {
                 let (tx, rx) = channel();
@@ -362,29 +367,6 @@ impl Wal {
     /// Bytes appended since the log was opened.
     pub fn written(&self) -> u64 {
         self.written
-    }
-
-    /// Takes back the last record (`seq`): its header is zeroed and synced,
-    /// so the log ends before it and a restart does not replay a batch whose
-    /// jobs were told they failed. `Err`: the log could not be mended; it is
-    /// broken from now on.
-    pub fn retract(&mut self, seq: u64) -> std::io::Result<()> {
-        let result = (|| {
-            if seq + 1 != self.next_seq || self.last_at.is_none() {
-                return Err(std::io::Error::other(format!("record {seq} is not the last one")));
-            }
-            let at = self.last_at.unwrap_or_default();
-            self.file.write_all_at(&[0u8; HEADER], at)?;
-            self.file.sync_data()?;
-            self.pos = at;
-            self.next_seq = seq;
-            self.last_at = None;
-            Ok(())
-        })();
-        if let Err(e) = &result {
-            self.broken = Some(format!("a failed batch could not be taken back from the log: {e}"));
-        }
-        result
     }
 
     /// Stops acknowledging: what was appended and what redb holds differ.
@@ -461,23 +443,35 @@ impl Wal {
         self.number = number;
         self.size = size;
         self.pos = 0;
+        self.firsts.insert(number, self.next_seq);
         self.prepare_spare();
         Ok(())
     }
 
-    /// After a checkpoint that holds every record so far: the segments
-    /// before the current one are no longer needed.
-    pub fn checkpointed(&mut self) -> std::io::Result<()> {
+    /// After a checkpoint that holds every record up to `through`: the
+    /// segments whose records all lie at or before it are no longer needed
+    /// (those found at the open hold only records before it).
+    pub fn checkpointed(&mut self, through: u64) -> std::io::Result<()> {
+        let covered = |n: u64| self.firsts.range(n + 1..).next().is_some_and(|(_, first)| *first <= through + 1);
         self.checkpointed_in = self.number;
+        let mut removed = false;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let n = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wal")).and_then(|n| n.parse::<u64>().ok());
-            if n.is_some_and(|n| n < self.number) {
+            if let Some(n) = n
+                && n < self.number
+                && covered(n)
+            {
                 std::fs::remove_file(&path)?;
+                removed = true;
             }
         }
+        // Entries before the oldest segment left are no one's successor any more.
+        if let Some(oldest) = self.firsts.keys().copied().find(|n| !covered(*n)) {
+            self.firsts = self.firsts.split_off(&oldest);
+        }
         // A deletion not on disk could bring an old segment back after a power cut.
-        sync_dir(&self.dir)
+        if removed { sync_dir(&self.dir) } else { Ok(()) }
     }
 
     /// At a clean shutdown, after the final checkpoint: no segment is left.

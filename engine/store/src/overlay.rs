@@ -1,0 +1,276 @@
+//! Writes that are acknowledged (in the synced log) but not yet in redb.
+//!
+//! The writer thread decides a batch of jobs against a view of the store,
+//! appends the batch's writes to the log, syncs it, and then publishes the
+//! batch here: from that moment every reader sees it. The applier thread
+//! copies published batches into redb in the background (many in one
+//! transaction) and takes them away only after redb committed them. So a
+//! command waits for the log's `fdatasync` and nothing of redb: redb's
+//! copy-on-write work and its checkpoints happen beside the commands.
+//!
+//! A reader's view is the published batches plus a redb snapshot, both
+//! taken under one lock (`Pending::view`): the snapshot then holds at most
+//! the batches of the list (the applier only applies listed batches), and
+//! every batch missing from the list was committed before it left it, so
+//! the view is exactly the state after the newest listed batch. A batch in
+//! both gives the same values twice; the newest layer wins.
+
+use crate::Result;
+use crate::tables::{Read, Table};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// The writes of one log record: per table, each key's last value (`None`:
+/// deleted).
+pub(crate) struct Batch {
+    pub seq: u64,
+    tables: Vec<BTreeMap<String, Option<Vec<u8>>>>,
+    /// Writes made (each put and delete, also of a key written before).
+    pub writes: usize,
+    /// The size of its log record (what the writer's back-pressure counts).
+    pub bytes: usize,
+    /// When it was made (the applier lets batches gather a little).
+    pub published: std::time::Instant,
+}
+
+impl Batch {
+    pub fn new(seq: u64) -> Batch {
+        Batch { seq, tables: (0..Table::ALL.len()).map(|_| BTreeMap::new()).collect(), writes: 0, bytes: 0, published: std::time::Instant::now() }
+    }
+
+    pub fn put(&mut self, table: Table, key: &str, value: &[u8]) {
+        self.writes += 1;
+        let t = &mut self.tables[table.index() as usize];
+        match t.get_mut(key) {
+            Some(slot) => *slot = Some(value.to_vec()),
+            None => {
+                t.insert(key.to_owned(), Some(value.to_vec()));
+            }
+        }
+    }
+
+    pub fn delete(&mut self, table: Table, key: &str) {
+        self.writes += 1;
+        self.tables[table.index() as usize].insert(key.to_owned(), None);
+    }
+
+    /// `Some(None)`: deleted in this batch; `None`: not written here.
+    fn get(&self, table: Table, key: &str) -> Option<Option<&[u8]>> {
+        self.tables[table.index() as usize].get(key).map(|v| v.as_deref())
+    }
+
+    /// Every key's last write, table by table.
+    pub fn entries(&self) -> impl Iterator<Item = (Table, &str, Option<&[u8]>)> {
+        self.tables.iter().enumerate().flat_map(|(i, t)| {
+            let table = Table::ALL[i];
+            t.iter().map(move |(k, v)| (table, k.as_str(), v.as_deref()))
+        })
+    }
+}
+
+/// Layers of batches over a base: the newest layer that wrote a key decides
+/// its value, the base answers for keys none wrote.
+pub(crate) struct Layered<'a> {
+    /// Published batches, oldest first.
+    pub layers: &'a [Arc<Batch>],
+    /// The batch being decided (the writer's own), newest of all.
+    pub own: Option<&'a Batch>,
+    pub base: &'a dyn Read,
+}
+
+impl Layered<'_> {
+    fn oldest_first(&self) -> impl DoubleEndedIterator<Item = &Batch> {
+        self.layers.iter().map(|b| &**b).chain(self.own)
+    }
+}
+
+impl Read for Layered<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        for batch in self.oldest_first().rev() {
+            if let Some(value) = batch.get(table, key) {
+                return Ok(value.map(<[u8]>::to_vec));
+            }
+        }
+        self.base.get(table, key)
+    }
+
+    fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
+        if crossed(lo, hi) {
+            return Ok(());
+        }
+        let mut over: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+        for batch in self.oldest_first() {
+            for (k, v) in batch.tables[table.index() as usize].range::<str, _>((lo, hi)) {
+                over.insert(k, v.as_deref());
+            }
+        }
+        if over.is_empty() {
+            return self.base.range(table, lo, hi, reverse, f);
+        }
+        let entries: Vec<(&str, Option<&[u8]>)> = if reverse { over.into_iter().rev().collect() } else { over.into_iter().collect() };
+        // Merge the base's keys with the layers' in the order asked for.
+        let (mut next, mut stopped) = (0usize, false);
+        self.base.range(table, lo, hi, reverse, &mut |k, v| {
+            while let Some(&(ok, ov)) = entries.get(next) {
+                let before = if reverse { ok > k } else { ok < k };
+                if !before {
+                    break;
+                }
+                next += 1;
+                if let Some(ov) = ov
+                    && !f(ok, ov)?
+                {
+                    stopped = true;
+                    return Ok(false);
+                }
+            }
+            let value = match entries.get(next) {
+                Some(&(ok, ov)) if ok == k => {
+                    next += 1;
+                    ov
+                }
+                _ => Some(v),
+            };
+            if let Some(value) = value
+                && !f(k, value)?
+            {
+                stopped = true;
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if !stopped {
+            for &(k, v) in &entries[next..] {
+                if let Some(v) = v
+                    && !f(k, v)?
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bounds that hold no key (a map's `range` panics on them).
+fn crossed(lo: Bound<&str>, hi: Bound<&str>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::Write;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// A plain map as the base.
+    #[derive(Default, Clone)]
+    struct Plain(HashMap<Table, BTreeMap<String, Vec<u8>>>);
+
+    impl Read for Plain {
+        fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+            Ok(self.0.get(&table).and_then(|t| t.get(key)).cloned())
+        }
+        fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
+            let Some(t) = self.0.get(&table) else { return Ok(()) };
+            let range = t.range::<str, _>((lo, hi));
+            let iter: Box<dyn Iterator<Item = (&String, &Vec<u8>)>> = if reverse { Box::new(range.rev()) } else { Box::new(range) };
+            for (k, v) in iter {
+                if !f(k, v)? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Write for Plain {
+        fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()> {
+            self.0.entry(table).or_default().insert(key.into(), value.into());
+            Ok(())
+        }
+        fn delete(&mut self, table: Table, key: &str) -> Result<()> {
+            self.0.entry(table).or_default().remove(key);
+            Ok(())
+        }
+    }
+
+    fn collect(r: &dyn Read, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, limit: usize) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        r.range(Table::Instances, lo, hi, reverse, &mut |k, v| {
+            out.push((k.to_string(), v.to_vec()));
+            Ok(out.len() < limit)
+        })
+        .unwrap();
+        out
+    }
+
+    fn bound(b: &Option<(bool, String)>) -> Bound<&str> {
+        match b {
+            None => Bound::Unbounded,
+            Some((true, k)) => Bound::Included(k),
+            Some((false, k)) => Bound::Excluded(k),
+        }
+    }
+
+    proptest! {
+        /// A base with batches layered over it reads exactly like the base
+        /// with the batches' writes applied in order: gets, and ranges both
+        /// ways, with any bounds and stopping early.
+        #[test]
+        fn layers_read_like_their_writes_applied(
+            base in proptest::collection::vec((0u8..40, 0u8..5), 0..30),
+            batches in proptest::collection::vec(proptest::collection::vec((0u8..40, proptest::option::of(0u8..5)), 0..12), 0..5),
+            own in proptest::collection::vec((0u8..40, proptest::option::of(0u8..5)), 0..8),
+            lo in proptest::option::of((any::<bool>(), 0u8..40)),
+            hi in proptest::option::of((any::<bool>(), 0u8..40)),
+            reverse in any::<bool>(),
+            limit in 1usize..50,
+        ) {
+            let key = |k: u8| format!("k{k:02}");
+            let mut plain = Plain::default();
+            for (k, v) in &base {
+                plain.put(Table::Instances, &key(*k), &[*v]).unwrap();
+            }
+            let mut expected = plain.clone();
+            let mut apply = |ops: &[(u8, Option<u8>)], seq: u64| {
+                let mut b = Batch::new(seq);
+                for (k, v) in ops {
+                    match v {
+                        Some(v) => {
+                            b.put(Table::Instances, &key(*k), &[*v]);
+                            expected.put(Table::Instances, &key(*k), &[*v]).unwrap();
+                        }
+                        None => {
+                            b.delete(Table::Instances, &key(*k));
+                            expected.delete(Table::Instances, &key(*k)).unwrap();
+                        }
+                    }
+                }
+                b
+            };
+            let layers: Vec<Arc<Batch>> = batches.iter().enumerate().map(|(i, ops)| Arc::new(apply(ops, i as u64 + 1))).collect();
+            let own = apply(&own, 99);
+            let layered = Layered { layers: &layers, own: Some(&own), base: &plain };
+            for k in 0..40u8 {
+                prop_assert_eq!(layered.get(Table::Instances, &key(k)).unwrap(), expected.get(Table::Instances, &key(k)).unwrap());
+            }
+            let lo = lo.map(|(i, k)| (i, key(k)));
+            let hi = hi.map(|(i, k)| (i, key(k)));
+            // Bounds that cross are an empty range for both (BTreeMap panics on them).
+            if let (Some((_, a)), Some((_, b))) = (&lo, &hi) && a >= b {
+                return Ok(());
+            }
+            prop_assert_eq!(
+                collect(&layered, bound(&lo), bound(&hi), reverse, limit),
+                collect(&expected, bound(&lo), bound(&hi), reverse, limit)
+            );
+        }
+    }
+}
