@@ -8,12 +8,13 @@
 //! command waits for the log's `fdatasync` and nothing of redb: redb's
 //! copy-on-write work and its checkpoints happen beside the commands.
 //!
-//! A reader's view is the published batches plus a redb snapshot, both
-//! taken under one lock (`Pending::view`): the snapshot then holds at most
-//! the batches of the list (the applier only applies listed batches), and
-//! every batch missing from the list was committed before it left it, so
-//! the view is exactly the state after the newest listed batch. A batch in
-//! both gives the same values twice; the newest layer wins.
+//! A reader's view is the published batches plus a redb snapshot
+//! (`Pending::view`): the list is read first, then a snapshot whose last
+//! applied batch is no newer than the newest published when the list was
+//! read (else both are taken again). Every batch missing from the list was
+//! committed to redb before it left it, so the snapshot holds it, and the
+//! view is exactly the state after that newest batch. A batch in both gives
+//! the same values twice; the newest layer wins.
 
 use crate::Result;
 use crate::tables::{Read, Table};

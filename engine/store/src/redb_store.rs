@@ -58,7 +58,8 @@ impl RedbStore {
         let db = Arc::new(db);
         let wal = recover(&db, &dir.join("wal"))?;
         let (tx, rx) = sync_channel(QUEUE);
-        let pending = Arc::new(Pending { state: Mutex::new(PendingState::default()), changed: Condvar::new() });
+        let published_through = wal.next_seq().saturating_sub(1);
+        let pending = Arc::new(Pending { state: Mutex::new(PendingState { published_through, ..PendingState::default() }), changed: Condvar::new() });
         let (writer_db, writer_pending) = (db.clone(), pending.clone());
         let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, wal, writer_pending, rx)).map_err(backend)?;
         let store = RedbStore { db, pending, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) };
@@ -172,6 +173,8 @@ struct Pending {
 struct PendingState {
     /// Oldest first; a batch leaves only after redb committed it.
     batches: Vec<Arc<Batch>>,
+    /// The newest batch ever published (the list may have none left).
+    published_through: u64,
     bytes: usize,
     /// The writer asks for a checkpoint (a segment of the log fills up).
     checkpoint_wanted: bool,
@@ -189,11 +192,21 @@ impl Pending {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The published batches and a redb snapshot, taken together (see `overlay`).
+    /// The published batches and a redb snapshot that holds none newer than
+    /// they (see `overlay`). The snapshot is taken outside the lock (redb may
+    /// make it wait for a commit); if the applier committed a batch published
+    /// after the list was read, the list is read again.
     fn view(&self, db: &Database) -> Result<(Vec<Arc<Batch>>, RedbRead)> {
-        let state = self.lock();
-        let tx = db.begin_read().map_err(backend)?;
-        Ok((state.batches.clone(), RedbRead::new(tx)))
+        loop {
+            let (batches, published) = {
+                let state = self.lock();
+                (state.batches.clone(), state.published_through)
+            };
+            let base = RedbRead::new(db.begin_read().map_err(backend)?);
+            if applied_seq(&base)? <= published {
+                return Ok((batches, base));
+            }
+        }
     }
 }
 
@@ -601,6 +614,7 @@ fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job])
     {
         let mut state = pending.lock();
         state.bytes += own.bytes;
+        state.published_through = own.seq;
         state.batches.push(Arc::new(own));
     }
     pending.changed.notify_all();
