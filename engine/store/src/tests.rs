@@ -211,6 +211,54 @@ fn the_last_units_go_to_exactly_as_many_as_there_are_and_balances_equal_movement
     assert_eq!((events[0].kind.as_str(), events[0].available, events[0].minimum), ("ledger.below_threshold", 2, 3));
 }
 
+/// Reads while batches are published and applied in the background see
+/// whole batches: a move from one warehouse to another (two postings, one
+/// job) never shows half done, and what a reader saw never goes back.
+#[test]
+fn readers_see_whole_batches_while_the_applier_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+    store.submit(ledger(vec![posting(MovementKind::Receive, "W1", 1000)])).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut reads, mut moved) = (0, 0);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let balances = store.balances("stock").unwrap();
+                    let on_hand = |w: &str| balances.iter().find(|b| b.dims.get("warehouse").map(String::as_str) == Some(w)).map_or(0, |b| b.balance.on_hand);
+                    assert_eq!(on_hand("W1") + on_hand("W2"), 1000, "a move seen half done: {balances:?}");
+                    assert!(on_hand("W2") >= moved, "a reader saw {moved} moved, then {}", on_hand("W2"));
+                    moved = on_hand("W2");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let moved = store.submit(ledger(vec![posting(MovementKind::Issue, "W1", 1), posting(MovementKind::Receive, "W2", 1)])).unwrap();
+                    assert!(matches!(moved, CommitOutcome::Moved(_)), "{moved:?}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let balances = store.balances("stock").unwrap();
+    assert_eq!(balances.iter().map(|b| b.balance.on_hand).collect::<Vec<_>>(), vec![600, 400]);
+}
+
 #[test]
 fn transfers_reservations_and_purges() {
     let store = MemoryStore::new();
