@@ -68,6 +68,14 @@ impl RedbStore {
     }
 }
 
+#[cfg(test)]
+impl RedbStore {
+    /// Makes the applier's next copy into redb panic.
+    pub(crate) fn panic_next_apply(&self) {
+        self.pending.lock().panic_next_apply = true;
+    }
+}
+
 impl Drop for RedbStore {
     fn drop(&mut self) {
         self.stop_writer();
@@ -184,6 +192,9 @@ struct PendingState {
     closing: bool,
     /// Why the applier stopped (redb refused a commit): nothing more is acknowledged.
     failed: Option<String>,
+    /// Tests: the applier's next copy panics.
+    #[cfg(test)]
+    panic_next_apply: bool,
 }
 
 impl Pending {
@@ -230,10 +241,17 @@ fn writer(db: Arc<Database>, mut wal: Wal, pending: Arc<Pending>, rx: Receiver<(
             return;
         }
     };
+    let _finish = FinishOnExit(&pending);
     let mut durable_through = 0;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    loop {
+        // Idle, it still wakes now and then to drop segments a checkpoint covers.
+        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(job) => Some(job),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch: Vec<(Job, Reply)> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
@@ -310,6 +328,17 @@ fn writer(db: Arc<Database>, mut wal: Wal, pending: Arc<Pending>, rx: Receiver<(
     }
 }
 
+/// Tells the applier to drain and end when the writer ends — also when the
+/// writer panics, so the applier never outlives it holding the database.
+struct FinishOnExit<'a>(&'a Pending);
+
+impl Drop for FinishOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.lock().closing = true;
+        self.0.changed.notify_all();
+    }
+}
+
 /// The applier thread: copies published batches into redb (all that wait,
 /// in one transaction without a sync, with the last record's number in
 /// `meta/wal_applied`), then takes them off the list; checkpoints (an empty
@@ -317,7 +346,10 @@ fn writer(db: Arc<Database>, mut wal: Wal, pending: Arc<Pending>, rx: Receiver<(
 /// and before it ends. A failure stops it: the writer then acknowledges
 /// nothing more, and a restart replays the log.
 fn applier(db: &Database, pending: &Pending) -> Result<()> {
-    let result = apply_loop(db, pending);
+    // A panic (a bug, or redb's) stops it like an error does: the writer must
+    // learn of it, or it would go on publishing and wait forever at the bound.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_loop(db, pending)))
+        .unwrap_or_else(|panic| Err(backend(format!("the applier panicked: {}", panic_message(&panic)))));
     if let Err(e) = &result {
         tracing::error!(error = %e, "the store's applier stopped; the store stops writing (restart the server: the log keeps every acknowledged write)");
         pending.lock().failed = Some(e.to_string());
@@ -350,6 +382,10 @@ fn apply_loop(db: &Database, pending: &Pending) -> Result<()> {
             (state.batches.clone(), state.closing, state.checkpoint_wanted)
         };
         if let Some(last) = take.last() {
+            #[cfg(test)]
+            if pending.lock().panic_next_apply {
+                panic!("a panic the test asked for");
+            }
             apply_batches(db, &take)?;
             let mut state = pending.lock();
             state.batches.drain(..take.len());

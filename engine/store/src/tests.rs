@@ -259,6 +259,28 @@ fn readers_see_whole_batches_while_the_applier_catches_up() {
     assert_eq!(balances.iter().map(|b| b.balance.on_hand).collect::<Vec<_>>(), vec![600, 400]);
 }
 
+/// The applier failing (here: panicking) stops the store writing instead
+/// of letting published batches pile up: what was acknowledged is in the
+/// log and comes back at the next open; later jobs are refused, not hung.
+#[test]
+fn an_applier_that_panics_stops_the_writer_and_the_log_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.panic_next_apply();
+        assert_eq!(store.commit(write("kept", 0, "s", None)).unwrap(), CommitOutcome::Committed);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.healthy() {
+            assert!(std::time::Instant::now() < deadline, "the store still says it is healthy");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(store.commit(write("refused", 0, "s", None)).is_err(), "a job after the applier stopped is refused");
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert!(store.instance("kept").unwrap().is_some(), "acknowledged before the panic: replayed from the log");
+    assert!(store.instance("refused").unwrap().is_none());
+}
+
 #[test]
 fn transfers_reservations_and_purges() {
     let store = MemoryStore::new();
