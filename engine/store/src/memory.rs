@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
-#[derive(Default)]
-struct Tables(HashMap<Table, BTreeMap<String, Vec<u8>>>);
+/// The tables in memory (also the plain base the layered reads are tested against).
+#[derive(Default, Clone)]
+pub(crate) struct Tables(HashMap<Table, BTreeMap<String, Vec<u8>>>);
 
 impl Read for Tables {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {

@@ -27,8 +27,6 @@ use std::sync::Arc;
 pub(crate) struct Batch {
     pub seq: u64,
     tables: Vec<BTreeMap<String, Option<Vec<u8>>>>,
-    /// Writes made (each put and delete, also of a key written before).
-    pub writes: usize,
     /// The size of its log record (what the writer's back-pressure counts).
     pub bytes: usize,
     /// When it was made (the applier lets batches gather a little).
@@ -37,11 +35,10 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn new(seq: u64) -> Batch {
-        Batch { seq, tables: (0..Table::ALL.len()).map(|_| BTreeMap::new()).collect(), writes: 0, bytes: 0, published: std::time::Instant::now() }
+        Batch { seq, tables: (0..Table::ALL.len()).map(|_| BTreeMap::new()).collect(), bytes: 0, published: std::time::Instant::now() }
     }
 
     pub fn put(&mut self, table: Table, key: &str, value: &[u8]) {
-        self.writes += 1;
         let t = &mut self.tables[table.index() as usize];
         match t.get_mut(key) {
             Some(slot) => *slot = Some(value.to_vec()),
@@ -52,7 +49,6 @@ impl Batch {
     }
 
     pub fn delete(&mut self, table: Table, key: &str) {
-        self.writes += 1;
         self.tables[table.index() as usize].insert(key.to_owned(), None);
     }
 
@@ -166,41 +162,9 @@ fn crossed(lo: Bound<&str>, hi: Bound<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::Tables as Plain;
     use crate::tables::Write;
     use proptest::prelude::*;
-    use std::collections::HashMap;
-
-    /// A plain map as the base.
-    #[derive(Default, Clone)]
-    struct Plain(HashMap<Table, BTreeMap<String, Vec<u8>>>);
-
-    impl Read for Plain {
-        fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
-            Ok(self.0.get(&table).and_then(|t| t.get(key)).cloned())
-        }
-        fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
-            let Some(t) = self.0.get(&table) else { return Ok(()) };
-            let range = t.range::<str, _>((lo, hi));
-            let iter: Box<dyn Iterator<Item = (&String, &Vec<u8>)>> = if reverse { Box::new(range.rev()) } else { Box::new(range) };
-            for (k, v) in iter {
-                if !f(k, v)? {
-                    break;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    impl Write for Plain {
-        fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()> {
-            self.0.entry(table).or_default().insert(key.into(), value.into());
-            Ok(())
-        }
-        fn delete(&mut self, table: Table, key: &str) -> Result<()> {
-            self.0.entry(table).or_default().remove(key);
-            Ok(())
-        }
-    }
 
     fn collect(r: &dyn Read, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, limit: usize) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();

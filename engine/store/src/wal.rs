@@ -369,11 +369,6 @@ impl Wal {
         self.written
     }
 
-    /// Stops acknowledging: what was appended and what redb holds differ.
-    pub fn poison(&mut self, why: String) {
-        self.broken = Some(why);
-    }
-
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
     }
