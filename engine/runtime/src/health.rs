@@ -153,6 +153,29 @@ impl Default for Retention {
 }
 
 impl Runtime {
+    /// Rewrites the next chunk of the events an older version kept as JSON
+    /// in the compact format (`flowform_store::event_codec`), until none is
+    /// left; after that it does nothing. Blocking. Returns how many events
+    /// it looked at.
+    pub fn compact_events_step(&self) -> Result<u64, crate::CommandError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        /// Events looked at per step: a step a second converts a million
+        /// work orders' histories in under half an hour, each step holding
+        /// the writer for a few milliseconds.
+        const CHUNK: usize = 5_000;
+        if self.events_compact.load(Relaxed) {
+            return Ok(0);
+        }
+        match self.store.submit(flowform_store::Job::CompactEvents { limit: CHUNK })? {
+            flowform_store::CommitOutcome::Sequence(0) => {
+                self.events_compact.store(true, Relaxed);
+                Ok(0)
+            }
+            flowform_store::CommitOutcome::Sequence(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
     pub fn set_retention(&self, retention: Retention) {
         if let Ok(mut r) = self.retention.lock() {
             *r = retention;

@@ -144,6 +144,8 @@ pub struct Runtime {
     /// Report facts kept in memory (see `facts`).
     facts: Arc<facts::Facts>,
     event_facts: Arc<facts::EventFacts>,
+    /// No event is left in the JSON of older versions (see `compact_events_step`).
+    events_compact: std::sync::atomic::AtomicBool,
 }
 
 /// The options of one command from an API client.
@@ -179,6 +181,7 @@ impl Runtime {
             files: None,
             facts: Arc::default(),
             event_facts: Arc::default(),
+            events_compact: std::sync::atomic::AtomicBool::new(false),
         };
         runtime.load_accounts()?;
         Ok(runtime)

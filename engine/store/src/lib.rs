@@ -18,6 +18,7 @@
 //! any of its writes, and a job that fails a check writes nothing.
 
 mod accounts;
+pub mod event_codec;
 mod legacy_auth;
 mod logic;
 mod memory;
@@ -211,6 +212,13 @@ pub enum Job {
     ImportInstances(Vec<ImportedInstance>),
     /// Builds the instance index and counts of a store written before they existed.
     EnsureIndexes,
+    /// Rewrites events kept as JSON (before the compact format) compactly,
+    /// looking at no more than `limit` events after where the last job
+    /// stopped: answers `Sequence(n)` with how many were looked at (0: none
+    /// is left, the store is compact).
+    CompactEvents {
+        limit: usize,
+    },
     /// The next number of a named sequence (for record ids).
     NextSequence(String),
     PutBundle {

@@ -551,6 +551,17 @@ pub fn instance_counts(r: &dyn Read, workflow: Option<&str>) -> Result<Vec<Insta
 
 /// Indexes every instance of a store written before the index existed (once).
 fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
+    // A store with no events has none to convert to the compact format.
+    if w.get(Table::Meta, COMPACTED)?.is_none() {
+        let mut any = false;
+        w.range(Table::Events, Unbounded, Unbounded, false, &mut |_, _| {
+            any = true;
+            Ok(false)
+        })?;
+        if !any {
+            w.put(Table::Meta, COMPACTED, b"1")?;
+        }
+    }
     ensure_record_counts(w)?;
     ensure_dead_letters(w)?;
     if w.get(Table::Meta, "instance_index")?.is_some() {
@@ -621,7 +632,59 @@ fn for_each_instance(w: &mut dyn Write, f: &mut dyn FnMut(&mut dyn Write, &Insta
 }
 
 pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
-    collect_prefix(r, Table::Events, id, "event")
+    let (lo, hi) = prefix_range(id);
+    let mut out = Vec::new();
+    r.range(Table::Events, Included(&lo), Excluded(&hi), false, &mut |k, v| {
+        out.push(event_codec::decode(id, event_seq(k)?, v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// The sequence number in an event's key (`instance␟seq`).
+fn event_seq(k: &str) -> Result<u64> {
+    k.rsplit(SEP)
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt { what: "event key".into(), detail: format!("{k:?} does not end in a sequence number") })
+}
+
+/// Where [`compact_events`] goes on from (the last key it looked at), and
+/// its mark when no JSON event is left.
+const COMPACTED_THROUGH: &str = "events_compacted_through";
+const COMPACTED: &str = "events_compact";
+
+/// Rewrites up to `limit` events kept as JSON in the compact format.
+fn compact_events(w: &mut dyn Write, limit: usize) -> Result<CommitOutcome> {
+    if w.get(Table::Meta, COMPACTED)?.is_some() {
+        return Ok(CommitOutcome::Sequence(0));
+    }
+    let from = w.get(Table::Meta, COMPACTED_THROUGH)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let lo = from.as_deref().map_or(Unbounded, Excluded);
+    let (mut looked, mut last, mut legacy) = (0u64, None::<String>, Vec::new());
+    w.range(Table::Events, lo, Unbounded, false, &mut |k, v| {
+        looked += 1;
+        last = Some(k.to_string());
+        if event_codec::is_legacy(v) {
+            legacy.push((k.to_string(), v.to_vec()));
+        }
+        Ok((looked as usize) < limit.max(1))
+    })?;
+    for (k, v) in legacy {
+        let id = k.rsplit_once(SEP).map_or(k.as_str(), |(id, _)| id);
+        // One that does not read stays as it is (reading it reports it):
+        // the rest of the store is still converted.
+        let Ok(e) = event_seq(&k).and_then(|seq| event_codec::decode(id, seq, &v)) else { continue };
+        w.put(Table::Events, &k, &event_codec::encode(&e)?)?;
+    }
+    match last {
+        Some(k) if looked as usize >= limit.max(1) => w.put(Table::Meta, COMPACTED_THROUGH, k.as_bytes())?,
+        _ => {
+            w.delete(Table::Meta, COMPACTED_THROUGH)?;
+            w.put(Table::Meta, COMPACTED, b"1")?;
+        }
+    }
+    Ok(CommitOutcome::Sequence(looked))
 }
 
 pub fn idempotent(r: &dyn Read, k: &str) -> Result<Option<IdempotentResult>> {
@@ -1070,7 +1133,7 @@ fn replay_or_none(w: &mut dyn Write, idem: &Option<IdempotencyKey>) -> Result<Op
 fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) -> Result<()> {
     w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
     reindex(w, old, &c.instance)?;
-    w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &to_bytes(&c.event)?)?;
+    w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &event_codec::encode(&c.event)?)?;
     if let Some(idem) = &c.idempotency {
         let result =
             IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None, at: Some(c.event.at) };
@@ -1228,7 +1291,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 let i = &item.instance;
                 w.put(Table::Instances, &i.id, &to_bytes(i)?)?;
                 for e in &item.events {
-                    w.put(Table::Events, &key(&[&i.id, &num(e.seq)]), &to_bytes(e)?)?;
+                    w.put(Table::Events, &key(&[&i.id, &num(e.seq)]), &event_codec::encode(e)?)?;
                 }
                 add_refs(w, &format!("instance:{}", i.id), &item.refs)?;
                 reindex(w, None, i)?;
@@ -1239,6 +1302,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             ensure_indexes(w)?;
             Ok(CommitOutcome::Committed)
         }
+        Job::CompactEvents { limit } => compact_events(w, *limit),
         Job::NextSequence(name) => Ok(CommitOutcome::Sequence(next(w, name)?)),
         Job::PutBundle { version, sources } => {
             if w.get(Table::Bundles, version)?.is_none() {

@@ -42,7 +42,7 @@ impl Write for Tables {
 
 #[derive(Default)]
 pub struct MemoryStore {
-    tables: Mutex<Tables>,
+    pub(crate) tables: Mutex<Tables>,
 }
 
 impl MemoryStore {
