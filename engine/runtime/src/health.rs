@@ -154,7 +154,7 @@ impl Default for Retention {
 
 impl Runtime {
     /// Rewrites the next chunk of the events an older version kept as JSON
-    /// in the compact format (`flowform_store::event_codec`), until none is
+    /// in the compact format (`flowform_store::codec`), until none is
     /// left; after that it does nothing. Blocking. Returns how many events
     /// it looked at.
     pub fn compact_events_step(&self) -> Result<u64, crate::CommandError> {
@@ -166,7 +166,7 @@ impl Runtime {
         if self.events_compact.load(Relaxed) {
             return Ok(0);
         }
-        match self.store.submit(flowform_store::Job::CompactEvents { limit: CHUNK })? {
+        match self.store.submit(flowform_store::Job::Compact { limit: CHUNK })? {
             flowform_store::CommitOutcome::Sequence(0) => {
                 self.events_compact.store(true, Relaxed);
                 Ok(0)

@@ -18,7 +18,7 @@
 //! any of its writes, and a job that fails a check writes nothing.
 
 mod accounts;
-pub mod event_codec;
+pub mod codec;
 mod legacy_auth;
 mod logic;
 mod memory;
@@ -212,11 +212,11 @@ pub enum Job {
     ImportInstances(Vec<ImportedInstance>),
     /// Builds the instance index and counts of a store written before they existed.
     EnsureIndexes,
-    /// Rewrites events kept as JSON (before the compact format) compactly,
-    /// looking at no more than `limit` events after where the last job
-    /// stopped: answers `Sequence(n)` with how many were looked at (0: none
-    /// is left, the store is compact).
-    CompactEvents {
+    /// Rewrites events and instances kept as JSON (before the compact
+    /// format, see [`codec`]) compactly, looking at no more than `limit`
+    /// entries after where the last job stopped: answers `Sequence(n)` with
+    /// how many it looked at (0: none is left, the store is compact).
+    Compact {
         limit: usize,
     },
     /// The next number of a named sequence (for record ids).

@@ -166,7 +166,7 @@ fn apply_auth(w: &mut dyn Write, ops: &[AuthOp], audit: &[AuditEntry]) -> Result
 }
 
 pub fn instance(r: &dyn Read, id: &str) -> Result<Option<Instance>> {
-    get(r, Table::Instances, id, "instance")
+    r.get(Table::Instances, id)?.map(|b| codec::decode_instance(id, &b)).transpose()
 }
 
 /// A page of instances, newest first. With a workflow, state, team or assignee
@@ -551,15 +551,17 @@ pub fn instance_counts(r: &dyn Read, workflow: Option<&str>) -> Result<Vec<Insta
 
 /// Indexes every instance of a store written before the index existed (once).
 fn ensure_indexes(w: &mut dyn Write) -> Result<()> {
-    // A store with no events has none to convert to the compact format.
-    if w.get(Table::Meta, COMPACTED)?.is_none() {
-        let mut any = false;
-        w.range(Table::Events, Unbounded, Unbounded, false, &mut |_, _| {
-            any = true;
-            Ok(false)
-        })?;
-        if !any {
-            w.put(Table::Meta, COMPACTED, b"1")?;
+    // An empty table has nothing to convert to the compact format.
+    for (table, _, done) in COMPACTED {
+        if w.get(Table::Meta, done)?.is_none() {
+            let mut any = false;
+            w.range(table, Unbounded, Unbounded, false, &mut |_, _| {
+                any = true;
+                Ok(false)
+            })?;
+            if !any {
+                w.put(Table::Meta, done, b"1")?;
+            }
         }
     }
     ensure_record_counts(w)?;
@@ -617,8 +619,8 @@ fn for_each_instance(w: &mut dyn Write, f: &mut dyn FnMut(&mut dyn Write, &Insta
     loop {
         let mut chunk: Vec<Instance> = Vec::new();
         let lo = after.as_deref().map_or(Unbounded, Excluded);
-        w.range(Table::Instances, lo, Unbounded, false, &mut |_, v| {
-            chunk.push(from_bytes("instance", v)?);
+        w.range(Table::Instances, lo, Unbounded, false, &mut |k, v| {
+            chunk.push(codec::decode_instance(k, v)?);
             Ok(chunk.len() < CHUNK)
         })?;
         for i in &chunk {
@@ -635,7 +637,7 @@ pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
     let (lo, hi) = prefix_range(id);
     let mut out = Vec::new();
     r.range(Table::Events, Included(&lo), Excluded(&hi), false, &mut |k, v| {
-        out.push(event_codec::decode(id, event_seq(k)?, v)?);
+        out.push(codec::decode_event(id, event_seq(k)?, v)?);
         Ok(true)
     })?;
     Ok(out)
@@ -649,42 +651,54 @@ fn event_seq(k: &str) -> Result<u64> {
         .ok_or_else(|| StoreError::Corrupt { what: "event key".into(), detail: format!("{k:?} does not end in a sequence number") })
 }
 
-/// Where [`compact_events`] goes on from (the last key it looked at), and
-/// its mark when no JSON event is left.
-const COMPACTED_THROUGH: &str = "events_compacted_through";
-const COMPACTED: &str = "events_compact";
+/// The tables [`compact`] converts, each with its marks in `meta`: where
+/// it goes on from (the last key it looked at) and that none is left.
+const COMPACTED: [(Table, &str, &str); 2] =
+    [(Table::Events, "events_compacted_through", "events_compact"), (Table::Instances, "instances_compacted_through", "instances_compact")];
 
-/// Rewrites up to `limit` events kept as JSON in the compact format.
-fn compact_events(w: &mut dyn Write, limit: usize) -> Result<CommitOutcome> {
-    if w.get(Table::Meta, COMPACTED)?.is_some() {
-        return Ok(CommitOutcome::Sequence(0));
-    }
-    let from = w.get(Table::Meta, COMPACTED_THROUGH)?.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let lo = from.as_deref().map_or(Unbounded, Excluded);
-    let (mut looked, mut last, mut legacy) = (0u64, None::<String>, Vec::new());
-    w.range(Table::Events, lo, Unbounded, false, &mut |k, v| {
-        looked += 1;
-        last = Some(k.to_string());
-        if event_codec::is_legacy(v) {
-            legacy.push((k.to_string(), v.to_vec()));
+/// Rewrites in the compact format up to `limit` entries kept as JSON
+/// (looking at no more than `limit` entries), events first, then instances.
+fn compact(w: &mut dyn Write, limit: usize) -> Result<CommitOutcome> {
+    let limit = limit.max(1);
+    for (table, through, done) in COMPACTED {
+        if w.get(Table::Meta, done)?.is_some() {
+            continue;
         }
-        Ok((looked as usize) < limit.max(1))
-    })?;
-    for (k, v) in legacy {
-        let id = k.rsplit_once(SEP).map_or(k.as_str(), |(id, _)| id);
-        // One that does not read stays as it is (reading it reports it):
-        // the rest of the store is still converted.
-        let Ok(e) = event_seq(&k).and_then(|seq| event_codec::decode(id, seq, &v)) else { continue };
-        w.put(Table::Events, &k, &event_codec::encode(&e)?)?;
-    }
-    match last {
-        Some(k) if looked as usize >= limit.max(1) => w.put(Table::Meta, COMPACTED_THROUGH, k.as_bytes())?,
-        _ => {
-            w.delete(Table::Meta, COMPACTED_THROUGH)?;
-            w.put(Table::Meta, COMPACTED, b"1")?;
+        let from = w.get(Table::Meta, through)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let lo = from.as_deref().map_or(Unbounded, Excluded);
+        let (mut looked, mut last, mut json) = (0usize, None::<String>, Vec::new());
+        w.range(table, lo, Unbounded, false, &mut |k, v| {
+            looked += 1;
+            last = Some(k.to_string());
+            if codec::is_json(v) {
+                json.push((k.to_string(), v.to_vec()));
+            }
+            Ok(looked < limit)
+        })?;
+        for (k, v) in json {
+            // One that does not read stays as it is (reading it reports it):
+            // the rest of the store is still converted.
+            let compact = match table {
+                Table::Events => {
+                    let id = k.rsplit_once(SEP).map_or(k.as_str(), |(id, _)| id);
+                    event_seq(&k).and_then(|seq| codec::decode_event(id, seq, &v)).and_then(|e| codec::encode_event(&e))
+                }
+                _ => codec::decode_instance(&k, &v).and_then(|i| codec::encode_instance(&i)),
+            };
+            if let Ok(bytes) = compact {
+                w.put(table, &k, &bytes)?;
+            }
         }
+        match last {
+            Some(k) if looked >= limit => w.put(Table::Meta, through, k.as_bytes())?,
+            _ => {
+                w.delete(Table::Meta, through)?;
+                w.put(Table::Meta, done, b"1")?;
+            }
+        }
+        return Ok(CommitOutcome::Sequence(looked as u64));
     }
-    Ok(CommitOutcome::Sequence(looked))
+    Ok(CommitOutcome::Sequence(0))
 }
 
 pub fn idempotent(r: &dyn Read, k: &str) -> Result<Option<IdempotentResult>> {
@@ -1131,9 +1145,9 @@ fn replay_or_none(w: &mut dyn Write, idem: &Option<IdempotencyKey>) -> Result<Op
 /// Writes a checked command's instance, event, idempotency result,
 /// references, timers and notifications (not its movements or records).
 fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) -> Result<()> {
-    w.put(Table::Instances, &c.instance.id, &to_bytes(&c.instance)?)?;
+    w.put(Table::Instances, &c.instance.id, &codec::encode_instance(&c.instance)?)?;
     reindex(w, old, &c.instance)?;
-    w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &event_codec::encode(&c.event)?)?;
+    w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &codec::encode_event(&c.event)?)?;
     if let Some(idem) = &c.idempotency {
         let result =
             IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None, at: Some(c.event.at) };
@@ -1289,9 +1303,9 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             for item in items {
                 let i = &item.instance;
-                w.put(Table::Instances, &i.id, &to_bytes(i)?)?;
+                w.put(Table::Instances, &i.id, &codec::encode_instance(i)?)?;
                 for e in &item.events {
-                    w.put(Table::Events, &key(&[&i.id, &num(e.seq)]), &event_codec::encode(e)?)?;
+                    w.put(Table::Events, &key(&[&i.id, &num(e.seq)]), &codec::encode_event(e)?)?;
                 }
                 add_refs(w, &format!("instance:{}", i.id), &item.refs)?;
                 reindex(w, None, i)?;
@@ -1302,7 +1316,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             ensure_indexes(w)?;
             Ok(CommitOutcome::Committed)
         }
-        Job::CompactEvents { limit } => compact_events(w, *limit),
+        Job::Compact { limit } => compact(w, *limit),
         Job::NextSequence(name) => Ok(CommitOutcome::Sequence(next(w, name)?)),
         Job::PutBundle { version, sources } => {
             if w.get(Table::Bundles, version)?.is_none() {
@@ -1344,7 +1358,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             let mut back = 0;
             for k in keys_with_prefix(w, Table::Meta, "quarantine")? {
                 if let Some(q) = get::<Quarantined>(w, Table::Meta, &k, "quarantined timer")?
-                    && let Some(i) = get::<Instance>(w, Table::Instances, &q.timer.instance_id, "instance")?
+                    && let Some(i) = instance(w, &q.timer.instance_id)?
                     && i.state == q.timer.state
                     && i.state_entered_seq == q.timer.entered_seq
                 {

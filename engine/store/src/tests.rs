@@ -911,7 +911,7 @@ fn a_log_that_does_not_continue_the_store_is_refused() {
 }
 
 #[test]
-fn events_an_older_version_kept_as_json_read_the_same_and_are_rewritten_compactly_a_chunk_at_a_time() {
+fn events_and_instances_an_older_version_kept_as_json_read_the_same_and_are_rewritten_compactly_a_chunk_at_a_time() {
     use crate::tables::{Read as _, Table, Write as _, key, num};
     let store = MemoryStore::new();
     let mut written = Vec::new();
@@ -924,6 +924,9 @@ fn events_an_older_version_kept_as_json_read_the_same_and_are_rewritten_compactl
             store.tables.lock().unwrap().put(Table::Events, &key(&[&id, &num(seq)]), &serde_json::to_vec(&e).unwrap()).unwrap();
             written.push(e);
         }
+        let mut inst = instance(&id, 3, "s");
+        inst.data.insert("note".into(), json!("第3次"));
+        store.tables.lock().unwrap().put(Table::Instances, &id, &serde_json::to_vec(&inst).unwrap()).unwrap();
     }
     // One that no version could read: it stays as it is and is reported when read.
     store.tables.lock().unwrap().put(Table::Events, &key(&["I9", &num(1)]), b"{\"seq\": oops").unwrap();
@@ -931,37 +934,42 @@ fn events_an_older_version_kept_as_json_read_the_same_and_are_rewritten_compactl
     for i in 0..3 {
         assert_eq!(store.history(&format!("I{i}")).unwrap(), written[i * 3..i * 3 + 3]);
     }
-    assert!(event_codec::is_legacy(&raw("I0", 1)));
+    assert!(codec::is_json(&raw("I0", 1)));
+    let instances: Vec<Instance> = (0..3).map(|i| store.instance(&format!("I{i}")).unwrap().unwrap()).collect();
+    assert_eq!(instances[2].data["note"], json!("第3次"));
 
     // A chunk of 4 events per job: 10 events take three jobs, then it is done.
     let mut looked = Vec::new();
     loop {
-        match store.submit(Job::CompactEvents { limit: 4 }).unwrap() {
+        match store.submit(Job::Compact { limit: 4 }).unwrap() {
             CommitOutcome::Sequence(0) => break,
             CommitOutcome::Sequence(n) => looked.push(n),
             other => panic!("{other:?}"),
         }
         assert!(looked.len() < 10, "it never ends: {looked:?}");
     }
-    assert_eq!(looked, [4, 4, 2]);
+    // Events: 10 in chunks of 4; then the 3 instances.
+    assert_eq!(looked, [4, 4, 2, 3]);
     for i in 0..3 {
         let id = format!("I{i}");
         assert_eq!(store.history(&id).unwrap(), written[i * 3..i * 3 + 3], "{id} reads the same after the rewrite");
         for seq in 1..=3 {
-            assert_eq!(raw(&id, seq)[0], event_codec::V1, "{id}/{seq} is compact");
+            assert_eq!(raw(&id, seq)[0], codec::V1, "{id}/{seq} is compact");
         }
+        assert_eq!(store.instance(&id).unwrap().as_ref(), Some(&instances[i]), "{id} reads the same after the rewrite");
+        assert_eq!(store.tables.lock().unwrap().get(Table::Instances, &id).unwrap().unwrap()[0], codec::V1);
     }
     assert!(matches!(store.history("I9"), Err(StoreError::Corrupt { .. })));
     assert_eq!(&raw("I9", 1)[..], b"{\"seq\": oops");
     // Done is remembered: the next job looks at nothing.
-    assert_eq!(store.submit(Job::CompactEvents { limit: 4 }).unwrap(), CommitOutcome::Sequence(0));
+    assert_eq!(store.submit(Job::Compact { limit: 4 }).unwrap(), CommitOutcome::Sequence(0));
 }
 
 #[test]
 fn a_new_redb_store_has_no_events_to_convert_and_commands_write_them_compactly() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path()).unwrap();
-    assert_eq!(store.submit(Job::CompactEvents { limit: 1 }).unwrap(), CommitOutcome::Sequence(0), "marked when opened empty");
+    assert_eq!(store.submit(Job::Compact { limit: 1 }).unwrap(), CommitOutcome::Sequence(0), "marked when opened empty");
     assert_eq!(store.commit(write("A", 0, "s", None)).unwrap(), CommitOutcome::Committed);
     let mut first = Vec::new();
     store
@@ -970,6 +978,6 @@ fn a_new_redb_store_has_no_events_to_convert_and_commands_write_them_compactly()
             Ok(())
         })
         .unwrap();
-    assert_eq!(first.first(), Some(&event_codec::V1));
+    assert_eq!(first.first(), Some(&codec::V1));
     assert_eq!(store.history("A").unwrap(), vec![write("A", 0, "s", None).event]);
 }

@@ -1,0 +1,513 @@
+//! How events and instances are kept in their tables: compact, not JSON.
+//!
+//! The key already names what the value is of (an event's `instance␟seq`,
+//! an instance's id), so the value leaves it out; the rest is MessagePack
+//! with the fields by position (no field names), times as milliseconds and
+//! kinds as numbers. An event's change leaves out its `after` where it
+//! equals the command's input for that field (most changes are a field the
+//! form set). The first byte names the format:
+//!
+//! - `{` — JSON, as everything was written before this format (still read;
+//!   the store rewrites them in the background, [`Job::Compact`]);
+//! - [`V1`] — this format.
+//!
+//! A new layout takes a new first byte; every layout ever written stays
+//! readable.
+//!
+//! [`Job::Compact`]: crate::Job::Compact
+
+use crate::{Result, StoreError};
+use flowform_core::deadlines::DeadlineRun;
+use flowform_core::instance::DecidedOn;
+use flowform_core::ledger::Moved;
+use flowform_core::{Assignment, Change, Event, EventKind, Instance, Time};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// The first byte of a compact value (version 1 of the layouts).
+pub const V1: u8 = 1;
+
+/// An event's fields in the order they are written. Never reorder or
+/// remove: that is a new layout with a new first byte.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    kind: u8,
+    transition: Option<Cow<'a, str>>,
+    actor: Cow<'a, str>,
+    at_ms: i64,
+    bundle_version: Cow<'a, str>,
+    from_state: Option<Cow<'a, str>>,
+    to_state: Cow<'a, str>,
+    input: Cow<'a, Value>,
+    changes: Vec<StoredChange<'a>>,
+    parent: Option<Cow<'a, str>>,
+    children: Cow<'a, [String]>,
+    decided_on: StoredDecidedOn<'a>,
+}
+
+/// `(field, before, after is the input's value, after)`; when the flag is
+/// set, `after` is written as nil and read from the input.
+#[derive(Serialize, Deserialize)]
+struct StoredChange<'a>(Cow<'a, str>, Cow<'a, Value>, bool, Cow<'a, Value>);
+
+#[derive(Serialize, Deserialize)]
+struct StoredDecidedOn<'a> {
+    roles: Cow<'a, [String]>,
+    teams: Cow<'a, [String]>,
+    department: Option<Cow<'a, str>>,
+    records: Cow<'a, BTreeMap<String, BTreeMap<String, u64>>>,
+    picked: Option<Cow<'a, str>>,
+    recorded: bool,
+}
+
+fn kind_code(kind: EventKind) -> u8 {
+    match kind {
+        EventKind::Started => 0,
+        EventKind::Transition => 1,
+        EventKind::Migrated => 2,
+        EventKind::Timer => 3,
+    }
+}
+
+fn kind_of(code: u8) -> Option<EventKind> {
+    Some(match code {
+        0 => EventKind::Started,
+        1 => EventKind::Transition,
+        2 => EventKind::Migrated,
+        3 => EventKind::Timer,
+        _ => return None,
+    })
+}
+
+const NULL: Value = Value::Null;
+
+/// The bytes an event is kept as.
+pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
+    let changes = e
+        .changes
+        .iter()
+        .map(|(field, c)| {
+            let from_input = !c.after.is_null() && e.input.get(field) == Some(&c.after);
+            let after = if from_input { Cow::Owned(NULL) } else { Cow::Borrowed(&c.after) };
+            StoredChange(Cow::Borrowed(field), Cow::Borrowed(&c.before), from_input, after)
+        })
+        .collect();
+    let d = &e.decided_on;
+    let stored = Stored {
+        kind: kind_code(e.kind),
+        transition: e.transition.as_deref().map(Cow::Borrowed),
+        actor: Cow::Borrowed(&e.actor),
+        at_ms: e.at.millis(),
+        bundle_version: Cow::Borrowed(&e.bundle_version),
+        from_state: e.from_state.as_deref().map(Cow::Borrowed),
+        to_state: Cow::Borrowed(&e.to_state),
+        input: Cow::Borrowed(&e.input),
+        changes,
+        parent: e.parent.as_deref().map(Cow::Borrowed),
+        children: Cow::Borrowed(&e.children),
+        decided_on: StoredDecidedOn {
+            roles: Cow::Borrowed(&d.roles),
+            teams: Cow::Borrowed(&d.teams),
+            department: d.department.as_deref().map(Cow::Borrowed),
+            records: Cow::Borrowed(&d.records),
+            picked: d.picked.as_deref().map(Cow::Borrowed),
+            recorded: d.recorded,
+        },
+    };
+    let mut out = Vec::with_capacity(256);
+    out.push(V1);
+    rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the event {}/{}: {err}", e.instance_id, e.seq)))?;
+    Ok(out)
+}
+
+/// The event kept as `bytes` under the key of `instance_id` and `seq`.
+pub fn decode_event(instance_id: &str, seq: u64, bytes: &[u8]) -> Result<Event> {
+    let corrupt = |detail: String| StoreError::Corrupt { what: format!("event {instance_id}/{seq}"), detail };
+    match bytes.first() {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+        Some(&V1) => {
+            let s: Stored = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            let kind = kind_of(s.kind).ok_or_else(|| corrupt(format!("unknown event kind {}", s.kind)))?;
+            let at = Time::from_millis(s.at_ms).ok_or_else(|| corrupt(format!("time {} ms is out of range", s.at_ms)))?;
+            let input = s.input.into_owned();
+            let changes = s
+                .changes
+                .into_iter()
+                .map(|StoredChange(field, before, from_input, after)| {
+                    let after = if from_input { input.get(field.as_ref()).cloned().unwrap_or(Value::Null) } else { after.into_owned() };
+                    (field.into_owned(), Change { before: before.into_owned(), after })
+                })
+                .collect();
+            let d = s.decided_on;
+            Ok(Event {
+                instance_id: instance_id.to_string(),
+                seq,
+                kind,
+                transition: s.transition.map(Cow::into_owned),
+                actor: s.actor.into_owned(),
+                at,
+                bundle_version: s.bundle_version.into_owned(),
+                from_state: s.from_state.map(Cow::into_owned),
+                to_state: s.to_state.into_owned(),
+                input,
+                changes,
+                parent: s.parent.map(Cow::into_owned),
+                children: s.children.into_owned(),
+                decided_on: DecidedOn {
+                    roles: d.roles.into_owned(),
+                    teams: d.teams.into_owned(),
+                    department: d.department.map(Cow::into_owned),
+                    records: d.records.into_owned(),
+                    picked: d.picked.map(Cow::into_owned),
+                    recorded: d.recorded,
+                },
+            })
+        }
+        Some(other) => Err(corrupt(format!("unknown format (first byte {other:#04x})"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+/// Whether `bytes` hold JSON, as written before the compact format.
+pub fn is_json(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'{')
+}
+
+/// An instance's fields in the order they are written (its id is the key).
+/// Never reorder or remove: that is a new layout with a new first byte.
+#[derive(Serialize, Deserialize)]
+struct StoredInstance<'a> {
+    number: Option<Cow<'a, str>>,
+    workflow: Cow<'a, str>,
+    bundle_version: Cow<'a, str>,
+    version: u64,
+    state: Cow<'a, str>,
+    data: Cow<'a, Map<String, Value>>,
+    /// team, assignee, vendor
+    assignment: (Option<Cow<'a, str>>, Option<Cow<'a, str>>, Option<Cow<'a, str>>),
+    requester: Cow<'a, str>,
+    requester_department: Option<Cow<'a, str>>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    state_entered_at_ms: i64,
+    state_entered_seq: u64,
+    due_at_ms: Option<i64>,
+    overdue: bool,
+    /// ledger, dims, issued, returned
+    moved: Vec<(Cow<'a, str>, Cow<'a, BTreeMap<String, String>>, i64, i64)>,
+    parent: Option<Cow<'a, str>>,
+    children: Cow<'a, [String]>,
+    deadlines: Vec<StoredDeadline<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDeadline<'a> {
+    name: Cow<'a, str>,
+    started_at_ms: i64,
+    used_secs: i64,
+    running_since_ms: Option<i64>,
+    due_at_ms: Option<i64>,
+    met_at_ms: Option<i64>,
+    breached_at_ms: Option<i64>,
+}
+
+fn opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(Cow::Borrowed)
+}
+
+fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
+    s.map(Cow::into_owned)
+}
+
+/// The bytes an instance is kept as.
+pub fn encode_instance(i: &Instance) -> Result<Vec<u8>> {
+    let a = &i.assignment;
+    let stored = StoredInstance {
+        number: opt(&i.number),
+        workflow: Cow::Borrowed(&i.workflow),
+        bundle_version: Cow::Borrowed(&i.bundle_version),
+        version: i.version,
+        state: Cow::Borrowed(&i.state),
+        data: Cow::Borrowed(&i.data),
+        assignment: (opt(&a.team), opt(&a.assignee), opt(&a.vendor)),
+        requester: Cow::Borrowed(&i.requester),
+        requester_department: opt(&i.requester_department),
+        created_at_ms: i.created_at.millis(),
+        updated_at_ms: i.updated_at.millis(),
+        state_entered_at_ms: i.state_entered_at.millis(),
+        state_entered_seq: i.state_entered_seq,
+        due_at_ms: i.due_at.map(Time::millis),
+        overdue: i.overdue,
+        moved: i.moved.iter().map(|m| (Cow::Borrowed(m.ledger.as_str()), Cow::Borrowed(&m.dims), m.issued, m.returned)).collect(),
+        parent: opt(&i.parent),
+        children: Cow::Borrowed(&i.children),
+        deadlines: i
+            .deadlines
+            .iter()
+            .map(|d| StoredDeadline {
+                name: Cow::Borrowed(&d.name),
+                started_at_ms: d.started_at.millis(),
+                used_secs: d.used_secs,
+                running_since_ms: d.running_since.map(Time::millis),
+                due_at_ms: d.due_at.map(Time::millis),
+                met_at_ms: d.met_at.map(Time::millis),
+                breached_at_ms: d.breached_at.map(Time::millis),
+            })
+            .collect(),
+    };
+    let mut out = Vec::with_capacity(512);
+    out.push(V1);
+    rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the instance {}: {err}", i.id)))?;
+    Ok(out)
+}
+
+/// The instance kept as `bytes` under the key `id`.
+pub fn decode_instance(id: &str, bytes: &[u8]) -> Result<Instance> {
+    let corrupt = |detail: String| StoreError::Corrupt { what: format!("instance {id}"), detail };
+    match bytes.first() {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+        Some(&V1) => {
+            let s: StoredInstance = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            let time = |ms: i64| Time::from_millis(ms).ok_or_else(|| corrupt(format!("time {ms} ms is out of range")));
+            let maybe = |ms: Option<i64>| ms.map(time).transpose();
+            let deadlines = s
+                .deadlines
+                .into_iter()
+                .map(|d| {
+                    Ok(DeadlineRun {
+                        name: d.name.into_owned(),
+                        started_at: time(d.started_at_ms)?,
+                        used_secs: d.used_secs,
+                        running_since: maybe(d.running_since_ms)?,
+                        due_at: maybe(d.due_at_ms)?,
+                        met_at: maybe(d.met_at_ms)?,
+                        breached_at: maybe(d.breached_at_ms)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (team, assignee, vendor) = s.assignment;
+            Ok(Instance {
+                id: id.to_string(),
+                number: owned(s.number),
+                workflow: s.workflow.into_owned(),
+                bundle_version: s.bundle_version.into_owned(),
+                version: s.version,
+                state: s.state.into_owned(),
+                data: s.data.into_owned(),
+                assignment: Assignment { team: owned(team), assignee: owned(assignee), vendor: owned(vendor) },
+                requester: s.requester.into_owned(),
+                requester_department: owned(s.requester_department),
+                created_at: time(s.created_at_ms)?,
+                updated_at: time(s.updated_at_ms)?,
+                state_entered_at: time(s.state_entered_at_ms)?,
+                state_entered_seq: s.state_entered_seq,
+                due_at: maybe(s.due_at_ms)?,
+                overdue: s.overdue,
+                moved: s
+                    .moved
+                    .into_iter()
+                    .map(|(ledger, dims, issued, returned)| Moved { ledger: ledger.into_owned(), dims: dims.into_owned(), issued, returned })
+                    .collect(),
+                parent: owned(s.parent),
+                children: s.children.into_owned(),
+                deadlines,
+            })
+        }
+        Some(other) => Err(corrupt(format!("unknown format (first byte {other:#04x})"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sample() -> Event {
+        let mut changes = BTreeMap::new();
+        changes.insert("asset_id".into(), Change { before: Value::Null, after: json!("EQ-000001") });
+        changes.insert("assignment.team".into(), Change { before: Value::Null, after: json!("hvac_team") });
+        changes.insert("work_notes".into(), Change { before: json!("旧的"), after: json!("更换了滤网") });
+        changes.insert("qty".into(), Change { before: json!(3), after: Value::Null });
+        Event {
+            instance_id: "01M8RWYBFSE972AJVRSZ8AERQ7".into(),
+            seq: 7,
+            kind: EventKind::Transition,
+            transition: Some("complete".into()),
+            actor: "tech-0".into(),
+            at: flowform_core::time::tm("2026-12-01T13:33:11.041Z"),
+            bundle_version: "12ac381d614be872".into(),
+            from_state: Some("parts_issued".into()),
+            to_state: "completed".into(),
+            input: json!({"asset_id": "EQ-000001", "work_notes": "更换了滤网", "floor": 1.5, "tags": ["a", {"b": null}]}),
+            changes,
+            parent: None,
+            children: vec!["01CHILD".into()],
+            decided_on: DecidedOn {
+                roles: vec!["technician".into()],
+                teams: vec![],
+                department: Some("心内科".into()),
+                records: BTreeMap::from([("part".into(), BTreeMap::from([("hvac-filter".into(), 4)]))]),
+                picked: Some("round_robin".into()),
+                recorded: true,
+            },
+        }
+    }
+
+    #[test]
+    fn an_event_reads_back_as_it_was_written_and_takes_a_fraction_of_its_json() {
+        let e = sample();
+        let bytes = encode_event(&e).unwrap();
+        assert_eq!(bytes[0], V1);
+        assert_eq!(decode_event(&e.instance_id, e.seq, &bytes).unwrap(), e);
+        let json = serde_json::to_vec(&e).unwrap();
+        assert!(bytes.len() * 2 < json.len(), "{} compact bytes vs {} of JSON", bytes.len(), json.len());
+    }
+
+    #[test]
+    fn events_written_as_json_before_still_read() {
+        let e = sample();
+        let json = serde_json::to_vec(&e).unwrap();
+        assert!(is_json(&json));
+        assert_eq!(decode_event(&e.instance_id, e.seq, &json).unwrap(), e);
+    }
+
+    #[test]
+    fn an_after_equal_to_the_input_is_not_written_twice_but_a_null_after_is_kept() {
+        let mut e = sample();
+        let long = "x".repeat(500);
+        e.input = json!({ "work_notes": long });
+        e.changes = BTreeMap::from([
+            ("work_notes".into(), Change { before: Value::Null, after: json!(long) }),
+            // The input says null for a field whose after is null: written as is.
+            ("qty".into(), Change { before: json!(1), after: Value::Null }),
+        ]);
+        e.input["qty"] = Value::Null;
+        let bytes = encode_event(&e).unwrap();
+        assert!(bytes.len() < 500 + 200, "the note is written once: {} bytes", bytes.len());
+        assert_eq!(decode_event(&e.instance_id, e.seq, &bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn damaged_bytes_are_a_corrupt_event_naming_it_never_a_panic() {
+        let bytes = encode_event(&sample()).unwrap();
+        for cut in 0..bytes.len() {
+            let err = decode_event("i", 3, &bytes[..cut]).unwrap_err();
+            assert!(err.to_string().contains("event i/3"), "{err}");
+        }
+        let err = decode_event("i", 3, &[9, 1, 2]).unwrap_err().to_string();
+        assert!(err.contains("unknown format"), "{err}");
+    }
+
+    fn an_instance() -> Instance {
+        let t = flowform_core::time::tm;
+        let serde_json::Value::Object(data) = json!({"asset_id": "EQ-1", "floor": 3, "description": "三楼空调不制冷", "parts": [{"part": "x", "qty": 2}]})
+        else {
+            unreachable!()
+        };
+        Instance {
+            id: "01M8RWYBFSE972AJVRSZ8AERQ7".into(),
+            number: Some("WO-2026-000017".into()),
+            workflow: "repair".into(),
+            bundle_version: "12ac381d614be872".into(),
+            version: 13,
+            state: "closed".into(),
+            data,
+            assignment: Assignment { team: Some("hvac_team".into()), assignee: Some("tech-0".into()), vendor: None },
+            requester: "nurse-1".into(),
+            requester_department: Some("心内科".into()),
+            created_at: t("2026-12-01T13:33:11.033Z"),
+            updated_at: t("2026-12-01T13:33:11.045Z"),
+            state_entered_at: t("2026-12-01T13:33:11.045Z"),
+            state_entered_seq: 13,
+            due_at: Some(t("2026-12-01T17:33:11.033Z")),
+            overdue: true,
+            moved: vec![Moved { ledger: "stock".into(), dims: BTreeMap::from([("part".into(), "hvac-filter".into())]), issued: 2, returned: 1 }],
+            parent: Some("01PARENT".into()),
+            children: vec!["01CHILD".into()],
+            deadlines: vec![
+                DeadlineRun {
+                    name: "resolve".into(),
+                    started_at: t("2026-12-01T13:33:11.033Z"),
+                    used_secs: 60,
+                    running_since: None,
+                    due_at: None,
+                    met_at: Some(t("2026-12-01T14:00:00Z")),
+                    breached_at: None,
+                },
+                DeadlineRun {
+                    name: "respond".into(),
+                    started_at: t("2026-12-01T13:33:11.033Z"),
+                    used_secs: 0,
+                    running_since: Some(t("2026-12-01T13:33:11.033Z")),
+                    due_at: Some(t("2026-12-01T13:48:11.033Z")),
+                    met_at: None,
+                    breached_at: Some(t("2026-12-01T13:50:00Z")),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn an_instance_reads_back_as_it_was_written_in_less_than_its_json_and_its_old_json_still_reads() {
+        let i = an_instance();
+        let bytes = encode_instance(&i).unwrap();
+        assert_eq!(bytes[0], V1);
+        assert_eq!(decode_instance(&i.id, &bytes).unwrap(), i);
+        let json = serde_json::to_vec(&i).unwrap();
+        assert!(bytes.len() * 3 < json.len() * 2, "{} compact bytes vs {} of JSON", bytes.len(), json.len());
+        assert_eq!(decode_instance(&i.id, &json).unwrap(), i);
+        // The fewest fields: nothing optional set.
+        let mut bare = an_instance();
+        (bare.number, bare.requester_department, bare.due_at, bare.parent) = (None, None, None, None);
+        (bare.moved, bare.children, bare.deadlines, bare.assignment) = (vec![], vec![], vec![], Assignment::default());
+        assert_eq!(decode_instance(&bare.id, &encode_instance(&bare).unwrap()).unwrap(), bare);
+        for cut in 0..bytes.len() {
+            let err = decode_instance("i", &bytes[..cut]).unwrap_err();
+            assert!(err.to_string().contains("instance i"), "{err}");
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            "[a-z情况 ]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_and_changes_read_back_unchanged(
+            input in proptest::collection::btree_map("[a-z]{1,4}", value(), 0..5),
+            changes in proptest::collection::btree_map("[a-z]{1,4}", (value(), value(), any::<bool>()), 0..5),
+            transition in proptest::option::of("[a-z_]{1,10}"),
+        ) {
+            let mut e = sample();
+            e.input = Value::Object(input.into_iter().collect());
+            e.changes = changes
+                .into_iter()
+                .map(|(k, (before, after, same))| {
+                    // Often the after is the input's own value, as for a form's field.
+                    let after = if same { e.input.get(&k).cloned().unwrap_or(after) } else { after };
+                    (k, Change { before, after })
+                })
+                .collect();
+            e.transition = transition;
+            let bytes = encode_event(&e).unwrap();
+            prop_assert_eq!(decode_event(&e.instance_id, e.seq, &bytes).unwrap(), e);
+        }
+    }
+}
