@@ -1039,8 +1039,8 @@ fn fire_timers(runtime: Arc<Runtime>) {
                     if let Err(e) = runtime.prune_daily() {
                         tracing::warn!(error = %e, "pruning failed; it is tried again tomorrow");
                     }
-                    if let Err(e) = runtime.compact_events_step() {
-                        tracing::warn!(error = %e, "rewriting old events compactly failed; it is tried again in a second");
+                    if let Err(e) = runtime.compact_store_step() {
+                        tracing::warn!(error = %e, "rewriting old events and instances compactly failed; it is tried again in a second");
                     }
                     (runtime.notify_ledger_events(), runtime.fire_due_timers())
                 }

@@ -153,27 +153,38 @@ impl Default for Retention {
 }
 
 impl Runtime {
-    /// Rewrites the next chunk of the events an older version kept as JSON
-    /// in the compact format (`flowform_store::codec`), until none is
-    /// left; after that it does nothing. Blocking. Returns how many events
-    /// it looked at.
-    pub fn compact_events_step(&self) -> Result<u64, crate::CommandError> {
+    /// Rewrites what an older version kept as JSON (events, then
+    /// instances) in the compact format (`flowform_store::codec`): small
+    /// jobs for up to 200 ms per call, so commands wait a few milliseconds
+    /// at most behind one; once nothing is left it does nothing. Called
+    /// every second by the server (a million work orders take minutes).
+    /// Blocking. Returns how many entries it looked at.
+    pub fn compact_store_step(&self) -> Result<u64, crate::CommandError> {
         use std::sync::atomic::Ordering::Relaxed;
-        /// Events looked at per step: a step a second converts a million
-        /// work orders' histories in under half an hour, each step holding
-        /// the writer for a few milliseconds.
-        const CHUNK: usize = 5_000;
-        if self.events_compact.load(Relaxed) {
+        const CHUNK: usize = 500;
+        const BUDGET: std::time::Duration = std::time::Duration::from_millis(200);
+        if self.store_compact.load(Relaxed) {
             return Ok(0);
         }
-        match self.store.submit(flowform_store::Job::Compact { limit: CHUNK })? {
-            flowform_store::CommitOutcome::Sequence(0) => {
-                self.events_compact.store(true, Relaxed);
-                Ok(0)
+        let started = std::time::Instant::now();
+        let mut looked = 0;
+        while started.elapsed() < BUDGET {
+            match self.store.submit(flowform_store::Job::Compact { limit: CHUNK })? {
+                flowform_store::CommitOutcome::Sequence(0) => {
+                    self.store_compact.store(true, Relaxed);
+                    if self.compacted.load(Relaxed) > 0 {
+                        tracing::info!("every event and instance is in the compact format now");
+                    }
+                    break;
+                }
+                flowform_store::CommitOutcome::Sequence(n) => {
+                    looked += n;
+                    self.compacted.fetch_add(n, Relaxed);
+                }
+                _ => break,
             }
-            flowform_store::CommitOutcome::Sequence(n) => Ok(n),
-            _ => Ok(0),
         }
+        Ok(looked)
     }
 
     pub fn set_retention(&self, retention: Retention) {

@@ -144,8 +144,10 @@ pub struct Runtime {
     /// Report facts kept in memory (see `facts`).
     facts: Arc<facts::Facts>,
     event_facts: Arc<facts::EventFacts>,
-    /// No event is left in the JSON of older versions (see `compact_events_step`).
-    events_compact: std::sync::atomic::AtomicBool,
+    /// No event or instance is left in the JSON of older versions (see
+    /// `compact_store_step`), and how many entries it looked at to know.
+    store_compact: std::sync::atomic::AtomicBool,
+    compacted: std::sync::atomic::AtomicU64,
 }
 
 /// The options of one command from an API client.
@@ -181,7 +183,8 @@ impl Runtime {
             files: None,
             facts: Arc::default(),
             event_facts: Arc::default(),
-            events_compact: std::sync::atomic::AtomicBool::new(false),
+            store_compact: std::sync::atomic::AtomicBool::new(false),
+            compacted: std::sync::atomic::AtomicU64::new(0),
         };
         runtime.load_accounts()?;
         Ok(runtime)
