@@ -185,8 +185,7 @@ struct StoredInstance<'a> {
     version: u64,
     state: Cow<'a, str>,
     data: Cow<'a, Map<String, Value>>,
-    /// team, assignee, vendor
-    assignment: (Option<Cow<'a, str>>, Option<Cow<'a, str>>, Option<Cow<'a, str>>),
+    assignment: StoredAssignment<'a>,
     requester: Cow<'a, str>,
     requester_department: Option<Cow<'a, str>>,
     created_at_ms: i64,
@@ -195,12 +194,19 @@ struct StoredInstance<'a> {
     state_entered_seq: u64,
     due_at_ms: Option<i64>,
     overdue: bool,
-    /// ledger, dims, issued, returned
-    moved: Vec<(Cow<'a, str>, Cow<'a, BTreeMap<String, String>>, i64, i64)>,
+    moved: Vec<StoredMoved<'a>>,
     parent: Option<Cow<'a, str>>,
     children: Cow<'a, [String]>,
     deadlines: Vec<StoredDeadline<'a>>,
 }
+
+/// team, assignee, vendor
+#[derive(Serialize, Deserialize)]
+struct StoredAssignment<'a>(Option<Cow<'a, str>>, Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
+/// ledger, dims, issued, returned
+#[derive(Serialize, Deserialize)]
+struct StoredMoved<'a>(Cow<'a, str>, Cow<'a, BTreeMap<String, String>>, i64, i64);
 
 #[derive(Serialize, Deserialize)]
 struct StoredDeadline<'a> {
@@ -231,7 +237,7 @@ pub fn encode_instance(i: &Instance) -> Result<Vec<u8>> {
         version: i.version,
         state: Cow::Borrowed(&i.state),
         data: Cow::Borrowed(&i.data),
-        assignment: (opt(&a.team), opt(&a.assignee), opt(&a.vendor)),
+        assignment: StoredAssignment(opt(&a.team), opt(&a.assignee), opt(&a.vendor)),
         requester: Cow::Borrowed(&i.requester),
         requester_department: opt(&i.requester_department),
         created_at_ms: i.created_at.millis(),
@@ -240,7 +246,7 @@ pub fn encode_instance(i: &Instance) -> Result<Vec<u8>> {
         state_entered_seq: i.state_entered_seq,
         due_at_ms: i.due_at.map(Time::millis),
         overdue: i.overdue,
-        moved: i.moved.iter().map(|m| (Cow::Borrowed(m.ledger.as_str()), Cow::Borrowed(&m.dims), m.issued, m.returned)).collect(),
+        moved: i.moved.iter().map(|m| StoredMoved(Cow::Borrowed(m.ledger.as_str()), Cow::Borrowed(&m.dims), m.issued, m.returned)).collect(),
         parent: opt(&i.parent),
         children: Cow::Borrowed(&i.children),
         deadlines: i
@@ -287,7 +293,7 @@ pub fn decode_instance(id: &str, bytes: &[u8]) -> Result<Instance> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let (team, assignee, vendor) = s.assignment;
+            let StoredAssignment(team, assignee, vendor) = s.assignment;
             Ok(Instance {
                 id: id.to_string(),
                 number: owned(s.number),
@@ -308,7 +314,7 @@ pub fn decode_instance(id: &str, bytes: &[u8]) -> Result<Instance> {
                 moved: s
                     .moved
                     .into_iter()
-                    .map(|(ledger, dims, issued, returned)| Moved { ledger: ledger.into_owned(), dims: dims.into_owned(), issued, returned })
+                    .map(|StoredMoved(ledger, dims, issued, returned)| Moved { ledger: ledger.into_owned(), dims: dims.into_owned(), issued, returned })
                     .collect(),
                 parent: owned(s.parent),
                 children: s.children.into_owned(),
