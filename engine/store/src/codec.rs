@@ -3,9 +3,10 @@
 //! The key already names what the value is of (an event's `instance␟seq`,
 //! an instance's id), so the value leaves it out; the rest is MessagePack
 //! with the fields by position (no field names), times as milliseconds and
-//! kinds as numbers. An event's change leaves out its `after` where it
-//! equals the command's input for that field (most changes are a field the
-//! form set). The first byte names the format:
+//! kinds as numbers. An event's change leaves out its `after` where it is a
+//! plain value (text, number, yes/no) equal to the command's input for that
+//! field (most changes are a field the form set). The first byte names the
+//! format:
 //!
 //! - `{` — JSON, as everything was written before this format (still read;
 //!   the store rewrites them in the background, [`Job::Compact`]);
@@ -89,7 +90,10 @@ pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
         .changes
         .iter()
         .map(|(field, c)| {
-            let from_input = !c.after.is_null() && e.input.get(field) == Some(&c.after);
+            // Only plain values: objects compare equal whatever the order of
+            // their keys, and the after's own order must come back.
+            let plain = matches!(c.after, Value::String(_) | Value::Number(_) | Value::Bool(_));
+            let from_input = plain && e.input.get(field) == Some(&c.after);
             let after = if from_input { Cow::Owned(NULL) } else { Cow::Borrowed(&c.after) };
             StoredChange(Cow::Borrowed(field), Cow::Borrowed(&c.before), from_input, after)
         })
@@ -395,6 +399,16 @@ mod tests {
         let bytes = encode_event(&e).unwrap();
         assert!(bytes.len() < 500 + 200, "the note is written once: {} bytes", bytes.len());
         assert_eq!(decode_event(&e.instance_id, e.seq, &bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn an_object_after_keeps_its_own_key_order_even_when_the_input_has_it_in_another() {
+        let mut e = sample();
+        e.input = json!({"place": {"floor": 3, "room": "301"}});
+        e.changes = BTreeMap::from([("place".into(), Change { before: Value::Null, after: json!({"room": "301", "floor": 3}) })]);
+        let back = decode_event(&e.instance_id, e.seq, &encode_event(&e).unwrap()).unwrap();
+        // Maps compare equal whatever their order: compare the text.
+        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&e).unwrap());
     }
 
     #[test]

@@ -696,7 +696,12 @@ fn compact(w: &mut dyn Write, limit: usize) -> Result<CommitOutcome> {
                 w.put(Table::Meta, done, b"1")?;
             }
         }
-        return Ok(CommitOutcome::Sequence(looked as u64));
+        // Nothing was left in this table (its last chunk ended exactly at
+        // the limit, or it is empty): go on to the next one, so that 0 is
+        // answered only when every table is done.
+        if looked > 0 {
+            return Ok(CommitOutcome::Sequence(looked as u64));
+        }
     }
     Ok(CommitOutcome::Sequence(0))
 }

@@ -981,3 +981,25 @@ fn a_new_redb_store_has_no_events_to_convert_and_commands_write_them_compactly()
     assert_eq!(first.first(), Some(&codec::V1));
     assert_eq!(store.history("A").unwrap(), vec![write("A", 0, "s", None).event]);
 }
+
+#[test]
+fn the_conversion_reaches_the_instances_when_the_events_end_exactly_at_a_chunk_or_there_are_none() {
+    use crate::tables::{Read as _, Table, Write as _, key, num};
+    for events in [0u64, 4, 8] {
+        let store = MemoryStore::new();
+        for seq in 1..=events {
+            let e = write("E", seq - 1, "s", None).event;
+            store.tables.lock().unwrap().put(Table::Events, &key(&["E", &num(seq)]), &serde_json::to_vec(&e).unwrap()).unwrap();
+        }
+        let i = instance("I", 1, "s");
+        store.tables.lock().unwrap().put(Table::Instances, "I", &serde_json::to_vec(&i).unwrap()).unwrap();
+        let mut jobs = 0;
+        while store.submit(Job::Compact { limit: 4 }).unwrap() != CommitOutcome::Sequence(0) {
+            jobs += 1;
+            assert!(jobs < 10);
+        }
+        let raw = store.tables.lock().unwrap().get(Table::Instances, "I").unwrap().unwrap();
+        assert_eq!(raw[0], codec::V1, "with {events} events the instance is converted before the job says it is done");
+        assert_eq!(store.instance("I").unwrap(), Some(i));
+    }
+}
