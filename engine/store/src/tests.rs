@@ -1009,7 +1009,7 @@ fn the_conversion_reaches_the_instances_when_the_events_end_exactly_at_a_chunk_o
 /// issued and returned) opens, reads, converts, and reads the same after.
 #[test]
 fn a_store_written_as_json_by_the_version_before_reads_the_same_after_its_conversion() {
-    use crate::tables::{Read as _, Table};
+    use crate::tables::Table;
     use std::io::Read as _;
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = Vec::new();
