@@ -43,6 +43,9 @@ CLK=$(getconf CLK_TCK)
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
 wait_quiet() {
   local waited=0 a b
+  # Dirty pages (the build, the last run's store) written back during a run
+  # make the log's syncs wait for them: flush them first.
+  sync
   while [ "$waited" -lt 600 ]; do
     a=$(busy); sleep 2; b=$(busy)
     [ $(( (b - a) * 100 / (2 * CLK) )) -le 25 ] && return 0

@@ -94,6 +94,11 @@ impl Default for Metrics {
         registry.register("store_log_sync_seconds", "Time to append a commit to the write-ahead log and sync it", store.sync_seconds.clone());
         registry.register("store_checkpoints", "Checkpoints: the store's database synced with every write so far", store.checkpoints.clone());
         registry.register(
+            "store_paced_syncs",
+            "Syncs of the database file and of new log segments made every 128 KiB they write, so the log's syncs never wait for a large flush",
+            store.paced_syncs.clone(),
+        );
+        registry.register(
             "store_applied_batches",
             "Commits the store's applier copies from the log into its database in one transaction",
             store.applied_batches.clone(),

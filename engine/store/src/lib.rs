@@ -24,6 +24,7 @@ mod logic;
 mod memory;
 pub mod metrics;
 mod overlay;
+mod paced;
 mod redb_store;
 pub mod tables;
 pub mod wal;

@@ -15,6 +15,9 @@ pub struct StoreMetrics {
     pub checkpoints: Counter,
     /// Log records (batches) the applier copies into redb per transaction.
     pub applied_batches: Histogram,
+    /// Syncs of redb's file and of new log segments made a piece at a time
+    /// (so the log's syncs never wait for a large flush).
+    pub paced_syncs: Counter,
 }
 
 pub fn metrics() -> &'static StoreMetrics {
@@ -24,5 +27,6 @@ pub fn metrics() -> &'static StoreMetrics {
         sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
         checkpoints: Counter::default(),
         applied_batches: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+        paced_syncs: Counter::default(),
     })
 }

@@ -1,6 +1,7 @@
 //! The embedded store on redb, with group commit.
 
 use crate::overlay::{Batch, Layered};
+use crate::paced::PacedFile;
 use crate::tables::{Read, Table, Write};
 use crate::wal::{self, Wal};
 use crate::*;
@@ -50,7 +51,15 @@ impl RedbStore {
     pub fn open(dir: &Path) -> Result<RedbStore> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("flowform.redb");
-        let db = match Database::builder().set_cache_size(cache_bytes()).create(&path) {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        let file = PacedFile::new(file).map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        let db = match Database::builder().set_cache_size(cache_bytes()).create_with_backend(file) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked { path: path.display().to_string() }),
             Err(e) => return Err(backend(e)),

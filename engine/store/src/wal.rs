@@ -156,15 +156,20 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
 
 /// Creates a segment of `size` zero bytes, synced, under a temporary name
 /// first so that a crash never leaves a half-made segment under a real one.
-fn create_segment(dir: &Path, number: u64, size: u64) -> std::io::Result<(File, u64)> {
+/// A segment made ahead of use (`paced`) is synced a piece at a time (see
+/// `paced`), so the log's own syncs meanwhile stay short.
+fn create_segment(dir: &Path, number: u64, size: u64, paced: bool) -> std::io::Result<(File, u64)> {
     let tmp = dir.join(format!("{number:010}.tmp"));
     let mut f = File::options().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; crate::paced::SYNC_EVERY as usize];
     let mut left = size;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
         f.write_all(&zeros[..n])?;
         left -= n as u64;
+        if paced && left > 0 {
+            crate::paced::sync_piece(&f)?;
+        }
     }
     f.sync_all()?;
     std::fs::rename(&tmp, segment_path(dir, number))?;
@@ -316,7 +321,7 @@ impl Wal {
         let open = |n: u64| File::options().read(true).write(true).open(segment_path(dir, n));
         let (file, number) = match empty.first() {
             Some(n) => (open(*n)?, *n),
-            None => create_segment(dir, segments.last().map_or(1, |(n, _)| n + 1), SEGMENT_BYTES)?,
+            None => create_segment(dir, segments.last().map_or(1, |(n, _)| n + 1), SEGMENT_BYTES, false)?,
         };
         let spare = empty.get(1).map(|n| open(*n).map(|f| (f, *n)));
         let mut wal = Wal {
@@ -349,7 +354,7 @@ impl Wal {
         let (tx, rx) = channel();
         let (dir, number) = (self.dir.clone(), self.number + 1);
         let spawned = std::thread::Builder::new().name("flowform-wal-segment".into()).spawn(move || {
-            let _ = tx.send(create_segment(&dir, number, SEGMENT_BYTES));
+            let _ = tx.send(create_segment(&dir, number, SEGMENT_BYTES, true));
         });
         self.spare = spawned.ok().map(|_| rx);
     }
@@ -430,7 +435,7 @@ impl Wal {
                     std::fs::remove_file(segment_path(&self.dir, n))?;
                 }
                 let size = need.max(SEGMENT_BYTES);
-                let (f, n) = create_segment(&self.dir, self.number + 1, size)?;
+                let (f, n) = create_segment(&self.dir, self.number + 1, size, false)?;
                 (f, n, size)
             }
         };
