@@ -19,6 +19,9 @@ pub struct Bundle {
     pub rules: RuleSet,
     /// Notification templates, strict: a missing variable is an error, never an empty string.
     pub templates: handlebars::Handlebars<'static>,
+    /// Whether a rule of the bundle may ask to `pick` a person (its text
+    /// names `pick`): only then can a decision depend on the teams' people.
+    pub may_pick: bool,
 }
 
 impl Bundle {
@@ -117,7 +120,8 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
         diags.dedup();
         return Err(diags);
     }
-    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates })
+    let may_pick = model.scripts.values().any(|s| s.text.contains("pick"));
+    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates, may_pick })
 }
 
 /// The template registry: strict (an unknown variable is an error). Output is

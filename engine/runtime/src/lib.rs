@@ -890,9 +890,10 @@ fn needs_people(bundle: &Bundle, first: &Result<flowform_core::Outcome, flowform
 }
 
 /// Whether a rule of the bundle may ask to `pick` a person (only such a
-/// rule's decision can depend on the teams' people).
+/// rule's decision can depend on the teams' people); found when the bundle
+/// is compiled.
 fn can_pick(bundle: &Bundle) -> bool {
-    bundle.model.scripts.values().any(|s| s.text.contains("pick"))
+    bundle.may_pick
 }
 
 /// Adds a record write to a command's. A second write of a record the

@@ -133,7 +133,7 @@ pub fn outcome(result: &Result<flowform_core::Instance, CommandError>) -> &'stat
             R::NotInThisState { .. } => "not_in_this_state",
             R::Posting(_) => "stock_refused",
             R::Rule(_) => "rule_error",
-            _ => "not_found",
+            R::UnknownWorkflow(_) | R::UnknownRecordType(_) | R::UnknownTransition { .. } => "not_found",
         },
         Err(CommandError::InvalidReferences(_)) => "invalid_input",
         Err(CommandError::Ledger(_)) => "stock_refused",
@@ -211,5 +211,25 @@ impl Runtime {
         if let Ok(dead) = self.store.dead_letters(10_000) {
             m.outbox_dead.set(dead as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowform_core::Rejection as R;
+
+    #[test]
+    fn every_refusal_has_its_outcome_name() {
+        let refused = |r: R| outcome(&Err(CommandError::Rejected(r)));
+        assert_eq!(refused(R::UnknownWorkflow("x".into())), "not_found");
+        assert_eq!(refused(R::UnknownRecordType("x".into())), "not_found");
+        assert_eq!(refused(R::UnknownTransition { workflow: "w".into(), name: "t".into(), available: vec![] }), "not_found");
+        assert_eq!(refused(R::NotInThisState { transition: "t".into(), state: "s".into(), allowed_from: vec![] }), "not_in_this_state");
+        assert_eq!(refused(R::Forbidden("no".into())), "forbidden");
+        assert_eq!(refused(R::GuardFailed { transition: "t".into(), message: "m".into() }), "guard_failed");
+        assert_eq!(refused(R::InvalidInput(vec![])), "invalid_input");
+        assert_eq!(outcome(&Err(CommandError::TooMuchContention)), "conflict");
+        assert_eq!(outcome(&Err(CommandError::IdempotencyKeyReused)), "idempotency_key_reused");
     }
 }
