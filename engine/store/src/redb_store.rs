@@ -355,6 +355,7 @@ impl Drop for FinishOnExit<'_> {
 /// and before it ends. A failure stops it: the writer then acknowledges
 /// nothing more, and a restart replays the log.
 fn applier(db: &Database, pending: &Pending) -> Result<()> {
+    crate::paced::pace_this_thread();
     // A panic (a bug, or redb's) stops it like an error does: the writer must
     // learn of it, or it would go on publishing and wait forever at the bound.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_loop(db, pending)))
