@@ -161,11 +161,14 @@ impl StorageBackend for PacedFile {
 mod tests {
     use super::*;
 
+    fn paced_file(dir: &tempfile::TempDir) -> PacedFile {
+        PacedFile::new(File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).unwrap()).unwrap()
+    }
+
     #[test]
     fn writes_are_synced_a_piece_at_a_time_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let file = File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).unwrap();
-        let paced = PacedFile::new(file).unwrap();
+        let paced = paced_file(&dir);
         pace_this_thread();
         let before = crate::metrics::metrics().paced_syncs.get();
         let piece = vec![7u8; 16 << 10];
@@ -185,8 +188,7 @@ mod tests {
     #[test]
     fn a_failed_sync_fails_every_later_write_and_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let file = File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).unwrap();
-        let paced = PacedFile::new(file).unwrap();
+        let paced = paced_file(&dir);
         pace_this_thread();
         paced.set_len(SYNC_EVERY * 2).unwrap();
         paced.fail_next_sync.store(true, Ordering::Relaxed);
@@ -201,8 +203,7 @@ mod tests {
     #[test]
     fn a_thread_that_is_not_paced_writes_without_syncing() {
         let dir = tempfile::tempdir().unwrap();
-        let file = File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).unwrap();
-        let paced = std::sync::Arc::new(PacedFile::new(file).unwrap());
+        let paced = std::sync::Arc::new(paced_file(&dir));
         paced.set_len(SYNC_EVERY * 2).unwrap();
         paced.fail_next_sync.store(true, Ordering::Relaxed);
         // A reader's thread (not paced) writes past a piece: no sync, so the
