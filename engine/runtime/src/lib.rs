@@ -29,7 +29,7 @@ pub mod watch;
 use arc_swap::ArcSwap;
 use flowform_core::{Actor, AvailableTransition, Bundle, Event, Instance, Lang, Rejection};
 use flowform_model::Diagnostic;
-use flowform_store::{CommandWrite, CommitOutcome, IdempotencyKey, InstanceFilter, Job, Page, Store, StoreError};
+use flowform_store::{CommandWrite, CommitOutcome, Here, IdempotencyKey, InstanceFilter, Job, Page, Store, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -751,14 +751,19 @@ impl Runtime {
         let idem = write.idempotency.clone();
         let instance = write.instance.clone();
         let noted = self.to_note(&write);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        store.submit_then(
-            Job::Command(Box::new(write)),
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
-        let outcome = rx.await.map_err(|_| CommandError::Internal("the store dropped a command without an answer".into()))??;
+        let outcome = match submit_here(&store, Job::Command(Box::new(write))) {
+            Here::Done(outcome) => outcome?,
+            Here::Queue(job) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                store.submit_then(
+                    job,
+                    Box::new(move |outcome| {
+                        let _ = tx.send(outcome);
+                    }),
+                );
+                rx.await.map_err(|_| CommandError::Internal("the store dropped a command without an answer".into()))??
+            }
+        };
         if outcome == CommitOutcome::Committed {
             self.note_facts(&noted);
         }
@@ -949,6 +954,19 @@ pub(crate) fn other_outcome(outcome: CommitOutcome) -> CommandError {
         CommitOutcome::Missing => CommandError::RecordNotFound("such record".into()),
         other => CommandError::Internal(format!("unexpected store answer {other:?}")),
     }
+}
+
+/// Commits `job` on this thread when the store's writer is idle (one
+/// sequential client then waits for its sync without two thread hand-offs
+/// per command), inside `block_in_place` so the runtime's other tasks move to
+/// another thread meanwhile; else (a single-threaded runtime, or a busy
+/// writer that batches the job with others) gives it back to be queued.
+fn submit_here(store: &Arc<dyn Store>, job: Job) -> Here {
+    let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi || !store.writer_idle() {
+        return Here::Queue(job);
+    }
+    tokio::task::block_in_place(|| store.submit_here(job))
 }
 
 fn check_replay(outcome: &CommitOutcome, idem: &Option<IdempotencyKey>) -> Result<(), CommandError> {

@@ -470,6 +470,14 @@ pub struct LedgerEvent {
 /// Implementations provide [`Store::submit`] (atomic and durable before it
 /// returns, safe from many threads at once) and [`Store::read`] (a consistent
 /// snapshot); everything else is provided.
+/// What [`Store::submit_here`] did with a job.
+pub enum Here {
+    /// Committed on the calling thread: the outcome.
+    Done(Result<CommitOutcome>),
+    /// Given back, untouched: queue it ([`Store::submit_then`]).
+    Queue(Job),
+}
+
 pub trait Store: Send + Sync + 'static {
     fn submit(&self, job: Job) -> Result<CommitOutcome>;
     /// Submits a job and calls `done` with its outcome once it is durable, from
@@ -478,6 +486,19 @@ pub trait Store: Send + Sync + 'static {
     /// without holding a thread.
     fn submit_then(&self, job: Job, done: Done) {
         done(self.submit(job));
+    }
+    /// Commits `job` on the calling thread if that needs no waiting for
+    /// other jobs (a store with a writer thread: nothing is queued and the
+    /// writer is idle), else gives it back. A sequential caller then waits for
+    /// its commit without a thread hand-off each way. It may block for a
+    /// sync: async callers call it where blocking is allowed.
+    fn submit_here(&self, job: Job) -> Here {
+        Here::Queue(job)
+    }
+    /// A hint (it may change at once): [`Store::submit_here`] would likely
+    /// commit now rather than give the job back.
+    fn writer_idle(&self) -> bool {
+        false
     }
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()>;
     /// Whether writes can be applied (a store with a writer thread: it runs).

@@ -6,10 +6,11 @@ use crate::tables::{Read, Table, Write};
 use crate::wal::{self, Wal};
 use crate::*;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::VecDeque;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -27,8 +28,90 @@ type Reply = crate::Done;
 pub struct RedbStore {
     db: Arc<Database>,
     pending: Arc<Pending>,
-    writer: Mutex<Option<SyncSender<(Job, Reply)>>>,
+    writer: Arc<Writer>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The jobs waiting to be committed, and the log they are committed to.
+/// Whoever holds `log` commits: the writer thread, for the jobs queued in
+/// `inbox`, or a caller of [`RedbStore::submit_here`] that found the queue
+/// empty and the log free, for its own job — one sequential client then
+/// waits for its sync without two threads woken per command. Lock order:
+/// `log`, then `inbox`; `inbox` is held only briefly (never while syncing).
+struct Writer {
+    inbox: Mutex<Inbox>,
+    /// A job was queued, or the queue was closed.
+    arrived: Condvar,
+    /// The queue has room again.
+    space: Condvar,
+    log: Mutex<Option<Log>>,
+    /// `log` is held (a hint for callers choosing where to commit).
+    busy: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inbox {
+    jobs: VecDeque<(Job, Reply)>,
+    /// No more jobs are taken: the store closes, or its writer stopped.
+    closed: bool,
+}
+
+/// The writer's state: the log, the checkpoint it last learned of, and why
+/// it stopped (a failed log or applier: nothing more is acknowledged).
+struct Log {
+    wal: Wal,
+    durable_through: u64,
+    stopped: Option<String>,
+}
+
+/// `log` held; `busy` says so while the guard lives.
+struct Holding<'a> {
+    guard: MutexGuard<'a, Option<Log>>,
+    busy: &'a AtomicBool,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+impl Writer {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // Nothing panics while holding it (replies run outside it).
+        self.inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold<'a>(&'a self, guard: MutexGuard<'a, Option<Log>>) -> Holding<'a> {
+        self.busy.store(true, Ordering::Release);
+        Holding { guard, busy: &self.busy }
+    }
+
+    fn log(&self) -> Holding<'_> {
+        self.hold(self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn try_log(&self) -> Option<Holding<'_>> {
+        match self.log.try_lock() {
+            Ok(guard) => Some(self.hold(guard)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(self.hold(p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// No more jobs are taken; those queued are answered `Closed`.
+    fn close_inbox(&self) {
+        let left: Vec<(Job, Reply)> = {
+            let mut inbox = self.inbox();
+            inbox.closed = true;
+            inbox.jobs.drain(..).collect()
+        };
+        self.arrived.notify_all();
+        self.space.notify_all();
+        for (_, reply) in left {
+            answer(reply, Err(StoreError::Closed));
+        }
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -66,12 +149,21 @@ impl RedbStore {
         };
         let db = Arc::new(db);
         let wal = recover(&db, &dir.join("wal"))?;
-        let (tx, rx) = sync_channel(QUEUE);
         let published_through = wal.next_seq().saturating_sub(1);
         let pending = Arc::new(Pending { state: Mutex::new(PendingState { published_through, ..PendingState::default() }), changed: Condvar::new() });
-        let (writer_db, writer_pending) = (db.clone(), pending.clone());
-        let thread = std::thread::Builder::new().name("flowform-writer".into()).spawn(move || writer(writer_db, wal, writer_pending, rx)).map_err(backend)?;
-        let store = RedbStore { db, pending, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) };
+        let writer = Arc::new(Writer {
+            inbox: Mutex::new(Inbox::default()),
+            arrived: Condvar::new(),
+            space: Condvar::new(),
+            log: Mutex::new(Some(Log { wal, durable_through: 0, stopped: None })),
+            busy: AtomicBool::new(false),
+        });
+        let (writer_db, writer_pending, writer_shared) = (db.clone(), pending.clone(), writer.clone());
+        let thread = std::thread::Builder::new()
+            .name("flowform-writer".into())
+            .spawn(move || writer_thread(writer_db, writer_pending, writer_shared))
+            .map_err(backend)?;
+        let store = RedbStore { db, pending, writer, thread: Mutex::new(Some(thread)) };
         store.submit(Job::EnsureIndexes)?;
         Ok(store)
     }
@@ -82,6 +174,22 @@ impl RedbStore {
     /// Makes the applier's next copy into redb panic.
     pub(crate) fn panic_next_apply(&self) {
         self.pending.lock().panic_next_apply = true;
+    }
+
+    /// Holds the log as the writer does while it commits.
+    pub(crate) fn hold_log(&self) -> impl Drop + '_ {
+        self.writer.log()
+    }
+
+    /// Queues a job without waking the writer (it wakes at its next timeout,
+    /// or at the next job queued).
+    pub(crate) fn queue_quietly(&self, job: Job, done: crate::Done) {
+        self.writer.inbox().jobs.push_back((job, done));
+    }
+
+    /// Jobs waiting in the writer's queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.writer.inbox().jobs.len()
     }
 }
 
@@ -94,9 +202,12 @@ impl Drop for RedbStore {
 impl RedbStore {
     /// Closes the writer's queue and waits for it: its last checkpoint runs.
     fn stop_writer(&self) {
-        if let Ok(mut w) = self.writer.lock() {
-            w.take();
+        {
+            let mut inbox = self.writer.inbox();
+            inbox.closed = true;
         }
+        self.writer.arrived.notify_all();
+        self.writer.space.notify_all();
         if let Ok(mut t) = self.thread.lock()
             && let Some(t) = t.take()
         {
@@ -236,9 +347,9 @@ impl Pending {
 /// redb is the applier's business. When a job fails (an error, or a panic,
 /// which is caught) the batch is dropped; the jobs before it are decided
 /// together again, the job fails alone, and the jobs after it go on as a
-/// batch of their own; the thread goes on. When the channel closes (the
-/// store is dropped) the applier drains and checkpoints, and the log goes.
-fn writer(db: Arc<Database>, mut wal: Wal, pending: Arc<Pending>, rx: Receiver<(Job, Reply)>) {
+/// batch of their own; the thread goes on. When the queue closes (the store
+/// is dropped) the applier drains and checkpoints, and the log goes.
+fn writer_thread(db: Arc<Database>, pending: Arc<Pending>, writer: Arc<Writer>) {
     let applier_thread = {
         let (db, pending) = (db.clone(), pending.clone());
         std::thread::Builder::new().name("flowform-applier".into()).spawn(move || applier(&db, &pending))
@@ -247,94 +358,126 @@ fn writer(db: Arc<Database>, mut wal: Wal, pending: Arc<Pending>, rx: Receiver<(
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the store's applier thread; the store does not write");
+            writer.close_inbox();
             return;
         }
     };
     let _finish = FinishOnExit(&pending);
-    let mut durable_through = 0;
     loop {
         // Idle, it still wakes now and then to drop segments a checkpoint covers.
-        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
-            Ok(job) => Some(job),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch: Vec<(Job, Reply)> = first.into_iter().collect();
-        while !batch.is_empty() && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        {
+            let mut inbox = writer.inbox();
+            if inbox.jobs.is_empty() && !inbox.closed {
+                inbox = writer.arrived.wait_timeout(inbox, CHECKPOINT_EVERY).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            }
+            if inbox.jobs.is_empty() && inbox.closed {
+                break;
             }
         }
+        let mut held = writer.log();
+        let Some(log) = held.guard.as_mut() else { break };
+        if log.stopped.is_some() {
+            break;
+        }
+        let batch: Vec<(Job, Reply)> = {
+            let mut inbox = writer.inbox();
+            let n = inbox.jobs.len().min(MAX_BATCH);
+            inbox.jobs.drain(..n).collect()
+        };
+        writer.space.notify_all();
         let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
-        let mut outcomes: Vec<Result<CommitOutcome>> = Vec::with_capacity(jobs.len());
-        while outcomes.len() < jobs.len() {
-            let rest = &jobs[outcomes.len()..];
-            match commit_batch(&db, &pending, &mut wal, rest) {
-                Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
-                // The job at `failed` fails alone; those before it are decided again without it.
-                Err((failed, e)) => {
-                    if failed > 0 {
-                        match commit_batch(&db, &pending, &mut wal, &rest[..failed]) {
-                            Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
-                            // The disk itself fails: nothing of these is acknowledged.
-                            Err((_, e2)) => outcomes.extend((0..failed).map(|_| Err(backend(&e2)))),
-                        }
-                    }
-                    tracing::warn!(error = %e, "a store job failed; the others of its batch go on");
-                    outcomes.push(Err(e));
-                }
-            }
-        }
+        let outcomes = commit_jobs(&db, &pending, &mut log.wal, &jobs);
         for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "a store job failed");
-            }
-            // A caller's callback that panics must not take the writer down either.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply(outcome))).is_err() {
-                tracing::error!("a store job's reply panicked");
-            }
+            answer(reply, outcome);
         }
-        if let Some(why) = wal.broken() {
-            // `/healthz` shows the writer down; every later job is refused.
-            tracing::error!(reason = %why, "the store stops writing: its log failed");
+        if after_batch(&pending, log) {
             break;
-        }
-        // After the answers: old segments go once redb holds them durably,
-        // and a filling segment asks the applier for a checkpoint.
-        let (through, failed) = {
-            let state = pending.lock();
-            (state.durable_through, state.failed.clone())
-        };
-        if let Some(why) = failed {
-            tracing::error!(reason = %why, "the store stops writing: redb refused the acknowledged writes (the log keeps them; restart the server)");
-            break;
-        }
-        if through > durable_through {
-            durable_through = through;
-            if let Err(e) = wal.checkpointed(through) {
-                tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
-            }
-        }
-        if wal.wants_checkpoint() {
-            pending.lock().checkpoint_wanted = true;
-            pending.changed.notify_all();
         }
     }
-    // The applier takes what is published into redb and checkpoints; then
-    // the log is no longer needed.
+    // Later jobs are refused; the applier takes what is published into redb
+    // and checkpoints; then the log is no longer needed.
+    writer.close_inbox();
+    let log = writer.log().guard.take();
     pending.lock().closing = true;
     pending.changed.notify_all();
     let drained = applier_thread.join().unwrap_or_else(|_| Err(backend("the store's applier thread panicked")));
+    let Some(log) = log else { return };
     match drained {
-        Ok(()) if wal.broken().is_none() => {
-            if let Err(e) = wal.close() {
+        Ok(()) if log.wal.broken().is_none() => {
+            if let Err(e) = log.wal.close() {
                 tracing::warn!(error = %e, "the write-ahead log could not be removed after the last checkpoint");
             }
         }
         Ok(()) => {}
         Err(e) => tracing::error!(error = %e, "the last checkpoint failed; the log is replayed at the next start"),
     }
+}
+
+/// Commits `jobs` (one batch, or several when one fails): one outcome each.
+fn commit_jobs(db: &Database, pending: &Pending, wal: &mut Wal, jobs: &[&Job]) -> Vec<Result<CommitOutcome>> {
+    let mut outcomes: Vec<Result<CommitOutcome>> = Vec::with_capacity(jobs.len());
+    while outcomes.len() < jobs.len() {
+        let rest = &jobs[outcomes.len()..];
+        match commit_batch(db, pending, wal, rest) {
+            Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+            // The job at `failed` fails alone; those before it are decided again without it.
+            Err((failed, e)) => {
+                if failed > 0 {
+                    match commit_batch(db, pending, wal, &rest[..failed]) {
+                        Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+                        // The disk itself fails: nothing of these is acknowledged.
+                        Err((_, e2)) => outcomes.extend((0..failed).map(|_| Err(backend(&e2)))),
+                    }
+                }
+                tracing::warn!(error = %e, "a store job failed; the others of its batch go on");
+                outcomes.push(Err(e));
+            }
+        }
+    }
+    outcomes
+}
+
+/// Gives a job its outcome; a caller's callback that panics must not take
+/// the writer down.
+fn answer(reply: Reply, outcome: Result<CommitOutcome>) {
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "a store job failed");
+    }
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply(outcome))).is_err() {
+        tracing::error!("a store job's reply panicked");
+    }
+}
+
+/// After a batch's answers: old segments go once redb holds them durably,
+/// and a filling segment asks the applier for a checkpoint. `true`: the
+/// store stops writing (its log or the applier failed; `log.stopped` says why).
+fn after_batch(pending: &Pending, log: &mut Log) -> bool {
+    if let Some(why) = log.wal.broken() {
+        // `/healthz` shows the writer down; every later job is refused.
+        tracing::error!(reason = %why, "the store stops writing: its log failed");
+        log.stopped = Some(why.to_string());
+        return true;
+    }
+    let (through, failed) = {
+        let state = pending.lock();
+        (state.durable_through, state.failed.clone())
+    };
+    if let Some(why) = failed {
+        tracing::error!(reason = %why, "the store stops writing: redb refused the acknowledged writes (the log keeps them; restart the server)");
+        log.stopped = Some(why);
+        return true;
+    }
+    if through > log.durable_through {
+        log.durable_through = through;
+        if let Err(e) = log.wal.checkpointed(through) {
+            tracing::warn!(error = %e, "old segments of the write-ahead log could not be removed");
+        }
+    }
+    if log.wal.wants_checkpoint() {
+        pending.lock().checkpoint_wanted = true;
+        pending.changed.notify_all();
+    }
+    false
 }
 
 /// Tells the applier to drain and end when the writer ends — also when the
@@ -657,13 +800,19 @@ fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job])
     crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
     own.bytes = ops.len_bytes();
     own.published = std::time::Instant::now();
-    {
+    let wake = {
         let mut state = pending.lock();
+        // A list that held batches already has the applier waiting for the
+        // oldest to ripen (or applying): it needs no wake-up for this one.
+        let wake = state.batches.is_empty() || state.bytes < APPLY_BYTES && state.bytes + own.bytes >= APPLY_BYTES;
         state.bytes += own.bytes;
         state.published_through = own.seq;
         state.batches.push(Arc::new(own));
+        wake
+    };
+    if wake {
+        pending.changed.notify_all();
     }
-    pending.changed.notify_all();
     crate::metrics::metrics().batch_jobs.observe(batch.len() as f64);
     Ok(outcomes)
 }
@@ -682,6 +831,10 @@ impl Store for RedbStore {
     }
 
     fn submit(&self, job: Job) -> Result<CommitOutcome> {
+        let job = match self.submit_here(job) {
+            Here::Done(outcome) => return outcome,
+            Here::Queue(job) => job,
+        };
         let (reply, answer) = std::sync::mpsc::channel();
         self.submit_then(
             job,
@@ -693,15 +846,52 @@ impl Store for RedbStore {
     }
 
     fn submit_then(&self, job: Job, done: crate::Done) {
-        let sender = match self.writer.lock() {
-            Ok(w) => w.clone(),
-            Err(_) => None,
-        };
-        let Some(sender) = sender else { return done(Err(StoreError::Closed)) };
+        let mut inbox = self.writer.inbox();
         // Blocks only while the writer's queue is full (back-pressure).
-        if let Err(std::sync::mpsc::SendError((_, done))) = sender.send((job, done)) {
-            done(Err(StoreError::Closed));
+        while inbox.jobs.len() >= QUEUE && !inbox.closed {
+            inbox = self.writer.space.wait(inbox).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        if inbox.closed {
+            drop(inbox);
+            return done(Err(StoreError::Closed));
+        }
+        inbox.jobs.push_back((job, done));
+        drop(inbox);
+        self.writer.arrived.notify_one();
+    }
+
+    fn writer_idle(&self) -> bool {
+        !self.writer.busy.load(Ordering::Acquire)
+    }
+
+    fn submit_here(&self, job: Job) -> Here {
+        // Only when nothing is queued (a job queued earlier must not be
+        // overtaken) and the log is free; the inbox is held until the log is,
+        // so the writer cannot take a job queued meanwhile first.
+        let mut held = {
+            let inbox = self.writer.inbox();
+            if inbox.closed || !inbox.jobs.is_empty() {
+                return Here::Queue(job);
+            }
+            match self.writer.try_log() {
+                Some(held) => held,
+                None => return Here::Queue(job),
+            }
+        };
+        let Some(log) = held.guard.as_mut() else { return Here::Queue(job) };
+        if log.stopped.is_some() {
+            return Here::Queue(job);
+        }
+        let outcome = commit_jobs(&self.db, &self.pending, &mut log.wal, &[&job]).pop().unwrap_or(Err(StoreError::Closed));
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "a store job failed");
+        }
+        if after_batch(&self.pending, log) {
+            // The writer thread stops too (and refuses what is queued).
+            drop(held);
+            self.writer.arrived.notify_all();
+        }
+        Here::Done(outcome)
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn Read) -> Result<()>) -> Result<()> {

@@ -1049,3 +1049,44 @@ fn a_store_written_as_json_by_the_version_before_reads_the_same_after_its_conver
     }
     assert_eq!(snapshot(&store), before, "every instance and history reads the same, to the text");
 }
+
+/// A caller that finds the writer idle commits its job on its own thread
+/// (no hand-off); a job queued earlier is never overtaken: while one waits
+/// or the log is held, the job is given back to be queued behind it.
+#[test]
+fn a_job_commits_on_the_callers_thread_only_when_nothing_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert!(store.writer_idle());
+    let here = store.submit_here(Job::Command(Box::new(write("here", 0, "s", None))));
+    assert!(matches!(here, Here::Done(Ok(CommitOutcome::Committed))), "an idle writer: committed here");
+    assert!(store.instance("here").unwrap().is_some());
+
+    // The log held (the writer busy): the job is given back, untouched.
+    let held = store.hold_log();
+    assert!(!store.writer_idle());
+    let Here::Queue(Job::Command(back)) = store.submit_here(Job::Command(Box::new(write("second", 0, "s", None)))) else {
+        panic!("a busy log must give the job back")
+    };
+    assert_eq!(back.instance.id, "second");
+    drop(held);
+    // A job waits in the queue (its writer not yet awake), the log is free:
+    // a caller must still queue behind it, not overtake it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.queue_quietly(Job::Command(back), Box::new(move |o| tx.send(o).unwrap()));
+    let update = write("second", 1, "t", None);
+    let Here::Queue(update) = store.submit_here(Job::Command(Box::new(update))) else { panic!("a queued job must not be overtaken") };
+    assert_eq!(store.queued(), 1);
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    store.submit_then(update, Box::new(move |o| tx2.send(o).unwrap()));
+    // In order: the start, then the update that expects version 1.
+    assert_eq!(rx.recv().unwrap().unwrap(), CommitOutcome::Committed);
+    assert_eq!(rx2.recv().unwrap().unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.instance("second").unwrap().unwrap().state, "t");
+    assert_eq!(store.queued(), 0);
+
+    // A closed store commits nowhere.
+    store.close();
+    assert!(matches!(store.submit_here(Job::Command(Box::new(write("late", 0, "s", None)))), Here::Queue(_)));
+    assert!(matches!(store.commit(write("late", 0, "s", None)), Err(StoreError::Closed)));
+}
