@@ -773,7 +773,7 @@ impl HttpClient {
         Ok(HttpClient { sender: tokio::sync::Mutex::new(sender), host: addr.to_string(), tokens, runtime })
     }
 
-    async fn post(&self, path: &str, who: &str, body: &Value) -> Result<(u16, Value)> {
+    async fn post(&self, path: &str, who: &str, body: &Value) -> Result<(u16, Reply)> {
         use http_body_util::BodyExt;
         let user = if self.tokens.contains_key(who) { who } else { "reporter" };
         let request = hyper::Request::post(path)
@@ -788,16 +788,31 @@ impl HttpClient {
         };
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await?.to_bytes();
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        // Only what the client acts on is read out (the rest is skipped, not built).
+        let mut reply: Reply = serde_json::from_slice(&bytes).unwrap_or_default();
+        if !(200..300).contains(&status) {
+            reply.text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        Ok((status, reply))
     }
 }
 
-fn http_answer(status: u16, body: &Value) -> Result<Answer> {
-    match (status, body["code"].as_str()) {
+/// The parts of an answer the load generator reads.
+#[derive(Default, serde::Deserialize)]
+struct Reply {
+    id: Option<String>,
+    code: Option<String>,
+    /// An error answer's whole text, for the message.
+    #[serde(skip)]
+    text: String,
+}
+
+fn http_answer(status: u16, body: &Reply) -> Result<Answer> {
+    match (status, body.code.as_deref()) {
         (200 | 201, _) => Ok(Answer::Accepted),
         (422, Some("form_invalid")) | (403, Some("guard_failed")) => Ok(Answer::InvalidInput),
         (409, Some("ledger_violation")) => Ok(Answer::Stock),
-        _ => bail!("HTTP {status}: {body}"),
+        _ => bail!("HTTP {status}: {}", body.text),
     }
 }
 
@@ -805,11 +820,10 @@ impl Client for HttpClient {
     async fn start(&self, _i: usize, who: &str, payload: &Value) -> Result<(Answer, Option<String>)> {
         let (status, body) = self.post(&format!("/api/v1/workflows/{WORKFLOW}/instances"), who, payload).await?;
         let a = http_answer(status, &body)?;
-        let id = body["id"].as_str().map(str::to_string);
-        if matches!(a, Answer::Accepted) && id.is_none() {
-            bail!("the server accepted a start without an instance id: {body}");
+        if matches!(a, Answer::Accepted) && body.id.is_none() {
+            bail!("the server accepted a start without an instance id");
         }
-        Ok((a, id))
+        Ok((a, body.id))
     }
 
     async fn transition(&self, id: &str, name: &str, who: &str, input: &Value) -> Result<Answer> {

@@ -352,8 +352,8 @@ impl Runtime {
         let now = self.now();
         let id = self.new_id();
         let fields =
-            bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)).map(|f| f.def.fields.clone()).unwrap_or_default();
-        let input = &self.fill_from(&bundle, &fields, input, &serde_json::Map::new())?;
+            bundle.workflow(workflow).and_then(|w| w.start.form.as_ref()).and_then(|f| bundle.form(&f.value)).map_or(&[][..], |f| f.def.fields.as_slice());
+        let input = &self.fill_from(&bundle, fields, input, &serde_json::Map::new())?;
         let mut reads = self.reads(&bundle, workflow, &serde_json::Map::new(), input)?;
         let first = flowform_core::start_with(&bundle, workflow, input, actor, now, &id, opts.lang, &reads);
         let mut outcome = if needs_people(&bundle, &first) {
@@ -615,9 +615,8 @@ impl Runtime {
                 .and_then(|w| w.transition(name))
                 .and_then(|t| t.form.as_ref())
                 .and_then(|f| bundle.form(&f.value))
-                .map(|f| f.def.fields.clone())
-                .unwrap_or_default();
-            let input = &self.fill_from(&bundle, &fields, input, &instance.data)?;
+                .map_or(&[][..], |f| f.def.fields.as_slice());
+            let input = &self.fill_from(&bundle, fields, input, &instance.data)?;
             let mut reads = self.reads(&bundle, &instance.workflow, &instance.data, input)?;
             let (version, workflow) = (instance.version, instance.workflow.clone());
             // Decided once without the teams' people (reading them costs); a
@@ -683,8 +682,8 @@ impl Runtime {
             let id = self.new_id();
             let now = write.event.at;
             let form = bundle.workflow(&link.workflow).and_then(|w| w.start.form.as_ref()).map(|f| f.value.clone());
-            let fields = form.as_deref().and_then(|f| bundle.form(f)).map(|f| f.def.fields.clone()).unwrap_or_default();
-            let input = self.fill_from(bundle, &fields, &Value::Object(link.data.clone()), &serde_json::Map::new()).map_err(failed)?;
+            let fields = form.as_deref().and_then(|f| bundle.form(f)).map_or(&[][..], |f| f.def.fields.as_slice());
+            let input = self.fill_from(bundle, fields, &Value::Object(link.data.clone()), &serde_json::Map::new()).map_err(failed)?;
             let mut reads = self.reads(bundle, &link.workflow, &serde_json::Map::new(), &input).map_err(failed)?;
             let first = flowform_core::start_with(bundle, &link.workflow, &input, &child_actor, now, &id, lang, &reads);
             let mut outcome = if needs_people(bundle, &first) {

@@ -169,11 +169,11 @@ impl Runtime {
                 return Err(CommandError::InvalidReferences(errors));
             }
             // What is stored about each file is what the server knows, not what was sent.
-            let fields = form.def.fields.clone();
+            let fields = &form.def.fields;
             if let Value::Object(input) = &mut outcome.event.input {
-                self.canonical_files(&fields, input);
+                self.canonical_files(fields, input);
             }
-            self.canonical_files(&fields, &mut outcome.instance.data);
+            self.canonical_files(fields, &mut outcome.instance.data);
         }
         // A person assigned by someone else (a rule, a dispatcher) must be an
         // active user, of the team or on duty for it.
