@@ -9,6 +9,7 @@ use crate::views;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use flowform_core::{Actor, Instance};
 use flowform_runtime::CommandOptions;
 use flowform_store::InstanceFilter;
@@ -269,11 +270,11 @@ async fn start(
     IdempotencyKey(key): IdempotencyKey,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<StartBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let opts = CommandOptions { lang, idempotency_key: key, expected_version: None };
     let data = Value::Object(body.data.unwrap_or_default());
     let instance = s.runtime.start(&name, &data, &actor, &opts).await.inspect_err(|e| audit_refusal(&s, &actor, &format!("start {name}"), e))?;
-    Ok((StatusCode::CREATED, Json(render(&s, &instance, &actor))))
+    Ok((StatusCode::CREATED, Json(&render(&s, &instance, &actor))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -293,11 +294,11 @@ async fn transition(
     IdempotencyKey(key): IdempotencyKey,
     Path((id, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<TransitionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let opts = CommandOptions { lang, idempotency_key: key, expected_version: body.expected_version };
     let data = Value::Object(body.data.unwrap_or_default());
     let instance = s.runtime.transition(&id, &name, &data, &actor, &opts).await.inspect_err(|e| audit_refusal(&s, &actor, &format!("{name} on {id}"), e))?;
-    Ok(Json(render(&s, &instance, &actor)))
+    Ok(Json(&render(&s, &instance, &actor)).into_response())
 }
 
 /// A start or transition refused for lack of a role goes to the audit log.
@@ -307,18 +308,18 @@ fn audit_refusal(s: &AppState, actor: &Actor, what: &str, e: &flowform_runtime::
     }
 }
 
-fn render(s: &AppState, instance: &Instance, actor: &Actor) -> Value {
+fn render<'a>(s: &AppState, instance: &'a Instance, actor: &Actor) -> views::InstanceView<'a> {
     let available = s.runtime.available_transitions(instance, actor);
     let bundle = s.runtime.bundle_for(&instance.bundle_version).ok();
     views::instance(instance, available, bundle.as_deref())
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{id}", tag = "instances", summary = "One instance (404 if the caller may not read it)", params(("id" = String, Path, description = "instance id")), responses((status = 200, description = "One instance (404 if the caller may not read it)", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
-async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn instance(State(s): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
     let instance = s.runtime.instance_for(&id, &actor)?;
     // An old definitions version is compiled off the request's thread, before rendering uses it.
     let _ = s.runtime.bundle_for_async(&instance.bundle_version).await;
-    Ok(Json(render(&s, &instance, &actor)))
+    Ok(Json(&render(&s, &instance, &actor)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{id}/history", tag = "instances", summary = "Its events, oldest first", params(("id" = String, Path, description = "instance id")), responses((status = 200, description = "Its events, oldest first", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
@@ -347,7 +348,7 @@ struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances", summary = "Instances the caller may read, newest first", params(("workflow" = Option<String>, Query, description = "workflow"), ("state" = Option<String>, Query, description = "state"), ("team" = Option<String>, Query, description = "team"), ("assignee" = Option<String>, Query, description = "user id or `me`"), ("overdue" = Option<bool>, Query, description = "past the deadline"), ("limit" = Option<u32>, Query, description = "1–500 (default 50)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "Instances the caller may read, newest first", body = Object), (status = "4XX", description = "an error: {code, message, details}", body = crate::error::ErrorBody)))]
-async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
         return Err(ApiError::new(crate::codes::ErrorCode::InvalidQuery, "`limit` must be between 1 and 500"));
@@ -368,8 +369,14 @@ async fn instances(State(s): State<AppState>, Auth(actor): Auth, ApiQuery(q): Ap
     for v in versions {
         let _ = s.runtime.bundle_for_async(v).await;
     }
-    let items: Vec<Value> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
-    Ok(Json(json!({"items": items, "next_cursor": page.next})))
+    let items: Vec<views::InstanceView> = page.items.iter().map(|i| render(&s, i, &actor)).collect();
+    Ok(Json(&InstancePage { items, next_cursor: &page.next }).into_response())
+}
+
+#[derive(serde::Serialize)]
+struct InstancePage<'a> {
+    items: Vec<views::InstanceView<'a>>,
+    next_cursor: &'a Option<String>,
 }
 
 #[derive(Deserialize)]

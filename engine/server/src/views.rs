@@ -43,27 +43,52 @@ pub fn workflow_detail(wf: &WorkflowDef, bundle: &Bundle) -> Value {
     v
 }
 
-pub fn instance(i: &Instance, available: Vec<AvailableTransition>, bundle: Option<&Bundle>) -> Value {
+/// An instance as the API shows it: serialized straight from the instance
+/// (its data map is not copied into a JSON tree first).
+#[derive(serde::Serialize)]
+pub struct InstanceView<'a> {
+    id: &'a str,
+    number: &'a Option<String>,
+    workflow: &'a str,
+    bundle_version: &'a str,
+    version: u64,
+    state: &'a str,
+    state_label: Option<flowform_model::Label>,
+    data: &'a serde_json::Map<String, Value>,
+    assignment: &'a flowform_core::Assignment,
+    requester: &'a str,
+    state_entered_at: flowform_core::time::Time,
+    due_at: Option<flowform_core::time::Time>,
+    overdue: bool,
+    parent: &'a Option<String>,
+    children: &'a [String],
+    deadlines: &'a [flowform_core::deadlines::DeadlineRun],
+    available_transitions: Vec<AvailableTransition>,
+    created_at: flowform_core::time::Time,
+    updated_at: flowform_core::time::Time,
+}
+
+pub fn instance<'a>(i: &'a Instance, available: Vec<AvailableTransition>, bundle: Option<&Bundle>) -> InstanceView<'a> {
     let state_label = bundle.and_then(|b| b.workflow(&i.workflow)).and_then(|w| w.state(&i.state)).map(|s| s.label.clone());
-    json!({
-        "id": i.id,
-        "number": i.number,
-        "workflow": i.workflow,
-        "bundle_version": i.bundle_version,
-        "version": i.version,
-        "state": i.state,
-        "state_label": state_label,
-        "data": i.data,
-        "assignment": i.assignment,
-        "requester": i.requester,
-        "state_entered_at": i.state_entered_at,
-        "due_at": i.due_at,
-        "overdue": i.overdue,
-        "parent": i.parent,
-        "children": i.children,
-        "deadlines": i.deadlines,
-        "available_transitions": available,
-        "created_at": i.created_at,
-        "updated_at": i.updated_at,
-    })
+    InstanceView {
+        id: &i.id,
+        number: &i.number,
+        workflow: &i.workflow,
+        bundle_version: &i.bundle_version,
+        version: i.version,
+        state: &i.state,
+        state_label,
+        data: &i.data,
+        assignment: &i.assignment,
+        requester: &i.requester,
+        state_entered_at: i.state_entered_at,
+        due_at: i.due_at,
+        overdue: i.overdue,
+        parent: &i.parent,
+        children: &i.children,
+        deadlines: &i.deadlines,
+        available_transitions: available,
+        created_at: i.created_at,
+        updated_at: i.updated_at,
+    }
 }
