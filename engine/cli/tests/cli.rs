@@ -5,7 +5,7 @@
 mod common;
 
 use flowform_testkit::copy_dir;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -605,33 +605,13 @@ fn schema_writes_one_json_schema_per_kind_of_file() {
 #[test]
 fn metrics_are_served_without_a_token_only_on_their_own_address() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowform"))
-        .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--dir"])
-        .arg(repo())
-        .arg("--data")
-        .arg(data.path())
-        .env("FLOWFORM_LOG", "warn")
-        .env("FLOWFORM_METRICS_ADDR", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut api, mut metrics) = (None, None);
-    while api.is_none() || metrics.is_none() {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(rest) = line.split("metrics at http://").nth(1) {
-            metrics = Some(rest.split('/').next().unwrap().to_string());
-        } else if let Some(rest) = line.split("on http://").nth(1) {
-            api = Some(rest.trim().to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server { child, addr: api.unwrap() };
-    let metrics = metrics.unwrap();
-    let (status, text) = raw_http(&metrics, &format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"));
+    let (child, addr, also) = common::serve_with(&repo(), data.path(), &[], &[("FLOWFORM_METRICS_ADDR", "127.0.0.1:0")], &["metrics at http://"]);
+    let server = Server { child, addr };
+    let metrics = &also[0];
+    let (status, text) = raw_http(metrics, &format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"));
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("flowform_store_checkpoints_total"), "{text}");
-    let (status, _) = raw_http(&metrics, &format!("GET /api/v1/bundle HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"));
+    let (status, _) = raw_http(metrics, &format!("GET /api/v1/bundle HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"));
     assert_eq!(status, 404, "only /metrics is served there");
     let (status, _) = server.request("GET", "/metrics", "wrong", None);
     assert_eq!(status, 401);

@@ -363,6 +363,7 @@ fn writer_thread(db: Arc<Database>, pending: Arc<Pending>, writer: Arc<Writer>) 
         }
     };
     let _finish = FinishOnExit(&pending);
+    let _close = CloseOnExit(&writer);
     loop {
         // Idle, it still wakes now and then to drop segments a checkpoint covers.
         {
@@ -410,6 +411,21 @@ fn writer_thread(db: Arc<Database>, pending: Arc<Pending>, writer: Arc<Writer>) 
         }
         Ok(()) => {}
         Err(e) => tracing::error!(error = %e, "the last checkpoint failed; the log is replayed at the next start"),
+    }
+}
+
+/// However the writer thread ends (a panic too), nothing more is committed:
+/// callers are answered `Closed` instead of waiting for a thread that is gone.
+struct CloseOnExit<'a>(&'a Writer);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.0.log().guard.as_mut()
+            && log.stopped.is_none()
+        {
+            log.stopped = Some("the store's writer thread ended".into());
+        }
+        self.0.close_inbox();
     }
 }
 
