@@ -94,6 +94,11 @@ impl Default for Metrics {
         registry.register("store_log_sync_seconds", "Time to append a commit to the write-ahead log and sync it", store.sync_seconds.clone());
         registry.register("store_checkpoints", "Checkpoints: the store's database synced with every write so far", store.checkpoints.clone());
         registry.register(
+            "store_commits_here",
+            "Commits made on the caller's own thread because the store's writer was idle (no hand-off); the rest are the writer thread's",
+            store.commits_here.clone(),
+        );
+        registry.register(
             "store_paced_syncs",
             "Syncs of the database file and of new log segments made every 128 KiB they write, so the log's syncs never wait for a large flush",
             store.paced_syncs.clone(),

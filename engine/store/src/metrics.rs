@@ -18,6 +18,9 @@ pub struct StoreMetrics {
     /// Syncs of redb's file and of new log segments made a piece at a time
     /// (so the log's syncs never wait for a large flush).
     pub paced_syncs: Counter,
+    /// Commits made on the caller's thread (the writer was idle, nothing
+    /// queued); the others are the writer thread's (`batch_jobs` counts both).
+    pub commits_here: Counter,
 }
 
 pub fn metrics() -> &'static StoreMetrics {
@@ -28,5 +31,6 @@ pub fn metrics() -> &'static StoreMetrics {
         checkpoints: Counter::default(),
         applied_batches: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
         paced_syncs: Counter::default(),
+        commits_here: Counter::default(),
     })
 }

@@ -9,7 +9,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -47,6 +47,10 @@ struct Writer {
     log: Mutex<Option<Log>>,
     /// `log` is held (a hint for callers choosing where to commit).
     busy: AtomicBool,
+    /// Jobs in the last commit. Past one, callers are arriving together:
+    /// a caller then queues, so that it joins the next batch rather than
+    /// making that batch wait for a sync of its own.
+    last_batch: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -157,6 +161,7 @@ impl RedbStore {
             space: Condvar::new(),
             log: Mutex::new(Some(Log { wal, durable_through: 0, stopped: None })),
             busy: AtomicBool::new(false),
+            last_batch: AtomicUsize::new(0),
         });
         let (writer_db, writer_pending, writer_shared) = (db.clone(), pending.clone(), writer.clone());
         let thread = std::thread::Builder::new()
@@ -185,6 +190,11 @@ impl RedbStore {
     /// or at the next job queued).
     pub(crate) fn queue_quietly(&self, job: Job, done: crate::Done) {
         self.writer.inbox().jobs.push_back((job, done));
+    }
+
+    /// Wakes the writer (to take what `queue_quietly` left).
+    pub(crate) fn wake_writer(&self) {
+        self.writer.arrived.notify_all();
     }
 
     /// Jobs waiting in the writer's queue.
@@ -387,6 +397,9 @@ fn writer_thread(db: Arc<Database>, pending: Arc<Pending>, writer: Arc<Writer>) 
         };
         writer.space.notify_all();
         let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
+        if !jobs.is_empty() {
+            writer.last_batch.store(jobs.len(), Ordering::Relaxed);
+        }
         let outcomes = commit_jobs(&db, &pending, &mut log.wal, &jobs);
         for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
             answer(reply, outcome);
@@ -877,16 +890,18 @@ impl Store for RedbStore {
     }
 
     fn writer_idle(&self) -> bool {
-        !self.writer.busy.load(Ordering::Acquire)
+        !self.writer.busy.load(Ordering::Acquire) && self.writer.last_batch.load(Ordering::Relaxed) <= 1
     }
 
     fn submit_here(&self, job: Job) -> Here {
         // Only when nothing is queued (a job queued earlier must not be
         // overtaken) and the log is free; the inbox is held until the log is,
-        // so the writer cannot take a job queued meanwhile first.
+        // so the writer cannot take a job queued meanwhile first. Not while
+        // callers come together (the last commit was a batch): then the job
+        // joins the next batch.
         let mut held = {
             let inbox = self.writer.inbox();
-            if inbox.closed || !inbox.jobs.is_empty() {
+            if inbox.closed || !inbox.jobs.is_empty() || self.writer.last_batch.load(Ordering::Relaxed) > 1 {
                 return Here::Queue(job);
             }
             match self.writer.try_log() {
@@ -899,6 +914,8 @@ impl Store for RedbStore {
             return Here::Queue(job);
         }
         let outcome = commit_jobs(&self.db, &self.pending, &mut log.wal, &[&job]).pop().unwrap_or(Err(StoreError::Closed));
+        crate::metrics::metrics().commits_here.inc();
+        self.writer.last_batch.store(1, Ordering::Relaxed);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "a store job failed");
         }

@@ -1085,6 +1085,39 @@ fn a_job_commits_on_the_callers_thread_only_when_nothing_waits() {
     assert_eq!(store.instance("second").unwrap().unwrap().state, "t");
     assert_eq!(store.queued(), 0);
 
+    // Callers that came together (the last commit was a batch): the next
+    // one joins the next batch instead of syncing alone first.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for n in 0..3 {
+        let tx = tx.clone();
+        store.queue_quietly(Job::Command(Box::new(write(&format!("together{n}"), 0, "s", None))), Box::new(move |o| tx.send(o).unwrap()));
+    }
+    store.wake_writer();
+    for _ in 0..3 {
+        assert_eq!(rx.recv().unwrap().unwrap(), CommitOutcome::Committed);
+    }
+    assert!(!store.writer_idle(), "after a batch the writer is not offered as idle");
+    let Here::Queue(alone) = store.submit_here(Job::Command(Box::new(write("alone", 0, "s", None)))) else { panic!("after a batch a job must queue") };
+    // Queued alone it is a commit of one; the caller after it commits here again.
+    assert_eq!(
+        store
+            .commit(match alone {
+                Job::Command(c) => *c,
+                _ => unreachable!(),
+            })
+            .unwrap(),
+        CommitOutcome::Committed
+    );
+    // (The writer may still hold the log for a moment after answering.)
+    let idle = (0..2000).any(|_| {
+        store.writer_idle() || {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            false
+        }
+    });
+    assert!(idle, "after a commit of one the writer is offered as idle again");
+    assert!(matches!(store.submit_here(Job::Command(Box::new(write("here again", 0, "s", None)))), Here::Done(Ok(CommitOutcome::Committed))));
+
     // A closed store commits nowhere.
     store.close();
     assert!(matches!(store.submit_here(Job::Command(Box::new(write("late", 0, "s", None)))), Here::Queue(_)));

@@ -381,6 +381,7 @@ async fn metrics_are_for_admins_and_move_with_the_work() {
     let before = app.get("/metrics", "admin").await.expect(200);
     let before = before.as_str().unwrap().to_string();
     assert!(before.contains("# TYPE flowform_store_checkpoints counter"), "{before}");
+    assert!(before.contains("# TYPE flowform_store_commits_here counter"), "{before}");
     assert!(before.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
     let order = started(&mut app).await;
     let id = id(&order);
