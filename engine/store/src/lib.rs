@@ -465,11 +465,6 @@ pub struct LedgerEvent {
     pub at: Time,
 }
 
-/// Where instances, events, records, ledgers, bundle versions and users are kept.
-///
-/// Implementations provide [`Store::submit`] (atomic and durable before it
-/// returns, safe from many threads at once) and [`Store::read`] (a consistent
-/// snapshot); everything else is provided.
 /// What [`Store::submit_here`] did with a job.
 pub enum Here {
     /// Committed on the calling thread: the outcome.
@@ -478,6 +473,11 @@ pub enum Here {
     Queue(Job),
 }
 
+/// Where instances, events, records, ledgers, bundle versions and users are kept.
+///
+/// Implementations provide [`Store::submit`] (atomic and durable before it
+/// returns, safe from many threads at once) and [`Store::read`] (a consistent
+/// snapshot); everything else is provided.
 pub trait Store: Send + Sync + 'static {
     fn submit(&self, job: Job) -> Result<CommitOutcome>;
     /// Submits a job and calls `done` with its outcome once it is durable, from

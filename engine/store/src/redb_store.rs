@@ -51,6 +51,11 @@ struct Writer {
     /// a caller then queues, so that it joins the next batch rather than
     /// making that batch wait for a sync of its own.
     last_batch: AtomicUsize,
+    /// Jobs in the inbox (a hint, kept under its lock).
+    queued: AtomicUsize,
+    /// Tests: the writer takes nothing from the inbox while set.
+    #[cfg(test)]
+    held_back: AtomicBool,
 }
 
 #[derive(Default)]
@@ -68,14 +73,27 @@ struct Log {
     stopped: Option<String>,
 }
 
-/// `log` held; `busy` says so while the guard lives.
+/// `log` held; `busy` says so while the guard lives (cleared only after
+/// the lock is released, so the hint never says idle while it is held).
 struct Holding<'a> {
-    guard: MutexGuard<'a, Option<Log>>,
+    guard: Option<MutexGuard<'a, Option<Log>>>,
     busy: &'a AtomicBool,
+}
+
+impl Holding<'_> {
+    /// The log, unless the writer has ended (it took it).
+    fn log(&mut self) -> Option<&mut Log> {
+        self.guard.as_mut().and_then(|g| g.as_mut())
+    }
+
+    fn take(&mut self) -> Option<Log> {
+        self.guard.as_mut().and_then(|g| g.take())
+    }
 }
 
 impl Drop for Holding<'_> {
     fn drop(&mut self) {
+        drop(self.guard.take());
         self.busy.store(false, Ordering::Release);
     }
 }
@@ -86,19 +104,31 @@ impl Writer {
         self.inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn hold<'a>(&'a self, guard: MutexGuard<'a, Option<Log>>) -> Holding<'a> {
+    /// A poisoned log (a panic while committing, on the writer's thread or
+    /// a caller's) stops the store: what the log holds is then unknown.
+    fn hold<'a>(&'a self, guard: std::sync::LockResult<MutexGuard<'a, Option<Log>>>) -> Holding<'a> {
         self.busy.store(true, Ordering::Release);
-        Holding { guard, busy: &self.busy }
+        let guard = guard.unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            if let Some(log) = guard.as_mut()
+                && log.stopped.is_none()
+            {
+                tracing::error!("the store stops writing: a commit panicked (restart the server: the log keeps every acknowledged write)");
+                log.stopped = Some("a commit panicked".into());
+            }
+            guard
+        });
+        Holding { guard: Some(guard), busy: &self.busy }
     }
 
     fn log(&self) -> Holding<'_> {
-        self.hold(self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.hold(self.log.lock())
     }
 
     fn try_log(&self) -> Option<Holding<'_>> {
         match self.log.try_lock() {
-            Ok(guard) => Some(self.hold(guard)),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(self.hold(p.into_inner())),
+            Ok(guard) => Some(self.hold(Ok(guard))),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(self.hold(Err(p))),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
@@ -108,6 +138,7 @@ impl Writer {
         let left: Vec<(Job, Reply)> = {
             let mut inbox = self.inbox();
             inbox.closed = true;
+            self.queued.store(0, Ordering::Relaxed);
             inbox.jobs.drain(..).collect()
         };
         self.arrived.notify_all();
@@ -162,6 +193,9 @@ impl RedbStore {
             log: Mutex::new(Some(Log { wal, durable_through: 0, stopped: None })),
             busy: AtomicBool::new(false),
             last_batch: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            #[cfg(test)]
+            held_back: AtomicBool::new(false),
         });
         let (writer_db, writer_pending, writer_shared) = (db.clone(), pending.clone(), writer.clone());
         let thread = std::thread::Builder::new()
@@ -169,7 +203,15 @@ impl RedbStore {
             .spawn(move || writer_thread(writer_db, writer_pending, writer_shared))
             .map_err(backend)?;
         let store = RedbStore { db, pending, writer, thread: Mutex::new(Some(thread)) };
-        store.submit(Job::EnsureIndexes)?;
+        // Through the writer thread: an open succeeds only with a writer that runs.
+        let (reply, answer) = std::sync::mpsc::channel();
+        store.submit_then(
+            Job::EnsureIndexes,
+            Box::new(move |outcome| {
+                let _ = reply.send(outcome);
+            }),
+        );
+        answer.recv().map_err(|_| StoreError::Closed)??;
         Ok(store)
     }
 }
@@ -186,14 +228,9 @@ impl RedbStore {
         self.writer.log()
     }
 
-    /// Queues a job without waking the writer (it wakes at its next timeout,
-    /// or at the next job queued).
-    pub(crate) fn queue_quietly(&self, job: Job, done: crate::Done) {
-        self.writer.inbox().jobs.push_back((job, done));
-    }
-
-    /// Wakes the writer (to take what `queue_quietly` left).
-    pub(crate) fn wake_writer(&self) {
+    /// While `on`, the writer takes nothing from its inbox.
+    pub(crate) fn hold_back_writer(&self, on: bool) {
+        self.writer.held_back.store(on, Ordering::Release);
         self.writer.arrived.notify_all();
     }
 
@@ -381,19 +418,25 @@ fn writer_thread(db: Arc<Database>, pending: Arc<Pending>, writer: Arc<Writer>) 
             if inbox.jobs.is_empty() && !inbox.closed {
                 inbox = writer.arrived.wait_timeout(inbox, CHECKPOINT_EVERY).unwrap_or_else(std::sync::PoisonError::into_inner).0;
             }
+            #[cfg(test)]
+            while writer.held_back.load(Ordering::Acquire) && !inbox.closed {
+                inbox = writer.arrived.wait_timeout(inbox, std::time::Duration::from_millis(1)).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            }
             if inbox.jobs.is_empty() && inbox.closed {
                 break;
             }
         }
         let mut held = writer.log();
-        let Some(log) = held.guard.as_mut() else { break };
+        let Some(log) = held.log() else { break };
         if log.stopped.is_some() {
             break;
         }
         let batch: Vec<(Job, Reply)> = {
             let mut inbox = writer.inbox();
             let n = inbox.jobs.len().min(MAX_BATCH);
-            inbox.jobs.drain(..n).collect()
+            let batch = inbox.jobs.drain(..n).collect();
+            writer.queued.store(inbox.jobs.len(), Ordering::Relaxed);
+            batch
         };
         writer.space.notify_all();
         let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
@@ -411,7 +454,7 @@ fn writer_thread(db: Arc<Database>, pending: Arc<Pending>, writer: Arc<Writer>) 
     // Later jobs are refused; the applier takes what is published into redb
     // and checkpoints; then the log is no longer needed.
     writer.close_inbox();
-    let log = writer.log().guard.take();
+    let log = writer.log().take();
     pending.lock().closing = true;
     pending.changed.notify_all();
     let drained = applier_thread.join().unwrap_or_else(|_| Err(backend("the store's applier thread panicked")));
@@ -433,7 +476,7 @@ struct CloseOnExit<'a>(&'a Writer);
 
 impl Drop for CloseOnExit<'_> {
     fn drop(&mut self) {
-        if let Some(log) = self.0.log().guard.as_mut()
+        if let Some(log) = self.0.log().log()
             && log.stopped.is_none()
         {
             log.stopped = Some("the store's writer thread ended".into());
@@ -885,12 +928,13 @@ impl Store for RedbStore {
             return done(Err(StoreError::Closed));
         }
         inbox.jobs.push_back((job, done));
+        self.writer.queued.store(inbox.jobs.len(), Ordering::Relaxed);
         drop(inbox);
         self.writer.arrived.notify_one();
     }
 
     fn writer_idle(&self) -> bool {
-        !self.writer.busy.load(Ordering::Acquire) && self.writer.last_batch.load(Ordering::Relaxed) <= 1
+        !self.writer.busy.load(Ordering::Acquire) && self.writer.queued.load(Ordering::Relaxed) == 0 && self.writer.last_batch.load(Ordering::Relaxed) <= 1
     }
 
     fn submit_here(&self, job: Job) -> Here {
@@ -909,7 +953,7 @@ impl Store for RedbStore {
                 None => return Here::Queue(job),
             }
         };
-        let Some(log) = held.guard.as_mut() else { return Here::Queue(job) };
+        let Some(log) = held.log() else { return Here::Queue(job) };
         if log.stopped.is_some() {
             return Here::Queue(job);
         }
@@ -920,8 +964,11 @@ impl Store for RedbStore {
             tracing::error!(error = %e, "a store job failed");
         }
         if after_batch(&self.pending, log) {
-            // The writer thread stops too (and refuses what is queued).
+            // The writer thread stops too (and refuses what is queued); the
+            // inbox's lock is taken so that the wake-up cannot fall between
+            // its check and its wait.
             drop(held);
+            let _inbox = self.writer.inbox();
             self.writer.arrived.notify_all();
         }
         Here::Done(outcome)

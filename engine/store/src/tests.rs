@@ -1057,7 +1057,16 @@ fn a_store_written_as_json_by_the_version_before_reads_the_same_after_its_conver
 fn a_job_commits_on_the_callers_thread_only_when_nothing_waits() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path()).unwrap();
-    assert!(store.writer_idle());
+    // (The writer may still hold the log for a moment after answering.)
+    let wait_idle = || {
+        (0..2000).any(|_| {
+            store.writer_idle() || {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                false
+            }
+        })
+    };
+    assert!(wait_idle(), "after the open's commit of one the writer is idle");
     let here = store.submit_here(Job::Command(Box::new(write("here", 0, "s", None))));
     assert!(matches!(here, Here::Done(Ok(CommitOutcome::Committed))), "an idle writer: committed here");
     assert!(store.instance("here").unwrap().is_some());
@@ -1070,15 +1079,17 @@ fn a_job_commits_on_the_callers_thread_only_when_nothing_waits() {
     };
     assert_eq!(back.instance.id, "second");
     drop(held);
-    // A job waits in the queue (its writer not yet awake), the log is free:
+    // A job waits in the queue (the writer holds back), the log is free:
     // a caller must still queue behind it, not overtake it.
     let (tx, rx) = std::sync::mpsc::channel();
-    store.queue_quietly(Job::Command(back), Box::new(move |o| tx.send(o).unwrap()));
+    store.hold_back_writer(true);
+    store.submit_then(Job::Command(back), Box::new(move |o| tx.send(o).unwrap()));
     let update = write("second", 1, "t", None);
     let Here::Queue(update) = store.submit_here(Job::Command(Box::new(update))) else { panic!("a queued job must not be overtaken") };
     assert_eq!(store.queued(), 1);
     let (tx2, rx2) = std::sync::mpsc::channel();
     store.submit_then(update, Box::new(move |o| tx2.send(o).unwrap()));
+    store.hold_back_writer(false);
     // In order: the start, then the update that expects version 1.
     assert_eq!(rx.recv().unwrap().unwrap(), CommitOutcome::Committed);
     assert_eq!(rx2.recv().unwrap().unwrap(), CommitOutcome::Committed);
@@ -1088,11 +1099,12 @@ fn a_job_commits_on_the_callers_thread_only_when_nothing_waits() {
     // Callers that came together (the last commit was a batch): the next
     // one joins the next batch instead of syncing alone first.
     let (tx, rx) = std::sync::mpsc::channel();
+    store.hold_back_writer(true);
     for n in 0..3 {
         let tx = tx.clone();
-        store.queue_quietly(Job::Command(Box::new(write(&format!("together{n}"), 0, "s", None))), Box::new(move |o| tx.send(o).unwrap()));
+        store.submit_then(Job::Command(Box::new(write(&format!("together{n}"), 0, "s", None))), Box::new(move |o| tx.send(o).unwrap()));
     }
-    store.wake_writer();
+    store.hold_back_writer(false);
     for _ in 0..3 {
         assert_eq!(rx.recv().unwrap().unwrap(), CommitOutcome::Committed);
     }
@@ -1108,18 +1120,41 @@ fn a_job_commits_on_the_callers_thread_only_when_nothing_waits() {
             .unwrap(),
         CommitOutcome::Committed
     );
-    // (The writer may still hold the log for a moment after answering.)
-    let idle = (0..2000).any(|_| {
-        store.writer_idle() || {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            false
-        }
-    });
-    assert!(idle, "after a commit of one the writer is offered as idle again");
+    assert!(wait_idle(), "after a commit of one the writer is offered as idle again");
     assert!(matches!(store.submit_here(Job::Command(Box::new(write("here again", 0, "s", None)))), Here::Done(Ok(CommitOutcome::Committed))));
 
     // A closed store commits nowhere.
     store.close();
     assert!(matches!(store.submit_here(Job::Command(Box::new(write("late", 0, "s", None)))), Here::Queue(_)));
     assert!(matches!(store.commit(write("late", 0, "s", None)), Err(StoreError::Closed)));
+}
+
+/// A panic while the log is held (on the writer's thread or a caller's)
+/// stops the store: what the log holds is then unknown, so nothing more is
+/// acknowledged and every later job is answered `Closed`.
+#[test]
+fn a_panic_while_committing_stops_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+    assert_eq!(store.commit(write("before", 0, "s", None)).unwrap(), CommitOutcome::Committed);
+    let other = store.clone();
+    let panicked = std::thread::spawn(move || {
+        let _held = other.hold_log();
+        panic!("a panic while committing (the test asked for it)");
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert!(matches!(store.commit(write("after", 0, "s", None)), Err(StoreError::Closed)));
+    let stopped = (0..2000).any(|_| {
+        !store.healthy() || {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            false
+        }
+    });
+    assert!(stopped, "the writer is shown down");
+    drop(store);
+    // Reopened, everything acknowledged is there.
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert!(store.instance("before").unwrap().is_some());
+    assert!(store.instance("after").unwrap().is_none());
 }
