@@ -204,14 +204,7 @@ impl RedbStore {
             .map_err(backend)?;
         let store = RedbStore { db, pending, writer, thread: Mutex::new(Some(thread)) };
         // Through the writer thread: an open succeeds only with a writer that runs.
-        let (reply, answer) = std::sync::mpsc::channel();
-        store.submit_then(
-            Job::EnsureIndexes,
-            Box::new(move |outcome| {
-                let _ = reply.send(outcome);
-            }),
-        );
-        answer.recv().map_err(|_| StoreError::Closed)??;
+        store.submit_queued(Job::EnsureIndexes)?;
         Ok(store)
     }
 }
@@ -247,6 +240,18 @@ impl Drop for RedbStore {
 }
 
 impl RedbStore {
+    /// Queues `job` for the writer thread and waits for its answer.
+    fn submit_queued(&self, job: Job) -> Result<CommitOutcome> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.submit_then(
+            job,
+            Box::new(move |outcome| {
+                let _ = reply.send(outcome);
+            }),
+        );
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
     /// Closes the writer's queue and waits for it: its last checkpoint runs.
     fn stop_writer(&self) {
         {
@@ -903,18 +908,10 @@ impl Store for RedbStore {
     }
 
     fn submit(&self, job: Job) -> Result<CommitOutcome> {
-        let job = match self.submit_here(job) {
-            Here::Done(outcome) => return outcome,
-            Here::Queue(job) => job,
-        };
-        let (reply, answer) = std::sync::mpsc::channel();
-        self.submit_then(
-            job,
-            Box::new(move |outcome| {
-                let _ = reply.send(outcome);
-            }),
-        );
-        answer.recv().map_err(|_| StoreError::Closed)?
+        match self.submit_here(job) {
+            Here::Done(outcome) => outcome,
+            Here::Queue(job) => self.submit_queued(job),
+        }
     }
 
     fn submit_then(&self, job: Job, done: crate::Done) {
