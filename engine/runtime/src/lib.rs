@@ -328,7 +328,7 @@ impl Runtime {
                         continue;
                     }
                     check_replay(&outcome, &idem)?;
-                    return start_result(&id, (outcome, instance));
+                    return start_result(&id, (outcome, Arc::unwrap_or_clone(instance)));
                 }
             }
         }
@@ -705,7 +705,7 @@ impl Runtime {
             for rw in std::mem::take(&mut child.records) {
                 merge_record_write(&mut write.records, rw);
             }
-            write.instance.children.push(id.clone());
+            Arc::make_mut(&mut write.instance).children.push(id.clone());
             write.event.children.push(id);
             write.children.push(child);
         }
@@ -713,7 +713,7 @@ impl Runtime {
     }
 
     /// The instances and events a write commits, when report facts are kept (else none: no copy).
-    pub(crate) fn to_note(&self, write: &CommandWrite) -> Vec<(Instance, Event)> {
+    pub(crate) fn to_note(&self, write: &CommandWrite) -> Vec<(Arc<Instance>, Event)> {
         if !self.facts.any() && !self.event_facts.any() {
             return Vec::new();
         }
@@ -721,7 +721,7 @@ impl Runtime {
     }
 
     /// What a committed write changes in the report facts.
-    pub(crate) fn note_facts(&self, noted: &[(Instance, Event)]) {
+    pub(crate) fn note_facts(&self, noted: &[(Arc<Instance>, Event)]) {
         for (i, e) in noted {
             self.facts.note(i);
             self.event_facts.note(&i.workflow, e);
@@ -767,7 +767,7 @@ impl Runtime {
             self.note_facts(&noted);
         }
         check_replay(&outcome, &idem)?;
-        Ok((outcome, instance))
+        Ok((outcome, Arc::unwrap_or_clone(instance)))
     }
 
     pub fn instance(&self, id: &str) -> Result<Instance, CommandError> {

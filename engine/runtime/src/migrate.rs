@@ -147,7 +147,7 @@ impl Runtime {
                 children: Vec::new(),
                 meta: Vec::new(),
                 records: Vec::new(),
-                instance: outcome.instance,
+                instance: Arc::new(outcome.instance),
                 expected_version: instance.version,
                 event: outcome.event,
                 idempotency: None,

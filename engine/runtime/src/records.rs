@@ -10,6 +10,7 @@ use flowform_store::{BalanceRow, CommandWrite, CommitOutcome, IdempotencyKey, Jo
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 fn pick(lang: Lang, zh: String, en: String) -> String {
     if lang == Lang::En { en } else { zh }
@@ -212,7 +213,7 @@ impl Runtime {
         let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);
         let record_writes = self.record_updates(bundle, &outcome.instance, &outcome.event, lang)?;
         Ok(CommandWrite {
-            instance: outcome.instance,
+            instance: Arc::new(outcome.instance),
             expected_version,
             event: outcome.event,
             idempotency,

@@ -331,7 +331,7 @@ pub fn decode_instance(id: &str, bytes: &[u8]) -> Result<Instance> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -422,7 +422,7 @@ mod tests {
         assert!(err.contains("unknown format"), "{err}");
     }
 
-    fn an_instance() -> Instance {
+    pub(crate) fn an_instance() -> Instance {
         let t = flowform_core::time::tm;
         let serde_json::Value::Object(data) = json!({"asset_id": "EQ-1", "floor": 3, "description": "三楼空调不制冷", "parts": [{"part": "x", "qty": 2}]})
         else {

@@ -36,6 +36,7 @@ use flowform_core::{Event, Instance, Time};
 use flowform_model::Sources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tables::Read;
 
 pub use accounts::{AuditEntry, AuthOp, SessionRecord, TokenRecord, UserAccount};
@@ -79,7 +80,8 @@ pub struct Threshold {
 #[derive(Clone, Debug)]
 pub struct CommandWrite {
     /// The instance as the command leaves it; its `version` is the new version.
-    pub instance: Instance,
+    /// Shared: the store keeps it decoded for reads until redb holds it.
+    pub instance: Arc<Instance>,
     /// The version the instance must still have (0: it must not exist yet).
     pub expected_version: u64,
     pub event: Event,

@@ -7,6 +7,7 @@ use flowform_core::ledger::{Balance, balance_key, deltas};
 use flowform_core::timers::TimerSpec;
 use std::collections::HashMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::sync::Arc;
 
 pub(crate) fn get<T: for<'de> Deserialize<'de>>(r: &dyn Read, table: Table, k: &str, what: &str) -> Result<Option<T>> {
     r.get(table, k)?.map(|b| from_bytes(what, &b)).transpose()
@@ -166,7 +167,7 @@ fn apply_auth(w: &mut dyn Write, ops: &[AuthOp], audit: &[AuditEntry]) -> Result
 }
 
 pub fn instance(r: &dyn Read, id: &str) -> Result<Option<Instance>> {
-    r.get(Table::Instances, id)?.map(|b| codec::decode_instance(id, &b)).transpose()
+    Ok(r.read_instance(id)?.map(Arc::unwrap_or_clone))
 }
 
 /// A page of instances, newest first. With a workflow, state, team or assignee
@@ -1150,12 +1151,17 @@ fn replay_or_none(w: &mut dyn Write, idem: &Option<IdempotencyKey>) -> Result<Op
 /// Writes a checked command's instance, event, idempotency result,
 /// references, timers and notifications (not its movements or records).
 fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) -> Result<()> {
-    w.put(Table::Instances, &c.instance.id, &codec::encode_instance(&c.instance)?)?;
+    w.write_instance(&c.instance)?;
     reindex(w, old, &c.instance)?;
     w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &codec::encode_event(&c.event)?)?;
     if let Some(idem) = &c.idempotency {
-        let result =
-            IdempotentResult { fingerprint: idem.fingerprint.clone(), instance: Some(c.instance.clone()), record: None, movements: None, at: Some(c.event.at) };
+        let result = IdempotentResult {
+            fingerprint: idem.fingerprint.clone(),
+            instance: Some(Instance::clone(&c.instance)),
+            record: None,
+            movements: None,
+            at: Some(c.event.at),
+        };
         w.put(Table::Idempotency, &idem.key, &to_bytes(&result)?)?;
     }
     add_refs(w, &format!("instance:{}", c.instance.id), &c.refs)?;
@@ -1194,7 +1200,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             if let Some(replay) = replay_or_none(w, &c.idempotency)? {
                 return Ok(replay);
             }
-            let old = instance(w, &c.instance.id)?;
+            let old = w.read_instance(&c.instance.id)?;
             let current = old.as_ref().map_or(0, |i| i.version);
             if current != c.expected_version {
                 return Ok(CommitOutcome::Conflict { current_version: current });
@@ -1221,7 +1227,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
             }
             // The instances it starts are new (their ids are fresh ULIDs) and post nothing.
             for child in &c.children {
-                if child.expected_version != 0 || instance(w, &child.instance.id)?.is_some() || !child.postings.is_empty() || !child.children.is_empty() {
+                if child.expected_version != 0 || w.read_instance(&child.instance.id)?.is_some() || !child.postings.is_empty() || !child.children.is_empty() {
                     return Ok(CommitOutcome::Conflict { current_version: current });
                 }
             }
@@ -1229,7 +1235,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 Ok(plan) => plan,
                 Err(v) => return Ok(CommitOutcome::Violation(v)),
             };
-            write_command(w, c, old.as_ref())?;
+            write_command(w, c, old.as_deref())?;
             write_plan(w, plan)?;
             for child in &c.children {
                 write_command(w, child, None)?;

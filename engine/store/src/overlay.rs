@@ -16,9 +16,10 @@
 //! view is exactly the state after that newest batch. A batch in both gives
 //! the same values twice; the newest layer wins.
 
-use crate::Result;
 use crate::tables::{Read, Table};
-use std::collections::BTreeMap;
+use crate::{Result, codec};
+use flowform_core::Instance;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -27,6 +28,10 @@ use std::sync::Arc;
 pub(crate) struct Batch {
     pub seq: u64,
     tables: Vec<BTreeMap<String, Option<Vec<u8>>>>,
+    /// The instances written through [`Batch::put_instance`], as given: a
+    /// read of one is a reference, not a decoding of its bytes. Only for
+    /// keys whose last write in this batch was that instance.
+    instances: HashMap<String, Arc<Instance>>,
     /// The size of its log record (what the writer's back-pressure counts).
     pub bytes: usize,
     /// When it was made (the applier lets batches gather a little).
@@ -35,10 +40,19 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn new(seq: u64) -> Batch {
-        Batch { seq, tables: (0..Table::ALL.len()).map(|_| BTreeMap::new()).collect(), bytes: 0, published: std::time::Instant::now() }
+        Batch {
+            seq,
+            tables: (0..Table::ALL.len()).map(|_| BTreeMap::new()).collect(),
+            instances: HashMap::new(),
+            bytes: 0,
+            published: std::time::Instant::now(),
+        }
     }
 
     pub fn put(&mut self, table: Table, key: &str, value: &[u8]) {
+        if table == Table::Instances {
+            self.instances.remove(key);
+        }
         let t = &mut self.tables[table.index() as usize];
         match t.get_mut(key) {
             Some(slot) => *slot = Some(value.to_vec()),
@@ -48,7 +62,16 @@ impl Batch {
         }
     }
 
+    /// Writes an instance's encoded bytes and keeps the instance itself.
+    pub fn put_instance(&mut self, instance: &Arc<Instance>, encoded: &[u8]) {
+        self.put(Table::Instances, &instance.id, encoded);
+        self.instances.insert(instance.id.clone(), instance.clone());
+    }
+
     pub fn delete(&mut self, table: Table, key: &str) {
+        if table == Table::Instances {
+            self.instances.remove(key);
+        }
         self.tables[table.index() as usize].insert(key.to_owned(), None);
     }
 
@@ -90,6 +113,18 @@ impl Read for Layered<'_> {
             }
         }
         self.base.get(table, key)
+    }
+
+    fn read_instance(&self, id: &str) -> Result<Option<Arc<Instance>>> {
+        for batch in self.oldest_first().rev() {
+            if let Some(value) = batch.get(Table::Instances, id) {
+                if let Some(instance) = batch.instances.get(id) {
+                    return Ok(Some(instance.clone()));
+                }
+                return value.map(|b| codec::decode_instance(id, b).map(Arc::new)).transpose();
+            }
+        }
+        self.base.read_instance(id)
     }
 
     fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
@@ -182,6 +217,45 @@ mod tests {
             Some((true, k)) => Bound::Included(k),
             Some((false, k)) => Bound::Excluded(k),
         }
+    }
+
+    /// A batch keeps the instance it was given and answers a read of it
+    /// without decoding; the answer equals what its bytes decode to (what a
+    /// read after redb took the batch returns). A later plain write or a
+    /// delete of the key in the batch, or a newer batch's write, wins.
+    #[test]
+    fn an_instance_written_to_a_batch_reads_back_as_given_until_overwritten() {
+        let mut given = crate::codec::tests::an_instance();
+        let id = given.id.clone();
+        let base = Plain::default();
+        let mut older = Batch::new(1);
+        let arc = Arc::new(given.clone());
+        older.put_instance(&arc, &codec::encode_instance(&given).unwrap());
+        let layers = vec![Arc::new(older)];
+        let layered = Layered { layers: &layers, own: None, base: &base };
+        let read = layered.read_instance(&id).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&read, &arc), "the kept instance, not a decoding");
+        let bytes = layered.get(Table::Instances, &id).unwrap().unwrap();
+        assert_eq!(*read, codec::decode_instance(&id, &bytes).unwrap());
+
+        // A newer batch's plain write of the key wins over the kept instance.
+        given.version += 1;
+        given.state = "reopened".into();
+        let mut own = Batch::new(2);
+        own.put(Table::Instances, &id, &codec::encode_instance(&given).unwrap());
+        let layered = Layered { layers: &layers, own: Some(&own), base: &base };
+        assert_eq!(*layered.read_instance(&id).unwrap().unwrap(), given);
+
+        // In one batch: a plain write after the kept instance, then a delete.
+        let mut one = Batch::new(3);
+        one.put_instance(&arc, &codec::encode_instance(&arc).unwrap());
+        one.put(Table::Instances, &id, &codec::encode_instance(&given).unwrap());
+        let only = Layered { layers: &[], own: Some(&one), base: &base };
+        assert_eq!(*only.read_instance(&id).unwrap().unwrap(), given);
+        one.put_instance(&arc, &codec::encode_instance(&arc).unwrap());
+        one.delete(Table::Instances, &id);
+        let only = Layered { layers: &[], own: Some(&one), base: &base };
+        assert_eq!(only.read_instance(&id).unwrap(), None);
     }
 
     proptest! {

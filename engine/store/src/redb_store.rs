@@ -821,6 +821,9 @@ impl Read for BatchTx<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
         self.layered().get(table, key)
     }
+    fn read_instance(&self, id: &str) -> Result<Option<Arc<Instance>>> {
+        self.layered().read_instance(id)
+    }
     fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
         self.layered().range(table, lo, hi, reverse, f)
     }
@@ -835,6 +838,12 @@ impl Write for BatchTx<'_> {
     fn delete(&mut self, table: Table, key: &str) -> Result<()> {
         self.ops.delete(table, key);
         self.own.delete(table, key);
+        Ok(())
+    }
+    fn write_instance(&mut self, instance: &Arc<Instance>) -> Result<()> {
+        let encoded = codec::encode_instance(instance)?;
+        self.ops.put(Table::Instances, &instance.id, &encoded);
+        self.own.put_instance(instance, &encoded);
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
 //! The key-value view every store implementation provides. All logic
 //! (`logic.rs`) is written once against these traits.
 
-use crate::Result;
+use crate::{Result, codec};
+use flowform_core::Instance;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// The tables of the store. Keys are strings; parts of composite keys are
 /// joined with [`SEP`] and numbers are zero-padded so that keys sort in order.
@@ -189,9 +191,20 @@ pub trait Read {
     /// Calls `f` for each entry in the range, in key order (or reversed),
     /// until it returns `false`.
     fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()>;
+    /// The instance stored under `id`, decoded. A view over batches the
+    /// writer made answers from the instance it was given, without decoding
+    /// its bytes (equal to it: the codec's round trip is tested).
+    fn read_instance(&self, id: &str) -> Result<Option<Arc<Instance>>> {
+        self.get(Table::Instances, id)?.map(|b| codec::decode_instance(id, &b).map(Arc::new)).transpose()
+    }
 }
 
 pub trait Write: Read {
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<()>;
     fn delete(&mut self, table: Table, key: &str) -> Result<()>;
+    /// Writes an instance under its id (encoded; a batch also keeps it
+    /// decoded for [`Read::read_instance`]).
+    fn write_instance(&mut self, instance: &Arc<Instance>) -> Result<()> {
+        self.put(Table::Instances, &instance.id, &codec::encode_instance(instance)?)
+    }
 }

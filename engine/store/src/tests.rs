@@ -52,7 +52,7 @@ fn write(id: &str, expected: u64, state: &str, key: Option<&str>) -> CommandWrit
             children: Vec::new(),
             decided_on: Default::default(),
         },
-        instance: inst,
+        instance: Arc::new(inst),
         expected_version: expected,
         idempotency: key.map(|k| IdempotencyKey { key: k.into(), fingerprint: "f".into() }),
         refs: vec![("asset".into(), "A1".into())],
@@ -372,8 +372,8 @@ mod index {
                 let expected = versions.get(&id).copied().unwrap_or(0);
                 let mut c = write(&id, expected, STATES[s], None);
                 // A started instance keeps its workflow.
-                c.instance.workflow = store.instance(&id).unwrap().map_or(WORKFLOWS[w].to_string(), |i| i.workflow);
-                c.instance.assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
+                Arc::make_mut(&mut c.instance).workflow = store.instance(&id).unwrap().map_or(WORKFLOWS[w].to_string(), |i| i.workflow);
+                Arc::make_mut(&mut c.instance).assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
                 prop_assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed);
                 versions.insert(id, expected + 1);
             }
@@ -422,11 +422,11 @@ mod index {
                 let expected = versions.get(&id).copied().unwrap_or(0);
                 let mut c = write(&id, expected, STATES[s], None);
                 let existing = store.instance(&id).unwrap();
-                c.instance.workflow = existing.as_ref().map_or(WORKFLOWS[w].to_string(), |i| i.workflow.clone());
-                c.instance.requester = existing.as_ref().map_or(REQUESTERS[r].to_string(), |i| i.requester.clone());
+                Arc::make_mut(&mut c.instance).workflow = existing.as_ref().map_or(WORKFLOWS[w].to_string(), |i| i.workflow.clone());
+                Arc::make_mut(&mut c.instance).requester = existing.as_ref().map_or(REQUESTERS[r].to_string(), |i| i.requester.clone());
                 // Requesters of two departments; "chen" has none.
-                c.instance.requester_department = existing.as_ref().map_or([Some("icu"), Some("icu"), None][r].map(str::to_string), |i| i.requester_department.clone());
-                c.instance.assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
+                Arc::make_mut(&mut c.instance).requester_department = existing.as_ref().map_or([Some("icu"), Some("icu"), None][r].map(str::to_string), |i| i.requester_department.clone());
+                Arc::make_mut(&mut c.instance).assignment = Assignment { team: TEAMS[t].map(str::to_string), assignee: USERS[a].map(str::to_string), vendor: None };
                 prop_assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed);
                 versions.insert(id, expected + 1);
             }

@@ -178,7 +178,7 @@ async fn every_role_may_take_exactly_the_transitions_the_definitions_grant() {
                     children: Vec::new(),
                     meta: Vec::new(),
                     records: Vec::new(),
-                    instance,
+                    instance: instance.into(),
                     expected_version: 0,
                     event,
                     idempotency: None,

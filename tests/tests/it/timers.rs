@@ -520,7 +520,7 @@ async fn a_poisoned_timer_is_quarantined_and_the_others_fire() {
         children: Vec::new(),
         meta: Vec::new(),
         records: Vec::new(),
-        instance: poisoned.clone(),
+        instance: poisoned.clone().into(),
         expected_version: 0,
         event,
         idempotency: None,
