@@ -5,9 +5,12 @@ use std::sync::Mutex;
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> jiff::Timestamp;
 
-    /// The time as the core and the store carry it.
+    /// The time as the core and the store carry it: whole milliseconds,
+    /// the store's precision, so that what a command answers and keeps in
+    /// memory equals what is read back from disk later.
     fn time(&self) -> flowform_core::Time {
-        flowform_core::Time::from(self.now())
+        let now = self.now();
+        flowform_core::Time::from_millis(now.as_millisecond()).unwrap_or(flowform_core::Time::from(now))
     }
 }
 
@@ -44,5 +47,19 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> jiff::Timestamp {
         self.0.lock().map(|t| *t).unwrap_or_else(|p| *p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_is_in_whole_milliseconds() {
+        let clock = ManualClock::new("2026-12-01T13:33:11.123456789Z".parse().unwrap());
+        assert_eq!(clock.time().to_string(), flowform_core::Time::from_millis(clock.now().as_millisecond()).unwrap().to_string());
+        assert_eq!(clock.time(), flowform_core::Time::from("2026-12-01T13:33:11.123Z".parse::<jiff::Timestamp>().unwrap()));
+        let now = SystemClock.time();
+        assert_eq!(flowform_core::Time::from_millis(now.millis()), Some(now));
     }
 }

@@ -274,6 +274,21 @@ pub fn encode_instance(i: &Instance) -> Result<Vec<u8>> {
 }
 
 /// The instance kept as `bytes` under the key `id`.
+/// Whether [`decode_instance`] of [`encode_instance`] gives `i` back
+/// exactly: the codec keeps times in whole milliseconds, so an instance
+/// with a finer time reads back different.
+pub fn round_trips(i: &Instance) -> bool {
+    let exact = |t: Time| Time::from_millis(t.millis()) == Some(t);
+    let exact_opt = |t: Option<Time>| t.is_none_or(exact);
+    exact(i.created_at)
+        && exact(i.updated_at)
+        && exact(i.state_entered_at)
+        && exact_opt(i.due_at)
+        && i.deadlines
+            .iter()
+            .all(|d| exact(d.started_at) && exact_opt(d.running_since) && exact_opt(d.due_at) && exact_opt(d.met_at) && exact_opt(d.breached_at))
+}
+
 pub fn decode_instance(id: &str, bytes: &[u8]) -> Result<Instance> {
     let corrupt = |detail: String| StoreError::Corrupt { what: format!("instance {id}"), detail };
     match bytes.first() {

@@ -32,8 +32,12 @@ pub(crate) struct Batch {
     /// read of one is a reference, not a decoding of its bytes. Only for
     /// keys whose last write in this batch was that instance.
     instances: HashMap<String, Arc<Instance>>,
-    /// The size of its log record (what the writer's back-pressure counts).
+    /// The size of its log record and of the instances it keeps (what the
+    /// writer's back-pressure counts).
     pub bytes: usize,
+    /// About what the kept instances take in memory (counted when kept; one
+    /// dropped again by a later write still counts: an overestimate).
+    pub kept_bytes: usize,
     /// When it was made (the applier lets batches gather a little).
     pub published: std::time::Instant,
 }
@@ -45,6 +49,7 @@ impl Batch {
             tables: (0..Table::ALL.len()).map(|_| BTreeMap::new()).collect(),
             instances: HashMap::new(),
             bytes: 0,
+            kept_bytes: 0,
             published: std::time::Instant::now(),
         }
     }
@@ -62,10 +67,14 @@ impl Batch {
         }
     }
 
-    /// Writes an instance's encoded bytes and keeps the instance itself.
+    /// Writes an instance's encoded bytes and keeps the instance itself,
+    /// when it is exactly what the bytes decode to (else a read decodes).
     pub fn put_instance(&mut self, instance: &Arc<Instance>, encoded: &[u8]) {
         self.put(Table::Instances, &instance.id, encoded);
-        self.instances.insert(instance.id.clone(), instance.clone());
+        if codec::round_trips(instance) {
+            self.instances.insert(instance.id.clone(), instance.clone());
+            self.kept_bytes += KEPT_PER_ENCODED_BYTE * encoded.len();
+        }
     }
 
     pub fn delete(&mut self, table: Table, key: &str) {
@@ -88,6 +97,10 @@ impl Batch {
         })
     }
 }
+
+/// A decoded instance takes about this many times its encoded size in
+/// memory (its strings and data map, each entry allocated apart).
+const KEPT_PER_ENCODED_BYTE: usize = 4;
 
 /// Layers of batches over a base: the newest layer that wrote a key decides
 /// its value, the base answers for keys none wrote.
@@ -256,6 +269,20 @@ mod tests {
         one.delete(Table::Instances, &id);
         let only = Layered { layers: &[], own: Some(&one), base: &base };
         assert_eq!(only.read_instance(&id).unwrap(), None);
+
+        // A time finer than the codec keeps (milliseconds): not kept, the
+        // read decodes, so it equals what a read from redb returns later.
+        let mut fine = crate::codec::tests::an_instance();
+        fine.updated_at = flowform_core::time::tm("2026-12-01T13:33:11.045123456Z");
+        let fine = Arc::new(fine);
+        let bytes = codec::encode_instance(&fine).unwrap();
+        let mut b = Batch::new(4);
+        b.put_instance(&fine, &bytes);
+        assert_eq!(b.kept_bytes, 0);
+        let only = Layered { layers: &[], own: Some(&b), base: &base };
+        let read = only.read_instance(&id).unwrap().unwrap();
+        assert_eq!(*read, codec::decode_instance(&id, &bytes).unwrap());
+        assert_ne!(*read, *fine, "the codec keeps milliseconds");
     }
 
     proptest! {

@@ -884,7 +884,7 @@ fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job])
     let started = std::time::Instant::now();
     wal.append(seq, &ops).map_err(|e| (last, backend(format!("cannot write the store's log: {e}"))))?;
     crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
-    own.bytes = ops.len_bytes();
+    own.bytes = ops.len_bytes() + own.kept_bytes;
     own.published = std::time::Instant::now();
     let wake = {
         let mut state = pending.lock();

@@ -202,12 +202,34 @@ impl Journey {
     }
 
     /// Picks a record in the picker of field `name` by typing `search`.
+    /// Searches the picker `name` for `search` and taps the option `choose`,
+    /// then waits until the picker shows it chosen. A tap that lands while
+    /// a slower search answer replaces the list (a loaded machine) is made
+    /// again, as a person would.
     async fn pick(&self, name: &str, search: &str, choose: &str) {
-        self.type_in(&format!("input[name='_q_{name}']"), search).await;
         let xpath = format!("//div[@data-picker][input[@name='{name}']]//button[contains(@class,'pick-option')][contains(normalize-space(.), '{choose}')]");
-        let option =
-            self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("no option {choose}: {e}"));
-        self.click(&option).await;
+        let chosen =
+            format!("//div[@data-picker][input[@name='{name}']]/div[@data-picker-chosen][not(@hidden)]/span[contains(normalize-space(.), '{choose}')]");
+        for attempt in 1..=3 {
+            if self.client.find(Locator::XPath(&chosen)).await.is_ok() {
+                return;
+            }
+            let box_ = self.find(&format!("input[name='_q_{name}']")).await;
+            if box_.is_displayed().await.unwrap_or(false) {
+                let _ = box_.clear().await;
+                let _ = box_.send_keys(search).await;
+            }
+            let option = self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::XPath(&xpath)).await;
+            if let Ok(option) = option {
+                let arg = serde_json::to_value(&option).unwrap_or_default();
+                let _ = self.client.execute("arguments[0].scrollIntoView({block: 'center'});", vec![arg]).await;
+                let _ = option.click().await;
+            }
+            if self.client.wait().at_most(Duration::from_secs(if attempt == 3 { 10 } else { 3 })).for_element(Locator::XPath(&chosen)).await.is_ok() {
+                return;
+            }
+        }
+        panic!("the picker {name} did not take {choose}");
     }
 
     /// Chooses the option labelled `label` of the select named `name`.
