@@ -210,6 +210,11 @@ impl Journey {
         let xpath = format!("//div[@data-picker][input[@name='{name}']]//button[contains(@class,'pick-option')][contains(normalize-space(.), '{choose}')]");
         let chosen =
             format!("//div[@data-picker][input[@name='{name}']]/div[@data-picker-chosen][not(@hidden)]/span[contains(normalize-space(.), '{choose}')]");
+        // An empty picker shows its search box, not an empty choice.
+        let empty = format!("//div[@data-picker][input[@name='{name}']]/div[@data-picker-chosen][@hidden]");
+        if let Ok(chip) = self.client.find(Locator::XPath(&empty)).await {
+            assert!(!chip.is_displayed().await.unwrap_or(true), "the empty picker {name} shows an empty choice");
+        }
         for attempt in 1..=3 {
             if self.client.find(Locator::XPath(&chosen)).await.is_ok() {
                 return;
