@@ -440,26 +440,34 @@ fn apply(
             touched.set(&mut after.data, k.clone(), v.clone());
         }
     }
-    let ctx = |script: &str, inst: &Instance| ScriptContext {
-        record: record_for(bundle, script, inst),
-        input: cleaned.clone(),
-        actor: actor_json(actor),
-        now: now.to_string(),
-        records: reads.records.clone(),
+    // One context for every rule of the command; only `record` changes
+    // between them (`actor` only when a rule reads it).
+    let reads_actor = hooks.iter().any(|(_, s)| bundle.rules.reads_actor(&s.value));
+    let mut ctx = None;
+    let mut run = |script: &str, inst: &Instance| {
+        let ctx = ctx.get_or_insert_with(|| ScriptContext {
+            record: Value::Null,
+            input: cleaned.clone(),
+            actor: if reads_actor { actor_json(actor) } else { Value::Null },
+            now: now.to_string(),
+            records: reads.records.clone(),
+        });
+        ctx.record = record_for(bundle, script, inst);
+        bundle.rules.run(script, ctx)
     };
     if let Some(script) = &hooks.validate {
-        let errors = field_errors(bundle.rules.run(&script.value, &ctx(&script.value, &after))?, &script.value)?;
+        let errors = field_errors(run(&script.value, &after)?, &script.value)?;
         if !errors.is_empty() {
             return Err(Rejection::InvalidInput(errors));
         }
     }
     let mut picked = None;
     if let Some(script) = &hooks.route {
-        let out = bundle.rules.run(&script.value, &ctx(&script.value, &after))?;
+        let out = run(&script.value, &after)?;
         picked = apply_route(bundle, &mut after, &mut touched, out, &script.value, reads)?;
     }
     if let Some(script) = &hooks.compute {
-        let out = bundle.rules.run(&script.value, &ctx(&script.value, &after))?;
+        let out = run(&script.value, &after)?;
         match out {
             Value::Null => {}
             Value::Object(fields) => {
@@ -478,7 +486,7 @@ fn apply(
         None => {}
     }
     let postings = match &hooks.post {
-        Some(script) => parse_postings(bundle, bundle.rules.run(&script.value, &ctx(&script.value, &after))?, &script.value)?,
+        Some(script) => parse_postings(bundle, run(&script.value, &after)?, &script.value)?,
         None => Vec::new(),
     };
     Ok(Applied { instance: after, touched, input: cleaned, postings, picked })

@@ -106,7 +106,7 @@ enum Mode {
 }
 
 fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang, mode: Mode, errors: &mut Vec<FieldError>) -> Map<String, Value> {
-    let mut out = Map::new();
+    let mut out = Map::with_capacity(obj.len().max(fields.len()));
     for (k, v) in obj {
         if !is_empty(v) {
             out.insert(k.clone(), v.clone());

@@ -66,9 +66,26 @@ struct Compiled {
     /// The fields of `record` the script reads (`record.FIELD`); `None` when
     /// it uses `record` as a whole. Only these are converted for a run.
     record_fields: Option<Vec<String>>,
+    /// The same for `input` and `actor` (an empty list: the script does not
+    /// mention it, and gets an empty map).
+    input_fields: Option<Vec<String>>,
+    actor_fields: Option<Vec<String>>,
     file: String,
     /// Added to Rhai's 1-based line/column: non-zero for expressions inline in YAML.
     origin: Pos,
+}
+
+impl Compiled {
+    fn new(ast: AST, text: &str, file: String, origin: Pos) -> Compiled {
+        Compiled {
+            ast,
+            record_fields: fields_read(text, "record"),
+            input_fields: fields_read(text, "input"),
+            actor_fields: fields_read(text, "actor"),
+            file,
+            origin,
+        }
+    }
 }
 
 /// All scripts of a bundle, compiled.
@@ -122,8 +139,7 @@ impl RuleSet {
         for script in model.scripts.values().filter(|s| !is_library(&s.name)) {
             match engine.compile_with_scope(&scope, &script.text) {
                 Ok(ast) => {
-                    let record_fields = fields_read(&script.text, "record");
-                    scripts.insert(script.name.clone(), Compiled { ast: with_library(ast), record_fields, file: script.file.clone(), origin: Pos::new(0, 0) });
+                    scripts.insert(script.name.clone(), Compiled::new(with_library(ast), &script.text, script.file.clone(), Pos::new(0, 0)));
                 }
                 Err(e) => diags.push(script_syntax_error(&script.file, &script.text, &e)),
             }
@@ -134,8 +150,7 @@ impl RuleSet {
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
                         let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
-                        let record_fields = fields_read(&when.value, "record");
-                        scripts.insert(guard_key(&wf.name, &t.name), Compiled { ast: with_library(ast), record_fields, file: wf.file.clone(), origin });
+                        scripts.insert(guard_key(&wf.name, &t.name), Compiled::new(with_library(ast), &when.value, wf.file.clone(), origin));
                     }
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
@@ -153,8 +168,7 @@ impl RuleSet {
                 match engine.compile_expression_with_scope(&scope, &when.value) {
                     Ok(ast) => {
                         let origin = Pos::new(when.pos.line.saturating_sub(1), when.pos.column.saturating_sub(1));
-                        let record_fields = fields_read(&when.value, "record");
-                        scripts.insert(trigger_key(&rt.name, i), Compiled { ast: with_library(ast), record_fields, file: rt.file.clone(), origin });
+                        scripts.insert(trigger_key(&rt.name, i), Compiled::new(with_library(ast), &when.value, rt.file.clone(), origin));
                     }
                     Err(e) => {
                         let pos = Pos::new(when.pos.line + e.1.line().unwrap_or(1) as u32 - 1, when.pos.column + e.1.position().unwrap_or(1) as u32 - 1);
@@ -181,6 +195,12 @@ impl RuleSet {
     }
 
     /// Runs a script and returns its value as JSON.
+    /// Whether script `name` may read `actor` (a caller may hand `Null`
+    /// to a script that never names it).
+    pub fn reads_actor(&self, name: &str) -> bool {
+        self.scripts.get(name).is_none_or(|c| c.actor_fields.as_ref().is_none_or(|f| !f.is_empty()))
+    }
+
     pub fn run(&self, name: &str, ctx: &ScriptContext) -> Result<Value, RuleError> {
         let Some(compiled) = self.scripts.get(name) else {
             return Err(RuleError {
@@ -192,34 +212,35 @@ impl RuleSet {
                 message: "no such script in this bundle".into(),
             });
         };
-        let record = |partial: bool| match (&compiled.record_fields, &ctx.record) {
-            (Some(fields), Value::Object(all)) if partial => {
-                Dynamic::from_map(fields.iter().filter_map(|f| all.get(f).map(|v| (f.as_str().into(), to_dynamic(v)))).collect())
-            }
-            (_, whole) => to_dynamic(whole),
-        };
-        let result = self.eval(name, compiled, ctx, record(true));
+        let result = self.eval(name, compiled, ctx, true);
         // Every test run checks that the fields converted are all the script needs.
         #[cfg(debug_assertions)]
-        if compiled.record_fields.is_some() {
-            let whole = self.eval(name, compiled, ctx, record(false));
+        if compiled.record_fields.is_some() || compiled.input_fields.is_some() || compiled.actor_fields.is_some() {
+            let whole = self.eval(name, compiled, ctx, false);
             // A script stopped by the wall clock stops wherever the clock found it: only the kind is the same.
             let stopped = |r: &Result<Value, RuleError>| matches!(r, Err(e) if e.kind == RuleErrorKind::Limit);
             if stopped(&result) || stopped(&whole) {
-                debug_assert_eq!(stopped(&result), stopped(&whole), "script `{name}` reads more of `record` than {:?}", compiled.record_fields);
+                debug_assert_eq!(stopped(&result), stopped(&whole), "script `{name}` reads more of `record`, `input` or `actor` than it names");
             } else {
-                debug_assert_eq!(format!("{result:?}"), format!("{whole:?}"), "script `{name}` reads more of `record` than {:?}", compiled.record_fields);
+                debug_assert_eq!(format!("{result:?}"), format!("{whole:?}"), "script `{name}` reads more of `record`, `input` or `actor` than it names");
             }
         }
         result
     }
 
-    fn eval(&self, name: &str, compiled: &Compiled, ctx: &ScriptContext, record: Dynamic) -> Result<Value, RuleError> {
+    /// Runs a script; `narrow`: `record`, `input` and `actor` hold only the
+    /// fields it names (when those are known), not the whole maps.
+    fn eval(&self, name: &str, compiled: &Compiled, ctx: &ScriptContext, narrow: bool) -> Result<Value, RuleError> {
+        let convert = |fields: &Option<Vec<String>>, value: &Value| match (fields, value) {
+            (Some(fields), Value::Object(all)) if narrow => {
+                Dynamic::from_map(fields.iter().filter_map(|f| all.get(f).map(|v| (f.as_str().into(), to_dynamic(v)))).collect())
+            }
+            (_, whole) => to_dynamic(whole),
+        };
         let mut scope = Scope::new();
-        scope.push_constant_dynamic("record", record);
-        for (k, v) in [("input", &ctx.input), ("actor", &ctx.actor)] {
-            scope.push_constant_dynamic(k, to_dynamic(v));
-        }
+        scope.push_constant_dynamic("record", convert(&compiled.record_fields, &ctx.record));
+        scope.push_constant_dynamic("input", convert(&compiled.input_fields, &ctx.input));
+        scope.push_constant_dynamic("actor", convert(&compiled.actor_fields, &ctx.actor));
         scope.push_constant("now", ctx.now.clone());
         let result = helpers::with_records(&ctx.records, || {
             sandbox::with_deadline(self.wall_limit, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast))

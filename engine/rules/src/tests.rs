@@ -175,3 +175,26 @@ fn a_script_gets_the_fields_of_record_it_reads_or_all_of_them() {
     assert_eq!(set.run("some", &ctx()).unwrap(), json!("hvac/hvac_team"));
     assert_eq!(set.run("all", &ctx()).unwrap(), json!("hvac/hvac_team"));
 }
+
+#[test]
+fn a_script_gets_the_fields_of_input_and_actor_it_reads_or_all_of_them() {
+    let ctx = ScriptContext { input: json!({"qty": 2, "part": "P-1", "note": "x"}), ..ctx() };
+    let (set, diags) = rules(&[
+        ("rules/named.rhai", "`${input.part}×${input.qty} by ${actor.id}`"),
+        ("rules/whole.rhai", "input.keys().len() + actor.keys().len()"),
+        ("rules/none.rhai", "record.category"),
+        ("rules/checked.rhai", "\"qty\" in input"),
+    ]);
+    assert!(diags.is_empty(), "{diags:?}");
+    // Narrowed runs give what whole runs give (debug builds run both and compare).
+    assert_eq!(set.run("named", &ctx).unwrap(), json!("P-1×2 by u1"));
+    assert_eq!(set.run("whole", &ctx).unwrap(), json!(6), "a map method sees every field");
+    assert_eq!(set.run("none", &ctx).unwrap(), json!("hvac"));
+    assert_eq!(set.run("checked", &ctx).unwrap(), json!(true), "`in` uses the whole map");
+    let compiled = |name: &str| set.scripts.get(name).unwrap();
+    assert_eq!(compiled("named").input_fields, Some(vec!["part".into(), "qty".into()]));
+    assert_eq!(compiled("named").actor_fields, Some(vec!["id".into()]));
+    assert_eq!(compiled("whole").input_fields, None);
+    assert_eq!(compiled("none").input_fields, Some(vec![]));
+    assert_eq!(compiled("checked").input_fields, None);
+}
