@@ -245,7 +245,7 @@ pub fn run(opts: &Options) -> Result<()> {
         Mode::Durable | Mode::Http => durable(bundle, opts)?,
     };
     let cpu_s = cpu_seconds() - cpu_before;
-    let Outcome { stats, final_stock, wall_s, latencies_us, db_bytes, verified } = result;
+    let Outcome { stats, final_stock, wall_s, latencies_us, db_bytes, db_allocated, verified } = result;
     let mut line = json!({
         "peer": opts.peer(),
         "n": opts.n,
@@ -264,6 +264,8 @@ pub fn run(opts: &Options) -> Result<()> {
         line["requests_per_s"] = json!(requests as f64 / wall_s);
         line["db_bytes"] = json!(db_bytes);
         line["db_bytes_per_instance"] = json!(db_bytes as f64 / opts.n.max(1) as f64);
+        // What the file's blocks take: redb grows the file by doubling, and the unwritten tail is sparse.
+        line["db_allocated_bytes"] = json!(db_allocated);
         line["latency_us"] = latency_summary(latencies_us);
         line["verified_in_store"] = json!(verified);
         if let Some(rate) = opts.rate {
@@ -280,6 +282,7 @@ struct Outcome {
     wall_s: f64,
     latencies_us: Vec<f64>,
     db_bytes: u64,
+    db_allocated: u64,
     verified: bool,
 }
 
@@ -380,7 +383,7 @@ fn core(bundle: &flowform_core::Bundle, n: usize) -> Result<Outcome> {
     let wall_s = started.elapsed().as_secs_f64();
     let final_stock = stock.into_iter().map(|(k, b)| (k, b.on_hand)).collect();
     let verified = stored.len() == n;
-    Ok(Outcome { stats: s, final_stock, wall_s, latencies_us: Vec::new(), db_bytes: 0, verified })
+    Ok(Outcome { stats: s, final_stock, wall_s, latencies_us: Vec::new(), db_bytes: 0, db_allocated: 0, verified })
 }
 
 /// What the workload keeps per accepted command, as the peers do: `{who, from, to, at}`.
@@ -656,8 +659,10 @@ fn durable(bundle: flowform_core::Bundle, opts: &Options) -> Result<Outcome> {
         .map(|row| (row.dims.get("part").cloned().unwrap_or_default(), row.balance.on_hand))
         .collect();
     drop(runtime);
-    let db_bytes = std::fs::metadata(data.join("flowform.redb")).map(|m| m.len()).unwrap_or(0);
-    Ok(Outcome { stats: s, final_stock, wall_s, latencies_us: latencies, db_bytes, verified })
+    let file = std::fs::metadata(data.join("flowform.redb"));
+    let db_bytes = file.as_ref().map(|m| m.len()).unwrap_or(0);
+    let db_allocated = file.as_ref().map(|m| std::os::unix::fs::MetadataExt::blocks(m) * 512).unwrap_or(0);
+    Ok(Outcome { stats: s, final_stock, wall_s, latencies_us: latencies, db_bytes, db_allocated, verified })
 }
 
 type RunResult = (Stats, Vec<String>, Vec<f64>, f64);

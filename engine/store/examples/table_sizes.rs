@@ -28,5 +28,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })?;
     println!("{:16} {total:>43} bytes of keys and values", "total");
+    drop(store);
+    // redb's own view of the file: the pages in use and how full they are.
+    let path = std::path::Path::new(&dir).join("flowform.redb");
+    let file = std::fs::metadata(&path)?;
+    let db = redb::Database::open(&path)?;
+    let tx = db.begin_write()?;
+    let st = tx.stats()?;
+    tx.abort()?;
+    let page = st.page_size() as u64;
+    println!("file length {} bytes, {} bytes of blocks on disk", file.len(), std::os::unix::fs::MetadataExt::blocks(&file) * 512);
+    println!(
+        "pages in use {} ({} bytes: {} leaf, {} branch), stored {} bytes, metadata {} bytes, fragmented {} bytes",
+        st.allocated_pages(),
+        st.allocated_pages() * page,
+        st.leaf_pages(),
+        st.branch_pages(),
+        st.stored_bytes(),
+        st.metadata_bytes(),
+        st.fragmented_bytes()
+    );
     Ok(())
 }
