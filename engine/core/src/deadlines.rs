@@ -50,6 +50,9 @@ fn after(model: &Model, d: &DeadlineDef, from: Time, secs: i64) -> Option<Time> 
 /// transition `transition`, or its start) and returns the timers to arm.
 pub fn on_enter(model: &Model, wf: &WorkflowDef, instance: &mut Instance, started: bool, transition: Option<&str>, now: Time) -> Vec<TimerSpec> {
     let mut arm = Vec::new();
+    if wf.deadlines.is_empty() {
+        return arm;
+    }
     let state = instance.state.clone();
     for d in &wf.deadlines {
         let Some(total) = crate::timers::minutes(&d.minutes, instance).map(|m| m * 60) else { continue };

@@ -113,8 +113,8 @@ fn clean(fields: &[FieldDef], obj: &Map<String, Value>, prefix: &str, lang: Lang
         }
     }
     for f in fields {
-        if !out.contains_key(&f.name)
-            && let Some(d) = &f.default
+        if let Some(d) = &f.default
+            && !out.contains_key(&f.name)
         {
             out.insert(f.name.clone(), d.value.clone());
         }
