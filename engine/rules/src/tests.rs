@@ -198,3 +198,14 @@ fn a_script_gets_the_fields_of_input_and_actor_it_reads_or_all_of_them() {
     assert_eq!(compiled("none").input_fields, Some(vec![]));
     assert_eq!(compiled("checked").input_fields, None);
 }
+
+#[test]
+fn a_library_function_cannot_read_the_scripts_variables() {
+    // What makes narrowing by a script's own text sound: the shared
+    // functions it calls see only their arguments, never `record`,
+    // `input` or `actor` (not even through `global::`).
+    let (_, diags) = rules(&[("rules/lib/g.rhai", "fn cat() { global::record.category }")]);
+    assert!(diags.iter().any(|d| d.message.contains("global")), "{diags:?}");
+    let (set, diags) = rules(&[("rules/lib/h.rhai", "fn cat() { record.category }"), ("rules/uses.rhai", "cat()")]);
+    assert!(!diags.is_empty() || set.run("uses", &ctx()).is_err(), "a function reads no variable of its caller");
+}
