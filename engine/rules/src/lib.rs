@@ -194,13 +194,13 @@ impl RuleSet {
         self.scripts.get(name)?.record_fields.as_deref()
     }
 
-    /// Runs a script and returns its value as JSON.
     /// Whether script `name` may read `actor` (a caller may hand `Null`
     /// to a script that never names it).
     pub fn reads_actor(&self, name: &str) -> bool {
         self.scripts.get(name).is_none_or(|c| c.actor_fields.as_ref().is_none_or(|f| !f.is_empty()))
     }
 
+    /// Runs a script and returns its value as JSON.
     pub fn run(&self, name: &str, ctx: &ScriptContext) -> Result<Value, RuleError> {
         let Some(compiled) = self.scripts.get(name) else {
             return Err(RuleError {
@@ -454,12 +454,13 @@ pub(crate) fn fields_read(source: &str, var: &str) -> Option<Vec<String>> {
     // block comments (they nest), and `f!()` calls (a function run in the
     // caller's scope sees `record`). Strings are scanned as code: an
     // interpolation `${record.x}` counts, a mention in text only adds a field.
-    let bytes = source.as_bytes();
-    let caller_scope_call = bytes.windows(3).any(|w| (w[0].is_ascii_alphanumeric() || w[0] == b'_') && w[1] == b'!' && w[2] == b'(');
-    if caller_scope_call || source.contains("#\"") || source.contains("/*") {
+    if source.contains("#\"") || source.contains("/*") {
         return None;
     }
-    let source = without_comments(source);
+    let source = without_comments(source)?;
+    if calls_in_callers_scope(&source) {
+        return None;
+    }
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut fields: Vec<String> = Vec::new();
     let mut rest = source.as_str();
@@ -488,7 +489,24 @@ pub(crate) fn fields_read(source: &str, var: &str) -> Option<Vec<String>> {
 }
 
 /// `source` with its `//` and `/* */` comments blanked out (strings kept).
-fn without_comments(source: &str) -> String {
+/// Whether `text` (comments blanked) calls a function in the caller's scope:
+/// `name!(…)`, with any spaces or line breaks around the `!`. A negation
+/// before a parenthesis (`if !(…)`, `x && !(…)`) is not one.
+fn calls_in_callers_scope(text: &str) -> bool {
+    const BEFORE_AN_EXPRESSION: [&str; 11] = ["if", "while", "until", "return", "throw", "in", "switch", "else", "do", "let", "const"];
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices('!').any(|(at, _)| {
+        let after = text[at + 1..].trim_start();
+        if text[at + 1..].starts_with('=') || !after.starts_with('(') {
+            return false;
+        }
+        let before = text[..at].trim_end();
+        let word: String = before.chars().rev().take_while(|c| ident(*c)).collect::<Vec<_>>().into_iter().rev().collect();
+        !word.is_empty() && !BEFORE_AN_EXPRESSION.contains(&word.as_str())
+    })
+}
+
+fn without_comments(source: &str) -> Option<String> {
     let mut out = String::with_capacity(source.len());
     let mut chars = source.chars().peekable();
     let mut quote: Option<char> = None;
@@ -496,6 +514,22 @@ fn without_comments(source: &str) -> String {
         match quote {
             Some(q) => {
                 out.push(c);
+                // An interpolation that holds a quote of its own would make
+                // this scan lose track of which strings are open.
+                if q == '`' && c == '$' && chars.peek() == Some(&'{') {
+                    let mut depth = 0usize;
+                    for n in chars.by_ref() {
+                        out.push(n);
+                        match n {
+                            '{' => depth += 1,
+                            '}' if depth == 1 => break,
+                            '}' => depth -= 1,
+                            '"' | '\'' | '`' => return None,
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
                 // Backtick strings are verbatim: a backslash escapes nothing there.
                 if c == '\\' && q != '`' {
                     if let Some(n) = chars.next() {
@@ -532,7 +566,7 @@ fn without_comments(source: &str) -> String {
             }
         }
     }
-    out
+    Some(out)
 }
 
 /// JSON → Rhai value, directly: what `rhai::serde::to_dynamic` gives, without

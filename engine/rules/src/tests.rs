@@ -208,4 +208,29 @@ fn a_library_function_cannot_read_the_scripts_variables() {
     assert!(diags.iter().any(|d| d.message.contains("global")), "{diags:?}");
     let (set, diags) = rules(&[("rules/lib/h.rhai", "fn cat() { record.category }"), ("rules/uses.rhai", "cat()")]);
     assert!(!diags.is_empty() || set.run("uses", &ctx()).is_err(), "a function reads no variable of its caller");
+    // …except one called in the caller's scope (`name!()`, spaces allowed):
+    // such a script gets every map whole.
+    let (set, diags) = rules(&[
+        ("rules/lib/who.rhai", "fn who() { actor.id }"),
+        ("rules/spaced.rhai", "#{ assignee: who !() }"),
+        ("rules/broken.rhai", "#{ assignee: who!\n() }"),
+    ]);
+    assert!(diags.is_empty(), "{diags:?}");
+    for name in ["spaced", "broken"] {
+        assert!(set.reads_actor(name), "{name}");
+        assert_eq!(set.run(name, &ctx()).unwrap(), json!({"assignee": "u1"}), "{name}");
+    }
+}
+
+#[test]
+fn what_the_scan_gives_up_on() {
+    use super::fields_read;
+    for unsure in ["who !()", "who! ()", "who!\n()", "who // x\n !()", "`${\"`\"}`; let u = \"a//b\"; input.y"] {
+        assert_eq!(fields_read(unsure, "input"), None, "{unsure}");
+    }
+    // A negation before a parenthesis, and `!=`, are no calls.
+    for sure in ["if !(input.a) { 1 }", "input.a != (2)", "let x = !(input.a); x", "return !(input.a)", "input.b && !(input.a)"] {
+        assert!(fields_read(sure, "input").is_some(), "{sure}");
+    }
+    assert_eq!(fields_read("`${input.a} and ${input.b}`", "input"), Some(vec!["a".into(), "b".into()]));
 }
