@@ -270,7 +270,8 @@ pub fn run(opts: &Options) -> Result<()> {
         line["verified_in_store"] = json!(verified);
         if let Some(rate) = opts.rate {
             line["target_rate"] = json!(rate);
-            // The load generator's own lateness: part of every latency above.
+            // How late the timer woke clients for the slots they waited for:
+            // that much of a paced latency is the generator's own.
             line["send_late_us"] = latency_summary(send_late_us);
         }
     }

@@ -488,7 +488,6 @@ pub(crate) fn fields_read(source: &str, var: &str) -> Option<Vec<String>> {
     Some(fields)
 }
 
-/// `source` with its `//` and `/* */` comments blanked out (strings kept).
 /// Whether `text` (comments blanked) calls a function in the caller's scope:
 /// `name!(…)`, with any spaces or line breaks around the `!`. A negation
 /// before a parenthesis (`if !(…)`, `x && !(…)`) is not one.
@@ -501,11 +500,14 @@ fn calls_in_callers_scope(text: &str) -> bool {
             return false;
         }
         let before = text[..at].trim_end();
-        let word: String = before.chars().rev().take_while(|c| ident(*c)).collect::<Vec<_>>().into_iter().rev().collect();
-        !word.is_empty() && !BEFORE_AN_EXPRESSION.contains(&word.as_str())
+        let word = &before[before.trim_end_matches(ident).len()..];
+        !word.is_empty() && !BEFORE_AN_EXPRESSION.contains(&word)
     })
 }
 
+/// `source` with its `//` and `/* */` comments blanked out (strings kept);
+/// `None` when a string's interpolation holds a quote (the scan would lose
+/// track of which strings are open).
 fn without_comments(source: &str) -> Option<String> {
     let mut out = String::with_capacity(source.len());
     let mut chars = source.chars().peekable();
