@@ -179,7 +179,7 @@ fn order(
         instance = outcome.instance;
         events.push(outcome.event);
     }
-    let refs = flowform_core::records::instance_references(bundle, &instance.workflow, &instance.data);
+    let refs = flowform_core::records::instance_references(bundle, &instance.workflow, &instance.data, None);
     Ok(ImportedInstance { instance, events, refs })
 }
 

@@ -22,6 +22,10 @@ pub struct Bundle {
     /// Whether a rule of the bundle may ask to `pick` a person (its text
     /// names `pick`): only then can a decision depend on the teams' people.
     pub may_pick: bool,
+    /// Per workflow, the record types its rules and guards (or the
+    /// library's) `find` in: a command reads those types' live records.
+    /// Found once here, not per command.
+    pub finds: BTreeMap<String, Vec<String>>,
 }
 
 impl Bundle {
@@ -37,6 +41,30 @@ impl Bundle {
     pub fn form(&self, name: &str) -> Option<&CompiledForm> {
         self.forms.get(name)
     }
+
+    /// The record types the rules of `workflow` `find` in (see [`Bundle::finds`]).
+    pub fn finds(&self, workflow: &str) -> &[String] {
+        self.finds.get(workflow).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The record types the rules and guards of `wf`, or any library script,
+/// name in a `find(` call.
+fn found_types(model: &Model, wf: &flowform_model::WorkflowDef) -> Vec<String> {
+    let hooks = std::iter::once(&wf.start.hooks).chain(wf.transitions.iter().map(|t| &t.hooks));
+    let mut texts: Vec<&str> = hooks.flat_map(|h| h.iter().filter_map(|(_, s)| model.scripts.get(&s.value)).map(|s| s.text.as_str())).collect();
+    texts.extend(model.scripts.iter().filter(|(n, _)| n.starts_with("lib/")).map(|(_, s)| s.text.as_str()));
+    texts.extend(wf.transitions.iter().filter_map(|t| t.when.as_ref()).map(|w| w.value.as_str()));
+    let mut out: Vec<String> = Vec::new();
+    for text in texts {
+        for part in text.split("find(").skip(1) {
+            let name: String = part.trim_start().trim_start_matches('"').chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if model.record_types.contains_key(&name) && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
 }
 
 /// The content hash of a set of sources.
@@ -121,7 +149,8 @@ pub fn compile_with_limits(sources: Sources, limits: Limits) -> Result<Bundle, V
         return Err(diags);
     }
     let may_pick = model.scripts.values().any(|s| s.text.contains("pick"));
-    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates, may_pick })
+    let finds = model.workflows.iter().map(|(name, wf)| (name.clone(), found_types(&model, wf))).collect();
+    Ok(Bundle { version: version_of(&sources), sources, model, forms, rules, templates, may_pick, finds })
 }
 
 /// The template registry: strict (an unknown variable is an error). Output is

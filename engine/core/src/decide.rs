@@ -212,7 +212,7 @@ pub fn start_with(
     let applied = apply(bundle, blank, form, &wf.start.hooks, None, input, actor, now, lang, reads)?;
     let changes = applied.touched.changes(&applied.instance.data);
     let picked = applied.picked;
-    let mut outcome = finish(bundle, &prior, applied.instance, changes, EventKind::Started, None, None, applied.input, applied.postings, actor, now)?;
+    let mut outcome = finish(bundle, prior, applied.instance, changes, EventKind::Started, None, applied.input, applied.postings, actor, now)?;
     outcome.event.decided_on.records = reads.versions.clone();
     if let Some(picked) = picked {
         if let Effect::Picked { method, .. } = &picked {
@@ -276,9 +276,8 @@ pub fn transition_with(
     }
     let changes = applied.touched.changes(&applied.instance.data);
     let picked = applied.picked;
-    let from = Some(prior.state.clone());
     let mut outcome =
-        finish(bundle, &prior, applied.instance, changes, EventKind::Transition, Some(t.name.clone()), from, applied.input, applied.postings, actor, now)?;
+        finish(bundle, prior, applied.instance, changes, EventKind::Transition, Some(t.name.clone()), applied.input, applied.postings, actor, now)?;
     if !t.notify.is_empty() {
         outcome.effects.push(Effect::Notify { notifications: crate::timers::notify_specs(&t.notify) });
     }
@@ -371,13 +370,21 @@ struct Touched(BTreeMap<String, Change>);
 
 impl Touched {
     fn set(&mut self, data: &mut Map<String, Value>, key: String, value: Value) {
+        // A field the data has is replaced in place (its name is not copied).
+        let mut put = |key: &String, value: Value| match data.get_mut(key) {
+            Some(slot) => std::mem::replace(slot, value),
+            None => {
+                data.insert(key.clone(), value);
+                Value::Null
+            }
+        };
         match self.0.entry(key) {
             std::collections::btree_map::Entry::Vacant(e) => {
-                let before = data.insert(e.key().clone(), value).unwrap_or(Value::Null);
+                let before = put(e.key(), value);
                 e.insert(Change { before, after: Value::Null });
             }
             std::collections::btree_map::Entry::Occupied(e) => {
-                data.insert(e.key().clone(), value);
+                put(e.key(), value);
             }
         }
     }
@@ -443,11 +450,13 @@ fn apply(
     // One context for every rule of the command; only `record` changes
     // between them (`actor` only when a rule reads it).
     let reads_actor = hooks.iter().any(|(_, s)| bundle.rules.reads_actor(&s.value));
-    let mut ctx = None;
+    // The input moves into the context while rules run, and back out after.
+    let mut cleaned = Some(cleaned);
+    let mut ctx: Option<ScriptContext> = None;
     let mut run = |script: &str, inst: &Instance| {
         let ctx = ctx.get_or_insert_with(|| ScriptContext {
             record: Value::Null,
-            input: cleaned.clone(),
+            input: cleaned.take().unwrap_or_default(),
             // Debug builds hand it always: the rules' own check (a narrowed
             // run equals a whole one) then tests that a rule needs no actor.
             actor: if reads_actor || cfg!(debug_assertions) { actor_json(actor) } else { Value::Null },
@@ -491,7 +500,12 @@ fn apply(
         Some(script) => parse_postings(bundle, run(&script.value, &after)?, &script.value)?,
         None => Vec::new(),
     };
-    Ok(Applied { instance: after, touched, input: cleaned, postings, picked })
+    let input = match (ctx, cleaned) {
+        (_, Some(input)) => input,
+        (Some(ctx), None) => ctx.input,
+        (None, None) => Value::Object(Map::new()),
+    };
+    Ok(Applied { instance: after, touched, input, postings, picked })
 }
 
 fn bad_result(script: &str, message: String) -> Rejection {
@@ -643,12 +657,11 @@ pub fn pick_person(people: &Value, team: &str, method: &str, role: Option<&str>)
 #[allow(clippy::too_many_arguments)]
 fn finish(
     bundle: &Bundle,
-    before: &Prior,
+    before: Prior,
     mut after: Instance,
     mut changes: BTreeMap<String, Change>,
     kind: EventKind,
     transition: Option<String>,
-    from_state: Option<String>,
     input: Value,
     postings: Vec<Posting>,
     actor: &Actor,
@@ -696,7 +709,8 @@ fn finish(
         actor: actor.id.clone(),
         at: now,
         bundle_version: bundle.version.clone(),
-        from_state,
+        // A start comes from no state; everything else from the one it left.
+        from_state: (kind != EventKind::Started).then_some(before.state),
         to_state: after.state.clone(),
         input,
         changes,
@@ -807,9 +821,8 @@ pub(crate) fn finish_system(
     actor: &Actor,
     now: Time,
 ) -> Result<Outcome, Rejection> {
-    let from = Some(before.state.clone());
     let changes = diff_data(&before.data, &after.data);
-    finish(bundle, &Prior::of(before), after, changes, kind, transition, from, input, Vec::new(), actor, now)
+    finish(bundle, Prior::of(before), after, changes, kind, transition, input, Vec::new(), actor, now)
 }
 
 /// A transition the system takes when a timer says so: roles, teams and `when`
@@ -831,12 +844,11 @@ pub(crate) fn system_transition(bundle: &Bundle, instance: &Instance, name: &str
     let changes = diff_data(&instance.data, &after.data);
     let mut outcome = finish(
         bundle,
-        &Prior::of(instance),
+        Prior::of(instance),
         after,
         changes,
         EventKind::Transition,
         Some(t.name.clone()),
-        Some(instance.state.clone()),
         Value::Object(Map::new()),
         applied.postings,
         &actor,

@@ -247,37 +247,48 @@ pub fn set_archived(record: &Record, archived: bool, actor: &Actor, now: Time) -
 /// Every `(record type, id)` the data of a form refers to, groups included.
 pub fn references(fields: &[FieldDef], data: &Map<String, Value>) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    references_into(fields, &|name| data.get(name), &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The references of the fields `get` finds. Only reference fields and
+/// groups are looked up (a command reads this for every form of its
+/// workflow, most of whose fields refer to nothing).
+fn references_into<'a>(fields: &[FieldDef], get: &dyn Fn(&str) -> Option<&'a Value>, out: &mut Vec<(String, String)>) {
     for f in fields {
-        let Some(v) = data.get(&f.name) else { continue };
-        match (f.field_type, v) {
-            (FieldType::Ref, Value::String(id)) => {
-                if let Some(target) = &f.record {
+        match f.field_type {
+            FieldType::Ref => {
+                if let (Some(Value::String(id)), Some(target)) = (get(&f.name), &f.record) {
                     out.push((target.value.clone(), id.clone()));
                 }
             }
-            (FieldType::Group, Value::Array(items)) => {
-                for item in items {
-                    if let Value::Object(m) = item {
-                        out.extend(references(&f.fields, m));
+            FieldType::Group => {
+                if let Some(Value::Array(items)) = get(&f.name) {
+                    for item in items {
+                        if let Value::Object(m) = item {
+                            references_into(&f.fields, &|name| m.get(name), out);
+                        }
                     }
                 }
             }
             _ => {}
         }
     }
-    out.sort();
-    out.dedup();
-    out
 }
 
-/// The references of an instance's data: over every form of its workflow.
-pub fn instance_references(bundle: &Bundle, workflow: &str, data: &Map<String, Value>) -> Vec<(String, String)> {
+/// The references of an instance's data over every form of its workflow;
+/// with a command's `input`, its fields stand for the data's (the data as
+/// the command will leave it, without copying it).
+pub fn instance_references(bundle: &Bundle, workflow: &str, data: &Map<String, Value>, input: Option<&Map<String, Value>>) -> Vec<(String, String)> {
     let Some(wf) = bundle.workflow(workflow) else { return Vec::new() };
     let forms = wf.start.form.iter().chain(wf.transitions.iter().filter_map(|t| t.form.as_ref()));
+    let get = |name: &str| input.and_then(|m| m.get(name)).or_else(|| data.get(name));
     let mut out = Vec::new();
     for f in forms {
         if let Some(form) = bundle.form(&f.value) {
-            out.extend(references(&form.def.fields, data));
+            references_into(&form.def.fields, &get, &mut out);
         }
     }
     out.sort();

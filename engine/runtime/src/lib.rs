@@ -410,11 +410,7 @@ impl Runtime {
     /// `record:` kind as their data with `id`, `state` and `number`. Read
     /// before deciding, handed to the pure core (rules' `lookup`/`find`).
     fn reads(&self, bundle: &Bundle, workflow: &str, data: &serde_json::Map<String, Value>, input: &Value) -> Result<flowform_core::Reads, CommandError> {
-        let mut merged = data.clone();
-        if let Value::Object(m) = input {
-            merged.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        let mut wanted = flowform_core::records::instance_references(bundle, workflow, &merged);
+        let mut wanted = flowform_core::records::instance_references(bundle, workflow, data, input.as_object());
         let mut records: serde_json::Map<String, Value> = serde_json::Map::new();
         let mut versions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
         // The records they refer to in turn are read too, up a tree of
@@ -461,8 +457,8 @@ impl Runtime {
         let people = Value::Null;
         let teams = bundle.model.app.teams_from.as_ref().map(|_| self.teams(bundle).into_iter().map(|(name, _)| name).collect());
         // A type a rule `find`s in is read whole (its live records, up to a bound).
-        for kind in found_types(bundle, workflow) {
-            let all = self.store.records(&kind)?;
+        for kind in bundle.finds(workflow) {
+            let all = self.store.records(kind)?;
             let entry = records.entry(kind.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
             for r in all.into_iter().filter(|r| !r.archived).take(MAX_FOUND) {
                 if entry.get(&r.id).is_none() {
@@ -855,30 +851,6 @@ pub(crate) fn idempotency(actor: &Actor, operation: &str, input: &Value, opts: &
 
 /// How many live records of a type a rule's `find` sees.
 const MAX_FOUND: usize = 1000;
-
-/// The record types the rules of `workflow` (or the shared library) search
-/// with `find("TYPE", …)`: their live records are handed to the decision.
-fn found_types(bundle: &Bundle, workflow: &str) -> Vec<String> {
-    let Some(wf) = bundle.workflow(workflow) else { return Vec::new() };
-    let hooks = std::iter::once(&wf.start.hooks).chain(wf.transitions.iter().map(|t| &t.hooks));
-    let mut texts: Vec<&str> = hooks
-        .flat_map(|h| h.iter().map(|(_, s)| s.value.clone()).collect::<Vec<_>>())
-        .filter_map(|n| bundle.model.scripts.get(&n))
-        .map(|s| s.text.as_str())
-        .collect();
-    texts.extend(bundle.model.scripts.iter().filter(|(n, _)| n.starts_with("lib/")).map(|(_, s)| s.text.as_str()));
-    texts.extend(wf.transitions.iter().filter_map(|t| t.when.as_ref()).map(|w| w.value.as_str()));
-    let mut out: Vec<String> = Vec::new();
-    for text in texts {
-        for part in text.split("find(").skip(1) {
-            let name: String = part.trim_start().trim_start_matches('"').chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if bundle.model.record_types.contains_key(&name) && !out.contains(&name) {
-                out.push(name);
-            }
-        }
-    }
-    out
-}
 
 /// Whether a command decided without the teams' people must be decided
 /// again with them: a route rule asked to pick a person (and, without the

@@ -210,7 +210,7 @@ impl Runtime {
                 Effect::Assigned { .. } | Effect::Start { .. } | Effect::Picked { .. } => {}
             }
         }
-        let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data);
+        let refs = records::instance_references(bundle, &outcome.instance.workflow, &outcome.instance.data, None);
         let record_writes = self.record_updates(bundle, &outcome.instance, &outcome.event, lang)?;
         Ok(CommandWrite {
             instance: Arc::new(outcome.instance),

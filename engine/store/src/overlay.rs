@@ -98,6 +98,72 @@ impl Batch {
     }
 }
 
+/// The instances written lately, decoded: what a read of one after its
+/// batch left the overlay (redb took it) answers instead of decoding its
+/// bytes again — the next command on an order reads the instance the last
+/// one wrote.
+///
+/// Each entry is the last write of its key in any published batch, with
+/// that batch's number: the writer records a batch here before publishing
+/// it (an instance it kept; a plain write or a delete removes the key). So
+/// for a view of the store as of batch `through`, an entry written by a
+/// batch no newer than `through` is that view's value (nothing wrote the
+/// key since); a newer entry is not, and the view reads redb. Dropping an
+/// entry is always safe: the read decodes.
+#[derive(Default)]
+pub(crate) struct Recent {
+    maps: std::sync::Mutex<RecentMaps>,
+}
+
+/// Two generations: when the newer fills up it becomes the older and the
+/// older is dropped, so at most `2 × RECENT` instances are kept.
+#[derive(Default)]
+struct RecentMaps {
+    new: HashMap<String, (u64, Arc<Instance>)>,
+    old: HashMap<String, (u64, Arc<Instance>)>,
+}
+
+/// How many instances a generation of [`Recent`] holds (a few KB each).
+const RECENT: usize = 1024;
+
+impl Recent {
+    fn maps(&self) -> std::sync::MutexGuard<'_, RecentMaps> {
+        self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records what `batch` wrote to the instances; called by the writer
+    /// before the batch is published.
+    pub fn published(&self, batch: &Batch) {
+        let written = &batch.tables[Table::Instances.index() as usize];
+        if written.is_empty() {
+            return;
+        }
+        let mut maps = self.maps();
+        for key in written.keys() {
+            maps.old.remove(key);
+            match batch.instances.get(key) {
+                Some(instance) => {
+                    if maps.new.len() >= RECENT && !maps.new.contains_key(key) {
+                        maps.old = std::mem::take(&mut maps.new);
+                        maps.old.remove(key);
+                    }
+                    maps.new.insert(key.clone(), (batch.seq, instance.clone()));
+                }
+                None => {
+                    maps.new.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The instance `id` as of batch `through`, if kept.
+    pub fn get(&self, id: &str, through: u64) -> Option<Arc<Instance>> {
+        let maps = self.maps();
+        let (seq, instance) = maps.new.get(id).or_else(|| maps.old.get(id))?;
+        (*seq <= through).then(|| instance.clone())
+    }
+}
+
 /// A decoded instance takes about this many times its encoded size in
 /// memory (its strings and data map, each entry allocated apart).
 const KEPT_PER_ENCODED_BYTE: usize = 4;
@@ -283,6 +349,64 @@ mod tests {
         let read = only.read_instance(&id).unwrap().unwrap();
         assert_eq!(*read, codec::decode_instance(&id, &bytes).unwrap());
         assert_ne!(*read, *fine, "the codec keeps milliseconds");
+    }
+
+    /// `Recent` answers for a view only with the last write of a key, and
+    /// only when the view holds that write; a plain write or a delete
+    /// forgets the key; it keeps at most two generations.
+    #[test]
+    fn recent_instances_answer_only_for_views_that_hold_their_write() {
+        let recent = Recent::default();
+        let mut given = crate::codec::tests::an_instance();
+        let id = given.id.clone();
+        let kept = |seq: u64, i: &Instance| {
+            let mut b = Batch::new(seq);
+            let arc = Arc::new(i.clone());
+            b.put_instance(&arc, &codec::encode_instance(i).unwrap());
+            (b, arc)
+        };
+        let (b5, arc5) = kept(5, &given);
+        recent.published(&b5);
+        assert!(recent.get(&id, 4).is_none(), "a view older than the write reads redb");
+        assert!(Arc::ptr_eq(&recent.get(&id, 5).unwrap(), &arc5));
+        assert!(Arc::ptr_eq(&recent.get(&id, 9).unwrap(), &arc5));
+
+        // A newer kept write replaces it: older views no longer get an answer.
+        given.version += 1;
+        let (b7, arc7) = kept(7, &given);
+        recent.published(&b7);
+        assert!(recent.get(&id, 6).is_none());
+        assert!(Arc::ptr_eq(&recent.get(&id, 7).unwrap(), &arc7));
+
+        // A plain write (not kept) or a delete forgets the key.
+        let mut plain = Batch::new(8);
+        plain.put(Table::Instances, &id, &codec::encode_instance(&given).unwrap());
+        recent.published(&plain);
+        assert!(recent.get(&id, 9).is_none());
+        let (b10, _) = kept(10, &given);
+        recent.published(&b10);
+        let mut gone = Batch::new(11);
+        gone.delete(Table::Instances, &id);
+        recent.published(&gone);
+        assert!(recent.get(&id, 11).is_none());
+
+        // Other tables' writes do not touch it.
+        let (b12, arc12) = kept(12, &given);
+        recent.published(&b12);
+        let mut other = Batch::new(13);
+        other.put(Table::Events, &id, b"x");
+        recent.published(&other);
+        assert!(Arc::ptr_eq(&recent.get(&id, 13).unwrap(), &arc12));
+
+        // Bounded: after two generations' worth of other instances it is gone.
+        for n in 0..2 * RECENT {
+            let mut i = crate::codec::tests::an_instance();
+            i.id = format!("other-{n}");
+            recent.published(&kept(14, &i).0);
+        }
+        assert!(recent.get(&id, 14).is_none());
+        let maps = recent.maps();
+        assert!(maps.new.len() + maps.old.len() <= 2 * RECENT);
     }
 
     proptest! {

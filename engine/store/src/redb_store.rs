@@ -1,6 +1,6 @@
 //! The embedded store on redb, with group commit.
 
-use crate::overlay::{Batch, Layered};
+use crate::overlay::{Batch, Layered, Recent};
 use crate::paced::PacedFile;
 use crate::tables::{Read, Table, Write};
 use crate::wal::{self, Wal};
@@ -185,7 +185,11 @@ impl RedbStore {
         let db = Arc::new(db);
         let wal = recover(&db, &dir.join("wal"))?;
         let published_through = wal.next_seq().saturating_sub(1);
-        let pending = Arc::new(Pending { state: Mutex::new(PendingState { published_through, ..PendingState::default() }), changed: Condvar::new() });
+        let pending = Arc::new(Pending {
+            state: Mutex::new(PendingState { published_through, taken_through: published_through, ..PendingState::default() }),
+            changed: Condvar::new(),
+            recent: Arc::default(),
+        });
         let writer = Arc::new(Writer {
             inbox: Mutex::new(Inbox::default()),
             arrived: Condvar::new(),
@@ -347,6 +351,8 @@ const MAX_PENDING_BYTES: usize = 256 << 20;
 struct Pending {
     state: Mutex<PendingState>,
     changed: Condvar,
+    /// The instances published batches wrote, decoded (see [`Recent`]).
+    recent: Arc<Recent>,
 }
 
 #[derive(Default)]
@@ -355,6 +361,9 @@ struct PendingState {
     batches: Vec<Arc<Batch>>,
     /// The newest batch ever published (the list may have none left).
     published_through: u64,
+    /// The newest batch the applier has taken to copy into redb: no redb
+    /// snapshot taken after this was read holds a newer one.
+    taken_through: u64,
     bytes: usize,
     /// The writer asks for a checkpoint (a segment of the log fills up).
     checkpoint_wanted: bool,
@@ -377,16 +386,21 @@ impl Pending {
 
     /// The published batches and a redb snapshot that holds none newer than
     /// they (see `overlay`). The snapshot is taken outside the lock (redb may
-    /// make it wait for a commit); if the applier committed a batch published
-    /// after the list was read, the list is read again.
+    /// make it wait for a commit); if the applier may have committed a batch
+    /// published after the list was read, the list is read again. (Every
+    /// commit the snapshot holds copied batches the applier had taken before
+    /// it, so when the newest taken is no newer than the list, neither is the
+    /// snapshot — known without reading redb's own record of it.)
     fn view(&self, db: &Database) -> Result<(Vec<Arc<Batch>>, RedbRead)> {
         loop {
             let (batches, published) = {
                 let state = self.lock();
                 (state.batches.clone(), state.published_through)
             };
-            let base = RedbRead::new(db.begin_read().map_err(backend)?);
-            if applied_seq(&base)? <= published {
+            let mut base = RedbRead::new(db.begin_read().map_err(backend)?);
+            if self.lock().taken_through <= published {
+                debug_assert!(applied_seq(&base)? <= published, "a snapshot newer than the batches it is read with");
+                base.recent = Some((self.recent.clone(), published));
                 return Ok((batches, base));
             }
         }
@@ -609,6 +623,9 @@ fn apply_loop(db: &Database, pending: &Pending) -> Result<()> {
                 }
                 state = pending.changed.wait_timeout(state, wait).unwrap_or_else(std::sync::PoisonError::into_inner).0;
             }
+            if let Some(last) = state.batches.last() {
+                state.taken_through = state.taken_through.max(last.seq);
+            }
             (state.batches.clone(), state.closing, state.checkpoint_wanted)
         };
         if let Some(last) = take.last() {
@@ -762,11 +779,14 @@ impl Write for WriteTx<'_> {
 struct RedbRead {
     tx: redb::ReadTransaction,
     open: std::cell::RefCell<std::collections::HashMap<Table, redb::ReadOnlyTable<&'static str, &'static [u8]>>>,
+    /// In a view of the store as of a batch: the instances written lately,
+    /// and that batch's number (see [`Recent`]).
+    recent: Option<(Arc<Recent>, u64)>,
 }
 
 impl RedbRead {
     fn new(tx: redb::ReadTransaction) -> Self {
-        RedbRead { tx, open: std::cell::RefCell::new(std::collections::HashMap::new()) }
+        RedbRead { tx, open: std::cell::RefCell::new(std::collections::HashMap::new()), recent: None }
     }
 
     /// Runs `f` on the table, opened once and kept; a range's callback may
@@ -796,6 +816,14 @@ impl RedbRead {
 impl Read for RedbRead {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
         self.with(table, |t| Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec())))
+    }
+    fn read_instance(&self, id: &str) -> Result<Option<Arc<Instance>>> {
+        if let Some((recent, through)) = &self.recent
+            && let Some(instance) = recent.get(id, *through)
+        {
+            return Ok(Some(instance));
+        }
+        self.get(Table::Instances, id)?.map(|b| codec::decode_instance(id, &b).map(Arc::new)).transpose()
     }
     fn range(&self, table: Table, lo: Bound<&str>, hi: Bound<&str>, reverse: bool, f: &mut dyn FnMut(&str, &[u8]) -> Result<bool>) -> Result<()> {
         self.with(table, |t| range_table(t, lo, hi, reverse, f))
@@ -892,6 +920,9 @@ fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job])
         // oldest to ripen (or applying): it needs no wake-up for this one.
         let wake = state.batches.is_empty() || state.bytes < APPLY_BYTES && state.bytes + own.bytes >= APPLY_BYTES;
         state.bytes += own.bytes;
+        // Recorded before it is published: a view that holds it finds its
+        // instances there after the applier took it (see `Recent`).
+        pending.recent.published(&own);
         state.published_through = own.seq;
         state.batches.push(Arc::new(own));
         wake
