@@ -115,16 +115,26 @@ pub(crate) struct Recent {
     maps: std::sync::Mutex<RecentMaps>,
 }
 
-/// Two generations: when the newer fills up it becomes the older and the
-/// older is dropped, so at most `2 × RECENT` instances are kept.
+/// Two generations: when the newer fills up (in number or in memory) it
+/// becomes the older and the older is dropped, so at most `2 × RECENT`
+/// instances and about `2 × RECENT_BYTES` are kept.
 #[derive(Default)]
 struct RecentMaps {
     new: HashMap<String, (u64, Arc<Instance>)>,
+    /// About what the newer generation's instances take in memory.
+    new_bytes: usize,
     old: HashMap<String, (u64, Arc<Instance>)>,
 }
 
-/// How many instances a generation of [`Recent`] holds (a few KB each).
+/// What one generation of [`Recent`] holds at most: instances, and about
+/// how much memory they take (counted as the overlay counts kept ones,
+/// from their encoded size).
 const RECENT: usize = 1024;
+const RECENT_BYTES: usize = 8 << 20;
+
+/// A generation [`Recent`] let go: dropped by the caller once it holds no
+/// lock (freeing a thousand instances takes a while).
+pub(crate) type Evicted = Option<HashMap<String, (u64, Arc<Instance>)>>;
 
 impl Recent {
     fn maps(&self) -> std::sync::MutexGuard<'_, RecentMaps> {
@@ -132,28 +142,35 @@ impl Recent {
     }
 
     /// Records what `batch` wrote to the instances; called by the writer
-    /// before the batch is published.
-    pub fn published(&self, batch: &Batch) {
+    /// before the batch is published. Returns the generation it let go, to
+    /// be dropped outside the locks.
+    #[must_use]
+    pub fn published(&self, batch: &Batch) -> Evicted {
         let written = &batch.tables[Table::Instances.index() as usize];
+        let mut evicted = None;
         if written.is_empty() {
-            return;
+            return evicted;
         }
         let mut maps = self.maps();
-        for key in written.keys() {
+        for (key, bytes) in written {
             maps.old.remove(key);
-            match batch.instances.get(key) {
-                Some(instance) => {
-                    if maps.new.len() >= RECENT && !maps.new.contains_key(key) {
-                        maps.old = std::mem::take(&mut maps.new);
-                        maps.old.remove(key);
+            match (batch.instances.get(key), bytes) {
+                (Some(instance), Some(bytes)) => {
+                    let size = KEPT_PER_ENCODED_BYTE * bytes.len();
+                    if (maps.new.len() >= RECENT || maps.new_bytes + size > RECENT_BYTES) && !maps.new.contains_key(key) {
+                        let full = std::mem::take(&mut maps.new);
+                        evicted = Some(std::mem::replace(&mut maps.old, full));
+                        maps.new_bytes = 0;
                     }
+                    maps.new_bytes += size;
                     maps.new.insert(key.clone(), (batch.seq, instance.clone()));
                 }
-                None => {
+                _ => {
                     maps.new.remove(key);
                 }
             }
         }
+        evicted
     }
 
     /// The instance `id` as of batch `through`, if kept.
@@ -366,7 +383,7 @@ mod tests {
             (b, arc)
         };
         let (b5, arc5) = kept(5, &given);
-        recent.published(&b5);
+        let _ = recent.published(&b5);
         assert!(recent.get(&id, 4).is_none(), "a view older than the write reads redb");
         assert!(Arc::ptr_eq(&recent.get(&id, 5).unwrap(), &arc5));
         assert!(Arc::ptr_eq(&recent.get(&id, 9).unwrap(), &arc5));
@@ -374,39 +391,56 @@ mod tests {
         // A newer kept write replaces it: older views no longer get an answer.
         given.version += 1;
         let (b7, arc7) = kept(7, &given);
-        recent.published(&b7);
+        let _ = recent.published(&b7);
         assert!(recent.get(&id, 6).is_none());
         assert!(Arc::ptr_eq(&recent.get(&id, 7).unwrap(), &arc7));
 
         // A plain write (not kept) or a delete forgets the key.
         let mut plain = Batch::new(8);
         plain.put(Table::Instances, &id, &codec::encode_instance(&given).unwrap());
-        recent.published(&plain);
+        let _ = recent.published(&plain);
         assert!(recent.get(&id, 9).is_none());
         let (b10, _) = kept(10, &given);
-        recent.published(&b10);
+        let _ = recent.published(&b10);
         let mut gone = Batch::new(11);
         gone.delete(Table::Instances, &id);
-        recent.published(&gone);
+        let _ = recent.published(&gone);
         assert!(recent.get(&id, 11).is_none());
 
         // Other tables' writes do not touch it.
         let (b12, arc12) = kept(12, &given);
-        recent.published(&b12);
+        let _ = recent.published(&b12);
         let mut other = Batch::new(13);
         other.put(Table::Events, &id, b"x");
-        recent.published(&other);
+        let _ = recent.published(&other);
         assert!(Arc::ptr_eq(&recent.get(&id, 13).unwrap(), &arc12));
 
-        // Bounded: after two generations' worth of other instances it is gone.
+        // Bounded: after two generations' worth of other instances it is
+        // gone, and the generations let go are handed back to be dropped.
+        let mut let_go = 0;
         for n in 0..2 * RECENT {
             let mut i = crate::codec::tests::an_instance();
             i.id = format!("other-{n}");
-            recent.published(&kept(14, &i).0);
+            let_go += recent.published(&kept(14, &i).0).is_some() as usize;
         }
         assert!(recent.get(&id, 14).is_none());
+        assert_eq!(let_go, 2);
         let maps = recent.maps();
         assert!(maps.new.len() + maps.old.len() <= 2 * RECENT);
+        drop(maps);
+
+        // Bounded in memory too: a few large instances fill a generation.
+        let recent = Recent::default();
+        let mut big = crate::codec::tests::an_instance();
+        big.data.insert("notes".into(), serde_json::Value::String("x".repeat(RECENT_BYTES / KEPT_PER_ENCODED_BYTE / 3)));
+        let mut let_go = 0;
+        for n in 0..7 {
+            big.id = format!("big-{n}");
+            let_go += recent.published(&kept(15, &big).0).is_some() as usize;
+        }
+        assert!(let_go >= 2, "large instances rotate the generations early");
+        let maps = recent.maps();
+        assert!(maps.new.len() + maps.old.len() <= 6);
     }
 
     proptest! {

@@ -914,7 +914,7 @@ fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job])
     crate::metrics::metrics().sync_seconds.observe(started.elapsed().as_secs_f64());
     own.bytes = ops.len_bytes() + own.kept_bytes;
     own.published = std::time::Instant::now();
-    let wake = {
+    let (wake, _evicted) = {
         let mut state = pending.lock();
         // A list that held batches already has the applier waiting for the
         // oldest to ripen (or applying): it needs no wake-up for this one.
@@ -922,10 +922,10 @@ fn commit_batch(db: &Database, pending: &Pending, wal: &mut Wal, batch: &[&Job])
         state.bytes += own.bytes;
         // Recorded before it is published: a view that holds it finds its
         // instances there after the applier took it (see `Recent`).
-        pending.recent.published(&own);
+        let evicted = pending.recent.published(&own);
         state.published_through = own.seq;
         state.batches.push(Arc::new(own));
-        wake
+        (wake, evicted)
     };
     if wake {
         pending.changed.notify_all();
