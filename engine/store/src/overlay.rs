@@ -98,6 +98,29 @@ impl Batch {
     }
 }
 
+/// The last write of each key over `batches` (oldest first), table by
+/// table in key order: what writing them one after the other leaves, with
+/// each key written once. The applier copies many batches into one redb
+/// transaction; a key several of them wrote (an order's instance and its
+/// index entries, written by each of its commands; the counts many orders
+/// share) then costs one B-tree write, not one per batch.
+pub(crate) fn last_writes(batches: &[Arc<Batch>]) -> Vec<(Table, &str, Option<&[u8]>)> {
+    if let [one] = batches {
+        return one.entries().collect();
+    }
+    let mut out = Vec::new();
+    for (i, table) in Table::ALL.iter().enumerate() {
+        let mut last: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+        for batch in batches {
+            for (k, v) in &batch.tables[i] {
+                last.insert(k, v.as_deref());
+            }
+        }
+        out.extend(last.into_iter().map(|(k, v)| (*table, k, v)));
+    }
+    out
+}
+
 /// The instances written lately, decoded: what a read of one after its
 /// batch left the overlay (redb took it) answers instead of decoding its
 /// bytes again — the next command on an order reads the instance the last
@@ -124,7 +147,24 @@ struct RecentMaps {
     /// About what the newer generation's instances take in memory.
     new_bytes: usize,
     old: HashMap<String, (u64, Arc<Instance>)>,
+    /// The count tables' values the same way (per table of [`COUNTED`];
+    /// `None`: deleted), two generations of `RECENT_COUNTS` each: the
+    /// writer adds to a count on almost every command.
+    counts: [Counts; COUNTED.len()],
 }
+
+type CountMap = HashMap<String, (u64, Option<Vec<u8>>)>;
+
+#[derive(Default)]
+struct Counts {
+    new: CountMap,
+    old: CountMap,
+}
+
+/// The tables whose values [`Recent`] keeps: small, and read and written
+/// by the writer for nearly every command.
+const COUNTED: [Table; 2] = [Table::InstanceCounts, Table::UserCounts];
+const RECENT_COUNTS: usize = 4096;
 
 /// What one generation of [`Recent`] holds at most: instances, and about
 /// how much memory they take (counted as the overlay counts kept ones,
@@ -132,9 +172,13 @@ struct RecentMaps {
 const RECENT: usize = 1024;
 const RECENT_BYTES: usize = 8 << 20;
 
-/// A generation [`Recent`] let go: dropped by the caller once it holds no
-/// lock (freeing a thousand instances takes a while).
-pub(crate) type Evicted = Option<HashMap<String, (u64, Arc<Instance>)>>;
+/// The generations [`Recent`] let go: dropped by the caller once it holds
+/// no lock (freeing a thousand instances takes a while).
+#[derive(Default)]
+pub(crate) struct Evicted {
+    instances: Option<HashMap<String, (u64, Arc<Instance>)>>,
+    counts: Vec<CountMap>,
+}
 
 impl Recent {
     fn maps(&self) -> std::sync::MutexGuard<'_, RecentMaps> {
@@ -147,11 +191,22 @@ impl Recent {
     #[must_use]
     pub fn published(&self, batch: &Batch) -> Evicted {
         let written = &batch.tables[Table::Instances.index() as usize];
-        let mut evicted = None;
-        if written.is_empty() {
+        let mut evicted = Evicted::default();
+        if written.is_empty() && COUNTED.iter().all(|t| batch.tables[t.index() as usize].is_empty()) {
             return evicted;
         }
         let mut maps = self.maps();
+        for (j, table) in COUNTED.iter().enumerate() {
+            let counts = &mut maps.counts[j];
+            for (key, value) in &batch.tables[table.index() as usize] {
+                counts.old.remove(key);
+                if counts.new.len() >= RECENT_COUNTS && !counts.new.contains_key(key) {
+                    let full = std::mem::take(&mut counts.new);
+                    evicted.counts.push(std::mem::replace(&mut counts.old, full));
+                }
+                counts.new.insert(key.clone(), (batch.seq, value.clone()));
+            }
+        }
         for (key, bytes) in written {
             maps.old.remove(key);
             match (batch.instances.get(key), bytes) {
@@ -159,7 +214,7 @@ impl Recent {
                     let size = KEPT_PER_ENCODED_BYTE * bytes.len();
                     if (maps.new.len() >= RECENT || maps.new_bytes + size > RECENT_BYTES) && !maps.new.contains_key(key) {
                         let full = std::mem::take(&mut maps.new);
-                        evicted = Some(std::mem::replace(&mut maps.old, full));
+                        evicted.instances = Some(std::mem::replace(&mut maps.old, full));
                         maps.new_bytes = 0;
                     }
                     maps.new_bytes += size;
@@ -178,6 +233,16 @@ impl Recent {
         let maps = self.maps();
         let (seq, instance) = maps.new.get(id).or_else(|| maps.old.get(id))?;
         (*seq <= through).then(|| instance.clone())
+    }
+
+    /// A count table's value of `key` as of batch `through`, if kept
+    /// (`Some(None)`: it has none).
+    pub fn value(&self, table: Table, key: &str, through: u64) -> Option<Option<Vec<u8>>> {
+        let j = COUNTED.iter().position(|t| *t == table)?;
+        let maps = self.maps();
+        let counts = &maps.counts[j];
+        let (seq, value) = counts.new.get(key).or_else(|| counts.old.get(key))?;
+        (*seq <= through).then(|| value.clone())
     }
 }
 
@@ -415,13 +480,29 @@ mod tests {
         let _ = recent.published(&other);
         assert!(Arc::ptr_eq(&recent.get(&id, 13).unwrap(), &arc12));
 
+        // The count tables: every write is kept, a delete as "none".
+        let mut counts = Batch::new(16);
+        counts.put(Table::UserCounts, "a\u{1f}u1", b"3");
+        counts.delete(Table::InstanceCounts, "repair\u{1f}closed\u{1f}");
+        let _ = recent.published(&counts);
+        assert_eq!(recent.value(Table::UserCounts, "a\u{1f}u1", 16), Some(Some(b"3".to_vec())));
+        assert_eq!(recent.value(Table::UserCounts, "a\u{1f}u1", 15), None, "older views read redb");
+        assert_eq!(recent.value(Table::InstanceCounts, "repair\u{1f}closed\u{1f}", 20), Some(None));
+        assert_eq!(recent.value(Table::Events, "a\u{1f}u1", 20), None, "other tables are not kept");
+        for n in 0..2 * RECENT_COUNTS {
+            let mut b = Batch::new(17);
+            b.put(Table::UserCounts, &format!("k{n}"), b"1");
+            let _ = recent.published(&b);
+        }
+        assert_eq!(recent.value(Table::UserCounts, "a\u{1f}u1", 17), None, "bounded");
+
         // Bounded: after two generations' worth of other instances it is
         // gone, and the generations let go are handed back to be dropped.
         let mut let_go = 0;
         for n in 0..2 * RECENT {
             let mut i = crate::codec::tests::an_instance();
             i.id = format!("other-{n}");
-            let_go += recent.published(&kept(14, &i).0).is_some() as usize;
+            let_go += recent.published(&kept(14, &i).0).instances.is_some() as usize;
         }
         assert!(recent.get(&id, 14).is_none());
         assert_eq!(let_go, 2);
@@ -436,7 +517,7 @@ mod tests {
         let mut let_go = 0;
         for n in 0..7 {
             big.id = format!("big-{n}");
-            let_go += recent.published(&kept(15, &big).0).is_some() as usize;
+            let_go += recent.published(&kept(15, &big).0).instances.is_some() as usize;
         }
         assert!(let_go >= 2, "large instances rotate the generations early");
         let maps = recent.maps();
@@ -444,6 +525,65 @@ mod tests {
     }
 
     proptest! {
+        /// Writing the batches' last writes leaves what writing every batch
+        /// in order leaves, in every table.
+        #[test]
+        fn last_writes_leave_what_every_write_in_order_leaves(
+            base in proptest::collection::vec((0u8..2, 0u8..20, 0u8..5), 0..30),
+            batches in proptest::collection::vec(proptest::collection::vec((0u8..2, 0u8..20, proptest::option::of(0u8..5)), 0..12), 0..6),
+        ) {
+            let table = |t: u8| if t == 0 { Table::Instances } else { Table::InstanceCounts };
+            let key = |k: u8| format!("k{k:02}");
+            let mut one_by_one = Plain::default();
+            for (t, k, v) in &base {
+                one_by_one.put(table(*t), &key(*k), &[*v]).unwrap();
+            }
+            let mut merged = one_by_one.clone();
+            let batches: Vec<Arc<Batch>> = batches
+                .iter()
+                .enumerate()
+                .map(|(i, ops)| {
+                    let mut b = Batch::new(i as u64 + 1);
+                    for (t, k, v) in ops {
+                        match v {
+                            Some(v) => b.put(table(*t), &key(*k), &[*v]),
+                            None => b.delete(table(*t), &key(*k)),
+                        }
+                    }
+                    Arc::new(b)
+                })
+                .collect();
+            for b in &batches {
+                for (t, k, v) in b.entries() {
+                    match v {
+                        Some(v) => one_by_one.put(t, k, v).unwrap(),
+                        None => one_by_one.delete(t, k).unwrap(),
+                    }
+                }
+            }
+            let writes = last_writes(&batches);
+            let mut seen = std::collections::HashSet::new();
+            for (t, k, v) in writes {
+                prop_assert!(seen.insert((t, k.to_string())), "each key written once");
+                match v {
+                    Some(v) => merged.put(t, k, v).unwrap(),
+                    None => merged.delete(t, k).unwrap(),
+                }
+            }
+            for t in [Table::Instances, Table::InstanceCounts] {
+                let all = |r: &Plain| {
+                    let mut out = Vec::new();
+                    r.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |k, v| {
+                        out.push((k.to_string(), v.to_vec()));
+                        Ok(true)
+                    })
+                    .unwrap();
+                    out
+                };
+                prop_assert_eq!(all(&merged), all(&one_by_one));
+            }
+        }
+
         /// A base with batches layered over it reads exactly like the base
         /// with the batches' writes applied in order: gets, and ranges both
         /// ways, with any bounds and stopping early.

@@ -658,20 +658,18 @@ fn apply_loop(db: &Database, pending: &Pending) -> Result<()> {
     }
 }
 
-/// Writes published batches into redb, oldest first, in one transaction
-/// without a sync.
+/// Writes published batches into redb in one transaction without a sync:
+/// each key's last write over them (`overlay::last_writes`).
 fn apply_batches(db: &Database, batches: &[Arc<Batch>]) -> Result<()> {
     let mut tx = db.begin_write().map_err(backend)?;
     tx.set_durability(Durability::None).map_err(backend)?;
     {
         let mut w = WriteTx::new(&tx);
         w.ops = None;
-        for batch in batches {
-            for (table, key, value) in batch.entries() {
-                match value {
-                    Some(value) => w.put(table, key, value)?,
-                    None => w.delete(table, key)?,
-                }
+        for (table, key, value) in crate::overlay::last_writes(batches) {
+            match value {
+                Some(value) => w.put(table, key, value)?,
+                None => w.delete(table, key)?,
             }
         }
         if let Some(last) = batches.last() {
@@ -815,6 +813,11 @@ impl RedbRead {
 
 impl Read for RedbRead {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some((recent, through)) = &self.recent
+            && let Some(value) = recent.value(table, key, *through)
+        {
+            return Ok(value);
+        }
         self.with(table, |t| Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec())))
     }
     fn read_instance(&self, id: &str) -> Result<Option<Arc<Instance>>> {
