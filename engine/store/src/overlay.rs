@@ -529,10 +529,11 @@ mod tests {
         /// in order leaves, in every table.
         #[test]
         fn last_writes_leave_what_every_write_in_order_leaves(
-            base in proptest::collection::vec((0u8..2, 0u8..20, 0u8..5), 0..30),
-            batches in proptest::collection::vec(proptest::collection::vec((0u8..2, 0u8..20, proptest::option::of(0u8..5)), 0..12), 0..6),
+            base in proptest::collection::vec((0u8..4, 0u8..20, 0u8..5), 0..30),
+            batches in proptest::collection::vec(proptest::collection::vec((0u8..4, 0u8..20, proptest::option::of(0u8..5)), 0..12), 0..6),
         ) {
-            let table = |t: u8| if t == 0 { Table::Instances } else { Table::InstanceCounts };
+            const TABLES: [Table; 4] = [Table::Instances, Table::InstanceCounts, Table::UserCounts, Table::Events];
+            let table = |t: u8| TABLES[t as usize];
             let key = |k: u8| format!("k{k:02}");
             let mut one_by_one = Plain::default();
             for (t, k, v) in &base {
@@ -570,7 +571,7 @@ mod tests {
                     None => merged.delete(t, k).unwrap(),
                 }
             }
-            for t in [Table::Instances, Table::InstanceCounts] {
+            for t in TABLES {
                 let all = |r: &Plain| {
                     let mut out = Vec::new();
                     r.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |k, v| {
