@@ -500,11 +500,7 @@ fn apply(
         Some(script) => parse_postings(bundle, run(&script.value, &after)?, &script.value)?,
         None => Vec::new(),
     };
-    let input = match (ctx, cleaned) {
-        (_, Some(input)) => input,
-        (Some(ctx), None) => ctx.input,
-        (None, None) => Value::Object(Map::new()),
-    };
+    let input = cleaned.or(ctx.map(|c| c.input)).unwrap_or_else(|| Value::Object(Map::new()));
     Ok(Applied { instance: after, touched, input, postings, picked })
 }
 

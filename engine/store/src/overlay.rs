@@ -138,27 +138,70 @@ pub(crate) struct Recent {
     maps: std::sync::Mutex<RecentMaps>,
 }
 
-/// Two generations: when the newer fills up (in number or in memory) it
-/// becomes the older and the older is dropped, so at most `2 × RECENT`
-/// instances and about `2 × RECENT_BYTES` are kept.
-#[derive(Default)]
+/// The instances kept, and the count tables' values (per table of
+/// [`COUNTED`]; `None`: deleted): the writer adds to a count on almost
+/// every command.
 struct RecentMaps {
-    new: HashMap<String, (u64, Arc<Instance>)>,
-    /// About what the newer generation's instances take in memory.
-    new_bytes: usize,
-    old: HashMap<String, (u64, Arc<Instance>)>,
-    /// The count tables' values the same way (per table of [`COUNTED`];
-    /// `None`: deleted), two generations of `RECENT_COUNTS` each: the
-    /// writer adds to a count on almost every command.
-    counts: [Counts; COUNTED.len()],
+    instances: Generations<Arc<Instance>>,
+    counts: [Generations<Option<Vec<u8>>>; COUNTED.len()],
 }
 
-type CountMap = HashMap<String, (u64, Option<Vec<u8>>)>;
+impl Default for RecentMaps {
+    fn default() -> Self {
+        RecentMaps { instances: Generations::new(RECENT, RECENT_BYTES), counts: std::array::from_fn(|_| Generations::new(RECENT_COUNTS, usize::MAX)) }
+    }
+}
 
-#[derive(Default)]
-struct Counts {
-    new: CountMap,
-    old: CountMap,
+/// Each key's last write with its batch's number, in two generations: when
+/// the newer fills up (in entries or in size) it becomes the older and the
+/// older is let go, so at most twice the bounds are kept. A key is in one
+/// generation at most.
+struct Generations<V> {
+    new: Generation<V>,
+    /// About what the newer generation takes in memory.
+    new_size: usize,
+    old: Generation<V>,
+    max_len: usize,
+    max_size: usize,
+}
+
+type Generation<V> = HashMap<String, (u64, V)>;
+
+impl<V: Clone> Generations<V> {
+    fn new(max_len: usize, max_size: usize) -> Self {
+        Generations { new: HashMap::new(), new_size: 0, old: HashMap::new(), max_len, max_size }
+    }
+
+    /// Keeps `value`, of about `size` bytes, as batch `seq`'s write of `key`;
+    /// returns the generation let go, if one was.
+    fn put(&mut self, key: &str, seq: u64, value: V, size: usize) -> Option<Generation<V>> {
+        self.old.remove(key);
+        let mut let_go = None;
+        if (self.new.len() >= self.max_len || self.new_size.saturating_add(size) > self.max_size) && !self.new.contains_key(key) {
+            let full = std::mem::take(&mut self.new);
+            let_go = Some(std::mem::replace(&mut self.old, full));
+            self.new_size = 0;
+        }
+        self.new_size = self.new_size.saturating_add(size);
+        self.new.insert(key.to_owned(), (seq, value));
+        let_go
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.new.remove(key);
+        self.old.remove(key);
+    }
+
+    /// `key`'s value as of batch `through`, if kept.
+    fn get(&self, key: &str, through: u64) -> Option<V> {
+        let (seq, value) = self.new.get(key).or_else(|| self.old.get(key))?;
+        (*seq <= through).then(|| value.clone())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.new.len() + self.old.len()
+    }
 }
 
 /// The tables whose values [`Recent`] keeps: small, and read and written
@@ -176,8 +219,8 @@ const RECENT_BYTES: usize = 8 << 20;
 /// no lock (freeing a thousand instances takes a while).
 #[derive(Default)]
 pub(crate) struct Evicted {
-    instances: Option<HashMap<String, (u64, Arc<Instance>)>>,
-    counts: Vec<CountMap>,
+    instances: Option<Generation<Arc<Instance>>>,
+    counts: Vec<Generation<Option<Vec<u8>>>>,
 }
 
 impl Recent {
@@ -185,9 +228,9 @@ impl Recent {
         self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records what `batch` wrote to the instances; called by the writer
-    /// before the batch is published. Returns the generation it let go, to
-    /// be dropped outside the locks.
+    /// Records what `batch` wrote to the instances and the count tables;
+    /// called by the writer before the batch is published. Returns the
+    /// generations it let go, to be dropped outside the locks.
     #[must_use]
     pub fn published(&self, batch: &Batch) -> Evicted {
         let written = &batch.tables[Table::Instances.index() as usize];
@@ -197,32 +240,19 @@ impl Recent {
         }
         let mut maps = self.maps();
         for (j, table) in COUNTED.iter().enumerate() {
-            let counts = &mut maps.counts[j];
             for (key, value) in &batch.tables[table.index() as usize] {
-                counts.old.remove(key);
-                if counts.new.len() >= RECENT_COUNTS && !counts.new.contains_key(key) {
-                    let full = std::mem::take(&mut counts.new);
-                    evicted.counts.push(std::mem::replace(&mut counts.old, full));
-                }
-                counts.new.insert(key.clone(), (batch.seq, value.clone()));
+                evicted.counts.extend(maps.counts[j].put(key, batch.seq, value.clone(), 0));
             }
         }
         for (key, bytes) in written {
-            maps.old.remove(key);
             match (batch.instances.get(key), bytes) {
                 (Some(instance), Some(bytes)) => {
                     let size = KEPT_PER_ENCODED_BYTE * bytes.len();
-                    if (maps.new.len() >= RECENT || maps.new_bytes + size > RECENT_BYTES) && !maps.new.contains_key(key) {
-                        let full = std::mem::take(&mut maps.new);
-                        evicted.instances = Some(std::mem::replace(&mut maps.old, full));
-                        maps.new_bytes = 0;
+                    if let Some(old) = maps.instances.put(key, batch.seq, instance.clone(), size) {
+                        evicted.instances = Some(old);
                     }
-                    maps.new_bytes += size;
-                    maps.new.insert(key.clone(), (batch.seq, instance.clone()));
                 }
-                _ => {
-                    maps.new.remove(key);
-                }
+                _ => maps.instances.forget(key),
             }
         }
         evicted
@@ -230,19 +260,14 @@ impl Recent {
 
     /// The instance `id` as of batch `through`, if kept.
     pub fn get(&self, id: &str, through: u64) -> Option<Arc<Instance>> {
-        let maps = self.maps();
-        let (seq, instance) = maps.new.get(id).or_else(|| maps.old.get(id))?;
-        (*seq <= through).then(|| instance.clone())
+        self.maps().instances.get(id, through)
     }
 
     /// A count table's value of `key` as of batch `through`, if kept
     /// (`Some(None)`: it has none).
     pub fn value(&self, table: Table, key: &str, through: u64) -> Option<Option<Vec<u8>>> {
         let j = COUNTED.iter().position(|t| *t == table)?;
-        let maps = self.maps();
-        let counts = &maps.counts[j];
-        let (seq, value) = counts.new.get(key).or_else(|| counts.old.get(key))?;
-        (*seq <= through).then(|| value.clone())
+        self.maps().counts[j].get(key, through)
     }
 }
 
@@ -507,7 +532,7 @@ mod tests {
         assert!(recent.get(&id, 14).is_none());
         assert_eq!(let_go, 2);
         let maps = recent.maps();
-        assert!(maps.new.len() + maps.old.len() <= 2 * RECENT);
+        assert!(maps.instances.len() <= 2 * RECENT);
         drop(maps);
 
         // Bounded in memory too: a few large instances fill a generation.
@@ -521,7 +546,7 @@ mod tests {
         }
         assert!(let_go >= 2, "large instances rotate the generations early");
         let maps = recent.maps();
-        assert!(maps.new.len() + maps.old.len() <= 6);
+        assert!(maps.instances.len() <= 6);
     }
 
     proptest! {
