@@ -351,7 +351,7 @@ const MAX_PENDING_BYTES: usize = 256 << 20;
 struct Pending {
     state: Mutex<PendingState>,
     changed: Condvar,
-    /// The instances published batches wrote, decoded (see [`Recent`]).
+    /// The instances and counts published batches wrote (see [`Recent`]).
     recent: Arc<Recent>,
 }
 
@@ -777,8 +777,8 @@ impl Write for WriteTx<'_> {
 struct RedbRead {
     tx: redb::ReadTransaction,
     open: std::cell::RefCell<std::collections::HashMap<Table, redb::ReadOnlyTable<&'static str, &'static [u8]>>>,
-    /// In a view of the store as of a batch: the instances written lately,
-    /// and that batch's number (see [`Recent`]).
+    /// In a view of the store as of a batch: the instances and counts
+    /// written lately, and that batch's number (see [`Recent`]).
     recent: Option<(Arc<Recent>, u64)>,
 }
 
