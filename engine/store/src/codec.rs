@@ -10,7 +10,12 @@
 //!
 //! - `{` — JSON, as everything was written before this format (still read;
 //!   the store rewrites them in the background, [`Job::Compact`]);
-//! - [`V1`] — this format.
+//! - [`V1`] — the first compact layout (still read);
+//! - [`V2`] — this format: an event's changes whose `after` is the input's
+//!   own value name their field by its place among the input's keys
+//!   instead of by name (the name is already in the input), and a bundle
+//!   version (sixteen hex digits) is kept as the eight bytes it spells
+//!   ([`Packed`]); instances too.
 //!
 //! A new layout takes a new first byte; every layout ever written stays
 //! readable.
@@ -29,20 +34,67 @@ use std::collections::BTreeMap;
 
 /// The first byte of a compact value (version 1 of the layouts).
 pub const V1: u8 = 1;
+/// The first byte of a compact value in version 2 of the layouts.
+pub const V2: u8 = 2;
+
+/// A bundle version as [`V2`] keeps it: text of lowercase hex digits (as
+/// versions are, [`flowform_core::bundle::version_of`]) as the bytes they
+/// spell (MessagePack `bin`: 10 bytes for 16 digits, not 17), anything
+/// else as text.
+struct Packed<'a>(Cow<'a, str>);
+
+impl Serialize for Packed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let t = self.0.as_bytes();
+        let hex = !t.is_empty() && t.len().is_multiple_of(2) && t.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match hex.then(|| hex::decode(t).ok()).flatten() {
+            Some(bytes) => s.serialize_bytes(&bytes),
+            None => s.serialize_str(&self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = String;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a bundle version (text or bytes)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<String, E> {
+                Ok(hex::encode(v))
+            }
+        }
+        d.deserialize_any(Visit).map(|v| Packed(Cow::Owned(v)))
+    }
+}
+
+impl From<Packed<'_>> for String {
+    fn from(p: Packed<'_>) -> String {
+        p.0.into_owned()
+    }
+}
 
 /// An event's fields in the order they are written. Never reorder or
-/// remove: that is a new layout with a new first byte.
+/// remove: that is a new layout with a new first byte. `C` is how the
+/// changes are written: [`StoredChange`]s in [`V1`], [`ChangesV2`] in [`V2`];
+/// `V` the bundle version: text in [`V1`], [`Packed`] in [`V2`].
 #[derive(Serialize, Deserialize)]
-struct Stored<'a> {
+#[serde(bound(deserialize = "C: Deserialize<'de>, V: Deserialize<'de>"))]
+struct Stored<'a, C, V> {
     kind: u8,
     transition: Option<Cow<'a, str>>,
     actor: Cow<'a, str>,
     at_ms: i64,
-    bundle_version: Cow<'a, str>,
+    bundle_version: V,
     from_state: Option<Cow<'a, str>>,
     to_state: Cow<'a, str>,
     input: Cow<'a, Value>,
-    changes: Vec<StoredChange<'a>>,
+    changes: C,
     parent: Option<Cow<'a, str>>,
     children: Cow<'a, [String]>,
     decided_on: StoredDecidedOn<'a>,
@@ -52,6 +104,12 @@ struct Stored<'a> {
 /// set, `after` is written as nil and read from the input.
 #[derive(Serialize, Deserialize)]
 struct StoredChange<'a>(Cow<'a, str>, Cow<'a, Value>, bool, Cow<'a, Value>);
+
+/// The changes in [`V2`]: first those whose `after` is the input's own
+/// plain value, as `(the field's place among the input's keys, before)`;
+/// then the others as `(field, before, after)`.
+#[derive(Serialize, Deserialize)]
+struct ChangesV2<'a>(Vec<(u32, Cow<'a, Value>)>, Vec<(Cow<'a, str>, Cow<'a, Value>, Cow<'a, Value>)>);
 
 #[derive(Serialize, Deserialize)]
 struct StoredDecidedOn<'a> {
@@ -82,33 +140,33 @@ fn kind_of(code: u8) -> Option<EventKind> {
     })
 }
 
-const NULL: Value = Value::Null;
-
-/// The bytes an event is kept as.
+/// The bytes an event is kept as ([`V2`]).
 pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
-    let changes = e
-        .changes
-        .iter()
-        .map(|(field, c)| {
-            // Only plain values: objects compare equal whatever the order of
-            // their keys, and the after's own order must come back.
-            let plain = matches!(c.after, Value::String(_) | Value::Number(_) | Value::Bool(_));
-            let from_input = plain && e.input.get(field) == Some(&c.after);
-            let after = if from_input { Cow::Owned(NULL) } else { Cow::Borrowed(&c.after) };
-            StoredChange(Cow::Borrowed(field), Cow::Borrowed(&c.before), from_input, after)
-        })
-        .collect();
+    let (mut from_input, mut others) = (Vec::new(), Vec::new());
+    for (field, c) in &e.changes {
+        // Only plain values: objects compare equal whatever the order of
+        // their keys, and the after's own order must come back.
+        let plain = matches!(c.after, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        let place = match &e.input {
+            Value::Object(input) if plain => input.iter().position(|(k, v)| k == field && *v == c.after),
+            _ => None,
+        };
+        match place {
+            Some(at) => from_input.push((at as u32, Cow::Borrowed(&c.before))),
+            None => others.push((Cow::Borrowed(field.as_str()), Cow::Borrowed(&c.before), Cow::Borrowed(&c.after))),
+        }
+    }
     let d = &e.decided_on;
     let stored = Stored {
         kind: kind_code(e.kind),
         transition: e.transition.as_deref().map(Cow::Borrowed),
         actor: Cow::Borrowed(&e.actor),
         at_ms: e.at.millis(),
-        bundle_version: Cow::Borrowed(&e.bundle_version),
+        bundle_version: Packed(Cow::Borrowed(&e.bundle_version)),
         from_state: e.from_state.as_deref().map(Cow::Borrowed),
         to_state: Cow::Borrowed(&e.to_state),
         input: Cow::Borrowed(&e.input),
-        changes,
+        changes: ChangesV2(from_input, others),
         parent: e.parent.as_deref().map(Cow::Borrowed),
         children: Cow::Borrowed(&e.children),
         decided_on: StoredDecidedOn {
@@ -121,7 +179,7 @@ pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
         },
     };
     let mut out = Vec::with_capacity(256);
-    out.push(V1);
+    out.push(V2);
     rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the event {}/{}: {err}", e.instance_id, e.seq)))?;
     Ok(out)
 }
@@ -132,46 +190,75 @@ pub fn decode_event(instance_id: &str, seq: u64, bytes: &[u8]) -> Result<Event> 
     match bytes.first() {
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
         Some(&V1) => {
-            let s: Stored = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
-            let kind = kind_of(s.kind).ok_or_else(|| corrupt(format!("unknown event kind {}", s.kind)))?;
-            let at = Time::from_millis(s.at_ms).ok_or_else(|| corrupt(format!("time {} ms is out of range", s.at_ms)))?;
-            let input = s.input.into_owned();
-            let changes = s
-                .changes
-                .into_iter()
-                .map(|StoredChange(field, before, from_input, after)| {
-                    let after = if from_input { input.get(field.as_ref()).cloned().unwrap_or(Value::Null) } else { after.into_owned() };
-                    (field.into_owned(), Change { before: before.into_owned(), after })
-                })
-                .collect();
-            let d = s.decided_on;
-            Ok(Event {
-                instance_id: instance_id.to_string(),
-                seq,
-                kind,
-                transition: s.transition.map(Cow::into_owned),
-                actor: s.actor.into_owned(),
-                at,
-                bundle_version: s.bundle_version.into_owned(),
-                from_state: s.from_state.map(Cow::into_owned),
-                to_state: s.to_state.into_owned(),
-                input,
-                changes,
-                parent: s.parent.map(Cow::into_owned),
-                children: s.children.into_owned(),
-                decided_on: DecidedOn {
-                    roles: d.roles.into_owned(),
-                    teams: d.teams.into_owned(),
-                    department: d.department.map(Cow::into_owned),
-                    records: d.records.into_owned(),
-                    picked: d.picked.map(Cow::into_owned),
-                    recorded: d.recorded,
-                },
+            let s: Stored<Vec<StoredChange>, Cow<str>> = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            event_of(instance_id, seq, s, &corrupt, |input, changes| {
+                Ok(changes
+                    .into_iter()
+                    .map(|StoredChange(field, before, from_input, after)| {
+                        let after = if from_input { input.get(field.as_ref()).cloned().unwrap_or(Value::Null) } else { after.into_owned() };
+                        (field.into_owned(), Change { before: before.into_owned(), after })
+                    })
+                    .collect())
+            })
+        }
+        Some(&V2) => {
+            let s: Stored<ChangesV2, Packed> = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            event_of(instance_id, seq, s, &corrupt, |input, ChangesV2(from_input, others)| {
+                let mut changes = BTreeMap::new();
+                for (at, before) in from_input {
+                    let (field, after) = input
+                        .as_object()
+                        .and_then(|m| m.iter().nth(at as usize))
+                        .ok_or_else(|| corrupt(format!("a change names input field {at}, which the input does not have")))?;
+                    changes.insert(field.clone(), Change { before: before.into_owned(), after: after.clone() });
+                }
+                for (field, before, after) in others {
+                    changes.insert(field.into_owned(), Change { before: before.into_owned(), after: after.into_owned() });
+                }
+                Ok(changes)
             })
         }
         Some(other) => Err(corrupt(format!("unknown format (first byte {other:#04x})"))),
         None => Err(corrupt("empty value".into())),
     }
+}
+
+/// The event of a compact layout, its changes read by `changes` (given the input).
+fn event_of<C, V: Into<String>>(
+    instance_id: &str,
+    seq: u64,
+    s: Stored<C, V>,
+    corrupt: &dyn Fn(String) -> StoreError,
+    changes: impl FnOnce(&Value, C) -> Result<BTreeMap<String, Change>>,
+) -> Result<Event> {
+    let kind = kind_of(s.kind).ok_or_else(|| corrupt(format!("unknown event kind {}", s.kind)))?;
+    let at = Time::from_millis(s.at_ms).ok_or_else(|| corrupt(format!("time {} ms is out of range", s.at_ms)))?;
+    let input = s.input.into_owned();
+    let changes = changes(&input, s.changes)?;
+    let d = s.decided_on;
+    Ok(Event {
+        instance_id: instance_id.to_string(),
+        seq,
+        kind,
+        transition: s.transition.map(Cow::into_owned),
+        actor: s.actor.into_owned(),
+        at,
+        bundle_version: s.bundle_version.into(),
+        from_state: s.from_state.map(Cow::into_owned),
+        to_state: s.to_state.into_owned(),
+        input,
+        changes,
+        parent: s.parent.map(Cow::into_owned),
+        children: s.children.into_owned(),
+        decided_on: DecidedOn {
+            roles: d.roles.into_owned(),
+            teams: d.teams.into_owned(),
+            department: d.department.map(Cow::into_owned),
+            records: d.records.into_owned(),
+            picked: d.picked.map(Cow::into_owned),
+            recorded: d.recorded,
+        },
+    })
 }
 
 /// Whether `bytes` hold JSON, as written before the compact format.
@@ -181,11 +268,13 @@ pub fn is_json(bytes: &[u8]) -> bool {
 
 /// An instance's fields in the order they are written (its id is the key).
 /// Never reorder or remove: that is a new layout with a new first byte.
+/// `V` is the bundle version: text in [`V1`], [`Packed`] in [`V2`].
 #[derive(Serialize, Deserialize)]
-struct StoredInstance<'a> {
+#[serde(bound(deserialize = "V: Deserialize<'de>"))]
+struct StoredInstance<'a, V> {
     number: Option<Cow<'a, str>>,
     workflow: Cow<'a, str>,
-    bundle_version: Cow<'a, str>,
+    bundle_version: V,
     version: u64,
     state: Cow<'a, str>,
     data: Cow<'a, Map<String, Value>>,
@@ -233,11 +322,20 @@ fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
 
 /// The bytes an instance is kept as.
 pub fn encode_instance(i: &Instance) -> Result<Vec<u8>> {
+    let stored = stored_instance(i, Packed(Cow::Borrowed(&i.bundle_version)));
+    let mut out = Vec::with_capacity(512);
+    out.push(V2);
+    rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the instance {}: {err}", i.id)))?;
+    Ok(out)
+}
+
+/// `i`'s fields as a layout writes them, its bundle version as `version`.
+fn stored_instance<V>(i: &Instance, version: V) -> StoredInstance<'_, V> {
     let a = &i.assignment;
-    let stored = StoredInstance {
+    StoredInstance {
         number: opt(&i.number),
         workflow: Cow::Borrowed(&i.workflow),
-        bundle_version: Cow::Borrowed(&i.bundle_version),
+        bundle_version: version,
         version: i.version,
         state: Cow::Borrowed(&i.state),
         data: Cow::Borrowed(&i.data),
@@ -266,11 +364,7 @@ pub fn encode_instance(i: &Instance) -> Result<Vec<u8>> {
                 breached_at_ms: d.breached_at.map(Time::millis),
             })
             .collect(),
-    };
-    let mut out = Vec::with_capacity(512);
-    out.push(V1);
-    rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the instance {}: {err}", i.id)))?;
-    Ok(out)
+    }
 }
 
 /// The instance kept as `bytes` under the key `id`.
@@ -294,55 +388,64 @@ pub fn decode_instance(id: &str, bytes: &[u8]) -> Result<Instance> {
     match bytes.first() {
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
         Some(&V1) => {
-            let s: StoredInstance = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
-            let time = |ms: i64| Time::from_millis(ms).ok_or_else(|| corrupt(format!("time {ms} ms is out of range")));
-            let maybe = |ms: Option<i64>| ms.map(time).transpose();
-            let deadlines = s
-                .deadlines
-                .into_iter()
-                .map(|d| {
-                    Ok(DeadlineRun {
-                        name: d.name.into_owned(),
-                        started_at: time(d.started_at_ms)?,
-                        used_secs: d.used_secs,
-                        running_since: maybe(d.running_since_ms)?,
-                        due_at: maybe(d.due_at_ms)?,
-                        met_at: maybe(d.met_at_ms)?,
-                        breached_at: maybe(d.breached_at_ms)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let StoredAssignment(team, assignee, vendor) = s.assignment;
-            Ok(Instance {
-                id: id.to_string(),
-                number: owned(s.number),
-                workflow: s.workflow.into_owned(),
-                bundle_version: s.bundle_version.into_owned(),
-                version: s.version,
-                state: s.state.into_owned(),
-                data: s.data.into_owned(),
-                assignment: Assignment { team: owned(team), assignee: owned(assignee), vendor: owned(vendor) },
-                requester: s.requester.into_owned(),
-                requester_department: owned(s.requester_department),
-                created_at: time(s.created_at_ms)?,
-                updated_at: time(s.updated_at_ms)?,
-                state_entered_at: time(s.state_entered_at_ms)?,
-                state_entered_seq: s.state_entered_seq,
-                due_at: maybe(s.due_at_ms)?,
-                overdue: s.overdue,
-                moved: s
-                    .moved
-                    .into_iter()
-                    .map(|StoredMoved(ledger, dims, issued, returned)| Moved { ledger: ledger.into_owned(), dims: dims.into_owned(), issued, returned })
-                    .collect(),
-                parent: owned(s.parent),
-                children: s.children.into_owned(),
-                deadlines,
-            })
+            let s: StoredInstance<Cow<str>> = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            instance_of(id, s, &corrupt)
+        }
+        Some(&V2) => {
+            let s: StoredInstance<Packed> = rmp_serde::from_slice(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            instance_of(id, s, &corrupt)
         }
         Some(other) => Err(corrupt(format!("unknown format (first byte {other:#04x})"))),
         None => Err(corrupt("empty value".into())),
     }
+}
+
+/// The instance of a compact layout.
+fn instance_of<V: Into<String>>(id: &str, s: StoredInstance<V>, corrupt: &dyn Fn(String) -> StoreError) -> Result<Instance> {
+    let time = |ms: i64| Time::from_millis(ms).ok_or_else(|| corrupt(format!("time {ms} ms is out of range")));
+    let maybe = |ms: Option<i64>| ms.map(time).transpose();
+    let deadlines = s
+        .deadlines
+        .into_iter()
+        .map(|d| {
+            Ok(DeadlineRun {
+                name: d.name.into_owned(),
+                started_at: time(d.started_at_ms)?,
+                used_secs: d.used_secs,
+                running_since: maybe(d.running_since_ms)?,
+                due_at: maybe(d.due_at_ms)?,
+                met_at: maybe(d.met_at_ms)?,
+                breached_at: maybe(d.breached_at_ms)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let StoredAssignment(team, assignee, vendor) = s.assignment;
+    Ok(Instance {
+        id: id.to_string(),
+        number: owned(s.number),
+        workflow: s.workflow.into_owned(),
+        bundle_version: s.bundle_version.into(),
+        version: s.version,
+        state: s.state.into_owned(),
+        data: s.data.into_owned(),
+        assignment: Assignment { team: owned(team), assignee: owned(assignee), vendor: owned(vendor) },
+        requester: s.requester.into_owned(),
+        requester_department: owned(s.requester_department),
+        created_at: time(s.created_at_ms)?,
+        updated_at: time(s.updated_at_ms)?,
+        state_entered_at: time(s.state_entered_at_ms)?,
+        state_entered_seq: s.state_entered_seq,
+        due_at: maybe(s.due_at_ms)?,
+        overdue: s.overdue,
+        moved: s
+            .moved
+            .into_iter()
+            .map(|StoredMoved(ledger, dims, issued, returned)| Moved { ledger: ledger.into_owned(), dims: dims.into_owned(), issued, returned })
+            .collect(),
+        parent: owned(s.parent),
+        children: s.children.into_owned(),
+        deadlines,
+    })
 }
 
 #[cfg(test)]
@@ -386,10 +489,83 @@ pub(crate) mod tests {
     fn an_event_reads_back_as_it_was_written_and_takes_a_fraction_of_its_json() {
         let e = sample();
         let bytes = encode_event(&e).unwrap();
-        assert_eq!(bytes[0], V1);
+        assert_eq!(bytes[0], V2);
         assert_eq!(decode_event(&e.instance_id, e.seq, &bytes).unwrap(), e);
         let json = serde_json::to_vec(&e).unwrap();
         assert!(bytes.len() * 2 < json.len(), "{} compact bytes vs {} of JSON", bytes.len(), json.len());
+        // The fields the input set are named once, in the input: each of
+        // those two changes takes its name and two bytes less, each of the
+        // two others one byte (its flag) less; the two lists, two more. The
+        // bundle version, 16 hex digits, takes 10 bytes instead of 17.
+        let v1 = encode_event_v1(&e);
+        let saved = ("asset_id".len() + 2) + ("work_notes".len() + 2) + 2 - 2 + 7;
+        assert_eq!(v1.len() - bytes.len(), saved, "{} bytes in V1, {} in V2", v1.len(), bytes.len());
+    }
+
+    /// An event as [`V1`] wrote it (before [`V2`]).
+    pub(crate) fn encode_event_v1(e: &Event) -> Vec<u8> {
+        let changes = e
+            .changes
+            .iter()
+            .map(|(field, c)| {
+                let plain = matches!(c.after, Value::String(_) | Value::Number(_) | Value::Bool(_));
+                let from_input = plain && e.input.get(field) == Some(&c.after);
+                let after = if from_input { Cow::Owned(Value::Null) } else { Cow::Borrowed(&c.after) };
+                StoredChange(Cow::Borrowed(field), Cow::Borrowed(&c.before), from_input, after)
+            })
+            .collect::<Vec<_>>();
+        let d = &e.decided_on;
+        let stored = Stored {
+            kind: kind_code(e.kind),
+            transition: e.transition.as_deref().map(Cow::Borrowed),
+            actor: Cow::Borrowed(&e.actor),
+            at_ms: e.at.millis(),
+            bundle_version: Cow::Borrowed(&e.bundle_version),
+            from_state: e.from_state.as_deref().map(Cow::Borrowed),
+            to_state: Cow::Borrowed(&e.to_state),
+            input: Cow::Borrowed(&e.input),
+            changes,
+            parent: e.parent.as_deref().map(Cow::Borrowed),
+            children: Cow::Borrowed(&e.children),
+            decided_on: StoredDecidedOn {
+                roles: Cow::Borrowed(&d.roles),
+                teams: Cow::Borrowed(&d.teams),
+                department: d.department.as_deref().map(Cow::Borrowed),
+                records: Cow::Borrowed(&d.records),
+                picked: d.picked.as_deref().map(Cow::Borrowed),
+                recorded: d.recorded,
+            },
+        };
+        let mut out = vec![V1];
+        rmp_serde::encode::write(&mut out, &stored).unwrap();
+        out
+    }
+
+    #[test]
+    fn events_written_in_the_first_compact_layout_still_read() {
+        let e = sample();
+        let v1 = encode_event_v1(&e);
+        assert_eq!(v1[0], V1);
+        assert_eq!(decode_event(&e.instance_id, e.seq, &v1).unwrap(), e);
+    }
+
+    #[test]
+    fn a_change_naming_an_input_field_the_input_lacks_is_a_corrupt_event() {
+        let mut e = sample();
+        let bytes = encode_event(&e).unwrap();
+        // The same event with an input of one field less: its second change
+        // by place names nothing.
+        e.input.as_object_mut().unwrap().shift_remove("work_notes");
+        e.input.as_object_mut().unwrap().shift_remove("tags");
+        e.input.as_object_mut().unwrap().shift_remove("floor");
+        let lacking = encode_event(&Event { changes: BTreeMap::new(), ..e.clone() }).unwrap();
+        assert!(lacking.len() < bytes.len());
+        let mut stored: Stored<ChangesV2, Packed> = rmp_serde::from_slice(&bytes[1..]).unwrap();
+        stored.input = Cow::Owned(e.input.clone());
+        let mut damaged = vec![V2];
+        rmp_serde::encode::write(&mut damaged, &stored).unwrap();
+        let err = decode_event("i", 3, &damaged).unwrap_err().to_string();
+        assert!(err.contains("event i/3") && err.contains("input field 1"), "{err}");
     }
 
     #[test]
@@ -490,8 +666,13 @@ pub(crate) mod tests {
     fn an_instance_reads_back_as_it_was_written_in_less_than_its_json_and_its_old_json_still_reads() {
         let i = an_instance();
         let bytes = encode_instance(&i).unwrap();
-        assert_eq!(bytes[0], V1);
+        assert_eq!(bytes[0], V2);
         assert_eq!(decode_instance(&i.id, &bytes).unwrap(), i);
+        // The first compact layout still reads; the version took 7 bytes more there.
+        let mut v1 = vec![V1];
+        rmp_serde::encode::write(&mut v1, &stored_instance(&i, Cow::Borrowed(i.bundle_version.as_str()))).unwrap();
+        assert_eq!(decode_instance(&i.id, &v1).unwrap(), i);
+        assert_eq!(v1.len() - bytes.len(), 7);
         let json = serde_json::to_vec(&i).unwrap();
         assert!(bytes.len() * 3 < json.len() * 2, "{} compact bytes vs {} of JSON", bytes.len(), json.len());
         assert_eq!(decode_instance(&i.id, &json).unwrap(), i);
@@ -524,6 +705,15 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        /// Any bundle version reads back as it was: hex as bytes, the rest as text.
+        #[test]
+        fn any_bundle_version_reads_back(version in prop_oneof!["[0-9a-f]{0,20}", "[0-9a-fA-Fg情 ]{0,20}"]) {
+            let mut bytes = Vec::new();
+            rmp_serde::encode::write(&mut bytes, &Packed(Cow::Borrowed(&version))).unwrap();
+            let back: Packed = rmp_serde::from_slice(&bytes).unwrap();
+            prop_assert_eq!(String::from(back), version);
+        }
+
         #[test]
         fn any_input_and_changes_read_back_unchanged(
             input in proptest::collection::btree_map("[a-z]{1,4}", value(), 0..5),

@@ -1,6 +1,6 @@
 //! Every rule of the store, written once against the key-value traits.
 
-use crate::tables::{Read, SEP, Table, Write, key, num, prefix_range};
+use crate::tables::{Read, SEP, Table, Write, event_key, key, num, prefix_range};
 use crate::*;
 use flowform_core::Time;
 use flowform_core::ledger::{Balance, balance_key, deltas};
@@ -644,11 +644,11 @@ pub fn history(r: &dyn Read, id: &str) -> Result<Vec<Event>> {
     Ok(out)
 }
 
-/// The sequence number in an event's key (`instance␟seq`).
+/// The sequence number in an event's key (`instance␟seq`, [`event_key`]).
 fn event_seq(k: &str) -> Result<u64> {
     k.rsplit(SEP)
         .next()
-        .and_then(|s| s.parse().ok())
+        .and_then(crate::tables::event_seq)
         .ok_or_else(|| StoreError::Corrupt { what: "event key".into(), detail: format!("{k:?} does not end in a sequence number") })
 }
 
@@ -1153,7 +1153,7 @@ fn replay_or_none(w: &mut dyn Write, idem: &Option<IdempotencyKey>) -> Result<Op
 fn write_command(w: &mut dyn Write, c: &CommandWrite, old: Option<&Instance>) -> Result<()> {
     w.write_instance(&c.instance)?;
     reindex(w, old, &c.instance)?;
-    w.put(Table::Events, &key(&[&c.instance.id, &num(c.event.seq)]), &codec::encode_event(&c.event)?)?;
+    w.put(Table::Events, &event_key(&c.instance.id, c.event.seq), &codec::encode_event(&c.event)?)?;
     if let Some(idem) = &c.idempotency {
         let result = IdempotentResult {
             fingerprint: idem.fingerprint.clone(),
@@ -1316,7 +1316,7 @@ pub fn apply(w: &mut dyn Write, job: &Job) -> Result<CommitOutcome> {
                 let i = &item.instance;
                 w.put(Table::Instances, &i.id, &codec::encode_instance(i)?)?;
                 for e in &item.events {
-                    w.put(Table::Events, &key(&[&i.id, &num(e.seq)]), &codec::encode_event(e)?)?;
+                    w.put(Table::Events, &event_key(&i.id, e.seq), &codec::encode_event(e)?)?;
                 }
                 add_refs(w, &format!("instance:{}", i.id), &item.refs)?;
                 reindex(w, None, i)?;

@@ -126,6 +126,38 @@ impl Table {
 }
 
 #[cfg(test)]
+mod event_keys {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn an_event_key_is_short_and_reads_back() {
+        assert_eq!(event_key("I", 7), "I\u{1f}a7");
+        assert_eq!(event_key("I", 12), "I\u{1f}b12");
+        assert_eq!(event_key("I", u64::MAX), format!("I\u{1f}t{}", u64::MAX));
+        for bad in ["", "a", "b1", "a12", "x1", "a-", "b1x", "u12345678901234567890"] {
+            assert_eq!(event_seq(bad), None, "{bad:?}");
+        }
+        assert_eq!(event_seq(&num(42)), Some(42), "the keys written before");
+    }
+
+    proptest! {
+        /// Keys sort as their numbers do, old (zero-padded) keys of lower
+        /// numbers before new ones, and every key reads back its number.
+        #[test]
+        fn event_keys_sort_as_their_numbers(a in any::<u64>(), b in any::<u64>()) {
+            let (ka, kb) = (event_key("I", a), event_key("I", b));
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(event_seq(ka.rsplit(SEP).next().unwrap()), Some(a));
+            // Every key written before sorts first.
+            prop_assert!(key(&["I", &num(b)]) < ka);
+            let (from, to) = prefix_range("I");
+            prop_assert!(from <= ka && ka < to);
+        }
+    }
+}
+
+#[cfg(test)]
 #[test]
 fn a_table_is_found_by_its_index() {
     for (i, t) in Table::ALL.iter().enumerate() {
@@ -178,6 +210,33 @@ pub fn key(parts: &[&str]) -> String {
 /// A number that sorts as text.
 pub fn num(n: u64) -> String {
     format!("{n:020}")
+}
+
+/// The key of an instance's event: `instance␟` and the event's number,
+/// written short but sorting as a number: a letter for how many digits it
+/// has (`a` for one … `t` for twenty), then the digits (`a7`, `b12`).
+/// Events written before this key (the number zero-padded to twenty
+/// digits) start with a digit, so they sort before every short one: an
+/// instance's older events, whose numbers are lower, still come first.
+pub fn event_key(instance: &str, seq: u64) -> String {
+    let digits = seq.to_string();
+    let mut k = String::with_capacity(instance.len() + 2 + digits.len());
+    k.push_str(instance);
+    k.push(SEP);
+    k.push(char::from(b'a' + (digits.len() - 1) as u8));
+    k.push_str(&digits);
+    k
+}
+
+/// The number of an event key's number part (as [`event_key`] writes it,
+/// or zero-padded as before it).
+pub fn event_seq(part: &str) -> Option<u64> {
+    let digits = match part.as_bytes().first()? {
+        b'0'..=b'9' => part,
+        c @ b'a'..=b't' if part.len() == usize::from(c - b'a') + 2 => &part[1..],
+        _ => return None,
+    };
+    if digits.bytes().all(|b| b.is_ascii_digit()) { digits.parse().ok() } else { None }
 }
 
 /// The range of keys that start with `prefix␟`.

@@ -954,10 +954,10 @@ fn events_and_instances_an_older_version_kept_as_json_read_the_same_and_are_rewr
         let id = format!("I{i}");
         assert_eq!(store.history(&id).unwrap(), written[i * 3..i * 3 + 3], "{id} reads the same after the rewrite");
         for seq in 1..=3 {
-            assert_eq!(raw(&id, seq)[0], codec::V1, "{id}/{seq} is compact");
+            assert_eq!(raw(&id, seq)[0], codec::V2, "{id}/{seq} is compact");
         }
         assert_eq!(store.instance(&id).unwrap().as_ref(), Some(&instances[i]), "{id} reads the same after the rewrite");
-        assert_eq!(store.tables.lock().unwrap().get(Table::Instances, &id).unwrap().unwrap()[0], codec::V1);
+        assert_eq!(store.tables.lock().unwrap().get(Table::Instances, &id).unwrap().unwrap()[0], codec::V2);
     }
     assert!(matches!(store.history("I9"), Err(StoreError::Corrupt { .. })));
     assert_eq!(&raw("I9", 1)[..], b"{\"seq\": oops");
@@ -974,12 +974,71 @@ fn a_new_redb_store_has_no_events_to_convert_and_commands_write_them_compactly()
     let mut first = Vec::new();
     store
         .read(&mut |r| {
-            first = r.get(crate::tables::Table::Events, &crate::tables::key(&["A", &crate::tables::num(1)]))?.unwrap_or_default();
+            first = r.get(crate::tables::Table::Events, &crate::tables::event_key("A", 1))?.unwrap_or_default();
             Ok(())
         })
         .unwrap();
-    assert_eq!(first.first(), Some(&codec::V1));
+    assert_eq!(first.first(), Some(&codec::V2));
     assert_eq!(store.history("A").unwrap(), vec![write("A", 0, "s", None).event]);
+}
+
+/// An instance whose first events an older version wrote (keys with the
+/// number zero-padded to twenty digits, values in the first compact
+/// layout or JSON) gets its next events under short keys, and its history
+/// reads all of them in order.
+#[test]
+fn a_history_begun_under_the_old_event_keys_goes_on_under_the_short_ones_in_order() {
+    use crate::tables::{Table, Write as _, event_key, key, num};
+    // Events 1..=11 as an older version wrote them: (short key, old key, old bytes).
+    let mut written = Vec::new();
+    let mut old = Vec::new();
+    for seq in 1..=11u64 {
+        let e = write("A", seq - 1, "s", None).event;
+        let bytes = if seq % 2 == 0 { serde_json::to_vec(&e).unwrap() } else { codec::tests::encode_event_v1(&e) };
+        old.push((event_key("A", seq), key(&["A", &num(seq)]), bytes));
+        written.push(e);
+    }
+    let more = |store: &dyn Store, written: &mut Vec<Event>| {
+        for expected in [11, 12] {
+            let w = write("A", expected, "s", None);
+            written.push(w.event.clone());
+            assert_eq!(store.commit(w).unwrap(), CommitOutcome::Committed);
+        }
+        assert_eq!(store.history("A").unwrap(), *written);
+    };
+
+    let memory = MemoryStore::new();
+    for expected in 0..11 {
+        memory.commit(write("A", expected, "s", None)).unwrap();
+    }
+    for (short, long, bytes) in &old {
+        let mut t = memory.tables.lock().unwrap();
+        t.delete(Table::Events, short).unwrap();
+        t.put(Table::Events, long, bytes).unwrap();
+    }
+    more(&memory, &mut written.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    for expected in 0..11 {
+        store.commit(write("A", expected, "s", None)).unwrap();
+    }
+    drop(store);
+    {
+        let db = redb::Database::open(dir.path().join("flowform.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("events")).unwrap();
+            for (short, long, bytes) in &old {
+                assert!(t.remove(short.as_str()).unwrap().is_some());
+                t.insert(long.as_str(), bytes.as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(store.history("A").unwrap(), written, "the old keys read");
+    more(&store, &mut written);
 }
 
 #[test]
@@ -999,7 +1058,7 @@ fn the_conversion_reaches_the_instances_when_the_events_end_exactly_at_a_chunk_o
             assert!(jobs < 10);
         }
         let raw = store.tables.lock().unwrap().get(Table::Instances, "I").unwrap().unwrap();
-        assert_eq!(raw[0], codec::V1, "with {events} events the instance is converted before the job says it is done");
+        assert_eq!(raw[0], codec::V2, "with {events} events the instance is converted before the job says it is done");
         assert_eq!(store.instance("I").unwrap(), Some(i));
     }
 }
@@ -1045,7 +1104,7 @@ fn a_store_written_as_json_by_the_version_before_reads_the_same_after_its_conver
     let store = RedbStore::open(dir.path()).unwrap();
     for table in [Table::Events, Table::Instances] {
         let firsts = first_bytes(&store, table);
-        assert!(!firsts.is_empty() && firsts.iter().all(|b| *b == codec::V1), "{table:?}: {firsts:?}");
+        assert!(!firsts.is_empty() && firsts.iter().all(|b| *b == codec::V2), "{table:?}: {firsts:?}");
     }
     assert_eq!(snapshot(&store), before, "every instance and history reads the same, to the text");
 }
