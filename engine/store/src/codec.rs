@@ -146,9 +146,8 @@ pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
     for (field, c) in &e.changes {
         // Only plain values: objects compare equal whatever the order of
         // their keys, and the after's own order must come back.
-        let plain = matches!(c.after, Value::String(_) | Value::Number(_) | Value::Bool(_));
         let place = match &e.input {
-            Value::Object(input) if plain => input.iter().position(|(k, v)| k == field && *v == c.after),
+            Value::Object(input) => input.iter().position(|(k, v)| k == field && same_plain(v, &c.after)),
             _ => None,
         };
         match place {
@@ -182,6 +181,21 @@ pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
     out.push(V2);
     rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the event {}/{}: {err}", e.instance_id, e.seq)))?;
     Ok(out)
+}
+
+/// Whether `a` and `b` are the same plain value (text, number, yes/no),
+/// to the bit: serde_json takes `-0.0` and `0.0` for equal, and an after
+/// read from the input must come back as it was. (Objects compare equal
+/// whatever the order of their keys, and an after's own order must come
+/// back: they are never taken from the input.)
+fn same_plain(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            x.is_f64() && y.is_f64() && x.as_f64().map(f64::to_bits) == y.as_f64().map(f64::to_bits)
+        }
+        (Value::String(_) | Value::Number(_) | Value::Bool(_), _) => a == b,
+        _ => false,
+    }
 }
 
 /// The event kept as `bytes` under the key of `instance_id` and `seq`.
@@ -550,6 +564,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_after_of_zero_is_not_read_from_an_input_of_minus_zero() {
+        let mut e = sample();
+        e.input = json!({"x": -0.0, "y": 1, "z": 1.0});
+        e.changes = BTreeMap::from([
+            ("x".into(), Change { before: Value::Null, after: json!(0.0) }),
+            ("y".into(), Change { before: Value::Null, after: json!(1.0) }),
+            ("z".into(), Change { before: Value::Null, after: json!(1) }),
+        ]);
+        let back = decode_event(&e.instance_id, e.seq, &encode_event(&e).unwrap()).unwrap();
+        // serde_json compares -0.0 equal to 0.0 and 1 unequal to 1.0: compare the text.
+        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&e).unwrap());
+        assert!(same_plain(&json!(2.5), &json!(2.5)) && same_plain(&json!(-3), &json!(-3)) && same_plain(&json!("a"), &json!("a")));
+        assert!(!same_plain(&json!(-0.0), &json!(0.0)) && !same_plain(&json!(1), &json!(1.0)) && !same_plain(&json!({}), &json!({})));
+    }
+
+    /// The sample event and instance as the first compact layout wrote them.
+    const V1_EVENT: &str = concat!(
+        "019c01a8636f6d706c657465a6746563682d30cf000001a231cf2e01b031326163333831643631346265383732ac7061",
+        "7274735f697373756564a9636f6d706c6574656484a861737365745f6964a945512d303030303031aa776f726b5f6e6f",
+        "746573afe69bb4e68da2e4ba86e6bba4e7bd91a5666c6f6f72cb3ff8000000000000a47461677392a16181a162c09494",
+        "a861737365745f6964c0c3c094af61737369676e6d656e742e7465616dc0c2a9687661635f7465616d94a371747903c2",
+        "c094aa776f726b5f6e6f746573a6e697a7e79a84c3c0c091a730314348494c449691aa746563686e696369616e90a9e5",
+        "bf83e58685e7a79181a47061727481ab687661632d66696c74657204ab726f756e645f726f62696ec3"
+    );
+    const V1_INSTANCE: &str = concat!(
+        "01dc0013ae574f2d323032362d303030303137a6726570616972b0313261633338316436313462653837320da6636c6f",
+        "73656484a861737365745f6964a445512d31a5666c6f6f7203ab6465736372697074696f6eb5e4b889e6a5bce7a9bae8",
+        "b083e4b88de588b6e586b7a570617274739182a470617274a178a37174790293a9687661635f7465616da6746563682d",
+        "30c0a76e757273652d31a9e5bf83e58685e7a791cf000001a231cf2df9cf000001a231cf2e05cf000001a231cf2e050d",
+        "cf000001a232aae7f9c39194a573746f636b81a470617274ab687661632d66696c7465720201a83031504152454e5491",
+        "a730314348494c449297a77265736f6c7665cf000001a231cf2df93cc0c0cf000001a231e7bb00c097a7726573706f6e",
+        "64cf000001a231cf2df900cf000001a231cf2df9cf000001a231dce999c0cf000001a231de9340"
+    );
+
+    /// Bytes the first compact layout wrote (the sample event and
+    /// instance, encoded by the version before the second layout): they
+    /// read back the same for as long as the code lives.
+    #[test]
+    fn bytes_written_in_the_first_compact_layout_read_back_for_good() {
+        let event = hex::decode(V1_EVENT).unwrap();
+        assert_eq!(decode_event("01M8RWYBFSE972AJVRSZ8AERQ7", 7, &event).unwrap(), sample());
+        let instance = hex::decode(V1_INSTANCE).unwrap();
+        assert_eq!(decode_instance("01M8RWYBFSE972AJVRSZ8AERQ7", &instance).unwrap(), an_instance());
+    }
+
+    #[test]
     fn a_change_naming_an_input_field_the_input_lacks_is_a_corrupt_event() {
         let mut e = sample();
         let bytes = encode_event(&e).unwrap();
@@ -558,8 +618,6 @@ pub(crate) mod tests {
         e.input.as_object_mut().unwrap().shift_remove("work_notes");
         e.input.as_object_mut().unwrap().shift_remove("tags");
         e.input.as_object_mut().unwrap().shift_remove("floor");
-        let lacking = encode_event(&Event { changes: BTreeMap::new(), ..e.clone() }).unwrap();
-        assert!(lacking.len() < bytes.len());
         let mut stored: Stored<ChangesV2, Packed> = rmp_serde::from_slice(&bytes[1..]).unwrap();
         stored.input = Cow::Owned(e.input.clone());
         let mut damaged = vec![V2];
@@ -716,8 +774,10 @@ pub(crate) mod tests {
 
         #[test]
         fn any_input_and_changes_read_back_unchanged(
-            input in proptest::collection::btree_map("[a-z]{1,4}", value(), 0..5),
-            changes in proptest::collection::btree_map("[a-z]{1,4}", (value(), value(), any::<bool>()), 0..5),
+            // Few names, so that changes often name an input's field; the
+            // input in the order drawn (not sorted).
+            input in proptest::collection::vec(("[a-f]", value()), 0..6),
+            changes in proptest::collection::btree_map("[a-f]", (value(), value(), any::<bool>()), 0..5),
             transition in proptest::option::of("[a-z_]{1,10}"),
         ) {
             let mut e = sample();
@@ -732,7 +792,10 @@ pub(crate) mod tests {
                 .collect();
             e.transition = transition;
             let bytes = encode_event(&e).unwrap();
-            prop_assert_eq!(decode_event(&e.instance_id, e.seq, &bytes).unwrap(), e);
+            let back = decode_event(&e.instance_id, e.seq, &bytes).unwrap();
+            // The text too: values equal to serde_json may still differ (-0.0 and 0.0, key order).
+            prop_assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&e).unwrap());
+            prop_assert_eq!(back, e);
         }
     }
 }

@@ -7,7 +7,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 /// The tables of the store. Keys are strings; parts of composite keys are
-/// joined with [`SEP`] and numbers are zero-padded so that keys sort in order.
+/// joined with [`SEP`] and numbers are written so that keys sort in order
+/// (zero-padded, [`num`]; an event's number short, [`event_key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Instances,
