@@ -1107,6 +1107,23 @@ fn a_store_written_as_json_by_the_version_before_reads_the_same_after_its_conver
         assert!(!firsts.is_empty() && firsts.iter().all(|b| *b == codec::V2), "{table:?}: {firsts:?}");
     }
     assert_eq!(snapshot(&store), before, "every instance and history reads the same, to the text");
+
+    // Commands go on on an instance whose events that version wrote (keys
+    // with twenty-digit numbers): its history reads in order, old then new.
+    let page = store.instances(&InstanceFilter { limit: 1, ..InstanceFilter::default() }).unwrap();
+    let old = &page.items[0];
+    let mut expected = store.history(&old.id).unwrap();
+    assert!(expected.len() >= 9, "the fixture's first order has {} events", expected.len());
+    for v in old.version..old.version + 3 {
+        let w = write(&old.id, v, "s", None);
+        expected.push(w.event.clone());
+        assert_eq!(store.commit(w).unwrap(), CommitOutcome::Committed);
+    }
+    drop(store);
+    let store = RedbStore::open(dir.path()).unwrap();
+    let seqs: Vec<u64> = store.history(&old.id).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=old.version + 3).collect::<Vec<_>>());
+    assert_eq!(store.history(&old.id).unwrap(), expected);
 }
 
 /// A caller that finds the writer idle commits its job on its own thread
