@@ -155,17 +155,27 @@ pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
             None => others.push((Cow::Borrowed(field.as_str()), Cow::Borrowed(&c.before), Cow::Borrowed(&c.after))),
         }
     }
+    let stored = stored_event(e, ChangesV2(from_input, others), Packed(Cow::Borrowed(&e.bundle_version)));
+    let mut out = Vec::with_capacity(256);
+    out.push(V2);
+    rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the event {}/{}: {err}", e.instance_id, e.seq)))?;
+    Ok(out)
+}
+
+/// `e`'s fields as a layout writes them, with its `changes` and its bundle
+/// version as `version`.
+fn stored_event<C, V>(e: &Event, changes: C, version: V) -> Stored<'_, C, V> {
     let d = &e.decided_on;
-    let stored = Stored {
+    Stored {
         kind: kind_code(e.kind),
         transition: e.transition.as_deref().map(Cow::Borrowed),
         actor: Cow::Borrowed(&e.actor),
         at_ms: e.at.millis(),
-        bundle_version: Packed(Cow::Borrowed(&e.bundle_version)),
+        bundle_version: version,
         from_state: e.from_state.as_deref().map(Cow::Borrowed),
         to_state: Cow::Borrowed(&e.to_state),
         input: Cow::Borrowed(&e.input),
-        changes: ChangesV2(from_input, others),
+        changes,
         parent: e.parent.as_deref().map(Cow::Borrowed),
         children: Cow::Borrowed(&e.children),
         decided_on: StoredDecidedOn {
@@ -176,11 +186,7 @@ pub fn encode_event(e: &Event) -> Result<Vec<u8>> {
             picked: d.picked.as_deref().map(Cow::Borrowed),
             recorded: d.recorded,
         },
-    };
-    let mut out = Vec::with_capacity(256);
-    out.push(V2);
-    rmp_serde::encode::write(&mut out, &stored).map_err(|err| StoreError::Backend(format!("cannot encode the event {}/{}: {err}", e.instance_id, e.seq)))?;
-    Ok(out)
+    }
 }
 
 /// Whether `a` and `b` are the same plain value (text, number, yes/no),
@@ -528,28 +534,7 @@ pub(crate) mod tests {
                 StoredChange(Cow::Borrowed(field), Cow::Borrowed(&c.before), from_input, after)
             })
             .collect::<Vec<_>>();
-        let d = &e.decided_on;
-        let stored = Stored {
-            kind: kind_code(e.kind),
-            transition: e.transition.as_deref().map(Cow::Borrowed),
-            actor: Cow::Borrowed(&e.actor),
-            at_ms: e.at.millis(),
-            bundle_version: Cow::Borrowed(&e.bundle_version),
-            from_state: e.from_state.as_deref().map(Cow::Borrowed),
-            to_state: Cow::Borrowed(&e.to_state),
-            input: Cow::Borrowed(&e.input),
-            changes,
-            parent: e.parent.as_deref().map(Cow::Borrowed),
-            children: Cow::Borrowed(&e.children),
-            decided_on: StoredDecidedOn {
-                roles: Cow::Borrowed(&d.roles),
-                teams: Cow::Borrowed(&d.teams),
-                department: d.department.as_deref().map(Cow::Borrowed),
-                records: Cow::Borrowed(&d.records),
-                picked: d.picked.as_deref().map(Cow::Borrowed),
-                recorded: d.recorded,
-            },
-        };
+        let stored = stored_event(e, changes, Cow::Borrowed(e.bundle_version.as_str()));
         let mut out = vec![V1];
         rmp_serde::encode::write(&mut out, &stored).unwrap();
         out
